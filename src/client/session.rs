@@ -1,0 +1,679 @@
+//! A user's session: many groups on many group servers, one ordered stream of messages.
+//!
+//! Delivery follows the zguide's Clone pattern: subscribe first, learn the group's last seq,
+//! then take live pushes, dropping any seq already seen and filling any hole from HISTORY
+//! before going on. Heartbeats (PING every second per server) find dead servers and lost
+//! subscriptions; a PONG carries the server's last seq per group, so even a lost final push is
+//! repaired within a heartbeat.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::{unexpected, Conn, Timeouts};
+use crate::protocol::{self, Event, GroupEntry, Member, Message, Reply, Request};
+use crate::{errinput, transport, Error, Result};
+
+/// A group as a client addresses it: name and the group server hosting it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupRef {
+    pub name: String,
+    /// `HOST:PORT` of the group server.
+    pub address: String,
+}
+
+impl fmt::Display for GroupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.address)
+    }
+}
+
+/// A message delivered to the session, in order within its group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub group: GroupRef,
+    pub message: Message,
+}
+
+/// What [`Session::next_event`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    Message(Delivery),
+    /// A group server stopped answering heartbeats; the session keeps trying.
+    ServerLost(String),
+    /// A lost group server answers again; subscriptions are back and gaps repaired.
+    ServerBack(String),
+}
+
+/// Heartbeat state of one group server connection.
+struct Server {
+    conn: Conn,
+    /// The server's epoch from its last PONG.
+    epoch: Option<u64>,
+    /// The outstanding PING: request id and when it was sent.
+    ping: Option<(u32, Instant)>,
+    last_ping: Instant,
+    lost: bool,
+}
+
+/// One live subscription.
+struct Sub {
+    /// Highest seq delivered (or skipped as before the subscription).
+    last_seq: u64,
+}
+
+/// A user connected to the message system.
+pub struct Session {
+    ctx: zmq::Context,
+    name: String,
+    timeouts: Timeouts,
+    /// Directory endpoints, tried in order; the one that answered last goes first.
+    directories: Vec<String>,
+    directory: Option<Conn>,
+    servers: HashMap<String, Server>,
+    subs: HashMap<GroupRef, Sub>,
+    ready: VecDeque<SessionEvent>,
+    /// Prefix of this session's client message ids: unique per process run.
+    client_prefix: String,
+    sent: u64,
+}
+
+impl Session {
+    /// A session for user `name` with the given directory endpoints. Nothing is sent yet.
+    ///
+    /// # Errors
+    /// An invalid user name.
+    pub fn new(
+        ctx: &zmq::Context,
+        directories: Vec<String>,
+        name: &str,
+        timeouts: Timeouts,
+    ) -> Result<Session> {
+        protocol::check_user_name(name).map_err(Error::Input)?;
+        let nanos = crate::time::now_ms() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+        Ok(Session {
+            ctx: ctx.clone(),
+            name: name.to_string(),
+            timeouts,
+            directories,
+            directory: None,
+            servers: HashMap::new(),
+            subs: HashMap::new(),
+            ready: VecDeque::new(),
+            client_prefix: format!("{nanos:x}-{:x}", std::process::id()),
+            sent: 0,
+        })
+    }
+
+    /// The user's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Asks the directories in turn until one answers.
+    fn directory_request(&mut self, request: &Request) -> Result<Reply> {
+        let mut last_err = None;
+        for i in 0..self.directories.len() {
+            if self.directory.is_none() {
+                let endpoint = &self.directories[i];
+                self.directory = Some(Conn::connect(
+                    &self.ctx,
+                    endpoint,
+                    "message server",
+                    self.timeouts,
+                )?);
+            }
+            let conn = self.directory.as_mut().expect("bug: directory just set");
+            match conn.request(request) {
+                Err(err @ Error::Timeout(_)) => {
+                    tracing::debug!(%err, "message server did not answer; trying the next");
+                    last_err = Some(err);
+                    self.directory = None;
+                    self.directories.rotate_left(1);
+                }
+                other => return other,
+            }
+        }
+        Err(last_err.unwrap_or_else(|| errinput!("no message server address given")))
+    }
+
+    /// Registers the user's name with the message server.
+    ///
+    /// # Errors
+    /// The directory's refusal, or no directory answering.
+    pub fn hello(&mut self) -> Result<()> {
+        let request = Request::Hello {
+            name: self.name.clone(),
+        };
+        self.directory_request(&request)
+            .and_then(|r| expect_ok(r, "OK"))
+    }
+
+    /// All groups the message server knows.
+    ///
+    /// # Errors
+    /// No directory answering.
+    pub fn list_groups(&mut self) -> Result<Vec<GroupEntry>> {
+        match self.directory_request(&Request::List)? {
+            Reply::Groups(groups) => Ok(groups),
+            other => Err(unexpected(other, "GROUPS")),
+        }
+    }
+
+    /// The groups one group server hosts.
+    ///
+    /// # Errors
+    /// The server not answering.
+    pub fn list_hosted(&mut self, address: &str) -> Result<Vec<GroupEntry>> {
+        match self.server(address)?.conn.request(&Request::List)? {
+            Reply::Groups(groups) => Ok(groups),
+            other => Err(unexpected(other, "GROUPS")),
+        }
+    }
+
+    /// Turns what a user typed into a group: `NAME@HOST:PORT`, a group server's `HOST:PORT`
+    /// (when it hosts exactly one group), or a name the message server knows.
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming what is wrong: unknown, ambiguous, unreachable.
+    pub fn resolve(&mut self, spec: &str) -> Result<GroupRef> {
+        let spec = spec.trim();
+        if let Some((name, address)) = spec.split_once('@') {
+            protocol::check_group_name(name).map_err(Error::Input)?;
+            let address = transport::address(&transport::endpoint(address)?);
+            return Ok(GroupRef {
+                name: name.to_string(),
+                address,
+            });
+        }
+        if spec.contains(':') {
+            let address = transport::address(&transport::endpoint(spec)?);
+            let hosted = self.list_hosted(&address)?;
+            return match hosted.as_slice() {
+                [one] => Ok(GroupRef {
+                    name: one.name.clone(),
+                    address,
+                }),
+                _ => {
+                    let names: Vec<_> = hosted.iter().map(|g| g.name.as_str()).collect();
+                    Err(errinput!(
+                        "{address} hosts several groups ({}); say which, e.g. {}@{address}",
+                        names.join(", "),
+                        names[0]
+                    ))
+                }
+            };
+        }
+        protocol::check_group_name(spec).map_err(Error::Input)?;
+        let all = self.list_groups()?;
+        let matches: Vec<&GroupEntry> = all.iter().filter(|g| g.name == spec).collect();
+        match matches.as_slice() {
+            [one] => Ok(GroupRef {
+                name: one.name.clone(),
+                address: one.address.clone(),
+            }),
+            [] => {
+                let mut names: Vec<&str> = all.iter().map(|g| g.name.as_str()).collect();
+                names.dedup();
+                let known = if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                };
+                Err(errinput!(
+                    "unknown group '{spec}' (the message server lists: {known})"
+                ))
+            }
+            many => {
+                let at: Vec<String> = many
+                    .iter()
+                    .map(|g| format!("{}@{}", g.name, g.address))
+                    .collect();
+                Err(errinput!(
+                    "'{spec}' is hosted by several servers; say which: {}",
+                    at.join(", ")
+                ))
+            }
+        }
+    }
+
+    fn server(&mut self, address: &str) -> Result<&mut Server> {
+        if !self.servers.contains_key(address) {
+            let conn = Conn::connect(
+                &self.ctx,
+                &transport::endpoint(address)?,
+                "group server",
+                self.timeouts,
+            )?;
+            let server = Server {
+                conn,
+                epoch: None,
+                ping: None,
+                last_ping: Instant::now(),
+                lost: false,
+            };
+            self.servers.insert(address.to_string(), server);
+        }
+        Ok(self
+            .servers
+            .get_mut(address)
+            .expect("bug: server just added"))
+    }
+
+    fn group_request(&mut self, group: &GroupRef, request: &Request) -> Result<Reply> {
+        let reply = self.server(&group.address)?.conn.request(request);
+        self.collect_events(&group.address);
+        reply
+    }
+
+    /// Joins a group (membership is kept by the server) and starts receiving it live, from the
+    /// message after the last one stored. Returns that last seq.
+    ///
+    /// # Errors
+    /// The server's refusal or silence.
+    pub fn join(&mut self, group: &GroupRef) -> Result<u64> {
+        let request = Request::Join {
+            group: group.name.clone(),
+            user: self.name.clone(),
+        };
+        self.attach(group, &request)
+    }
+
+    /// Starts receiving a group this user is already a member of, live from now.
+    ///
+    /// # Errors
+    /// NOT_MEMBER, or the server's silence.
+    pub fn subscribe(&mut self, group: &GroupRef) -> Result<u64> {
+        let request = Request::Subscribe {
+            group: group.name.clone(),
+            user: self.name.clone(),
+        };
+        self.attach(group, &request)
+    }
+
+    fn attach(&mut self, group: &GroupRef, request: &Request) -> Result<u64> {
+        match self.group_request(group, request)? {
+            Reply::Joined { last_seq, .. } => {
+                let sub = self.subs.entry(group.clone()).or_insert(Sub { last_seq });
+                if sub.last_seq > last_seq {
+                    // The server lost messages we saw (its store was replaced): follow it.
+                    sub.last_seq = last_seq;
+                }
+                Ok(last_seq)
+            }
+            other => Err(unexpected(other, "JOINED")),
+        }
+    }
+
+    /// Stops following a group locally, without leaving it.
+    pub fn unsubscribe(&mut self, group: &GroupRef) {
+        self.subs.remove(group);
+    }
+
+    /// Leaves a group.
+    ///
+    /// # Errors
+    /// NOT_MEMBER, or the server's silence.
+    pub fn leave(&mut self, group: &GroupRef) -> Result<()> {
+        let request = Request::Leave {
+            group: group.name.clone(),
+            user: self.name.clone(),
+        };
+        let reply = self.group_request(group, &request)?;
+        self.subs.remove(group);
+        expect_ok(reply, "OK")
+    }
+
+    /// Sends a message; returns its seq and server timestamp once it is stored. A retried
+    /// send carries the same client id, so it is stored once whatever happened to the first.
+    ///
+    /// # Errors
+    /// NOT_MEMBER, TOO_LARGE, UNAVAILABLE (storage), or the server's silence.
+    pub fn send(&mut self, group: &GroupRef, text: &str) -> Result<(u64, i64)> {
+        if text.len() > protocol::MAX_TEXT {
+            return Err(errinput!(
+                "message is {} bytes; the limit is {}",
+                text.len(),
+                protocol::MAX_TEXT
+            ));
+        }
+        self.sent += 1;
+        let request = Request::Send {
+            group: group.name.clone(),
+            user: self.name.clone(),
+            client_id: format!("{}-{}", self.client_prefix, self.sent),
+            text: text.to_string(),
+        };
+        match self.group_request(group, &request)? {
+            Reply::Ack { seq, ts, .. } => Ok((seq, ts)),
+            other => Err(unexpected(other, "ACK")),
+        }
+    }
+
+    /// One page of history: messages after `after_seq` (and at or after `since_ms`), and the
+    /// group's last seq.
+    ///
+    /// # Errors
+    /// NOT_MEMBER, or the server's silence.
+    pub fn history_page(
+        &mut self,
+        group: &GroupRef,
+        after_seq: u64,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<(Vec<Message>, u64)> {
+        let request = Request::History {
+            group: group.name.clone(),
+            user: self.name.clone(),
+            after_seq,
+            since_ms,
+            limit,
+        };
+        match self.group_request(group, &request)? {
+            Reply::Messages {
+                messages, last_seq, ..
+            } => Ok((messages, last_seq)),
+            other => Err(unexpected(other, "MESSAGES")),
+        }
+    }
+
+    /// Stored messages, oldest first: all of them, those since `since_ms`, or with `limit`
+    /// the first `limit` since `since_ms` (or, without `since_ms`, the last `limit`).
+    ///
+    /// # Errors
+    /// As [`Session::history_page`].
+    pub fn history(
+        &mut self,
+        group: &GroupRef,
+        since_ms: Option<i64>,
+        limit: Option<u64>,
+    ) -> Result<Vec<Message>> {
+        let mut after = 0;
+        if let (None, Some(n)) = (since_ms, limit) {
+            let (_, last) = self.history_page(group, 0, 0, 0)?;
+            after = last.saturating_sub(n);
+        }
+        let want = limit.unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        while (out.len() as u64) < want {
+            let page = (want - out.len() as u64).min(u64::from(protocol::HISTORY_PAGE_MAX)) as u32;
+            let (messages, last_seq) =
+                self.history_page(group, after, since_ms.unwrap_or(0), page)?;
+            let Some(last) = messages.last() else { break };
+            after = last.seq;
+            out.extend(messages);
+            if after >= last_seq {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A group's members and who is online.
+    ///
+    /// # Errors
+    /// NOT_MEMBER, or the server's silence.
+    pub fn members(&mut self, group: &GroupRef) -> Result<Vec<Member>> {
+        let request = Request::Members {
+            group: group.name.clone(),
+            user: self.name.clone(),
+        };
+        match self.group_request(group, &request)? {
+            Reply::Members { members, .. } => Ok(members),
+            other => Err(unexpected(other, "MEMBERS")),
+        }
+    }
+
+    /// The groups this session receives live.
+    pub fn subscriptions(&self) -> Vec<GroupRef> {
+        let mut all: Vec<GroupRef> = self.subs.keys().cloned().collect();
+        all.sort_by_key(|g| g.to_string());
+        all
+    }
+
+    /// Waits up to `timeout` for the next event of any subscribed group.
+    ///
+    /// # Errors
+    /// A libzmq failure or a server speaking nonsense; unreachable servers are events, not errors.
+    pub fn next_event(&mut self, timeout: Duration) -> Result<Option<SessionEvent>> {
+        self.next_event_or(None, timeout)
+    }
+
+    /// As [`Session::next_event`], but also returns `Ok(None)` as soon as `wake` is readable,
+    /// so a caller can wait on its own socket too.
+    ///
+    /// # Errors
+    /// As [`Session::next_event`].
+    pub fn next_event_or(
+        &mut self,
+        wake: Option<&zmq::Socket>,
+        timeout: Duration,
+    ) -> Result<Option<SessionEvent>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let addresses: Vec<String> = self.servers.keys().cloned().collect();
+            for address in &addresses {
+                self.collect_events(address);
+            }
+            if let Some(event) = self.ready.pop_front() {
+                return Ok(Some(event));
+            }
+            self.heartbeat()?;
+            if !self.ready.is_empty() {
+                continue;
+            }
+            let now = Instant::now();
+            let Some(remaining) = deadline.checked_duration_since(now) else {
+                return Ok(None);
+            };
+            let beat = Duration::from_millis(protocol::HEARTBEAT_MS);
+            let wait = remaining.min(beat);
+            let mut items: Vec<zmq::PollItem> = Vec::new();
+            if let Some(w) = wake {
+                items.push(w.as_poll_item(zmq::POLLIN));
+            }
+            items.extend(
+                addresses
+                    .iter()
+                    .map(|a| self.servers[a].conn.socket().as_poll_item(zmq::POLLIN)),
+            );
+            transport::poll(&mut items, wait)?;
+            if wake.is_some() && items[0].is_readable() {
+                return Ok(None);
+            }
+            drop(items);
+            for address in &addresses {
+                if let Some(server) = self.servers.get_mut(address) {
+                    server.conn.drain()?;
+                }
+            }
+        }
+    }
+
+    /// Moves received events and PONGs of one server into `ready`, in order, repairing gaps.
+    fn collect_events(&mut self, address: &str) {
+        let Some(server) = self.servers.get_mut(address) else {
+            return;
+        };
+        let events = server.conn.take_events();
+        let replies = server.conn.take_unmatched();
+        for event in events {
+            let Event::Message { group, message } = event;
+            self.accept(
+                GroupRef {
+                    name: group,
+                    address: address.to_string(),
+                },
+                message,
+            );
+        }
+        for (id, reply) in replies {
+            self.pong(address, id, reply);
+        }
+    }
+
+    /// Delivers `message` if it is the next in its group; fills a hole first; drops a repeat.
+    fn accept(&mut self, group: GroupRef, message: Message) {
+        let Some(sub) = self.subs.get(&group) else {
+            return;
+        };
+        if message.seq <= sub.last_seq {
+            return;
+        }
+        if message.seq > sub.last_seq + 1 {
+            self.repair(&group, message.seq - 1);
+        }
+        let Some(sub) = self.subs.get_mut(&group) else {
+            return;
+        };
+        if message.seq == sub.last_seq + 1 {
+            sub.last_seq = message.seq;
+            self.ready
+                .push_back(SessionEvent::Message(Delivery { group, message }));
+        }
+        // Otherwise the hole could not be filled now; the next PONG tells and repairs it.
+    }
+
+    /// Fetches the messages after the last delivered one, up to `upto`, from history.
+    fn repair(&mut self, group: &GroupRef, upto: u64) {
+        loop {
+            let Some(after) = self.subs.get(group).map(|s| s.last_seq) else {
+                return;
+            };
+            if after >= upto {
+                return;
+            }
+            let page = (upto - after).min(u64::from(protocol::HISTORY_PAGE_MAX)) as u32;
+            let request = Request::History {
+                group: group.name.clone(),
+                user: self.name.clone(),
+                after_seq: after,
+                since_ms: 0,
+                limit: page,
+            };
+            let Ok(server) = self.server(&group.address) else {
+                return;
+            };
+            let messages = match server.conn.request(&request) {
+                Ok(Reply::Messages { messages, .. }) => messages,
+                Ok(other) => return tracing::warn!(?other, "unexpected reply to HISTORY"),
+                Err(err) => {
+                    return tracing::warn!(%err, group = %group, "gap repair failed; will retry")
+                }
+            };
+            tracing::debug!(group = %group, after, count = messages.len(), "gap repaired from history");
+            if messages.is_empty() {
+                return;
+            }
+            for message in messages {
+                let Some(sub) = self.subs.get_mut(group) else {
+                    return;
+                };
+                if message.seq == sub.last_seq + 1 {
+                    sub.last_seq = message.seq;
+                    self.ready.push_back(SessionEvent::Message(Delivery {
+                        group: group.clone(),
+                        message,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Sends PINGs that are due and treats servers that stopped answering as lost.
+    fn heartbeat(&mut self) -> Result<()> {
+        let beat = Duration::from_millis(protocol::HEARTBEAT_MS);
+        let now = Instant::now();
+        let with_subs: Vec<String> = {
+            let mut a: Vec<String> = self.subs.keys().map(|g| g.address.clone()).collect();
+            a.sort();
+            a.dedup();
+            a
+        };
+        for address in with_subs {
+            let server = self.server(&address)?;
+            if let Some((_, sent)) = server.ping {
+                if now.duration_since(sent) < 3 * beat {
+                    continue;
+                }
+                // Three heartbeats without an answer: start over on a new socket.
+                server.ping = None;
+                server.conn.reconnect()?;
+                if !server.lost {
+                    server.lost = true;
+                    self.ready
+                        .push_back(SessionEvent::ServerLost(address.clone()));
+                }
+                continue;
+            }
+            if now.duration_since(server.last_ping) >= beat {
+                server.last_ping = now;
+                if let Some(id) = server.conn.send_nowait(&Request::Ping)? {
+                    server.ping = Some((id, now));
+                } else if !server.lost {
+                    server.lost = true;
+                    self.ready
+                        .push_back(SessionEvent::ServerLost(address.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles a PONG: resubscribes after a server restart or expiry, repairs tail gaps.
+    fn pong(&mut self, address: &str, id: u32, reply: Reply) {
+        let Reply::Pong { epoch, groups } = reply else {
+            return;
+        };
+        let Some(server) = self.servers.get_mut(address) else {
+            return;
+        };
+        if server.ping.map(|(want, _)| want) != Some(id) {
+            return;
+        }
+        server.ping = None;
+        let was_lost = std::mem::replace(&mut server.lost, false);
+        server.epoch = Some(epoch);
+        let server_seqs: HashMap<String, u64> = groups.into_iter().collect();
+        let mine: Vec<GroupRef> = self
+            .subs
+            .keys()
+            .filter(|g| g.address == address)
+            .cloned()
+            .collect();
+        for group in mine {
+            match server_seqs.get(&group.name) {
+                Some(&last) => self.repair(&group, last),
+                None => {
+                    // The server does not know this subscription (restart or expiry): make it
+                    // again, then fetch what was missed.
+                    let request = Request::Subscribe {
+                        group: group.name.clone(),
+                        user: self.name.clone(),
+                    };
+                    let Ok(server) = self.server(address) else {
+                        continue;
+                    };
+                    match server.conn.request(&request) {
+                        Ok(Reply::Joined { last_seq, .. }) => self.repair(&group, last_seq),
+                        Ok(_) => {}
+                        Err(err) => {
+                            tracing::warn!(%err, group = %group, "resubscribe failed; will retry")
+                        }
+                    }
+                }
+            }
+        }
+        if was_lost {
+            self.ready
+                .push_back(SessionEvent::ServerBack(address.to_string()));
+        }
+    }
+}
+
+fn expect_ok(reply: Reply, wanted: &str) -> Result<()> {
+    match reply {
+        Reply::Ok => Ok(()),
+        other => Err(unexpected(other, wanted)),
+    }
+}

@@ -1,0 +1,168 @@
+//! The directory's table of groups: soft state that lives only while refreshed.
+//!
+//! Pure: no sockets, no clock of its own (callers pass `now`), so expiry is tested without waiting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::protocol::GroupEntry;
+
+/// Groups known to the directory, by the group server that announced them.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Group server address → what it announced and until when it counts.
+    servers: BTreeMap<String, Registration>,
+    /// Users who said HELLO, with when they were last heard.
+    users: HashMap<String, Instant>,
+    /// Bumped on every change to the list, so callers can cache what they built from it.
+    version: u64,
+}
+
+#[derive(Debug)]
+struct Registration {
+    groups: Vec<String>,
+    expires: Instant,
+}
+
+/// How long a user's HELLO counts for listing them.
+const USER_TTL: Duration = Duration::from_secs(600);
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Records or refreshes a group server's groups.
+    pub fn register(
+        &mut self,
+        address: &str,
+        mut groups: Vec<String>,
+        ttl: Duration,
+        now: Instant,
+    ) {
+        groups.sort();
+        groups.dedup();
+        let expires = now + ttl;
+        match self.servers.get_mut(address) {
+            Some(reg) if reg.groups == groups => reg.expires = expires,
+            _ => {
+                tracing::info!(address, ?groups, "group server registered");
+                self.servers
+                    .insert(address.to_string(), Registration { groups, expires });
+                self.version += 1;
+            }
+        }
+    }
+
+    /// Forgets a group server at once.
+    pub fn unregister(&mut self, address: &str) {
+        if self.servers.remove(address).is_some() {
+            tracing::info!(address, "group server unregistered");
+            self.version += 1;
+        }
+    }
+
+    /// Records a user's HELLO.
+    pub fn hello(&mut self, name: &str, now: Instant) {
+        self.users.insert(name.to_string(), now);
+    }
+
+    /// Number of users heard from recently.
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Drops registrations and users whose time has run out; returns the addresses dropped.
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
+        let gone: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|(_, r)| r.expires <= now)
+            .map(|(a, _)| a.clone())
+            .collect();
+        for address in &gone {
+            tracing::info!(address, "group server expired");
+            self.servers.remove(address);
+        }
+        if !gone.is_empty() {
+            self.version += 1;
+        }
+        self.users
+            .retain(|_, seen| now.duration_since(*seen) < USER_TTL);
+        gone
+    }
+
+    /// When the next registration runs out, if any.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.servers.values().map(|r| r.expires).min()
+    }
+
+    /// All groups, sorted by name then address.
+    pub fn list(&self) -> Vec<GroupEntry> {
+        let mut all: Vec<GroupEntry> = self
+            .servers
+            .iter()
+            .flat_map(|(address, r)| {
+                r.groups.iter().map(move |name| GroupEntry {
+                    name: name.clone(),
+                    address: address.clone(),
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.name, &a.address).cmp(&(&b.name, &b.address)));
+        all
+    }
+
+    /// Changes whenever [`Registry::list`] would change.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(3);
+
+    #[test]
+    fn registrations_list_sorted_and_expire_unless_refreshed() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new();
+        reg.register("b:2", vec!["rust".into(), "general".into()], TTL, t0);
+        reg.register("a:1", vec!["general".into()], TTL, t0);
+        let names: Vec<_> = reg
+            .list()
+            .into_iter()
+            .map(|g| format!("{}@{}", g.name, g.address))
+            .collect();
+        assert_eq!(names, ["general@a:1", "general@b:2", "rust@b:2"]);
+
+        reg.register(
+            "a:1",
+            vec!["general".into()],
+            TTL,
+            t0 + Duration::from_secs(2),
+        );
+        assert_eq!(reg.expire(t0 + Duration::from_secs(3)), ["b:2"]);
+        assert_eq!(reg.list().len(), 1);
+        assert_eq!(reg.expire(t0 + Duration::from_secs(5)), ["a:1"]);
+        assert!(reg.list().is_empty());
+    }
+
+    #[test]
+    fn version_changes_only_when_the_list_does() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new();
+        reg.register("a:1", vec!["g".into()], TTL, t0);
+        let v = reg.version();
+        reg.register("a:1", vec!["g".into()], TTL, t0 + TTL / 2);
+        assert_eq!(reg.version(), v, "a refresh is not a change");
+        reg.register("a:1", vec!["g".into(), "h".into()], TTL, t0);
+        assert_ne!(reg.version(), v);
+        let v = reg.version();
+        reg.unregister("a:1");
+        assert_ne!(reg.version(), v);
+        assert_eq!(reg.next_expiry(), None);
+    }
+}

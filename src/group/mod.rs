@@ -1,0 +1,341 @@
+//! The group server: hosts groups, stores their messages, pushes them live to members.
+//!
+//! One ROUTER serves requests and carries live pushes (so one address reaches a group, as in
+//! the original design, and only members' connections ever receive its messages). The loop
+//! reads up to [`BATCH`] requests per wake-up and commits their writes in one SQLite
+//! transaction before any acknowledgement or push leaves (group commit). A DEALER per
+//! directory carries REGISTER every heartbeat. Decisions live in [`state`], SQL in [`store`].
+
+pub mod state;
+pub mod store;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::protocol::codec::{self, DecodeError};
+use crate::protocol::{self, ErrorCode, Reply, Request};
+use crate::shutdown::ServerHandle;
+use crate::{errinput, transport, Result};
+use state::{Outbound, Route, State};
+use store::{Durability, Store};
+
+/// Most requests read per wake-up; they share one transaction.
+const BATCH: usize = 1024;
+
+/// How a group server is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Groups to host (created on first start).
+    pub groups: Vec<String>,
+    /// Directory holding the SQLite database.
+    pub data: PathBuf,
+    /// Endpoints of the directories to register with (may be empty).
+    pub directories: Vec<String>,
+    /// `HOST:PORT` to announce; by default the bound address (127.0.0.1 for a wildcard bind).
+    pub advertise: Option<String>,
+    pub durability: Durability,
+}
+
+/// A bound group server, ready to run.
+pub struct GroupServer {
+    router: zmq::Socket,
+    endpoint: String,
+    /// The `HOST:PORT` announced to directories and users.
+    address: String,
+    directories: Vec<zmq::Socket>,
+    state: State,
+    store: Store,
+    next_req: u32,
+}
+
+impl GroupServer {
+    /// Opens the store, loads the groups and binds the ROUTER to `endpoint`.
+    ///
+    /// # Errors
+    /// A bad group name, a busy or corrupt data directory, or an address that cannot be bound.
+    pub fn bind(ctx: &zmq::Context, endpoint: &str, config: Config) -> Result<GroupServer> {
+        if config.groups.is_empty() {
+            return Err(errinput!("a group server needs at least one group"));
+        }
+        for g in &config.groups {
+            protocol::check_group_name(g).map_err(crate::Error::Input)?;
+        }
+        let mut store = Store::open(&config.data, config.durability)?;
+        let (router, endpoint) = transport::bind_router(ctx, endpoint, protocol::MAX_FRAME)?;
+        let address = match &config.advertise {
+            Some(a) => transport::address(&transport::endpoint(a)?),
+            None => advertised(&endpoint),
+        };
+        let mut directories = Vec::new();
+        for dir in &config.directories {
+            let dealer = transport::socket(ctx, zmq::DEALER)?;
+            // Queue nothing for a directory that is down: a stale burst of REGISTERs is
+            // useless, the next heartbeat says it all again.
+            dealer.set_immediate(true)?;
+            dealer.set_sndhwm(4)?;
+            // Give UNREGISTER a moment to leave on shutdown.
+            dealer.set_linger(200)?;
+            dealer.connect(dir)?;
+            directories.push(dealer);
+        }
+        let epoch = epoch();
+        let state = State::load(&mut store, &config.groups, address.clone(), epoch)?;
+        Ok(GroupServer {
+            router,
+            endpoint,
+            address,
+            directories,
+            state,
+            store,
+            next_req: 0,
+        })
+    }
+
+    /// The bound endpoint, with the real port.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The `HOST:PORT` this server announces.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Registers with every directory, waiting up to `wait` for each to acknowledge.
+    /// A directory that does not answer is only logged: the heartbeat keeps trying.
+    ///
+    /// # Errors
+    /// Only a libzmq failure.
+    pub fn register(mut self, wait: Duration) -> Result<GroupServer> {
+        self.announce();
+        for (i, dir) in self.directories.iter().enumerate() {
+            let mut items = [dir.as_poll_item(zmq::POLLIN)];
+            if transport::poll(&mut items, wait)? == 0 {
+                warn!(
+                    directory = i,
+                    "message server did not answer REGISTER yet; will keep trying"
+                );
+                continue;
+            }
+            if let Ok(frame) = dir.recv_bytes(zmq::DONTWAIT) {
+                log_directory_reply(&frame);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Runs the server on its own thread.
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
+    pub fn spawn(self, ctx: &zmq::Context) -> Result<ServerHandle> {
+        let endpoint = self.endpoint.clone();
+        ServerHandle::spawn(ctx, "group", endpoint, move |control| self.run(control))
+    }
+
+    /// Serves until `control` becomes readable.
+    ///
+    /// # Errors
+    /// Only when libzmq fails; bad input and storage faults are answered, not fatal.
+    pub fn run(mut self, control: zmq::Socket) -> Result<()> {
+        let _span = tracing::info_span!("group", address = %self.address).entered();
+        info!(groups = ?self.state.group_names(), "serving");
+        let heartbeat = Duration::from_millis(protocol::HEARTBEAT_MS);
+        let ttl = Duration::from_millis(protocol::SUBSCRIPTION_TTL_MS);
+        let mut next_beat = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_beat {
+                self.announce();
+                self.state.expire(now, ttl);
+                next_beat = now + heartbeat;
+            }
+            let mut items = Vec::with_capacity(2 + self.directories.len());
+            items.push(control.as_poll_item(zmq::POLLIN));
+            items.push(self.router.as_poll_item(zmq::POLLIN));
+            items.extend(self.directories.iter().map(|d| d.as_poll_item(zmq::POLLIN)));
+            transport::poll(&mut items, next_beat.saturating_duration_since(now))?;
+            if items[0].is_readable() {
+                break;
+            }
+            let router_ready = items[1].is_readable();
+            let dirs_ready: Vec<bool> = items[2..].iter().map(|i| i.is_readable()).collect();
+            drop(items);
+            if router_ready {
+                self.serve_batch()?;
+            }
+            for (dir, ready) in self.directories.iter().zip(dirs_ready) {
+                while ready {
+                    match dir.recv_bytes(zmq::DONTWAIT) {
+                        Ok(frame) => log_directory_reply(&frame),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        info!("stopping");
+        let bye = Request::Unregister {
+            address: self.address.clone(),
+        };
+        for dir in &self.directories {
+            let _ = dir.send(codec::encode_request(0, &bye), zmq::DONTWAIT);
+        }
+        Ok(())
+    }
+
+    /// Sends REGISTER to every directory (never blocks).
+    fn announce(&mut self) {
+        let request = Request::Register {
+            address: self.address.clone(),
+            ttl_ms: protocol::REGISTRATION_TTL_MS,
+            groups: self.state.group_names(),
+        };
+        self.next_req = self.next_req.wrapping_add(1);
+        let frame = codec::encode_request(self.next_req, &request);
+        for dir in &self.directories {
+            if let Err(err) = dir.send(frame.as_slice(), zmq::DONTWAIT) {
+                debug!(%err, "message server not reachable for REGISTER");
+            }
+        }
+    }
+
+    /// Reads up to [`BATCH`] requests, stores their writes in one transaction, then sends
+    /// every answer and push. Reads that follow writes in the batch see them committed first.
+    fn serve_batch(&mut self) -> Result<()> {
+        let mut out: Vec<Outbound> = Vec::new();
+        let mut open_from: Option<usize> = None;
+        for _ in 0..BATCH {
+            let frames = match self.router.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let Some((route, req_id, request)) = decode_envelope(frames, &mut out) else {
+                continue;
+            };
+            if request.is_write() && open_from.is_none() {
+                if let Err(err) = self.store.begin() {
+                    warn!(%err, "cannot begin a transaction");
+                }
+                open_from = Some(out.len());
+            } else if !request.is_write() {
+                if let Some(from) = open_from.take() {
+                    let mut tail = out.split_off(from);
+                    self.state.settle(&mut self.store, &mut tail);
+                    out.append(&mut tail);
+                }
+            }
+            debug!(peer = %transport::hex(&route), request = request.name(), "request");
+            self.state
+                .handle(&mut self.store, &route, req_id, request, &mut out);
+        }
+        if let Some(from) = open_from {
+            let mut tail = out.split_off(from);
+            self.state.settle(&mut self.store, &mut tail);
+            out.append(&mut tail);
+        }
+        self.flush(out);
+        Ok(())
+    }
+
+    /// Sends answers and pushes. A peer that is gone loses its subscriptions; a peer whose
+    /// queue is full misses the push and repairs the gap from history.
+    fn flush(&mut self, out: Vec<Outbound>) {
+        let mut gone: Vec<Route> = Vec::new();
+        for o in out {
+            match o {
+                Outbound::Reply { route, frame } | Outbound::Durable { route, frame, .. } => {
+                    if let Err(err) = send_to(&self.router, &route, &frame) {
+                        debug!(peer = %transport::hex(&route), %err, "reply not delivered");
+                    }
+                }
+                Outbound::Push { group, frame } => {
+                    for route in self.state.subscribers(&group) {
+                        match send_to(&self.router, route, &frame) {
+                            Ok(()) => {}
+                            Err(zmq::Error::EHOSTUNREACH) => gone.push(route.clone()),
+                            Err(err) => debug!(peer = %transport::hex(route), %err, "push dropped"),
+                        }
+                    }
+                }
+            }
+        }
+        for route in gone {
+            debug!(peer = %transport::hex(&route), "peer gone");
+            self.state.drop_conn(&route);
+        }
+    }
+}
+
+/// Splits `[route, frame]` and decodes the request; anything else is answered with an error
+/// into `out` and logged.
+fn decode_envelope(
+    mut frames: Vec<Vec<u8>>,
+    out: &mut Vec<Outbound>,
+) -> Option<(Route, u32, Request)> {
+    let route = frames.remove(0);
+    let error = |req_id, code, reason: String| Outbound::Reply {
+        route: route.clone(),
+        frame: codec::encode_reply(req_id, &Reply::Error { code, reason }),
+    };
+    if frames.len() != 1 {
+        warn!(peer = %transport::hex(&route), frames = frames.len(), "expected exactly one frame");
+        out.push(error(
+            0,
+            ErrorCode::BadRequest,
+            "a ZMS message is exactly one frame".into(),
+        ));
+        return None;
+    }
+    match codec::decode_request(&frames[0]) {
+        Ok((req_id, request)) => Some((route, req_id, request)),
+        Err(DecodeError {
+            req_id,
+            code,
+            reason,
+        }) => {
+            warn!(peer = %transport::hex(&route), %code, %reason, "bad request");
+            out.push(error(req_id, code, reason));
+            None
+        }
+    }
+}
+
+fn send_to(router: &zmq::Socket, route: &[u8], frame: &[u8]) -> Result<(), zmq::Error> {
+    router.send(route, zmq::SNDMORE | zmq::DONTWAIT)?;
+    router.send(frame, zmq::DONTWAIT)
+}
+
+fn log_directory_reply(frame: &[u8]) {
+    match codec::decode_incoming(frame) {
+        Ok(codec::Incoming::Reply(_, Reply::Error { code, reason })) => {
+            warn!(%code, %reason, "message server refused registration")
+        }
+        Ok(_) => {}
+        Err(e) => warn!(reason = %e.reason, "message server sent a bad reply"),
+    }
+}
+
+/// The address to announce for a bound endpoint: a wildcard host becomes 127.0.0.1, which
+/// only local users can reach, so say so.
+fn advertised(endpoint: &str) -> String {
+    let address = transport::address(endpoint);
+    match address.rsplit_once(':') {
+        Some((host, port)) if host == "0.0.0.0" || host == "*" || host == "[::]" => {
+            warn!(%address, "bound to all interfaces; announcing 127.0.0.1 (use --advertise HOST:PORT for remote users)");
+            format!("127.0.0.1:{port}")
+        }
+        _ => address,
+    }
+}
+
+/// A number that differs between runs of a server.
+fn epoch() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 40)
+}

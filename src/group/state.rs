@@ -1,0 +1,665 @@
+//! What a group server knows and decides: groups, members, live subscriptions, sequencing.
+//!
+//! No sockets here: [`State::handle`] turns one request into [`Outbound`] frames and store
+//! writes; the poll loop in `group/mod.rs` sends them once the batch's transaction commits.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::store::Store;
+use crate::protocol::codec;
+use crate::protocol::{self, ErrorCode, GroupEntry, Member, Message, Reply, Request};
+use crate::Result;
+
+/// A peer's ZeroMQ routing id.
+pub type Route = Vec<u8>;
+
+/// A frame to send once the current batch is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// An answer that is true whatever happens to the batch.
+    Reply { route: Route, frame: Vec<u8> },
+    /// An answer that is true only if the batch commits; otherwise it becomes an
+    /// UNAVAILABLE error for `req_id`.
+    Durable {
+        route: Route,
+        req_id: u32,
+        frame: Vec<u8>,
+    },
+    /// A MSG event for every live subscriber of `group`; dropped if the batch fails.
+    Push { group: String, frame: Vec<u8> },
+}
+
+/// One hosted group.
+#[derive(Debug)]
+struct Group {
+    id: i64,
+    last_seq: u64,
+    last_ts: i64,
+    members: HashSet<String>,
+    /// Connections that receive MSG events live.
+    subscribers: HashSet<Route>,
+}
+
+/// One connection that subscribes to at least one group.
+#[derive(Debug)]
+struct Conn {
+    user: String,
+    groups: HashSet<String>,
+    last_seen: Instant,
+}
+
+/// All of a group server's state.
+pub struct State {
+    groups: HashMap<String, Group>,
+    conns: HashMap<Route, Conn>,
+    /// Identifies this run of the server; a client that sees it change knows its
+    /// subscriptions were lost and makes them again.
+    epoch: u64,
+    /// The `HOST:PORT` users reach this server at, for LIST.
+    address: String,
+    /// Set when a store write failed inside the open batch: the batch must not commit.
+    batch_failed: Option<String>,
+}
+
+impl State {
+    /// Loads (creating if new) the named groups from the store.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub fn load(store: &mut Store, names: &[String], address: String, epoch: u64) -> Result<State> {
+        let mut groups = HashMap::new();
+        for name in names {
+            let g = store.ensure_group(name, crate::time::now_ms())?;
+            info!(group = %name, last_seq = g.last_seq, members = g.members.len(), "group loaded");
+            groups.insert(
+                name.clone(),
+                Group {
+                    id: g.id,
+                    last_seq: g.last_seq,
+                    last_ts: g.last_ts,
+                    members: g.members.into_iter().collect(),
+                    subscribers: HashSet::new(),
+                },
+            );
+        }
+        Ok(State {
+            groups,
+            conns: HashMap::new(),
+            epoch,
+            address,
+            batch_failed: None,
+        })
+    }
+
+    /// Names of the hosted groups, sorted.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.groups.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The connections subscribed to `group`.
+    pub fn subscribers(&self, group: &str) -> impl Iterator<Item = &Route> {
+        self.groups
+            .get(group)
+            .into_iter()
+            .flat_map(|g| g.subscribers.iter())
+    }
+
+    /// Answers one request, appending what to send to `out`.
+    pub fn handle(
+        &mut self,
+        store: &mut Store,
+        route: &Route,
+        req_id: u32,
+        request: Request,
+        out: &mut Vec<Outbound>,
+    ) {
+        let now = Instant::now();
+        if let Some(conn) = self.conns.get_mut(route) {
+            conn.last_seen = now;
+        }
+        let reply = |reply: Reply| Outbound::Reply {
+            route: route.clone(),
+            frame: codec::encode_reply(req_id, &reply),
+        };
+        let durable = |reply: Reply| Outbound::Durable {
+            route: route.clone(),
+            req_id,
+            frame: codec::encode_reply(req_id, &reply),
+        };
+        let refuse = |code: ErrorCode, reason: String| reply(Reply::Error { code, reason });
+
+        let (group_name, user) = match &request {
+            Request::List => {
+                let entries = self
+                    .group_names()
+                    .into_iter()
+                    .map(|name| GroupEntry {
+                        name,
+                        address: self.address.clone(),
+                    })
+                    .collect();
+                return out.push(reply(Reply::Groups(entries)));
+            }
+            Request::Ping => {
+                let groups = self
+                    .conns
+                    .get(route)
+                    .map(|c| {
+                        let mut g: Vec<(String, u64)> = c
+                            .groups
+                            .iter()
+                            .map(|name| (name.clone(), self.groups[name].last_seq))
+                            .collect();
+                        g.sort();
+                        g
+                    })
+                    .unwrap_or_default();
+                return out.push(reply(Reply::Pong {
+                    epoch: self.epoch,
+                    groups,
+                }));
+            }
+            Request::Register { .. } | Request::Unregister { .. } | Request::Hello { .. } => {
+                let reason = format!(
+                    "{} is a message server request; this is a group server",
+                    request.name()
+                );
+                return out.push(refuse(ErrorCode::BadRequest, reason));
+            }
+            Request::Join { group, user }
+            | Request::Leave { group, user }
+            | Request::Subscribe { group, user }
+            | Request::Members { group, user }
+            | Request::Send { group, user, .. }
+            | Request::History { group, user, .. } => (group.clone(), user.clone()),
+        };
+        if let Err(reason) =
+            protocol::check_group_name(&group_name).and(protocol::check_user_name(&user))
+        {
+            return out.push(refuse(ErrorCode::BadRequest, reason));
+        }
+        let hosted = self.group_names();
+        let Some(group) = self.groups.get_mut(&group_name) else {
+            let reason = format!(
+                "no group '{group_name}' on this server (it hosts: {})",
+                hosted.join(", ")
+            );
+            return out.push(refuse(ErrorCode::UnknownGroup, reason));
+        };
+        let is_member = group.members.contains(&user);
+        if !is_member && !matches!(request, Request::Join { .. }) {
+            let reason = format!("'{user}' is not a member of '{group_name}'");
+            return out.push(refuse(ErrorCode::NotMember, reason));
+        }
+
+        match request {
+            Request::Join { .. } => {
+                if !is_member {
+                    if let Err(err) = store.add_member(group.id, &user, crate::time::now_ms()) {
+                        return out.push(self.write_failed(route, req_id, &err.to_string()));
+                    }
+                    group.members.insert(user.clone());
+                    info!(group = %group_name, %user, "joined");
+                }
+                let last_seq = group.last_seq;
+                self.subscribe(route, &group_name, &user, now);
+                out.push(durable(Reply::Joined {
+                    group: group_name,
+                    last_seq,
+                }));
+            }
+            Request::Subscribe { .. } => {
+                let last_seq = group.last_seq;
+                self.subscribe(route, &group_name, &user, now);
+                out.push(reply(Reply::Joined {
+                    group: group_name,
+                    last_seq,
+                }));
+            }
+            Request::Leave { .. } => {
+                if let Err(err) = store.remove_member(group.id, &user) {
+                    return out.push(self.write_failed(route, req_id, &err.to_string()));
+                }
+                group.members.remove(&user);
+                info!(group = %group_name, %user, "left");
+                // Every connection of that user stops receiving the group.
+                let routes: Vec<Route> = group
+                    .subscribers
+                    .iter()
+                    .filter(|r| self.conns.get(*r).is_some_and(|c| c.user == user))
+                    .cloned()
+                    .collect();
+                for r in routes {
+                    self.unsubscribe(&r, &group_name);
+                }
+                out.push(durable(Reply::Ok));
+            }
+            Request::Send {
+                client_id, text, ..
+            } => {
+                if text.len() > protocol::MAX_TEXT {
+                    let reason = format!(
+                        "message is {} bytes; the limit is {}",
+                        text.len(),
+                        protocol::MAX_TEXT
+                    );
+                    return out.push(refuse(ErrorCode::TooLarge, reason));
+                }
+                if !client_id.is_empty() {
+                    match store.find_sent(group.id, &user, &client_id) {
+                        Ok(Some((seq, ts))) => {
+                            return out.push(durable(Reply::Ack {
+                                seq,
+                                ts,
+                                duplicate: true,
+                            }))
+                        }
+                        Ok(None) => {}
+                        Err(err) => {
+                            return out.push(self.write_failed(route, req_id, &err.to_string()))
+                        }
+                    }
+                }
+                let message = Message {
+                    seq: group.last_seq + 1,
+                    ts: crate::time::now_ms().max(group.last_ts),
+                    sender: user,
+                    text,
+                };
+                if let Err(err) = store.append(group.id, &message, &client_id) {
+                    return out.push(self.write_failed(route, req_id, &err.to_string()));
+                }
+                group.last_seq = message.seq;
+                group.last_ts = message.ts;
+                out.push(durable(Reply::Ack {
+                    seq: message.seq,
+                    ts: message.ts,
+                    duplicate: false,
+                }));
+                out.push(Outbound::Push {
+                    frame: codec::encode_message_event(&group_name, &message),
+                    group: group_name,
+                });
+            }
+            Request::History {
+                after_seq,
+                since_ms,
+                limit,
+                ..
+            } => {
+                let limit = limit.min(protocol::HISTORY_PAGE_MAX);
+                let last_seq = group.last_seq;
+                let result = if limit == 0 {
+                    Ok(Vec::new())
+                } else {
+                    store.fetch(group.id, after_seq, since_ms, limit)
+                };
+                out.push(match result {
+                    Ok(messages) => reply(Reply::Messages {
+                        group: group_name,
+                        last_seq,
+                        messages,
+                    }),
+                    Err(err) => {
+                        warn!(%err, "history read failed");
+                        refuse(ErrorCode::Internal, format!("storage cannot read: {err}"))
+                    }
+                });
+            }
+            Request::Members { .. } => {
+                let mut members: Vec<Member> = group
+                    .members
+                    .iter()
+                    .map(|name| Member {
+                        name: name.clone(),
+                        online: group
+                            .subscribers
+                            .iter()
+                            .any(|r| self.conns.get(r).is_some_and(|c| &c.user == name)),
+                    })
+                    .collect();
+                members.sort_by(|a, b| a.name.cmp(&b.name));
+                out.push(reply(Reply::Members {
+                    group: group_name,
+                    members,
+                }));
+            }
+            Request::List
+            | Request::Ping
+            | Request::Register { .. }
+            | Request::Unregister { .. }
+            | Request::Hello { .. } => {
+                unreachable!("bug: answered above")
+            }
+        }
+    }
+
+    /// Marks the open batch as failed and answers with an UNAVAILABLE error.
+    fn write_failed(&mut self, route: &Route, req_id: u32, err: &str) -> Outbound {
+        warn!(%err, "storage write failed");
+        self.batch_failed = Some(err.to_string());
+        let reply = Reply::Error {
+            code: ErrorCode::Unavailable,
+            reason: format!("storage cannot write: {err}"),
+        };
+        Outbound::Reply {
+            route: route.clone(),
+            frame: codec::encode_reply(req_id, &reply),
+        }
+    }
+
+    /// Ends the open batch: commits it, or on any failure rolls it back, turns its
+    /// [`Outbound::Durable`] answers into errors, drops its pushes, and reloads sequencing and
+    /// membership from the store so memory agrees with disk again.
+    pub fn settle(&mut self, store: &mut Store, batch: &mut Vec<Outbound>) {
+        let failure = match self.batch_failed.take() {
+            Some(reason) => {
+                store.rollback();
+                Some(reason)
+            }
+            None => store.commit().err().map(|e| e.to_string()),
+        };
+        let Some(reason) = failure else { return };
+        warn!(%reason, "batch not stored; its senders get an error");
+        let error = Reply::Error {
+            code: ErrorCode::Unavailable,
+            reason: format!("storage cannot write: {reason}"),
+        };
+        batch.retain(|o| !matches!(o, Outbound::Push { .. }));
+        for o in batch.iter_mut() {
+            if let Outbound::Durable { route, req_id, .. } = o {
+                *o = Outbound::Reply {
+                    route: std::mem::take(route),
+                    frame: codec::encode_reply(*req_id, &error),
+                };
+            }
+        }
+        for group in self.groups.values_mut() {
+            match store.load_group(group.id) {
+                Ok(stored) => {
+                    group.last_seq = stored.last_seq;
+                    group.last_ts = stored.last_ts;
+                    group.members = stored.members.into_iter().collect();
+                }
+                Err(err) => warn!(%err, "cannot reload group after a failed batch"),
+            }
+        }
+    }
+
+    fn subscribe(&mut self, route: &Route, group: &str, user: &str, now: Instant) {
+        let conn = self.conns.entry(route.clone()).or_insert_with(|| Conn {
+            user: user.to_string(),
+            groups: HashSet::new(),
+            last_seen: now,
+        });
+        conn.user = user.to_string();
+        conn.groups.insert(group.to_string());
+        if let Some(g) = self.groups.get_mut(group) {
+            g.subscribers.insert(route.clone());
+        }
+    }
+
+    fn unsubscribe(&mut self, route: &Route, group: &str) {
+        if let Some(g) = self.groups.get_mut(group) {
+            g.subscribers.remove(route);
+        }
+        if let Some(conn) = self.conns.get_mut(route) {
+            conn.groups.remove(group);
+            if conn.groups.is_empty() {
+                self.conns.remove(route);
+            }
+        }
+    }
+
+    /// Forgets a connection (gone, or silent too long); its memberships stay.
+    pub fn drop_conn(&mut self, route: &Route) {
+        if let Some(conn) = self.conns.remove(route) {
+            for g in conn.groups {
+                if let Some(group) = self.groups.get_mut(&g) {
+                    group.subscribers.remove(route);
+                }
+            }
+        }
+    }
+
+    /// Forgets connections silent for longer than `ttl`; returns how many.
+    pub fn expire(&mut self, now: Instant, ttl: Duration) -> usize {
+        let silent: Vec<Route> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.last_seen) > ttl)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for route in &silent {
+            info!(user = %self.conns[route].user, "connection silent; its subscriptions are dropped");
+            self.drop_conn(route);
+        }
+        silent.len()
+    }
+
+    /// Number of connections with live subscriptions.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::codec::{decode_incoming, Incoming};
+
+    fn setup() -> (State, Store) {
+        let mut store = Store::open_in_memory().unwrap();
+        let state = State::load(&mut store, &["general".into()], "h:1".into(), 7).unwrap();
+        (state, store)
+    }
+
+    fn run(state: &mut State, store: &mut Store, route: &[u8], request: Request) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        store.begin().unwrap();
+        state.handle(store, &route.to_vec(), 1, request, &mut out);
+        state.settle(store, &mut out);
+        out
+    }
+
+    fn reply_of(out: &[Outbound]) -> Reply {
+        let frame = match &out[0] {
+            Outbound::Reply { frame, .. } | Outbound::Durable { frame, .. } => frame,
+            Outbound::Push { .. } => panic!("push first"),
+        };
+        match decode_incoming(frame).unwrap() {
+            Incoming::Reply(_, r) => r,
+            Incoming::Event(e) => panic!("event {e:?}"),
+        }
+    }
+
+    fn join(g: &str, u: &str) -> Request {
+        Request::Join {
+            group: g.into(),
+            user: u.into(),
+        }
+    }
+    fn send(u: &str, id: &str, text: &str) -> Request {
+        Request::Send {
+            group: "general".into(),
+            user: u.into(),
+            client_id: id.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn only_members_send_and_sends_are_sequenced_and_pushed() {
+        let (mut state, mut store) = setup();
+        let refused = reply_of(&run(&mut state, &mut store, b"a", send("alice", "1", "hi")));
+        assert!(
+            matches!(
+                refused,
+                Reply::Error {
+                    code: ErrorCode::NotMember,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+
+        assert_eq!(
+            reply_of(&run(&mut state, &mut store, b"a", join("general", "alice"))),
+            Reply::Joined {
+                group: "general".into(),
+                last_seq: 0
+            }
+        );
+        let out = run(&mut state, &mut store, b"a", send("alice", "1", "hi"));
+        assert!(matches!(
+            reply_of(&out),
+            Reply::Ack {
+                seq: 1,
+                duplicate: false,
+                ..
+            }
+        ));
+        assert!(matches!(&out[1], Outbound::Push { group, .. } if group == "general"));
+        assert_eq!(state.subscribers("general").count(), 1);
+
+        let retried = run(&mut state, &mut store, b"a", send("alice", "1", "hi"));
+        assert!(matches!(
+            reply_of(&retried),
+            Reply::Ack {
+                seq: 1,
+                duplicate: true,
+                ..
+            }
+        ));
+        assert_eq!(retried.len(), 1, "a duplicate is not pushed again");
+        assert!(matches!(
+            reply_of(&run(
+                &mut state,
+                &mut store,
+                b"a",
+                send("alice", "2", "again")
+            )),
+            Reply::Ack { seq: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn unknown_groups_bad_names_and_oversized_texts_are_refused() {
+        let (mut state, mut store) = setup();
+        let code = |r: Reply| match r {
+            Reply::Error { code, .. } => code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            code(reply_of(&run(
+                &mut state,
+                &mut store,
+                b"a",
+                join("nope", "alice")
+            ))),
+            ErrorCode::UnknownGroup
+        );
+        assert_eq!(
+            code(reply_of(&run(
+                &mut state,
+                &mut store,
+                b"a",
+                join("general", "a b")
+            ))),
+            ErrorCode::BadRequest
+        );
+        run(&mut state, &mut store, b"a", join("general", "alice"));
+        let big = "x".repeat(protocol::MAX_TEXT + 1);
+        assert_eq!(
+            code(reply_of(&run(
+                &mut state,
+                &mut store,
+                b"a",
+                send("alice", "", &big)
+            ))),
+            ErrorCode::TooLarge
+        );
+    }
+
+    #[test]
+    fn leave_unsubscribes_and_silent_connections_expire_keeping_membership() {
+        let (mut state, mut store) = setup();
+        run(&mut state, &mut store, b"a", join("general", "alice"));
+        run(&mut state, &mut store, b"b", join("general", "bob"));
+        assert_eq!(state.connections(), 2);
+        assert_eq!(
+            reply_of(&run(
+                &mut state,
+                &mut store,
+                b"a",
+                Request::Leave {
+                    group: "general".into(),
+                    user: "alice".into()
+                }
+            )),
+            Reply::Ok
+        );
+        assert_eq!(
+            state.subscribers("general").collect::<Vec<_>>(),
+            [&b"b".to_vec()]
+        );
+
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(state.expire(later, Duration::from_secs(5)), 1);
+        assert_eq!(state.subscribers("general").count(), 0);
+        let members = reply_of(&run(
+            &mut state,
+            &mut store,
+            b"b",
+            Request::Members {
+                group: "general".into(),
+                user: "bob".into(),
+            },
+        ));
+        assert_eq!(
+            members,
+            Reply::Members {
+                group: "general".into(),
+                members: vec![Member {
+                    name: "bob".into(),
+                    online: false
+                }]
+            }
+        );
+    }
+
+    #[test]
+    fn a_failed_batch_turns_acks_into_errors_and_keeps_sequencing() {
+        let (mut state, mut store) = setup();
+        run(&mut state, &mut store, b"a", join("general", "alice"));
+        let mut out = Vec::new();
+        store.begin().unwrap();
+        state.handle(
+            &mut store,
+            &b"a".to_vec(),
+            5,
+            send("alice", "x", "lost"),
+            &mut out,
+        );
+        state.batch_failed = Some("disk full".into());
+        state.settle(&mut store, &mut out);
+        assert_eq!(out.len(), 1, "the push is dropped");
+        assert!(matches!(
+            reply_of(&out),
+            Reply::Error {
+                code: ErrorCode::Unavailable,
+                ..
+            }
+        ));
+        let next = run(&mut state, &mut store, b"a", send("alice", "y", "kept"));
+        assert!(
+            matches!(reply_of(&next), Reply::Ack { seq: 1, .. }),
+            "seq 1 was never stored, so it is reused"
+        );
+    }
+}

@@ -1,0 +1,368 @@
+//! Durable storage of a group server: groups, members and messages in one SQLite file.
+//!
+//! The only file that holds SQL. The caller owns sequencing (it assigns seq and ts) and
+//! transactions (one per batch of requests, so many sends share one commit).
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::protocol::Message;
+use crate::{errinput, Result};
+
+/// What an acknowledged message survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Committed to the write-ahead log before the ack: survives a crash of the process
+    /// (SIGKILL), not a power loss (SQLite `synchronous=NORMAL` in WAL mode).
+    #[default]
+    Process,
+    /// Also fsynced before the ack: survives power loss, at the cost of one fsync per batch
+    /// (SQLite `synchronous=FULL`).
+    Power,
+}
+
+/// One hosted group as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredGroup {
+    pub id: i64,
+    pub name: String,
+    pub last_seq: u64,
+    pub last_ts: i64,
+    pub members: Vec<String>,
+}
+
+/// The SQLite store.
+pub struct Store {
+    conn: Connection,
+    /// Held for the life of the store: a second group server on the same data directory
+    /// would interleave sequence numbers, so it is refused at start.
+    _lock: Option<File>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS groups (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS members (
+    group_id  INTEGER NOT NULL REFERENCES groups(id),
+    user      TEXT NOT NULL,
+    joined_ms INTEGER NOT NULL,
+    PRIMARY KEY (group_id, user)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    group_id  INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,
+    ts        INTEGER NOT NULL,
+    sender    TEXT NOT NULL,
+    client_id TEXT,
+    text      TEXT NOT NULL,
+    PRIMARY KEY (group_id, seq)
+) WITHOUT ROWID;
+-- A retried send (same sender and client id) is found here and not stored twice.
+CREATE UNIQUE INDEX IF NOT EXISTS messages_client ON messages (group_id, sender, client_id);
+CREATE INDEX IF NOT EXISTS messages_ts ON messages (group_id, ts);
+";
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, refusing a directory another server holds and a
+    /// database that fails its integrity check.
+    ///
+    /// # Errors
+    /// [`crate::Error::Input`] for a busy or corrupt data directory, or the SQLite error.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Store> {
+        fs::create_dir_all(dir)
+            .map_err(|e| errinput!("cannot create data directory {}: {e}", dir.display()))?;
+        let lock = File::create(dir.join("lock"))
+            .map_err(|e| errinput!("cannot write in data directory {}: {e}", dir.display()))?;
+        if lock.try_lock().is_err() {
+            return Err(errinput!(
+                "data directory {} is in use by another group server",
+                dir.display()
+            ));
+        }
+        let path: PathBuf = dir.join("zms.db");
+        let conn = Connection::open(&path)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .map_err(|e| {
+                errinput!(
+                    "database {} is unreadable ({e}); refusing to serve it",
+                    path.display()
+                )
+            })?;
+        if check != "ok" {
+            return Err(errinput!(
+                "database {} is corrupt ({check}); refusing to serve it (move it aside to start empty)",
+                path.display()
+            ));
+        }
+        Self::init(conn, durability, Some(lock))
+    }
+
+    /// A store in memory, for tests.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?, Durability::Process, None)
+    }
+
+    fn init(conn: Connection, durability: Durability, lock: Option<File>) -> Result<Store> {
+        let sync = match durability {
+            Durability::Process => "NORMAL",
+            Durability::Power => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; {SCHEMA}"
+        ))?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(Store { conn, _lock: lock })
+    }
+
+    /// Creates the group if it is new, and returns it as stored.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn ensure_group(&mut self, name: &str, now_ms: i64) -> Result<StoredGroup> {
+        self.conn.execute(
+            "INSERT INTO groups (name, created_ms) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            params![name, now_ms],
+        )?;
+        let id: i64 =
+            self.conn
+                .query_row("SELECT id FROM groups WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })?;
+        self.load_group(id)
+    }
+
+    /// Reads a group's last seq, last ts and members.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn load_group(&self, id: i64) -> Result<StoredGroup> {
+        let name: String =
+            self.conn
+                .query_row("SELECT name FROM groups WHERE id = ?1", [id], |r| r.get(0))?;
+        let (last_seq, last_ts): (i64, i64) = self.conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(ts), 0) FROM messages WHERE group_id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT user FROM members WHERE group_id = ?1 ORDER BY user")?;
+        let members = stmt
+            .query_map([id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(StoredGroup {
+            id,
+            name,
+            last_seq: last_seq as u64,
+            last_ts,
+            members,
+        })
+    }
+
+    /// Starts a transaction.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn begin(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN")?;
+        Ok(())
+    }
+
+    /// Commits the transaction; when this returns `Ok`, everything in it is durable.
+    ///
+    /// # Errors
+    /// The SQLite error; the transaction is then rolled back.
+    pub fn commit(&mut self) -> Result<()> {
+        if let Err(err) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    /// Abandons the transaction, if one is open.
+    pub fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// Appends a message. An empty `client_id` means the sender asked for no de-duplication.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn append(&mut self, group_id: i64, message: &Message, client_id: &str) -> Result<()> {
+        let client_id = (!client_id.is_empty()).then_some(client_id);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO messages (group_id, seq, ts, sender, client_id, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![group_id, message.seq as i64, message.ts, message.sender, client_id, message.text])?;
+        Ok(())
+    }
+
+    /// The seq and ts of a message already stored with this sender and client id.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn find_sent(
+        &mut self,
+        group_id: i64,
+        sender: &str,
+        client_id: &str,
+    ) -> Result<Option<(u64, i64)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq, ts FROM messages WHERE group_id = ?1 AND sender = ?2 AND client_id = ?3")?
+            .query_row(params![group_id, sender, client_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// Messages with `seq > after_seq` and `ts >= since_ms`, in seq order, at most `limit`.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn fetch(
+        &mut self,
+        group_id: i64,
+        after_seq: u64,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        // ts never decreases along seq, so "since" is a lower bound on seq: find it through
+        // the ts index, then page along the primary key.
+        let mut first = after_seq.saturating_add(1);
+        if since_ms > 0 {
+            let from: Option<i64> = self
+                .conn
+                .prepare_cached("SELECT MIN(seq) FROM messages WHERE group_id = ?1 AND ts >= ?2")?
+                .query_row(params![group_id, since_ms], |r| r.get(0))?;
+            match from {
+                Some(seq) => first = first.max(seq as u64),
+                None => return Ok(Vec::new()),
+            }
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, ts, sender, text FROM messages WHERE group_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![group_id, first.min(i64::MAX as u64) as i64, limit],
+            |r| {
+                Ok(Message {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    ts: r.get(1)?,
+                    sender: r.get(2)?,
+                    text: r.get(3)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Makes `user` a member (again).
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn add_member(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO members (group_id, user, joined_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?
+            .execute(params![group_id, user, now_ms])?;
+        Ok(())
+    }
+
+    /// Ends `user`'s membership.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn remove_member(&mut self, group_id: i64, user: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM members WHERE group_id = ?1 AND user = ?2")?
+            .execute(params![group_id, user])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64, ts: i64) -> Message {
+        Message {
+            seq,
+            ts,
+            sender: "alice".into(),
+            text: format!("m{seq}"),
+        }
+    }
+
+    #[test]
+    fn appends_fetch_in_order_with_since_and_limit() {
+        let mut store = Store::open_in_memory().unwrap();
+        let g = store.ensure_group("general", 1).unwrap();
+        store.begin().unwrap();
+        for seq in 1..=10 {
+            store
+                .append(g.id, &msg(seq, 100 + seq as i64 * 10), &format!("c{seq}"))
+                .unwrap();
+        }
+        store.commit().unwrap();
+        let seqs = |v: Vec<Message>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(store.fetch(g.id, 0, 0, 3).unwrap()), [1, 2, 3]);
+        assert_eq!(seqs(store.fetch(g.id, 8, 0, 100).unwrap()), [9, 10]);
+        assert_eq!(seqs(store.fetch(g.id, 0, 175, 100).unwrap()), [8, 9, 10]);
+        assert_eq!(seqs(store.fetch(g.id, 9, 175, 100).unwrap()), [10]);
+        assert!(store.fetch(g.id, 0, 1_000, 100).unwrap().is_empty());
+        assert_eq!(
+            store.find_sent(g.id, "alice", "c4").unwrap(),
+            Some((4, 140))
+        );
+        assert_eq!(store.find_sent(g.id, "bob", "c4").unwrap(), None);
+        let reloaded = store.ensure_group("general", 2).unwrap();
+        assert_eq!(
+            (reloaded.id, reloaded.last_seq, reloaded.last_ts),
+            (g.id, 10, 200)
+        );
+    }
+
+    #[test]
+    fn rollback_keeps_nothing_and_members_persist() {
+        let mut store = Store::open_in_memory().unwrap();
+        let g = store.ensure_group("g", 1).unwrap();
+        store.begin().unwrap();
+        store.append(g.id, &msg(1, 1), "").unwrap();
+        store.append(g.id, &msg(2, 1), "").unwrap();
+        store.rollback();
+        assert_eq!(store.load_group(g.id).unwrap().last_seq, 0);
+        store.add_member(g.id, "bob", 1).unwrap();
+        store.add_member(g.id, "bob", 2).unwrap();
+        store.add_member(g.id, "amy", 2).unwrap();
+        assert_eq!(store.load_group(g.id).unwrap().members, ["amy", "bob"]);
+        store.remove_member(g.id, "bob").unwrap();
+        assert_eq!(store.load_group(g.id).unwrap().members, ["amy"]);
+    }
+
+    #[test]
+    fn a_second_server_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path(), Durability::Process).unwrap();
+        let err = Store::open(dir.path(), Durability::Process).err().unwrap();
+        assert!(err.to_string().contains("in use"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("zms.db"), vec![0x5a; 8192]).unwrap();
+        let err = Store::open(dir.path(), Durability::Process).err().unwrap();
+        assert!(err.to_string().contains("refusing to serve"), "{err}");
+    }
+}

@@ -1,0 +1,725 @@
+//! Pure frames ⇄ messages. Every ZMS message is one ZeroMQ frame:
+//!
+//! ```text
+//! "ZMS" '1'  command:u8  [request-id:u32]  fields…
+//! ```
+//!
+//! Requests and replies carry a request id; events do not. Fields are big-endian integers,
+//! `string` (u8 length + UTF-8) and `text` (u32 length + UTF-8); a list is a u32 count followed
+//! by its elements. A decoder rejects trailing bytes. PROTOCOL.md gives every layout.
+
+use super::{ErrorCode, Event, GroupEntry, Member, Message, Reply, Request, SIGNATURE, VERSION};
+
+/// Command bytes, as in PROTOCOL.md.
+pub mod cmd {
+    pub const REGISTER: u8 = 0x01;
+    pub const UNREGISTER: u8 = 0x02;
+    pub const HELLO: u8 = 0x03;
+    pub const LIST: u8 = 0x04;
+    pub const JOIN: u8 = 0x10;
+    pub const LEAVE: u8 = 0x11;
+    pub const SUBSCRIBE: u8 = 0x12;
+    pub const SEND: u8 = 0x13;
+    pub const HISTORY: u8 = 0x14;
+    pub const MEMBERS: u8 = 0x15;
+    pub const PING: u8 = 0x16;
+    pub const OK: u8 = 0x80;
+    pub const ERROR: u8 = 0x81;
+    pub const GROUPS: u8 = 0x82;
+    pub const JOINED: u8 = 0x83;
+    pub const ACK: u8 = 0x84;
+    pub const MESSAGES: u8 = 0x85;
+    pub const MEMBER_LIST: u8 = 0x86;
+    pub const PONG: u8 = 0x87;
+    pub const MSG: u8 = 0xC0;
+}
+
+/// A frame that could not be decoded, with what the server should answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// The request id, when the frame got that far; 0 otherwise.
+    pub req_id: u32,
+    pub code: ErrorCode,
+    pub reason: String,
+}
+
+/// What a client receives: a reply to one of its requests, or a pushed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Reply(u32, Reply),
+    Event(Event),
+}
+
+/// Encodes a request with its id.
+pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
+    let mut w = Writer::new(request_cmd(request));
+    w.u32(req_id);
+    match request {
+        Request::Register {
+            address,
+            ttl_ms,
+            groups,
+        } => {
+            w.string(address);
+            w.u32(*ttl_ms);
+            w.u32(groups.len() as u32);
+            groups.iter().for_each(|g| w.string(g));
+        }
+        Request::Unregister { address } => w.string(address),
+        Request::Hello { name } => w.string(name),
+        Request::List | Request::Ping => {}
+        Request::Join { group, user }
+        | Request::Leave { group, user }
+        | Request::Subscribe { group, user }
+        | Request::Members { group, user } => {
+            w.string(group);
+            w.string(user);
+        }
+        Request::Send {
+            group,
+            user,
+            client_id,
+            text,
+        } => {
+            w.string(group);
+            w.string(user);
+            w.string(client_id);
+            w.text(text);
+        }
+        Request::History {
+            group,
+            user,
+            after_seq,
+            since_ms,
+            limit,
+        } => {
+            w.string(group);
+            w.string(user);
+            w.u64(*after_seq);
+            w.i64(*since_ms);
+            w.u32(*limit);
+        }
+    }
+    w.finish()
+}
+
+fn request_cmd(request: &Request) -> u8 {
+    match request {
+        Request::Register { .. } => cmd::REGISTER,
+        Request::Unregister { .. } => cmd::UNREGISTER,
+        Request::Hello { .. } => cmd::HELLO,
+        Request::List => cmd::LIST,
+        Request::Join { .. } => cmd::JOIN,
+        Request::Leave { .. } => cmd::LEAVE,
+        Request::Subscribe { .. } => cmd::SUBSCRIBE,
+        Request::Send { .. } => cmd::SEND,
+        Request::History { .. } => cmd::HISTORY,
+        Request::Members { .. } => cmd::MEMBERS,
+        Request::Ping => cmd::PING,
+    }
+}
+
+/// Decodes a request.
+///
+/// # Errors
+/// A [`DecodeError`] naming the fault and the error code to answer with.
+pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
+    let (command, mut r) = Reader::open(frame)?;
+    let req_id = r.u32().map_err(|e| e.into_decode(0))?;
+    let request = (|| {
+        Ok(match command {
+            cmd::REGISTER => {
+                let address = r.string()?;
+                let ttl_ms = r.u32()?;
+                let count = r.count(2)?;
+                let groups = (0..count).map(|_| r.string()).collect::<Result<_, _>>()?;
+                Request::Register {
+                    address,
+                    ttl_ms,
+                    groups,
+                }
+            }
+            cmd::UNREGISTER => Request::Unregister {
+                address: r.string()?,
+            },
+            cmd::HELLO => Request::Hello { name: r.string()? },
+            cmd::LIST => Request::List,
+            cmd::PING => Request::Ping,
+            cmd::JOIN => Request::Join {
+                group: r.string()?,
+                user: r.string()?,
+            },
+            cmd::LEAVE => Request::Leave {
+                group: r.string()?,
+                user: r.string()?,
+            },
+            cmd::SUBSCRIBE => Request::Subscribe {
+                group: r.string()?,
+                user: r.string()?,
+            },
+            cmd::MEMBERS => Request::Members {
+                group: r.string()?,
+                user: r.string()?,
+            },
+            cmd::SEND => Request::Send {
+                group: r.string()?,
+                user: r.string()?,
+                client_id: r.string()?,
+                text: r.text()?,
+            },
+            cmd::HISTORY => Request::History {
+                group: r.string()?,
+                user: r.string()?,
+                after_seq: r.u64()?,
+                since_ms: r.i64()?,
+                limit: r.u32()?,
+            },
+            other => return Err(Fault(format!("unknown command 0x{other:02X}"))),
+        })
+    })()
+    .and_then(|req| r.end().map(|_| req))
+    .map_err(|e| e.into_decode(req_id))?;
+    Ok((req_id, request))
+}
+
+/// Encodes a reply to the request with id `req_id`.
+pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
+    let command = match reply {
+        Reply::Ok => cmd::OK,
+        Reply::Error { .. } => cmd::ERROR,
+        Reply::Groups(_) => cmd::GROUPS,
+        Reply::Joined { .. } => cmd::JOINED,
+        Reply::Ack { .. } => cmd::ACK,
+        Reply::Messages { .. } => cmd::MESSAGES,
+        Reply::Members { .. } => cmd::MEMBER_LIST,
+        Reply::Pong { .. } => cmd::PONG,
+    };
+    let mut w = Writer::new(command);
+    w.u32(req_id);
+    match reply {
+        Reply::Ok => {}
+        Reply::Error { code, reason } => {
+            w.u16(code.value());
+            w.text(reason);
+        }
+        Reply::Groups(groups) => {
+            w.u32(groups.len() as u32);
+            for g in groups {
+                w.string(&g.name);
+                w.string(&g.address);
+            }
+        }
+        Reply::Joined { group, last_seq } => {
+            w.string(group);
+            w.u64(*last_seq);
+        }
+        Reply::Ack { seq, ts, duplicate } => {
+            w.u64(*seq);
+            w.i64(*ts);
+            w.u8(u8::from(*duplicate));
+        }
+        Reply::Messages {
+            group,
+            last_seq,
+            messages,
+        } => {
+            w.string(group);
+            w.u64(*last_seq);
+            w.u32(messages.len() as u32);
+            messages.iter().for_each(|m| w.message(m));
+        }
+        Reply::Members { group, members } => {
+            w.string(group);
+            w.u32(members.len() as u32);
+            for m in members {
+                w.string(&m.name);
+                w.u8(u8::from(m.online));
+            }
+        }
+        Reply::Pong { epoch, groups } => {
+            w.u64(*epoch);
+            w.u32(groups.len() as u32);
+            for (g, seq) in groups {
+                w.string(g);
+                w.u64(*seq);
+            }
+        }
+    }
+    w.finish()
+}
+
+/// Encodes a pushed event.
+pub fn encode_event(event: &Event) -> Vec<u8> {
+    match event {
+        Event::Message { group, message } => encode_message_event(group, message),
+    }
+}
+
+/// Encodes a MSG event straight from its parts (the group server's hot path).
+pub fn encode_message_event(group: &str, message: &Message) -> Vec<u8> {
+    let mut w = Writer::new(cmd::MSG);
+    w.string(group);
+    w.message(message);
+    w.finish()
+}
+
+/// Decodes what a client receives: a reply or an event.
+///
+/// # Errors
+/// [`DecodeError`] when the frame is not a valid reply or event.
+pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
+    let (command, mut r) = Reader::open(frame)?;
+    if command == cmd::MSG {
+        let event = (|| {
+            let group = r.string()?;
+            let message = r.message()?;
+            r.end()?;
+            Ok(Event::Message { group, message })
+        })()
+        .map_err(|e: Fault| e.into_decode(0))?;
+        return Ok(Incoming::Event(event));
+    }
+    let req_id = r.u32().map_err(|e| e.into_decode(0))?;
+    let reply = (|| {
+        Ok(match command {
+            cmd::OK => Reply::Ok,
+            cmd::ERROR => Reply::Error {
+                code: ErrorCode::from_value(r.u16()?),
+                reason: r.text()?,
+            },
+            cmd::GROUPS => {
+                let count = r.count(2)?;
+                let groups = (0..count)
+                    .map(|_| {
+                        Ok(GroupEntry {
+                            name: r.string()?,
+                            address: r.string()?,
+                        })
+                    })
+                    .collect::<Result<_, Fault>>()?;
+                Reply::Groups(groups)
+            }
+            cmd::JOINED => Reply::Joined {
+                group: r.string()?,
+                last_seq: r.u64()?,
+            },
+            cmd::ACK => Reply::Ack {
+                seq: r.u64()?,
+                ts: r.i64()?,
+                duplicate: r.u8()? != 0,
+            },
+            cmd::MESSAGES => {
+                let group = r.string()?;
+                let last_seq = r.u64()?;
+                let count = r.count(22)?;
+                let messages = (0..count).map(|_| r.message()).collect::<Result<_, _>>()?;
+                Reply::Messages {
+                    group,
+                    last_seq,
+                    messages,
+                }
+            }
+            cmd::MEMBER_LIST => {
+                let group = r.string()?;
+                let count = r.count(2)?;
+                let members = (0..count)
+                    .map(|_| {
+                        Ok(Member {
+                            name: r.string()?,
+                            online: r.u8()? != 0,
+                        })
+                    })
+                    .collect::<Result<_, Fault>>()?;
+                Reply::Members { group, members }
+            }
+            cmd::PONG => {
+                let epoch = r.u64()?;
+                let count = r.count(9)?;
+                let groups = (0..count)
+                    .map(|_| Ok((r.string()?, r.u64()?)))
+                    .collect::<Result<_, Fault>>()?;
+                Reply::Pong { epoch, groups }
+            }
+            other => return Err(Fault(format!("unknown reply command 0x{other:02X}"))),
+        })
+    })()
+    .and_then(|reply| r.end().map(|_| reply))
+    .map_err(|e| e.into_decode(req_id))?;
+    Ok(Incoming::Reply(req_id, reply))
+}
+
+/// A field-level decoding fault, before it knows the request id.
+struct Fault(String);
+
+impl Fault {
+    fn into_decode(self, req_id: u32) -> DecodeError {
+        DecodeError {
+            req_id,
+            code: ErrorCode::BadRequest,
+            reason: self.0,
+        }
+    }
+}
+
+/// Appends fields to a frame.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new(command: u8) -> Writer {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(SIGNATURE);
+        buf.push(VERSION);
+        buf.push(command);
+        Writer(buf)
+    }
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    /// A short string; callers keep it under 256 bytes (names and addresses are checked
+    /// before they reach here), and a longer one is cut at a character boundary rather than
+    /// corrupting the frame.
+    fn string(&mut self, s: &str) {
+        let mut end = s.len().min(255);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.0.push(end as u8);
+        self.0.extend_from_slice(&s.as_bytes()[..end]);
+    }
+    fn text(&mut self, s: &str) {
+        self.u32(s.len() as u32);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn message(&mut self, m: &Message) {
+        self.u64(m.seq);
+        self.i64(m.ts);
+        self.string(&m.sender);
+        self.text(&m.text);
+    }
+    fn finish(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// A cursor over one frame's fields.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Checks the signature and version, returns the command byte and a reader after it.
+    fn open(frame: &'a [u8]) -> Result<(u8, Reader<'a>), DecodeError> {
+        let fault = |code, reason: String| DecodeError {
+            req_id: 0,
+            code,
+            reason,
+        };
+        if frame.len() < 5 || &frame[..3] != SIGNATURE {
+            return Err(fault(
+                ErrorCode::BadRequest,
+                format!(
+                    "not a ZMS message ({} bytes without the \"ZMS\" signature)",
+                    frame.len()
+                ),
+            ));
+        }
+        if frame[3] != VERSION {
+            return Err(fault(
+                ErrorCode::Version,
+                format!(
+                    "unsupported protocol version '{}'; this server speaks version {}",
+                    frame[3].escape_ascii(),
+                    super::VERSIONS_SPOKEN
+                ),
+            ));
+        }
+        Ok((frame[4], Reader { buf: &frame[5..] }))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Fault> {
+        if self.buf.len() < n {
+            return Err(Fault(format!(
+                "truncated: needed {n} more bytes, had {}",
+                self.buf.len()
+            )));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, Fault> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, Fault> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("bug: 2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, Fault> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("bug: 4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, Fault> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("bug: 8 bytes"),
+        ))
+    }
+    fn i64(&mut self) -> Result<i64, Fault> {
+        Ok(i64::from_be_bytes(
+            self.take(8)?.try_into().expect("bug: 8 bytes"),
+        ))
+    }
+    fn utf8(bytes: &[u8]) -> Result<String, Fault> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| Fault("string is not valid UTF-8".into()))
+    }
+    fn string(&mut self) -> Result<String, Fault> {
+        let n = self.u8()? as usize;
+        Self::utf8(self.take(n)?)
+    }
+    fn text(&mut self) -> Result<String, Fault> {
+        let n = self.u32()? as usize;
+        Self::utf8(self.take(n)?)
+    }
+    /// A list count, checked against the bytes left so a forged count cannot make the
+    /// decoder reserve memory the frame could never fill.
+    fn count(&mut self, min_element_len: usize) -> Result<usize, Fault> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_element_len) > self.buf.len() {
+            return Err(Fault(format!(
+                "list of {n} elements does not fit in the frame"
+            )));
+        }
+        Ok(n)
+    }
+    fn message(&mut self) -> Result<Message, Fault> {
+        Ok(Message {
+            seq: self.u64()?,
+            ts: self.i64()?,
+            sender: self.string()?,
+            text: self.text()?,
+        })
+    }
+    fn end(&self) -> Result<(), Fault> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(Fault(format!(
+                "{} unexpected bytes after the last field",
+                self.buf.len()
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requests() -> Vec<Request> {
+        let (group, user) = ("general".to_string(), "alice".to_string());
+        vec![
+            Request::Register {
+                address: "127.0.0.1:6000".into(),
+                ttl_ms: 3000,
+                groups: vec![group.clone()],
+            },
+            Request::Unregister {
+                address: "127.0.0.1:6000".into(),
+            },
+            Request::Hello { name: user.clone() },
+            Request::List,
+            Request::Ping,
+            Request::Join {
+                group: group.clone(),
+                user: user.clone(),
+            },
+            Request::Leave {
+                group: group.clone(),
+                user: user.clone(),
+            },
+            Request::Subscribe {
+                group: group.clone(),
+                user: user.clone(),
+            },
+            Request::Members {
+                group: group.clone(),
+                user: user.clone(),
+            },
+            Request::Send {
+                group: group.clone(),
+                user: user.clone(),
+                client_id: "c1".into(),
+                text: "héllo".into(),
+            },
+            Request::History {
+                group,
+                user,
+                after_seq: 7,
+                since_ms: -1,
+                limit: 100,
+            },
+        ]
+    }
+
+    fn replies() -> Vec<Reply> {
+        let m = Message {
+            seq: 1,
+            ts: 1_700_000_000_000,
+            sender: "bob".into(),
+            text: "hi".into(),
+        };
+        vec![
+            Reply::Ok,
+            Reply::Error {
+                code: ErrorCode::NotMember,
+                reason: "not a member".into(),
+            },
+            Reply::Error {
+                code: ErrorCode::Other(499),
+                reason: String::new(),
+            },
+            Reply::Groups(vec![GroupEntry {
+                name: "general".into(),
+                address: "h:1".into(),
+            }]),
+            Reply::Joined {
+                group: "g".into(),
+                last_seq: 9,
+            },
+            Reply::Ack {
+                seq: 3,
+                ts: 5,
+                duplicate: true,
+            },
+            Reply::Messages {
+                group: "g".into(),
+                last_seq: 1,
+                messages: vec![m],
+            },
+            Reply::Members {
+                group: "g".into(),
+                members: vec![Member {
+                    name: "a".into(),
+                    online: true,
+                }],
+            },
+            Reply::Pong {
+                epoch: 42,
+                groups: vec![("g".into(), 3)],
+            },
+        ]
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for request in requests() {
+            let frame = encode_request(77, &request);
+            assert_eq!(decode_request(&frame), Ok((77, request)));
+        }
+    }
+
+    #[test]
+    fn replies_and_events_round_trip() {
+        for reply in replies() {
+            let frame = encode_reply(5, &reply);
+            assert_eq!(decode_incoming(&frame), Ok(Incoming::Reply(5, reply)));
+        }
+        let event = Event::Message {
+            group: "g".into(),
+            message: Message {
+                seq: 2,
+                ts: 3,
+                sender: "s".into(),
+                text: "t".into(),
+            },
+        };
+        assert_eq!(
+            decode_incoming(&encode_event(&event)),
+            Ok(Incoming::Event(event))
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        for request in requests() {
+            let frame = encode_request(9, &request);
+            for cut in 0..frame.len() {
+                assert!(
+                    decode_request(&frame[..cut]).is_err(),
+                    "{request:?} cut at {cut}"
+                );
+            }
+        }
+        for reply in replies() {
+            let frame = encode_reply(9, &reply);
+            for cut in 0..frame.len() {
+                assert!(
+                    decode_incoming(&frame[..cut]).is_err(),
+                    "{reply:?} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected_with_the_request_id() {
+        let mut frame = encode_request(12, &Request::Ping);
+        frame.push(0);
+        let err = decode_request(&frame).unwrap_err();
+        assert_eq!((err.req_id, err.code), (12, ErrorCode::BadRequest));
+    }
+
+    #[test]
+    fn other_versions_get_a_version_error_naming_ours() {
+        let mut frame = encode_request(1, &Request::List);
+        frame[3] = b'2';
+        let err = decode_request(&frame).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Version);
+        assert!(err.reason.contains("speaks version 1"), "{}", err.reason);
+    }
+
+    #[test]
+    fn forged_list_counts_do_not_allocate() {
+        let mut frame = encode_request(
+            1,
+            &Request::Register {
+                address: "a".into(),
+                ttl_ms: 1,
+                groups: vec![],
+            },
+        );
+        let n = frame.len();
+        frame[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode_request(&frame)
+            .unwrap_err()
+            .reason
+            .contains("does not fit"));
+    }
+
+    #[test]
+    fn invalid_utf8_and_unknown_commands_are_rejected() {
+        let mut frame = encode_request(1, &Request::Hello { name: "ab".into() });
+        let n = frame.len();
+        frame[n - 1] = 0xFF;
+        assert!(decode_request(&frame).unwrap_err().reason.contains("UTF-8"));
+        let mut frame = encode_request(1, &Request::List);
+        frame[4] = 0x7F;
+        assert!(decode_request(&frame)
+            .unwrap_err()
+            .reason
+            .contains("unknown command"));
+    }
+}

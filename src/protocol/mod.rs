@@ -1,0 +1,277 @@
+//! The ZMS/1 wire protocol: the messages that cross sockets, their limits and error codes.
+//!
+//! This module owns *what* is said; [`codec`] owns the bytes. Nothing here touches a socket:
+//! the servers and the client library turn frames into these types and back. PROTOCOL.md is
+//! the specification; the two must agree (the `wire` test sends its examples).
+
+pub mod codec;
+
+use std::fmt;
+
+/// Protocol signature: the first three bytes of every ZMS message.
+pub const SIGNATURE: &[u8; 3] = b"ZMS";
+/// The protocol version this build speaks (the fourth byte, ASCII).
+pub const VERSION: u8 = b'1';
+/// The versions a server answers, for the error reply to any other.
+pub const VERSIONS_SPOKEN: &str = "1";
+
+/// Longest message text, in bytes of UTF-8.
+pub const MAX_TEXT: usize = 64 * 1024;
+/// Longest group or user name, in bytes.
+pub const MAX_NAME: usize = 64;
+/// Largest frame a server accepts; libzmq drops the connection of a peer that sends more
+/// (ZMQ_MAXMSGSIZE), so anything between this and [`MAX_TEXT`] still gets a typed error.
+pub const MAX_FRAME: i64 = 1024 * 1024;
+/// Most messages in one HISTORY page; a client pages for more.
+pub const HISTORY_PAGE_MAX: u32 = 1000;
+/// Most groups one group server registers (bounds a REGISTER frame).
+pub const MAX_GROUPS_PER_SERVER: usize = 10_000;
+
+/// How often a client pings each group server, and a group server re-registers with each
+/// directory. Any reply also proves the peer alive.
+pub const HEARTBEAT_MS: u64 = 1000;
+/// A registration lives this long unless refreshed: three missed heartbeats.
+pub const REGISTRATION_TTL_MS: u32 = 3 * HEARTBEAT_MS as u32;
+/// A group server forgets a connection's live subscriptions after this much silence.
+pub const SUBSCRIPTION_TTL_MS: u64 = 5 * HEARTBEAT_MS;
+
+/// A request from a user or a group server, answered by exactly one [`Reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Group server → directory: "these groups live at this address", refreshed every heartbeat.
+    Register {
+        address: String,
+        ttl_ms: u32,
+        groups: Vec<String>,
+    },
+    /// Group server → directory: forget this address now (clean shutdown).
+    Unregister { address: String },
+    /// User → directory: announce a display name.
+    Hello { name: String },
+    /// User → directory (all groups) or group server (its own groups).
+    List,
+    /// Become a member of a group and receive its messages live on this connection.
+    Join { group: String, user: String },
+    /// Stop being a member.
+    Leave { group: String, user: String },
+    /// Receive a group's messages live on this connection (members only).
+    Subscribe { group: String, user: String },
+    /// Append a message; `client_id` makes a retried send idempotent.
+    Send {
+        group: String,
+        user: String,
+        client_id: String,
+        text: String,
+    },
+    /// Read stored messages with `seq > after_seq` and `ts >= since_ms`, in order.
+    History {
+        group: String,
+        user: String,
+        after_seq: u64,
+        since_ms: i64,
+        limit: u32,
+    },
+    /// List a group's members and whether each is online.
+    Members { group: String, user: String },
+    /// Heartbeat; answered with the server's epoch and the last seq of subscribed groups.
+    Ping,
+}
+
+impl Request {
+    /// The command's name as PROTOCOL.md spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Register { .. } => "REGISTER",
+            Request::Unregister { .. } => "UNREGISTER",
+            Request::Hello { .. } => "HELLO",
+            Request::List => "LIST",
+            Request::Join { .. } => "JOIN",
+            Request::Leave { .. } => "LEAVE",
+            Request::Subscribe { .. } => "SUBSCRIBE",
+            Request::Send { .. } => "SEND",
+            Request::History { .. } => "HISTORY",
+            Request::Members { .. } => "MEMBERS",
+            Request::Ping => "PING",
+        }
+    }
+
+    /// Whether the request changes stored state (and so must wait for a commit).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::Join { .. } | Request::Leave { .. } | Request::Send { .. }
+        )
+    }
+}
+
+/// The answer to one [`Request`], matched to it by request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ok,
+    Error {
+        code: ErrorCode,
+        reason: String,
+    },
+    Groups(Vec<GroupEntry>),
+    Joined {
+        group: String,
+        last_seq: u64,
+    },
+    Ack {
+        seq: u64,
+        ts: i64,
+        duplicate: bool,
+    },
+    Messages {
+        group: String,
+        last_seq: u64,
+        messages: Vec<Message>,
+    },
+    Members {
+        group: String,
+        members: Vec<Member>,
+    },
+    Pong {
+        epoch: u64,
+        groups: Vec<(String, u64)>,
+    },
+}
+
+/// Something a group server pushes without being asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new message in a group this connection subscribes to.
+    Message { group: String, message: Message },
+}
+
+/// One stored message of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Position in the group, from 1, without gaps.
+    pub seq: u64,
+    /// Server time of storage, unix milliseconds; never decreases along `seq`.
+    pub ts: i64,
+    pub sender: String,
+    pub text: String,
+}
+
+/// One entry of the directory's list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub name: String,
+    /// `HOST:PORT` of the group server hosting it.
+    pub address: String,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    /// Has a live, subscribed connection to the group server.
+    pub online: bool,
+}
+
+/// Why a server refused a request. Values follow HTTP where one fits, so they read at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The message could not be decoded or a field is invalid.
+    BadRequest,
+    /// The user is not a member of the group.
+    NotMember,
+    /// No such group here.
+    UnknownGroup,
+    /// The text or frame is over the limit.
+    TooLarge,
+    /// The server failed; the request may be retried.
+    Internal,
+    /// Storage cannot write; nothing was stored.
+    Unavailable,
+    /// The protocol version is not spoken here.
+    Version,
+    /// A code this build does not know (from a newer peer).
+    Other(u16),
+}
+
+impl ErrorCode {
+    /// The code's number on the wire.
+    pub fn value(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::NotMember => 403,
+            ErrorCode::UnknownGroup => 404,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Version => 505,
+            ErrorCode::Other(v) => v,
+        }
+    }
+
+    /// The code for a wire number.
+    pub fn from_value(v: u16) -> ErrorCode {
+        match v {
+            400 => ErrorCode::BadRequest,
+            403 => ErrorCode::NotMember,
+            404 => ErrorCode::UnknownGroup,
+            413 => ErrorCode::TooLarge,
+            500 => ErrorCode::Internal,
+            503 => ErrorCode::Unavailable,
+            505 => ErrorCode::Version,
+            other => ErrorCode::Other(other),
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::NotMember => "NOT_MEMBER",
+            ErrorCode::UnknownGroup => "UNKNOWN_GROUP",
+            ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Version => "VERSION",
+            ErrorCode::Other(v) => return write!(f, "ERROR_{v}"),
+        };
+        f.write_str(name)
+    }
+}
+
+/// Checks a group name: 1 to [`MAX_NAME`] bytes of `A-Z a-z 0-9 _ . -`.
+///
+/// # Errors
+/// A reason fit to send back to the peer.
+pub fn check_group_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(format!("group name must be 1 to {MAX_NAME} bytes"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(format!(
+            "group name '{name}' may hold only letters, digits, '_', '.' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a user name: 1 to [`MAX_NAME`] bytes, no spaces, no control characters, no '@'.
+///
+/// # Errors
+/// A reason fit to send back to the peer.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(format!("user name must be 1 to {MAX_NAME} bytes"));
+    }
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+    {
+        return Err(format!(
+            "user name '{name}' may not hold spaces, control characters or '@'"
+        ));
+    }
+    Ok(())
+}

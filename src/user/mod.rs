@@ -1,0 +1,151 @@
+//! What people and scripts run: the one-shot commands and the interactive [`shell`].
+//! The only module that prints.
+
+pub mod output;
+pub mod shell;
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::client::{Session, SessionEvent, Timeouts};
+use crate::{errinput, time, Result};
+use output::Format;
+
+/// What a one-shot command does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    List,
+    Join(String),
+    Leave(String),
+    /// `None` text: send each line of stdin.
+    Send(String, Option<String>),
+    History {
+        group: String,
+        since: Option<String>,
+        limit: Option<u64>,
+    },
+    Tail(String),
+    Members(String),
+}
+
+/// Runs one command for user `name` against the directories `servers`.
+///
+/// # Errors
+/// Whatever went wrong, as one line for the user.
+pub fn run(
+    ctx: &zmq::Context,
+    servers: Vec<String>,
+    name: &str,
+    format: Format,
+    action: Action,
+) -> Result<()> {
+    let mut session = Session::new(ctx, servers, name, Timeouts::default())?;
+    match action {
+        Action::List => {
+            for g in session.list_groups()? {
+                println!("{}", output::group(format, &g));
+            }
+        }
+        Action::Join(spec) => {
+            let group = session.resolve(&spec)?;
+            let last_seq = session.join(&group)?;
+            match format {
+                Format::Plain => println!("joined {group} ({last_seq} messages so far)"),
+                Format::Json => println!(
+                    "{}",
+                    json!({"group": group.name, "address": group.address, "last_seq": last_seq})
+                ),
+            }
+        }
+        Action::Leave(spec) => {
+            let group = session.resolve(&spec)?;
+            session.leave(&group)?;
+            match format {
+                Format::Plain => println!("left {group}"),
+                Format::Json => println!(
+                    "{}",
+                    json!({"group": group.name, "address": group.address, "left": true})
+                ),
+            }
+        }
+        Action::Send(spec, text) => {
+            let group = session.resolve(&spec)?;
+            let texts: Vec<String> = match text {
+                Some(t) => vec![t],
+                None => std::io::stdin()
+                    .lock()
+                    .lines()
+                    .collect::<std::io::Result<_>>()?,
+            };
+            for text in texts {
+                let (seq, ts) = session.send(&group, &text)?;
+                match format {
+                    Format::Plain => println!("sent {group} #{seq} at {}", time::rfc3339(ts)),
+                    Format::Json => println!(
+                        "{}",
+                        json!({"group": group.name, "seq": seq, "ts": time::rfc3339(ts)})
+                    ),
+                }
+            }
+        }
+        Action::History {
+            group,
+            since,
+            limit,
+        } => {
+            let group = session.resolve(&group)?;
+            let since = since.map(|s| time::parse(&s, time::now_ms())).transpose()?;
+            for m in session.history(&group, since, limit)? {
+                println!("{}", output::message(format, &group, &m));
+            }
+        }
+        Action::Members(spec) => {
+            let group = session.resolve(&spec)?;
+            for m in session.members(&group)? {
+                println!("{}", output::member(format, &m));
+            }
+        }
+        Action::Tail(spec) => {
+            let group = session.resolve(&spec)?;
+            session.subscribe(&group)?;
+            loop {
+                match session.next_event(Duration::from_secs(3600))? {
+                    Some(SessionEvent::Message(d)) => {
+                        println!("{}", output::message(format, &d.group, &d.message))
+                    }
+                    Some(SessionEvent::ServerLost(a)) => {
+                        eprintln!("group server {a} is not answering; reconnecting…")
+                    }
+                    Some(SessionEvent::ServerBack(a)) => eprintln!("group server {a} is back"),
+                    None => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks on the terminal, showing `default`; an empty answer takes it.
+///
+/// # Errors
+/// When stdin closes.
+pub fn prompt(question: &str, default: Option<&str>) -> Result<String> {
+    use std::io::Write;
+    match default {
+        Some(d) => print!("{question} [{d}]: "),
+        None => print!("{question}: "),
+    }
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line)? == 0 {
+        return Err(errinput!("no answer to '{question}'"));
+    }
+    let answer = line.trim();
+    match (answer.is_empty(), default) {
+        (true, Some(d)) => Ok(d.to_string()),
+        (true, None) => Err(errinput!("'{question}' needs an answer")),
+        (false, _) => Ok(answer.to_string()),
+    }
+}
