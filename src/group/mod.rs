@@ -109,7 +109,15 @@ impl GroupServer {
     /// # Errors
     /// Only a libzmq failure.
     pub fn register(mut self, wait: Duration) -> Result<GroupServer> {
-        self.announce();
+        // IMMEDIATE refuses to queue before the TCP handshake, so the first REGISTER waits
+        // (up to `wait`) for the connection; the heartbeat's later ones never block.
+        for dir in &self.directories {
+            dir.set_sndtimeo(wait.as_millis() as i32)?;
+        }
+        self.announce_with(0);
+        for dir in &self.directories {
+            dir.set_sndtimeo(-1)?;
+        }
         for (i, dir) in self.directories.iter().enumerate() {
             let mut items = [dir.as_poll_item(zmq::POLLIN)];
             if transport::poll(&mut items, wait)? == 0 {
@@ -187,6 +195,10 @@ impl GroupServer {
 
     /// Sends REGISTER to every directory (never blocks).
     fn announce(&mut self) {
+        self.announce_with(zmq::DONTWAIT);
+    }
+
+    fn announce_with(&mut self, flags: i32) {
         let request = Request::Register {
             address: self.address.clone(),
             ttl_ms: protocol::REGISTRATION_TTL_MS,
@@ -195,7 +207,7 @@ impl GroupServer {
         self.next_req = self.next_req.wrapping_add(1);
         let frame = codec::encode_request(self.next_req, &request);
         for dir in &self.directories {
-            if let Err(err) = dir.send(frame.as_slice(), zmq::DONTWAIT) {
+            if let Err(err) = dir.send(frame.as_slice(), flags) {
                 debug!(%err, "message server not reachable for REGISTER");
             }
         }

@@ -1,0 +1,80 @@
+//! Test harness: real servers on loopback ephemeral ports, SQLite in temporary directories.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use zms::client::{Session, SessionEvent, Timeouts};
+use zms::directory::DirectoryServer;
+use zms::group::{self, GroupServer};
+use zms::protocol::Message;
+use zms::shutdown::ServerHandle;
+
+/// Short timeouts so a failing test fails fast; still far above loopback latency.
+pub const TIMEOUTS: Timeouts = Timeouts { request: Duration::from_secs(2), tries: 2 };
+
+pub fn directory(ctx: &zmq::Context) -> ServerHandle {
+    directory_at(ctx, "tcp://127.0.0.1:*")
+}
+
+pub fn directory_at(ctx: &zmq::Context, endpoint: &str) -> ServerHandle {
+    DirectoryServer::bind(ctx, endpoint).unwrap().spawn(ctx).unwrap()
+}
+
+/// A group server on `endpoint`, registered (acknowledged) with `directories` before return.
+pub fn group_server_at(ctx: &zmq::Context, endpoint: &str, directories: &[&str], groups: &[&str], data: &Path) -> ServerHandle {
+    let config = group::Config {
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        data: data.to_path_buf(),
+        directories: directories.iter().map(|d| d.to_string()).collect(),
+        advertise: None,
+        durability: Default::default(),
+    };
+    GroupServer::bind(ctx, endpoint, config).unwrap().register(Duration::from_secs(2)).unwrap().spawn(ctx).unwrap()
+}
+
+pub fn group_server(ctx: &zmq::Context, directory: &str, groups: &[&str], data: &Path) -> ServerHandle {
+    group_server_at(ctx, "tcp://127.0.0.1:*", &[directory], groups, data)
+}
+
+pub fn session(ctx: &zmq::Context, directory: &str, name: &str) -> Session {
+    Session::new(ctx, vec![directory.to_string()], name, TIMEOUTS).unwrap()
+}
+
+/// Polls `check` until it holds or `limit` passes; returns whether it held. For soft-state
+/// expiry, which by design happens on a timer.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Receives `n` messages (skipping connection notices), failing after `limit`.
+pub fn receive(session: &mut Session, n: usize, limit: Duration) -> Vec<Message> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < n {
+        let left = deadline.checked_duration_since(Instant::now()).unwrap_or_else(|| {
+            panic!("received {} of {n} messages before the deadline: {got:?}", got.len())
+        });
+        if let Some(SessionEvent::Message(d)) = session.next_event(left).unwrap() {
+            got.push(d.message);
+        }
+    }
+    got
+}
+
+pub fn texts(messages: &[Message]) -> Vec<String> {
+    messages.iter().map(|m| m.text.clone()).collect()
+}
+
+pub fn seqs(messages: &[Message]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq).collect()
+}

@@ -1,0 +1,315 @@
+//! The whole system in-process: directory, group servers and sessions on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use zms::client::SessionEvent;
+use zms::protocol::codec::{self, Incoming};
+use zms::protocol::{ErrorCode, Reply, Request};
+use zms::Error;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn groups_register_list_and_resolve_by_name_or_address() {
+    let ctx = zmq::Context::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let grp = group_server(&ctx, dir.endpoint(), &["general", "random"], tmp.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    alice.hello().unwrap();
+    let names: Vec<String> = alice.list_groups().unwrap().iter().map(|g| format!("{}@{}", g.name, g.address)).collect();
+    assert_eq!(names, [format!("general@{}", grp.address()), format!("random@{}", grp.address())]);
+
+    assert_eq!(alice.resolve("random").unwrap().address, grp.address());
+    let by_address = alice.resolve(&format!("random@{}", grp.address())).unwrap();
+    assert_eq!(by_address.name, "random");
+    let err = alice.resolve(&grp.address()).unwrap_err().to_string();
+    assert!(err.contains("hosts several groups (general, random)"), "{err}");
+    let err = alice.resolve("nope").unwrap_err().to_string();
+    assert!(err.contains("unknown group 'nope'") && err.contains("general, random"), "{err}");
+}
+
+#[test]
+fn a_stopped_group_server_leaves_the_list_and_an_expired_one_too() {
+    let ctx = zmq::Context::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    assert_eq!(alice.list_groups().unwrap().len(), 1);
+    grp.stop().unwrap(); // sends UNREGISTER
+    assert!(eventually(LIMIT, || alice.list_groups().unwrap().is_empty()));
+
+    // A server that registers and then falls silent (no UNREGISTER) expires with its TTL.
+    let raw = ctx.socket(zmq::DEALER).unwrap();
+    raw.set_linger(0).unwrap();
+    raw.connect(dir.endpoint()).unwrap();
+    let register = Request::Register { address: "127.0.0.1:1".into(), ttl_ms: 300, groups: vec!["ghost".into()] };
+    raw.send(codec::encode_request(1, &register), 0).unwrap();
+    raw.set_rcvtimeo(5000).unwrap();
+    assert_eq!(codec::decode_incoming(&raw.recv_bytes(0).unwrap()).unwrap(), Incoming::Reply(1, Reply::Ok));
+    assert_eq!(alice.list_groups().unwrap().len(), 1);
+    assert!(eventually(LIMIT, || alice.list_groups().unwrap().is_empty()), "expired within a few seconds");
+}
+
+#[test]
+fn a_restarted_message_server_has_the_list_back_within_a_heartbeat() {
+    let ctx = zmq::Context::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let endpoint = dir.endpoint().to_string();
+    let _grp = group_server(&ctx, &endpoint, &["general"], tmp.path());
+    dir.stop().unwrap();
+    let _dir = directory_at(&ctx, &endpoint);
+    let mut alice = session(&ctx, &endpoint, "alice");
+    // One heartbeat is 1 s; allow reconnection time on a loaded machine.
+    assert!(eventually(Duration::from_secs(3), || alice.list_groups().map(|l| l.len() == 1).unwrap_or(false)));
+}
+
+#[test]
+fn members_get_messages_live_in_order_and_history_matches() {
+    let ctx = zmq::Context::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let _grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let mut bob = session(&ctx, dir.endpoint(), "bob");
+    let general = alice.resolve("general").unwrap();
+    assert_eq!(alice.join(&general).unwrap(), 0);
+    assert_eq!(bob.join(&general).unwrap(), 0);
+
+    let sent: Vec<String> = (1..=200).map(|i| format!("message {i}")).collect();
+    for (i, text) in sent.iter().enumerate() {
+        assert_eq!(alice.send(&general, text).unwrap().0, i as u64 + 1);
+    }
+    let got = receive(&mut bob, sent.len(), LIMIT);
+    assert_eq!(texts(&got), sent);
+    assert_eq!(seqs(&got), (1..=200).collect::<Vec<_>>());
+    assert!(got.windows(2).all(|w| w[0].ts <= w[1].ts), "timestamps never decrease");
+    // The sender receives its own messages too, as the confirmation of order.
+    assert_eq!(texts(&receive(&mut alice, sent.len(), LIMIT)), sent);
+
+    let all = bob.history(&general, None, None).unwrap();
+    assert_eq!(all, got);
+    assert_eq!(seqs(&bob.history(&general, None, Some(3)).unwrap()), [198, 199, 200]);
+    let since = got[150].ts;
+    let later = bob.history(&general, Some(since), None).unwrap();
+    assert!(later.iter().all(|m| m.ts >= since) && later.last().unwrap().seq == 200);
+    assert_eq!(later.first().unwrap().seq, got.iter().find(|m| m.ts >= since).unwrap().seq);
+    assert_eq!(bob.history(&general, Some(since), Some(2)).unwrap().len(), 2);
+}
+
+#[test]
+fn history_pages_past_the_server_page_limit() {
+    let ctx = zmq::Context::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let _grp = group_server(&ctx, dir.endpoint(), &["big"], tmp.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let big = alice.resolve("big").unwrap();
+    alice.join(&big).unwrap();
+    for i in 0..2_500 {
+        alice.send(&big, &format!("{i}")).unwrap();
+    }
+    let all = alice.history(&big, None, None).unwrap();
+    assert_eq!(seqs(&all), (1..=2_500).collect::<Vec<_>>());
+}
+
+#[test]
+fn non_members_are_refused_and_leaving_stops_delivery() {
+    let ctx = zmq::Context::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let _grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let mut eve = session(&ctx, dir.endpoint(), "eve");
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    for attempt in [
+        eve.send(&general, "hi").map(|_| ()),
+        eve.history(&general, None, None).map(|_| ()),
+        eve.members(&general).map(|_| ()),
+        eve.subscribe(&general).map(|_| ()),
+        eve.leave(&general),
+    ] {
+        match attempt {
+            Err(Error::Rejected { code: ErrorCode::NotMember, reason }) => assert!(reason.contains("'eve' is not a member")),
+            other => panic!("expected NOT_MEMBER, got {other:?}"),
+        }
+    }
+
+    eve.join(&general).unwrap();
+    let members = alice.members(&general).unwrap();
+    assert_eq!(members.iter().map(|m| (m.name.as_str(), m.online)).collect::<Vec<_>>(), [("alice", true), ("eve", true)]);
+    eve.leave(&general).unwrap();
+    alice.send(&general, "after eve left").unwrap();
+    assert_eq!(texts(&receive(&mut alice, 1, LIMIT)), ["after eve left"]);
+    assert!(eve.next_event(Duration::from_millis(300)).unwrap().is_none(), "no delivery after leaving");
+    assert!(matches!(eve.send(&general, "x"), Err(Error::Rejected { code: ErrorCode::NotMember, .. })));
+}
+
+#[test]
+fn a_user_is_in_several_groups_on_two_group_servers() {
+    let ctx = zmq::Context::new();
+    let (t1, t2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dir = directory(&ctx);
+    let _g1 = group_server(&ctx, dir.endpoint(), &["rust", "zmq"], t1.path());
+    let _g2 = group_server(&ctx, dir.endpoint(), &["sqlite"], t2.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let mut bob = session(&ctx, dir.endpoint(), "bob");
+    let groups: Vec<_> = ["rust", "zmq", "sqlite"].iter().map(|g| alice.resolve(g).unwrap()).collect();
+    assert_ne!(groups[0].address, groups[2].address);
+    for g in &groups {
+        alice.join(g).unwrap();
+        bob.join(g).unwrap();
+    }
+    for round in 0..5 {
+        for g in &groups {
+            alice.send(g, &format!("{}-{round}", g.name)).unwrap();
+        }
+    }
+    let mut per_group: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while per_group.values().map(Vec::len).sum::<usize>() < 15 {
+        let left = deadline.checked_duration_since(std::time::Instant::now()).expect("all 15 in time");
+        if let Some(SessionEvent::Message(d)) = bob.next_event(left).unwrap() {
+            per_group.entry(d.group.name.clone()).or_default().push(d.message.text);
+        }
+    }
+    for g in &groups {
+        let want: Vec<String> = (0..5).map(|r| format!("{}-{r}", g.name)).collect();
+        assert_eq!(per_group[&g.name], want);
+    }
+}
+
+#[test]
+fn a_restarted_group_server_keeps_everything_and_members_repair_the_gap() {
+    let ctx = zmq::Context::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
+    let endpoint = grp.endpoint().to_string();
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let mut bob = session(&ctx, dir.endpoint(), "bob");
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    bob.join(&general).unwrap();
+    for i in 1..=10 {
+        alice.send(&general, &format!("before {i}")).unwrap();
+    }
+    assert_eq!(receive(&mut bob, 10, LIMIT).len(), 10);
+
+    grp.stop().unwrap();
+    let _grp = group_server_at(&ctx, &endpoint, &[dir.endpoint()], &["general"], tmp.path());
+    // Bob's subscription died with the old process; messages sent now are not pushed to him.
+    for i in 1..=10 {
+        alice.send(&general, &format!("after {i}")).unwrap();
+    }
+    // His heartbeat sees the new epoch, subscribes again and fills the gap from history.
+    let got = receive(&mut bob, 10, LIMIT);
+    assert_eq!(seqs(&got), (11..=20).collect::<Vec<_>>());
+    assert_eq!(got[0].text, "after 1");
+    assert_eq!(alice.history(&general, None, None).unwrap().len(), 20);
+    assert!(bob.next_event(Duration::from_millis(200)).unwrap().is_none(), "no duplicates");
+}
+
+#[test]
+fn a_retried_send_is_stored_once() {
+    let ctx = zmq::Context::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    let raw = ctx.socket(zmq::DEALER).unwrap();
+    raw.set_linger(0).unwrap();
+    raw.set_rcvtimeo(5000).unwrap();
+    raw.connect(grp.endpoint()).unwrap();
+    let send = Request::Send { group: "general".into(), user: "alice".into(), client_id: "retry-1".into(), text: "once".into() };
+    let mut acks = Vec::new();
+    for id in 1..=3 {
+        raw.send(codec::encode_request(id, &send), 0).unwrap();
+        acks.push(codec::decode_incoming(&raw.recv_bytes(0).unwrap()).unwrap());
+    }
+    let seq_of = |i: &Incoming| match i {
+        Incoming::Reply(_, Reply::Ack { seq, duplicate, .. }) => (*seq, *duplicate),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(acks.iter().map(seq_of).collect::<Vec<_>>(), [(1, false), (1, true), (1, true)]);
+    assert_eq!(alice.history(&general, None, None).unwrap().len(), 1);
+}
+
+#[test]
+fn garbage_from_peers_is_answered_and_everyone_else_is_served() {
+    let ctx = zmq::Context::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = codec::encode_request(7, &Request::Send {
+        group: "general".into(),
+        user: "alice".into(),
+        client_id: String::new(),
+        text: "a valid message".into(),
+    });
+    for endpoint in [dir.endpoint(), grp.endpoint()] {
+        let raw = ctx.socket(zmq::DEALER).unwrap();
+        raw.set_linger(0).unwrap();
+        raw.set_rcvtimeo(5000).unwrap();
+        raw.connect(endpoint).unwrap();
+        for i in 0..300u32 {
+            let mut frame = valid.clone();
+            match i % 4 {
+                0 => frame.truncate((next() as usize) % frame.len()),
+                1 => {
+                    let at = next() as usize % frame.len();
+                    frame[at] ^= (next() as u8) | 1;
+                }
+                2 => frame = (0..(next() % 64)).map(|_| next() as u8).collect(),
+                _ => frame.extend((0..(next() % 8 + 1)).map(|_| next() as u8)),
+            }
+            raw.send(&frame, 0).unwrap();
+            // Every frame gets exactly one answer (a mutation may still be a valid request).
+            let reply = raw.recv_bytes(0).expect("an answer to every frame");
+            assert!(codec::decode_incoming(&reply).is_ok());
+            if i % 50 == 0 {
+                alice.send(&general, &format!("still here {i}")).unwrap();
+            }
+        }
+        raw.send_multipart(["ZMS1", "two frames"], 0).unwrap();
+        match codec::decode_incoming(&raw.recv_bytes(0).unwrap()).unwrap() {
+            Incoming::Reply(0, Reply::Error { code: ErrorCode::BadRequest, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(alice.list_groups().is_ok());
+    let history = alice.history(&general, None, None).unwrap();
+    assert!(history.iter().filter(|m| m.text.starts_with("still here")).count() == 12, "{history:?}");
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error_not_a_hang() {
+    let ctx = zmq::Context::new();
+    let dir = directory(&ctx);
+    let unused = dir.endpoint().to_string();
+    dir.stop().unwrap();
+    let mut alice = session(&ctx, &unused, "alice");
+    let err = alice.list_groups().unwrap_err().to_string();
+    assert!(err.contains("no answer from the message server"), "{err}");
+    let err = alice.resolve(&format!("general@{}", zms::transport::address(&unused))).and_then(|g| alice.send(&g, "x"));
+    assert!(err.unwrap_err().to_string().contains("no answer from the group server"));
+}
