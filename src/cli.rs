@@ -197,9 +197,10 @@ impl Command {
                         Durability::Process
                     },
                 };
-                let server = GroupServer::bind(&ctx, &transport::endpoint(&bind)?, config)?;
+                // Registered (or given up waiting) before saying so: "listening" means listed.
+                let server = GroupServer::bind(&ctx, &transport::endpoint(&bind)?, config)?.register(Duration::from_secs(1))?;
                 println!("listening on {}", server.address());
-                let handle = server.register(Duration::from_secs(1))?.spawn(&ctx)?;
+                let handle = server.spawn(&ctx)?;
                 serve_until_signal(vec![handle])
             }
             Command::User { server, name } => {

@@ -1,0 +1,274 @@
+//! The real `zms` binary: servers as child processes, one-shot commands, the scripted client.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const ZMS: &str = env!("CARGO_BIN_EXE_zms");
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// A child process whose stdout lines arrive on a channel; killed on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(ZMS)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("zms runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    fn line(&self) -> String {
+        self.lines.recv_timeout(LIMIT).expect("a line of output in time")
+    }
+
+    /// A server's address from its first line, `listening on HOST:PORT`.
+    fn listening(&self) -> String {
+        let line = self.line();
+        line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line}")).to_string()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code.
+    fn wait(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn zms(args: &[&str]) -> Output {
+    Command::new(ZMS).args(args).stdin(Stdio::null()).output().expect("zms runs")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    stdout(out).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+struct Deployment {
+    directory: Proc,
+    group: Proc,
+    server: String,
+    group_address: String,
+    data: tempfile::TempDir,
+}
+
+fn deploy() -> Deployment {
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let server = directory.listening();
+    let data = tempfile::tempdir().unwrap();
+    let group = start_group(&server, "127.0.0.1:0", data.path());
+    let group_address = group.listening();
+    Deployment { directory, group, server, group_address, data }
+}
+
+fn start_group(server: &str, bind: &str, data: &std::path::Path) -> Proc {
+    Proc::spawn(&[
+        "group-server",
+        "--server",
+        server,
+        "--bind",
+        bind,
+        "--group",
+        "general",
+        "--group",
+        "random",
+        "--data",
+        data.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn one_shot_commands_work_end_to_end_with_json() {
+    let d = deploy();
+    let s = d.server.as_str();
+    let groups = json_lines(&zms(&["list", "--server", s, "--json"]));
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0]["name"], "general");
+    assert_eq!(groups[0]["address"], d.group_address.as_str());
+
+    stdout(&zms(&["join", "general", "--server", s, "--name", "alice"]));
+    let by_address = format!("random@{}", d.group_address);
+    stdout(&zms(&["join", &by_address, "--server", s, "--name", "alice"]));
+    let sent = json_lines(&zms(&["send", "general", "hello, world", "--server", s, "--name", "alice", "--json"]));
+    assert_eq!(sent[0]["seq"], 1);
+
+    let history = json_lines(&zms(&["history", "general", "--server", s, "--name", "alice", "--json"]));
+    assert_eq!(history.len(), 1);
+    let m = &history[0];
+    assert_eq!((m["group"].as_str(), m["seq"].as_u64(), m["sender"].as_str()), (Some("general"), Some(1), Some("alice")));
+    assert_eq!(m["text"], "hello, world");
+    let ts = m["ts"].as_str().unwrap();
+    assert!(ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "RFC 3339 with ms: {ts}");
+    assert_eq!(stdout(&zms(&["history", "general", "--server", s, "--name", "alice", "--since", "10m"])).lines().count(), 1);
+    assert_eq!(stdout(&zms(&["history", "general", "--server", s, "--name", "alice", "--since", "2999-01-01T00:00:00Z"])), "");
+
+    let members = json_lines(&zms(&["members", "general", "--server", s, "--name", "alice", "--json"]));
+    assert_eq!(members[0]["name"], "alice");
+    assert!(stdout(&zms(&["leave", "general", "--server", s, "--name", "alice"])).contains("left general@"));
+
+    // Mistakes: one clear line on stderr, non-zero exit.
+    for (args, expect) in [
+        (vec!["send", "general", "x", "--name", "alice"], "not a member"),
+        (vec!["join", "nope", "--name", "alice"], "unknown group 'nope'"),
+        (vec!["history", "random", "--name", "alice", "--since", "soon"], "bad TIME"),
+        (vec!["join", "general"], "--name is required"),
+        (vec!["join", "general", "--name", "bad name"], "may not hold spaces"),
+    ] {
+        let mut args = args;
+        args.extend(["--server", s]);
+        let out = zms(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with("error: ") && err.contains(expect), "{args:?}: {err}");
+    }
+    drop(d.directory);
+}
+
+#[test]
+fn tail_follows_live_messages() {
+    let d = deploy();
+    let s = d.server.as_str();
+    stdout(&zms(&["join", "general", "--server", s, "--name", "bob"]));
+    stdout(&zms(&["join", "general", "--server", s, "--name", "alice"]));
+    let tail = Proc::spawn(&["tail", "general", "--server", s, "--name", "bob", "--json"]);
+    // Send until the tail has subscribed and shows one; then everything after is in order.
+    let mut first = None;
+    for i in 0..50 {
+        stdout(&zms(&["send", "general", &format!("m{i}"), "--server", s, "--name", "alice"]));
+        if let Ok(line) = tail.lines.recv_timeout(Duration::from_millis(200)) {
+            first = Some(line);
+            break;
+        }
+    }
+    let first: serde_json::Value = serde_json::from_str(&first.expect("tail printed a message")).unwrap();
+    let next_seq = first["seq"].as_u64().unwrap() + 1;
+    stdout(&zms(&["send", "general", "after", "--server", s, "--name", "alice"]));
+    let mut line: serde_json::Value = serde_json::from_str(&tail.line()).unwrap();
+    while line["text"] != "after" {
+        line = serde_json::from_str(&tail.line()).unwrap();
+    }
+    assert!(line["seq"].as_u64().unwrap() >= next_seq);
+    drop(d.group);
+}
+
+#[test]
+fn a_sigkilled_group_server_restarts_with_every_acknowledged_message() {
+    let mut d = deploy();
+    let s = d.server.clone();
+    stdout(&zms(&["join", "general", "--server", &s, "--name", "alice"]));
+    let lines: String = (1..=50).map(|i| format!("line {i}\n")).collect();
+    let mut send = Command::new(ZMS)
+        .args(["send", "general", "--server", &s, "--name", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    send.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    let acked = stdout(&send.wait_with_output().unwrap()).lines().count();
+    assert_eq!(acked, 50);
+
+    d.group.signal("-KILL");
+    d.group.wait();
+    let restarted = start_group(&s, &d.group_address, d.data.path());
+    assert_eq!(restarted.listening(), d.group_address);
+    let history = stdout(&zms(&["history", "general", "--server", &s, "--name", "alice"]));
+    let texts: Vec<&str> = history.lines().map(|l| l.split_once(": ").unwrap().1).collect();
+    assert_eq!(texts, (1..=50).map(|i| format!("line {i}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_scripted_user_client_joins_sends_and_reads() {
+    let d = deploy();
+    let mut user = Command::new(ZMS)
+        .args(["user", "--server", &d.server, "--name", "carol"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = "/list\n/join general\nhello from a script\n/frobnicate\n/history\n/who\n/leave\n/quit\n";
+    user.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let out = user.wait_with_output().unwrap();
+    let text = stdout(&out);
+    for expect in [
+        "connected to",
+        "general",
+        "joined general@",
+        "unknown command /frobnicate",
+        "#1 carol: hello from a script",
+        "carol (online)",
+        "left general@",
+    ] {
+        assert!(text.contains(expect), "missing {expect:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn up_runs_a_deployment_and_ctrl_c_stops_it() {
+    let data = tempfile::tempdir().unwrap();
+    let mut up = Proc::spawn(&[
+        "up",
+        "--bind",
+        "127.0.0.1:0",
+        "--group-bind",
+        "127.0.0.1:0",
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    assert_eq!(up.line(), "zms is up");
+    let server = up.line().split_whitespace().last().unwrap().to_string();
+    let list = stdout(&zms(&["list", "--server", &server]));
+    assert!(list.contains("general") && list.contains("random"), "{list}");
+    up.signal("-INT");
+    assert_eq!(up.wait(), Some(0));
+}
+
+#[test]
+fn a_busy_data_directory_and_a_bad_address_are_refused_clearly() {
+    let d = deploy();
+    let second = zms(&["group-server", "--server", &d.server, "--bind", "127.0.0.1:0", "--data", d.data.path().to_str().unwrap()]);
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use by another group server"));
+    let bad = zms(&["message-server", "--bind", "nonsense"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("must be HOST:PORT"));
+}
