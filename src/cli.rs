@@ -198,7 +198,8 @@ impl Command {
                     },
                 };
                 // Registered (or given up waiting) before saying so: "listening" means listed.
-                let server = GroupServer::bind(&ctx, &transport::endpoint(&bind)?, config)?.register(Duration::from_secs(1))?;
+                let server = GroupServer::bind(&ctx, &transport::endpoint(&bind)?, config)?
+                    .register(Duration::from_secs(1))?;
                 println!("listening on {}", server.address());
                 let handle = server.spawn(&ctx)?;
                 serve_until_signal(vec![handle])

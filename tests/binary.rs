@@ -36,17 +36,24 @@ impl Proc {
     }
 
     fn line(&self) -> String {
-        self.lines.recv_timeout(LIMIT).expect("a line of output in time")
+        self.lines
+            .recv_timeout(LIMIT)
+            .expect("a line of output in time")
     }
 
     /// A server's address from its first line, `listening on HOST:PORT`.
     fn listening(&self) -> String {
         let line = self.line();
-        line.strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line}")).to_string()
+        line.strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string()
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -71,16 +78,27 @@ impl Drop for Proc {
 }
 
 fn zms(args: &[&str]) -> Output {
-    Command::new(ZMS).args(args).stdin(Stdio::null()).output().expect("zms runs")
+    Command::new(ZMS)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("zms runs")
 }
 
 fn stdout(out: &Output) -> String {
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
-    stdout(out).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
 }
 
 struct Deployment {
@@ -97,7 +115,13 @@ fn deploy() -> Deployment {
     let data = tempfile::tempdir().unwrap();
     let group = start_group(&server, "127.0.0.1:0", data.path());
     let group_address = group.listening();
-    Deployment { directory, group, server, group_address, data }
+    Deployment {
+        directory,
+        group,
+        server,
+        group_address,
+        data,
+    }
 }
 
 fn start_group(server: &str, bind: &str, data: &std::path::Path) -> Proc {
@@ -127,31 +151,91 @@ fn one_shot_commands_work_end_to_end_with_json() {
 
     stdout(&zms(&["join", "general", "--server", s, "--name", "alice"]));
     let by_address = format!("random@{}", d.group_address);
-    stdout(&zms(&["join", &by_address, "--server", s, "--name", "alice"]));
-    let sent = json_lines(&zms(&["send", "general", "hello, world", "--server", s, "--name", "alice", "--json"]));
+    stdout(&zms(&[
+        "join",
+        &by_address,
+        "--server",
+        s,
+        "--name",
+        "alice",
+    ]));
+    let sent = json_lines(&zms(&[
+        "send",
+        "general",
+        "hello, world",
+        "--server",
+        s,
+        "--name",
+        "alice",
+        "--json",
+    ]));
     assert_eq!(sent[0]["seq"], 1);
 
-    let history = json_lines(&zms(&["history", "general", "--server", s, "--name", "alice", "--json"]));
+    let history = json_lines(&zms(&[
+        "history", "general", "--server", s, "--name", "alice", "--json",
+    ]));
     assert_eq!(history.len(), 1);
     let m = &history[0];
-    assert_eq!((m["group"].as_str(), m["seq"].as_u64(), m["sender"].as_str()), (Some("general"), Some(1), Some("alice")));
+    assert_eq!(
+        (m["group"].as_str(), m["seq"].as_u64(), m["sender"].as_str()),
+        (Some("general"), Some(1), Some("alice"))
+    );
     assert_eq!(m["text"], "hello, world");
     let ts = m["ts"].as_str().unwrap();
-    assert!(ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "RFC 3339 with ms: {ts}");
-    assert_eq!(stdout(&zms(&["history", "general", "--server", s, "--name", "alice", "--since", "10m"])).lines().count(), 1);
-    assert_eq!(stdout(&zms(&["history", "general", "--server", s, "--name", "alice", "--since", "2999-01-01T00:00:00Z"])), "");
+    assert!(
+        ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[19] == b'.',
+        "RFC 3339 with ms: {ts}"
+    );
+    assert_eq!(
+        stdout(&zms(&[
+            "history", "general", "--server", s, "--name", "alice", "--since", "10m"
+        ]))
+        .lines()
+        .count(),
+        1
+    );
+    assert_eq!(
+        stdout(&zms(&[
+            "history",
+            "general",
+            "--server",
+            s,
+            "--name",
+            "alice",
+            "--since",
+            "2999-01-01T00:00:00Z"
+        ])),
+        ""
+    );
 
-    let members = json_lines(&zms(&["members", "general", "--server", s, "--name", "alice", "--json"]));
+    let members = json_lines(&zms(&[
+        "members", "general", "--server", s, "--name", "alice", "--json",
+    ]));
     assert_eq!(members[0]["name"], "alice");
-    assert!(stdout(&zms(&["leave", "general", "--server", s, "--name", "alice"])).contains("left general@"));
+    assert!(stdout(&zms(&[
+        "leave", "general", "--server", s, "--name", "alice"
+    ]))
+    .contains("left general@"));
 
     // Mistakes: one clear line on stderr, non-zero exit.
     for (args, expect) in [
-        (vec!["send", "general", "x", "--name", "alice"], "not a member"),
-        (vec!["join", "nope", "--name", "alice"], "unknown group 'nope'"),
-        (vec!["history", "random", "--name", "alice", "--since", "soon"], "bad TIME"),
+        (
+            vec!["send", "general", "x", "--name", "alice"],
+            "not a member",
+        ),
+        (
+            vec!["join", "nope", "--name", "alice"],
+            "unknown group 'nope'",
+        ),
+        (
+            vec!["history", "random", "--name", "alice", "--since", "soon"],
+            "bad TIME",
+        ),
         (vec!["join", "general"], "--name is required"),
-        (vec!["join", "general", "--name", "bad name"], "may not hold spaces"),
+        (
+            vec!["join", "general", "--name", "bad name"],
+            "may not hold spaces",
+        ),
     ] {
         let mut args = args;
         args.extend(["--server", s]);
@@ -159,7 +243,10 @@ fn one_shot_commands_work_end_to_end_with_json() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} should fail");
         assert_eq!(err.lines().count(), 1, "one line: {err}");
-        assert!(err.starts_with("error: ") && err.contains(expect), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(expect),
+            "{args:?}: {err}"
+        );
     }
     drop(d.directory);
 }
@@ -174,15 +261,26 @@ fn tail_follows_live_messages() {
     // Send until the tail has subscribed and shows one; then everything after is in order.
     let mut first = None;
     for i in 0..50 {
-        stdout(&zms(&["send", "general", &format!("m{i}"), "--server", s, "--name", "alice"]));
+        stdout(&zms(&[
+            "send",
+            "general",
+            &format!("m{i}"),
+            "--server",
+            s,
+            "--name",
+            "alice",
+        ]));
         if let Ok(line) = tail.lines.recv_timeout(Duration::from_millis(200)) {
             first = Some(line);
             break;
         }
     }
-    let first: serde_json::Value = serde_json::from_str(&first.expect("tail printed a message")).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(&first.expect("tail printed a message")).unwrap();
     let next_seq = first["seq"].as_u64().unwrap() + 1;
-    stdout(&zms(&["send", "general", "after", "--server", s, "--name", "alice"]));
+    stdout(&zms(&[
+        "send", "general", "after", "--server", s, "--name", "alice",
+    ]));
     let mut line: serde_json::Value = serde_json::from_str(&tail.line()).unwrap();
     while line["text"] != "after" {
         line = serde_json::from_str(&tail.line()).unwrap();
@@ -195,7 +293,9 @@ fn tail_follows_live_messages() {
 fn a_sigkilled_group_server_restarts_with_every_acknowledged_message() {
     let mut d = deploy();
     let s = d.server.clone();
-    stdout(&zms(&["join", "general", "--server", &s, "--name", "alice"]));
+    stdout(&zms(&[
+        "join", "general", "--server", &s, "--name", "alice",
+    ]));
     let lines: String = (1..=50).map(|i| format!("line {i}\n")).collect();
     let mut send = Command::new(ZMS)
         .args(["send", "general", "--server", &s, "--name", "alice"])
@@ -203,7 +303,11 @@ fn a_sigkilled_group_server_restarts_with_every_acknowledged_message() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    send.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    send.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
     let acked = stdout(&send.wait_with_output().unwrap()).lines().count();
     assert_eq!(acked, 50);
 
@@ -211,9 +315,17 @@ fn a_sigkilled_group_server_restarts_with_every_acknowledged_message() {
     d.group.wait();
     let restarted = start_group(&s, &d.group_address, d.data.path());
     assert_eq!(restarted.listening(), d.group_address);
-    let history = stdout(&zms(&["history", "general", "--server", &s, "--name", "alice"]));
-    let texts: Vec<&str> = history.lines().map(|l| l.split_once(": ").unwrap().1).collect();
-    assert_eq!(texts, (1..=50).map(|i| format!("line {i}")).collect::<Vec<_>>());
+    let history = stdout(&zms(&[
+        "history", "general", "--server", &s, "--name", "alice",
+    ]));
+    let texts: Vec<&str> = history
+        .lines()
+        .map(|l| l.split_once(": ").unwrap().1)
+        .collect();
+    assert_eq!(
+        texts,
+        (1..=50).map(|i| format!("line {i}")).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -226,8 +338,13 @@ fn the_scripted_user_client_joins_sends_and_reads() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let script = "/list\n/join general\nhello from a script\n/frobnicate\n/history\n/who\n/leave\n/quit\n";
-    user.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let script =
+        "/list\n/join general\nhello from a script\n/frobnicate\n/history\n/who\n/leave\n/quit\n";
+    user.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = user.wait_with_output().unwrap();
     let text = stdout(&out);
     for expect in [
@@ -258,7 +375,10 @@ fn up_runs_a_deployment_and_ctrl_c_stops_it() {
     assert_eq!(up.line(), "zms is up");
     let server = up.line().split_whitespace().last().unwrap().to_string();
     let list = stdout(&zms(&["list", "--server", &server]));
-    assert!(list.contains("general") && list.contains("random"), "{list}");
+    assert!(
+        list.contains("general") && list.contains("random"),
+        "{list}"
+    );
     up.signal("-INT");
     assert_eq!(up.wait(), Some(0));
 }
@@ -266,7 +386,15 @@ fn up_runs_a_deployment_and_ctrl_c_stops_it() {
 #[test]
 fn a_busy_data_directory_and_a_bad_address_are_refused_clearly() {
     let d = deploy();
-    let second = zms(&["group-server", "--server", &d.server, "--bind", "127.0.0.1:0", "--data", d.data.path().to_str().unwrap()]);
+    let second = zms(&[
+        "group-server",
+        "--server",
+        &d.server,
+        "--bind",
+        "127.0.0.1:0",
+        "--data",
+        d.data.path().to_str().unwrap(),
+    ]);
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("in use by another group server"));
     let bad = zms(&["message-server", "--bind", "nonsense"]);

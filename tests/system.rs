@@ -20,16 +20,33 @@ fn groups_register_list_and_resolve_by_name_or_address() {
     let grp = group_server(&ctx, dir.endpoint(), &["general", "random"], tmp.path());
     let mut alice = session(&ctx, dir.endpoint(), "alice");
     alice.hello().unwrap();
-    let names: Vec<String> = alice.list_groups().unwrap().iter().map(|g| format!("{}@{}", g.name, g.address)).collect();
-    assert_eq!(names, [format!("general@{}", grp.address()), format!("random@{}", grp.address())]);
+    let names: Vec<String> = alice
+        .list_groups()
+        .unwrap()
+        .iter()
+        .map(|g| format!("{}@{}", g.name, g.address))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("general@{}", grp.address()),
+            format!("random@{}", grp.address())
+        ]
+    );
 
     assert_eq!(alice.resolve("random").unwrap().address, grp.address());
     let by_address = alice.resolve(&format!("random@{}", grp.address())).unwrap();
     assert_eq!(by_address.name, "random");
     let err = alice.resolve(&grp.address()).unwrap_err().to_string();
-    assert!(err.contains("hosts several groups (general, random)"), "{err}");
+    assert!(
+        err.contains("hosts several groups (general, random)"),
+        "{err}"
+    );
     let err = alice.resolve("nope").unwrap_err().to_string();
-    assert!(err.contains("unknown group 'nope'") && err.contains("general, random"), "{err}");
+    assert!(
+        err.contains("unknown group 'nope'") && err.contains("general, random"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -41,18 +58,31 @@ fn a_stopped_group_server_leaves_the_list_and_an_expired_one_too() {
     let mut alice = session(&ctx, dir.endpoint(), "alice");
     assert_eq!(alice.list_groups().unwrap().len(), 1);
     grp.stop().unwrap(); // sends UNREGISTER
-    assert!(eventually(LIMIT, || alice.list_groups().unwrap().is_empty()));
+    assert!(eventually(LIMIT, || alice
+        .list_groups()
+        .unwrap()
+        .is_empty()));
 
     // A server that registers and then falls silent (no UNREGISTER) expires with its TTL.
     let raw = ctx.socket(zmq::DEALER).unwrap();
     raw.set_linger(0).unwrap();
     raw.connect(dir.endpoint()).unwrap();
-    let register = Request::Register { address: "127.0.0.1:1".into(), ttl_ms: 300, groups: vec!["ghost".into()] };
+    let register = Request::Register {
+        address: "127.0.0.1:1".into(),
+        ttl_ms: 300,
+        groups: vec!["ghost".into()],
+    };
     raw.send(codec::encode_request(1, &register), 0).unwrap();
     raw.set_rcvtimeo(5000).unwrap();
-    assert_eq!(codec::decode_incoming(&raw.recv_bytes(0).unwrap()).unwrap(), Incoming::Reply(1, Reply::Ok));
+    assert_eq!(
+        codec::decode_incoming(&raw.recv_bytes(0).unwrap()).unwrap(),
+        Incoming::Reply(1, Reply::Ok)
+    );
     assert_eq!(alice.list_groups().unwrap().len(), 1);
-    assert!(eventually(LIMIT, || alice.list_groups().unwrap().is_empty()), "expired within a few seconds");
+    assert!(
+        eventually(LIMIT, || alice.list_groups().unwrap().is_empty()),
+        "expired within a few seconds"
+    );
 }
 
 #[test]
@@ -66,7 +96,10 @@ fn a_restarted_message_server_has_the_list_back_within_a_heartbeat() {
     let _dir = directory_at(&ctx, &endpoint);
     let mut alice = session(&ctx, &endpoint, "alice");
     // One heartbeat is 1 s; allow reconnection time on a loaded machine.
-    assert!(eventually(Duration::from_secs(3), || alice.list_groups().map(|l| l.len() == 1).unwrap_or(false)));
+    assert!(eventually(Duration::from_secs(3), || alice
+        .list_groups()
+        .map(|l| l.len() == 1)
+        .unwrap_or(false)));
 }
 
 #[test]
@@ -88,18 +121,30 @@ fn members_get_messages_live_in_order_and_history_matches() {
     let got = receive(&mut bob, sent.len(), LIMIT);
     assert_eq!(texts(&got), sent);
     assert_eq!(seqs(&got), (1..=200).collect::<Vec<_>>());
-    assert!(got.windows(2).all(|w| w[0].ts <= w[1].ts), "timestamps never decrease");
+    assert!(
+        got.windows(2).all(|w| w[0].ts <= w[1].ts),
+        "timestamps never decrease"
+    );
     // The sender receives its own messages too, as the confirmation of order.
     assert_eq!(texts(&receive(&mut alice, sent.len(), LIMIT)), sent);
 
     let all = bob.history(&general, None, None).unwrap();
     assert_eq!(all, got);
-    assert_eq!(seqs(&bob.history(&general, None, Some(3)).unwrap()), [198, 199, 200]);
+    assert_eq!(
+        seqs(&bob.history(&general, None, Some(3)).unwrap()),
+        [198, 199, 200]
+    );
     let since = got[150].ts;
     let later = bob.history(&general, Some(since), None).unwrap();
     assert!(later.iter().all(|m| m.ts >= since) && later.last().unwrap().seq == 200);
-    assert_eq!(later.first().unwrap().seq, got.iter().find(|m| m.ts >= since).unwrap().seq);
-    assert_eq!(bob.history(&general, Some(since), Some(2)).unwrap().len(), 2);
+    assert_eq!(
+        later.first().unwrap().seq,
+        got.iter().find(|m| m.ts >= since).unwrap().seq
+    );
+    assert_eq!(
+        bob.history(&general, Some(since), Some(2)).unwrap().len(),
+        2
+    );
 }
 
 #[test]
@@ -136,19 +181,39 @@ fn non_members_are_refused_and_leaving_stops_delivery() {
         eve.leave(&general),
     ] {
         match attempt {
-            Err(Error::Rejected { code: ErrorCode::NotMember, reason }) => assert!(reason.contains("'eve' is not a member")),
+            Err(Error::Rejected {
+                code: ErrorCode::NotMember,
+                reason,
+            }) => assert!(reason.contains("'eve' is not a member")),
             other => panic!("expected NOT_MEMBER, got {other:?}"),
         }
     }
 
     eve.join(&general).unwrap();
     let members = alice.members(&general).unwrap();
-    assert_eq!(members.iter().map(|m| (m.name.as_str(), m.online)).collect::<Vec<_>>(), [("alice", true), ("eve", true)]);
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| (m.name.as_str(), m.online))
+            .collect::<Vec<_>>(),
+        [("alice", true), ("eve", true)]
+    );
     eve.leave(&general).unwrap();
     alice.send(&general, "after eve left").unwrap();
     assert_eq!(texts(&receive(&mut alice, 1, LIMIT)), ["after eve left"]);
-    assert!(eve.next_event(Duration::from_millis(300)).unwrap().is_none(), "no delivery after leaving");
-    assert!(matches!(eve.send(&general, "x"), Err(Error::Rejected { code: ErrorCode::NotMember, .. })));
+    assert!(
+        eve.next_event(Duration::from_millis(300))
+            .unwrap()
+            .is_none(),
+        "no delivery after leaving"
+    );
+    assert!(matches!(
+        eve.send(&general, "x"),
+        Err(Error::Rejected {
+            code: ErrorCode::NotMember,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -160,7 +225,10 @@ fn a_user_is_in_several_groups_on_two_group_servers() {
     let _g2 = group_server(&ctx, dir.endpoint(), &["sqlite"], t2.path());
     let mut alice = session(&ctx, dir.endpoint(), "alice");
     let mut bob = session(&ctx, dir.endpoint(), "bob");
-    let groups: Vec<_> = ["rust", "zmq", "sqlite"].iter().map(|g| alice.resolve(g).unwrap()).collect();
+    let groups: Vec<_> = ["rust", "zmq", "sqlite"]
+        .iter()
+        .map(|g| alice.resolve(g).unwrap())
+        .collect();
     assert_ne!(groups[0].address, groups[2].address);
     for g in &groups {
         alice.join(g).unwrap();
@@ -174,9 +242,14 @@ fn a_user_is_in_several_groups_on_two_group_servers() {
     let mut per_group: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let deadline = std::time::Instant::now() + LIMIT;
     while per_group.values().map(Vec::len).sum::<usize>() < 15 {
-        let left = deadline.checked_duration_since(std::time::Instant::now()).expect("all 15 in time");
+        let left = deadline
+            .checked_duration_since(std::time::Instant::now())
+            .expect("all 15 in time");
         if let Some(SessionEvent::Message(d)) = bob.next_event(left).unwrap() {
-            per_group.entry(d.group.name.clone()).or_default().push(d.message.text);
+            per_group
+                .entry(d.group.name.clone())
+                .or_default()
+                .push(d.message.text);
         }
     }
     for g in &groups {
@@ -213,7 +286,12 @@ fn a_restarted_group_server_keeps_everything_and_members_repair_the_gap() {
     assert_eq!(seqs(&got), (11..=20).collect::<Vec<_>>());
     assert_eq!(got[0].text, "after 1");
     assert_eq!(alice.history(&general, None, None).unwrap().len(), 20);
-    assert!(bob.next_event(Duration::from_millis(200)).unwrap().is_none(), "no duplicates");
+    assert!(
+        bob.next_event(Duration::from_millis(200))
+            .unwrap()
+            .is_none(),
+        "no duplicates"
+    );
 }
 
 #[test]
@@ -229,7 +307,12 @@ fn a_retried_send_is_stored_once() {
     raw.set_linger(0).unwrap();
     raw.set_rcvtimeo(5000).unwrap();
     raw.connect(grp.endpoint()).unwrap();
-    let send = Request::Send { group: "general".into(), user: "alice".into(), client_id: "retry-1".into(), text: "once".into() };
+    let send = Request::Send {
+        group: "general".into(),
+        user: "alice".into(),
+        client_id: "retry-1".into(),
+        text: "once".into(),
+    };
     let mut acks = Vec::new();
     for id in 1..=3 {
         raw.send(codec::encode_request(id, &send), 0).unwrap();
@@ -239,7 +322,10 @@ fn a_retried_send_is_stored_once() {
         Incoming::Reply(_, Reply::Ack { seq, duplicate, .. }) => (*seq, *duplicate),
         other => panic!("{other:?}"),
     };
-    assert_eq!(acks.iter().map(seq_of).collect::<Vec<_>>(), [(1, false), (1, true), (1, true)]);
+    assert_eq!(
+        acks.iter().map(seq_of).collect::<Vec<_>>(),
+        [(1, false), (1, true), (1, true)]
+    );
     assert_eq!(alice.history(&general, None, None).unwrap().len(), 1);
 }
 
@@ -260,12 +346,15 @@ fn garbage_from_peers_is_answered_and_everyone_else_is_served() {
         seed ^= seed << 17;
         seed
     };
-    let valid = codec::encode_request(7, &Request::Send {
-        group: "general".into(),
-        user: "alice".into(),
-        client_id: String::new(),
-        text: "a valid message".into(),
-    });
+    let valid = codec::encode_request(
+        7,
+        &Request::Send {
+            group: "general".into(),
+            user: "alice".into(),
+            client_id: String::new(),
+            text: "a valid message".into(),
+        },
+    );
     for endpoint in [dir.endpoint(), grp.endpoint()] {
         let raw = ctx.socket(zmq::DEALER).unwrap();
         raw.set_linger(0).unwrap();
@@ -292,13 +381,26 @@ fn garbage_from_peers_is_answered_and_everyone_else_is_served() {
         }
         raw.send_multipart(["ZMS1", "two frames"], 0).unwrap();
         match codec::decode_incoming(&raw.recv_bytes(0).unwrap()).unwrap() {
-            Incoming::Reply(0, Reply::Error { code: ErrorCode::BadRequest, .. }) => {}
+            Incoming::Reply(
+                0,
+                Reply::Error {
+                    code: ErrorCode::BadRequest,
+                    ..
+                },
+            ) => {}
             other => panic!("{other:?}"),
         }
     }
     assert!(alice.list_groups().is_ok());
     let history = alice.history(&general, None, None).unwrap();
-    assert!(history.iter().filter(|m| m.text.starts_with("still here")).count() == 12, "{history:?}");
+    assert!(
+        history
+            .iter()
+            .filter(|m| m.text.starts_with("still here"))
+            .count()
+            == 12,
+        "{history:?}"
+    );
 }
 
 #[test]
@@ -310,6 +412,11 @@ fn an_unreachable_server_is_a_clear_error_not_a_hang() {
     let mut alice = session(&ctx, &unused, "alice");
     let err = alice.list_groups().unwrap_err().to_string();
     assert!(err.contains("no answer from the message server"), "{err}");
-    let err = alice.resolve(&format!("general@{}", zms::transport::address(&unused))).and_then(|g| alice.send(&g, "x"));
-    assert!(err.unwrap_err().to_string().contains("no answer from the group server"));
+    let err = alice
+        .resolve(&format!("general@{}", zms::transport::address(&unused)))
+        .and_then(|g| alice.send(&g, "x"));
+    assert!(err
+        .unwrap_err()
+        .to_string()
+        .contains("no answer from the group server"));
 }

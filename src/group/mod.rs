@@ -174,12 +174,14 @@ impl GroupServer {
             if router_ready {
                 self.serve_batch()?;
             }
-            for (dir, ready) in self.directories.iter().zip(dirs_ready) {
-                while ready {
-                    match dir.recv_bytes(zmq::DONTWAIT) {
-                        Ok(frame) => log_directory_reply(&frame),
-                        Err(_) => break,
-                    }
+            for (dir, _) in self
+                .directories
+                .iter()
+                .zip(dirs_ready)
+                .filter(|(_, ready)| *ready)
+            {
+                while let Ok(frame) = dir.recv_bytes(zmq::DONTWAIT) {
+                    log_directory_reply(&frame);
                 }
             }
         }

@@ -127,7 +127,7 @@ type Job = Box<dyn FnOnce(&mut Session) + Send>;
 
 /// Where lines come from: rustyline on a terminal, plain stdin otherwise.
 enum Input {
-    Editor(rustyline::DefaultEditor),
+    Editor(Box<rustyline::DefaultEditor>),
     Plain(std::io::StdinLock<'static>),
 }
 
@@ -181,7 +181,7 @@ pub fn run(ctx: &zmq::Context, servers: Vec<String>, name: &str) -> Result<()> {
             .create_external_printer()
             .map_err(|e| errinput!("terminal: {e}"))?;
         (
-            Input::Editor(editor),
+            Input::Editor(Box::new(editor)),
             Box::new(move |line| drop(printer.print(line))),
         )
     } else {

@@ -11,18 +11,30 @@ use zms::protocol::Message;
 use zms::shutdown::ServerHandle;
 
 /// Short timeouts so a failing test fails fast; still far above loopback latency.
-pub const TIMEOUTS: Timeouts = Timeouts { request: Duration::from_secs(2), tries: 2 };
+pub const TIMEOUTS: Timeouts = Timeouts {
+    request: Duration::from_secs(2),
+    tries: 2,
+};
 
 pub fn directory(ctx: &zmq::Context) -> ServerHandle {
     directory_at(ctx, "tcp://127.0.0.1:*")
 }
 
 pub fn directory_at(ctx: &zmq::Context, endpoint: &str) -> ServerHandle {
-    DirectoryServer::bind(ctx, endpoint).unwrap().spawn(ctx).unwrap()
+    DirectoryServer::bind(ctx, endpoint)
+        .unwrap()
+        .spawn(ctx)
+        .unwrap()
 }
 
 /// A group server on `endpoint`, registered (acknowledged) with `directories` before return.
-pub fn group_server_at(ctx: &zmq::Context, endpoint: &str, directories: &[&str], groups: &[&str], data: &Path) -> ServerHandle {
+pub fn group_server_at(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    directories: &[&str],
+    groups: &[&str],
+    data: &Path,
+) -> ServerHandle {
     let config = group::Config {
         groups: groups.iter().map(|g| g.to_string()).collect(),
         data: data.to_path_buf(),
@@ -30,10 +42,20 @@ pub fn group_server_at(ctx: &zmq::Context, endpoint: &str, directories: &[&str],
         advertise: None,
         durability: Default::default(),
     };
-    GroupServer::bind(ctx, endpoint, config).unwrap().register(Duration::from_secs(2)).unwrap().spawn(ctx).unwrap()
+    GroupServer::bind(ctx, endpoint, config)
+        .unwrap()
+        .register(Duration::from_secs(2))
+        .unwrap()
+        .spawn(ctx)
+        .unwrap()
 }
 
-pub fn group_server(ctx: &zmq::Context, directory: &str, groups: &[&str], data: &Path) -> ServerHandle {
+pub fn group_server(
+    ctx: &zmq::Context,
+    directory: &str,
+    groups: &[&str],
+    data: &Path,
+) -> ServerHandle {
     group_server_at(ctx, "tcp://127.0.0.1:*", &[directory], groups, data)
 }
 
@@ -61,9 +83,14 @@ pub fn receive(session: &mut Session, n: usize, limit: Duration) -> Vec<Message>
     let deadline = Instant::now() + limit;
     let mut got = Vec::new();
     while got.len() < n {
-        let left = deadline.checked_duration_since(Instant::now()).unwrap_or_else(|| {
-            panic!("received {} of {n} messages before the deadline: {got:?}", got.len())
-        });
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| {
+                panic!(
+                    "received {} of {n} messages before the deadline: {got:?}",
+                    got.len()
+                )
+            });
         if let Some(SessionEvent::Message(d)) = session.next_event(left).unwrap() {
             got.push(d.message);
         }
