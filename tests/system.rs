@@ -420,3 +420,36 @@ fn an_unreachable_server_is_a_clear_error_not_a_hang() {
         .to_string()
         .contains("no answer from the group server"));
 }
+
+#[test]
+fn members_see_others_join_and_leave() {
+    let ctx = zmq::Context::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let _grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let mut bob = session(&ctx, dir.endpoint(), "bob");
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    bob.join(&general).unwrap();
+    bob.leave(&general).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match alice.next_event(LIMIT).unwrap() {
+            Some(SessionEvent::Presence {
+                group,
+                user,
+                joined,
+            }) => seen.push((group.name, user, joined)),
+            Some(other) => panic!("unexpected {other:?}"),
+            None => panic!("no presence events within {LIMIT:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("general".into(), "bob".into(), true),
+            ("general".into(), "bob".into(), false)
+        ]
+    );
+}

@@ -43,6 +43,12 @@ pub enum SessionEvent {
     ServerLost(String),
     /// A lost group server answers again; subscriptions are back and gaps repaired.
     ServerBack(String),
+    /// Another user joined or left a subscribed group.
+    Presence {
+        group: GroupRef,
+        user: String,
+        joined: bool,
+    },
 }
 
 /// Heartbeat state of one group server connection.
@@ -498,14 +504,32 @@ impl Session {
         let events = server.conn.take_events();
         let replies = server.conn.take_unmatched();
         for event in events {
-            let Event::Message { group, message } = event;
-            self.accept(
-                GroupRef {
-                    name: group,
-                    address: address.to_string(),
-                },
-                message,
-            );
+            match event {
+                Event::Message { group, message } => {
+                    let group = GroupRef {
+                        name: group,
+                        address: address.to_string(),
+                    };
+                    self.accept(group, message);
+                }
+                Event::Presence {
+                    group,
+                    user,
+                    joined,
+                } => {
+                    let group = GroupRef {
+                        name: group,
+                        address: address.to_string(),
+                    };
+                    if self.subs.contains_key(&group) && user != self.name {
+                        self.ready.push_back(SessionEvent::Presence {
+                            group,
+                            user,
+                            joined,
+                        });
+                    }
+                }
+            }
         }
         for (id, reply) in replies {
             self.pong(address, id, reply);

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::store::Store;
 use crate::protocol::codec;
-use crate::protocol::{self, ErrorCode, GroupEntry, Member, Message, Reply, Request};
+use crate::protocol::{self, ErrorCode, Event, GroupEntry, Member, Message, Reply, Request};
 use crate::Result;
 
 /// A peer's ZeroMQ routing id.
@@ -209,9 +209,12 @@ impl State {
                 let last_seq = group.last_seq;
                 self.subscribe(route, &group_name, &user, now);
                 out.push(durable(Reply::Joined {
-                    group: group_name,
+                    group: group_name.clone(),
                     last_seq,
                 }));
+                if !is_member {
+                    out.push(presence(&group_name, &user, true));
+                }
             }
             Request::Subscribe { .. } => {
                 let last_seq = group.last_seq;
@@ -238,6 +241,7 @@ impl State {
                     self.unsubscribe(&r, &group_name);
                 }
                 out.push(durable(Reply::Ok));
+                out.push(presence(&group_name, &user, false));
             }
             Request::Send {
                 client_id, text, ..
@@ -445,6 +449,19 @@ impl State {
     /// Number of connections with live subscriptions.
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+}
+
+/// A PRESENCE push for the group's subscribers.
+fn presence(group: &str, user: &str, joined: bool) -> Outbound {
+    let event = Event::Presence {
+        group: group.to_string(),
+        user: user.to_string(),
+        joined,
+    };
+    Outbound::Push {
+        group: group.to_string(),
+        frame: codec::encode_event(&event),
     }
 }
 

@@ -32,6 +32,7 @@ pub mod cmd {
     pub const MEMBER_LIST: u8 = 0x86;
     pub const PONG: u8 = 0x87;
     pub const MSG: u8 = 0xC0;
+    pub const PRESENCE: u8 = 0xC1;
 }
 
 /// A frame that could not be decoded, with what the server should answer.
@@ -252,6 +253,17 @@ pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
 pub fn encode_event(event: &Event) -> Vec<u8> {
     match event {
         Event::Message { group, message } => encode_message_event(group, message),
+        Event::Presence {
+            group,
+            user,
+            joined,
+        } => {
+            let mut w = Writer::new(cmd::PRESENCE);
+            w.string(group);
+            w.string(user);
+            w.u8(u8::from(*joined));
+            w.finish()
+        }
     }
 }
 
@@ -275,6 +287,19 @@ pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
             let message = r.message()?;
             r.end()?;
             Ok(Event::Message { group, message })
+        })()
+        .map_err(|e: Fault| e.into_decode(0))?;
+        return Ok(Incoming::Event(event));
+    }
+    if command == cmd::PRESENCE {
+        let event = (|| {
+            let event = Event::Presence {
+                group: r.string()?,
+                user: r.string()?,
+                joined: r.u8()? != 0,
+            };
+            r.end()?;
+            Ok(event)
         })()
         .map_err(|e: Fault| e.into_decode(0))?;
         return Ok(Incoming::Event(event));
@@ -649,6 +674,15 @@ mod tests {
         assert_eq!(
             decode_incoming(&encode_event(&event)),
             Ok(Incoming::Event(event))
+        );
+        let presence = Event::Presence {
+            group: "g".into(),
+            user: "u".into(),
+            joined: true,
+        };
+        assert_eq!(
+            decode_incoming(&encode_event(&presence)),
+            Ok(Incoming::Event(presence))
         );
     }
 

@@ -142,6 +142,13 @@ pub enum Reply {
 pub enum Event {
     /// A new message in a group this connection subscribes to.
     Message { group: String, message: Message },
+    /// A user joined or left a group this connection subscribes to. Not sequenced: presence
+    /// is a courtesy, the member list (MEMBERS) is the truth.
+    Presence {
+        group: String,
+        user: String,
+        joined: bool,
+    },
 }
 
 /// One stored message of a group.

@@ -119,7 +119,7 @@ pub fn run(
                         eprintln!("group server {a} is not answering; reconnecting…")
                     }
                     Some(SessionEvent::ServerBack(a)) => eprintln!("group server {a} is back"),
-                    None => {}
+                    Some(SessionEvent::Presence { .. }) | None => {}
                 }
             }
         }

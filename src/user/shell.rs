@@ -280,6 +280,17 @@ pub fn render_event(event: &SessionEvent, current: Option<&GroupRef>) -> String 
             format!("-- group server {a} is not answering; reconnecting…")
         }
         SessionEvent::ServerBack(a) => format!("-- group server {a} is back"),
+        SessionEvent::Presence {
+            group,
+            user,
+            joined,
+        } => {
+            format!(
+                "-- {user} {} {}",
+                if *joined { "joined" } else { "left" },
+                group.name
+            )
+        }
     }
 }
 
