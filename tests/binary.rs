@@ -1,81 +1,12 @@
 //! The real `zms` binary: servers as child processes, one-shot commands, the scripted client.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-const ZMS: &str = env!("CARGO_BIN_EXE_zms");
-const LIMIT: Duration = Duration::from_secs(10);
-
-/// A child process whose stdout lines arrive on a channel; killed on drop.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(ZMS)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("zms runs");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(LIMIT)
-            .expect("a line of output in time")
-    }
-
-    /// A server's address from its first line, `listening on HOST:PORT`.
-    fn listening(&self) -> String {
-        let line = self.line();
-        line.strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_string()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits (bounded) for the process to exit; returns its exit code.
-    fn wait(&mut self) -> Option<i32> {
-        let deadline = std::time::Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(std::time::Instant::now() < deadline, "process did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Proc, ZMS};
 
 fn zms(args: &[&str]) -> Output {
     Command::new(ZMS)

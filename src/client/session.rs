@@ -336,6 +336,28 @@ impl Session {
     /// # Errors
     /// NOT_MEMBER, TOO_LARGE, UNAVAILABLE (storage), or the server's silence.
     pub fn send(&mut self, group: &GroupRef, text: &str) -> Result<(u64, i64)> {
+        let client_id = self.next_client_id();
+        self.send_with_id(group, &client_id, text)
+    }
+
+    /// A fresh client message id, unique to this session.
+    pub fn next_client_id(&mut self) -> String {
+        self.sent += 1;
+        format!("{}-{}", self.client_prefix, self.sent)
+    }
+
+    /// Sends with a caller-kept client id. Calling again with the same id after any failure
+    /// (a timeout, a restart of the server) stores the message at most once and answers with
+    /// its original seq: this is how a caller makes a send exactly-once across its own retries.
+    ///
+    /// # Errors
+    /// As [`Session::send`].
+    pub fn send_with_id(
+        &mut self,
+        group: &GroupRef,
+        client_id: &str,
+        text: &str,
+    ) -> Result<(u64, i64)> {
         if text.len() > protocol::MAX_TEXT {
             return Err(errinput!(
                 "message is {} bytes; the limit is {}",
@@ -343,11 +365,10 @@ impl Session {
                 protocol::MAX_TEXT
             ));
         }
-        self.sent += 1;
         let request = Request::Send {
             group: group.name.clone(),
             user: self.name.clone(),
-            client_id: format!("{}-{}", self.client_prefix, self.sent),
+            client_id: client_id.to_string(),
             text: text.to_string(),
         };
         match self.group_request(group, &request)? {

@@ -1,7 +1,10 @@
 //! Test harness: real servers on loopback ephemeral ports, SQLite in temporary directories.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use zms::client::{Session, SessionEvent, Timeouts};
@@ -9,6 +12,11 @@ use zms::directory::DirectoryServer;
 use zms::group::{self, GroupServer};
 use zms::protocol::Message;
 use zms::shutdown::ServerHandle;
+
+/// The real binary.
+pub const ZMS: &str = env!("CARGO_BIN_EXE_zms");
+/// How long a child process may take to say something.
+const LIMIT: Duration = Duration::from_secs(10);
 
 /// Short timeouts so a failing test fails fast; still far above loopback latency.
 pub const TIMEOUTS: Timeouts = Timeouts {
@@ -104,4 +112,73 @@ pub fn texts(messages: &[Message]) -> Vec<String> {
 
 pub fn seqs(messages: &[Message]) -> Vec<u64> {
     messages.iter().map(|m| m.seq).collect()
+}
+
+/// A child process whose stdout lines arrive on a channel; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(ZMS)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("zms runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    pub fn line(&self) -> String {
+        self.lines
+            .recv_timeout(LIMIT)
+            .expect("a line of output in time")
+    }
+
+    /// A server's address from its first line, `listening on HOST:PORT`.
+    pub fn listening(&self) -> String {
+        let line = self.line();
+        line.strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
