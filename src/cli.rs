@@ -124,6 +124,9 @@ pub struct GroupArgs {
     /// fsync every batch before acknowledging: survive power loss, not just a crash.
     #[arg(long)]
     fsync: bool,
+    /// Refuse new messages once the database reaches this many MiB (reads go on).
+    #[arg(long, value_name = "MIB")]
+    max_storage_mib: Option<u64>,
 }
 
 /// Flags shared by the one-shot commands.
@@ -198,8 +201,11 @@ impl Command {
                     },
                 };
                 // Registered (or given up waiting) before saying so: "listening" means listed.
-                let server = GroupServer::bind(&ctx, &transport::endpoint(&bind)?, config)?
-                    .register(Duration::from_secs(1))?;
+                let mut server = GroupServer::bind(&ctx, &transport::endpoint(&bind)?, config)?;
+                if let Some(mib) = args.max_storage_mib {
+                    server = server.limit_storage(mib * 1024 * 1024)?;
+                }
+                let server = server.register(Duration::from_secs(1))?;
                 println!("listening on {}", server.address());
                 let handle = server.spawn(&ctx)?;
                 serve_until_signal(vec![handle])

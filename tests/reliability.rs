@@ -201,3 +201,331 @@ fn group_server_sigkilled_three_times_loses_and_duplicates_nothing() {
         );
     }
 }
+
+#[test]
+fn a_full_store_refuses_sends_loses_nothing_and_keeps_serving_reads() {
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let config = zms::group::Config {
+        groups: vec!["general".into()],
+        data: data.path().to_path_buf(),
+        directories: vec![dir.endpoint().to_string()],
+        advertise: None,
+        durability: Default::default(),
+    };
+    let _grp = zms::group::GroupServer::bind(&ctx, "tcp://127.0.0.1:*", config)
+        .unwrap()
+        .limit_storage(256 * 1024)
+        .unwrap()
+        .register(Duration::from_secs(2))
+        .unwrap()
+        .spawn(&ctx)
+        .unwrap();
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    let text = "x".repeat(1000);
+    let mut acked = Vec::new();
+    let err = loop {
+        assert!(acked.len() < 10_000, "the quota never filled");
+        match alice.send(&general, &format!("{} {text}", acked.len())) {
+            Ok((seq, _)) => acked.push(seq),
+            Err(err) => break err,
+        }
+    };
+    match &err {
+        zms::Error::Rejected {
+            code: zms::protocol::ErrorCode::Unavailable,
+            reason,
+        } => {
+            assert!(reason.contains("full"), "{reason}")
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+    assert!(alice.send(&general, &text).is_err(), "still full");
+    let history = alice.history(&general, None, None).unwrap();
+    assert_eq!(
+        seqs(&history),
+        acked,
+        "every acknowledged message, nothing else"
+    );
+    assert!(alice.members(&general).is_ok(), "reads go on");
+}
+
+#[test]
+fn two_message_servers_leave_no_single_point_of_failure() {
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let (a, b) = (directory(&ctx), directory(&ctx));
+    let _grp = group_server_at(
+        &ctx,
+        "tcp://127.0.0.1:*",
+        &[a.endpoint(), b.endpoint()],
+        &["general"],
+        data.path(),
+    );
+    let mut alice = zms::client::Session::new(
+        &ctx,
+        vec![a.endpoint().to_string(), b.endpoint().to_string()],
+        "alice",
+        TIMEOUTS,
+    )
+    .unwrap();
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    a.stop().unwrap();
+    // The list comes from B; messaging never needed a message server.
+    assert_eq!(alice.list_groups().unwrap().len(), 1);
+    alice.send(&general, "directory A is down").unwrap();
+    b.stop().unwrap();
+    alice.send(&general, "both are down").unwrap();
+    assert_eq!(
+        texts(&alice.history(&general, None, None).unwrap()),
+        ["directory A is down", "both are down"]
+    );
+    assert!(alice.list_groups().is_err());
+}
+
+#[test]
+fn a_slow_member_costs_the_others_nothing_and_catches_up_from_history() {
+    const N: usize = 20_000;
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let grp = group_server(&ctx, dir.endpoint(), &["general"], data.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    let expected = Arc::new(AtomicUsize::new(N));
+    let bob = spawn_member(
+        dir.endpoint().to_string(),
+        "bob",
+        general.clone(),
+        Arc::clone(&expected),
+    );
+
+    // The slow member: a raw connection with tiny buffers that joins and then does not read.
+    let slow = ctx.socket(zmq::DEALER).unwrap();
+    slow.set_linger(0).unwrap();
+    slow.set_rcvhwm(1).unwrap();
+    slow.set_rcvbuf(4096).unwrap();
+    slow.set_rcvtimeo(5000).unwrap();
+    slow.connect(grp.endpoint()).unwrap();
+    let join = zms::protocol::Request::Join {
+        group: "general".into(),
+        user: "slow".into(),
+    };
+    slow.send(zms::protocol::codec::encode_request(1, &join), 0)
+        .unwrap();
+    slow.recv_bytes(0).unwrap();
+
+    let text = "y".repeat(1024);
+    for i in 0..N {
+        alice.send(&general, &format!("{i} {text}")).unwrap();
+    }
+    let seen_by_bob = bob.join().unwrap();
+    assert_eq!(
+        seen_by_bob.len(),
+        N,
+        "the fast member got everything while the slow one slept"
+    );
+
+    // What reached the slow connection is bounded: the server dropped the rest for it.
+    slow.set_rcvtimeo(200).unwrap();
+    let mut pushed = 0;
+    while slow.recv_bytes(0).is_ok() {
+        pushed += 1;
+    }
+    assert!(
+        pushed < N,
+        "pushes to a member that does not read are bounded ({pushed} of {N})"
+    );
+    // The slow user catches up from history, complete and in order.
+    let mut slow_user = session(&ctx, dir.endpoint(), "slow");
+    let caught_up = slow_user.history(&general, None, None).unwrap();
+    assert_eq!(seqs(&caught_up), (1..=N as u64).collect::<Vec<_>>());
+    eprintln!(
+        "slow member: {pushed} of {N} pushes queued for it; the rest dropped and read from history"
+    );
+}
+
+#[test]
+fn a_vanished_member_is_freed_and_stays_a_member() {
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let grp = group_server(&ctx, dir.endpoint(), &["general"], data.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    {
+        let ghost = ctx.socket(zmq::DEALER).unwrap();
+        ghost.set_linger(0).unwrap();
+        ghost.set_rcvtimeo(5000).unwrap();
+        ghost.connect(grp.endpoint()).unwrap();
+        let join = zms::protocol::Request::Join {
+            group: "general".into(),
+            user: "ghost".into(),
+        };
+        ghost
+            .send(zms::protocol::codec::encode_request(1, &join), 0)
+            .unwrap();
+        ghost.recv_bytes(0).unwrap();
+    } // the connection dies here, without a word
+    let online = |alice: &mut zms::client::Session| -> Vec<(String, bool)> {
+        alice
+            .members(&general)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name, m.online))
+            .collect()
+    };
+    assert!(eventually(LIMIT, || {
+        // A push to the dead connection fails and frees it; silence would too, after 5 s.
+        alice.send(&general, "anyone there?").unwrap();
+        online(&mut alice) == [("alice".to_string(), true), ("ghost".to_string(), false)]
+    }));
+}
+
+#[test]
+fn tens_of_thousands_of_hostile_frames_while_users_chat() {
+    const FRAMES: usize = 20_000;
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let grp = group_server(&ctx, dir.endpoint(), &["general"], data.path());
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    let expected = Arc::new(AtomicUsize::new(usize::MAX));
+    let bob = spawn_member(
+        dir.endpoint().to_string(),
+        "bob",
+        general.clone(),
+        Arc::clone(&expected),
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers: Vec<_> = [dir.endpoint().to_string(), grp.endpoint().to_string()]
+        .into_iter()
+        .enumerate()
+        .map(|(n, endpoint)| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || hostile_peer(&endpoint, FRAMES, n as u64 + 1, &stop))
+        })
+        .collect();
+    let mut sent = Vec::new();
+    while attackers.iter().any(|a| !a.is_finished()) && sent.len() < 20_000 {
+        let text = format!("chat {}", sent.len());
+        alice.send(&general, &text).unwrap();
+        assert!(alice.list_groups().unwrap().len() == 1);
+        sent.push(text);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let answered: usize = attackers.into_iter().map(|a| a.join().unwrap()).sum();
+    let history = alice.history(&general, None, None).unwrap();
+    let chat: Vec<String> = texts(&history)
+        .into_iter()
+        .filter(|t| t.starts_with("chat "))
+        .collect();
+    assert_eq!(chat, sent, "no chat message lost or corrupted");
+    expected.store(history.len(), Ordering::SeqCst);
+    assert_eq!(
+        bob.join().unwrap(),
+        history,
+        "the live member saw everything in order"
+    );
+    eprintln!(
+        "hostile input: {answered} frames answered, {} chat messages meanwhile",
+        sent.len()
+    );
+}
+
+/// Sends `frames` random, truncated, mutated and oversized frames; returns how many were answered.
+fn hostile_peer(endpoint: &str, frames: usize, seed: u64, stop: &AtomicBool) -> usize {
+    let ctx = zmq::Context::new();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let valid = zms::protocol::codec::encode_request(
+        3,
+        &zms::protocol::Request::History {
+            group: "general".into(),
+            user: "mallory".into(),
+            after_seq: 0,
+            since_ms: 0,
+            limit: 1,
+        },
+    );
+    let socket = ctx.socket(zmq::DEALER).unwrap();
+    socket.set_linger(0).unwrap();
+    socket.set_rcvtimeo(5000).unwrap();
+    socket.connect(endpoint).unwrap();
+    // Oversized frames make libzmq drop the connection (no answer), so they go on their own socket.
+    let big = ctx.socket(zmq::DEALER).unwrap();
+    big.set_linger(0).unwrap();
+    big.connect(endpoint).unwrap();
+    let mut answered = 0;
+    for i in 0..frames {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut frame = valid.clone();
+        match i % 5 {
+            0 => frame.truncate(next() as usize % frame.len()),
+            1 => {
+                for _ in 0..(next() % 4 + 1) {
+                    let at = next() as usize % frame.len();
+                    frame[at] = next() as u8;
+                }
+            }
+            2 => frame = (0..next() % 200).map(|_| next() as u8).collect(),
+            3 => frame.extend((0..next() % 16 + 1).map(|_| next() as u8)),
+            _ => {
+                if i % 1000 == 4 {
+                    let _ = big.send(vec![0u8; 2 * 1024 * 1024], zmq::DONTWAIT);
+                }
+                frame[3] = b'0' + (next() % 10) as u8;
+            }
+        }
+        socket.send(&frame, 0).unwrap();
+        socket.recv_bytes(0).expect("every frame is answered");
+        answered += 1;
+    }
+    answered
+}
+
+#[test]
+fn sigterm_stops_a_group_server_promptly_with_everything_on_disk() {
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let mut server = spawn_group_server(dir.endpoint(), "127.0.0.1:0", data.path());
+    let address = server.listening();
+    let general = GroupRef {
+        name: "general".into(),
+        address: address.clone(),
+    };
+    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    alice.join(&general).unwrap();
+    for i in 0..500 {
+        alice.send(&general, &format!("{i}")).unwrap();
+    }
+    let started = Instant::now();
+    server.signal("-TERM");
+    assert_eq!(server.wait(), Some(0), "a clean exit");
+    let took = started.elapsed();
+    assert!(
+        eventually(LIMIT, || alice.list_groups().unwrap().is_empty()),
+        "it unregistered"
+    );
+    let again = spawn_group_server(dir.endpoint(), &address, data.path());
+    again.listening();
+    assert_eq!(alice.history(&general, None, None).unwrap().len(), 500);
+    eprintln!("SIGTERM to exit: {took:?}");
+}

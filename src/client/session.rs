@@ -118,15 +118,31 @@ impl Session {
 
     /// Asks the directories in turn until one answers.
     fn directory_request(&mut self, request: &Request) -> Result<Reply> {
+        // With several directories, one try each per round, moving on at the first silence;
+        // the rounds add up to the usual number of tries for each.
+        let count = self.directories.len();
+        let per_conn = if count > 1 {
+            Timeouts {
+                tries: 1,
+                ..self.timeouts
+            }
+        } else {
+            self.timeouts
+        };
+        let attempts = if count > 1 {
+            count * self.timeouts.tries as usize
+        } else {
+            count
+        };
         let mut last_err = None;
-        for i in 0..self.directories.len() {
+        for _ in 0..attempts {
             if self.directory.is_none() {
-                let endpoint = &self.directories[i];
+                let endpoint = &self.directories[0];
                 self.directory = Some(Conn::connect(
                     &self.ctx,
                     endpoint,
                     "message server",
-                    self.timeouts,
+                    per_conn,
                 )?);
             }
             let conn = self.directory.as_mut().expect("bug: directory just set");

@@ -103,6 +103,15 @@ impl GroupServer {
         &self.address
     }
 
+    /// Caps the store at about `max_bytes` (see [`Store::limit_size`]).
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn limit_storage(mut self, max_bytes: u64) -> Result<GroupServer> {
+        self.store.limit_size(max_bytes)?;
+        Ok(self)
+    }
+
     /// Registers with every directory, waiting up to `wait` for each to acknowledge.
     /// A directory that does not answer is only logged: the heartbeat keeps trying.
     ///

@@ -123,6 +123,20 @@ impl Store {
         Ok(Store { conn, _lock: lock })
     }
 
+    /// Caps the database at about `max_bytes`: past it, writes fail with SQLite's "database or
+    /// disk is full" (exactly as on a full disk), sends are refused with UNAVAILABLE and reads
+    /// go on. A quota, and the way tests inject a storage fault.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn limit_size(&mut self, max_bytes: u64) -> Result<()> {
+        let page: u64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages = (max_bytes / page.max(1)).max(1);
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Creates the group if it is new, and returns it as stored.
     ///
     /// # Errors
