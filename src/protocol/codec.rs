@@ -132,7 +132,7 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
             cmd::REGISTER => {
                 let address = r.string()?;
                 let ttl_ms = r.u32()?;
-                let count = r.count(2)?;
+                let count = r.count(1)?;
                 let groups = (0..count).map(|_| r.string()).collect::<Result<_, _>>()?;
                 Request::Register {
                     address,
@@ -336,7 +336,7 @@ pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
             cmd::MESSAGES => {
                 let group = r.string()?;
                 let last_seq = r.u64()?;
-                let count = r.count(22)?;
+                let count = r.count(21)?;
                 let messages = (0..count).map(|_| r.message()).collect::<Result<_, _>>()?;
                 Reply::Messages {
                     group,
