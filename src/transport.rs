@@ -33,6 +33,21 @@ pub fn endpoint(address: &str) -> Result<String> {
     Ok(format!("tcp://{host}:{port}"))
 }
 
+/// Checks an address others will connect to: `HOST:PORT` with a real port (not `0` or `*`).
+/// Returns it without any `tcp://` prefix.
+///
+/// # Errors
+/// [`crate::Error::Input`] naming the fault.
+pub fn connectable(address: &str) -> Result<String> {
+    let endpoint = endpoint(address)?;
+    if endpoint.ends_with(":*") {
+        return Err(errinput!(
+            "address '{address}' has no fixed port to connect to"
+        ));
+    }
+    Ok(self::address(&endpoint))
+}
+
 /// The `HOST:PORT` form of a `tcp://` endpoint, as shown to users and stored in the directory.
 pub fn address(endpoint: &str) -> String {
     endpoint
@@ -132,5 +147,7 @@ mod tests {
             vec!["tcp://a:1", "tcp://b:2"]
         );
         assert_eq!(address("tcp://a:1"), "a:1");
+        assert_eq!(connectable("tcp://a:1").unwrap(), "a:1");
+        assert!(connectable("a:0").is_err() && connectable("a:*").is_err());
     }
 }

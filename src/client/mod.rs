@@ -184,8 +184,16 @@ impl Conn {
         };
         match codec::decode_incoming(&frame) {
             Ok(Incoming::Reply(id, reply)) if Some(id) == want => return Ok(Recv::Wanted(reply)),
+            // Request id 0: the server could not read our request (e.g. another protocol
+            // version); that is the answer to whatever we are waiting for.
+            Ok(Incoming::Reply(0, reply @ Reply::Error { .. })) if want.is_some() => {
+                return Ok(Recv::Wanted(reply))
+            }
             Ok(Incoming::Reply(id, reply)) => self.unmatched.push_back((id, reply)),
             Ok(Incoming::Event(event)) => self.inbox.push_back(event),
+            Ok(Incoming::UnknownEvent(command)) => {
+                tracing::debug!(command, "ignoring an event this build does not know")
+            }
             Err(e) => {
                 return Err(Error::Protocol(format!(
                     "the {} at {} sent {}",

@@ -694,6 +694,8 @@ impl Session {
         }
         server.ping = None;
         let was_lost = std::mem::replace(&mut server.lost, false);
+        // A new epoch is a new process: whatever it says about subscriptions, make them again.
+        let restarted = server.epoch.is_some_and(|e| e != epoch);
         server.epoch = Some(epoch);
         let server_seqs: HashMap<String, u64> = groups.into_iter().collect();
         let mine: Vec<GroupRef> = self
@@ -704,20 +706,17 @@ impl Session {
             .collect();
         for group in mine {
             match server_seqs.get(&group.name) {
-                Some(&last) => self.repair(&group, last),
-                None => {
+                Some(&last) if !restarted => self.repair(&group, last),
+                _ => {
                     // The server does not know this subscription (restart or expiry): make it
-                    // again, then fetch what was missed.
+                    // again (which also follows a server that now has fewer messages than we
+                    // saw), then fetch what was missed.
                     let request = Request::Subscribe {
                         group: group.name.clone(),
                         user: self.name.clone(),
                     };
-                    let Ok(server) = self.server(address) else {
-                        continue;
-                    };
-                    match server.conn.request(&request) {
-                        Ok(Reply::Joined { last_seq, .. }) => self.repair(&group, last_seq),
-                        Ok(_) => {}
+                    match self.attach(&group, &request) {
+                        Ok(last_seq) => self.repair(&group, last_seq),
                         Err(err) => {
                             tracing::warn!(%err, group = %group, "resubscribe failed; will retry")
                         }

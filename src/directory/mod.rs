@@ -143,7 +143,7 @@ impl DirectoryServer {
                 ttl_ms,
                 groups,
             } => match check_registration(&address, &groups) {
-                Ok(()) => {
+                Ok(address) => {
                     let ttl = Duration::from_millis(u64::from(ttl_ms)).min(MAX_TTL);
                     self.registry.register(&address, groups, ttl, now);
                     Reply::Ok
@@ -202,8 +202,9 @@ impl DirectoryServer {
     }
 }
 
-fn check_registration(address: &str, groups: &[String]) -> Result<(), String> {
-    transport::endpoint(address).map_err(|e| e.to_string())?;
+/// Checks a REGISTER and returns the address as it will be listed.
+fn check_registration(address: &str, groups: &[String]) -> Result<String, String> {
+    let address = transport::connectable(address).map_err(|e| e.to_string())?;
     if groups.len() > protocol::MAX_GROUPS_PER_SERVER {
         return Err(format!(
             "at most {} groups per group server",
@@ -212,5 +213,6 @@ fn check_registration(address: &str, groups: &[String]) -> Result<(), String> {
     }
     groups
         .iter()
-        .try_for_each(|g| protocol::check_group_name(g))
+        .try_for_each(|g| protocol::check_group_name(g))?;
+    Ok(address)
 }

@@ -62,6 +62,12 @@ impl GroupServer {
         for g in &config.groups {
             protocol::check_group_name(g).map_err(crate::Error::Input)?;
         }
+        if config.groups.len() > protocol::MAX_GROUPS_PER_SERVER {
+            return Err(errinput!(
+                "a group server hosts at most {} groups",
+                protocol::MAX_GROUPS_PER_SERVER
+            ));
+        }
         let mut store = Store::open(&config.data, config.durability)?;
         let (router, endpoint) = transport::bind_router(ctx, endpoint, protocol::MAX_FRAME)?;
         let address = match &config.advertise {
@@ -241,6 +247,7 @@ impl GroupServer {
             if request.is_write() && open_from.is_none() {
                 if let Err(err) = self.store.begin() {
                     warn!(%err, "cannot begin a transaction");
+                    self.state.fail_batch(err.to_string());
                 }
                 open_from = Some(out.len());
             } else if !request.is_write() {

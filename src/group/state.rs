@@ -304,11 +304,14 @@ impl State {
                     store.fetch(group.id, after_seq, since_ms, limit)
                 };
                 out.push(match result {
-                    Ok(messages) => reply(Reply::Messages {
-                        group: group_name,
-                        last_seq,
-                        messages,
-                    }),
+                    Ok(mut messages) => {
+                        keep_within(&mut messages, protocol::MAX_REPLY);
+                        reply(Reply::Messages {
+                            group: group_name,
+                            last_seq,
+                            messages,
+                        })
+                    }
                     Err(err) => {
                         warn!(%err, "history read failed");
                         refuse(ErrorCode::Internal, format!("storage cannot read: {err}"))
@@ -341,6 +344,11 @@ impl State {
                 unreachable!("bug: answered above")
             }
         }
+    }
+
+    /// Marks the open batch as failed without answering (e.g. it could not even begin).
+    pub fn fail_batch(&mut self, reason: String) {
+        self.batch_failed = Some(reason);
     }
 
     /// Marks the open batch as failed and answers with an UNAVAILABLE error.
@@ -392,6 +400,22 @@ impl State {
                 }
                 Err(err) => warn!(%err, "cannot reload group after a failed batch"),
             }
+        }
+        // A JOIN that did not commit must not leave its connection subscribed.
+        let stale: Vec<(Route, String)> = self
+            .conns
+            .iter()
+            .flat_map(|(route, conn)| conn.groups.iter().map(move |g| (route, g, &conn.user)))
+            .filter(|(_, g, user)| {
+                !self
+                    .groups
+                    .get(*g)
+                    .is_some_and(|grp| grp.members.contains(*user))
+            })
+            .map(|(route, g, _)| (route.clone(), g.clone()))
+            .collect();
+        for (route, group) in stale {
+            self.unsubscribe(&route, &group);
         }
     }
 
@@ -452,6 +476,20 @@ impl State {
     }
 }
 
+/// Shortens a page so its encoding stays within `max` bytes (keeping at least one message, so a
+/// client paging through history always advances).
+fn keep_within(messages: &mut Vec<Message>, max: usize) {
+    let mut total = 0;
+    let keep = messages
+        .iter()
+        .take_while(|m| {
+            total += 21 + m.sender.len() + m.text.len();
+            total <= max
+        })
+        .count();
+    messages.truncate(keep.max(1));
+}
+
 /// A PRESENCE push for the group's subscribers.
 fn presence(group: &str, user: &str, joined: bool) -> Outbound {
     let event = Event::Presence {
@@ -491,7 +529,7 @@ mod tests {
         };
         match decode_incoming(frame).unwrap() {
             Incoming::Reply(_, r) => r,
-            Incoming::Event(e) => panic!("event {e:?}"),
+            other => panic!("not a reply: {other:?}"),
         }
     }
 
@@ -648,6 +686,46 @@ mod tests {
                 }]
             }
         );
+    }
+
+    #[test]
+    fn a_join_that_fails_to_commit_leaves_no_subscription() {
+        let (mut state, mut store) = setup();
+        let mut out = Vec::new();
+        store.begin().unwrap();
+        state.handle(
+            &mut store,
+            &b"a".to_vec(),
+            1,
+            join("general", "alice"),
+            &mut out,
+        );
+        state.fail_batch("disk full".into());
+        state.settle(&mut store, &mut out);
+        assert!(matches!(
+            reply_of(&out),
+            Reply::Error {
+                code: ErrorCode::Unavailable,
+                ..
+            }
+        ));
+        assert_eq!(state.subscribers("general").count(), 0);
+        assert_eq!(state.connections(), 0);
+    }
+
+    #[test]
+    fn history_pages_stay_within_the_reply_limit() {
+        let m = |seq| Message {
+            seq,
+            ts: 0,
+            sender: "s".into(),
+            text: "x".repeat(1000),
+        };
+        let mut page: Vec<Message> = (1..=10).map(m).collect();
+        keep_within(&mut page, 3 * 1022);
+        assert_eq!(page.len(), 3);
+        keep_within(&mut page, 10);
+        assert_eq!(page.len(), 1, "always at least one, so paging advances");
     }
 
     #[test]

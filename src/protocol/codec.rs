@@ -49,6 +49,8 @@ pub struct DecodeError {
 pub enum Incoming {
     Reply(u32, Reply),
     Event(Event),
+    /// An event command this build does not know (0xC0–0xFF): a newer server's, to be ignored.
+    UnknownEvent(u8),
 }
 
 /// Encodes a request with its id.
@@ -303,6 +305,9 @@ pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
         })()
         .map_err(|e: Fault| e.into_decode(0))?;
         return Ok(Incoming::Event(event));
+    }
+    if command >= 0xC0 {
+        return Ok(Incoming::UnknownEvent(command));
     }
     let req_id = r.u32().map_err(|e| e.into_decode(0))?;
     let reply = (|| {

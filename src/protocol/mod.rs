@@ -22,6 +22,8 @@ pub const MAX_NAME: usize = 64;
 /// Largest frame a server accepts; libzmq drops the connection of a peer that sends more
 /// (ZMQ_MAXMSGSIZE), so anything between this and [`MAX_TEXT`] still gets a typed error.
 pub const MAX_FRAME: i64 = 1024 * 1024;
+/// Largest HISTORY page in bytes: a page stops short of the message that would pass it.
+pub const MAX_REPLY: usize = 1024 * 1024;
 /// Most messages in one HISTORY page; a client pages for more.
 pub const HISTORY_PAGE_MAX: u32 = 1000;
 /// Most groups one group server registers (bounds a REGISTER frame).
