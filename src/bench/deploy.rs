@@ -1,0 +1,259 @@
+//! The deployment a workload runs against: a message server and a group server started as
+//! child processes of this binary (`std::env::current_exe()`), exactly as an operator would
+//! start them, or a running deployment named with `--server`.
+//!
+//! Children are killed when the [`Deployment`] is dropped, so a failed workload leaves nothing
+//! running. Their stderr (the servers' logs) goes to files in the temporary data directory,
+//! and the last lines are quoted when a server fails to start.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::{errinput, Error, Result};
+
+/// How long a server may take to print `listening on HOST:PORT`.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A directory under the system's temporary directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a new, empty directory named after `prefix`, this process and a counter.
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub fn new(prefix: &str) -> Result<TempDir> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{nanos:x}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path)
+            .map_err(|e| errinput!("cannot create {}: {e}", path.display()))?;
+        Ok(TempDir(path))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One server child process.
+pub struct ServerProcess {
+    child: Child,
+    /// `HOST:PORT` from its `listening on` line.
+    address: String,
+}
+
+impl ServerProcess {
+    /// Starts `zms ARGS…`, waiting (bounded) for its `listening on HOST:PORT` line.
+    ///
+    /// # Errors
+    /// When it cannot start, exits, or does not say where it listens in time.
+    pub fn start(args: &[&str], log: &Path) -> Result<ServerProcess> {
+        let exe = std::env::current_exe()?;
+        let log_file = File::create(log)?;
+        let mut child = Command::new(&exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .map_err(|e| errinput!("cannot start {} {}: {e}", exe.display(), args[0]))?;
+        let stdout = child
+            .stdout
+            .take()
+            .expect("bug: stdout was asked to be piped");
+        let (tx, rx) = mpsc::channel();
+        // Reads the first line, then keeps draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines.map_while(std::result::Result::ok) {}
+        });
+        let mut process = ServerProcess {
+            child,
+            address: String::new(),
+        };
+        let line = rx.recv_timeout(START_TIMEOUT).map_err(|_| {
+            let status = process.child.try_wait().ok().flatten();
+            errinput!(
+                "{} did not say where it listens within {} s ({}); its log ends:\n{}",
+                args[0],
+                START_TIMEOUT.as_secs(),
+                status.map_or("still running".to_string(), |s| s.to_string()),
+                log_tail(log)
+            )
+        })?;
+        process.address = line
+            .strip_prefix("listening on ")
+            .ok_or_else(|| errinput!("{} printed '{line}', not 'listening on …'", args[0]))?
+            .trim()
+            .to_string();
+        Ok(process)
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its peak resident memory so far, MiB.
+    ///
+    /// # Errors
+    /// When /proc cannot be read (the process is gone, or this is not Linux).
+    pub fn peak_rss_mib(&self) -> Result<f64> {
+        peak_rss_mib(self.pid())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Peak resident set size (VmHWM) of process `pid`, MiB.
+///
+/// # Errors
+/// When /proc/PID/status cannot be read or has no VmHWM line.
+pub fn peak_rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| Error::Protocol(format!("no VmHWM in /proc/{pid}/status")))?;
+    Ok(kib / 1024.0)
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+/// What a workload talks to.
+pub struct Deployment {
+    /// The message server's `HOST:PORT`.
+    pub directory: String,
+    /// The group server's `HOST:PORT` (of the group under test).
+    pub group_address: String,
+    /// The group under test.
+    pub group: String,
+    /// Our own servers, when we started them (dropped in this order: group, directory).
+    pub group_server: Option<ServerProcess>,
+    pub directory_server: Option<ServerProcess>,
+    /// Their data and logs.
+    _data: Option<TempDir>,
+}
+
+impl Deployment {
+    /// Starts a message server and a group server hosting `group` on loopback ephemeral ports,
+    /// or with `server` resolves `group` through that running deployment's message server.
+    ///
+    /// # Errors
+    /// A server that does not start, or a group the deployment does not know.
+    pub fn start(server: Option<&str>, group: &str, fsync: bool) -> Result<Deployment> {
+        if let Some(server) = server {
+            return Self::existing(server, group);
+        }
+        let data = TempDir::new("zms-bench")?;
+        let directory = ServerProcess::start(
+            &["message-server", "--bind", "127.0.0.1:0"],
+            &data.path().join("message-server.log"),
+        )?;
+        let store = data.path().join("data");
+        let store = store
+            .to_str()
+            .ok_or_else(|| errinput!("the temporary directory {} is not UTF-8", store.display()))?;
+        let mut args = vec![
+            "group-server",
+            "--server",
+            directory.address(),
+            "--bind",
+            "127.0.0.1:0",
+            "--group",
+            group,
+            "--data",
+            store,
+        ];
+        if fsync {
+            args.push("--fsync");
+        }
+        let group_server = ServerProcess::start(&args, &data.path().join("group-server.log"))?;
+        Ok(Deployment {
+            directory: directory.address().to_string(),
+            group_address: group_server.address().to_string(),
+            group: group.to_string(),
+            group_server: Some(group_server),
+            directory_server: Some(directory),
+            _data: Some(data),
+        })
+    }
+
+    fn existing(server: &str, group: &str) -> Result<Deployment> {
+        let ctx = zmq::Context::new();
+        let endpoints = crate::transport::endpoints(server)?;
+        let mut session = crate::client::Session::new(
+            &ctx,
+            endpoints.clone(),
+            "zms-bench",
+            crate::client::Timeouts::default(),
+        )?;
+        let found = session.resolve(group)?;
+        Ok(Deployment {
+            directory: crate::transport::address(&endpoints[0]),
+            group_address: found.address,
+            group: found.name,
+            group_server: None,
+            directory_server: None,
+            _data: None,
+        })
+    }
+
+    /// Peak RSS of our group server and message server, MiB (`None` for a running deployment).
+    pub fn peak_rss_mib(&self) -> (Option<f64>, Option<f64>) {
+        (
+            self.group_server
+                .as_ref()
+                .and_then(|p| p.peak_rss_mib().ok()),
+            self.directory_server
+                .as_ref()
+                .and_then(|p| p.peak_rss_mib().ok()),
+        )
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        // The group server first, so it is not left re-registering with a dead directory.
+        self.group_server.take();
+        self.directory_server.take();
+    }
+}

@@ -1,0 +1,305 @@
+//! `zms bench`: a load generator for zms, like `nats bench` or `redis-benchmark`.
+//!
+//! Each workload prints ONE JSON line on stdout (progress goes to stderr) and returns an error
+//! when a message was lost, so scripts can rely on the exit status. By default every workload
+//! starts its own message server and group server as child processes of this very binary
+//! ([`deploy`]), with production settings and a fresh data directory; `--server` aims it at a
+//! running deployment instead.
+//!
+//! This module owns the flags (clap derive lives here, not in `cli.rs`, because the bench is a
+//! command first) and the dispatch. The pieces:
+//!
+//! - [`deploy`]: servers as child processes, their peak RSS, a temporary data directory.
+//! - [`wire`]: zms clients speaking the protocol on raw DEALERs: pipelined sends matched to
+//!   their ACKs by request id, and members counting deliveries by seq.
+//! - [`payload`], [`stats`], [`flow`]: what a message carries, percentiles, receiver-paced credit.
+//! - [`workloads`] (fanout, latency, rtt, ingest, history), [`scale`], [`raw`] (bare libzmq)
+//!   and [`nats`] (the same workloads against a NATS server) produce the figures.
+//!
+//! It leaves the servers and the client library alone: it measures them as they are.
+
+pub mod deploy;
+pub mod flow;
+pub mod nats;
+pub mod payload;
+pub mod raw;
+pub mod scale;
+pub mod stats;
+pub mod wire;
+pub mod workloads;
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use crate::{errinput, Error, Result};
+
+/// What `zms bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// 1 sender, N members: every message stored and delivered to every member.
+    Fanout,
+    /// 1 sender at a fixed rate to N members: send-to-receipt percentiles.
+    Latency,
+    /// One send at a time, each waiting for its acknowledgement.
+    Rtt,
+    /// Several pipelining senders, acknowledged once stored: stored messages per second.
+    Ingest,
+    /// Messages stored, then read back: all of them, and since the midpoint time.
+    History,
+    /// 10,000 groups listed, 1,000 members, 1,000,000 messages stored: latency and memory.
+    Scale,
+    /// fanout, latency and rtt on bare libzmq sockets (PUB/SUB, REQ/REP): the limit.
+    Raw,
+    /// fanout, latency and rtt against a NATS server (`--nats`, `--jetstream`).
+    Nats,
+    /// Every zms workload and raw, one line each.
+    All,
+}
+
+/// Flags of `zms bench`. Counts left unset take each workload's default (see `--help`).
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The workload: fanout, latency, rtt, ingest, history, scale, raw, nats or all.
+    #[arg(value_enum)]
+    pub workload: Option<Workload>,
+    /// The workload, as a flag (instead of the positional argument).
+    #[arg(
+        long = "workload",
+        value_enum,
+        conflicts_with = "workload",
+        value_name = "WORKLOAD"
+    )]
+    pub workload_flag: Option<Workload>,
+    /// Aim at a running deployment: its message server HOST:PORT (default: start our own).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Group to load (with --server it must exist there; the bench joins it under its own names).
+    #[arg(long, default_value = "bench")]
+    pub group: String,
+    /// Messages to send [fanout 200000, latency rate×duration, rtt 20000, ingest 200000,
+    /// history 100000, scale: fanout to the 1,000 members 2000].
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Message text size in bytes (at least 28, the index and send time the bench embeds).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Members receiving [fanout, latency, raw, nats 10; scale 1000].
+    #[arg(long)]
+    pub members: Option<usize>,
+    /// Threads the members are spread over [min(members, 10)].
+    #[arg(long)]
+    pub member_threads: Option<usize>,
+    /// Pipelining senders [ingest 4; history and scale preload 4].
+    #[arg(long)]
+    pub senders: Option<usize>,
+    /// Most unacknowledged sends per sender.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Most messages a sender may run ahead of its slowest receiver (end-to-end credit; keeps
+    /// every queue under the servers' 10,000-message high-water marks, so nothing is dropped).
+    #[arg(long, default_value_t = 5000)]
+    pub ahead: u64,
+    /// Messages per second of the latency workload.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// Seconds the latency workload runs.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Groups the scale workload registers with the message server.
+    #[arg(long, default_value_t = 10_000)]
+    pub groups: usize,
+    /// LIST requests the scale workload times.
+    #[arg(long, default_value_t = 1000)]
+    pub lists: usize,
+    /// Messages the scale workload stores before measuring the group server's memory.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub stored: u64,
+    /// Start the group server with --fsync (survive power loss) instead of the default durability.
+    #[arg(long)]
+    pub fsync: bool,
+    /// NATS server HOST:PORT for the nats workload.
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    pub nats: String,
+    /// nats workload: publish through JetStream (stored, acknowledged) instead of core NATS.
+    #[arg(long)]
+    pub jetstream: bool,
+    /// Fail a wait that sees no progress (no ACK, reply or delivery) for this many seconds.
+    #[arg(long, default_value_t = 15.0)]
+    pub stall: f64,
+    /// Fail a workload that has not finished after this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub timeout: f64,
+}
+
+impl BenchArgs {
+    /// The chosen workload.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when none was named.
+    pub fn workload(&self) -> Result<Workload> {
+        self.workload.or(self.workload_flag).ok_or_else(|| {
+            errinput!(
+                "name a workload: fanout, latency, rtt, ingest, history, scale, raw, nats or all"
+            )
+        })
+    }
+
+    /// How long a wait may see no progress.
+    pub fn stall(&self) -> Duration {
+        Duration::from_secs_f64(self.stall.max(0.1))
+    }
+
+    /// When the current workload must have finished, counted from now.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_secs_f64(self.timeout.max(1.0))
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.size < payload::HEADER_LEN || self.size > crate::protocol::MAX_TEXT {
+            return Err(errinput!(
+                "--size must be {} to {} bytes",
+                payload::HEADER_LEN,
+                crate::protocol::MAX_TEXT
+            ));
+        }
+        if self.window == 0 || self.ahead == 0 || self.rate == 0 || self.duration <= 0.0 {
+            return Err(errinput!(
+                "--window, --ahead, --rate and --duration must be positive"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the workload(s) and prints one JSON line each.
+///
+/// # Errors
+/// A workload that failed, timed out or lost messages (its line is printed first when it
+/// got that far).
+pub fn run(args: BenchArgs) -> Result<()> {
+    args.check()?;
+    match args.workload()? {
+        Workload::All => {
+            for w in [
+                Workload::Fanout,
+                Workload::Latency,
+                Workload::Rtt,
+                Workload::Ingest,
+                Workload::History,
+                Workload::Scale,
+                Workload::Raw,
+            ] {
+                run_one(&args, w)?;
+            }
+            Ok(())
+        }
+        w => run_one(&args, w),
+    }
+}
+
+fn run_one(args: &BenchArgs, workload: Workload) -> Result<()> {
+    let name = workload
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    progress(&name, format_args!("starting"));
+    let mut line = match workload {
+        Workload::Fanout => workloads::fanout(args)?,
+        Workload::Latency => workloads::latency(args)?,
+        Workload::Rtt => workloads::rtt(args)?,
+        Workload::Ingest => workloads::ingest(args)?,
+        Workload::History => workloads::history(args)?,
+        Workload::Scale => scale::run(args)?,
+        Workload::Raw => raw::run(args)?,
+        Workload::Nats => nats::run(args)?,
+        Workload::All => unreachable!("bug: all is expanded by run"),
+    };
+    if let Value::Object(map) = &mut line {
+        map.insert("workload".into(), Value::String(name.clone()));
+    }
+    println!("{line}");
+    let lost = total_lost(&line);
+    if lost > 0 {
+        return Err(Error::Protocol(format!(
+            "{name}: {lost} deliveries lost (see the JSON line)"
+        )));
+    }
+    Ok(())
+}
+
+/// Sums every `lost` field of a result, however deeply nested.
+fn total_lost(value: &Value) -> u64 {
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v) {
+                ("lost", Value::Number(n)) => n.as_u64().unwrap_or(0),
+                _ => total_lost(v),
+            })
+            .sum(),
+        Value::Array(items) => items.iter().map(total_lost).sum(),
+        _ => 0,
+    }
+}
+
+/// One progress line on stderr.
+pub(crate) fn progress(workload: &str, what: std::fmt::Arguments<'_>) {
+    eprintln!("bench {workload}: {what}");
+}
+
+/// Prints progress on stderr at most once a second.
+pub(crate) struct Ticker {
+    label: &'static str,
+    next: Instant,
+    started: Instant,
+}
+
+impl Ticker {
+    pub(crate) fn new(label: &'static str) -> Ticker {
+        let now = Instant::now();
+        Ticker {
+            label,
+            next: now + Duration::from_secs(1),
+            started: now,
+        }
+    }
+
+    /// Reports `done` of `total` when a second has passed since the last report.
+    pub(crate) fn tick(&mut self, done: u64, total: u64) {
+        let now = Instant::now();
+        if now >= self.next {
+            self.next = now + Duration::from_secs(1);
+            progress(
+                self.label,
+                format_args!(
+                    "{done}/{total} after {:.1} s",
+                    now.duration_since(self.started).as_secs_f64()
+                ),
+            );
+        }
+    }
+}
+
+/// Fails with a clear message once `deadline` has passed.
+pub(crate) fn check_deadline(deadline: Instant, what: &str) -> Result<()> {
+    if Instant::now() >= deadline {
+        return Err(Error::Timeout(format!(
+            "{what}: the workload did not finish before --timeout"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lost_is_summed_at_any_depth() {
+        let v = json!({"lost": 1, "fanout": {"lost": 2}, "x": [{"lost": 3}], "p50_us": 4});
+        assert_eq!(total_lost(&v), 6);
+    }
+}

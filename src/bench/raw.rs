@@ -1,0 +1,297 @@
+//! `raw`: the fanout, latency and rtt workloads on bare libzmq sockets in this process (PUB/SUB
+//! and REQ/REP over TCP loopback), so every run shows the limit zms is measured against.
+//!
+//! Same message size, counts, rate, receiver threads and end-to-end credit as the zms
+//! workloads; nothing is stored, nothing is acknowledged but REQ/REP's reply.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::flow::Credit;
+use super::stats::{self, per_s, Percentiles};
+use super::wire::Tally;
+use super::workloads::Fan;
+use super::{check_deadline, payload, progress, BenchArgs, Ticker};
+use crate::transport::{self, SERVER_SNDHWM};
+use crate::{Error, Result};
+
+/// A subscriber queues as much as a zms client DEALER does.
+const SUB_RCVHWM: i32 = 100_000;
+/// The size of a zms ACK frame, so REP answers like the group server does.
+const ACK_LEN: usize = 26;
+
+/// Runs raw fanout, latency and rtt; one JSON object with the three.
+///
+/// # Errors
+/// A socket failure or a stalled receiver.
+pub fn run(args: &BenchArgs) -> Result<Value> {
+    let ctx = zmq::Context::new();
+    let members = args.members.unwrap_or(10);
+    let fanout = pubsub(
+        args,
+        &ctx,
+        "raw fanout",
+        args.messages.unwrap_or(200_000),
+        members,
+        None,
+    )?;
+    let latency_messages = args
+        .messages
+        .unwrap_or((args.rate as f64 * args.duration) as u64);
+    let mut latency = pubsub(
+        args,
+        &ctx,
+        "raw latency",
+        latency_messages,
+        members,
+        Some(args.rate),
+    )?;
+    let percentiles = Percentiles::of(&mut latency.latencies());
+    let rtt = reqrep(args, &ctx, args.messages.unwrap_or(20_000))?;
+    Ok(json!({
+        "size": args.size,
+        "fanout": fanout.json(),
+        "latency": stats::merge(
+            stats::merge(latency.json(), percentiles.json()),
+            json!({"rate": args.rate, "sent_per_s": per_s(latency_messages, latency.send_ns)}),
+        ),
+        "rtt": rtt,
+    }))
+}
+
+/// One PUB to `members` SUBs, each on its own thread.
+fn pubsub(
+    args: &BenchArgs,
+    ctx: &zmq::Context,
+    label: &'static str,
+    messages: u64,
+    members: usize,
+    rate: Option<u64>,
+) -> Result<Fan> {
+    let stall = args.stall();
+    let deadline = args.deadline();
+    let publisher = transport::socket(ctx, zmq::PUB)?;
+    publisher.set_sndhwm(SERVER_SNDHWM)?;
+    publisher.bind("tcp://127.0.0.1:*")?;
+    let endpoint = publisher
+        .get_last_endpoint()?
+        .map_err(|_| Error::Protocol("PUB endpoint is not UTF-8".into()))?;
+    let credit = Arc::new(Credit::new(members.max(1), args.ahead));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for m in 0..members {
+        let subscriber = transport::socket(ctx, zmq::SUB)?;
+        subscriber.set_rcvhwm(SUB_RCVHWM)?;
+        subscriber.set_subscribe(b"")?;
+        subscriber.connect(&endpoint)?;
+        let (credit, stop, ready) = (credit.clone(), stop.clone(), ready_tx.clone());
+        let latency = rate.is_some();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("sub-{m}"))
+                .spawn(move || {
+                    subscribe(
+                        m,
+                        &subscriber,
+                        messages,
+                        latency,
+                        &credit,
+                        &stop,
+                        &ready,
+                        stall,
+                        deadline,
+                    )
+                })?,
+        );
+    }
+    drop(ready_tx);
+    // PUB drops whatever is sent before a SUB has connected (the slow joiner): send probes
+    // until every subscriber has seen one.
+    let mut ready = 0;
+    let joined_by = Instant::now() + stall;
+    while ready < members {
+        if Instant::now() >= joined_by {
+            stop.store(true, Ordering::SeqCst);
+            return Err(Error::Timeout(format!(
+                "{ready} of {members} subscribers connected within {:.0} s",
+                stall.as_secs_f64()
+            )));
+        }
+        publisher.send(&b"probe"[..], 0)?;
+        while ready_rx.recv_timeout(Duration::from_millis(1)).is_ok() {
+            ready += 1;
+        }
+    }
+    progress(label, format_args!("{members} subscribers connected"));
+    let mut ticker = Ticker::new(label);
+    let start = payload::now_ns();
+    let sent = (|| {
+        for i in 0..messages {
+            if let Some(rate) = rate {
+                let due = start + i * 1_000_000_000 / rate;
+                let now = payload::now_ns();
+                if due > now {
+                    std::thread::sleep(Duration::from_nanos(due - now));
+                }
+            }
+            if members > 0 {
+                credit.wait(i, stall)?;
+            }
+            if i % 1024 == 0 {
+                check_deadline(deadline, label)?;
+                ticker.tick(i, messages);
+            }
+            publisher.send(payload::text(i, payload::now_ns(), args.size).as_bytes(), 0)?;
+        }
+        Ok(())
+    })();
+    if let Err(err) = sent {
+        stop.store(true, Ordering::SeqCst);
+        return Err(err);
+    }
+    let send_ns = payload::now_ns() - start;
+    let mut tallies = Vec::new();
+    for handle in handles {
+        tallies.push(
+            handle
+                .join()
+                .map_err(|_| Error::Protocol("a subscriber thread panicked".into()))??,
+        );
+    }
+    let last = tallies
+        .iter()
+        .map(|t| t.done_ns.unwrap_or_else(payload::now_ns))
+        .max()
+        .unwrap_or(start + send_ns);
+    Ok(Fan {
+        messages,
+        members,
+        send_ns,
+        deliver_ns: last.max(start + send_ns) - start,
+        tallies,
+        stored: 0,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn subscribe(
+    m: usize,
+    subscriber: &zmq::Socket,
+    expect: u64,
+    latency: bool,
+    credit: &Credit,
+    stop: &AtomicBool,
+    ready: &mpsc::Sender<()>,
+    stall: Duration,
+    deadline: Instant,
+) -> Result<Tally> {
+    let mut tally = Tally::new(expect, latency);
+    let mut msg = zmq::Message::new();
+    let mut announced = false;
+    let mut last_frame = Instant::now();
+    while !stop.load(Ordering::Relaxed) && !tally.complete() {
+        let now = Instant::now();
+        if now >= deadline || now.duration_since(last_frame) >= stall {
+            break;
+        }
+        let mut items = [subscriber.as_poll_item(zmq::POLLIN)];
+        if transport::poll(&mut items, Duration::from_millis(100))? == 0 {
+            continue;
+        }
+        loop {
+            match subscriber.recv(&mut msg, zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => return Err(e.into()),
+            }
+            last_frame = Instant::now();
+            match payload::parse(&msg) {
+                Some((index, sent)) => tally.record(index, sent, payload::now_ns()),
+                None if !announced => {
+                    announced = true;
+                    let _ = ready.send(());
+                }
+                None => {}
+            }
+        }
+        credit.update(m, tally.distinct);
+    }
+    Ok(tally)
+}
+
+/// REQ/REP: one request at a time, each waiting for its reply.
+fn reqrep(args: &BenchArgs, ctx: &zmq::Context, messages: u64) -> Result<Value> {
+    let stall = args.stall();
+    let deadline = args.deadline();
+    let rep = transport::socket(ctx, zmq::REP)?;
+    rep.bind("tcp://127.0.0.1:*")?;
+    let endpoint = rep
+        .get_last_endpoint()?
+        .map_err(|_| Error::Protocol("REP endpoint is not UTF-8".into()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let replier = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("rep".into())
+            .spawn(move || -> Result<()> {
+                let mut msg = zmq::Message::new();
+                let reply = [0u8; ACK_LEN];
+                while !stop.load(Ordering::Relaxed) {
+                    let mut items = [rep.as_poll_item(zmq::POLLIN)];
+                    if transport::poll(&mut items, Duration::from_millis(100))? == 0 {
+                        continue;
+                    }
+                    rep.recv(&mut msg, 0)?;
+                    rep.send(&reply[..], 0)?;
+                }
+                Ok(())
+            })?
+    };
+    let result = (|| {
+        let req = transport::socket(ctx, zmq::REQ)?;
+        req.set_rcvtimeo(stall.as_millis() as i32)?;
+        req.set_sndtimeo(stall.as_millis() as i32)?;
+        req.connect(&endpoint)?;
+        let mut reply = zmq::Message::new();
+        let mut call = |i: u64| -> Result<u64> {
+            let t0 = payload::now_ns();
+            req.send(payload::text(i, t0, args.size).as_bytes(), 0)?;
+            match req.recv(&mut reply, 0) {
+                Ok(()) => Ok(payload::now_ns() - t0),
+                Err(zmq::Error::EAGAIN) => Err(Error::Timeout(format!(
+                    "REP did not answer within {:.0} s",
+                    stall.as_secs_f64()
+                ))),
+                Err(e) => Err(e.into()),
+            }
+        };
+        let warmup = 100.min(messages);
+        for i in 0..warmup {
+            call(i)?;
+        }
+        let mut samples = Vec::with_capacity(messages as usize);
+        let mut ticker = Ticker::new("raw rtt");
+        let start = payload::now_ns();
+        for i in 0..messages {
+            if i % 1024 == 0 {
+                check_deadline(deadline, "raw rtt")?;
+                ticker.tick(i, messages);
+            }
+            samples.push(call(warmup + i)?);
+        }
+        let total = payload::now_ns() - start;
+        Ok(stats::merge(
+            Percentiles::of(&mut samples).json(),
+            json!({"messages": messages, "per_s": per_s(messages, total)}),
+        ))
+    })();
+    stop.store(true, Ordering::SeqCst);
+    replier
+        .join()
+        .map_err(|_| Error::Protocol("the REP thread panicked".into()))??;
+    result
+}

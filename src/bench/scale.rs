@@ -1,0 +1,102 @@
+//! `scale`: the sizes the issue names. 10,000 groups in the message server's list (registered
+//! by the bench as synthetic group servers, with the same REGISTER frames a group server
+//! sends), LIST latency; 1,000,000 messages stored and 1,000 connected members on one group
+//! server, fan-out throughput; and the peak RSS (VmHWM) of both servers afterwards.
+
+use serde_json::{json, Value};
+
+use super::deploy::Deployment;
+use super::stats::{per_s, round1, round2, Percentiles};
+use super::wire::Wire;
+use super::workloads::{fan, ingest_into, run_prefix};
+use super::{progress, BenchArgs};
+use crate::protocol::{Reply, Request, MAX_GROUPS_PER_SERVER};
+use crate::{Error, Result};
+
+/// Groups per synthetic group server (a real one may announce up to 10,000).
+const GROUPS_PER_SERVER: usize = 1000;
+/// Registrations outlive the measurement without refreshing (the directory caps TTLs at 60 s).
+const TTL_MS: u32 = 60_000;
+
+/// Runs the scale workload.
+///
+/// # Errors
+/// A refused registration, a short LIST, or a failed load.
+pub fn run(args: &BenchArgs) -> Result<Value> {
+    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let ctx = zmq::Context::new();
+    let stall = args.stall();
+    let prefix = run_prefix();
+
+    // 1. The directory with `groups` groups.
+    let mut dir = Wire::connect(&ctx, &d.directory)?;
+    let per_server = GROUPS_PER_SERVER.min(MAX_GROUPS_PER_SERVER);
+    let servers: Vec<String> = (0..args.groups.div_ceil(per_server))
+        .map(|k| format!("127.0.0.1:{}", 1 + k))
+        .collect();
+    for (k, address) in servers.iter().enumerate() {
+        let groups = (k * per_server..args.groups.min((k + 1) * per_server))
+            .map(|j| format!("{prefix}-g{j}"))
+            .collect();
+        let request = Request::Register {
+            address: address.clone(),
+            ttl_ms: TTL_MS,
+            groups,
+        };
+        dir.call(&request, stall)?;
+    }
+    let mut samples = Vec::with_capacity(args.lists);
+    let mut listed = 0;
+    for _ in 0..args.lists {
+        let t0 = super::payload::now_ns();
+        match dir.call(&Request::List, stall)? {
+            Reply::Groups(groups) => listed = groups.len(),
+            other => return Err(Error::Protocol(format!("expected GROUPS, got {other:?}"))),
+        }
+        samples.push(super::payload::now_ns() - t0);
+    }
+    if listed < args.groups {
+        return Err(Error::Protocol(format!(
+            "LIST returned {listed} groups; {} were registered",
+            args.groups
+        )));
+    }
+    let list = Percentiles::of(&mut samples);
+    progress(
+        "scale",
+        format_args!(
+            "{listed} groups listed, LIST p99 {:.2} ms",
+            list.p99_us / 1000.0
+        ),
+    );
+
+    // 2. The group server with `stored` messages…
+    let load = ingest_into(args, &d, "scale", args.stored, args.senders.unwrap_or(4))?;
+    progress("scale", format_args!("{} messages stored", load.stored));
+    // …and `members` connected members receiving a fan-out.
+    let members = args.members.unwrap_or(1000);
+    let messages = args.messages.unwrap_or(2000);
+    let fan = fan(args, &d, "scale", messages, members, None)?;
+    let deliveries: u64 = fan.tallies.iter().map(|t| t.distinct).sum();
+    let (group_rss, directory_rss) = d.peak_rss_mib();
+
+    for address in servers {
+        let _ = dir.call(&Request::Unregister { address }, stall);
+    }
+    Ok(json!({
+        "groups": args.groups,
+        "listed": listed,
+        "list_p50_ms": round2(list.p50_us / 1000.0),
+        "list_p99_ms": round2(list.p99_us / 1000.0),
+        "list_max_ms": round2(list.max_us / 1000.0),
+        "stored": load.stored,
+        "store_msgs_per_s": per_s(load.stored, load.ns),
+        "members": members,
+        "messages": messages,
+        "deliveries": deliveries,
+        "deliveries_per_s": per_s(deliveries, fan.deliver_ns),
+        "lost": fan.tallies.iter().map(|t| t.lost()).sum::<u64>(),
+        "group_rss_mib": group_rss.map(round1),
+        "directory_rss_mib": directory_rss.map(round1),
+    }))
+}

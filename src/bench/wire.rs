@@ -1,0 +1,641 @@
+//! zms clients built for load, speaking ZMS/1 on raw DEALERs through [`crate::protocol::codec`].
+//!
+//! [`crate::client::Session::send`] waits for each ACK, so it cannot pipeline; the protocol
+//! matches replies to requests by id, so a client may keep many sends in flight. [`Pipeline`]
+//! does that with a bounded window. [`Members`] are members' connections, many per thread,
+//! counting deliveries by seq ([`Tally`]) and heartbeating as the protocol asks. Nothing here
+//! is special to the bench except what it measures: it is ordinary client code.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::flow::Credit;
+use super::payload;
+use crate::protocol::codec::{self, cmd, Incoming};
+use crate::protocol::{self, Reply, Request};
+use crate::{transport, Error, Result};
+
+/// Most messages a client DEALER queues inbound, as `client::Conn` sets it.
+const CLIENT_RCVHWM: i32 = 100_000;
+
+/// One DEALER to one zms server, with request ids.
+pub struct Wire {
+    socket: zmq::Socket,
+    next_req: u32,
+    /// `HOST:PORT`, for errors.
+    address: String,
+}
+
+impl Wire {
+    /// Connects to `address` (`HOST:PORT`).
+    ///
+    /// # Errors
+    /// A bad address or a libzmq failure.
+    pub fn connect(ctx: &zmq::Context, address: &str) -> Result<Wire> {
+        let socket = transport::socket(ctx, zmq::DEALER)?;
+        socket.set_rcvhwm(CLIENT_RCVHWM)?;
+        // A send blocks only while the connection is being made; bound even that.
+        socket.set_sndtimeo(5000)?;
+        socket.connect(&transport::endpoint(address)?)?;
+        Ok(Wire {
+            socket,
+            next_req: 0,
+            address: address.to_string(),
+        })
+    }
+
+    /// The socket, for polling.
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.socket
+    }
+
+    /// Sends `request` (blocking at most the send timeout); returns its request id.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when the server cannot be reached; a libzmq failure.
+    pub fn send(&mut self, request: &Request) -> Result<u32> {
+        self.next_req = self.next_req.wrapping_add(1).max(1);
+        match self
+            .socket
+            .send(codec::encode_request(self.next_req, request), 0)
+        {
+            Ok(()) => Ok(self.next_req),
+            Err(zmq::Error::EAGAIN) => Err(Error::Timeout(format!(
+                "cannot send to {}: not connected within 5 s",
+                self.address
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends `request` if it can leave at once (heartbeats).
+    ///
+    /// # Errors
+    /// A libzmq failure other than "would block".
+    pub fn send_nowait(&mut self, request: &Request) -> Result<()> {
+        self.next_req = self.next_req.wrapping_add(1).max(1);
+        match self
+            .socket
+            .send(codec::encode_request(self.next_req, request), zmq::DONTWAIT)
+        {
+            Ok(()) | Err(zmq::Error::EAGAIN) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The next reply, waiting up to `wait`; pushed events are skipped.
+    ///
+    /// # Errors
+    /// A libzmq failure or an undecodable frame.
+    pub fn next_reply(&mut self, wait: Duration) -> Result<Option<(u32, Reply)>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.socket.recv_bytes(zmq::DONTWAIT) {
+                Ok(frame) => match codec::decode_incoming(&frame) {
+                    Ok(Incoming::Reply(id, reply)) => return Ok(Some((id, reply))),
+                    Ok(_) => continue, // pushed events
+                    Err(e) => {
+                        return Err(Error::Protocol(format!(
+                            "{} sent {}",
+                            self.address, e.reason
+                        )))
+                    }
+                },
+                Err(zmq::Error::EAGAIN) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Ok(None);
+            };
+            let mut items = [self.socket.as_poll_item(zmq::POLLIN)];
+            if transport::poll(&mut items, left)? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Sends `request` and waits up to `wait` for its reply; an ERROR reply is an error.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`], [`Error::Timeout`], or a transport failure.
+    pub fn call(&mut self, request: &Request, wait: Duration) -> Result<Reply> {
+        let id = self.send(request)?;
+        let deadline = Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next_reply(left)? {
+                Some((got, Reply::Error { code, reason })) if got == id => {
+                    return Err(Error::Rejected { code, reason })
+                }
+                Some((got, reply)) if got == id => return Ok(reply),
+                _ => {}
+            }
+        }
+        Err(Error::Timeout(format!(
+            "{} did not answer {} within {:.0} s",
+            self.address,
+            request.name(),
+            wait.as_secs_f64()
+        )))
+    }
+
+    /// The group's last seq (a HISTORY of zero messages), as `user`.
+    ///
+    /// # Errors
+    /// As [`Wire::call`].
+    pub fn last_seq(&mut self, group: &str, user: &str, wait: Duration) -> Result<u64> {
+        let request = Request::History {
+            group: group.to_string(),
+            user: user.to_string(),
+            after_seq: 0,
+            since_ms: 0,
+            limit: 0,
+        };
+        match self.call(&request, wait)? {
+            Reply::Messages { last_seq, .. } => Ok(last_seq),
+            other => Err(Error::Protocol(format!("expected MESSAGES, got {other:?}"))),
+        }
+    }
+}
+
+/// Makes `user` a member of `group` and returns the group's last seq. The JOIN goes over a
+/// connection of its own that is closed at once, so the caller's own connections never
+/// subscribe (a sender that received its own messages would be measuring itself); the server
+/// drops that subscription at its first push to the closed connection.
+///
+/// # Errors
+/// As [`Wire::call`].
+pub fn join(
+    ctx: &zmq::Context,
+    address: &str,
+    group: &str,
+    user: &str,
+    wait: Duration,
+) -> Result<u64> {
+    let mut wire = Wire::connect(ctx, address)?;
+    let request = Request::Join {
+        group: group.to_string(),
+        user: user.to_string(),
+    };
+    match wire.call(&request, wait)? {
+        Reply::Joined { last_seq, .. } => Ok(last_seq),
+        other => Err(Error::Protocol(format!("expected JOINED, got {other:?}"))),
+    }
+}
+
+/// A sender keeping up to `window` SENDs in flight, matching ACKs by request id.
+pub struct Pipeline {
+    wire: Wire,
+    group: String,
+    user: String,
+    window: usize,
+    stall: Duration,
+    /// Request ids of unacknowledged sends.
+    outstanding: HashMap<u32, ()>,
+    /// Client ids are `PREFIX-N`, unique per run, as `Session` makes them.
+    client_prefix: String,
+    sent: u64,
+    acked: u64,
+    /// Highest seq acknowledged.
+    last_seq: u64,
+}
+
+impl Pipeline {
+    /// A sender for `user` (already a member) to `group` at `address`.
+    ///
+    /// # Errors
+    /// A bad address.
+    pub fn new(
+        ctx: &zmq::Context,
+        address: &str,
+        group: &str,
+        user: &str,
+        window: usize,
+        stall: Duration,
+    ) -> Result<Pipeline> {
+        Ok(Pipeline {
+            wire: Wire::connect(ctx, address)?,
+            group: group.to_string(),
+            user: user.to_string(),
+            window: window.max(1),
+            stall,
+            outstanding: HashMap::with_capacity(window),
+            client_prefix: format!("{user}-{:x}", payload::now_ns()),
+            sent: 0,
+            acked: 0,
+            last_seq: 0,
+        })
+    }
+
+    /// Sends `text`, first waiting for an ACK if the window is full.
+    ///
+    /// # Errors
+    /// A refused send, or no ACK for `stall`.
+    pub fn send(&mut self, text: String) -> Result<()> {
+        while self.outstanding.len() >= self.window {
+            self.wait_acks()?;
+        }
+        self.sent += 1;
+        let request = Request::Send {
+            group: self.group.clone(),
+            user: self.user.clone(),
+            client_id: format!("{}-{}", self.client_prefix, self.sent),
+            text,
+        };
+        let id = self.wire.send(&request)?;
+        self.outstanding.insert(id, ());
+        // Reading ACKs early keeps the window open without a blocking wait.
+        if self.outstanding.len() * 2 >= self.window {
+            self.take_acks(Duration::ZERO)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every send is acknowledged.
+    ///
+    /// # Errors
+    /// As [`Pipeline::send`].
+    pub fn finish(&mut self) -> Result<()> {
+        while !self.outstanding.is_empty() {
+            self.wait_acks()?;
+        }
+        Ok(())
+    }
+
+    fn wait_acks(&mut self) -> Result<()> {
+        if self.take_acks(self.stall)? == 0 {
+            return Err(Error::Timeout(format!(
+                "no ACK from the group server for {:.0} s with {} sends in flight ({} acknowledged)",
+                self.stall.as_secs_f64(),
+                self.outstanding.len(),
+                self.acked
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes the ACKs that arrive within `wait` (then those already queued); returns how many.
+    fn take_acks(&mut self, wait: Duration) -> Result<usize> {
+        let mut taken = 0;
+        let mut wait = wait;
+        while let Some((id, reply)) = self.wire.next_reply(wait)? {
+            wait = Duration::ZERO;
+            match reply {
+                Reply::Ack { seq, .. } if self.outstanding.remove(&id).is_some() => {
+                    self.acked += 1;
+                    self.last_seq = self.last_seq.max(seq);
+                    taken += 1;
+                }
+                Reply::Error { code, reason } => {
+                    return Err(Error::Rejected { code, reason });
+                }
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "expected an ACK for one of {} sends, got {other:?} for #{id}",
+                        self.outstanding.len()
+                    )))
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Sends acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Highest seq acknowledged.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The connection, for requests after the load.
+    pub fn wire(&mut self) -> &mut Wire {
+        &mut self.wire
+    }
+}
+
+/// Deliveries seen by one receiver: distinct indexes, repeats, reorderings, latencies.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    expect: u64,
+    seen: Vec<u64>,
+    /// Distinct messages received.
+    pub distinct: u64,
+    pub duplicates: u64,
+    /// Messages that arrived after a later one.
+    pub reordered: u64,
+    last: Option<u64>,
+    keep_latency: bool,
+    /// Send-to-receipt time of every message, ns (when asked for).
+    pub latencies_ns: Vec<u64>,
+    /// When the last expected message arrived ([`payload::now_ns`]), if it did.
+    pub done_ns: Option<u64>,
+}
+
+impl Tally {
+    /// A tally expecting indexes `0..expect`.
+    pub fn new(expect: u64, keep_latency: bool) -> Tally {
+        Tally {
+            expect,
+            seen: vec![0; expect.div_ceil(64) as usize],
+            distinct: 0,
+            duplicates: 0,
+            reordered: 0,
+            last: None,
+            keep_latency,
+            latencies_ns: Vec::with_capacity(if keep_latency { expect as usize } else { 0 }),
+            done_ns: None,
+        }
+    }
+
+    /// Records message `index`, sent at `sent_ns`, received at `now_ns`.
+    pub fn record(&mut self, index: u64, sent_ns: u64, now_ns: u64) {
+        if index >= self.expect {
+            return;
+        }
+        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+        if self.seen[word] & bit != 0 {
+            self.duplicates += 1;
+            return;
+        }
+        self.seen[word] |= bit;
+        self.distinct += 1;
+        if self.last.is_some_and(|l| index < l) {
+            self.reordered += 1;
+        }
+        self.last = Some(index);
+        if self.keep_latency {
+            self.latencies_ns.push(now_ns.saturating_sub(sent_ns));
+        }
+        if self.distinct == self.expect {
+            self.done_ns = Some(now_ns);
+        }
+    }
+
+    /// Whether every expected message arrived.
+    pub fn complete(&self) -> bool {
+        self.distinct == self.expect
+    }
+
+    /// Expected messages that never arrived.
+    pub fn lost(&self) -> u64 {
+        self.expect - self.distinct
+    }
+}
+
+/// The seq and text of a MSG event, read in place (the receivers' hot path: no allocation).
+pub fn msg_view(frame: &[u8]) -> Option<(u64, &[u8])> {
+    if frame.len() < 6 || &frame[..3] != protocol::SIGNATURE || frame[3] != protocol::VERSION {
+        return None;
+    }
+    if frame[4] != cmd::MSG {
+        return None;
+    }
+    let mut at = 5;
+    let group_len = usize::from(*frame.get(at)?);
+    at += 1 + group_len;
+    let seq = u64::from_be_bytes(frame.get(at..at + 8)?.try_into().ok()?);
+    at += 16; // seq, ts
+    let sender_len = usize::from(*frame.get(at)?);
+    at += 1 + sender_len;
+    let text_len = u32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?) as usize;
+    at += 4;
+    Some((seq, frame.get(at..at + text_len)?))
+}
+
+/// What the member threads are to do.
+#[derive(Debug, Clone)]
+pub struct MemberPlan {
+    /// The group server's `HOST:PORT`.
+    pub address: String,
+    pub group: String,
+    /// One member (and one connection) per name.
+    pub users: Vec<String>,
+    /// Threads to spread them over.
+    pub threads: usize,
+    /// Messages each member should receive.
+    pub expect: u64,
+    /// Record send-to-receipt latency of every message.
+    pub latency: bool,
+    /// Give up after this long without a frame.
+    pub stall: Duration,
+    pub deadline: Instant,
+}
+
+/// Most sockets sharing one ZeroMQ context (libzmq's default limit is 1,023 per context).
+const SOCKETS_PER_CONTEXT: usize = 500;
+
+/// Members receiving on their own threads.
+pub struct Members {
+    handles: Vec<JoinHandle<Result<Vec<Tally>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Members {
+    /// Connects and joins every member, each thread reporting to `credit` slot = its index;
+    /// returns once all have joined (the group's pushes to them start right after).
+    ///
+    /// # Errors
+    /// A member that could not join.
+    pub fn start(ctx: &zmq::Context, plan: &MemberPlan, credit: Arc<Credit>) -> Result<Members> {
+        let threads = plan.threads.clamp(1, plan.users.len().max(1));
+        let per_thread = plan.users.len().div_ceil(threads);
+        let contexts = plan.users.len().div_ceil(SOCKETS_PER_CONTEXT);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut members = Members {
+            handles: Vec::new(),
+            stop: stop.clone(),
+        };
+        let mut ctxs = vec![ctx.clone()];
+        for _ in 1..contexts {
+            ctxs.push(zmq::Context::new());
+        }
+        for (t, users) in plan.users.chunks(per_thread.max(1)).enumerate() {
+            let ctx = ctxs[t * ctxs.len() / threads].clone();
+            let mut plan = plan.clone();
+            plan.users = users.to_vec();
+            let (credit, stop, ready) = (credit.clone(), stop.clone(), ready_tx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("member-{t}"))
+                .spawn(move || member_thread(t, &ctx, &plan, &credit, &stop, &ready))?;
+            members.handles.push(handle);
+        }
+        drop(ready_tx);
+        let wait = plan.stall + Duration::from_millis(20) * plan.users.len() as u32;
+        for _ in 0..members.handles.len() {
+            match ready_rx.recv_timeout(wait) {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(err),
+                Err(_) => {
+                    return Err(Error::Timeout(format!(
+                        "{} members did not all join within {:.0} s",
+                        plan.users.len(),
+                        wait.as_secs_f64()
+                    )))
+                }
+            }
+        }
+        Ok(members)
+    }
+
+    /// Waits for every member to finish (all received, stalled or past the deadline).
+    ///
+    /// # Errors
+    /// A member thread's failure.
+    pub fn finish(mut self) -> Result<Vec<Tally>> {
+        let mut all = Vec::new();
+        for handle in self.handles.drain(..) {
+            let tallies = handle
+                .join()
+                .map_err(|_| Error::Protocol("a member thread panicked".into()))??;
+            all.extend(tallies);
+        }
+        Ok(all)
+    }
+}
+
+impl Drop for Members {
+    fn drop(&mut self) {
+        // On an early return the threads see this within one poll and end.
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn member_thread(
+    t: usize,
+    ctx: &zmq::Context,
+    plan: &MemberPlan,
+    credit: &Credit,
+    stop: &AtomicBool,
+    ready: &mpsc::Sender<Result<()>>,
+) -> Result<Vec<Tally>> {
+    let joined = (|| {
+        let mut wires = Vec::new();
+        let mut bases = Vec::new();
+        for user in &plan.users {
+            let mut wire = Wire::connect(ctx, &plan.address)?;
+            let request = Request::Join {
+                group: plan.group.clone(),
+                user: user.clone(),
+            };
+            match wire.call(&request, plan.stall)? {
+                Reply::Joined { last_seq, .. } => bases.push(last_seq),
+                other => return Err(Error::Protocol(format!("expected JOINED, got {other:?}"))),
+            }
+            wires.push(wire);
+        }
+        Ok((wires, bases))
+    })();
+    let (mut wires, bases) = match joined {
+        Ok(j) => {
+            let _ = ready.send(Ok(()));
+            j
+        }
+        Err(err) => {
+            let message = err.to_string();
+            let _ = ready.send(Err(err));
+            return Err(Error::Protocol(message));
+        }
+    };
+    let mut tallies: Vec<Tally> = plan
+        .users
+        .iter()
+        .map(|_| Tally::new(plan.expect, plan.latency))
+        .collect();
+    let mut msg = zmq::Message::new();
+    let beat = Duration::from_millis(protocol::HEARTBEAT_MS);
+    let mut next_ping = Instant::now() + beat;
+    let mut last_frame = Instant::now();
+    let mut readable: Vec<usize> = Vec::with_capacity(wires.len());
+    while !stop.load(Ordering::Relaxed) && !tallies.iter().all(Tally::complete) {
+        let now = Instant::now();
+        if now >= plan.deadline || now.duration_since(last_frame) >= plan.stall {
+            break;
+        }
+        readable.clear();
+        {
+            let mut items: Vec<zmq::PollItem> = wires
+                .iter()
+                .map(|w| w.socket().as_poll_item(zmq::POLLIN))
+                .collect();
+            transport::poll(&mut items, Duration::from_millis(100))?;
+            readable.extend((0..items.len()).filter(|&i| items[i].is_readable()));
+        }
+        for &i in &readable {
+            let socket = wires[i].socket();
+            // Bounded per socket so one busy member cannot starve the thread's others.
+            for _ in 0..4096 {
+                match socket.recv(&mut msg, zmq::DONTWAIT) {
+                    Ok(()) => {}
+                    Err(zmq::Error::EAGAIN) => break,
+                    Err(e) => return Err(e.into()),
+                }
+                last_frame = Instant::now();
+                let Some((seq, text)) = msg_view(&msg) else {
+                    continue; // PONGs and other replies
+                };
+                if seq > bases[i] {
+                    let now = payload::now_ns();
+                    let sent = if plan.latency {
+                        payload::parse(text).map_or(now, |(_, sent)| sent)
+                    } else {
+                        now
+                    };
+                    tallies[i].record(seq - bases[i] - 1, sent, now);
+                }
+            }
+        }
+        let slowest = tallies.iter().map(|t| t.distinct).min().unwrap_or(0);
+        credit.update(t, slowest);
+        if Instant::now() >= next_ping {
+            // Subscriptions expire after 5 s of silence; a member that only listens must PING.
+            next_ping += beat;
+            for wire in &mut wires {
+                wire.send_nowait(&Request::Ping)?;
+            }
+        }
+    }
+    Ok(tallies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Message;
+
+    #[test]
+    fn msg_view_reads_what_the_codec_writes() {
+        let message = Message {
+            seq: 77,
+            ts: 5,
+            sender: "alice".into(),
+            text: payload::text(3, 9, 40),
+        };
+        let frame = codec::encode_message_event("general", &message);
+        let (seq, text) = msg_view(&frame).unwrap();
+        assert_eq!((seq, text), (77, message.text.as_bytes()));
+        assert!(msg_view(&frame[..frame.len() - 1]).is_none());
+        assert!(msg_view(&codec::encode_reply(1, &Reply::Ok)).is_none());
+    }
+
+    #[test]
+    fn tally_counts_losses_repeats_and_reorders() {
+        let mut t = Tally::new(4, true);
+        for (i, at) in [(0, 10), (2, 12), (1, 13), (2, 14), (9, 15)] {
+            t.record(i, 0, at);
+        }
+        assert_eq!(
+            (t.distinct, t.duplicates, t.reordered, t.lost()),
+            (3, 1, 1, 1)
+        );
+        assert!(!t.complete());
+        t.record(3, 0, 20);
+        assert_eq!(t.done_ns, Some(20));
+        assert_eq!(t.latencies_ns, [10, 12, 13, 20]);
+    }
+}

@@ -1,0 +1,411 @@
+//! The zms workloads: fanout, latency, rtt, ingest and history, each against a fresh
+//! deployment (or `--server`), each returning its JSON line.
+//!
+//! Times are taken on [`payload::now_ns`]: from the first send to the last ACK (`send`), and to
+//! the last delivery at the slowest member (`deliver`). Counting is by seq, per member.
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::deploy::Deployment;
+use super::flow::Credit;
+use super::stats::{self, per_s, round1, Percentiles};
+use super::wire::{self, MemberPlan, Members, Pipeline, Tally, Wire};
+use super::{check_deadline, payload, progress, BenchArgs, Ticker};
+use crate::client::{GroupRef, Session, Timeouts};
+use crate::protocol::{Reply, Request};
+use crate::{transport, Error, Result};
+
+/// Names unique to this run, so repeated runs against one deployment never collide.
+pub(crate) fn run_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("bench{:x}{nanos:x}", std::process::id())
+}
+
+/// What one fan-out run measured.
+pub(crate) struct Fan {
+    pub messages: u64,
+    pub members: usize,
+    /// First send to last ACK, ns.
+    pub send_ns: u64,
+    /// First send to the last delivery at the slowest member, ns.
+    pub deliver_ns: u64,
+    pub tallies: Vec<Tally>,
+    /// Messages the group stored during the run (its last seq moved by this much).
+    pub stored: u64,
+}
+
+impl Fan {
+    /// The JSON fields every fan-out reports.
+    pub fn json(&self) -> Value {
+        let deliveries: u64 = self.tallies.iter().map(|t| t.distinct).sum();
+        json!({
+            "messages": self.messages,
+            "members": self.members,
+            "deliveries": deliveries,
+            "deliveries_per_s": per_s(deliveries, self.deliver_ns),
+            "msgs_per_s": per_s(self.messages, self.deliver_ns),
+            "acked_per_s": per_s(self.messages, self.send_ns),
+            "lost": self.tallies.iter().map(Tally::lost).sum::<u64>(),
+            "duplicates": self.tallies.iter().map(|t| t.duplicates).sum::<u64>(),
+            "reordered": self.tallies.iter().map(|t| t.reordered).sum::<u64>(),
+            "stored": self.stored,
+            "duration_s": seconds(self.deliver_ns),
+        })
+    }
+
+    /// Every delivery's latency, ns.
+    pub fn latencies(&mut self) -> Vec<u64> {
+        let mut all = Vec::new();
+        for t in &mut self.tallies {
+            all.append(&mut t.latencies_ns);
+        }
+        all
+    }
+}
+
+/// One sender to `members` members of the deployment's group: as fast as the window and credit
+/// allow, or at `rate` messages per second.
+pub(crate) fn fan(
+    args: &BenchArgs,
+    d: &Deployment,
+    label: &'static str,
+    messages: u64,
+    members: usize,
+    rate: Option<u64>,
+) -> Result<Fan> {
+    let ctx = zmq::Context::new();
+    let prefix = run_prefix();
+    let sender = format!("{prefix}-s");
+    let stall = args.stall();
+    let deadline = args.deadline();
+    let base = wire::join(&ctx, &d.group_address, &d.group, &sender, stall)?;
+    let threads = args.member_threads.unwrap_or(members.min(10)).max(1);
+    let credit = Arc::new(Credit::new(threads.min(members.max(1)), args.ahead));
+    let plan = MemberPlan {
+        address: d.group_address.clone(),
+        group: d.group.clone(),
+        users: (0..members).map(|i| format!("{prefix}-m{i}")).collect(),
+        threads,
+        expect: messages,
+        latency: rate.is_some(),
+        stall,
+        deadline,
+    };
+    let receivers = Members::start(&ctx, &plan, credit.clone())?;
+    progress(label, format_args!("{members} members joined"));
+    let mut pipeline = Pipeline::new(
+        &ctx,
+        &d.group_address,
+        &d.group,
+        &sender,
+        args.window,
+        stall,
+    )?;
+    let mut ticker = Ticker::new(label);
+    let start = payload::now_ns();
+    for i in 0..messages {
+        if let Some(rate) = rate {
+            // Pacing, not synchronisation: message i is due i/rate seconds after the start.
+            let due = start + i * 1_000_000_000 / rate;
+            let now = payload::now_ns();
+            if due > now {
+                std::thread::sleep(Duration::from_nanos(due - now));
+            }
+        }
+        if members > 0 {
+            credit.wait(i, stall)?;
+        }
+        if i % 1024 == 0 {
+            check_deadline(deadline, label)?;
+            ticker.tick(i, messages);
+        }
+        pipeline.send(payload::text(i, payload::now_ns(), args.size))?;
+    }
+    pipeline.finish()?;
+    let send_ns = payload::now_ns() - start;
+    let tallies = receivers.finish()?;
+    let last_delivery = tallies
+        .iter()
+        .map(|t| t.done_ns.unwrap_or_else(payload::now_ns))
+        .max()
+        .unwrap_or(start + send_ns);
+    let stored = pipeline.wire().last_seq(&d.group, &sender, stall)? - base;
+    Ok(Fan {
+        messages,
+        members,
+        send_ns,
+        deliver_ns: last_delivery.max(start + send_ns) - start,
+        tallies,
+        stored,
+    })
+}
+
+/// `fanout`: every message stored and delivered to every member.
+///
+/// # Errors
+/// A deployment that does not start, or a stalled or refused load.
+pub fn fanout(args: &BenchArgs) -> Result<Value> {
+    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let messages = args.messages.unwrap_or(200_000);
+    let members = args.members.unwrap_or(10);
+    let fan = fan(args, &d, "fanout", messages, members, None)?;
+    Ok(stats::merge(
+        fan.json(),
+        json!({"size": args.size, "window": args.window, "ahead": args.ahead}),
+    ))
+}
+
+/// `latency`: a paced sender; send-to-receipt percentiles over every delivery.
+///
+/// # Errors
+/// As [`fanout`].
+pub fn latency(args: &BenchArgs) -> Result<Value> {
+    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let messages = args
+        .messages
+        .unwrap_or((args.rate as f64 * args.duration) as u64);
+    let members = args.members.unwrap_or(10);
+    let mut fan = fan(args, &d, "latency", messages, members, Some(args.rate))?;
+    let percentiles = Percentiles::of(&mut fan.latencies());
+    Ok(stats::merge(
+        stats::merge(fan.json(), percentiles.json()),
+        json!({
+            "rate": args.rate,
+            "sent_per_s": per_s(messages, fan.send_ns),
+            "size": args.size,
+        }),
+    ))
+}
+
+/// `rtt`: one send at a time, each waiting for its ACK.
+///
+/// # Errors
+/// As [`fanout`].
+pub fn rtt(args: &BenchArgs) -> Result<Value> {
+    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let messages = args.messages.unwrap_or(20_000);
+    let ctx = zmq::Context::new();
+    let user = format!("{}-r", run_prefix());
+    let stall = args.stall();
+    let deadline = args.deadline();
+    wire::join(&ctx, &d.group_address, &d.group, &user, stall)?;
+    let mut wire = Wire::connect(&ctx, &d.group_address)?;
+    let send = |i: u64| Request::Send {
+        group: d.group.clone(),
+        user: user.clone(),
+        client_id: format!("{user}-{i}"),
+        text: payload::text(i, payload::now_ns(), args.size),
+    };
+    // Warm-up: the connection and the server's statement cache, not measured.
+    let warmup = 100.min(messages);
+    for i in 0..warmup {
+        wire.call(&send(i), stall)?;
+    }
+    let mut samples = Vec::with_capacity(messages as usize);
+    let mut ticker = Ticker::new("rtt");
+    let start = payload::now_ns();
+    for i in 0..messages {
+        if i % 1024 == 0 {
+            check_deadline(deadline, "rtt")?;
+            ticker.tick(i, messages);
+        }
+        let request = send(warmup + i);
+        let t0 = payload::now_ns();
+        match wire.call(&request, stall)? {
+            Reply::Ack { .. } => samples.push(payload::now_ns() - t0),
+            other => return Err(Error::Protocol(format!("expected ACK, got {other:?}"))),
+        }
+    }
+    let total = payload::now_ns() - start;
+    let percentiles = Percentiles::of(&mut samples);
+    Ok(stats::merge(
+        percentiles.json(),
+        json!({"messages": messages, "size": args.size, "per_s": per_s(messages, total)}),
+    ))
+}
+
+/// What a multi-sender load stored.
+pub(crate) struct Ingest {
+    /// First send to the last ACK of the slowest sender, ns.
+    pub ns: u64,
+    /// The group's last seq moved by this much.
+    pub stored: u64,
+    /// The senders' names (members of the group), for reading back.
+    pub users: Vec<String>,
+    /// The group's last seq before the load.
+    pub base: u64,
+}
+
+/// `senders` pipelining senders storing `messages` in all, acknowledged once stored.
+pub(crate) fn ingest_into(
+    args: &BenchArgs,
+    d: &Deployment,
+    label: &'static str,
+    messages: u64,
+    senders: usize,
+) -> Result<Ingest> {
+    let ctx = zmq::Context::new();
+    let prefix = run_prefix();
+    let stall = args.stall();
+    let deadline = args.deadline();
+    let senders = senders.max(1);
+    let users: Vec<String> = (0..senders).map(|i| format!("{prefix}-i{i}")).collect();
+    let mut base = u64::MAX;
+    for user in &users {
+        base = base.min(wire::join(&ctx, &d.group_address, &d.group, user, stall)?);
+    }
+    let barrier = Arc::new(Barrier::new(senders));
+    let handles: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| {
+            // An even share each; the first senders take the remainder.
+            let share =
+                messages / senders as u64 + u64::from((i as u64) < messages % senders as u64);
+            let (ctx, barrier, user) = (ctx.clone(), barrier.clone(), user.clone());
+            let (address, group) = (d.group_address.clone(), d.group.clone());
+            let (window, size) = (args.window, args.size);
+            std::thread::Builder::new()
+                .name(format!("sender-{i}"))
+                .spawn(move || -> Result<(u64, u64, u64)> {
+                    let mut pipeline = Pipeline::new(&ctx, &address, &group, &user, window, stall)?;
+                    let mut ticker = Ticker::new(label);
+                    barrier.wait();
+                    let start = payload::now_ns();
+                    for n in 0..share {
+                        if n % 1024 == 0 {
+                            check_deadline(deadline, label)?;
+                            if i == 0 {
+                                ticker.tick(n * senders as u64, messages);
+                            }
+                        }
+                        pipeline.send(payload::text(n, payload::now_ns(), size))?;
+                    }
+                    pipeline.finish()?;
+                    Ok((start, payload::now_ns(), pipeline.last_seq()))
+                })
+                .map_err(Error::from)
+        })
+        .collect::<Result<_>>()?;
+    let mut first = u64::MAX;
+    let mut last = 0;
+    for handle in handles {
+        let (start, end, _) = handle
+            .join()
+            .map_err(|_| Error::Protocol("a sender thread panicked".into()))??;
+        first = first.min(start);
+        last = last.max(end);
+    }
+    let mut wire = Wire::connect(&ctx, &d.group_address)?;
+    let stored = wire.last_seq(&d.group, &users[0], stall)? - base;
+    Ok(Ingest {
+        ns: last.saturating_sub(first),
+        stored,
+        users,
+        base,
+    })
+}
+
+/// `ingest`: several pipelining senders, stored messages per second.
+///
+/// # Errors
+/// As [`fanout`].
+pub fn ingest(args: &BenchArgs) -> Result<Value> {
+    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let messages = args.messages.unwrap_or(200_000);
+    let senders = args.senders.unwrap_or(4);
+    let load = ingest_into(args, &d, "ingest", messages, senders)?;
+    Ok(json!({
+        "messages": messages,
+        "senders": senders,
+        "window": args.window,
+        "size": args.size,
+        "msgs_per_s": per_s(messages, load.ns),
+        "stored": load.stored,
+        "lost": messages.saturating_sub(load.stored),
+        "duration_s": seconds(load.ns),
+    }))
+}
+
+/// Times `read` `REPEAT` times; returns the milliseconds of each and the last result.
+fn timed<T>(mut read: impl FnMut() -> Result<T>) -> Result<(Vec<f64>, T)> {
+    const REPEAT: usize = 3;
+    let mut ms = Vec::with_capacity(REPEAT);
+    let mut last = None;
+    for _ in 0..REPEAT {
+        let t0 = payload::now_ns();
+        last = Some(read()?);
+        ms.push(round1((payload::now_ns() - t0) as f64 / 1e6));
+    }
+    Ok((ms, last.expect("bug: REPEAT > 0")))
+}
+
+/// Nanoseconds as seconds with millisecond precision.
+fn seconds(ns: u64) -> f64 {
+    (ns as f64 / 1e6).round() / 1e3
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `history`: messages stored, then read back through the client library (`Session`, which
+/// pages 1,000 at a time): all of them, and those since the midpoint message's time.
+///
+/// # Errors
+/// As [`fanout`], or a read that returns the wrong number of messages.
+pub fn history(args: &BenchArgs) -> Result<Value> {
+    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let messages = args.messages.unwrap_or(100_000).max(2);
+    let load = ingest_into(args, &d, "history", messages, args.senders.unwrap_or(4))?;
+    progress(
+        "history",
+        format_args!("{} stored; reading back", load.stored),
+    );
+    let ctx = zmq::Context::new();
+    let mut session = Session::new(
+        &ctx,
+        vec![transport::endpoint(&d.directory)?],
+        &load.users[0],
+        Timeouts::default(),
+    )?;
+    let group = GroupRef {
+        name: d.group.clone(),
+        address: d.group_address.clone(),
+    };
+    let (all_ms, all) = timed(|| session.history(&group, None, None))?;
+    let all_count = all.len() as u64;
+    if all_count < load.stored {
+        return Err(Error::Protocol(format!(
+            "history returned {all_count} messages; {} were stored",
+            load.stored
+        )));
+    }
+    let mid_seq = load.base + messages / 2;
+    let mid_ts = all
+        .iter()
+        .find(|m| m.seq == mid_seq)
+        .map(|m| m.ts)
+        .ok_or_else(|| Error::Protocol(format!("message #{mid_seq} missing from history")))?;
+    drop(all);
+    let (since_ms, since) = timed(|| session.history(&group, Some(mid_ts), None))?;
+    Ok(json!({
+        "messages": messages,
+        "size": args.size,
+        "load_msgs_per_s": per_s(load.stored, load.ns),
+        "all_ms": median(&all_ms),
+        "all_ms_runs": all_ms,
+        "all_count": all_count,
+        "since_ms": median(&since_ms),
+        "since_ms_runs": since_ms,
+        "since_count": since.len(),
+    }))
+}
