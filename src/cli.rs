@@ -101,6 +101,9 @@ pub enum Command {
         #[arg(long, default_value = zms::DEFAULT_DATA_DIR)]
         data: PathBuf,
     },
+    /// Load-test zms (fanout, latency, rtt, ingest, history, scale), bare libzmq (raw) or NATS;
+    /// one JSON line per workload.
+    Bench(zms::bench::BenchArgs),
 }
 
 /// Flags of a group server.
@@ -256,6 +259,7 @@ impl Command {
                 group_bind,
                 data,
             } => up(&ctx, &bind, &group_bind, data),
+            Command::Bench(args) => zms::bench::run(args),
         }
     }
 }
