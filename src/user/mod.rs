@@ -1,8 +1,14 @@
 //! What people and scripts run: the one-shot commands and the interactive [`shell`].
 //! The only module that prints.
 
+pub mod command;
+pub mod complete;
+pub mod editor;
+pub mod outbox;
 pub mod output;
+pub mod render;
 pub mod shell;
+pub mod view;
 
 use std::io::BufRead;
 use std::time::Duration;

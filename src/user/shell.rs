@@ -1,149 +1,113 @@
 //! `zms user`: the interactive client.
 //!
-//! Two threads. The network thread owns the [`Session`] (ZeroMQ sockets belong to one thread)
-//! and prints live messages above the prompt through rustyline's external printer, so they
-//! never garble the line being typed. The input thread reads lines, parses them
-//! ([`parse_line`], pure) and hands the network thread jobs, ringing an inproc doorbell so the
-//! network thread wakes at once. With stdin not a terminal, lines are read plainly and
-//! everything prints as plain lines, so the client can be scripted.
+//! Two threads. The network thread owns the [`Session`] (ZeroMQ sockets belong to one thread):
+//! it prints live messages above the prompt through rustyline's external printer, so they never
+//! garble the line being typed, keeps the shared [`View`] (unread counts, servers being
+//! reconnected) up to date, and sends typed messages, queueing them in the [`Outbox`] while
+//! their group server is away. The input thread reads lines ([`editor`] on a terminal), parses
+//! them ([`parse_line`]) and hands the network thread jobs, ringing an inproc doorbell so it
+//! wakes at once. With stdin not a terminal, lines are read plainly and everything prints as
+//! plain lines without colour, so the client can be scripted.
 
 use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rustyline::error::ReadlineError;
 use rustyline::ExternalPrinter as _;
 
+use super::command::{HistoryRange, Line, HELP, HISTORY_DEFAULT, MENU};
+use super::editor::{self, LineEditor};
+use super::outbox::{Outbox, Pending};
+use super::render::{self, Style};
+use super::view::View;
 use crate::client::{GroupRef, Session, SessionEvent, Timeouts};
 use crate::protocol::{GroupEntry, Member, Message};
 use crate::{errinput, time, transport, Error, Result};
 
-/// A parsed input line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Line {
-    Empty,
-    /// Text to send to the current group.
-    Say(String),
-    List,
-    Join(String),
-    Leave(Option<String>),
-    Switch(String),
-    /// The last N messages, or those since a TIME.
-    History(HistoryRange),
-    Who(Option<String>),
-    Menu,
-    Help,
-    Quit,
-}
-
-/// Which history `/history` shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HistoryRange {
-    Last(u64),
-    Since(String),
-}
-
-/// How many messages `/history` shows by default.
-const HISTORY_DEFAULT: u64 = 20;
-
-/// Parses one line of input.
-///
-/// # Errors
-/// A one-line explanation for an unknown command or missing argument.
-pub fn parse_line(line: &str) -> Result<Line, String> {
-    let line = line.trim_end_matches(['\r', '\n']);
-    if line.trim().is_empty() {
-        return Ok(Line::Empty);
-    }
-    let Some(command) = line.strip_prefix('/') else {
-        return Ok(Line::Say(line.to_string()));
-    };
-    if command.starts_with('/') {
-        // "//text" sends "/text".
-        return Ok(Line::Say(command.to_string()));
-    }
-    let mut words = command.split_whitespace();
-    let verb = words.next().unwrap_or("");
-    let rest: Vec<&str> = words.collect();
-    let one = |what: &str| match rest.as_slice() {
-        [arg] => Ok(arg.to_string()),
-        _ => Err(format!("usage: /{verb} {what}")),
-    };
-    let optional = || rest.first().map(|s| s.to_string());
-    Ok(match verb {
-        "list" | "l" => Line::List,
-        "join" | "j" => Line::Join(one("NAME | HOST:PORT | NAME@HOST:PORT")?),
-        "leave" => Line::Leave(optional()),
-        "switch" | "g" => Line::Switch(one("GROUP")?),
-        "who" | "members" => Line::Who(optional()),
-        "history" | "h" => match rest.as_slice() {
-            [] => Line::History(HistoryRange::Last(HISTORY_DEFAULT)),
-            ["since", time @ ..] if !time.is_empty() => {
-                Line::History(HistoryRange::Since(time.join(" ")))
-            }
-            [n] if n.parse::<u64>().is_ok() => {
-                Line::History(HistoryRange::Last(n.parse().expect("bug: checked")))
-            }
-            _ => return Err("usage: /history [N | since TIME]".into()),
-        },
-        "send" | "say" => {
-            let text = command[verb.len()..].trim_start();
-            if text.is_empty() {
-                return Err("usage: /send TEXT".into());
-            }
-            Line::Say(text.to_string())
-        }
-        "menu" => Line::Menu,
-        "help" | "?" => Line::Help,
-        "quit" | "exit" | "q" => Line::Quit,
-        other => return Err(format!("unknown command /{other}; /help lists them")),
-    })
-}
-
-const HELP: &str = "\
-commands:
-  /list                        groups the message server knows
-  /join NAME|HOST:PORT         join a group (by name, group server address, or NAME@HOST:PORT)
-  /leave [GROUP]               leave the current (or named) group
-  /switch GROUP  (/g)          make another joined group the current one
-  /history [N | since TIME]    the last N (20) messages, or those since TIME (10m, 2h, RFC 3339)
-  /who [GROUP]                 members, and who is online
-  /menu                        the original numbered menu
-  /quit                        leave the client (memberships stay)
-  anything else                is sent to the current group (start with // to send a leading /)";
-
-const MENU: &str = "\
-1. Get the list of groups
-2. Join a group (name or IP:port)
-3. Leave the current group
-4. Send a message to the current group
-5. Receive messages from the current group (optionally since a time)
-6. Quit";
+pub use super::command::parse_line;
 
 /// A job for the network thread.
-type Job = Box<dyn FnOnce(&mut Session) + Send>;
+enum Job {
+    /// Runs on the session; the closure sends its answer back itself.
+    Ask(Box<dyn FnOnce(&mut Session) + Send>),
+    /// Text for a group: sent now, or queued while its server is away.
+    Say(GroupRef, String),
+}
+
+/// Where the network thread's lines go: above the prompt, or plain stdout.
+type Print = Box<dyn FnMut(String) + Send>;
 
 /// Where lines come from: rustyline on a terminal, plain stdin otherwise.
 enum Input {
-    Editor(Box<rustyline::DefaultEditor>),
+    Editor {
+        editor: Box<LineEditor>,
+        /// The history file, when there is a config directory for it.
+        history: Option<PathBuf>,
+    },
     Plain(std::io::StdinLock<'static>),
 }
 
 impl Input {
-    /// The next line, or `None` at end of input.
-    fn read(&mut self, prompt: &str) -> Result<Option<String>> {
+    /// A line editor with the history of earlier runs, and a printer for live lines.
+    fn terminal(view: Arc<Mutex<View>>, style: Style) -> Result<(Input, Print)> {
+        let mut editor = editor::new(view, style)?;
+        let mut printer = editor
+            .create_external_printer()
+            .map_err(|e| errinput!("terminal: {e}"))?;
+        let history = editor::history_path(
+            std::env::var_os("XDG_CONFIG_HOME"),
+            std::env::var_os("HOME"),
+        );
+        let history = history.filter(|path| {
+            let ready = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .map_err(|e| e.to_string())
+                .and_then(|()| match path.exists() {
+                    true => editor.load_history(path).map_err(|e| e.to_string()),
+                    false => Ok(()),
+                });
+            if let Err(err) = &ready {
+                println!("warning: no input history ({}: {err})", path.display());
+            }
+            ready.is_ok()
+        });
+        let print: Print = Box::new(move |line| drop(printer.print(line)));
+        Ok((
+            Input::Editor {
+                editor: Box::new(editor),
+                history,
+            },
+            print,
+        ))
+    }
+
+    /// The next line, or `None` at end of input. `status` shows the status row under it.
+    fn read(&mut self, prompt: &(String, String), status: bool) -> Result<Option<String>> {
         match self {
-            Input::Editor(editor) => loop {
-                match editor.readline(prompt) {
+            Input::Editor { editor, history } => loop {
+                let columns = editor.dimensions().map_or(80, |(c, _)| c);
+                if let Some(helper) = editor.helper() {
+                    helper.set_status(status, usize::from(columns));
+                }
+                match editor.readline(&(prompt.0.as_str(), prompt.1.as_str())) {
                     Ok(line) => {
-                        if !line.trim().is_empty() {
+                        if status && !line.trim().is_empty() {
                             let _ = editor.add_history_entry(line.as_str());
+                            if let Some(path) = history {
+                                if let Err(err) = editor.append_history(path) {
+                                    println!("warning: input history not saved: {err}");
+                                    *history = None;
+                                }
+                            }
                         }
                         return Ok(Some(line));
                     }
-                    // Ctrl-C clears the line, as in a shell; Ctrl-D quits.
+                    // Ctrl-C clears the line, as in a shell; Ctrl-D on an empty line quits.
                     Err(ReadlineError::Interrupted) => continue,
                     Err(ReadlineError::Eof) => return Ok(None),
                     Err(e) => return Err(errinput!("terminal: {e}")),
@@ -157,16 +121,6 @@ impl Input {
     }
 }
 
-/// The client's state on the input side.
-struct Shell {
-    jobs: mpsc::Sender<Job>,
-    doorbell: zmq::Socket,
-    /// The group plain text goes to; read by the network thread to label messages.
-    current: Arc<Mutex<Option<GroupRef>>>,
-    /// Groups joined in this run, in order.
-    joined: Vec<GroupRef>,
-}
-
 /// Runs the interactive client until /quit or end of input.
 ///
 /// # Errors
@@ -174,21 +128,16 @@ struct Shell {
 /// client goes on.
 pub fn run(ctx: &zmq::Context, servers: Vec<String>, name: &str) -> Result<()> {
     let mut session = Session::new(ctx, servers.clone(), name, Timeouts::default())?;
-    let terminal = std::io::stdin().is_terminal();
-    let (mut input, print): (Input, Box<dyn FnMut(String) + Send>) = if terminal {
-        let mut editor = rustyline::DefaultEditor::new().map_err(|e| errinput!("terminal: {e}"))?;
-        let mut printer = editor
-            .create_external_printer()
-            .map_err(|e| errinput!("terminal: {e}"))?;
-        (
-            Input::Editor(Box::new(editor)),
-            Box::new(move |line| drop(printer.print(line))),
-        )
-    } else {
-        (
+    let view = Arc::new(Mutex::new(View::new(name)));
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let colour = terminal && render::colour_wanted(std::env::var_os("NO_COLOR").is_some(), true);
+    let style = Style::new(colour, jiff::tz::TimeZone::system());
+    let (mut input, print) = match terminal {
+        true => Input::terminal(Arc::clone(&view), style.clone())?,
+        false => (
             Input::Plain(std::io::stdin().lock()),
-            Box::new(|line| println!("{line}")),
-        )
+            Box::new(|line| println!("{line}")) as Print,
+        ),
     };
 
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -202,28 +151,34 @@ pub fn run(ctx: &zmq::Context, servers: Vec<String>, name: &str) -> Result<()> {
     doorbell.connect(&pipe)?;
 
     match session.hello() {
-        Ok(()) => {
-            println!(
+        Ok(()) => println!(
             "connected to {} as {name}; /list shows groups, /join NAME joins one, /help for more",
-            servers.iter().map(|s| transport::address(s)).collect::<Vec<_>>().join(",")
-        )
-        }
+            servers
+                .iter()
+                .map(|s| transport::address(s))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         Err(err) => println!("warning: {err}; groups can still be joined by HOST:PORT"),
     }
 
     let (jobs, job_rx) = mpsc::channel::<Job>();
-    let current = Arc::new(Mutex::new(None));
-    let network = {
-        let current = Arc::clone(&current);
-        std::thread::Builder::new()
-            .name("network".into())
-            .spawn(move || network(session, bell, job_rx, current, print))?
+    let network = Network {
+        session,
+        view: Arc::clone(&view),
+        style: style.clone(),
+        print,
+        outbox: Outbox::default(),
     };
+    let network = std::thread::Builder::new()
+        .name("network".into())
+        .spawn(move || network.run(bell, job_rx))?;
     let mut shell = Shell {
         jobs,
         doorbell,
-        current,
-        joined: Vec::new(),
+        view,
+        style,
+        terminal,
     };
     let result = shell.read_loop(&mut input);
     drop(shell); // closes the job channel and rings: the network thread ends
@@ -231,67 +186,157 @@ pub fn run(ctx: &zmq::Context, servers: Vec<String>, name: &str) -> Result<()> {
     result
 }
 
-/// The network thread: live events out, jobs in, until the job channel closes.
-fn network(
-    mut session: Session,
-    bell: zmq::Socket,
-    jobs: mpsc::Receiver<Job>,
-    current: Arc<Mutex<Option<GroupRef>>>,
-    mut print: Box<dyn FnMut(String) + Send>,
-) {
-    loop {
-        match session.next_event_or(Some(&bell), Duration::from_secs(3600)) {
-            Ok(Some(event)) => {
-                let current = current.lock().map(|c| c.clone()).unwrap_or(None);
-                print(render_event(&event, current.as_ref()));
-            }
-            Ok(None) => {
-                while bell.recv_bytes(zmq::DONTWAIT).is_ok() {}
-                loop {
-                    match jobs.try_recv() {
-                        Ok(job) => job(&mut session),
-                        Err(mpsc::TryRecvError::Empty) => break,
-                        Err(mpsc::TryRecvError::Disconnected) => return,
+/// The network thread's state.
+struct Network {
+    session: Session,
+    view: Arc<Mutex<View>>,
+    style: Style,
+    print: Print,
+    outbox: Outbox,
+}
+
+impl Network {
+    /// Live events out, jobs in, until the job channel closes.
+    fn run(mut self, bell: zmq::Socket, jobs: mpsc::Receiver<Job>) {
+        loop {
+            // Wakes at least every second to retry queued messages.
+            match self
+                .session
+                .next_event_or(Some(&bell), Duration::from_secs(1))
+            {
+                Ok(Some(event)) => self.event(event),
+                Ok(None) => {
+                    while bell.recv_bytes(zmq::DONTWAIT).is_ok() {}
+                    loop {
+                        match jobs.try_recv() {
+                            Ok(Job::Ask(job)) => job(&mut self.session),
+                            Ok(Job::Say(group, text)) => self.say(group, text),
+                            Err(mpsc::TryRecvError::Empty) => break,
+                            Err(mpsc::TryRecvError::Disconnected) => return self.finish(),
+                        }
                     }
+                    self.retry_due();
                 }
+                Err(err) => (self.print)(self.style.error(&format!("error: {err}"))),
             }
-            Err(err) => print(format!("error: {err}")),
+        }
+    }
+
+    fn view(&self) -> MutexGuard<'_, View> {
+        // A panic elsewhere must not take the client's display down with it.
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Updates the view, then prints the event's line (never holding the lock while printing:
+    /// the printer may wait for the input thread, which reads the view to draw the status row).
+    fn event(&mut self, event: SessionEvent) {
+        let line = {
+            let mut view = self.view();
+            match &event {
+                SessionEvent::Message(d) => view.message(&d.group, &d.message.sender),
+                SessionEvent::ServerLost(a) => view.set_lost(a, true),
+                SessionEvent::ServerBack(a) => view.set_lost(a, false),
+                SessionEvent::Presence { user, joined, .. } => view.presence(user, *joined),
+            }
+            self.style
+                .event(&event, view.current(), &|a| view.groups_at(a))
+        };
+        (self.print)(line);
+        if let SessionEvent::ServerBack(address) = &event {
+            self.flush(address);
+        }
+    }
+
+    /// Sends `text`, or queues it while its group server is away (or others wait before it).
+    fn say(&mut self, group: GroupRef, text: String) {
+        let pending = Pending {
+            client_id: self.session.next_client_id(),
+            group,
+            text,
+        };
+        let address = pending.group.address.clone();
+        if self.view().is_lost(&address) || self.outbox.holds(&address) {
+            return self.queue(pending);
+        }
+        // The message comes back as a live push, which is the confirmation.
+        match self
+            .session
+            .send_with_id(&pending.group, &pending.client_id, &pending.text)
+        {
+            Ok(_) => {}
+            Err(Error::Timeout(_)) => self.queue(pending),
+            Err(err) => (self.print)(self.style.error(&format!("error: not sent: {err}"))),
+        }
+    }
+
+    fn queue(&mut self, pending: Pending) {
+        let address = pending.group.address.clone();
+        let name = pending.group.name.clone();
+        self.outbox.push(pending, Instant::now());
+        let count = self.outbox.count(&address);
+        self.view().set_queued(&address, count);
+        (self.print)(self.style.quiet(&format!(
+            "-- {name} is not answering; message kept ({count} waiting), sent when it is back"
+        )));
+    }
+
+    /// Sends what waits for `address`, in order.
+    fn flush(&mut self, address: &str) {
+        if !self.outbox.holds(address) {
+            return;
+        }
+        let session = &mut self.session;
+        let flushed = self.outbox.flush(address, Instant::now(), |p| {
+            session
+                .send_with_id(&p.group, &p.client_id, &p.text)
+                .map(|_| ())
+        });
+        let left = self.outbox.count(address);
+        self.view().set_queued(address, left);
+        if flushed.sent > 0 {
+            let s = if flushed.sent == 1 { "" } else { "s" };
+            (self.print)(self.style.quiet(&format!(
+                "-- sent {} kept message{s} to {address}",
+                flushed.sent
+            )));
+        }
+        for (p, why) in flushed.failed {
+            (self.print)(self.style.error(&format!(
+                "error: not sent to {}: {:?}: {why}",
+                p.group.name, p.text
+            )));
+        }
+    }
+
+    /// Retries queued messages of servers not known to be away (a send that timed out while
+    /// the heartbeat still had them), at most every few seconds.
+    fn retry_due(&mut self) {
+        for address in self.outbox.due(Instant::now()) {
+            if !self.view().is_lost(&address) {
+                self.flush(&address);
+            }
+        }
+    }
+
+    /// At exit: whatever is still queued is reported, never dropped silently.
+    fn finish(mut self) {
+        for p in self.outbox.drain() {
+            (self.print)(self.style.error(&format!(
+                "not sent ({} did not come back): [{}] {}",
+                p.group.address, p.group.name, p.text
+            )));
         }
     }
 }
 
-/// How a live event reads in the terminal.
-pub fn render_event(event: &SessionEvent, current: Option<&GroupRef>) -> String {
-    match event {
-        SessionEvent::Message(d) => {
-            let label = if Some(&d.group) == current {
-                String::new()
-            } else {
-                format!("[{}] ", d.group.name)
-            };
-            format!(
-                "{} {label}{}: {}",
-                time::clock(d.message.ts),
-                d.message.sender,
-                d.message.text
-            )
-        }
-        SessionEvent::ServerLost(a) => {
-            format!("-- group server {a} is not answering; reconnecting…")
-        }
-        SessionEvent::ServerBack(a) => format!("-- group server {a} is back"),
-        SessionEvent::Presence {
-            group,
-            user,
-            joined,
-        } => {
-            format!(
-                "-- {user} {} {}",
-                if *joined { "joined" } else { "left" },
-                group.name
-            )
-        }
-    }
+/// The client's state on the input side.
+struct Shell {
+    jobs: mpsc::Sender<Job>,
+    doorbell: zmq::Socket,
+    view: Arc<Mutex<View>>,
+    style: Style,
+    /// Whether output is for a person at a terminal (local times) or a script (RFC 3339).
+    terminal: bool,
 }
 
 impl Drop for Shell {
@@ -304,42 +349,37 @@ impl Drop for Shell {
 }
 
 impl Shell {
+    fn view(&self) -> MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        self.jobs
+            .send(job)
+            .map_err(|_| errinput!("the network thread has stopped"))?;
+        match self.doorbell.send("", zmq::DONTWAIT) {
+            // A full doorbell has rung already.
+            Ok(()) | Err(zmq::Error::EAGAIN) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Runs `f` on the network thread and waits for its result.
     fn ask<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Session) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = mpsc::channel();
-        let job: Job = Box::new(move |session| drop(tx.send(f(session))));
-        self.jobs
-            .send(job)
-            .map_err(|_| errinput!("the network thread has stopped"))?;
-        self.doorbell.send("", 0)?;
+        self.submit(Job::Ask(Box::new(move |session| drop(tx.send(f(session))))))?;
         // Every request inside has its own timeouts; this bound only guards against a bug.
         rx.recv_timeout(Duration::from_secs(120))
             .map_err(|_| Error::Timeout("no answer from the network thread".into()))?
     }
 
-    fn current(&self) -> Option<GroupRef> {
-        self.current.lock().map(|c| c.clone()).unwrap_or(None)
-    }
-
-    fn set_current(&self, group: Option<GroupRef>) {
-        if let Ok(mut c) = self.current.lock() {
-            *c = group;
-        }
-    }
-
-    fn prompt(&self) -> String {
-        match self.current() {
-            Some(g) => format!("[{}]> ", g.name),
-            None => "> ".to_string(),
-        }
-    }
-
     fn read_loop(&mut self, input: &mut Input) -> Result<()> {
         loop {
-            let Some(line) = input.read(&self.prompt())? else {
+            let prompt = self.view().prompt(&self.style);
+            let Some(line) = input.read(&prompt, true)? else {
                 return Ok(());
             };
             match parse_line(&line) {
@@ -358,11 +398,16 @@ impl Shell {
     /// The original numbered menu. Returns false when the user chose Quit.
     fn menu(&mut self, input: &mut Input) -> Result<bool> {
         println!("{MENU}");
-        let Some(choice) = input.read("choose 1-6: ")? else {
+        let plain = |q: &str| (q.to_string(), q.to_string());
+        let Some(choice) = input.read(&plain("choose 1-6: "), false)? else {
             return Ok(false);
         };
         let mut ask = |q: &str| -> Result<String> {
-            Ok(input.read(q)?.unwrap_or_default().trim().to_string())
+            Ok(input
+                .read(&plain(q), false)?
+                .unwrap_or_default()
+                .trim()
+                .to_string())
         };
         let line = match choice.trim() {
             "1" => Line::List,
@@ -386,7 +431,7 @@ impl Shell {
     /// Carries out one line, printing the outcome or one line of error.
     fn execute(&mut self, line: Line) {
         if let Err(err) = self.try_execute(line) {
-            println!("error: {err}");
+            println!("{}", self.style.error(&format!("error: {err}")));
         }
     }
 
@@ -395,12 +440,13 @@ impl Shell {
             Line::Empty => {}
             Line::Say(text) => {
                 let group = self.require_current()?;
-                // The message comes back as a live push, which is the confirmation.
-                self.ask(move |s| s.send(&group, &text))?;
+                self.submit(Job::Say(group, text))?;
             }
             Line::List => {
                 let groups = self.ask(|s| s.list_groups())?;
-                print_groups(&groups);
+                self.view()
+                    .set_listed(groups.iter().map(|g| g.name.clone()));
+                self.print_groups(&groups);
             }
             Line::Join(spec) => {
                 let (group, last_seq) = self.ask(move |s| {
@@ -409,33 +455,27 @@ impl Shell {
                     Ok((group, last))
                 })?;
                 println!("joined {group}: {last_seq} earlier messages (/history shows them)");
-                if !self.joined.contains(&group) {
-                    self.joined.push(group.clone());
-                }
-                self.set_current(Some(group));
+                self.view().join(group);
             }
             Line::Leave(spec) => {
                 let group = match spec {
-                    Some(spec) => self
-                        .find_joined(&spec)
-                        .map(Ok)
-                        .unwrap_or_else(|| self.ask(move |s| s.resolve(&spec)))?,
+                    Some(spec) => match self.view().find_joined(&spec) {
+                        Some(g) => g,
+                        None => self.ask(move |s| s.resolve(&spec))?,
+                    },
                     None => self.require_current()?,
                 };
                 let target = group.clone();
                 self.ask(move |s| s.leave(&target))?;
                 println!("left {group}");
-                self.joined.retain(|g| g != &group);
-                if self.current().as_ref() == Some(&group) {
-                    self.set_current(self.joined.last().cloned());
-                }
+                self.view().leave(&group);
             }
             Line::Switch(spec) => {
-                let group = self.find_joined(&spec).ok_or_else(|| {
+                let group = self.view().find_joined(&spec).ok_or_else(|| {
                     errinput!("not joined to '{spec}' in this session; /join it first")
                 })?;
                 println!("now in {group}");
-                self.set_current(Some(group));
+                self.view().switch(group);
             }
             Line::History(range) => {
                 let group = self.require_current()?;
@@ -446,11 +486,11 @@ impl Shell {
                         s.history(&target, Some(time::parse(&t, time::now_ms())?), None)
                     }
                 })?;
-                print_history(&group, &messages);
+                self.print_history(&group, &messages);
             }
             Line::Who(spec) => {
                 let group = match spec {
-                    Some(spec) => match self.find_joined(&spec) {
+                    Some(spec) => match self.view().find_joined(&spec) {
                         Some(g) => g,
                         None => self.ask(move |s| s.resolve(&spec))?,
                     },
@@ -458,7 +498,9 @@ impl Shell {
                 };
                 let target = group.clone();
                 let members = self.ask(move |s| s.members(&target))?;
-                print_members(&group, &members);
+                self.view()
+                    .set_members(members.iter().map(|m| m.name.clone()));
+                self.print_members(&group, &members);
             }
             Line::Help => println!("{HELP}"),
             Line::Menu | Line::Quit => {}
@@ -467,116 +509,54 @@ impl Shell {
     }
 
     fn require_current(&self) -> Result<GroupRef> {
-        self.current()
+        self.view()
+            .current()
+            .cloned()
             .ok_or_else(|| errinput!("no current group; /join one first (/list shows them)"))
     }
 
-    /// A joined group by name or `NAME@HOST:PORT`.
-    fn find_joined(&self, spec: &str) -> Option<GroupRef> {
-        self.joined
-            .iter()
-            .find(|g| g.name == spec || g.to_string() == spec)
-            .cloned()
+    fn print_groups(&self, groups: &[GroupEntry]) {
+        if groups.is_empty() {
+            println!("no groups are registered with the message server");
+        }
+        let view = self.view();
+        for g in groups {
+            let joined = view
+                .joined()
+                .iter()
+                .any(|j| j.name == g.name && j.address == g.address);
+            println!(
+                "  {:<20} {}{}",
+                g.name,
+                g.address,
+                if joined { "  (joined)" } else { "" }
+            );
+        }
     }
-}
 
-fn print_groups(groups: &[GroupEntry]) {
-    if groups.is_empty() {
-        println!("no groups are registered with the message server");
+    fn print_history(&self, group: &GroupRef, messages: &[Message]) {
+        if messages.is_empty() {
+            println!("no messages in {}", group.name);
+        }
+        let now = time::now_ms();
+        for m in messages {
+            if self.terminal {
+                println!("{}", self.style.history(m, now));
+            } else {
+                println!("{}", render::plain_history(m));
+            }
+        }
     }
-    for g in groups {
-        println!("  {:<20} {}", g.name, g.address);
-    }
-}
 
-fn print_history(group: &GroupRef, messages: &[Message]) {
-    if messages.is_empty() {
-        println!("no messages in {}", group.name);
-    }
-    for m in messages {
+    fn print_members(&self, group: &GroupRef, members: &[Member]) {
+        let online = members.iter().filter(|m| m.online).count();
         println!(
-            "{} #{} {}: {}",
-            time::rfc3339(m.ts),
-            m.seq,
-            m.sender,
-            m.text
+            "{} members of {}, {online} online:",
+            members.len(),
+            group.name
         );
-    }
-}
-
-fn print_members(group: &GroupRef, members: &[Member]) {
-    println!("{} members of {}:", members.len(), group.name);
-    for m in members {
-        println!("  {}{}", m.name, if m.online { " (online)" } else { "" });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_parse_into_commands_or_text() {
-        assert_eq!(
-            parse_line("hello there"),
-            Ok(Line::Say("hello there".into()))
-        );
-        assert_eq!(parse_line("  "), Ok(Line::Empty));
-        assert_eq!(parse_line("//etc"), Ok(Line::Say("/etc".into())));
-        assert_eq!(
-            parse_line("/join general"),
-            Ok(Line::Join("general".into()))
-        );
-        assert_eq!(
-            parse_line("/j 127.0.0.1:5556"),
-            Ok(Line::Join("127.0.0.1:5556".into()))
-        );
-        assert_eq!(parse_line("/leave"), Ok(Line::Leave(None)));
-        assert_eq!(parse_line("/g random"), Ok(Line::Switch("random".into())));
-        assert_eq!(
-            parse_line("/history"),
-            Ok(Line::History(HistoryRange::Last(20)))
-        );
-        assert_eq!(
-            parse_line("/history 5"),
-            Ok(Line::History(HistoryRange::Last(5)))
-        );
-        assert_eq!(
-            parse_line("/history since 10m"),
-            Ok(Line::History(HistoryRange::Since("10m".into())))
-        );
-        assert_eq!(
-            parse_line("/send  hi  you"),
-            Ok(Line::Say("hi  you".into()))
-        );
-        assert_eq!(parse_line("/quit"), Ok(Line::Quit));
-        assert!(parse_line("/join").unwrap_err().contains("usage"));
-        assert!(parse_line("/history soon").unwrap_err().contains("usage"));
-        assert!(parse_line("/frobnicate")
-            .unwrap_err()
-            .contains("unknown command"));
-    }
-
-    #[test]
-    fn live_messages_name_their_group_unless_current() {
-        let g = GroupRef {
-            name: "general".into(),
-            address: "h:1".into(),
-        };
-        let r = GroupRef {
-            name: "random".into(),
-            address: "h:1".into(),
-        };
-        let event = SessionEvent::Message(crate::client::Delivery {
-            group: r.clone(),
-            message: Message {
-                seq: 1,
-                ts: 1_764_000_000_000,
-                sender: "bob".into(),
-                text: "hi".into(),
-            },
-        });
-        assert_eq!(render_event(&event, Some(&g)), "16:00:00 [random] bob: hi");
-        assert_eq!(render_event(&event, Some(&r)), "16:00:00 bob: hi");
+        for m in members {
+            println!("{}", self.style.member(m));
+        }
     }
 }

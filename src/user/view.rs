@@ -1,0 +1,280 @@
+//! What the interactive client knows about its screen, shared by the input thread, the network
+//! thread and the line editor: the current and joined groups, unread counts, servers being
+//! reconnected, queued messages, and the names Tab completes. The prompt and the status row are
+//! pure functions of it, so they are tested here.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::complete::Known;
+use super::render::Style;
+use crate::client::GroupRef;
+
+/// The client's view of its groups and connections.
+#[derive(Debug, Default)]
+pub struct View {
+    me: String,
+    current: Option<GroupRef>,
+    /// Groups joined in this run, in order.
+    joined: Vec<GroupRef>,
+    unread: HashMap<GroupRef, u32>,
+    /// Group server addresses that stopped answering and have not come back.
+    lost: BTreeSet<String>,
+    /// Messages typed but not yet stored, per group server address.
+    queued: BTreeMap<String, usize>,
+    /// Group names from the last `/list`.
+    listed: Vec<String>,
+    /// Names from the last `/who` and senders seen, for completion.
+    members: BTreeSet<String>,
+}
+
+impl View {
+    /// The view of user `me`, with no group yet.
+    pub fn new(me: &str) -> View {
+        View {
+            me: me.to_string(),
+            ..View::default()
+        }
+    }
+
+    /// The group plain text goes to.
+    pub fn current(&self) -> Option<&GroupRef> {
+        self.current.as_ref()
+    }
+
+    /// Groups joined in this run, in order.
+    pub fn joined(&self) -> &[GroupRef] {
+        &self.joined
+    }
+
+    /// A joined group by name or `NAME@HOST:PORT`.
+    pub fn find_joined(&self, spec: &str) -> Option<GroupRef> {
+        self.joined
+            .iter()
+            .find(|g| g.name == spec || g.to_string() == spec)
+            .cloned()
+    }
+
+    /// Names of the joined groups a group server hosts.
+    pub fn groups_at(&self, address: &str) -> Vec<String> {
+        self.joined
+            .iter()
+            .filter(|g| g.address == address)
+            .map(|g| g.name.clone())
+            .collect()
+    }
+
+    /// Joined `group` and made it current.
+    pub fn join(&mut self, group: GroupRef) {
+        if !self.joined.contains(&group) {
+            self.joined.push(group.clone());
+        }
+        self.switch(group);
+    }
+
+    /// Left `group`; if it was current, the last joined one becomes current.
+    pub fn leave(&mut self, group: &GroupRef) {
+        self.joined.retain(|g| g != group);
+        self.unread.remove(group);
+        if self.current.as_ref() == Some(group) {
+            self.current = self.joined.last().cloned();
+            if let Some(g) = self.current.clone() {
+                self.unread.remove(&g);
+            }
+        }
+    }
+
+    /// Makes `group` current; its unread count starts again from zero.
+    pub fn switch(&mut self, group: GroupRef) {
+        self.unread.remove(&group);
+        self.current = Some(group);
+    }
+
+    /// A message arrived: counts as unread unless it is in the current group or one's own.
+    pub fn message(&mut self, group: &GroupRef, sender: &str) {
+        if sender != self.me {
+            self.members.insert(sender.to_string());
+            if self.current.as_ref() != Some(group) && self.joined.contains(group) {
+                *self.unread.entry(group.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Unread messages of `group`.
+    pub fn unread(&self, group: &GroupRef) -> u32 {
+        self.unread.get(group).copied().unwrap_or(0)
+    }
+
+    /// Someone joined or left a group: their name is completed, or no longer.
+    pub fn presence(&mut self, user: &str, joined: bool) {
+        if joined {
+            self.members.insert(user.to_string());
+        }
+    }
+
+    /// The answer of `/who`.
+    pub fn set_members(&mut self, names: impl IntoIterator<Item = String>) {
+        self.members
+            .extend(names.into_iter().filter(|n| *n != self.me));
+    }
+
+    /// The answer of `/list`.
+    pub fn set_listed(&mut self, names: impl IntoIterator<Item = String>) {
+        self.listed = names.into_iter().collect();
+        self.listed.dedup();
+    }
+
+    /// A group server stopped answering (`true`) or answers again (`false`).
+    pub fn set_lost(&mut self, address: &str, lost: bool) {
+        if lost {
+            self.lost.insert(address.to_string());
+        } else {
+            self.lost.remove(address);
+        }
+    }
+
+    /// Whether a group server is being reconnected.
+    pub fn is_lost(&self, address: &str) -> bool {
+        self.lost.contains(address)
+    }
+
+    /// How many messages wait for a group server.
+    pub fn set_queued(&mut self, address: &str, count: usize) {
+        if count == 0 {
+            self.queued.remove(address);
+        } else {
+            self.queued.insert(address.to_string(), count);
+        }
+    }
+
+    /// The input prompt: `[general]> `, or `> ` with no group. Its width stays fixed while a
+    /// line is edited; what changes meanwhile goes in the [`View::status`] row.
+    pub fn prompt(&self, style: &Style) -> (String, String) {
+        match &self.current {
+            Some(g) => (
+                format!("[{}]> ", g.name),
+                format!("[{}]> ", style.bold(&g.name)),
+            ),
+            None => ("> ".to_string(), "> ".to_string()),
+        }
+    }
+
+    /// The status row under the input line, empty when there is nothing to say: unread counts
+    /// of the other joined groups (`random(3)`), servers being reconnected, queued messages.
+    pub fn status(&self) -> String {
+        let mut parts = Vec::new();
+        let unread: Vec<String> = self
+            .joined
+            .iter()
+            .filter(|g| self.unread(g) > 0)
+            .map(|g| format!("{}({})", g.name, self.unread(g)))
+            .collect();
+        if !unread.is_empty() {
+            parts.push(unread.join(" "));
+        }
+        for address in &self.lost {
+            let names = self.groups_at(address);
+            if self.current.as_ref().is_some_and(|c| &c.address == address) || names.is_empty() {
+                parts.push(format!("reconnecting… {address}"));
+            } else {
+                parts.push(format!("{}: reconnecting…", names.join(" ")));
+            }
+        }
+        let queued: usize = self.queued.values().sum();
+        if queued > 0 {
+            parts.push(format!("{queued} queued"));
+        }
+        parts.join(" · ")
+    }
+
+    /// What Tab can complete.
+    pub fn known(&self) -> Known {
+        Known {
+            joined: self.joined.iter().map(|g| g.name.clone()).collect(),
+            listed: self.listed.clone(),
+            members: self.members.iter().cloned().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(name: &str, address: &str) -> GroupRef {
+        GroupRef {
+            name: name.into(),
+            address: address.into(),
+        }
+    }
+
+    #[test]
+    fn unread_counts_other_groups_and_resets_on_switch() {
+        let (general, random) = (g("general", "h:1"), g("random", "h:1"));
+        let mut v = View::new("alice");
+        v.join(general.clone());
+        v.join(random.clone());
+        let plain = Style::new(false, jiff::tz::TimeZone::UTC);
+        assert_eq!(v.prompt(&plain).0, "[random]> ");
+        assert_eq!(v.status(), "");
+        for _ in 0..3 {
+            v.message(&general, "bob");
+        }
+        v.message(&random, "bob"); // current: not unread
+        v.message(&general, "alice"); // one's own: not unread
+        assert_eq!(v.status(), "general(3)");
+        v.switch(general.clone());
+        assert_eq!(v.prompt(&plain).0, "[general]> ");
+        assert_eq!(v.status(), "");
+        v.message(&random, "carol");
+        assert_eq!(v.status(), "random(1)");
+        v.leave(&general);
+        assert_eq!(v.current(), Some(&random));
+        assert_eq!(v.status(), "", "the group made current is read");
+        v.leave(&random);
+        assert_eq!(v.prompt(&plain).0, "> ");
+    }
+
+    #[test]
+    fn the_prompt_is_bold_only_in_colour() {
+        let mut v = View::new("alice");
+        v.join(g("general", "h:1"));
+        let colour = Style::new(true, jiff::tz::TimeZone::UTC);
+        let (raw, styled) = v.prompt(&colour);
+        assert_eq!(raw, "[general]> ");
+        assert_eq!(styled, "[\x1b[1mgeneral\x1b[0m]> ");
+    }
+
+    #[test]
+    fn the_status_says_reconnecting_and_queued() {
+        let mut v = View::new("alice");
+        v.join(g("dev", "h:2"));
+        v.join(g("general", "h:1"));
+        v.set_lost("h:1", true);
+        assert_eq!(v.status(), "reconnecting… h:1");
+        v.set_lost("h:2", true);
+        v.set_queued("h:1", 2);
+        v.message(&g("dev", "h:2"), "bob");
+        assert_eq!(
+            v.status(),
+            "dev(1) · reconnecting… h:1 · dev: reconnecting… · 2 queued"
+        );
+        v.set_lost("h:1", false);
+        v.set_lost("h:2", false);
+        v.set_queued("h:1", 0);
+        assert_eq!(v.status(), "dev(1)");
+    }
+
+    #[test]
+    fn completion_knows_groups_and_names_but_not_oneself() {
+        let mut v = View::new("alice");
+        v.join(g("general", "h:1"));
+        v.set_listed(["general".to_string(), "random".to_string()]);
+        v.set_members(["alice".to_string(), "bob".to_string()]);
+        v.message(&g("general", "h:1"), "carol");
+        v.presence("dave", true);
+        let k = v.known();
+        assert_eq!(k.joined, ["general"]);
+        assert_eq!(k.listed, ["general", "random"]);
+        assert_eq!(k.members, ["bob", "carol", "dave"]);
+    }
+}
