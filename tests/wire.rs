@@ -325,6 +325,9 @@ fn examples_agree_with_the_codec() {
             let again = match codec::decode_incoming(&frame.bytes) {
                 Ok(Incoming::Reply(id, reply)) => codec::encode_reply(id, &reply),
                 Ok(Incoming::Event(event)) => codec::encode_event(&event),
+                Ok(Incoming::UnknownEvent(command)) => {
+                    panic!("{at}: unknown event 0x{command:02X}")
+                }
                 Err(err) => panic!("{at}: does not decode: {}", err.reason),
             };
             answers.insert(frame.bytes[4]);
@@ -440,6 +443,7 @@ fn tables_match_the_code() {
         ("MAX_NAME", protocol::MAX_NAME as u64),
         ("MAX_FRAME", protocol::MAX_FRAME as u64),
         ("HISTORY_PAGE_MAX", u64::from(protocol::HISTORY_PAGE_MAX)),
+        ("MAX_REPLY", protocol::MAX_REPLY as u64),
         (
             "MAX_GROUPS_PER_SERVER",
             protocol::MAX_GROUPS_PER_SERVER as u64,
