@@ -45,8 +45,9 @@ pub fn history_path(xdg_config_home: Option<OsString>, home: Option<OsString>) -
     Some(config.join("zms").join("history"))
 }
 
-/// The editor: Emacs keys, history without duplicates or space-led lines, Tab completion that
-/// lists the choices when there are several.
+/// The editor: Emacs keys, history without duplicates or space-led lines, and Tab completion
+/// that cycles through the choices, as irssi does. (rustyline's bash-like list prints the
+/// choices below the line, where the status row is, and the redraw then lands a row off.)
 ///
 /// # Errors
 /// When the terminal cannot be set up.
@@ -58,7 +59,7 @@ pub fn new(view: Arc<Mutex<View>>, style: Style) -> Result<LineEditor> {
         .history_ignore_space(true)
         .auto_add_history(false)
         .edit_mode(EditMode::Emacs)
-        .completion_type(CompletionType::List)
+        .completion_type(CompletionType::Circular)
         // The helper draws the status row; it decides about colour itself (NO_COLOR).
         .color_mode(ColorMode::Forced)
         .build();

@@ -97,7 +97,7 @@ impl Input {
                 match editor.readline(&(prompt.0.as_str(), prompt.1.as_str())) {
                     Ok(line) => {
                         if status && !line.trim().is_empty() {
-                            let _ = editor.add_history_entry(line.as_str());
+                            let _ = editor.add_history_entry(line.trim_end());
                             if let Some(path) = history {
                                 if let Err(err) = editor.append_history(path) {
                                     println!("warning: input history not saved: {err}");

@@ -1,0 +1,480 @@
+//! `zms user` in a real terminal, used as a person would: tmux runs it, `send-keys` types and
+//! `capture-pane` reads the screen. Waits poll the screen until the expected text shows or a
+//! deadline passes.
+//!
+//! Without tmux these tests print "skipped: tmux not installed" and pass, unless
+//! `ZMS_REQUIRE_TMUX=1` (as CI sets), when they fail instead.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Proc, ZMS};
+
+/// How long the screen may take to show what is expected.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Whether tmux runs here; without it, a test skips (or fails when CI requires tmux).
+fn tmux_available() -> bool {
+    let found = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("ZMS_REQUIRE_TMUX").as_deref() != Ok("1"),
+            "tmux is required (ZMS_REQUIRE_TMUX=1) but not installed"
+        );
+        println!("skipped: tmux not installed");
+    }
+    found
+}
+
+/// A tmux server of its own (`tmux -L NAME`), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        Tmux {
+            socket: format!(
+                "zms-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Starts `command` (already shell-quoted) in a new 120x40 window `session`; the pane stays
+    /// after the program exits, so its last words can be read.
+    fn start(&self, session: &str, command: &str) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            command,
+        ]);
+        self.run(&["set-option", "-t", session, "remain-on-exit", "on"]);
+    }
+
+    /// Types `text` literally.
+    fn type_text(&self, session: &str, text: &str) {
+        self.run(&["send-keys", "-t", session, "-l", text]);
+    }
+
+    /// Presses keys by tmux name: Enter, Tab, Up, C-u, …
+    fn press(&self, session: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", session];
+        args.extend(keys);
+        self.run(&args);
+    }
+
+    /// The screen and the scrollback above it, as text.
+    fn screen(&self, session: &str) -> String {
+        let out = self.run(&["capture-pane", "-p", "-t", session, "-S", "-1000"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The screen with colours and attributes as escape codes.
+    fn screen_with_codes(&self, session: &str) -> String {
+        let out = self.run(&["capture-pane", "-p", "-e", "-t", session, "-S", "-1000"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the screen until `check` holds; fails with the screen after the deadline.
+    fn wait_until(&self, session: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let screen = self.screen(session);
+            if check(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls until `text` is on the screen.
+    fn wait_for(&self, session: &str, text: &str) -> String {
+        self.wait_until(session, &format!("{text:?}"), |s| s.contains(text))
+    }
+
+    /// Polls until the program in `session` has exited.
+    fn wait_exit(&self, session: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let out = self.run(&["display-message", "-p", "-t", session, "#{pane_dead}"]);
+            if String::from_utf8_lossy(&out.stdout).trim() == "1" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "zms user did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// A message server and a group server hosting `general` and `random`, as child processes.
+struct Deployment {
+    _directory: Proc,
+    group: Proc,
+    server: String,
+    group_address: String,
+    data: tempfile::TempDir,
+}
+
+fn deploy() -> Deployment {
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let server = directory.listening();
+    let data = tempfile::tempdir().unwrap();
+    let group = start_group(&server, "127.0.0.1:0", data.path());
+    let group_address = group.listening();
+    Deployment {
+        _directory: directory,
+        group,
+        server,
+        group_address,
+        data,
+    }
+}
+
+fn start_group(server: &str, bind: &str, data: &Path) -> Proc {
+    Proc::spawn(&[
+        "group-server",
+        "--server",
+        server,
+        "--bind",
+        bind,
+        "--group",
+        "general",
+        "--group",
+        "random",
+        "--data",
+        data.to_str().unwrap(),
+    ])
+}
+
+/// A one-shot `zms` command as another user; must succeed.
+fn zms(args: &[&str]) {
+    let out = Command::new(ZMS).args(args).output().expect("zms runs");
+    assert!(
+        out.status.success(),
+        "zms {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The shell command running `zms user` as alice with its own HOME and config directory.
+fn user_command(server: &str, home: &Path, colour: bool) -> String {
+    let config: PathBuf = home.join("config");
+    let colour = if colour { "-u NO_COLOR" } else { "NO_COLOR=1" };
+    format!(
+        "env {colour} HOME={} XDG_CONFIG_HOME={} {} user --server {} --name alice",
+        quote(home.to_str().unwrap()),
+        quote(config.to_str().unwrap()),
+        quote(ZMS),
+        quote(server)
+    )
+}
+
+/// The last input line on the screen, from its prompt on.
+fn input_line(screen: &str) -> String {
+    screen
+        .lines()
+        .rev()
+        .map(str::trim_end)
+        .find(|l| {
+            *l == ">"
+                || l.starts_with("> ")
+                || l.starts_with('[') && (l.contains("]> ") || l.ends_with("]>"))
+        })
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The lines after the last one equal to `line`.
+fn after<'a>(screen: &'a str, line: &str) -> Vec<&'a str> {
+    let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
+    let at = lines
+        .iter()
+        .rposition(|l| *l == line)
+        .unwrap_or_else(|| panic!("no line {line:?} in:\n{screen}"));
+    lines[at + 1..].to_vec()
+}
+
+#[test]
+fn a_person_chats_in_the_terminal() {
+    if !tmux_available() {
+        return;
+    }
+    let d = deploy();
+    let s = d.server.as_str();
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start(w, &user_command(s, home.path(), true));
+    tmux.wait_for(w, &format!("connected to {s} as alice"));
+
+    // /list, then /join completed with Tab from the listed names.
+    tmux.type_text(w, "/list");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, &format!("  random               {}", d.group_address));
+    tmux.type_text(w, "/jo");
+    tmux.press(w, &["Tab"]);
+    tmux.wait_until(w, "/join completed", |s| input_line(s) == "> /join");
+    tmux.type_text(w, "gen");
+    tmux.press(w, &["Tab"]);
+    tmux.wait_until(w, "general completed", |s| {
+        input_line(s) == "> /join general"
+    });
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, &format!("joined general@{}", d.group_address));
+
+    // Others joining show as one quiet line; one's own message comes back live.
+    zms(&["join", "general", "--server", s, "--name", "bob"]);
+    tmux.wait_for(w, "-- bob joined general");
+    tmux.type_text(w, "hello from alice");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, " alice: hello from alice");
+
+    // A message arriving while a line is half typed prints above it; the line stays intact.
+    tmux.type_text(w, "half-typed wor");
+    tmux.wait_until(w, "the half-typed line", |s| {
+        input_line(s) == "[general]> half-typed wor"
+    });
+    zms(&[
+        "send", "general", "hi alice", "--server", s, "--name", "bob",
+    ]);
+    let screen = tmux.wait_for(w, " bob: hi alice");
+    let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
+    let bob_line = lines
+        .iter()
+        .rposition(|l| l.ends_with(" bob: hi alice"))
+        .unwrap();
+    let input_at = lines
+        .iter()
+        .rposition(|l| *l == "[general]> half-typed wor")
+        .unwrap_or_else(|| panic!("the typed line was garbled:\n{screen}"));
+    assert!(
+        bob_line < input_at,
+        "the message prints above the input:\n{screen}"
+    );
+    let time = lines[bob_line];
+    assert!(
+        time.as_bytes()[2] == b':' && time.as_bytes()[5] == b':',
+        "HH:MM:SS first: {time}"
+    );
+    // The sender's name is in its colour.
+    let colour = zms::user::render::sender_colour("bob");
+    assert!(
+        tmux.screen_with_codes(w)
+            .contains(&format!("\x1b[{colour}mbob\x1b[39m: hi alice")),
+        "bob in colour {colour}:\n{:?}",
+        tmux.screen_with_codes(w)
+    );
+    tmux.type_text(w, "ds");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, " alice: half-typed words");
+
+    // In another group, news from general is labelled and counted in the status row.
+    tmux.type_text(w, "/join random");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, &format!("joined random@{}", d.group_address));
+    zms(&["send", "general", "psst", "--server", s, "--name", "bob"]);
+    tmux.wait_for(w, " [general] bob: psst");
+    tmux.wait_until(w, "general(1) under the input", |s| {
+        let lines: Vec<&str> = s.lines().map(str::trim).collect();
+        let at = lines.iter().rposition(|l| l.starts_with("[random]>"));
+        at.is_some_and(|i| lines.get(i + 1) == Some(&"general(1)"))
+    });
+
+    // Switching (completed with Tab) reads the group: the count is gone.
+    tmux.type_text(w, "/g gen");
+    tmux.press(w, &["Tab", "Enter"]);
+    tmux.wait_for(w, &format!("now in general@{}", d.group_address));
+    tmux.wait_until(w, "the count cleared", |s| {
+        input_line(s) == "[general]>" && !s.contains("general(1)")
+    });
+
+    // /me shows as an action, live and in /history.
+    tmux.type_text(w, "/me waves");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, " * alice waves");
+    tmux.type_text(w, "/history 10");
+    tmux.press(w, &["Enter"]);
+    let screen = tmux.wait_until(w, "the history", |s| {
+        s.lines().any(|l| l.trim_end() == "[general]> /history 10")
+            && after(s, "[general]> /history 10")
+                .iter()
+                .any(|l| l.ends_with("* alice waves"))
+    });
+    let history: Vec<String> = after(&screen, "[general]> /history 10")
+        .iter()
+        .take_while(|l| !l.starts_with('['))
+        .map(|l| l.split_once(' ').map_or("", |x| x.1).to_string())
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "alice: hello from alice",
+            "bob: hi alice",
+            "alice: half-typed words",
+            "bob: psst",
+            "* alice waves"
+        ],
+        "{screen}"
+    );
+
+    // /who names the members and who is online.
+    tmux.type_text(w, "/who");
+    tmux.press(w, &["Enter"]);
+    let screen = tmux.wait_for(w, "2 members of general, 1 online:");
+    let who = after(&screen, "[general]> /who");
+    assert_eq!(who[1..3], ["  alice (online)", "  bob"], "{screen}");
+
+    tmux.type_text(w, "/leave random");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, &format!("left random@{}", d.group_address));
+    tmux.type_text(w, "/quit");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_exit(w);
+
+    // The input history is kept across runs: Up brings back the last lines.
+    let history = std::fs::read_to_string(home.path().join("config/zms/history")).unwrap();
+    assert!(history.contains("hello from alice"), "{history}");
+    let again = "again";
+    tmux.start(again, &user_command(s, home.path(), true));
+    tmux.wait_for(again, "connected to");
+    tmux.press(again, &["Up"]);
+    tmux.wait_until(again, "/quit recalled", |s| input_line(s) == "> /quit");
+    tmux.press(again, &["Up"]);
+    tmux.wait_until(again, "/leave recalled", |s| {
+        input_line(s) == "> /leave random"
+    });
+    // Ctrl-D on an empty line quits.
+    tmux.press(again, &["C-u", "C-d"]);
+    tmux.wait_exit(again);
+}
+
+#[test]
+fn messages_typed_while_the_server_is_away_are_sent_when_it_is_back() {
+    if !tmux_available() {
+        return;
+    }
+    let mut d = deploy();
+    let s = d.server.clone();
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start(w, &user_command(&s, home.path(), false));
+    tmux.wait_for(w, "connected to");
+    tmux.type_text(w, "/join general");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, "joined general@");
+
+    d.group.signal("-KILL");
+    d.group.wait();
+    tmux.wait_for(
+        w,
+        &format!(
+            "-- {} (general) is not answering; reconnecting…",
+            d.group_address
+        ),
+    );
+    tmux.wait_until(w, "reconnecting… under the input", |s| {
+        s.lines()
+            .any(|l| l.trim() == format!("reconnecting… {}", d.group_address))
+    });
+    for text in ["first while away", "second while away"] {
+        tmux.type_text(w, text);
+        tmux.press(w, &["Enter"]);
+    }
+    tmux.wait_for(w, "message kept (2 waiting), sent when it is back");
+    tmux.wait_until(w, "2 queued under the input", |s| {
+        s.lines().any(|l| l.trim().ends_with("· 2 queued"))
+    });
+
+    // Back on the same address and data: both go, in order, once each.
+    let restarted = start_group(&s, &d.group_address, d.data.path());
+    assert_eq!(restarted.listening(), d.group_address);
+    let screen = tmux.wait_for(w, "alice: second while away");
+    let lines: Vec<&str> = screen.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.ends_with("alice: first while away"))
+        .unwrap();
+    let second = lines
+        .iter()
+        .position(|l| l.ends_with("alice: second while away"))
+        .unwrap();
+    assert!(first < second, "{screen}");
+    assert!(screen.contains(&format!("-- {} (general) is back", d.group_address)));
+    assert!(screen.contains("-- sent 2 kept messages"));
+    assert_eq!(
+        screen.matches("alice: first while away").count(),
+        1,
+        "{screen}"
+    );
+
+    // NO_COLOR: not one colour or attribute code on the screen.
+    let codes = tmux.screen_with_codes(w);
+    assert!(!codes.contains('\x1b'), "{codes:?}");
+
+    // Away again at exit: what could not be sent is said, not dropped.
+    drop(restarted);
+    tmux.wait_until(w, "lost again", |s| {
+        s.matches("is not answering; reconnecting…").count() == 2
+    });
+    tmux.type_text(w, "never sent");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, "message kept (1 waiting)");
+    tmux.type_text(w, "/quit");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_exit(w);
+    tmux.wait_for(
+        w,
+        &format!(
+            "not sent ({} did not come back): [general] never sent",
+            d.group_address
+        ),
+    );
+}
