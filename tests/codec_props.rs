@@ -30,13 +30,24 @@ fn message() -> impl Strategy<Value = Message> {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (short(), any::<u32>(), prop::collection::vec(short(), 0..8)).prop_map(
-            |(address, ttl_ms, groups)| Request::Register {
+        (
+            short(),
+            any::<u32>(),
+            prop::collection::vec(short(), 0..8),
+            short()
+        )
+            .prop_map(|(address, ttl_ms, groups, key)| Request::Register {
                 address,
                 ttl_ms,
-                groups
-            }
-        ),
+                groups,
+                key
+            }),
+        (short(), short(), short()).prop_map(|(group, user, key)| Request::Invite {
+            group,
+            user,
+            key
+        }),
+        Just(Request::Key),
         short().prop_map(|address| Request::Unregister { address }),
         short().prop_map(|name| Request::Hello { name }),
         Just(Request::List),
@@ -72,11 +83,12 @@ fn reply() -> impl Strategy<Value = Reply> {
             code: ErrorCode::from_value(code),
             reason
         }),
-        prop::collection::vec((short(), short()), 0..6).prop_map(|g| Reply::Groups(
+        prop::collection::vec((short(), short(), short()), 0..6).prop_map(|g| Reply::Groups(
             g.into_iter()
-                .map(|(name, address)| GroupEntry { name, address })
+                .map(|(name, address, key)| GroupEntry { name, address, key })
                 .collect()
         )),
+        short().prop_map(Reply::Key),
         (short(), any::<u64>()).prop_map(|(group, last_seq)| Reply::Joined { group, last_seq }),
         (any::<u64>(), any::<i64>(), any::<bool>()).prop_map(|(seq, ts, duplicate)| Reply::Ack {
             seq,

@@ -71,6 +71,7 @@ fn a_stopped_group_server_leaves_the_list_and_an_expired_one_too() {
         address: "127.0.0.1:1".into(),
         ttl_ms: 300,
         groups: vec!["ghost".into()],
+        key: String::new(),
     };
     raw.send(codec::encode_request(1, &register), 0).unwrap();
     raw.set_rcvtimeo(5000).unwrap();

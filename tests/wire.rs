@@ -385,6 +385,7 @@ fn tables_match_the_code() {
         (cmd::UNREGISTER, "UNREGISTER", "request"),
         (cmd::HELLO, "HELLO", "request"),
         (cmd::LIST, "LIST", "request"),
+        (cmd::KEY, "KEY", "request"),
         (cmd::JOIN, "JOIN", "request"),
         (cmd::LEAVE, "LEAVE", "request"),
         (cmd::SUBSCRIBE, "SUBSCRIBE", "request"),
@@ -392,6 +393,7 @@ fn tables_match_the_code() {
         (cmd::HISTORY, "HISTORY", "request"),
         (cmd::MEMBERS, "MEMBERS", "request"),
         (cmd::PING, "PING", "request"),
+        (cmd::INVITE, "INVITE", "request"),
         (cmd::OK, "OK", "reply"),
         (cmd::ERROR, "ERROR", "reply"),
         (cmd::GROUPS, "GROUPS", "reply"),
@@ -400,6 +402,7 @@ fn tables_match_the_code() {
         (cmd::MESSAGES, "MESSAGES", "reply"),
         (cmd::MEMBER_LIST, "MEMBERS", "reply"),
         (cmd::PONG, "PONG", "reply"),
+        (cmd::KEY_REPLY, "KEY", "reply"),
         (cmd::MSG, "MSG", "event"),
         (cmd::PRESENCE, "PRESENCE", "event"),
     ]
@@ -425,9 +428,11 @@ fn tables_match_the_code() {
         .collect();
     let known: Vec<u16> = [
         ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
         ErrorCode::NotMember,
         ErrorCode::UnknownGroup,
         ErrorCode::TooLarge,
+        ErrorCode::Limited,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
         ErrorCode::Version,

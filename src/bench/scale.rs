@@ -42,6 +42,7 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
             address: address.clone(),
             ttl_ms: TTL_MS,
             groups,
+            key: String::new(),
         };
         dir.call(&request, stall)?;
     }

@@ -142,10 +142,11 @@ impl DirectoryServer {
                 address,
                 ttl_ms,
                 groups,
-            } => match check_registration(&address, &groups) {
+                key,
+            } => match check_registration(&address, &groups, &key) {
                 Ok(address) => {
                     let ttl = Duration::from_millis(u64::from(ttl_ms)).min(MAX_TTL);
-                    self.registry.register(&address, groups, ttl, now);
+                    self.registry.register(&address, groups, &key, ttl, now);
                     Reply::Ok
                 }
                 Err(reason) => Reply::Error {
@@ -168,6 +169,7 @@ impl DirectoryServer {
                 },
             },
             Request::List => return self.list_reply(req_id),
+            Request::Key => Reply::Key(String::new()),
             Request::Ping => Reply::Pong {
                 epoch: 0,
                 groups: vec![],
@@ -203,8 +205,9 @@ impl DirectoryServer {
 }
 
 /// Checks a REGISTER and returns the address as it will be listed.
-fn check_registration(address: &str, groups: &[String]) -> Result<String, String> {
+fn check_registration(address: &str, groups: &[String], key: &str) -> Result<String, String> {
     let address = transport::connectable(address).map_err(|e| e.to_string())?;
+    protocol::check_key(key)?;
     if groups.len() > protocol::MAX_GROUPS_PER_SERVER {
         return Err(format!(
             "at most {} groups per group server",

@@ -21,6 +21,8 @@ pub struct Registry {
 #[derive(Debug)]
 struct Registration {
     groups: Vec<String>,
+    /// The group server's public key, listed with its groups.
+    key: String,
     expires: Instant,
 }
 
@@ -37,6 +39,7 @@ impl Registry {
         &mut self,
         address: &str,
         mut groups: Vec<String>,
+        key: &str,
         ttl: Duration,
         now: Instant,
     ) {
@@ -44,11 +47,18 @@ impl Registry {
         groups.dedup();
         let expires = now + ttl;
         match self.servers.get_mut(address) {
-            Some(reg) if reg.groups == groups => reg.expires = expires,
+            Some(reg) if reg.groups == groups && reg.key == key => reg.expires = expires,
             _ => {
                 tracing::info!(address, ?groups, "group server registered");
-                self.servers
-                    .insert(address.to_string(), Registration { groups, expires });
+                let key = key.to_string();
+                self.servers.insert(
+                    address.to_string(),
+                    Registration {
+                        groups,
+                        key,
+                        expires,
+                    },
+                );
                 self.version += 1;
             }
         }
@@ -106,6 +116,7 @@ impl Registry {
                 r.groups.iter().map(move |name| GroupEntry {
                     name: name.clone(),
                     address: address.clone(),
+                    key: r.key.clone(),
                 })
             })
             .collect();
@@ -129,8 +140,8 @@ mod tests {
     fn registrations_list_sorted_and_expire_unless_refreshed() {
         let t0 = Instant::now();
         let mut reg = Registry::new();
-        reg.register("b:2", vec!["rust".into(), "general".into()], TTL, t0);
-        reg.register("a:1", vec!["general".into()], TTL, t0);
+        reg.register("b:2", vec!["rust".into(), "general".into()], "", TTL, t0);
+        reg.register("a:1", vec!["general".into()], "", TTL, t0);
         let names: Vec<_> = reg
             .list()
             .into_iter()
@@ -141,6 +152,7 @@ mod tests {
         reg.register(
             "a:1",
             vec!["general".into()],
+            "",
             TTL,
             t0 + Duration::from_secs(2),
         );
@@ -154,11 +166,11 @@ mod tests {
     fn version_changes_only_when_the_list_does() {
         let t0 = Instant::now();
         let mut reg = Registry::new();
-        reg.register("a:1", vec!["g".into()], TTL, t0);
+        reg.register("a:1", vec!["g".into()], "", TTL, t0);
         let v = reg.version();
-        reg.register("a:1", vec!["g".into()], TTL, t0 + TTL / 2);
+        reg.register("a:1", vec!["g".into()], "", TTL, t0 + TTL / 2);
         assert_eq!(reg.version(), v, "a refresh is not a change");
-        reg.register("a:1", vec!["g".into(), "h".into()], TTL, t0);
+        reg.register("a:1", vec!["g".into(), "h".into()], "", TTL, t0);
         assert_ne!(reg.version(), v);
         let v = reg.version();
         reg.unregister("a:1");

@@ -220,6 +220,7 @@ impl GroupServer {
             address: self.address.clone(),
             ttl_ms: protocol::REGISTRATION_TTL_MS,
             groups: self.state.group_names(),
+            key: String::new(),
         };
         self.next_req = self.next_req.wrapping_add(1);
         let frame = codec::encode_request(self.next_req, &request);

@@ -60,6 +60,8 @@ pub struct State {
     epoch: u64,
     /// The `HOST:PORT` users reach this server at, for LIST.
     address: String,
+    /// This server's CURVE public key (Z85), or empty without security; for LIST and KEY.
+    key: String,
     /// Set when a store write failed inside the open batch: the batch must not commit.
     batch_failed: Option<String>,
 }
@@ -90,8 +92,14 @@ impl State {
             conns: HashMap::new(),
             epoch,
             address,
+            key: String::new(),
             batch_failed: None,
         })
+    }
+
+    /// Sets the public key this server announces (when it runs with security).
+    pub fn set_key(&mut self, key: String) {
+        self.key = key;
     }
 
     /// Names of the hosted groups, sorted.
@@ -141,6 +149,7 @@ impl State {
                     .map(|name| GroupEntry {
                         name,
                         address: self.address.clone(),
+                        key: self.key.clone(),
                     })
                     .collect();
                 return out.push(reply(Reply::Groups(entries)));
@@ -164,6 +173,7 @@ impl State {
                     groups,
                 }));
             }
+            Request::Key => return out.push(reply(Reply::Key(self.key.clone()))),
             Request::Register { .. } | Request::Unregister { .. } | Request::Hello { .. } => {
                 let reason = format!(
                     "{} is a message server request; this is a group server",
@@ -176,6 +186,7 @@ impl State {
             | Request::Subscribe { group, user }
             | Request::Members { group, user }
             | Request::Send { group, user, .. }
+            | Request::Invite { group, user, .. }
             | Request::History { group, user, .. } => (group.clone(), user.clone()),
         };
         if let Err(reason) =
@@ -336,8 +347,14 @@ impl State {
                     members,
                 }));
             }
+            Request::Invite { .. } => {
+                // Every group of a server without --secure is open to all: nothing to allow.
+                let reason = format!("'{group_name}' is not a private group; anyone may join it");
+                out.push(refuse(ErrorCode::BadRequest, reason));
+            }
             Request::List
             | Request::Ping
+            | Request::Key
             | Request::Register { .. }
             | Request::Unregister { .. }
             | Request::Hello { .. } => {

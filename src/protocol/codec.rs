@@ -16,6 +16,7 @@ pub mod cmd {
     pub const UNREGISTER: u8 = 0x02;
     pub const HELLO: u8 = 0x03;
     pub const LIST: u8 = 0x04;
+    pub const KEY: u8 = 0x05;
     pub const JOIN: u8 = 0x10;
     pub const LEAVE: u8 = 0x11;
     pub const SUBSCRIBE: u8 = 0x12;
@@ -23,6 +24,7 @@ pub mod cmd {
     pub const HISTORY: u8 = 0x14;
     pub const MEMBERS: u8 = 0x15;
     pub const PING: u8 = 0x16;
+    pub const INVITE: u8 = 0x17;
     pub const OK: u8 = 0x80;
     pub const ERROR: u8 = 0x81;
     pub const GROUPS: u8 = 0x82;
@@ -31,6 +33,7 @@ pub mod cmd {
     pub const MESSAGES: u8 = 0x85;
     pub const MEMBER_LIST: u8 = 0x86;
     pub const PONG: u8 = 0x87;
+    pub const KEY_REPLY: u8 = 0x88;
     pub const MSG: u8 = 0xC0;
     pub const PRESENCE: u8 = 0xC1;
 }
@@ -62,15 +65,22 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
             address,
             ttl_ms,
             groups,
+            key,
         } => {
             w.string(address);
             w.u32(*ttl_ms);
             w.u32(groups.len() as u32);
             groups.iter().for_each(|g| w.string(g));
+            w.string(key);
+        }
+        Request::Invite { group, user, key } => {
+            w.string(group);
+            w.string(user);
+            w.string(key);
         }
         Request::Unregister { address } => w.string(address),
         Request::Hello { name } => w.string(name),
-        Request::List | Request::Ping => {}
+        Request::List | Request::Ping | Request::Key => {}
         Request::Join { group, user }
         | Request::Leave { group, user }
         | Request::Subscribe { group, user }
@@ -119,6 +129,8 @@ fn request_cmd(request: &Request) -> u8 {
         Request::History { .. } => cmd::HISTORY,
         Request::Members { .. } => cmd::MEMBERS,
         Request::Ping => cmd::PING,
+        Request::Invite { .. } => cmd::INVITE,
+        Request::Key => cmd::KEY,
     }
 }
 
@@ -136,12 +148,20 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
                 let ttl_ms = r.u32()?;
                 let count = r.count(1)?;
                 let groups = (0..count).map(|_| r.string()).collect::<Result<_, _>>()?;
+                let key = r.string()?;
                 Request::Register {
                     address,
                     ttl_ms,
                     groups,
+                    key,
                 }
             }
+            cmd::INVITE => Request::Invite {
+                group: r.string()?,
+                user: r.string()?,
+                key: r.string()?,
+            },
+            cmd::KEY => Request::Key,
             cmd::UNREGISTER => Request::Unregister {
                 address: r.string()?,
             },
@@ -196,11 +216,13 @@ pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
         Reply::Messages { .. } => cmd::MESSAGES,
         Reply::Members { .. } => cmd::MEMBER_LIST,
         Reply::Pong { .. } => cmd::PONG,
+        Reply::Key(_) => cmd::KEY_REPLY,
     };
     let mut w = Writer::new(command);
     w.u32(req_id);
     match reply {
         Reply::Ok => {}
+        Reply::Key(key) => w.string(key),
         Reply::Error { code, reason } => {
             w.u16(code.value());
             w.text(reason);
@@ -210,6 +232,7 @@ pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
             for g in groups {
                 w.string(&g.name);
                 w.string(&g.address);
+                w.string(&g.key);
             }
         }
         Reply::Joined { group, last_seq } => {
@@ -318,17 +341,19 @@ pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
                 reason: r.text()?,
             },
             cmd::GROUPS => {
-                let count = r.count(2)?;
+                let count = r.count(3)?;
                 let groups = (0..count)
                     .map(|_| {
                         Ok(GroupEntry {
                             name: r.string()?,
                             address: r.string()?,
+                            key: r.string()?,
                         })
                     })
                     .collect::<Result<_, Fault>>()?;
                 Reply::Groups(groups)
             }
+            cmd::KEY_REPLY => Reply::Key(r.string()?),
             cmd::JOINED => Reply::Joined {
                 group: r.string()?,
                 last_seq: r.u64()?,
@@ -565,7 +590,14 @@ mod tests {
                 address: "127.0.0.1:6000".into(),
                 ttl_ms: 3000,
                 groups: vec![group.clone()],
+                key: "k".repeat(40),
             },
+            Request::Invite {
+                group: group.clone(),
+                user: user.clone(),
+                key: "k".repeat(40),
+            },
+            Request::Key,
             Request::Unregister {
                 address: "127.0.0.1:6000".into(),
             },
@@ -624,7 +656,9 @@ mod tests {
             Reply::Groups(vec![GroupEntry {
                 name: "general".into(),
                 address: "h:1".into(),
+                key: String::new(),
             }]),
+            Reply::Key("k".repeat(40)),
             Reply::Joined {
                 group: "g".into(),
                 last_seq: 9,
@@ -738,10 +772,12 @@ mod tests {
                 address: "a".into(),
                 ttl_ms: 1,
                 groups: vec![],
+                key: String::new(),
             },
         );
+        // The group count sits just before the empty key's length octet.
         let n = frame.len();
-        frame[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        frame[n - 5..n - 1].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode_request(&frame)
             .unwrap_err()
             .reason

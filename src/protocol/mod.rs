@@ -45,6 +45,8 @@ pub enum Request {
         address: String,
         ttl_ms: u32,
         groups: Vec<String>,
+        /// The group server's CURVE public key (Z85), or empty when it runs without security.
+        key: String,
     },
     /// Group server → directory: forget this address now (clean shutdown).
     Unregister { address: String },
@@ -77,6 +79,14 @@ pub enum Request {
     Members { group: String, user: String },
     /// Heartbeat; answered with the server's epoch and the last seq of subscribed groups.
     Ping,
+    /// Allow the holder of `key` (Z85 public key) to join a private group; members only.
+    Invite {
+        group: String,
+        user: String,
+        key: String,
+    },
+    /// Ask a server for its CURVE public key (answered on its plaintext key service).
+    Key,
 }
 
 impl Request {
@@ -94,6 +104,8 @@ impl Request {
             Request::History { .. } => "HISTORY",
             Request::Members { .. } => "MEMBERS",
             Request::Ping => "PING",
+            Request::Invite { .. } => "INVITE",
+            Request::Key => "KEY",
         }
     }
 
@@ -101,7 +113,10 @@ impl Request {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            Request::Join { .. } | Request::Leave { .. } | Request::Send { .. }
+            Request::Join { .. }
+                | Request::Leave { .. }
+                | Request::Send { .. }
+                | Request::Invite { .. }
         )
     }
 }
@@ -137,6 +152,8 @@ pub enum Reply {
         epoch: u64,
         groups: Vec<(String, u64)>,
     },
+    /// A server's CURVE public key (Z85), or empty when it runs without security.
+    Key(String),
 }
 
 /// Something a group server pushes without being asked.
@@ -170,6 +187,9 @@ pub struct GroupEntry {
     pub name: String,
     /// `HOST:PORT` of the group server hosting it.
     pub address: String,
+    /// The group server's CURVE public key (Z85), or empty when it runs without security:
+    /// a client that trusts the directory trusts the group servers it lists.
+    pub key: String,
 }
 
 /// One member of a group.
@@ -185,12 +205,18 @@ pub struct Member {
 pub enum ErrorCode {
     /// The message could not be decoded or a field is invalid.
     BadRequest,
+    /// The name is bound to another key, the key is not allowed here (a private group, a
+    /// message server that admits only some group servers), or the request needs a key.
+    Unauthorized,
     /// The user is not a member of the group.
     NotMember,
     /// No such group here.
     UnknownGroup,
     /// The text or frame is over the limit.
     TooLarge,
+    /// A limit was reached: the sender's rate, a group's members, the server's connections or
+    /// groups. A rate limit clears with time; the others need a change on the server.
+    Limited,
     /// The server failed; the request may be retried.
     Internal,
     /// Storage cannot write; nothing was stored.
@@ -206,9 +232,11 @@ impl ErrorCode {
     pub fn value(self) -> u16 {
         match self {
             ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthorized => 401,
             ErrorCode::NotMember => 403,
             ErrorCode::UnknownGroup => 404,
             ErrorCode::TooLarge => 413,
+            ErrorCode::Limited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
             ErrorCode::Version => 505,
@@ -220,9 +248,11 @@ impl ErrorCode {
     pub fn from_value(v: u16) -> ErrorCode {
         match v {
             400 => ErrorCode::BadRequest,
+            401 => ErrorCode::Unauthorized,
             403 => ErrorCode::NotMember,
             404 => ErrorCode::UnknownGroup,
             413 => ErrorCode::TooLarge,
+            429 => ErrorCode::Limited,
             500 => ErrorCode::Internal,
             503 => ErrorCode::Unavailable,
             505 => ErrorCode::Version,
@@ -235,9 +265,11 @@ impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self {
             ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::NotMember => "NOT_MEMBER",
             ErrorCode::UnknownGroup => "UNKNOWN_GROUP",
             ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::Limited => "LIMITED",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Version => "VERSION",
@@ -264,6 +296,22 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The characters of Z85, the text form of CURVE keys.
+const Z85: &[u8] =
+    b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+
+/// Checks a public key field: empty (no security) or 40 characters of Z85.
+///
+/// # Errors
+/// A reason fit to send back to the peer.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || (key.len() == 40 && key.bytes().all(|b| Z85.contains(&b))) {
+        Ok(())
+    } else {
+        Err("a key is 40 characters of Z85 (see `zms keygen`)".to_string())
+    }
 }
 
 /// Checks a user name: 1 to [`MAX_NAME`] bytes, no spaces, no control characters, no '@'.

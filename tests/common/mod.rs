@@ -29,10 +29,25 @@ pub fn directory(ctx: &zmq::Context) -> ServerHandle {
 }
 
 pub fn directory_at(ctx: &zmq::Context, endpoint: &str) -> ServerHandle {
-    DirectoryServer::bind(ctx, endpoint)
-        .unwrap()
+    rebind(|| DirectoryServer::bind(ctx, endpoint))
         .spawn(ctx)
         .unwrap()
+}
+
+/// Binds, retrying for a while if the port is still held: libzmq closes a stopped server's
+/// socket on its I/O thread, a moment after `stop` returns, so an in-process restart on the
+/// same port can race it.
+pub fn rebind<T>(mut bind: impl FnMut() -> zms::Result<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match bind() {
+            Ok(bound) => return bound,
+            Err(err) if err.to_string().contains("in use") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(err) => panic!("bind failed: {err}"),
+        }
+    }
 }
 
 /// A group server on `endpoint`, registered (acknowledged) with `directories` before return.
@@ -50,8 +65,7 @@ pub fn group_server_at(
         advertise: None,
         durability: Default::default(),
     };
-    GroupServer::bind(ctx, endpoint, config)
-        .unwrap()
+    rebind(|| GroupServer::bind(ctx, endpoint, config.clone()))
         .register(Duration::from_secs(2))
         .unwrap()
         .spawn(ctx)
