@@ -459,10 +459,7 @@ impl Shell {
             }
             Line::Leave(spec) => {
                 let group = match spec {
-                    Some(spec) => match self.view().find_joined(&spec) {
-                        Some(g) => g,
-                        None => self.ask(move |s| s.resolve(&spec))?,
-                    },
+                    Some(spec) => self.joined_or_resolve(spec)?,
                     None => self.require_current()?,
                 };
                 let target = group.clone();
@@ -490,10 +487,7 @@ impl Shell {
             }
             Line::Who(spec) => {
                 let group = match spec {
-                    Some(spec) => match self.view().find_joined(&spec) {
-                        Some(g) => g,
-                        None => self.ask(move |s| s.resolve(&spec))?,
-                    },
+                    Some(spec) => self.joined_or_resolve(spec)?,
                     None => self.require_current()?,
                 };
                 let target = group.clone();
@@ -508,6 +502,16 @@ impl Shell {
         Ok(())
     }
 
+    /// A joined group by name, or else whatever the name resolves to.
+    fn joined_or_resolve(&self, spec: String) -> Result<GroupRef> {
+        // Bound first: the view must not stay locked while the network thread works.
+        let joined = self.view().find_joined(&spec);
+        match joined {
+            Some(group) => Ok(group),
+            None => self.ask(move |s| s.resolve(&spec)),
+        }
+    }
+
     fn require_current(&self) -> Result<GroupRef> {
         self.view()
             .current()
@@ -519,10 +523,9 @@ impl Shell {
         if groups.is_empty() {
             println!("no groups are registered with the message server");
         }
-        let view = self.view();
+        let joined: Vec<GroupRef> = self.view().joined().to_vec();
         for g in groups {
-            let joined = view
-                .joined()
+            let joined = joined
                 .iter()
                 .any(|j| j.name == g.name && j.address == g.address);
             println!(

@@ -104,7 +104,8 @@ impl View {
         self.unread.get(group).copied().unwrap_or(0)
     }
 
-    /// Someone joined or left a group: their name is completed, or no longer.
+    /// Someone joined (`true`) or left a group: a joiner's name is completed from now on (one
+    /// who left stays: they may still be named in conversation).
     pub fn presence(&mut self, user: &str, joined: bool) {
         if joined {
             self.members.insert(user.to_string());
