@@ -454,7 +454,11 @@ impl Shell {
                     let last = s.join(&group)?;
                     Ok((group, last))
                 })?;
-                println!("joined {group}: {last_seq} earlier messages (/history shows them)");
+                match last_seq {
+                    0 => println!("joined {group}: no messages yet"),
+                    1 => println!("joined {group}: 1 earlier message (/history shows it)"),
+                    n => println!("joined {group}: {n} earlier messages (/history shows them)"),
+                }
                 self.view().join(group);
             }
             Line::Leave(spec) => {
