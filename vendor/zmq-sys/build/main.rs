@@ -1,0 +1,20 @@
+// zms: the upstream zmq-sys 0.12.0 build script, changed in one place: libzmq is built with
+// CURVE by linking the libsodium that `libsodium-sys-stable` builds from its bundled source
+// (upstream passes `with_libsodium(None)`, which leaves CURVE out).
+
+use std::env;
+
+pub fn configure() {
+    println!("cargo:rerun-if-changed=build/main.rs");
+    println!("cargo:rerun-if-env-changed=PROFILE");
+
+    let lib = env::var("DEP_SODIUM_LIB").expect("libsodium-sys-stable exports its lib directory");
+    let include = env::var("DEP_SODIUM_INCLUDE").expect("libsodium-sys-stable exports its include directory");
+    zeromq_src::Build::new()
+        .with_libsodium(Some(zeromq_src::LibLocation::new(lib, include)))
+        .build();
+}
+
+fn main() {
+    configure()
+}
