@@ -1,0 +1,426 @@
+#!/usr/bin/env python3
+"""A minimal ZMS/1 group server in Python, written from PROTOCOL.md alone.
+
+It hosts the groups named with ``--group`` in memory (nothing survives a restart: each start
+is a new epoch with empty groups), registers them with every message server of ``--server``
+once a heartbeat, and answers LIST, JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, PING, KEY
+and INVITE on one ROUTER socket, pushing MSG and PRESENCE to subscribed connections. It has no
+security: KEY answers an empty key and no group is private.
+
+    python3 group_server.py --server 127.0.0.1:5555 --bind 127.0.0.1:0 --group general random
+
+The first line on stdout is ``listening on HOST:PORT`` (the real port when binding port 0),
+printed once a message server has acknowledged the first REGISTER. SIGTERM or Ctrl-C stops it:
+it sends UNREGISTER, waits briefly for the answers, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import zmq
+
+import zms
+from zms import (
+    ERROR, GROUPS, HISTORY, INVITE, JOIN, JOINED, KEY, KEY_REPLY, LEAVE, LIST, MEMBER_LIST,
+    MEMBERS, MESSAGES, MSG, OK, PING, PONG, PRESENCE, REGISTER, SEND, SUBSCRIBE, ACK,
+    UNREGISTER, DecodeError, decode, encode,
+)
+
+# Requests that name a group and a user, checked in the spec's order before their own checks.
+GROUP_REQUESTS = {JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, INVITE}
+BATCH = 1024  # requests read per wake-up, so registration and expiry are never starved
+
+
+class Stop(Exception):
+    """Raised by the SIGTERM/SIGINT handler to leave the loop."""
+
+
+@dataclass
+class Group:
+    name: str
+    messages: list[tuple[int, int, str, str]] = field(default_factory=list)  # seq, ts, sender, text
+    stamps: list[int] = field(default_factory=list)  # each message's ts, for since_ms
+    members: set[str] = field(default_factory=set)
+    client_ids: dict[tuple[str, str], int] = field(default_factory=dict)  # (sender, id) -> seq
+    subscribers: set[bytes] = field(default_factory=set)  # routing ids
+
+    @property
+    def last_seq(self) -> int:
+        return len(self.messages)
+
+
+@dataclass
+class Connection:
+    """A subscribed connection: on behalf of one user, for one or more groups."""
+
+    user: str
+    groups: set[str] = field(default_factory=set)
+    seen: float = 0.0  # monotonic time of its last decodable request
+
+
+@dataclass
+class Directory:
+    """A message server: one DEALER on which REGISTER goes every heartbeat."""
+
+    address: str
+    sock: zmq.Socket | None = None
+    last_ok: float = 0.0
+    complained: bool = False
+
+
+class GroupServer:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        bind: str,
+        directories: Sequence[str],
+        groups: Sequence[str],
+        advertise: str | None = None,
+    ) -> None:
+        for name in groups:
+            if (why := zms.group_name_error(name)) is not None:
+                raise ValueError(why)
+        self.ctx = ctx
+        self.groups = {name: Group(name) for name in sorted(set(groups))}
+        self.router = ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.SNDHWM, zms.SERVER_SNDHWM)
+        self.router.setsockopt(zmq.RCVHWM, zms.SERVER_RCVHWM)
+        self.router.setsockopt(zmq.MAXMSGSIZE, zms.MAX_FRAME)
+        self.router.setsockopt(zmq.LINGER, 0)
+        host, sep, port = bind.strip().removeprefix("tcp://").rpartition(":")
+        if not sep or not host or not (port == "*" or port.isdigit() and int(port) <= 65535):
+            raise ValueError(f"bad --bind '{bind}': expected HOST:PORT (port 0: any free port)")
+        self.router.bind(f"tcp://{host}:{'*' if port in ('0', '*') else int(port)}")
+        real_port = self.router.getsockopt(zmq.LAST_ENDPOINT).decode().rpartition(":")[2]
+        if advertise:
+            self.address = zms.normalize_address(advertise)
+        elif host in ("0.0.0.0", "*", "[::]", "::"):
+            self.address = f"127.0.0.1:{real_port}"
+            print(f"warning: bound {host}; announcing {self.address} (use --advertise)",
+                  file=sys.stderr)
+        else:
+            self.address = f"{host}:{real_port}"
+        self.epoch = secrets.randbits(64) or 1
+        self.conns: dict[bytes, Connection] = {}
+        self.directories = [Directory(zms.normalize_address(d)) for d in directories]
+        self.ids = 0
+        self.poller = zmq.Poller()
+        self.poller.register(self.router, zmq.POLLIN)
+        for d in self.directories:
+            self._open(d)
+
+    # -- message servers --
+
+    def _next_id(self) -> int:
+        self.ids = self.ids % 0xFFFFFFFF + 1
+        return self.ids
+
+    def _open(self, d: Directory) -> None:
+        if d.sock is not None:
+            self.poller.unregister(d.sock)
+            d.sock.close(linger=0)
+        d.sock = self.ctx.socket(zmq.DEALER)
+        d.sock.setsockopt(zmq.LINGER, 0)
+        d.sock.setsockopt(zmq.SNDHWM, 4)  # a few REGISTERs wait for a connection, no more
+        d.sock.connect(f"tcp://{d.address}")
+        d.last_ok = time.monotonic()
+        self.poller.register(d.sock, zmq.POLLIN)
+
+    def _register(self, now: float) -> None:
+        frame = encode(REGISTER, self._next_id(), self.address, zms.REGISTRATION_TTL_MS,
+                       list(self.groups), "")
+        for d in self.directories:
+            if now - d.last_ok > 3 * zms.HEARTBEAT_MS / 1000:
+                self._open(d)  # three heartbeats without OK: a fresh connection
+            assert d.sock is not None
+            try:
+                d.sock.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # not connected yet; the next heartbeat tries again
+
+    def _directory_reply(self, d: Directory) -> bool:
+        """Reads a message server's answers; True if one was OK."""
+        ok = False
+        assert d.sock is not None
+        for _ in range(BATCH):
+            try:
+                parts = d.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                frame = decode(parts[-1], "incoming")
+            except DecodeError:
+                continue
+            if frame.command == OK:
+                d.last_ok = time.monotonic()
+                d.complained = False
+                ok = True
+            elif frame.command == ERROR and not d.complained:
+                d.complained = True
+                print(f"message server {d.address} refused REGISTER: {frame.fields[0]} "
+                      f"{frame.fields[1]}", file=sys.stderr, flush=True)
+        return ok
+
+    def _unregister(self) -> None:
+        """UNREGISTER with every message server, waiting at most a request timeout."""
+        pending = []
+        for d in self.directories:
+            assert d.sock is not None
+            try:
+                d.sock.send(encode(UNREGISTER, self._next_id(), self.address), zmq.NOBLOCK)
+                pending.append(d)
+            except zmq.Again:
+                pass
+        deadline = time.monotonic() + zms.REQUEST_TIMEOUT_MS / 1000
+        while pending and (left := deadline - time.monotonic()) > 0:
+            ready = dict(self.poller.poll(int(left * 1000) + 1))
+            for d in list(pending):
+                if d.sock in ready and self._directory_reply(d):
+                    pending.remove(d)
+
+    # -- the loop --
+
+    def serve(self) -> None:
+        heartbeat = zms.HEARTBEAT_MS / 1000
+        announced = False
+        announce_by = time.monotonic() + zms.REQUEST_TIMEOUT_MS * zms.REQUEST_TRIES / 1000
+        next_beat = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._register(now)
+                    self._expire(now)
+                    next_beat = now + heartbeat
+                if not announced and (now >= announce_by or not self.directories):
+                    if self.directories:
+                        print("warning: no message server acknowledged REGISTER yet",
+                              file=sys.stderr, flush=True)
+                    announced = self._announce()
+                wait = next_beat - now if announced else min(next_beat, announce_by) - now
+                ready = dict(self.poller.poll(max(0, int(wait * 1000)) + 1))
+                if self.router in ready:
+                    self._serve_batch()
+                for d in self.directories:
+                    if d.sock in ready and self._directory_reply(d) and not announced:
+                        announced = self._announce()
+        finally:
+            self._unregister()
+            self.router.close(linger=0)
+            for d in self.directories:
+                if d.sock is not None:
+                    d.sock.close(linger=0)
+
+    def _announce(self) -> bool:
+        print(f"listening on {self.address}", flush=True)
+        return True
+
+    def _serve_batch(self) -> None:
+        for _ in range(BATCH):
+            try:
+                parts = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.handle(parts[0], parts[1:])
+
+    def _expire(self, now: float) -> None:
+        ttl = zms.SUBSCRIPTION_TTL_MS / 1000
+        for rid in [r for r, c in self.conns.items() if now - c.seen > ttl]:
+            self._forget(rid)
+
+    # -- sending --
+
+    def _send(self, rid: bytes, frame: bytes) -> None:
+        """Sends to one connection: dropped if its queue is full, forgotten if it is gone."""
+        try:
+            self.router.send_multipart([rid, frame], zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # queue full (SERVER_SNDHWM): the client repairs from history
+        except zmq.ZMQError as err:
+            if err.errno != zmq.EHOSTUNREACH:
+                raise
+            self._forget(rid)
+
+    def _push(self, group: Group, frame: bytes) -> None:
+        for rid in list(group.subscribers):
+            self._send(rid, frame)
+
+    def _error(self, rid: bytes, request_id: int, code: int, reason: str) -> None:
+        self._send(rid, encode(ERROR, request_id, code, reason))
+
+    # -- subscriptions --
+
+    def _subscribe(self, rid: bytes, group: Group, user: str) -> None:
+        conn = self.conns.setdefault(rid, Connection(user))
+        conn.user = user  # a connection subscribes on behalf of the user it named last
+        conn.seen = time.monotonic()
+        conn.groups.add(group.name)
+        group.subscribers.add(rid)
+
+    def _unsubscribe(self, rid: bytes, group: Group) -> None:
+        group.subscribers.discard(rid)
+        conn = self.conns.get(rid)
+        if conn is not None:
+            conn.groups.discard(group.name)
+            if not conn.groups:
+                del self.conns[rid]
+
+    def _forget(self, rid: bytes) -> None:
+        conn = self.conns.pop(rid, None)
+        if conn is not None:
+            for name in conn.groups:
+                self.groups[name].subscribers.discard(rid)
+
+    def _online(self, group: Group, user: str) -> bool:
+        return any(self.conns[r].user == user for r in group.subscribers if r in self.conns)
+
+    # -- requests --
+
+    def handle(self, rid: bytes, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            self._error(rid, 0, 400, "a ZMS message is exactly one frame")
+            return
+        try:
+            req = decode(frames[0], "request")
+        except DecodeError as err:
+            self._error(rid, err.request_id, err.code, err.reason)
+            return
+        if rid in self.conns:
+            self.conns[rid].seen = time.monotonic()  # any request is a heartbeat
+        rq = req.request_id or 0
+        cmd = req.command
+        if cmd in (REGISTER, UNREGISTER, zms.HELLO):
+            self._error(rid, rq, 400, f"{req.name} is a message server request; "
+                                      "this is a group server")
+        elif cmd == LIST:
+            entries = [(name, self.address, "") for name in self.groups]
+            self._send(rid, encode(GROUPS, rq, entries))
+        elif cmd == KEY:
+            self._send(rid, encode(KEY_REPLY, rq, ""))
+        elif cmd == PING:
+            conn = self.conns.get(rid)
+            names = sorted(conn.groups) if conn else []
+            self._send(rid, encode(PONG, rq, self.epoch,
+                                   [(n, self.groups[n].last_seq) for n in names]))
+        elif cmd in GROUP_REQUESTS:
+            self._group_request(rid, rq, cmd, req.fields)
+        else:  # a request this server does not know (cannot happen: decode checks)
+            self._error(rid, rq, 400, f"unknown command 0x{cmd:02X}")
+
+    def _group_request(self, rid: bytes, rq: int, cmd: int, fields: list[Any]) -> None:
+        name, user = fields[0], fields[1]
+        why = zms.group_name_error(name) or zms.user_name_error(user)
+        if why is not None:
+            self._error(rid, rq, 400, why)
+            return
+        group = self.groups.get(name)
+        if group is None:
+            hosted = ", ".join(self.groups)
+            self._error(rid, rq, 404, f"no group '{name}' on this server (it hosts: {hosted})")
+            return
+        if cmd != JOIN and user not in group.members:
+            self._error(rid, rq, 403, f"'{user}' is not a member of '{name}'")
+            return
+
+        if cmd == JOIN:
+            new = user not in group.members
+            group.members.add(user)
+            self._subscribe(rid, group, user)
+            self._send(rid, encode(JOINED, rq, name, group.last_seq))
+            if new:
+                self._push(group, encode(PRESENCE, None, name, user, True))
+        elif cmd == SUBSCRIBE:
+            self._subscribe(rid, group, user)
+            self._send(rid, encode(JOINED, rq, name, group.last_seq))
+        elif cmd == LEAVE:
+            group.members.discard(user)
+            for sub in [r for r in group.subscribers if self.conns[r].user == user]:
+                self._unsubscribe(sub, group)
+            self._send(rid, encode(OK, rq))
+            self._push(group, encode(PRESENCE, None, name, user, False))
+        elif cmd == SEND:
+            self._store(rid, rq, group, user, fields[2], fields[3])
+        elif cmd == HISTORY:
+            self._history(rid, rq, group, fields[2], fields[3], fields[4])
+        elif cmd == MEMBERS:
+            members = [(m, self._online(group, m)) for m in sorted(group.members)]
+            self._send(rid, encode(MEMBER_LIST, rq, name, members))
+        elif cmd == INVITE:
+            self._error(rid, rq, 400, f"'{name}' is not a private group; anyone may join it")
+
+    def _store(self, rid: bytes, rq: int, group: Group, user: str, cid: str, text: str) -> None:
+        size = len(text.encode())
+        if size > zms.MAX_TEXT:
+            self._error(rid, rq, 413, f"text of {size} bytes is longer than {zms.MAX_TEXT}")
+            return
+        if cid and (user, cid) in group.client_ids:
+            seq, ts, _, _ = group.messages[group.client_ids[(user, cid)] - 1]
+            self._send(rid, encode(ACK, rq, seq, ts, True))
+            return
+        ts = max(int(time.time() * 1000), group.stamps[-1] if group.stamps else 0)
+        message = (group.last_seq + 1, ts, user, text)
+        group.messages.append(message)
+        group.stamps.append(ts)
+        if cid:
+            group.client_ids[(user, cid)] = message[0]
+        self._send(rid, encode(ACK, rq, message[0], ts, False))
+        self._push(group, encode(MSG, None, group.name, message))
+
+    def _history(self, rid: bytes, rq: int, group: Group, after: int, since: int,
+                 limit: int) -> None:
+        start = min(after, group.last_seq)  # index of the first message with seq > after
+        if since > 0:
+            start = max(start, bisect.bisect_left(group.stamps, since))
+        page: list[tuple[int, int, str, str]] = []
+        size = 0
+        for message in group.messages[start : start + min(limit, zms.HISTORY_PAGE_MAX)]:
+            size += 21 + len(message[2].encode()) + len(message[3].encode())
+            if page and size > zms.MAX_REPLY:
+                break
+            page.append(message)
+        self._send(rid, encode(MESSAGES, rq, group.name, group.last_seq, page))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", action="append", default=None,
+                        help="message server HOST:PORT (repeat or comma-separate); "
+                             "default 127.0.0.1:5555")
+    parser.add_argument("--bind", default="127.0.0.1:5556", help="HOST:PORT; port 0: any free")
+    parser.add_argument("--group", action="extend", nargs="+", default=None,
+                        help="groups to host (default general)")
+    parser.add_argument("--advertise", help="HOST:PORT users are told (default: the bound one)")
+    args = parser.parse_args(argv)
+    servers = [s for arg in (args.server or ["127.0.0.1:5555"]) for s in arg.split(",") if s]
+    try:
+        server = GroupServer(zmq.Context.instance(), args.bind, servers,
+                             args.group or ["general"], args.advertise)
+    except (ValueError, zmq.ZMQError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+    def stop(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop; UNREGISTER is not interrupted
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise Stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve()
+    except Stop:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
