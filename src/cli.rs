@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use zms::directory::DirectoryServer;
-use zms::group::{self, store::Durability, GroupServer};
+use zms::client::{ClientSecurity, Session, Timeouts};
+use zms::directory::{DirectorySecurity, DirectoryServer};
+use zms::group::{self, store::Durability, GroupSecurity, GroupServer};
+use zms::keys::{self, KeyPair, Pins};
 use zms::shutdown::ServerHandle;
 use zms::user::{self, output::Format, Action};
 use zms::{errinput, transport, Result};
@@ -32,6 +34,11 @@ pub enum Command {
         /// Address to bind, HOST:PORT (port 0 picks a free one).
         #[arg(long, env = "ZMS_BIND")]
         bind: Option<String>,
+        #[command(flatten)]
+        secure: ServerSecureArgs,
+        /// With --secure: admit only group servers with this public key (repeat for more).
+        #[arg(long = "allow-server", value_name = "KEY")]
+        allow_servers: Vec<String>,
     },
     /// Run a group server hosting groups and register them with the message server(s).
     GroupServer(GroupArgs),
@@ -43,6 +50,8 @@ pub enum Command {
         /// Your display name.
         #[arg(long, env = "ZMS_NAME")]
         name: Option<String>,
+        #[command(flatten)]
+        secure: ClientSecureArgs,
     },
     /// List the groups the message server knows.
     List(ClientArgs),
@@ -100,6 +109,22 @@ pub enum Command {
         /// Data directory of the group server.
         #[arg(long, default_value = zms::DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// CURVE on every connection (keys kept in the data directory). The group server
+        /// then binds 127.0.0.1:5557, since each secure server's key service takes the next port.
+        #[arg(long)]
+        secure: bool,
+    },
+    /// Make a CURVE key pair: print it, or write it to a file (kept secret: mode 0600).
+    Keygen {
+        /// Write the pair here instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the public key of a user (made on first use), to give to whoever invites you.
+    Whoami {
+        /// Your display name.
+        #[arg(long, env = "ZMS_NAME")]
+        name: String,
     },
     /// Load-test zms (fanout, latency, rtt, ingest, history, scale), bare libzmq (raw) or NATS;
     /// one JSON line per workload.
@@ -130,6 +155,42 @@ pub struct GroupArgs {
     /// Refuse new messages once the database reaches this many MiB (reads go on).
     #[arg(long, value_name = "MIB")]
     max_storage_mib: Option<u64>,
+    #[command(flatten)]
+    secure: ServerSecureArgs,
+    /// With --secure: the message server's key(s), comma-separated like --server; otherwise
+    /// the pinned key, or the one it offers on first use (pinned in DATA/known_servers).
+    #[arg(long, env = "ZMS_SERVER_KEY", value_name = "KEY[,KEY…]")]
+    server_key: Option<String>,
+    /// With --secure: a group only allowed or invited keys may join (repeat for more).
+    #[arg(long = "private", value_name = "GROUP")]
+    private: Vec<String>,
+    /// With --secure: a public key allowed into every private group (repeat for more).
+    #[arg(long = "allow", value_name = "KEY")]
+    allow: Vec<String>,
+}
+
+/// Security flags of a server.
+#[derive(Debug, Args)]
+pub struct ServerSecureArgs {
+    /// CURVE on every connection; plaintext peers are refused. A key service on the next port
+    /// up gives the public key to clients that pin it on first use.
+    #[arg(long)]
+    secure: bool,
+    /// The server's key pair file (made if missing); default: in the data or config directory.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+/// Security flags of a client.
+#[derive(Debug, Args)]
+pub struct ClientSecureArgs {
+    /// Use CURVE, trusting a server's key on first use and pinning it (as SSH does). Once a
+    /// message server's key is pinned, CURVE is used for it without this flag.
+    #[arg(long, env = "ZMS_SECURE")]
+    secure: bool,
+    /// The message server's public key, instead of trusting it on first use.
+    #[arg(long, env = "ZMS_SERVER_KEY", value_name = "KEY")]
+    server_key: Option<String>,
 }
 
 /// Flags shared by the one-shot commands.
@@ -144,6 +205,8 @@ pub struct ClientArgs {
     /// Print JSON Lines.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    secure: ClientSecureArgs,
 }
 
 impl Command {
@@ -163,15 +226,43 @@ impl Command {
         let ctx = zmq::Context::new();
         let interactive = std::io::stdin().is_terminal();
         match self {
-            Command::MessageServer { bind } => {
+            Command::MessageServer {
+                bind,
+                secure,
+                allow_servers,
+            } => {
                 let bind = ask_or(
                     bind,
                     interactive,
                     "Address to bind (IP:port)",
                     zms::DEFAULT_DIRECTORY,
                 )?;
-                let server = DirectoryServer::bind(&ctx, &transport::endpoint(&bind)?)?;
+                let security = match secure.secure {
+                    true => {
+                        let path = secure.key.map_or_else(
+                            || keys::config_dir().map(|d| d.join("message-server.key")),
+                            Ok,
+                        )?;
+                        allow_servers
+                            .iter()
+                            .try_for_each(|k| keys::raw(k).map(drop))?;
+                        Some(DirectorySecurity {
+                            keys: KeyPair::load_or_create(&path)?,
+                            allow_servers,
+                        })
+                    }
+                    false if !allow_servers.is_empty() => {
+                        return Err(errinput!("--allow-server needs --secure"))
+                    }
+                    false => None,
+                };
+                let public = security.as_ref().map(|s| s.keys.public.clone());
+                let server =
+                    DirectoryServer::bind_with(&ctx, &transport::endpoint(&bind)?, security)?;
                 println!("listening on {}", transport::address(server.endpoint()));
+                if let Some(public) = public {
+                    println!("public key {public}");
+                }
                 serve_until_signal(vec![server.spawn(&ctx)?])
             }
             Command::GroupServer(args) => {
@@ -192,16 +283,27 @@ impl Command {
                 } else {
                     args.groups
                 };
+                let directories = transport::endpoints(&server)?;
+                let security = group_security(
+                    &ctx,
+                    &args.data,
+                    &directories,
+                    args.secure,
+                    args.server_key,
+                    args.private,
+                    args.allow,
+                )?;
                 let config = group::Config {
                     groups,
                     data: args.data,
-                    directories: transport::endpoints(&server)?,
+                    directories,
                     advertise: args.advertise,
                     durability: if args.fsync {
                         Durability::Power
                     } else {
                         Durability::Process
                     },
+                    security,
                 };
                 // Registered (or given up waiting) before saying so: "listening" means listed.
                 let mut server = GroupServer::bind(&ctx, &transport::endpoint(&bind)?, config)?;
@@ -213,7 +315,11 @@ impl Command {
                 let handle = server.spawn(&ctx)?;
                 serve_until_signal(vec![handle])
             }
-            Command::User { server, name } => {
+            Command::User {
+                server,
+                name,
+                secure,
+            } => {
                 let server = ask_or(
                     server,
                     interactive,
@@ -229,7 +335,7 @@ impl Command {
                         ))
                     }
                 };
-                user::shell::run(&ctx, transport::endpoints(&server)?, &name)
+                user::shell::run(&ctx, session(&ctx, &server, &name, secure)?)
             }
             Command::List(c) => c.run(&ctx, Action::List),
             Command::Join { group, client } => client.run(&ctx, Action::Join(group)),
@@ -258,7 +364,15 @@ impl Command {
                 bind,
                 group_bind,
                 data,
-            } => up(&ctx, &bind, &group_bind, data),
+                secure,
+            } => up(&ctx, &bind, &group_bind, data, secure),
+            Command::Keygen { out } => keygen(out),
+            Command::Whoami { name } => {
+                zms::protocol::check_user_name(&name).map_err(zms::Error::Input)?;
+                let path = keys::user_key_path(&keys::config_dir()?, &name);
+                println!("{}", KeyPair::load_or_create(&path)?.public);
+                Ok(())
+            }
             Command::Bench(args) => zms::bench::run(args),
         }
     }
@@ -278,9 +392,7 @@ impl ClientArgs {
             Format::Plain
         };
         user::run(
-            ctx,
-            transport::endpoints(&self.server)?,
-            &name,
+            session(ctx, &self.server, &name, self.secure)?,
             format,
             action,
         )
@@ -302,16 +414,40 @@ fn ask_or(
 }
 
 /// `zms up`: a message server and a group server in one process.
-fn up(ctx: &zmq::Context, bind: &str, group_bind: &str, data: PathBuf) -> Result<()> {
-    let directory = DirectoryServer::bind(ctx, &transport::endpoint(bind)?)?;
+fn up(ctx: &zmq::Context, bind: &str, group_bind: &str, data: PathBuf, secure: bool) -> Result<()> {
+    // Each secure server's key service takes the port after its own, so the default group
+    // server port moves up by one to leave the message server's free.
+    let group_bind = match (secure, group_bind) {
+        (true, zms::DEFAULT_GROUP_BIND) => "127.0.0.1:5557",
+        (_, other) => other,
+    };
+    let dir_keys = secure
+        .then(|| KeyPair::load_or_create(&data.join("message-server.key")))
+        .transpose()?;
+    let dir_security = dir_keys.clone().map(|keys| DirectorySecurity {
+        keys,
+        allow_servers: Vec::new(),
+    });
+    let directory = DirectoryServer::bind_with(ctx, &transport::endpoint(bind)?, dir_security)?;
     let dir_address = transport::address(directory.endpoint());
+    let dir_endpoint = directory.endpoint().to_string();
     let dir_handle = directory.spawn(ctx)?;
+    let security = match &dir_keys {
+        Some(dk) => Some(GroupSecurity {
+            keys: Some(KeyPair::load_or_create(&data.join("server.key"))?),
+            directory_keys: vec![dk.public.clone()],
+            private: Vec::new(),
+            allow: Vec::new(),
+        }),
+        None => None,
+    };
     let config = group::Config {
         groups: vec!["general".into(), "random".into()],
         data: data.clone(),
-        directories: vec![dir_handle.endpoint().to_string()],
+        directories: vec![dir_endpoint],
         advertise: None,
         durability: Durability::Process,
+        security,
     };
     let group = GroupServer::bind(ctx, &transport::endpoint(group_bind)?, config)?;
     let group_address = group.address().to_string();
@@ -322,10 +458,124 @@ fn up(ctx: &zmq::Context, bind: &str, group_bind: &str, data: PathBuf) -> Result
         "  group server    {group_address}  (groups: general, random; data in {})",
         data.display()
     );
+    let flag = match &dir_keys {
+        Some(keys) => {
+            println!(
+                "  secure: CURVE on every connection; message server key {}",
+                keys.public
+            );
+            " --secure"
+        }
+        None => "",
+    };
     println!("connect a user from another terminal:");
-    println!("  cargo run --release -- user --server {dir_address} --name alice");
+    println!("  cargo run --release -- user --server {dir_address} --name alice{flag}");
     println!("Ctrl-C stops.");
     serve_until_signal(vec![group_handle, dir_handle])
+}
+
+/// A client session for `name`: with CURVE when asked to (`--secure`, `--server-key`) or when
+/// a message server's key is already pinned, so commands work unchanged once trusted.
+fn session(
+    ctx: &zmq::Context,
+    server: &str,
+    name: &str,
+    secure: ClientSecureArgs,
+) -> Result<Session> {
+    let endpoints = transport::endpoints(server)?;
+    let session = Session::new(ctx, endpoints.clone(), name, Timeouts::default())?;
+    let wanted = secure.secure || secure.server_key.is_some();
+    let dir = match keys::config_dir() {
+        Ok(dir) => dir,
+        Err(_) if !wanted => return Ok(session),
+        Err(err) => return Err(err),
+    };
+    let pins = Pins::load(&dir.join("known_servers"))?;
+    let pinned = endpoints
+        .iter()
+        .any(|e| pins.get(&transport::address(e)).is_some());
+    if !wanted && !pinned {
+        return Ok(session);
+    }
+    if let Some(key) = &secure.server_key {
+        keys::raw(key)?;
+    }
+    let keys = KeyPair::load_or_create(&keys::user_key_path(&dir, name))?;
+    Ok(session.with_security(ClientSecurity {
+        keys,
+        pins,
+        server_key: secure.server_key,
+        trust_on_first_use: secure.secure,
+    }))
+}
+
+/// The security of a group server from its flags: its key pair (in DATA), and each message
+/// server's key, given, pinned, or trusted on first use and pinned in DATA/known_servers.
+fn group_security(
+    ctx: &zmq::Context,
+    data: &std::path::Path,
+    directories: &[String],
+    secure: ServerSecureArgs,
+    server_key: Option<String>,
+    private: Vec<String>,
+    allow: Vec<String>,
+) -> Result<Option<GroupSecurity>> {
+    if !secure.secure {
+        if !private.is_empty() || !allow.is_empty() || server_key.is_some() {
+            return Err(errinput!(
+                "--private, --allow and --server-key need --secure"
+            ));
+        }
+        return Ok(None);
+    }
+    let keys = KeyPair::load_or_create(&secure.key.unwrap_or_else(|| data.join("server.key")))?;
+    let given: Vec<String> = server_key
+        .iter()
+        .flat_map(|k| k.split(','))
+        .map(|k| k.trim().to_string())
+        .collect();
+    let mut pins = Pins::load(&data.join("known_servers"))?;
+    let mut directory_keys = Vec::new();
+    for (i, endpoint) in directories.iter().enumerate() {
+        let address = transport::address(endpoint);
+        let key = match (given.get(i), pins.get(&address)) {
+            (Some(key), _) => key.clone(),
+            (None, Some(pinned)) => pinned.to_string(),
+            (None, None) => {
+                let key = transport::fetch_key(ctx, &address, Duration::from_secs(2))?;
+                tracing::warn!(%address, %key, "trusting the message server's key on first use; pinned");
+                key
+            }
+        };
+        pins.check_or_pin(&address, &key)?;
+        directory_keys.push(key);
+    }
+    Ok(Some(GroupSecurity {
+        keys: Some(keys),
+        directory_keys,
+        private,
+        allow,
+    }))
+}
+
+/// `zms keygen`.
+fn keygen(out: Option<PathBuf>) -> Result<()> {
+    let pair = KeyPair::generate()?;
+    match out {
+        Some(path) => {
+            pair.save(&path)?;
+            println!("{}", pair.public);
+            eprintln!(
+                "key pair written to {} (keep it secret; the line above is the public key)",
+                path.display()
+            );
+        }
+        None => {
+            println!("public = \"{}\"", pair.public);
+            println!("secret = \"{}\"", pair.secret);
+        }
+    }
+    Ok(())
 }
 
 /// Waits for Ctrl-C or SIGTERM (or a server failing), then stops the servers in order.

@@ -19,11 +19,13 @@ pub mod client;
 pub mod directory;
 pub mod error;
 pub mod group;
+pub mod keys;
 pub mod protocol;
 pub mod shutdown;
 pub mod time;
 pub mod transport;
 pub mod user;
+pub mod zap;
 
 pub use error::{Error, Result};
 

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::keys::{self, KeyPair};
 use crate::{errinput, Result};
 
 /// Turns a user's `HOST:PORT` (or a full `tcp://HOST:PORT`) into a ZeroMQ endpoint.
@@ -90,12 +91,19 @@ pub fn bind_router(
     ctx: &zmq::Context,
     endpoint: &str,
     max_frame: i64,
+    curve: Option<&KeyPair>,
 ) -> Result<(zmq::Socket, String)> {
     let router = socket(ctx, zmq::ROUTER)?;
     router.set_maxmsgsize(max_frame)?;
     router.set_router_mandatory(true)?;
     router.set_sndhwm(SERVER_SNDHWM)?;
     router.set_rcvhwm(SERVER_RCVHWM)?;
+    if let Some(keys) = curve {
+        // Every peer must complete a CURVE handshake; ZAP (see `zap`) names it by its key.
+        router.set_curve_server(true)?;
+        router.set_curve_secretkey(&keys::raw(&keys.secret)?)?;
+        router.set_zap_domain(ZAP_DOMAIN)?;
+    }
     router
         .bind(endpoint)
         .map_err(|e| errinput!("cannot bind {}: {e}", address(endpoint)))?;
@@ -103,6 +111,173 @@ pub fn bind_router(
         .get_last_endpoint()?
         .unwrap_or_else(|_| endpoint.to_string());
     Ok((router, actual))
+}
+
+/// The ZAP domain of zms servers.
+pub const ZAP_DOMAIN: &str = "zms";
+
+/// Makes `socket` a CURVE client of the server whose public key is `server_key`.
+/// Call before `connect`.
+///
+/// # Errors
+/// A malformed key, or libzmq without CURVE.
+pub fn curve_client(socket: &zmq::Socket, keys: &KeyPair, server_key: &str) -> Result<()> {
+    socket.set_curve_serverkey(&keys::raw(server_key)?)?;
+    socket.set_curve_publickey(&keys::raw(&keys.public)?)?;
+    socket.set_curve_secretkey(&keys::raw(&keys.secret)?)?;
+    Ok(())
+}
+
+/// Where a secure server at `endpoint` answers KEY in plaintext: the next port up.
+///
+/// # Errors
+/// An endpoint without a numeric port.
+pub fn key_service(endpoint: &str) -> Result<String> {
+    let (host, port) = endpoint
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?.checked_add(1)?)))
+        .ok_or_else(|| errinput!("'{endpoint}' has no port to put a key service beside"))?;
+    Ok(format!("{host}:{port}"))
+}
+
+/// Asks the key service of the server at `address` (`HOST:PORT`) for its public key.
+///
+/// # Errors
+/// No answer within `timeout`, or an answer that is not a key.
+pub fn fetch_key(
+    ctx: &zmq::Context,
+    address: &str,
+    timeout: std::time::Duration,
+) -> Result<String> {
+    let service = key_service(&endpoint(address)?)?;
+    let dealer = socket(ctx, zmq::DEALER)?;
+    dealer.set_sndtimeo(timeout.as_millis() as i32)?;
+    dealer.set_rcvtimeo(timeout.as_millis() as i32)?;
+    dealer.connect(&service)?;
+    let request = crate::protocol::codec::encode_request(1, &crate::protocol::Request::Key);
+    let no_answer = || {
+        crate::Error::Timeout(format!(
+            "no key service at {} (is {address} running --secure?)",
+            self::address(&service)
+        ))
+    };
+    dealer.send(request, 0).map_err(|_| no_answer())?;
+    let frame = dealer.recv_bytes(0).map_err(|_| no_answer())?;
+    match crate::protocol::codec::decode_incoming(&frame) {
+        Ok(crate::protocol::codec::Incoming::Reply(_, crate::protocol::Reply::Key(key)))
+            if !key.is_empty() =>
+        {
+            keys::raw(&key)?;
+            Ok(key)
+        }
+        _ => Err(errinput!(
+            "{address} offered no key (is it running --secure?)"
+        )),
+    }
+}
+
+/// A secure server's plaintext key service: answers KEY with the server's public key and
+/// anything else with UNAUTHORIZED, so a client can pin the key on first use.
+pub struct KeyService {
+    router: zmq::Socket,
+    public: String,
+}
+
+impl KeyService {
+    /// Binds beside the server's `endpoint` (see [`key_service`]).
+    ///
+    /// # Errors
+    /// When that port cannot be bound.
+    pub fn bind(ctx: &zmq::Context, endpoint: &str, public: &str) -> Result<KeyService> {
+        let at = key_service(endpoint)?;
+        let (router, _) = bind_router(ctx, &at, 1024, None)
+            .map_err(|e| errinput!("the key service goes on the port after the server's: {e}"))?;
+        Ok(KeyService {
+            router,
+            public: public.to_string(),
+        })
+    }
+
+    /// The socket, for polling.
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.router
+    }
+
+    /// Answers every request waiting, without blocking.
+    pub fn serve(&self) {
+        use crate::protocol::{codec, ErrorCode, Reply, Request};
+        while let Ok(Some(envelope)) = recv_envelope(&self.router) {
+            let (req_id, reply) = match envelope.frames.as_slice() {
+                [frame] => match codec::decode_request(frame) {
+                    Ok((id, Request::Key)) => (id, Reply::Key(self.public.clone())),
+                    Ok((id, _)) => (
+                        id,
+                        Reply::Error {
+                            code: ErrorCode::Unauthorized,
+                            reason: format!(
+                                "this server requires CURVE (connect with --secure); its key is {}",
+                                self.public
+                            ),
+                        },
+                    ),
+                    Err(e) => (
+                        e.req_id,
+                        Reply::Error {
+                            code: e.code,
+                            reason: e.reason,
+                        },
+                    ),
+                },
+                _ => continue,
+            };
+            let frame = codec::encode_reply(req_id, &reply);
+            let _ = self
+                .router
+                .send_multipart([envelope.route.as_slice(), frame.as_slice()], zmq::DONTWAIT);
+        }
+    }
+}
+
+/// One request as a ROUTER received it.
+#[derive(Debug)]
+pub struct Envelope {
+    /// The peer's routing id.
+    pub route: Vec<u8>,
+    /// The frames after the routing id (a valid ZMS message has exactly one).
+    pub frames: Vec<Vec<u8>>,
+    /// The peer's CURVE public key (Z85), as ZAP authenticated it; `None` without security.
+    pub peer_key: Option<String>,
+}
+
+/// Receives one message from a ROUTER without blocking: `Ok(None)` when there is none.
+///
+/// # Errors
+/// A libzmq failure.
+pub fn recv_envelope(router: &zmq::Socket) -> Result<Option<Envelope>, zmq::Error> {
+    let mut part = zmq::Message::new();
+    match router.recv(&mut part, zmq::DONTWAIT) {
+        Ok(()) => {}
+        Err(zmq::Error::EAGAIN) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let route = part.to_vec();
+    let mut frames = Vec::new();
+    let mut peer_key = None;
+    while router.get_rcvmore()? {
+        router.recv(&mut part, 0)?;
+        if peer_key.is_none() {
+            peer_key = part
+                .gets("User-Id")
+                .filter(|k| !k.is_empty())
+                .map(str::to_string);
+        }
+        frames.push(part.to_vec());
+    }
+    Ok(Some(Envelope {
+        route,
+        frames,
+        peer_key,
+    }))
 }
 
 /// Messages queued per peer before a server stops sending to that peer (a slow reader then

@@ -213,6 +213,7 @@ fn a_full_store_refuses_sends_loses_nothing_and_keeps_serving_reads() {
         directories: vec![dir.endpoint().to_string()],
         advertise: None,
         durability: Default::default(),
+        security: None,
     };
     let _grp = zms::group::GroupServer::bind(&ctx, "tcp://127.0.0.1:*", config)
         .unwrap()

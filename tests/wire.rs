@@ -598,6 +598,7 @@ fn examples_run_against_live_servers() -> zms::Result<()> {
             directories: vec![directory.endpoint().to_string()],
             advertise: Some(ADVERTISED.into()),
             durability: Default::default(),
+            security: None,
         },
     )?
     .register(Duration::from_secs(5))?

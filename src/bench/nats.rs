@@ -542,7 +542,7 @@ fn fan(
                                 if let Some((index, sent)) = payload::parse(nats.slice(payload)) {
                                     tally.record(index, sent, payload::now_ns());
                                 }
-                                if tally.distinct % 256 == 0 {
+                                if tally.distinct.is_multiple_of(256) {
                                     credit.update(m, tally.distinct);
                                 }
                             }

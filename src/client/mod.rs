@@ -8,11 +8,12 @@
 
 mod session;
 
-pub use session::{Delivery, GroupRef, Session, SessionEvent};
+pub use session::{ClientSecurity, Delivery, GroupRef, Session, SessionEvent};
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::keys::KeyPair;
 use crate::protocol::codec::{self, Incoming};
 use crate::protocol::{Event, Reply, Request};
 use crate::{transport, Error, Result};
@@ -47,6 +48,17 @@ pub struct Conn {
     unmatched: VecDeque<(u32, Reply)>,
     /// What the peer is, for messages: "message server" or "group server".
     role: &'static str,
+    /// Our keys and the server's, when the connection uses CURVE (kept for reconnects).
+    curve: Option<Curve>,
+}
+
+/// The keys of a CURVE connection.
+#[derive(Debug, Clone)]
+pub struct Curve {
+    /// This client's key pair.
+    pub keys: KeyPair,
+    /// The server's public key (Z85).
+    pub server_key: String,
 }
 
 impl Conn {
@@ -60,7 +72,21 @@ impl Conn {
         role: &'static str,
         timeouts: Timeouts,
     ) -> Result<Conn> {
-        let socket = Self::dealer(ctx, endpoint, timeouts)?;
+        Self::connect_with(ctx, endpoint, role, timeouts, None)
+    }
+
+    /// Connects, with CURVE when `curve` is given.
+    ///
+    /// # Errors
+    /// A libzmq failure or a malformed key.
+    pub fn connect_with(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        role: &'static str,
+        timeouts: Timeouts,
+        curve: Option<Curve>,
+    ) -> Result<Conn> {
+        let socket = Self::dealer(ctx, endpoint, timeouts, curve.as_ref())?;
         Ok(Conn {
             ctx: ctx.clone(),
             endpoint: endpoint.to_string(),
@@ -70,11 +96,20 @@ impl Conn {
             inbox: VecDeque::new(),
             unmatched: VecDeque::new(),
             role,
+            curve,
         })
     }
 
-    fn dealer(ctx: &zmq::Context, endpoint: &str, timeouts: Timeouts) -> Result<zmq::Socket> {
+    fn dealer(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        timeouts: Timeouts,
+        curve: Option<&Curve>,
+    ) -> Result<zmq::Socket> {
         let socket = transport::socket(ctx, zmq::DEALER)?;
+        if let Some(curve) = curve {
+            transport::curve_client(&socket, &curve.keys, &curve.server_key)?;
+        }
         // Queue only on a live connection, and give up a send after one request timeout:
         // a server that is down is reported, not silently queued for.
         socket.set_immediate(true)?;
@@ -102,7 +137,12 @@ impl Conn {
     /// # Errors
     /// A libzmq failure.
     pub fn reconnect(&mut self) -> Result<()> {
-        self.socket = Self::dealer(&self.ctx, &self.endpoint, self.timeouts)?;
+        self.socket = Self::dealer(
+            &self.ctx,
+            &self.endpoint,
+            self.timeouts,
+            self.curve.as_ref(),
+        )?;
         self.unmatched.clear();
         Ok(())
     }
@@ -141,8 +181,14 @@ impl Conn {
                 }
             }
         }
+        // A CURVE handshake that fails (wrong key, or one side without CURVE) looks like
+        // silence from here; say what could be wrong.
+        let hint = match &self.curve {
+            Some(_) => "is it running, and is its key the one pinned or given?",
+            None => "is it running? (if it runs --secure, connect with --secure)",
+        };
         Err(Error::Timeout(format!(
-            "no answer from the {} at {} (tried {} times); is it running?",
+            "no answer from the {} at {} (tried {} times); {hint}",
             self.role,
             self.address(),
             self.timeouts.tries

@@ -10,7 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::{unexpected, Conn, Timeouts};
+use super::{unexpected, Conn, Curve, Timeouts};
+use crate::keys::{KeyPair, Pins};
 use crate::protocol::{self, Event, GroupEntry, Member, Message, Reply, Request};
 use crate::{errinput, transport, Error, Result};
 
@@ -82,6 +83,24 @@ pub struct Session {
     /// Prefix of this session's client message ids: unique per process run.
     client_prefix: String,
     sent: u64,
+    /// CURVE settings; `None` talks plaintext.
+    security: Option<ClientSecurity>,
+    /// Group server keys as the (trusted) message server listed them, by address.
+    listed_keys: HashMap<String, String>,
+}
+
+/// How a session authenticates itself and its servers.
+#[derive(Debug)]
+pub struct ClientSecurity {
+    /// The user's key pair: the server binds the user's name to its public half.
+    pub keys: KeyPair,
+    /// Server keys trusted so far (`known_servers`).
+    pub pins: Pins,
+    /// The message server's key as given (`--server-key`), trusted over any pin.
+    pub server_key: Option<String>,
+    /// Fetch and pin the key of a server not yet known (trust on first use); without it an
+    /// unknown server is an error.
+    pub trust_on_first_use: bool,
 }
 
 impl Session {
@@ -108,12 +127,72 @@ impl Session {
             ready: VecDeque::new(),
             client_prefix: format!("{nanos:x}-{:x}", std::process::id()),
             sent: 0,
+            security: None,
+            listed_keys: HashMap::new(),
         })
+    }
+
+    /// Uses CURVE for every connection, with these keys and trust rules.
+    pub fn with_security(mut self, security: ClientSecurity) -> Session {
+        self.security = Some(security);
+        self
+    }
+
+    /// The CURVE settings for a server at `endpoint`, or `None` without security. A message
+    /// server's key is the one given, else the pinned one, else (first use) fetched and pinned;
+    /// a group server's is the one the message server lists, else pinned, else fetched.
+    fn curve_for(&mut self, endpoint: &str, directory: bool) -> Result<Option<Curve>> {
+        if self.security.is_none() {
+            return Ok(None);
+        }
+        let address = transport::address(endpoint);
+        if !directory && !self.listed_keys.contains_key(&address) {
+            // Ask the message server first: it vouches for the group servers it lists.
+            let _ = self.list_groups();
+        }
+        let security = self.security.as_mut().expect("bug: checked above");
+        let listed = if directory {
+            None
+        } else {
+            self.listed_keys.get(&address).cloned()
+        };
+        let given = if directory {
+            security.server_key.clone()
+        } else {
+            None
+        };
+        let server_key = match (given.or(listed), security.pins.get(&address)) {
+            (Some(key), _) => key,
+            (None, Some(pinned)) => pinned.to_string(),
+            (None, None) if security.trust_on_first_use => {
+                let key = transport::fetch_key(&self.ctx, &address, self.timeouts.request)?;
+                security.pins.check_or_pin(&address, &key)?;
+                tracing::warn!(%address, %key, "trusting this server's key on first use; pinned");
+                key
+            }
+            (None, None) => {
+                return Err(errinput!(
+                    "no key known for {address}: pass --server-key KEY, or --secure to trust it on first use"
+                ))
+            }
+        };
+        Ok(Some(Curve {
+            keys: security.keys.clone(),
+            server_key,
+        }))
     }
 
     /// The user's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The message servers' addresses (`HOST:PORT`), the one in use first.
+    pub fn directories(&self) -> Vec<String> {
+        self.directories
+            .iter()
+            .map(|d| transport::address(d))
+            .collect()
     }
 
     /// Asks the directories in turn until one answers.
@@ -137,13 +216,11 @@ impl Session {
         let mut last_err = None;
         for _ in 0..attempts {
             if self.directory.is_none() {
-                let endpoint = &self.directories[0];
-                self.directory = Some(Conn::connect(
-                    &self.ctx,
-                    endpoint,
-                    "message server",
-                    per_conn,
-                )?);
+                let endpoint = self.directories[0].clone();
+                let curve = self.curve_for(&endpoint, true)?;
+                let conn =
+                    Conn::connect_with(&self.ctx, &endpoint, "message server", per_conn, curve)?;
+                self.directory = Some(conn);
             }
             let conn = self.directory.as_mut().expect("bug: directory just set");
             match conn.request(request) {
@@ -177,7 +254,12 @@ impl Session {
     /// No directory answering.
     pub fn list_groups(&mut self) -> Result<Vec<GroupEntry>> {
         match self.directory_request(&Request::List)? {
-            Reply::Groups(groups) => Ok(groups),
+            Reply::Groups(groups) => {
+                for g in groups.iter().filter(|g| !g.key.is_empty()) {
+                    self.listed_keys.insert(g.address.clone(), g.key.clone());
+                }
+                Ok(groups)
+            }
             other => Err(unexpected(other, "GROUPS")),
         }
     }
@@ -261,12 +343,10 @@ impl Session {
 
     fn server(&mut self, address: &str) -> Result<&mut Server> {
         if !self.servers.contains_key(address) {
-            let conn = Conn::connect(
-                &self.ctx,
-                &transport::endpoint(address)?,
-                "group server",
-                self.timeouts,
-            )?;
+            let endpoint = transport::endpoint(address)?;
+            let curve = self.curve_for(&endpoint, false)?;
+            let conn =
+                Conn::connect_with(&self.ctx, &endpoint, "group server", self.timeouts, curve)?;
             let server = Server {
                 conn,
                 epoch: None,

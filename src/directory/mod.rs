@@ -12,16 +12,27 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use crate::keys::KeyPair;
 use crate::protocol::codec::{self, DecodeError};
 use crate::protocol::{self, ErrorCode, Reply, Request};
 use crate::shutdown::ServerHandle;
-use crate::{transport, Result};
+use crate::transport::{Envelope, KeyService};
+use crate::{transport, zap, Result};
 use registry::Registry;
 
 /// Longest TTL a registration may ask for; a longer one is cut to this.
 const MAX_TTL: Duration = Duration::from_secs(60);
 /// Most requests handled per poll wake-up before checking the control pipe again.
 const BATCH: usize = 1024;
+
+/// What a message server needs to run with security.
+#[derive(Debug, Clone)]
+pub struct DirectorySecurity {
+    /// Its own key pair: users and group servers must know the public half.
+    pub keys: KeyPair,
+    /// Group server keys admitted to REGISTER; empty admits any key.
+    pub allow_servers: Vec<String>,
+}
 
 /// A bound directory, ready to run.
 pub struct DirectoryServer {
@@ -31,20 +42,50 @@ pub struct DirectoryServer {
     /// The encoded GROUPS reply for the registry version it was built from (request id 0):
     /// LIST is the hot request and the table changes rarely.
     list_cache: Option<(u64, Vec<u8>)>,
+    security: Option<DirectorySecurity>,
+    /// The plaintext KEY service beside a secure server.
+    key_service: Option<KeyService>,
+    /// The ZAP handler this server started (none if another server of the process runs it).
+    _zap: Option<ServerHandle>,
 }
 
 impl DirectoryServer {
-    /// Binds the directory's ROUTER to `endpoint` (`tcp://HOST:PORT`, port `*` for any).
+    /// Binds the directory's ROUTER to `endpoint` (`tcp://HOST:PORT`, port `*` for any),
+    /// without security.
     ///
     /// # Errors
     /// When the address cannot be bound.
     pub fn bind(ctx: &zmq::Context, endpoint: &str) -> Result<DirectoryServer> {
-        let (router, endpoint) = transport::bind_router(ctx, endpoint, protocol::MAX_FRAME)?;
+        Self::bind_with(ctx, endpoint, None)
+    }
+
+    /// Binds with CURVE on every connection when `security` is given, and the plaintext key
+    /// service on the next port.
+    ///
+    /// # Errors
+    /// When an address cannot be bound or a key is malformed.
+    pub fn bind_with(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        security: Option<DirectorySecurity>,
+    ) -> Result<DirectoryServer> {
+        let zap = match &security {
+            Some(_) => zap::start(ctx)?,
+            None => None,
+        };
+        let keys = security.as_ref().map(|s| &s.keys);
+        let (router, endpoint) = transport::bind_router(ctx, endpoint, protocol::MAX_FRAME, keys)?;
+        let key_service = keys
+            .map(|k| KeyService::bind(ctx, &endpoint, &k.public))
+            .transpose()?;
         Ok(DirectoryServer {
             router,
             endpoint,
             registry: Registry::new(),
             list_cache: None,
+            security,
+            key_service,
+            _zap: zap,
         })
     }
 
@@ -68,7 +109,7 @@ impl DirectoryServer {
     /// Only when polling itself fails; a peer's bad input never ends the loop.
     pub fn run(mut self, control: zmq::Socket) -> Result<()> {
         let _span = tracing::info_span!("directory", endpoint = %self.endpoint).entered();
-        info!("serving");
+        info!(secure = self.security.is_some(), "serving");
         loop {
             let now = Instant::now();
             let wait = self
@@ -77,65 +118,85 @@ impl DirectoryServer {
                 .map(|t| t.saturating_duration_since(now))
                 .unwrap_or(Duration::from_secs(1))
                 .clamp(Duration::from_millis(10), Duration::from_secs(1));
-            let mut items = [
+            let mut items = vec![
                 control.as_poll_item(zmq::POLLIN),
                 self.router.as_poll_item(zmq::POLLIN),
             ];
+            if let Some(service) = &self.key_service {
+                items.push(service.socket().as_poll_item(zmq::POLLIN));
+            }
             transport::poll(&mut items, wait)?;
-            if items[0].is_readable() {
+            let (stop, requests) = (items[0].is_readable(), items[1].is_readable());
+            let keys_asked = items.get(2).is_some_and(|i| i.is_readable());
+            drop(items);
+            if stop {
                 info!("stopping");
                 return Ok(());
             }
-            if items[1].is_readable() {
+            if requests {
                 for _ in 0..BATCH {
-                    match self.router.recv_multipart(zmq::DONTWAIT) {
-                        Ok(frames) => self.serve(frames),
-                        Err(zmq::Error::EAGAIN) => break,
-                        Err(e) => return Err(e.into()),
+                    match transport::recv_envelope(&self.router)? {
+                        Some(envelope) => self.serve(envelope),
+                        None => break,
                     }
+                }
+            }
+            if keys_asked {
+                if let Some(service) = &self.key_service {
+                    service.serve();
                 }
             }
             self.registry.expire(Instant::now());
         }
     }
 
-    /// Answers one envelope `[route, frame]`.
-    fn serve(&mut self, mut frames: Vec<Vec<u8>>) {
-        let route = frames.remove(0);
-        let reply = if frames.len() != 1 {
-            warn!(peer = %transport::hex(&route), frames = frames.len(), "expected exactly one frame");
-            codec::encode_reply(
-                0,
-                &Reply::Error {
-                    code: ErrorCode::BadRequest,
-                    reason: "a ZMS message is exactly one frame".into(),
-                },
-            )
-        } else {
-            match codec::decode_request(&frames[0]) {
-                Ok((req_id, request)) => {
-                    debug!(peer = %transport::hex(&route), ?request, "request");
-                    self.handle(req_id, request)
-                }
-                Err(DecodeError {
-                    req_id,
-                    code,
-                    reason,
-                }) => {
-                    warn!(peer = %transport::hex(&route), %code, %reason, "bad request");
-                    codec::encode_reply(req_id, &Reply::Error { code, reason })
-                }
+    /// Answers one request.
+    fn serve(&mut self, envelope: Envelope) {
+        let route = &envelope.route;
+        let reply = match codec::decode_message(&envelope.frames) {
+            Ok((req_id, request)) => {
+                debug!(peer = %transport::hex(route), ?request, "request");
+                self.handle(req_id, request, envelope.peer_key.as_deref())
+            }
+            Err(DecodeError {
+                req_id,
+                code,
+                reason,
+            }) => {
+                warn!(peer = %transport::hex(route), %code, %reason, "bad request");
+                codec::encode_reply(req_id, &Reply::Error { code, reason })
             }
         };
         if let Err(err) = self
             .router
             .send_multipart([route.as_slice(), reply.as_slice()], zmq::DONTWAIT)
         {
-            debug!(peer = %transport::hex(&route), %err, "reply not sent");
+            debug!(peer = %transport::hex(route), %err, "reply not sent");
         }
     }
 
-    fn handle(&mut self, req_id: u32, request: Request) -> Vec<u8> {
+    /// With security: may the peer holding `peer` register (or unregister) `address`
+    /// announcing `key`?
+    fn admit(&self, peer: Option<&str>, address: &str, key: Option<&str>) -> Result<(), String> {
+        let Some(security) = &self.security else {
+            return Ok(());
+        };
+        let peer = peer.ok_or("this message server requires CURVE")?;
+        if !security.allow_servers.is_empty() && !security.allow_servers.iter().any(|k| k == peer) {
+            return Err(format!("this message server admits only allowed group servers; ask its operator to allow key {peer}"));
+        }
+        if key.is_some_and(|k| k != peer) {
+            return Err("a group server must announce its own key".into());
+        }
+        match self.registry.key_of(address) {
+            Some(owner) if !owner.is_empty() && owner != peer => {
+                Err(format!("{address} is registered by another key"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn handle(&mut self, req_id: u32, request: Request, peer: Option<&str>) -> Vec<u8> {
         let now = Instant::now();
         let reply = match request {
             Request::Register {
@@ -144,20 +205,35 @@ impl DirectoryServer {
                 groups,
                 key,
             } => match check_registration(&address, &groups, &key) {
-                Ok(address) => {
-                    let ttl = Duration::from_millis(u64::from(ttl_ms)).min(MAX_TTL);
-                    self.registry.register(&address, groups, &key, ttl, now);
-                    Reply::Ok
-                }
+                Ok(address) => match self.admit(peer, &address, Some(&key)) {
+                    Ok(()) => {
+                        let ttl = Duration::from_millis(u64::from(ttl_ms)).min(MAX_TTL);
+                        self.registry.register(&address, groups, &key, ttl, now);
+                        Reply::Ok
+                    }
+                    Err(reason) => {
+                        warn!(%address, %reason, "registration refused");
+                        Reply::Error {
+                            code: ErrorCode::Unauthorized,
+                            reason,
+                        }
+                    }
+                },
                 Err(reason) => Reply::Error {
                     code: ErrorCode::BadRequest,
                     reason,
                 },
             },
-            Request::Unregister { address } => {
-                self.registry.unregister(&address);
-                Reply::Ok
-            }
+            Request::Unregister { address } => match self.admit(peer, &address, None) {
+                Ok(()) => {
+                    self.registry.unregister(&address);
+                    Reply::Ok
+                }
+                Err(reason) => Reply::Error {
+                    code: ErrorCode::Unauthorized,
+                    reason,
+                },
+            },
             Request::Hello { name } => match protocol::check_user_name(&name) {
                 Ok(()) => {
                     self.registry.hello(&name, now);
@@ -169,7 +245,12 @@ impl DirectoryServer {
                 },
             },
             Request::List => return self.list_reply(req_id),
-            Request::Key => Reply::Key(String::new()),
+            Request::Key => Reply::Key(
+                self.security
+                    .as_ref()
+                    .map(|s| s.keys.public.clone())
+                    .unwrap_or_default(),
+            ),
             Request::Ping => Reply::Pong {
                 epoch: 0,
                 groups: vec![],

@@ -64,6 +64,11 @@ impl Registry {
         }
     }
 
+    /// The key a group server registered with, if it is registered.
+    pub fn key_of(&self, address: &str) -> Option<&str> {
+        self.servers.get(address).map(|r| r.key.as_str())
+    }
+
     /// Forgets a group server at once.
     pub fn unregister(&mut self, address: &str) {
         if self.servers.remove(address).is_some() {

@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use crate::keys::{self, KeyPair};
 use crate::protocol::codec::{self, DecodeError};
-use crate::protocol::{self, ErrorCode, Reply, Request};
+use crate::protocol::{self, Reply, Request};
 use crate::shutdown::ServerHandle;
-use crate::{errinput, transport, Result};
+use crate::transport::KeyService;
+use crate::{errinput, transport, zap, Result};
 use state::{Outbound, Route, State};
 use store::{Durability, Store};
 
@@ -36,6 +38,21 @@ pub struct Config {
     /// `HOST:PORT` to announce; by default the bound address (127.0.0.1 for a wildcard bind).
     pub advertise: Option<String>,
     pub durability: Durability,
+    /// CURVE on every connection, names bound to keys, private groups; `None` runs open.
+    pub security: Option<GroupSecurity>,
+}
+
+/// What a group server needs to run with security.
+#[derive(Debug, Clone, Default)]
+pub struct GroupSecurity {
+    /// Its own key pair; users learn the public half from the message server's list.
+    pub keys: Option<KeyPair>,
+    /// The public key of each message server in [`Config::directories`], in the same order.
+    pub directory_keys: Vec<String>,
+    /// Groups that only allowed or invited keys may join.
+    pub private: Vec<String>,
+    /// Keys allowed to join every private group.
+    pub allow: Vec<String>,
 }
 
 /// A bound group server, ready to run.
@@ -48,6 +65,10 @@ pub struct GroupServer {
     state: State,
     store: Store,
     next_req: u32,
+    /// The plaintext KEY service beside a secure server.
+    key_service: Option<KeyService>,
+    /// The ZAP handler this server started (none if another server of the process runs it).
+    _zap: Option<ServerHandle>,
 }
 
 impl GroupServer {
@@ -68,15 +89,50 @@ impl GroupServer {
                 protocol::MAX_GROUPS_PER_SERVER
             ));
         }
+        let security = config.security.as_ref();
+        let keys = match security {
+            Some(s) => Some(
+                s.keys
+                    .clone()
+                    .ok_or_else(|| errinput!("a secure group server needs a key pair"))?,
+            ),
+            None => None,
+        };
+        if let Some(s) = security {
+            if s.directory_keys.len() != config.directories.len() {
+                return Err(errinput!(
+                    "a secure group server needs the key of every message server"
+                ));
+            }
+            if let Some(g) = s.private.iter().find(|g| !config.groups.contains(g)) {
+                return Err(errinput!(
+                    "--private {g} names a group this server does not host"
+                ));
+            }
+            s.allow.iter().try_for_each(|k| keys::raw(k).map(drop))?;
+        }
         let mut store = Store::open(&config.data, config.durability)?;
-        let (router, endpoint) = transport::bind_router(ctx, endpoint, protocol::MAX_FRAME)?;
+        let zap = if keys.is_some() {
+            zap::start(ctx)?
+        } else {
+            None
+        };
+        let (router, endpoint) =
+            transport::bind_router(ctx, endpoint, protocol::MAX_FRAME, keys.as_ref())?;
+        let key_service = keys
+            .as_ref()
+            .map(|k| KeyService::bind(ctx, &endpoint, &k.public))
+            .transpose()?;
         let address = match &config.advertise {
             Some(a) => transport::address(&transport::endpoint(a)?),
             None => advertised(&endpoint),
         };
         let mut directories = Vec::new();
-        for dir in &config.directories {
+        for (i, dir) in config.directories.iter().enumerate() {
             let dealer = transport::socket(ctx, zmq::DEALER)?;
+            if let (Some(keys), Some(s)) = (&keys, security) {
+                transport::curve_client(&dealer, keys, &s.directory_keys[i])?;
+            }
             // Queue nothing for a directory that is down: a stale burst of REGISTERs is
             // useless, the next heartbeat says it all again.
             dealer.set_immediate(true)?;
@@ -87,7 +143,10 @@ impl GroupServer {
             directories.push(dealer);
         }
         let epoch = epoch();
-        let state = State::load(&mut store, &config.groups, address.clone(), epoch)?;
+        let mut state = State::load(&mut store, &config.groups, address.clone(), epoch)?;
+        if let (Some(keys), Some(s)) = (&keys, security) {
+            state.secure(&mut store, keys.public.clone(), &s.private, &s.allow)?;
+        }
         Ok(GroupServer {
             router,
             endpoint,
@@ -96,6 +155,8 @@ impl GroupServer {
             state,
             store,
             next_req: 0,
+            key_service,
+            _zap: zap,
         })
     }
 
@@ -175,19 +236,30 @@ impl GroupServer {
                 self.state.expire(now, ttl);
                 next_beat = now + heartbeat;
             }
-            let mut items = Vec::with_capacity(2 + self.directories.len());
+            let mut items = Vec::with_capacity(3 + self.directories.len());
             items.push(control.as_poll_item(zmq::POLLIN));
             items.push(self.router.as_poll_item(zmq::POLLIN));
             items.extend(self.directories.iter().map(|d| d.as_poll_item(zmq::POLLIN)));
+            if let Some(service) = &self.key_service {
+                items.push(service.socket().as_poll_item(zmq::POLLIN));
+            }
             transport::poll(&mut items, next_beat.saturating_duration_since(now))?;
             if items[0].is_readable() {
                 break;
             }
             let router_ready = items[1].is_readable();
-            let dirs_ready: Vec<bool> = items[2..].iter().map(|i| i.is_readable()).collect();
+            let dirs = self.directories.len();
+            let dirs_ready: Vec<bool> =
+                items[2..2 + dirs].iter().map(|i| i.is_readable()).collect();
+            let keys_asked = items.get(2 + dirs).is_some_and(|i| i.is_readable());
             drop(items);
             if router_ready {
                 self.serve_batch()?;
+            }
+            if keys_asked {
+                if let Some(service) = &self.key_service {
+                    service.serve();
+                }
             }
             for (dir, _) in self
                 .directories
@@ -220,7 +292,7 @@ impl GroupServer {
             address: self.address.clone(),
             ttl_ms: protocol::REGISTRATION_TTL_MS,
             groups: self.state.group_names(),
-            key: String::new(),
+            key: self.state.key().to_string(),
         };
         self.next_req = self.next_req.wrapping_add(1);
         let frame = codec::encode_request(self.next_req, &request);
@@ -237,13 +309,22 @@ impl GroupServer {
         let mut out: Vec<Outbound> = Vec::new();
         let mut open_from: Option<usize> = None;
         for _ in 0..BATCH {
-            let frames = match self.router.recv_multipart(zmq::DONTWAIT) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EAGAIN) => break,
-                Err(e) => return Err(e.into()),
+            let Some(envelope) = transport::recv_envelope(&self.router)? else {
+                break;
             };
-            let Some((route, req_id, request)) = decode_envelope(frames, &mut out) else {
-                continue;
+            let route = envelope.route;
+            let (req_id, request) = match codec::decode_message(&envelope.frames) {
+                Ok(decoded) => decoded,
+                Err(DecodeError {
+                    req_id,
+                    code,
+                    reason,
+                }) => {
+                    warn!(peer = %transport::hex(&route), %code, %reason, "bad request");
+                    let frame = codec::encode_reply(req_id, &Reply::Error { code, reason });
+                    out.push(Outbound::Reply { route, frame });
+                    continue;
+                }
             };
             if request.is_write() && open_from.is_none() {
                 if let Err(err) = self.store.begin() {
@@ -259,8 +340,9 @@ impl GroupServer {
                 }
             }
             debug!(peer = %transport::hex(&route), request = request.name(), "request");
+            let peer = envelope.peer_key.as_deref();
             self.state
-                .handle(&mut self.store, &route, req_id, request, &mut out);
+                .handle(&mut self.store, &route, req_id, request, peer, &mut out);
         }
         if let Some(from) = open_from {
             let mut tail = out.split_off(from);
@@ -296,40 +378,6 @@ impl GroupServer {
         for route in gone {
             debug!(peer = %transport::hex(&route), "peer gone");
             self.state.drop_conn(&route);
-        }
-    }
-}
-
-/// Splits `[route, frame]` and decodes the request; anything else is answered with an error
-/// into `out` and logged.
-fn decode_envelope(
-    mut frames: Vec<Vec<u8>>,
-    out: &mut Vec<Outbound>,
-) -> Option<(Route, u32, Request)> {
-    let route = frames.remove(0);
-    let error = |req_id, code, reason: String| Outbound::Reply {
-        route: route.clone(),
-        frame: codec::encode_reply(req_id, &Reply::Error { code, reason }),
-    };
-    if frames.len() != 1 {
-        warn!(peer = %transport::hex(&route), frames = frames.len(), "expected exactly one frame");
-        out.push(error(
-            0,
-            ErrorCode::BadRequest,
-            "a ZMS message is exactly one frame".into(),
-        ));
-        return None;
-    }
-    match codec::decode_request(&frames[0]) {
-        Ok((req_id, request)) => Some((route, req_id, request)),
-        Err(DecodeError {
-            req_id,
-            code,
-            reason,
-        }) => {
-            warn!(peer = %transport::hex(&route), %code, %reason, "bad request");
-            out.push(error(req_id, code, reason));
-            None
         }
     }
 }

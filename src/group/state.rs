@@ -41,6 +41,10 @@ struct Group {
     members: HashSet<String>,
     /// Connections that receive MSG events live.
     subscribers: HashSet<Route>,
+    /// Only keys in `allowed` may join (members stay members).
+    private: bool,
+    /// Keys allowed into a private group: the server's allow list and the invited.
+    allowed: HashSet<String>,
 }
 
 /// One connection that subscribes to at least one group.
@@ -64,6 +68,12 @@ pub struct State {
     key: String,
     /// Set when a store write failed inside the open batch: the batch must not commit.
     batch_failed: Option<String>,
+    /// Requests must come over CURVE, and each user name belongs to one key.
+    secure: bool,
+    /// User name → the key it is bound to (with security).
+    users: HashMap<String, String>,
+    /// Keys the operator allowed into every private group.
+    allow: Vec<String>,
 }
 
 impl State {
@@ -84,6 +94,8 @@ impl State {
                     last_ts: g.last_ts,
                     members: g.members.into_iter().collect(),
                     subscribers: HashSet::new(),
+                    private: false,
+                    allowed: HashSet::new(),
                 },
             );
         }
@@ -94,12 +106,52 @@ impl State {
             address,
             key: String::new(),
             batch_failed: None,
+            secure: false,
+            users: HashMap::new(),
+            allow: Vec::new(),
         })
     }
 
-    /// Sets the public key this server announces (when it runs with security).
-    pub fn set_key(&mut self, key: String) {
+    /// Turns security on: requests must carry an authenticated key, names bind to keys, and
+    /// the `private` groups admit only `allow`ed or invited keys.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub fn secure(
+        &mut self,
+        store: &mut Store,
+        key: String,
+        private: &[String],
+        allow: &[String],
+    ) -> Result<()> {
         self.key = key;
+        self.secure = true;
+        self.allow = allow.to_vec();
+        for name in private {
+            if let Some(group) = self.groups.get_mut(name) {
+                group.private = true;
+            }
+        }
+        self.load_keys(store)
+    }
+
+    /// Reads names and invitations from the store (at start, and after a failed batch).
+    fn load_keys(&mut self, store: &mut Store) -> Result<()> {
+        self.users = store.users()?.into_iter().collect();
+        for group in self.groups.values_mut().filter(|g| g.private) {
+            group.allowed = self
+                .allow
+                .iter()
+                .cloned()
+                .chain(store.invites(group.id)?)
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// This server's public key (empty without security).
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// Names of the hosted groups, sorted.
@@ -124,6 +176,7 @@ impl State {
         route: &Route,
         req_id: u32,
         request: Request,
+        peer: Option<&str>,
         out: &mut Vec<Outbound>,
     ) {
         let now = Instant::now();
@@ -194,6 +247,11 @@ impl State {
         {
             return out.push(refuse(ErrorCode::BadRequest, reason));
         }
+        if self.secure {
+            if let Err(reason) = self.authenticate(store, &user, peer) {
+                return out.push(refuse(ErrorCode::Unauthorized, reason));
+            }
+        }
         let hosted = self.group_names();
         let Some(group) = self.groups.get_mut(&group_name) else {
             let reason = format!(
@@ -206,6 +264,13 @@ impl State {
         if !is_member && !matches!(request, Request::Join { .. }) {
             let reason = format!("'{user}' is not a member of '{group_name}'");
             return out.push(refuse(ErrorCode::NotMember, reason));
+        }
+        if !is_member && group.private && !peer.is_some_and(|k| group.allowed.contains(k)) {
+            let reason = format!(
+                "'{group_name}' is private; ask a member to invite your key ({})",
+                peer.unwrap_or("none")
+            );
+            return out.push(refuse(ErrorCode::Unauthorized, reason));
         }
 
         match request {
@@ -347,10 +412,22 @@ impl State {
                     members,
                 }));
             }
-            Request::Invite { .. } => {
-                // Every group of a server without --secure is open to all: nothing to allow.
-                let reason = format!("'{group_name}' is not a private group; anyone may join it");
-                out.push(refuse(ErrorCode::BadRequest, reason));
+            Request::Invite { key, .. } => {
+                if !group.private {
+                    let reason =
+                        format!("'{group_name}' is not a private group; anyone may join it");
+                    return out.push(refuse(ErrorCode::BadRequest, reason));
+                }
+                if key.is_empty() || protocol::check_key(&key).is_err() {
+                    let reason = "an invitation names a key: 40 characters of Z85".to_string();
+                    return out.push(refuse(ErrorCode::BadRequest, reason));
+                }
+                if let Err(err) = store.add_invite(group.id, &key, crate::time::now_ms()) {
+                    return out.push(self.write_failed(route, req_id, &err.to_string()));
+                }
+                info!(group = %group_name, %user, invited = %key, "invited");
+                group.allowed.insert(key);
+                out.push(durable(Reply::Ok));
             }
             Request::List
             | Request::Ping
@@ -359,6 +436,31 @@ impl State {
             | Request::Unregister { .. }
             | Request::Hello { .. } => {
                 unreachable!("bug: answered above")
+            }
+        }
+    }
+
+    /// Checks that `user` is the name of the key `peer` on this server, binding the name to the
+    /// key the first time it is used.
+    fn authenticate(
+        &mut self,
+        store: &mut Store,
+        user: &str,
+        peer: Option<&str>,
+    ) -> Result<(), String> {
+        let peer = peer.ok_or("this group server requires CURVE")?;
+        match self.users.get(user) {
+            Some(key) if key == peer => Ok(()),
+            Some(_) => Err(format!(
+                "the name '{user}' belongs to another key on this server"
+            )),
+            None => {
+                store
+                    .bind_user(user, peer, crate::time::now_ms())
+                    .map_err(|e| format!("cannot record the name '{user}': {e}"))?;
+                info!(%user, key = %peer, "name bound to key");
+                self.users.insert(user.to_string(), peer.to_string());
+                Ok(())
             }
         }
     }
@@ -416,6 +518,11 @@ impl State {
                     group.members = stored.members.into_iter().collect();
                 }
                 Err(err) => warn!(%err, "cannot reload group after a failed batch"),
+            }
+        }
+        if self.secure {
+            if let Err(err) = self.load_keys(store) {
+                warn!(%err, "cannot reload names and invitations after a failed batch");
             }
         }
         // A JOIN that did not commit must not leave its connection subscribed.
@@ -534,7 +641,7 @@ mod tests {
     fn run(state: &mut State, store: &mut Store, route: &[u8], request: Request) -> Vec<Outbound> {
         let mut out = Vec::new();
         store.begin().unwrap();
-        state.handle(store, &route.to_vec(), 1, request, &mut out);
+        state.handle(store, &route.to_vec(), 1, request, None, &mut out);
         state.settle(store, &mut out);
         out
     }
@@ -715,6 +822,7 @@ mod tests {
             &b"a".to_vec(),
             1,
             join("general", "alice"),
+            None,
             &mut out,
         );
         state.fail_batch("disk full".into());
@@ -756,6 +864,7 @@ mod tests {
             &b"a".to_vec(),
             5,
             send("alice", "x", "lost"),
+            None,
             &mut out,
         );
         state.batch_failed = Some("disk full".into());

@@ -65,6 +65,19 @@ CREATE TABLE IF NOT EXISTS messages (
 -- A retried send (same sender and client id) is found here and not stored twice.
 CREATE UNIQUE INDEX IF NOT EXISTS messages_client ON messages (group_id, sender, client_id);
 CREATE INDEX IF NOT EXISTS messages_ts ON messages (group_id, ts);
+-- With security: each user name belongs to the first key that used it on this server.
+CREATE TABLE IF NOT EXISTS users (
+    name     TEXT PRIMARY KEY,
+    key      TEXT NOT NULL,
+    bound_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Keys a member invited into a private group.
+CREATE TABLE IF NOT EXISTS invites (
+    group_id   INTEGER NOT NULL,
+    key        TEXT NOT NULL,
+    invited_ms INTEGER NOT NULL,
+    PRIMARY KEY (group_id, key)
+) WITHOUT ROWID;
 ";
 
 impl Store {
@@ -280,6 +293,50 @@ impl Store {
             },
         )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every user name bound to a key, as `(name, key)`.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn users(&mut self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached("SELECT name, key FROM users")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Binds a user name to a key for good.
+    ///
+    /// # Errors
+    /// The SQLite error (the name is already bound, the store cannot write).
+    pub fn bind_user(&mut self, name: &str, key: &str, now_ms: i64) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO users (name, key, bound_ms) VALUES (?1, ?2, ?3)")?
+            .execute(params![name, key, now_ms])?;
+        Ok(())
+    }
+
+    /// The keys invited into a group.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn invites(&mut self, group_id: i64) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key FROM invites WHERE group_id = ?1")?;
+        let rows = stmt.query_map([group_id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records an invitation of `key` into a group.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn add_invite(&mut self, group_id: i64, key: &str, now_ms: i64) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO invites (group_id, key, invited_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?
+            .execute(params![group_id, key, now_ms])?;
+        Ok(())
     }
 
     /// Makes `user` a member (again).

@@ -205,6 +205,21 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
     Ok((req_id, request))
 }
 
+/// Decodes the frames of one ZeroMQ message as a request: exactly one frame is a ZMS message.
+///
+/// # Errors
+/// As [`decode_request`], or BAD_REQUEST (request id 0) for any other number of frames.
+pub fn decode_message(frames: &[Vec<u8>]) -> Result<(u32, Request), DecodeError> {
+    match frames {
+        [frame] => decode_request(frame),
+        _ => Err(DecodeError {
+            req_id: 0,
+            code: ErrorCode::BadRequest,
+            reason: "a ZMS message is exactly one frame".into(),
+        }),
+    }
+}
+
 /// Encodes a reply to the request with id `req_id`.
 pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
     let command = match reply {

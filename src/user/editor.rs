@@ -24,7 +24,9 @@ use rustyline::highlight::{CmdKind, Highlighter};
 use rustyline::hint::{Hint, Hinter};
 use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
-use rustyline::{Context, Editor};
+use rustyline::{Cmd, Context, Editor, KeyEvent, Movement};
+
+use unicode_width::{UnicodeWidthChar as _, UnicodeWidthStr as _};
 
 use super::complete;
 use super::render::Style;
@@ -64,11 +66,15 @@ pub fn new(view: Arc<Mutex<View>>, style: Style) -> Result<LineEditor> {
         .color_mode(ColorMode::Forced)
         .build();
     let mut editor = LineEditor::with_config(config).map_err(|e| errinput!("terminal: {e}"))?;
+    // Ctrl-C clears the line in place (Ctrl-Y brings it back), as irssi does. rustyline's own
+    // Ctrl-C ends the read without erasing the status row, which would stay in the scrollback.
+    editor.bind_sequence(KeyEvent::ctrl('C'), Cmd::Kill(Movement::WholeBuffer));
     editor.set_helper(Some(ZmsHelper {
         view,
         style,
         status: AtomicBool::new(false),
         columns: AtomicUsize::new(80),
+        prompt_width: AtomicUsize::new(0),
     }));
     Ok(editor)
 }
@@ -81,29 +87,59 @@ pub struct ZmsHelper {
     status: AtomicBool,
     /// Terminal width when the line was started: the status row is cut to fit one row.
     columns: AtomicUsize,
+    /// Width of the prompt of the line being read.
+    prompt_width: AtomicUsize,
 }
 
 impl ZmsHelper {
-    /// Shows the status row (or not) on the next line read, `columns` wide.
-    pub fn set_status(&self, on: bool, columns: usize) {
+    /// Shows the status row (or not) on the next line read, with `prompt`, `columns` wide.
+    pub fn set_status(&self, on: bool, prompt: &str, columns: usize) {
         self.status.store(on, Ordering::Relaxed);
         self.columns.store(columns.max(2), Ordering::Relaxed);
+        self.prompt_width.store(prompt.width(), Ordering::Relaxed);
     }
 
-    fn status_row(&self) -> String {
-        let status = self.view.lock().map(|v| v.status()).unwrap_or_default();
-        status_row(&status, self.columns.load(Ordering::Relaxed))
+    fn status_text(&self) -> String {
+        self.view.lock().map(|v| v.status()).unwrap_or_default()
     }
 }
 
-/// The status row as drawn after the input: a newline, then the status cut to fit in
-/// `columns` so it never wraps (a wrapped row would throw rustyline's row count off).
-pub fn status_row(status: &str, columns: usize) -> String {
+/// Whether the prompt and `line` end exactly at the right edge. The terminal then holds the
+/// cursor on that row until the next character, while rustyline counts it on the next row
+/// already: a hint starting with a newline would land a row lower in rustyline's reckoning
+/// than on the screen. Widths as rustyline measures them (per character here, per grapheme
+/// there: the same but for emoji sequences).
+pub fn fills_last_row(prompt_width: usize, line: &str, columns: usize) -> bool {
+    let prompt = std::iter::repeat_n(Some(1), prompt_width);
+    let typed = line
+        .chars()
+        .map(|c| (c != '\n').then(|| c.width().unwrap_or(0)));
+    let mut col = 0;
+    for width in prompt.chain(typed) {
+        match width {
+            None => col = 0,
+            Some(w) => {
+                col += w;
+                if col > columns {
+                    col = w;
+                }
+            }
+        }
+    }
+    col == columns
+}
+
+/// The status row as drawn after the input, cut to fit in `columns` so it never wraps (a
+/// wrapped row would throw rustyline's row count off): on a row of its own, so after a
+/// newline, unless the input fills its last row exactly and the terminal wraps by itself.
+pub fn status_row(status: &str, columns: usize, after_full_row: bool) -> String {
     // A leading space, and the last column left free.
     let fit: String = status.chars().take(columns.saturating_sub(2)).collect();
-    match fit.trim_end() {
-        "" => "\n".to_string(),
-        fit => format!("\n {fit}"),
+    match (fit.trim_end(), after_full_row) {
+        ("", false) => "\n".to_string(),
+        ("", true) => " ".to_string(),
+        (fit, false) => format!("\n {fit}"),
+        (fit, true) => format!(" {fit}"),
     }
 }
 
@@ -123,12 +159,15 @@ impl Hint for StatusHint {
 impl Hinter for ZmsHelper {
     type Hint = StatusHint;
 
-    fn hint(&self, _line: &str, _pos: usize, _ctx: &Context<'_>) -> Option<StatusHint> {
+    fn hint(&self, line: &str, _pos: usize, _ctx: &Context<'_>) -> Option<StatusHint> {
         // Always a hint while the status row is on, even an empty one: the row must exist for
         // highlight_hint to fill it in when a live message redraws the line.
-        self.status
-            .load(Ordering::Relaxed)
-            .then(|| StatusHint(self.status_row()))
+        if !self.status.load(Ordering::Relaxed) {
+            return None;
+        }
+        let columns = self.columns.load(Ordering::Relaxed);
+        let full = fills_last_row(self.prompt_width.load(Ordering::Relaxed), line, columns);
+        Some(StatusHint(status_row(&self.status_text(), columns, full)))
     }
 }
 
@@ -138,10 +177,21 @@ impl Highlighter for ZmsHelper {
             return Cow::Borrowed(hint);
         }
         // Drawn fresh: the hint was computed at the last keystroke, the view may be newer.
-        // Same number of rows (one newline), so rustyline's layout still holds.
-        let row = self.status_row();
-        match row.strip_prefix('\n') {
-            Some(text) if !text.is_empty() => Cow::Owned(format!("\n{}", self.style.quiet(text))),
+        // Laid out as the hint was (a newline or not), so rustyline's row count still holds.
+        let full = !hint.starts_with('\n');
+        let row = status_row(
+            &self.status_text(),
+            self.columns.load(Ordering::Relaxed),
+            full,
+        );
+        let (lead, text) = match row.strip_prefix('\n') {
+            Some(text) => ("\n", text),
+            None => ("", row.as_str()),
+        };
+        match text.strip_prefix(' ') {
+            Some(status) if !status.is_empty() => {
+                Cow::Owned(format!("{lead} {}", self.style.quiet(status)))
+            }
             _ => Cow::Owned(row),
         }
     }
@@ -208,11 +258,33 @@ mod tests {
 
     #[test]
     fn the_status_row_is_one_row_that_never_wraps() {
-        assert_eq!(status_row("", 80), "\n");
-        assert_eq!(status_row("random(3)", 80), "\n random(3)");
-        let row = status_row("random(3) · reconnecting… 127.0.0.1:5556", 12);
+        assert_eq!(status_row("", 80, false), "\n");
+        assert_eq!(status_row("random(3)", 80, false), "\n random(3)");
+        let row = status_row("random(3) · reconnecting… 127.0.0.1:5556", 12, false);
         assert_eq!(row, "\n random(3)");
         assert!(row.chars().count() - 1 < 12);
-        assert_eq!(status_row("x", 2), "\n");
+        assert_eq!(status_row("x", 2, false), "\n");
+        // After a full row the terminal wraps by itself: no newline of its own.
+        assert_eq!(status_row("random(3)", 80, true), " random(3)");
+        assert_eq!(status_row("", 80, true), " ");
+    }
+
+    #[test]
+    fn a_row_filled_exactly_is_found_as_rustyline_counts_it() {
+        // "[general]> " is 11 columns.
+        assert!(!fills_last_row(11, "hello", 20));
+        assert!(fills_last_row(11, "123456789", 20));
+        assert!(fills_last_row(11, &"x".repeat(29), 20));
+        assert!(!fills_last_row(11, &"x".repeat(30), 20));
+        assert!(fills_last_row(20, "", 20));
+        assert!(!fills_last_row(0, "", 20));
+        // Wide characters take two columns; one that does not fit wraps early.
+        assert!(fills_last_row(10, "日本語日本", 20));
+        assert!(!fills_last_row(11, "日本語日本", 20));
+        // 4 fit after the prompt (to column 19), the 5th wraps: 14 end the second row.
+        assert!(fills_last_row(11, &"日".repeat(14), 20));
+        assert!(!fills_last_row(11, &"日".repeat(13), 20));
+        // A newline in the input starts a row.
+        assert!(!fills_last_row(11, "123456789\n", 20));
     }
 }

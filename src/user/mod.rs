@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::client::{Session, SessionEvent, Timeouts};
+use crate::client::{Session, SessionEvent};
 use crate::{errinput, time, Result};
 use output::Format;
 
@@ -40,14 +40,7 @@ pub enum Action {
 ///
 /// # Errors
 /// Whatever went wrong, as one line for the user.
-pub fn run(
-    ctx: &zmq::Context,
-    servers: Vec<String>,
-    name: &str,
-    format: Format,
-    action: Action,
-) -> Result<()> {
-    let mut session = Session::new(ctx, servers, name, Timeouts::default())?;
+pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
     match action {
         Action::List => {
             for g in session.list_groups()? {

@@ -24,7 +24,7 @@ use super::editor::{self, LineEditor};
 use super::outbox::{Outbox, Pending};
 use super::render::{self, Style};
 use super::view::View;
-use crate::client::{GroupRef, Session, SessionEvent, Timeouts};
+use crate::client::{GroupRef, Session, SessionEvent};
 use crate::protocol::{GroupEntry, Member, Message};
 use crate::{errinput, time, transport, Error, Result};
 
@@ -76,7 +76,9 @@ impl Input {
             }
             ready.is_ok()
         });
-        let print: Print = Box::new(move |line| drop(printer.print(line)));
+        // With its own newline: between two reads (not in raw mode) the printer writes the
+        // text as it is, and the next prompt would draw over a line left unterminated.
+        let print: Print = Box::new(move |line| drop(printer.print(format!("{line}\n"))));
         Ok((
             Input::Editor {
                 editor: Box::new(editor),
@@ -92,7 +94,7 @@ impl Input {
             Input::Editor { editor, history } => loop {
                 let columns = editor.dimensions().map_or(80, |(c, _)| c);
                 if let Some(helper) = editor.helper() {
-                    helper.set_status(status, usize::from(columns));
+                    helper.set_status(status, &prompt.0, usize::from(columns));
                 }
                 match editor.readline(&(prompt.0.as_str(), prompt.1.as_str())) {
                     Ok(line) => {
@@ -107,7 +109,8 @@ impl Input {
                         }
                         return Ok(Some(line));
                     }
-                    // Ctrl-C clears the line, as in a shell; Ctrl-D on an empty line quits.
+                    // Ctrl-C is bound to clearing the line (editor::new); a SIGINT lands here.
+                    // Ctrl-D on an empty line quits.
                     Err(ReadlineError::Interrupted) => continue,
                     Err(ReadlineError::Eof) => return Ok(None),
                     Err(e) => return Err(errinput!("terminal: {e}")),
@@ -126,9 +129,10 @@ impl Input {
 /// # Errors
 /// Only failures of the terminal or of libzmq itself; server errors are printed and the
 /// client goes on.
-pub fn run(ctx: &zmq::Context, servers: Vec<String>, name: &str) -> Result<()> {
-    let mut session = Session::new(ctx, servers.clone(), name, Timeouts::default())?;
-    let view = Arc::new(Mutex::new(View::new(name)));
+pub fn run(ctx: &zmq::Context, mut session: Session) -> Result<()> {
+    let name = session.name().to_string();
+    let servers = session.directories();
+    let view = Arc::new(Mutex::new(View::new(&name)));
     let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let colour = terminal && render::colour_wanted(std::env::var_os("NO_COLOR").is_some(), true);
     let style = Style::new(colour, jiff::tz::TimeZone::system());
@@ -153,11 +157,7 @@ pub fn run(ctx: &zmq::Context, servers: Vec<String>, name: &str) -> Result<()> {
     match session.hello() {
         Ok(()) => println!(
             "connected to {} as {name}; /list shows groups, /join NAME joins one, /help for more",
-            servers
-                .iter()
-                .map(|s| transport::address(s))
-                .collect::<Vec<_>>()
-                .join(",")
+            servers.join(",")
         ),
         Err(err) => println!("warning: {err}; groups can still be joined by HOST:PORT"),
     }

@@ -64,6 +64,7 @@ pub fn group_server_at(
         directories: directories.iter().map(|d| d.to_string()).collect(),
         advertise: None,
         durability: Default::default(),
+        security: None,
     };
     rebind(|| GroupServer::bind(ctx, endpoint, config.clone()))
         .register(Duration::from_secs(2))
