@@ -21,9 +21,10 @@ import bisect
 import secrets
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import zmq
 
@@ -101,6 +102,7 @@ class GroupServer:
             raise ValueError(f"bad --bind '{bind}': expected HOST:PORT (port 0: any free port)")
         self.router.bind(f"tcp://{host}:{'*' if port in ('0', '*') else int(port)}")
         real_port = self.router.getsockopt(zmq.LAST_ENDPOINT).decode().rpartition(":")[2]
+        self.bound = f"{host}:{real_port}"  # where it listens; ``address`` is what it announces
         if advertise:
             self.address = zms.normalize_address(advertise)
         elif host in ("0.0.0.0", "*", "[::]", "::"):
@@ -189,13 +191,21 @@ class GroupServer:
 
     # -- the loop --
 
-    def serve(self) -> None:
+    def serve(
+        self,
+        stop: threading.Event | None = None,
+        on_listening: Callable[[str], None] | None = None,
+    ) -> None:
+        """Serves until ``stop`` is set (checked every heartbeat) or an exception (Stop, from
+        a signal) ends it; then unregisters. ``on_listening`` gets the announced address once
+        a message server has acknowledged REGISTER (default: print ``listening on …``)."""
+        self._on_listening = on_listening or (lambda a: print(f"listening on {a}", flush=True))
         heartbeat = zms.HEARTBEAT_MS / 1000
         announced = False
         announce_by = time.monotonic() + zms.REQUEST_TIMEOUT_MS * zms.REQUEST_TRIES / 1000
         next_beat = time.monotonic()
         try:
-            while True:
+            while stop is None or not stop.is_set():
                 now = time.monotonic()
                 if now >= next_beat:
                     self._register(now)
@@ -221,7 +231,7 @@ class GroupServer:
                     d.sock.close(linger=0)
 
     def _announce(self) -> bool:
-        print(f"listening on {self.address}", flush=True)
+        self._on_listening(self.address)
         return True
 
     def _serve_batch(self) -> None:

@@ -1,0 +1,694 @@
+"""Interoperability of the Python side (zms.py, group_server.py) with the Rust binary.
+
+Run from this directory: ``ZMS_BIN=../../target/debug/zms python3 -m unittest -v test_interop``.
+Servers run as child processes on 127.0.0.1 ephemeral ports; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+import group_server
+import zms
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+ZMS_BIN = os.environ.get("ZMS_BIN", str(ROOT / "target" / "debug" / "zms"))
+PROTOCOL = ROOT / "PROTOCOL.md"
+LIMIT = 15.0  # seconds a child process or a reply may take
+
+
+class Proc:
+    """A child process whose stdout lines arrive on a queue; its stderr goes to a file."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.args = args
+        self.log = log
+        self._stderr = open(log, "ab")
+        self.popen = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for raw in self.popen.stdout:
+            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
+
+    def line(self, limit: float = LIMIT) -> str:
+        try:
+            return self.lines.get(timeout=limit)
+        except queue.Empty:
+            raise AssertionError(f"no output from {self.args[:2]} in {limit} s; stderr:\n"
+                                 f"{self.log.read_text(errors='replace')[-2000:]}") from None
+
+    def listening(self) -> str:
+        line = self.line()
+        assert line.startswith("listening on "), f"unexpected first line: {line!r}"
+        return line[len("listening on "):]
+
+    def signal(self, sig: int) -> None:
+        self.popen.send_signal(sig)
+
+    def wait(self, limit: float = LIMIT) -> int:
+        return self.popen.wait(timeout=limit)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=LIMIT)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        self._stderr.close()
+
+
+def zms_cli(*args: str, stdin: str | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """Runs a one-shot `zms` command; by default requires success."""
+    done = subprocess.run([ZMS_BIN, *args], input=stdin, capture_output=True, text=True,
+                          timeout=60, stdin=None if stdin is not None else subprocess.DEVNULL)
+    if ok and done.returncode != 0:
+        raise AssertionError(f"zms {' '.join(args)} failed: {done.stderr.strip()}")
+    return done
+
+
+def json_lines(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def raw_exchange(address: str, frames: list[bytes], multipart: bool = False) -> bytes:
+    """Sends frames on a fresh DEALER (one message, or one multipart message) and returns the
+    first frame that comes back."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(f"tcp://{address}")
+        if multipart:
+            sock.send_multipart(frames)
+        else:
+            for frame in frames:
+                sock.send(frame)
+        assert sock.poll(int(LIMIT * 1000)), f"no reply from {address}"
+        return sock.recv()
+    finally:
+        sock.close(linger=0)
+
+
+class Deployment(unittest.TestCase):
+    """A Rust message server, and helpers to start group servers of either kind."""
+
+    def setUp(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="zms-py-"))
+        self.procs: list[Proc] = []
+        self.directory = self.spawn([ZMS_BIN, "message-server", "--bind", "127.0.0.1:0"])
+        self.server = self.directory.listening()
+
+    def tearDown(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def spawn(self, args: list[str]) -> Proc:
+        proc = Proc(args, self.tmp / f"stderr-{len(self.procs)}.log")
+        self.procs.append(proc)
+        return proc
+
+    def rust_group_server(self, bind: str = "127.0.0.1:0") -> Proc:
+        (self.tmp / "data").mkdir(exist_ok=True)
+        return self.spawn([ZMS_BIN, "group-server", "--server", self.server, "--bind", bind,
+                           "--group", "general", "--data", str(self.tmp / "data")])
+
+    def python_group_server(self, *extra: str) -> Proc:
+        return self.spawn([sys.executable, str(HERE / "group_server.py"), "--server",
+                           self.server, "--bind", "127.0.0.1:0", *extra])
+
+    def cli(self, *args: str, name: str | None = None, stdin: str | None = None,
+            ok: bool = True) -> subprocess.CompletedProcess[str]:
+        more = ["--server", self.server] + (["--name", name] if name else [])
+        return zms_cli(*args, *more, stdin=stdin, ok=ok)
+
+    def client(self, name: str) -> zms.Client:
+        client = zms.Client(self.server, name)
+        self.addCleanup(client.close)
+        return client
+
+
+class RustServers(Deployment):
+    """The Python client against the Rust message server and group server."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.group = self.rust_group_server()
+        self.group_address = self.group.listening()
+
+    def test_python_and_rust_clients_chat_both_ways(self) -> None:
+        bob = self.client("bob")
+        self.assertEqual(bob.list_groups(),
+                         [{"name": "general", "address": self.group_address, "key": ""}])
+        self.assertEqual(bob.join("general"),
+                         {"group": "general", "address": self.group_address, "last_seq": 0})
+        self.cli("join", "general", name="alice")
+
+        seq = bob.send("general", "hello from python ✓")
+        self.assertEqual(seq, 1)
+        rust_view = json_lines(self.cli("history", "general", "--json", name="alice"))
+        self.assertEqual([(m["seq"], m["sender"], m["text"]) for m in rust_view],
+                         [(1, "bob", "hello from python ✓")])
+
+        sent = json_lines(self.cli("send", "general", "hello from rust", "--json", name="alice"))
+        self.assertEqual(sent[0]["seq"], 2)
+        # The same messages, field for field, as `zms history --json` shows them.
+        rust_view = json_lines(self.cli("history", "general", "--json", name="alice"))
+        self.assertEqual(bob.history("general"), rust_view)
+        self.assertEqual(bob.history(f"general@{self.group_address}"), rust_view)
+        self.assertRegex(rust_view[1]["ts"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+        # Live: what Rust sends, the Python iterator yields, in order, once.
+        got: list[dict[str, Any]] = []
+        texts = [f"live {i}" for i in range(5)]
+        sender = threading.Thread(target=lambda: self.cli(
+            "send", "general", name="alice", stdin="".join(t + "\n" for t in texts)))
+        sender.start()
+        for message in bob.messages("general", after=2, timeout=LIMIT):
+            got.append(message)
+            if len(got) == len(texts):
+                break
+        sender.join(LIMIT)
+        self.assertEqual([m["text"] for m in got], texts)
+        self.assertEqual([m["seq"] for m in got], [3, 4, 5, 6, 7])
+        self.assertEqual(got, json_lines(self.cli("history", "general", "--json", "--limit", "5",
+                                                  name="alice")))
+
+        # bob's connection is subscribed (JOIN subscribes it); alice's one-shot ones are gone.
+        self.assertEqual(bob.members("general"),
+                         [{"name": "alice", "online": False}, {"name": "bob", "online": True}])
+
+        # A retried SEND (same client id) is stored once.
+        first = bob.send("general", "once", client_id="retry-1")
+        again = bob.send("general", "once", client_id="retry-1")
+        self.assertEqual(first, again)
+        self.assertEqual([m["text"] for m in bob.history("general", limit=2)],
+                         ["live 4", "once"])
+
+        with self.assertRaises(zms.ZmsError) as caught:
+            self.client("carol").send("general", "not a member")
+        self.assertEqual(caught.exception.code, 403)
+        with self.assertRaises(zms.ZmsError) as caught:
+            bob.join("nope")
+        self.assertEqual(caught.exception.code, 404)
+        with self.assertRaises(zms.ZmsError) as caught:
+            bob.join(f"nope@{self.group_address}")
+        self.assertEqual(caught.exception.code, 404)
+        with self.assertRaises(zms.ZmsError) as caught:
+            self.client("bad name").join("general")
+        self.assertEqual(caught.exception.code, 400)
+
+        bob.leave("general")
+        self.assertEqual(self.client("alice").members("general"),
+                         [{"name": "alice", "online": False}])
+
+    def test_history_with_and_without_since_and_limit(self) -> None:
+        py = self.client("bob")
+        py.join("general")
+        self.cli("join", "general", name="alice")
+        self.cli("send", "general", name="alice", stdin="one\ntwo\nthree\n")
+        everything = json_lines(self.cli("history", "general", "--json", name="alice"))
+        self.assertEqual([m["text"] for m in everything], ["one", "two", "three"])
+        self.assertEqual(py.history("general"), everything)
+
+        since = everything[1]["ts_ms"]
+        expect = [m for m in everything if m["ts_ms"] >= since]
+        rust_since = json_lines(self.cli("history", "general", "--json", "--since", str(since),
+                                         name="alice"))
+        self.assertEqual(rust_since, expect)
+        self.assertEqual(py.history("general", since=since), expect)
+        self.assertEqual(py.history("general", since=everything[1]["ts"]), expect)
+        self.assertEqual(py.history("general", since=since, limit=1), expect[:1])
+        self.assertEqual(py.history("general", limit=2), everything[1:])
+        self.assertEqual(py.history("general", limit=0), [])
+        self.assertEqual(py.history("general", since="2999-01-01T00:00:00Z"), [])
+
+        # More than one page (HISTORY_PAGE_MAX = 1000): the client pages.
+        lines = "".join(f"bulk {i}\n" for i in range(1005))
+        self.cli("send", "general", name="alice", stdin=lines)
+        everything = json_lines(self.cli("history", "general", "--json", name="alice"))
+        self.assertEqual(len(everything), 1008)
+        self.assertEqual(py.history("general"), everything)
+        self.assertEqual([m["seq"] for m in py.history("general", limit=1002)],
+                         list(range(7, 1009)))
+
+    def test_gap_repair_across_a_sigkilled_group_server(self) -> None:
+        """The iterator yields every message once, in order, though the group server is
+        killed with SIGKILL and restarted (new epoch, no subscriptions) while it runs."""
+        py = self.client("bob")
+        start = py.join("general")["last_seq"]
+        self.cli("join", "general", name="alice")
+        received: queue.Queue[dict[str, Any] | BaseException] = queue.Queue()
+
+        def consume() -> None:
+            try:
+                for message in py.messages("general", after=start, timeout=3 * LIMIT):
+                    received.put(message)
+                    if message["text"] == "end":
+                        return
+            except BaseException as err:  # reported to the test thread
+                received.put(err)
+
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+
+        def take(n: int) -> list[dict[str, Any]]:
+            out = []
+            deadline = time.monotonic() + 3 * LIMIT
+            while len(out) < n:
+                item = received.get(timeout=max(0.01, deadline - time.monotonic()))
+                if isinstance(item, BaseException):
+                    raise item
+                out.append(item)
+            return out
+
+        self.cli("send", "general", name="alice", stdin="a1\na2\n")
+        before = take(2)
+        self.group.signal(signal.SIGKILL)
+        self.group.wait()
+        self.group = self.rust_group_server(self.group_address)
+        self.assertEqual(self.group.listening(), self.group_address)
+        self.cli("send", "general", name="alice", stdin="b1\nb2\nb3\nb4\nb5\n")
+        self.cli("send", "general", "end", name="alice")
+        after = take(6)
+        consumer.join(LIMIT)
+        self.assertFalse(consumer.is_alive())
+        self.assertTrue(received.empty(), "nothing after the end")
+        got = before + after
+        self.assertEqual([m["text"] for m in got], ["a1", "a2", "b1", "b2", "b3", "b4", "b5", "end"])
+        self.assertEqual([m["seq"] for m in got], list(range(1, 9)))
+        self.assertEqual(got, json_lines(self.cli("history", "general", "--json", name="alice")))
+
+    def test_malformed_requests_get_error_400(self) -> None:
+        for address in (self.server, self.group_address):
+            with self.subTest(address=address):
+                reply = zms.decode(raw_exchange(address, [b"garbage, not ZMS"]), "incoming")
+                self.assertEqual((reply.command, reply.request_id, reply.fields[0]),
+                                 (zms.ERROR, 0, 400))
+                # A JOIN cut inside its group name: the request id is read, so it comes back.
+                reply = zms.decode(raw_exchange(address, [b"ZMS1\x10\x00\x00\x00\x2a\x07gen"]),
+                                   "incoming")
+                self.assertEqual((reply.command, reply.request_id, reply.fields[0]),
+                                 (zms.ERROR, 42, 400))
+                reply = zms.decode(raw_exchange(address, [zms.encode(zms.PING, 7), b"x"],
+                                                multipart=True), "incoming")
+                self.assertEqual((reply.command, reply.request_id, reply.fields[0]),
+                                 (zms.ERROR, 0, 400))
+
+    def test_an_unknown_version_gets_error_505(self) -> None:
+        for address in (self.server, self.group_address):
+            with self.subTest(address=address):
+                frame = raw_exchange(address, [b"ZMS9\x16\x00\x00\x00\x05"])
+                self.assertEqual(frame[:4], b"ZMS1", "answered in version 1")
+                reply = zms.decode(frame, "incoming")
+                self.assertEqual((reply.command, reply.request_id, reply.fields[0]),
+                                 (zms.ERROR, 0, 505))
+                self.assertIn("version 1", reply.fields[1])
+
+    def test_a_dead_server_is_a_timeout_not_a_hang(self) -> None:
+        client = zms.Client("127.0.0.1:1", "bob", timeout=0.2, tries=2)
+        self.addCleanup(client.close)
+        started = time.monotonic()
+        with self.assertRaises(zms.ZmsTimeout) as caught:
+            client.list_groups()
+        self.assertEqual(caught.exception.code, zms.UNREACHABLE)
+        self.assertLess(time.monotonic() - started, 5)
+        # The second of two message servers answers.
+        both = zms.Client(f"127.0.0.1:1,{self.server}", "bob", timeout=0.5)
+        self.addCleanup(both.close)
+        self.assertEqual([g["name"] for g in both.list_groups()], ["general"])
+
+
+class PythonGroupServer(Deployment):
+    """The Python group server, registered with the Rust message server, used by Rust clients."""
+
+    def test_rust_clients_list_join_send_history_and_tail(self) -> None:
+        group = self.python_group_server("--group", "general", "random")
+        address = group.listening()
+        self.assertEqual(json_lines(self.cli("list", "--json")),
+                         [{"name": "general", "address": address},
+                          {"name": "random", "address": address}])
+        joined = json_lines(self.cli("join", "general", "--json", name="alice"))
+        self.assertEqual(joined, [{"address": address, "group": "general", "last_seq": 0}])
+        self.cli("join", f"random@{address}", name="alice")
+        self.cli("join", "general", name="bob")
+        sent = json_lines(self.cli("send", "general", "hello, python", "--json", name="alice"))
+        self.assertEqual(sent[0]["seq"], 1)
+        history = json_lines(self.cli("history", "general", "--json", name="bob"))
+        self.assertEqual([(m["seq"], m["sender"], m["text"], m["address"]) for m in history],
+                         [(1, "alice", "hello, python", address)])
+        self.assertEqual(json_lines(self.cli("history", "general", "--json", "--since",
+                                             "2999-01-01T00:00:00Z", name="bob")), [])
+        members = json_lines(self.cli("members", "general", "--json", name="alice"))
+        self.assertEqual([m["name"] for m in members], ["alice", "bob"])
+        not_member = self.cli("send", "random", "x", name="bob", ok=False)
+        self.assertNotEqual(not_member.returncode, 0)
+        self.assertIn("not a member", not_member.stderr)
+
+        # zms tail: send until it shows one (it has subscribed), then everything after.
+        tail = self.spawn([ZMS_BIN, "tail", "general", "--server", self.server, "--name",
+                           "bob", "--json"])
+        first = None
+        for i in range(50):
+            self.cli("send", "general", f"m{i}", name="alice")
+            try:
+                first = json.loads(tail.lines.get(timeout=0.3))
+                break
+            except queue.Empty:
+                continue
+        self.assertIsNotNone(first, "tail printed a message")
+        assert first is not None
+        self.cli("send", "general", name="alice", stdin="after 1\nafter 2\n")
+        seen = [first]
+        while seen[-1]["text"] != "after 2":
+            seen.append(json.loads(tail.line()))
+        seqs = [m["seq"] for m in seen]
+        self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))), "in order, once")
+        self.assertEqual(seen[-2:], json_lines(self.cli("history", "general", "--json",
+                                                        "--limit", "2", name="bob")))
+
+        # The Python client on the Python server, and the Rust client's view of its messages.
+        carol = self.client("carol")
+        carol.join("general")
+        carol.send("general", "from carol")
+        self.assertEqual(carol.history("general"),
+                         json_lines(self.cli("history", "general", "--json", name="bob")))
+        self.assertIn("left general@", self.cli("leave", "general", name="alice").stdout)
+
+        # SIGTERM: the group server unregisters before it exits.
+        group.signal(signal.SIGTERM)
+        self.assertEqual(group.wait(), 0)
+        self.assertEqual(json_lines(self.cli("list", "--json")), [])
+
+    def test_the_python_group_server_follows_the_worked_examples(self) -> None:
+        """PROTOCOL.md's example session, frame for frame, as tests/wire.rs runs it against the
+        Rust servers: dir-* to the Rust message server, group-* to the Python group server
+        (in this process, announcing 127.0.0.1:5556, registered before the session starts)."""
+        server = group_server.GroupServer(zmq.Context.instance(), "127.0.0.1:0", [self.server],
+                                          ["general"], advertise="127.0.0.1:5556")
+        registered, stop = threading.Event(), threading.Event()
+        thread = threading.Thread(target=server.serve, daemon=True,
+                                  kwargs={"stop": stop, "on_listening": lambda _: registered.set()})
+        thread.start()
+        self.addCleanup(thread.join, LIMIT)
+        self.addCleanup(stop.set)
+        self.assertTrue(registered.wait(LIMIT), "registered with the message server")
+
+        sockets = {}
+        for kind, address in (("dir", self.server), ("group", server.bound)):
+            sock = zmq.Context.instance().socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(f"tcp://{address}")
+            self.addCleanup(sock.close, 0)
+            sockets[kind] = sock
+        stamps = set()
+        examples = parse_examples(PROTOCOL.read_text())
+        self.assertGreaterEqual(len(examples), 25)
+        for name, frames in examples:
+            sock = sockets[name.split("-")[0]]
+            parts = [octets for direction, octets, _ in frames if direction.startswith("C")]
+            sock.send_multipart(parts)
+            expected = [(octets, varies) for direction, octets, varies in frames if direction == "S"]
+            for _ in range(len(expected)):
+                self.assertTrue(sock.poll(int(LIMIT * 1000)), f"{name}: a reply in time")
+                got = sock.recv()
+                match = next((e for e in expected if matches(e, got)), None)
+                self.assertIsNotNone(match, f"{name}: unexpected {got!r}; wanted one of "
+                                            f"{[e[0] for e in expected]}")
+                expected.remove(match)  # type: ignore[arg-type]
+                frame = zms.decode(got, "incoming")
+                if frame.command == zms.ACK:
+                    stamps.add(frame.fields[1])
+                elif frame.command == zms.MSG:
+                    stamps.add(frame.fields[1][1])
+                elif frame.command == zms.MESSAGES:
+                    stamps.update(m[1] for m in frame.fields[2])
+                elif frame.command == zms.PONG and name.startswith("group-"):
+                    self.assertNotEqual(frame.fields[0], 0, "a group server's epoch is not 0")
+        # The one message of the session: its ACK, MSG and HISTORY entry agree, and are now.
+        self.assertEqual(len(stamps), 1, stamps)
+        self.assertLess(abs(stamps.pop() - time.time() * 1000), 60_000)
+        # Nothing more was sent: the next reply on each socket answers the next request.
+        for sock in sockets.values():
+            sock.send(zms.encode(zms.PING, 99))
+            self.assertTrue(sock.poll(int(LIMIT * 1000)))
+            self.assertEqual(zms.decode(sock.recv(), "incoming").request_id, 99)
+
+    def test_an_unknown_version_gets_error_505(self) -> None:
+        group = self.python_group_server("--group", "general")
+        address = group.listening()
+        frame = raw_exchange(address, [b"ZMS2\x04\x00\x00\x00\x05"])
+        reply = zms.decode(frame, "incoming")
+        self.assertEqual(frame[:4], b"ZMS1")
+        self.assertEqual((reply.command, reply.request_id, reply.fields[0]), (zms.ERROR, 0, 505))
+        self.assertIn("version 1", reply.fields[1])
+        reply = zms.decode(raw_exchange(address, [b"\x00garbage"]), "incoming")
+        self.assertEqual((reply.command, reply.request_id, reply.fields[0]), (zms.ERROR, 0, 400))
+
+
+class Codec(unittest.TestCase):
+    """zms.py's codec against every frame of PROTOCOL.md's worked examples, no servers."""
+
+    def test_every_example_frame_round_trips_or_fails_as_documented(self) -> None:
+        for name, frames in parse_examples(PROTOCOL.read_text()):
+            with self.subTest(example=name):
+                for direction, octets, _ in frames:
+                    if direction == "C+" or any(d == "C+" for d, _, _ in frames):
+                        continue  # one frame of a multi-frame message: tested live
+                    if direction == "S":
+                        frame = zms.decode(octets, "incoming")
+                        self.assertEqual(zms.encode(frame.command, frame.request_id,
+                                                    *frame.fields), octets)
+                        continue
+                    try:
+                        frame = zms.decode(octets, "request")
+                    except zms.DecodeError as err:
+                        reply = [o for d, o, _ in frames if d == "S"]
+                        self.assertEqual(
+                            zms.encode(zms.ERROR, err.request_id, err.code, err.reason), reply[0])
+                        continue
+                    self.assertEqual(zms.encode(frame.command, frame.request_id, *frame.fields),
+                                     octets)
+
+    def test_commands_table_matches_the_module(self) -> None:
+        text = PROTOCOL.read_text()
+        table = text.split("<!-- zms-table: commands -->", 1)[1].split("\n\n", 1)[0]
+        rows = re.findall(r"^\| `0x([0-9A-F]{2})` \| `(\w+)` \| (\w+) \|", table, re.M)
+        self.assertEqual(len(rows), len(zms.NAMES))
+        for byte, name, kind in rows:
+            command = int(byte, 16)
+            self.assertEqual(zms.NAMES[command], name)
+            schemas = {"request": zms.REQUESTS, "reply": zms.REPLIES, "event": zms.EVENTS}
+            self.assertIn(command, schemas[kind])
+
+    def test_names_and_times(self) -> None:
+        self.assertIsNone(zms.user_name_error("é" * 32))
+        self.assertIsNotNone(zms.user_name_error("é" * 33))
+        for bad in ("a b", "a\u00a0b", "a@b", "a\x7fb", "a\x85b", ""):
+            self.assertIsNotNone(zms.user_name_error(bad), bad)
+        self.assertIsNone(zms.group_name_error("Rust-1.x_y"))
+        self.assertIsNotNone(zms.group_name_error("é"))
+        self.assertEqual(zms.format_ts(1795561515543), "2026-11-24T23:05:15.543Z")
+        self.assertEqual(zms.parse_time("2026-11-24T23:05:15.543Z"), 1795561515543)
+        self.assertEqual(zms.parse_time("2026-11-25T00:05:15.543+01:00"), 1795561515543)
+
+
+class ScriptedServer:
+    """A ROUTER driven step by step by the test thread, to check a client's rules exactly."""
+
+    def __init__(self, test: unittest.TestCase) -> None:
+        self.test = test
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind("tcp://127.0.0.1:*")
+        self.address = "127.0.0.1:" + self.sock.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1]
+        self.peer = b""
+        self.epoch = 11
+        self.last_seq = 0
+        test.addCleanup(self.sock.close, 0)
+
+    def receive(self) -> tuple[bytes, zms.Frame]:
+        self.test.assertTrue(self.sock.poll(int(LIMIT * 1000)), "a request in time")
+        peer, data = self.sock.recv_multipart()
+        return peer, zms.decode(data, "request")
+
+    def expect(self, command: int, answer_pings: bool = True) -> zms.Frame:
+        """The next request that is not a PING (PINGs get an uneventful PONG) must be
+        ``command``."""
+        for _ in range(100):
+            self.peer, frame = self.receive()
+            if frame.command == zms.PING and answer_pings and command != zms.PING:
+                self.pong(frame)
+                continue
+            self.test.assertEqual(frame.name, zms.NAMES[command])
+            return frame
+        raise AssertionError("only PINGs")
+
+    def reply(self, frame: zms.Frame, command: int, *fields: Any) -> None:
+        self.sock.send_multipart([self.peer, zms.encode(command, frame.request_id, *fields)])
+
+    def pong(self, frame: zms.Frame, groups: list[tuple[str, int]] | None = None) -> None:
+        listed = [("general", self.last_seq)] if groups is None else groups
+        self.reply(frame, zms.PONG, self.epoch, listed)
+
+    def push(self, seq: int, text: str = "") -> None:
+        message = (seq, 1_700_000_000_000 + seq, "alice", text or f"m{seq}")
+        self.sock.send_multipart([self.peer, zms.encode(zms.MSG, None, "general", message)])
+
+    def page(self, frame: zms.Frame, seqs: range) -> None:
+        messages = [(s, 1_700_000_000_000 + s, "alice", f"m{s}") for s in seqs]
+        self.reply(frame, zms.MESSAGES, "general", self.last_seq, messages)
+
+
+class ClientRules(unittest.TestCase):
+    """zms.Client against a scripted server: Lazy Pirate retries and delivery rules 1-5."""
+
+    def test_a_send_is_retried_as_the_same_frame_on_a_new_connection(self) -> None:
+        server = ScriptedServer(self)
+        client = zms.Client("127.0.0.1:1", "bob", timeout=0.5, tries=3)
+        self.addCleanup(client.close)
+        result: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=lambda: result.put(client.send(f"general@{server.address}", "hi")),
+                         daemon=True).start()
+        first_peer, first = server.receive()
+        second_peer, second = server.receive()  # the first went unanswered
+        self.assertEqual(first.name, "SEND")
+        self.assertEqual((first.request_id, first.fields), (second.request_id, second.fields))
+        self.assertNotEqual(first_peer, second_peer, "a new socket for the retry")
+        self.assertNotEqual(first.fields[2], "", "a client id, for de-duplication")
+        server.peer = second_peer
+        server.reply(second, zms.ACK, 7, 1_700_000_000_000, True)
+        self.assertEqual(result.get(timeout=LIMIT), 7)
+
+    def test_messages_drops_repeats_fills_holes_and_recovers_subscriptions(self) -> None:
+        server = ScriptedServer(self)
+        client = zms.Client("127.0.0.1:1", "bob", timeout=1.0)
+        self.addCleanup(client.close)
+        got: queue.Queue[Any] = queue.Queue()
+
+        def consume() -> None:
+            try:
+                for message in client.messages(f"general@{server.address}", timeout=LIMIT):
+                    got.put(message["seq"])
+            except BaseException as err:
+                got.put(err)
+
+        threading.Thread(target=consume, daemon=True).start()
+
+        def delivered(*seqs: int) -> None:
+            for seq in seqs:
+                item = got.get(timeout=LIMIT)
+                if isinstance(item, BaseException):
+                    raise item
+                self.assertEqual(item, seq)
+
+        # Rule 1: subscribe first; everything after JOINED's last seq comes.
+        server.reply(server.expect(zms.SUBSCRIBE), zms.JOINED, "general", 0)
+        server.last_seq = 1
+        server.push(1)
+        delivered(1)
+        # Rule 3: a hole (MSG 3 after 1) is filled from HISTORY after the last delivered.
+        server.last_seq = 3
+        server.push(3)
+        history = server.expect(zms.HISTORY)
+        self.assertEqual(history.fields[2:4], [1, 0])
+        server.page(history, range(2, 4))
+        delivered(2, 3)
+        # Rule 2: a repeat is dropped.
+        server.last_seq = 4
+        server.push(3)
+        server.push(4)
+        delivered(4)
+        # Rule 4: a PONG showing a later last seq (a lost last push) is a hole too.
+        server.last_seq = 5
+        server.pong(server.expect(zms.PING, answer_pings=False))
+        history = server.expect(zms.HISTORY)
+        self.assertEqual(history.fields[2], 4)
+        server.page(history, range(5, 6))
+        delivered(5)
+        # Rule 4: a PONG without the group: subscribe again, fill up to JOINED's last seq.
+        server.last_seq = 6
+        server.pong(server.expect(zms.PING, answer_pings=False), groups=[])
+        server.reply(server.expect(zms.SUBSCRIBE), zms.JOINED, "general", 6)
+        history = server.expect(zms.HISTORY)
+        self.assertEqual(history.fields[2], 5)
+        server.page(history, range(6, 7))
+        delivered(6)
+        # Rule 5: a new epoch means a restart, though the PONG lists the group; a store that
+        # lost messages (JOINED below the last delivered) is followed from its last seq.
+        server.epoch = 12
+        server.pong(server.expect(zms.PING, answer_pings=False))
+        server.last_seq = 2
+        server.reply(server.expect(zms.SUBSCRIBE), zms.JOINED, "general", 2)
+        server.last_seq = 3
+        server.push(3, "after the loss")
+        delivered(3)
+
+
+def matches(expected: tuple[bytes, list[bool]], got: bytes) -> bool:
+    octets, varies = expected
+    return len(octets) == len(got) and all(v or a == b for a, b, v in zip(octets, got, varies))
+
+
+def parse_examples(text: str) -> list[tuple[str, list[tuple[str, bytes, list[bool]]]]]:
+    """The ``zms-example`` blocks of PROTOCOL.md: (name, [(direction, bytes, varies)])."""
+    examples = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        match = re.match(r"^```zms-example (\S+)", lines[i])
+        i += 1
+        if not match:
+            continue
+        frames: list[tuple[str, bytes, list[bool]]] = []
+        while not lines[i].startswith("```"):
+            line = lines[i]
+            head = re.match(r"^(C\+|C|S): (b\".*\")$", line)
+            if head:
+                literal = ast.literal_eval(head.group(2))
+                octets, varies = parse_hex(lines[i + 1])
+                assert literal == octets, f"line {i + 1}: the two forms differ"
+                frames.append((head.group(1), literal, varies))
+                i += 1
+            i += 1
+        examples.append((match.group(1), frames))
+    return examples
+
+
+def parse_hex(line: str) -> tuple[bytes, list[bool]]:
+    digits, varies, inside = [], [], False
+    for ch in line.strip():
+        if ch == "[":
+            inside = True
+        elif ch == "]":
+            inside = False
+        elif ch in "0123456789abcdefABCDEF":
+            digits.append(ch)
+            if len(digits) % 2 == 0:
+                varies.append(inside)
+    return bytes.fromhex("".join(digits)), varies
+
+
+if __name__ == "__main__":
+    unittest.main()
