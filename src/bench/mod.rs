@@ -97,9 +97,10 @@ pub struct BenchArgs {
     /// Most unacknowledged sends per sender.
     #[arg(long, default_value_t = 256)]
     pub window: usize,
-    /// Most messages a sender may run ahead of its slowest receiver (end-to-end credit; keeps
-    /// every queue under the servers' 10,000-message high-water marks, so nothing is dropped).
-    #[arg(long, default_value_t = 5000)]
+    /// Most messages a sender may run ahead of its slowest receiver: end-to-end credit that
+    /// keeps every queue well under the 10,000-message high-water marks (libzmq learns what its
+    /// peer has read only every HWM/2 messages, so a pipe can look full at half its HWM).
+    #[arg(long, default_value_t = 2000)]
     pub ahead: u64,
     /// Messages per second of the latency workload.
     #[arg(long, default_value_t = 20_000)]

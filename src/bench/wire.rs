@@ -514,20 +514,41 @@ fn member_thread(
     stop: &AtomicBool,
     ready: &mpsc::Sender<Result<()>>,
 ) -> Result<Vec<Tally>> {
+    // All JOINs first, then the replies: the server commits them as one batch, so a thread of
+    // many members is joined in milliseconds and none sits silent long enough to expire.
     let joined = (|| {
         let mut wires = Vec::new();
-        let mut bases = Vec::new();
+        let mut ids = Vec::new();
         for user in &plan.users {
             let mut wire = Wire::connect(ctx, &plan.address)?;
-            let request = Request::Join {
+            ids.push(wire.send(&Request::Join {
                 group: plan.group.clone(),
                 user: user.clone(),
-            };
-            match wire.call(&request, plan.stall)? {
-                Reply::Joined { last_seq, .. } => bases.push(last_seq),
-                other => return Err(Error::Protocol(format!("expected JOINED, got {other:?}"))),
-            }
+            })?);
             wires.push(wire);
+        }
+        let mut bases = Vec::new();
+        for (wire, id) in wires.iter_mut().zip(ids) {
+            let deadline = Instant::now() + plan.stall;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match wire.next_reply(left)? {
+                    Some((got, Reply::Joined { last_seq, .. })) if got == id => {
+                        bases.push(last_seq);
+                        break;
+                    }
+                    Some((got, Reply::Error { code, reason })) if got == id => {
+                        return Err(Error::Rejected { code, reason })
+                    }
+                    Some(_) => {}
+                    None => {
+                        return Err(Error::Timeout(format!(
+                            "no answer to JOIN within {:.0} s",
+                            plan.stall.as_secs_f64()
+                        )))
+                    }
+                }
+            }
         }
         Ok((wires, bases))
     })();
@@ -577,7 +598,8 @@ fn member_thread(
                 }
                 last_frame = Instant::now();
                 let Some((seq, text)) = msg_view(&msg) else {
-                    continue; // PONGs and other replies
+                    check_pong(&msg, &plan.group, &plan.users[i])?;
+                    continue;
                 };
                 if seq > bases[i] {
                     let now = payload::now_ns();
@@ -601,6 +623,19 @@ fn member_thread(
         }
     }
     Ok(tallies)
+}
+
+/// A PONG that no longer lists the group means the server dropped this member's subscription
+/// (it was silent too long): deliveries would be lost without a word, so fail instead.
+fn check_pong(frame: &[u8], group: &str, user: &str) -> Result<()> {
+    if let Ok(Incoming::Reply(_, Reply::Pong { groups, .. })) = codec::decode_incoming(frame) {
+        if !groups.iter().any(|(g, _)| g == group) {
+            return Err(Error::Protocol(format!(
+                "the group server dropped {user}'s subscription to {group} (silent too long?)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
