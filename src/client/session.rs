@@ -233,7 +233,32 @@ impl Session {
                 other => return other,
             }
         }
-        Err(last_err.unwrap_or_else(|| errinput!("no message server address given")))
+        match last_err {
+            Some(err) => {
+                let address = transport::address(&self.directories[0]);
+                Err(self.explain_silence(&address, err))
+            }
+            None => Err(errinput!("no message server address given")),
+        }
+    }
+
+    /// A CURVE server whose key changed looks silent (the handshake fails); when a pinned
+    /// server does not answer, ask its key service, so a replaced key reads as a warning.
+    fn explain_silence(&mut self, address: &str, err: Error) -> Error {
+        let Some(security) = self.security.as_mut() else {
+            return err;
+        };
+        let Some(pinned) = security.pins.get(address).map(str::to_string) else {
+            return err;
+        };
+        match transport::fetch_key(&self.ctx, address, self.timeouts.request) {
+            Ok(key) if key != pinned => security
+                .pins
+                .check_or_pin(address, &key)
+                .err()
+                .unwrap_or(err),
+            _ => err,
+        }
     }
 
     /// Registers the user's name with the message server.
@@ -365,7 +390,12 @@ impl Session {
     fn group_request(&mut self, group: &GroupRef, request: &Request) -> Result<Reply> {
         let reply = self.server(&group.address)?.conn.request(request);
         self.collect_events(&group.address);
-        reply
+        match reply {
+            Err(err @ Error::Timeout(_)) if !self.listed_keys.contains_key(&group.address) => {
+                Err(self.explain_silence(&group.address, err))
+            }
+            other => other,
+        }
     }
 
     /// Joins a group (membership is kept by the server) and starts receiving it live, from the
