@@ -72,7 +72,7 @@ class Directory:
     """A message server: one DEALER on which REGISTER goes every heartbeat."""
 
     address: str
-    sock: zmq.Socket | None = None
+    sock: zmq.Socket[Any] | None = None
     last_ok: float = 0.0
     complained: bool = False
 
@@ -80,7 +80,7 @@ class Directory:
 class GroupServer:
     def __init__(
         self,
-        ctx: zmq.Context,
+        ctx: zmq.Context[Any],
         bind: str,
         directories: Sequence[str],
         groups: Sequence[str],

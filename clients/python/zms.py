@@ -352,17 +352,17 @@ def format_ts(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
 
 
-TimeLike = Union[int, float, str, datetime.datetime]
+TimeLike = Union[int, str, datetime.datetime]
 
 
 def parse_time(when: TimeLike) -> int:
     """Unix milliseconds from an int (unix ms), a datetime (naive = UTC) or RFC 3339 text."""
-    if isinstance(when, bool):
-        raise TypeError("a time is an int, a datetime or RFC 3339 text")
-    if isinstance(when, (int, float)):
-        return int(when)
+    if isinstance(when, bool) or not isinstance(when, (int, str, datetime.datetime)):
+        raise TypeError(f"a time is unix ms, a datetime or RFC 3339 text, not {when!r}")
+    if isinstance(when, int):
+        return when
     if isinstance(when, str):
-        when = datetime.datetime.fromisoformat(when.strip().replace("z", "Z"))
+        when = datetime.datetime.fromisoformat(when.strip())
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
     epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
@@ -387,16 +387,16 @@ class _Sub:
 class _Conn:
     """One DEALER to one server, replaced whenever a try times out (Lazy Pirate)."""
 
-    def __init__(self, ctx: zmq.Context, address: str) -> None:
+    def __init__(self, ctx: zmq.Context[Any], address: str) -> None:
         self.ctx = ctx
         self.address = address
-        self.sock: zmq.Socket | None = None
+        self.sock: zmq.Socket[Any] | None = None
         self.epoch: int | None = None
         self.ping_id: int | None = None
         self.unanswered_since: float | None = None  # first PING with no PONG yet
         self.subs: dict[str, _Sub] = {}
 
-    def socket(self) -> zmq.Socket:
+    def socket(self) -> zmq.Socket[Any]:
         if self.sock is None:
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
@@ -441,7 +441,7 @@ class Client:
         *,
         timeout: float = REQUEST_TIMEOUT_MS / 1000,
         tries: int = REQUEST_TRIES,
-        context: zmq.Context | None = None,
+        context: zmq.Context[Any] | None = None,
     ) -> None:
         parts = server.split(",") if isinstance(server, str) else list(server)
         self.servers = [normalize_address(s) for s in parts if s.strip()]
@@ -510,6 +510,8 @@ class Client:
     ) -> list[dict[str, Any]]:
         """Stored messages, oldest first. With ``since``: those at or after it (the first
         ``limit``). Without: all, or the last ``limit``. Pages as the spec says."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be 0 or more, not {limit}")
         name, conn = self._resolve(group)
         since_ms = parse_time(since) if since is not None else 0
         after = 0
@@ -538,7 +540,8 @@ class Client:
         heartbeat and uses the PONG's last seqs and epoch to find lost pushes, lost
         subscriptions and restarts, and replaces a socket whose PINGs go unanswered. Raises
         :class:`ZmsTimeout` when ``timeout`` seconds pass without a message (None: never), and
-        :class:`ZmsError` if the subscription is refused (not a member, unknown group).
+        :class:`ZmsError` if the subscription is refused (not a member, unknown group). Like
+        any generator, it does nothing (not even subscribe) until first advanced.
         """
         name, conn = self._resolve(group)
         if name in conn.subs:
