@@ -275,6 +275,10 @@ fn a_person_chats_in_the_terminal() {
     tmux.type_text(w, "hello from alice");
     tmux.press(w, &["Enter"]);
     tmux.wait_for(w, " alice: hello from alice");
+    // Lines typed ahead of the next prompt (as a paste arrives) are all kept.
+    tmux.press(w, &["fast one", "Enter", "fast two", "Enter"]);
+    tmux.wait_for(w, " alice: fast two");
+    tmux.wait_for(w, " alice: fast one");
 
     // A message arriving while a line is half typed prints above it; the line stays intact.
     tmux.type_text(w, "half-typed wor");
@@ -356,6 +360,8 @@ fn a_person_chats_in_the_terminal() {
         history,
         [
             "alice: hello from alice",
+            "alice: fast one",
+            "alice: fast two",
             "bob: hi alice",
             "alice: half-typed words",
             "bob: psst",
