@@ -461,6 +461,20 @@ class PythonGroupServer(Deployment):
             self.assertTrue(sock.poll(int(LIMIT * 1000)))
             self.assertEqual(zms.decode(sock.recv(), "incoming").request_id, 99)
 
+    def test_text_limit_and_client_ids_on_the_python_group_server(self) -> None:
+        address = self.python_group_server("--group", "general").listening()
+        alice = self.client("alice")
+        alice.join(f"general@{address}")
+        with self.assertRaises(zms.ZmsError) as caught:
+            alice.send("general", "x" * (zms.MAX_TEXT + 1))
+        self.assertEqual(caught.exception.code, 413)
+        self.assertEqual(alice.send("general", "é" * (zms.MAX_TEXT // 2)), 1)
+        # An empty client id turns de-duplication off; a repeated one is stored once.
+        self.assertEqual([alice.send("general", "again", client_id="") for _ in range(2)], [2, 3])
+        self.assertEqual([alice.send("general", "once", client_id="c") for _ in range(2)], [4, 4])
+        self.assertEqual([m["seq"] for m in alice.history("general")], [1, 2, 3, 4])
+        self.assertEqual([m["text"] for m in alice.history("general", limit=2)], ["again", "once"])
+
     def test_an_unknown_version_gets_error_505(self) -> None:
         group = self.python_group_server("--group", "general")
         address = group.listening()
