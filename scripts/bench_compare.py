@@ -67,7 +67,7 @@ def bench(zms, args, timeout):
     return lines
 
 
-def machine():
+def machine(commit=None):
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -78,8 +78,8 @@ def machine():
         if line.startswith("MemTotal:"):
             mem_kib = int(line.split()[1])
     nats = subprocess.run(["nats-server", "--version"], capture_output=True, text=True).stdout
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
+    commit = commit or subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                      capture_output=True, text=True).stdout.strip()
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
@@ -144,6 +144,8 @@ def get(lines, run, workload, *path):
 def fmt(x, unit=""):
     if x is None:
         return "n/a"
+    if float(x).is_integer() and abs(x) < 100_000:
+        return f"{int(x)}{unit}"
     if abs(x) >= 100_000:
         return f"{x / 1e6:.2f}M{unit}" if abs(x) >= 1e6 else f"{x / 1e3:.0f}k{unit}"
     if abs(x) >= 100:
@@ -372,6 +374,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results"))
     parser.add_argument("--quick", action="store_true", help="tiny counts, to check the script")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per zms bench call")
+    parser.add_argument("--commit", help="the commit --zms was built from (default: HEAD)")
     parser.add_argument("extra", nargs="*", help="more flags for every zms bench call")
     args = parser.parse_args()
     if shutil.which("nats-server") is None:
@@ -381,7 +384,7 @@ def main():
         sys.exit(f"{zms} not found: cargo build --release")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    info = machine()
+    info = machine(args.commit)
     lines = []
     runs = list(range(1, args.runs + 1))
     for run in runs:

@@ -6,12 +6,14 @@
 use serde_json::{json, Value};
 
 use super::deploy::Deployment;
+use super::payload;
 use super::stats::{per_s, round1, round2, Percentiles};
 use super::wire::Wire;
 use super::workloads::{fan, ingest_into, run_prefix};
 use super::{progress, BenchArgs};
+use crate::protocol::codec::{self, Incoming};
 use crate::protocol::{Reply, Request, MAX_GROUPS_PER_SERVER};
-use crate::{Error, Result};
+use crate::{transport, Error, Result};
 
 /// Groups per synthetic group server (a real one may announce up to 10,000).
 const GROUPS_PER_SERVER: usize = 1000;
@@ -46,15 +48,23 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
         };
         dir.call(&request, stall)?;
     }
+    // Timed to the whole reply on the wire, and again once decoded (what a client sees).
+    let mut wire_ns = Vec::with_capacity(args.lists);
     let mut samples = Vec::with_capacity(args.lists);
-    let mut listed = 0;
+    let (mut listed, mut list_bytes) = (0, 0);
     for _ in 0..args.lists {
-        let t0 = super::payload::now_ns();
-        match dir.call(&Request::List, stall)? {
-            Reply::Groups(groups) => listed = groups.len(),
+        let t0 = payload::now_ns();
+        let id = dir.send(&Request::List)?;
+        let frame = recv_frame(&dir, stall)?;
+        wire_ns.push(payload::now_ns() - t0);
+        match codec::decode_incoming(&frame) {
+            Ok(Incoming::Reply(got, Reply::Groups(groups))) if got == id => {
+                listed = groups.len();
+                list_bytes = frame.len();
+            }
             other => return Err(Error::Protocol(format!("expected GROUPS, got {other:?}"))),
         }
-        samples.push(super::payload::now_ns() - t0);
+        samples.push(payload::now_ns() - t0);
     }
     if listed < args.groups {
         return Err(Error::Protocol(format!(
@@ -63,6 +73,7 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
         )));
     }
     let list = Percentiles::of(&mut samples);
+    let list_wire = Percentiles::of(&mut wire_ns);
     progress(
         "scale",
         format_args!(
@@ -74,6 +85,7 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
     // 2. The group server with `stored` messages…
     let load = ingest_into(args, &d, "scale", args.stored, args.senders.unwrap_or(4))?;
     progress("scale", format_args!("{} messages stored", load.stored));
+    let (rss_after_store, _) = d.peak_rss_mib();
     // …and `members` connected members receiving a fan-out.
     let members = args.members.unwrap_or(1000);
     let messages = args.messages.unwrap_or(2000);
@@ -90,6 +102,9 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
         "list_p50_ms": round2(list.p50_us / 1000.0),
         "list_p99_ms": round2(list.p99_us / 1000.0),
         "list_max_ms": round2(list.max_us / 1000.0),
+        "list_wire_p50_ms": round2(list_wire.p50_us / 1000.0),
+        "list_wire_p99_ms": round2(list_wire.p99_us / 1000.0),
+        "list_bytes": list_bytes,
         "stored": load.stored,
         "store_msgs_per_s": per_s(load.stored, load.ns),
         "members": members,
@@ -98,6 +113,19 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
         "deliveries_per_s": per_s(deliveries, fan.deliver_ns),
         "lost": fan.tallies.iter().map(|t| t.lost()).sum::<u64>(),
         "group_rss_mib": group_rss.map(round1),
+        "group_rss_before_fanout_mib": rss_after_store.map(round1),
         "directory_rss_mib": directory_rss.map(round1),
     }))
+}
+
+/// The next frame on `wire`, waiting at most `stall`.
+fn recv_frame(wire: &Wire, stall: std::time::Duration) -> Result<Vec<u8>> {
+    let mut items = [wire.socket().as_poll_item(zmq::POLLIN)];
+    if transport::poll(&mut items, stall)? == 0 {
+        return Err(Error::Timeout(format!(
+            "the message server did not answer LIST within {:.0} s",
+            stall.as_secs_f64()
+        )));
+    }
+    Ok(wire.socket().recv_bytes(0)?)
 }
