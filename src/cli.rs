@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use zms::client::{ClientSecurity, Session, Timeouts};
 use zms::directory::{DirectorySecurity, DirectoryServer};
-use zms::group::{self, store::Durability, GroupSecurity, GroupServer};
+use zms::group::{self, limits::Limits, store::Durability, GroupSecurity, GroupServer};
 use zms::keys::{self, KeyPair, Pins};
 use zms::shutdown::ServerHandle;
 use zms::user::{self, output::Format, Action};
@@ -39,6 +39,9 @@ pub enum Command {
         /// With --secure: admit only group servers with this public key (repeat for more).
         #[arg(long = "allow-server", value_name = "KEY")]
         allow_servers: Vec<String>,
+        /// Most groups listed, over all group servers; more registrations are refused.
+        #[arg(long, default_value_t = 100_000)]
+        max_groups: usize,
     },
     /// Run a group server hosting groups and register them with the message server(s).
     GroupServer(GroupArgs),
@@ -167,7 +170,40 @@ pub struct GroupArgs {
     /// With --secure: a public key allowed into every private group (repeat for more).
     #[arg(long = "allow", value_name = "KEY")]
     allow: Vec<String>,
+    /// Longest message text, in KiB (at most 64).
+    #[arg(long, default_value_t = 64, value_name = "KIB")]
+    max_message_kib: usize,
+    /// Messages a second each user may send (bursts of twice that); 0 for no limit. Default:
+    /// 100 with --secure; none without, where names are not bound to keys.
+    #[arg(long, value_name = "N")]
+    rate_limit: Option<u32>,
+    /// Members per group.
+    #[arg(long, default_value_t = 10_000)]
+    max_members: usize,
+    /// Connections receiving live messages, over all groups.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
 }
+
+impl GroupArgs {
+    /// The limits these flags ask for.
+    fn limits(&self) -> Limits {
+        let rate = match (self.rate_limit, self.secure.secure) {
+            (Some(0), _) | (None, false) => None,
+            (Some(n), _) => Some(n),
+            (None, true) => Some(DEFAULT_SECURE_RATE),
+        };
+        Limits {
+            max_text: self.max_message_kib.saturating_mul(1024),
+            rate,
+            max_members: self.max_members,
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+/// Messages a second per user on a secure group server unless told otherwise.
+const DEFAULT_SECURE_RATE: u32 = 100;
 
 /// Security flags of a server.
 #[derive(Debug, Args)]
@@ -230,6 +266,7 @@ impl Command {
                 bind,
                 secure,
                 allow_servers,
+                max_groups,
             } => {
                 let bind = ask_or(
                     bind,
@@ -258,7 +295,8 @@ impl Command {
                 };
                 let public = security.as_ref().map(|s| s.keys.public.clone());
                 let server =
-                    DirectoryServer::bind_with(&ctx, &transport::endpoint(&bind)?, security)?;
+                    DirectoryServer::bind_with(&ctx, &transport::endpoint(&bind)?, security)?
+                        .with_max_groups(max_groups);
                 println!("listening on {}", transport::address(server.endpoint()));
                 if let Some(public) = public {
                     println!("public key {public}");
@@ -266,6 +304,7 @@ impl Command {
                 serve_until_signal(vec![server.spawn(&ctx)?])
             }
             Command::GroupServer(args) => {
+                let limits = args.limits();
                 let server = ask_or(
                     args.server,
                     interactive,
@@ -306,7 +345,8 @@ impl Command {
                     security,
                 };
                 // Registered (or given up waiting) before saying so: "listening" means listed.
-                let mut server = GroupServer::bind(&ctx, &transport::endpoint(&bind)?, config)?;
+                let mut server = GroupServer::bind(&ctx, &transport::endpoint(&bind)?, config)?
+                    .with_limits(limits)?;
                 if let Some(mib) = args.max_storage_mib {
                     server = server.limit_storage(mib * 1024 * 1024)?;
                 }

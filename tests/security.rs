@@ -417,3 +417,115 @@ fn an_oversized_message_is_refused_and_the_server_goes_on() {
     ));
     assert_eq!(alice.send(&general, "still serving").unwrap().0, 1);
 }
+
+#[test]
+fn a_flooder_is_throttled_while_others_send_freely() {
+    const RATE: u32 = 20;
+    let ctx = zmq::Context::new();
+    let dir_keys = KeyPair::generate().unwrap();
+    let directory = secure_directory(&ctx, &dir_keys, Vec::new());
+    let data = tempfile::tempdir().unwrap();
+    let group_keys = KeyPair::generate().unwrap();
+    let config = group::Config {
+        groups: vec!["general".into()],
+        data: data.path().to_path_buf(),
+        directories: vec![directory.endpoint().to_string()],
+        advertise: None,
+        durability: Default::default(),
+        security: Some(GroupSecurity {
+            keys: Some(group_keys.clone()),
+            directory_keys: vec![dir_keys.public.clone()],
+            private: Vec::new(),
+            allow: Vec::new(),
+        }),
+    };
+    let limits = zms::group::limits::Limits {
+        rate: Some(RATE),
+        max_members: 2,
+        ..Default::default()
+    };
+    let group = rebind(|| GroupServer::bind(&ctx, "tcp://127.0.0.1:*", config.clone()))
+        .with_limits(limits)
+        .unwrap()
+        .register(Duration::from_secs(2))
+        .unwrap()
+        .spawn(&ctx)
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut alice = user(
+        &ctx,
+        &directory,
+        &dir_keys.public,
+        "alice",
+        &KeyPair::generate().unwrap(),
+        home.path(),
+    );
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+
+    // The flooder speaks the protocol directly, ignoring LIMITED, as fast as it can.
+    let mut flooder = zms::client::Conn::connect_with(
+        &ctx,
+        group.endpoint(),
+        "group server",
+        TIMEOUTS,
+        Some(zms::client::Curve {
+            keys: KeyPair::generate().unwrap(),
+            server_key: group_keys.public.clone(),
+        }),
+    )
+    .unwrap();
+    flooder
+        .request(&Request::Join {
+            group: "general".into(),
+            user: "flooder".into(),
+        })
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (mut stored, mut limited) = (0u32, 0u32);
+    for i in 0..300 {
+        let send = Request::Send {
+            group: "general".into(),
+            user: "flooder".into(),
+            client_id: String::new(),
+            text: format!("spam {i}"),
+        };
+        match flooder.request(&send) {
+            Ok(_) => stored += 1,
+            Err(Error::Rejected {
+                code: ErrorCode::Limited,
+                ..
+            }) => limited += 1,
+            Err(other) => panic!("{other}"),
+        }
+        if i % 15 == 0 {
+            alice.send(&general, &format!("alice {i}")).unwrap();
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ceiling = f64::from(2 * RATE) + f64::from(RATE) * elapsed + 1.0;
+    assert!(
+        limited > 0 && f64::from(stored) <= ceiling,
+        "flooder stored {stored} in {elapsed:.2}s, {limited} refused"
+    );
+    let history = alice.history(&general, None, None).unwrap();
+    assert_eq!(
+        texts(&history)
+            .iter()
+            .filter(|t| t.starts_with("alice"))
+            .count(),
+        20,
+        "alice never waited or failed"
+    );
+
+    // The group holds at most two members.
+    let mut third = user(
+        &ctx,
+        &directory,
+        &dir_keys.public,
+        "carol",
+        &KeyPair::generate().unwrap(),
+        home.path(),
+    );
+    assert_eq!(code(third.join(&general)), ErrorCode::Limited);
+}

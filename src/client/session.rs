@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use super::{unexpected, Conn, Curve, Timeouts};
 use crate::keys::{KeyPair, Pins};
-use crate::protocol::{self, Event, GroupEntry, Member, Message, Reply, Request};
+use crate::protocol::{self, ErrorCode, Event, GroupEntry, Member, Message, Reply, Request};
 use crate::{errinput, transport, Error, Result};
+
+/// How long a send waits out a server's rate limit before reporting LIMITED.
+const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// A group as a client addresses it: name and the group server hosting it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -497,9 +500,23 @@ impl Session {
             client_id: client_id.to_string(),
             text: text.to_string(),
         };
-        match self.group_request(group, &request)? {
-            Reply::Ack { seq, ts, .. } => Ok((seq, ts)),
-            other => Err(unexpected(other, "ACK")),
+        // Over the server's rate limit: wait and try again (the same id, so at most once),
+        // slowing this sender down rather than failing it, for a bounded time.
+        let mut pause = Duration::from_millis(50);
+        let give_up = Instant::now() + RATE_LIMIT_PATIENCE;
+        loop {
+            match self.group_request(group, &request) {
+                Ok(Reply::Ack { seq, ts, .. }) => return Ok((seq, ts)),
+                Ok(other) => return Err(unexpected(other, "ACK")),
+                Err(Error::Rejected {
+                    code: ErrorCode::Limited,
+                    ..
+                }) if Instant::now() + pause < give_up => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
 

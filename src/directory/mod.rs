@@ -89,6 +89,12 @@ impl DirectoryServer {
         })
     }
 
+    /// Caps the groups listed over all group servers; a REGISTER past it is refused (LIMITED).
+    pub fn with_max_groups(mut self, max: usize) -> DirectoryServer {
+        self.registry = std::mem::take(&mut self.registry).with_max_groups(max);
+        self
+    }
+
     /// The bound endpoint, with the real port.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
@@ -208,8 +214,16 @@ impl DirectoryServer {
                 Ok(address) => match self.admit(peer, &address, Some(&key)) {
                     Ok(()) => {
                         let ttl = Duration::from_millis(u64::from(ttl_ms)).min(MAX_TTL);
-                        self.registry.register(&address, groups, &key, ttl, now);
-                        Reply::Ok
+                        match self.registry.register(&address, groups, &key, ttl, now) {
+                            Ok(()) => Reply::Ok,
+                            Err(reason) => {
+                                warn!(%address, %reason, "registration refused");
+                                Reply::Error {
+                                    code: ErrorCode::Limited,
+                                    reason,
+                                }
+                            }
+                        }
                     }
                     Err(reason) => {
                         warn!(%address, %reason, "registration refused");

@@ -16,6 +16,8 @@ pub struct Registry {
     users: HashMap<String, Instant>,
     /// Bumped on every change to the list, so callers can cache what they built from it.
     version: u64,
+    /// Entries listed in all, over every group server; `None` is no cap.
+    max_groups: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -34,7 +36,16 @@ impl Registry {
         Registry::default()
     }
 
+    /// Caps the number of entries (groups over all group servers).
+    pub fn with_max_groups(mut self, max: usize) -> Registry {
+        self.max_groups = Some(max);
+        self
+    }
+
     /// Records or refreshes a group server's groups.
+    ///
+    /// # Errors
+    /// When the new groups would take the list past its cap (nothing changes then).
     pub fn register(
         &mut self,
         address: &str,
@@ -42,9 +53,20 @@ impl Registry {
         key: &str,
         ttl: Duration,
         now: Instant,
-    ) {
+    ) -> Result<(), String> {
         groups.sort();
         groups.dedup();
+        if let Some(max) = self.max_groups {
+            let others: usize = self
+                .servers
+                .iter()
+                .filter(|(a, _)| a.as_str() != address)
+                .map(|(_, r)| r.groups.len())
+                .sum();
+            if others + groups.len() > max {
+                return Err(format!("this message server lists at most {max} groups"));
+            }
+        }
         let expires = now + ttl;
         match self.servers.get_mut(address) {
             Some(reg) if reg.groups == groups && reg.key == key => reg.expires = expires,
@@ -62,6 +84,7 @@ impl Registry {
                 self.version += 1;
             }
         }
+        Ok(())
     }
 
     /// The key a group server registered with, if it is registered.
@@ -145,8 +168,10 @@ mod tests {
     fn registrations_list_sorted_and_expire_unless_refreshed() {
         let t0 = Instant::now();
         let mut reg = Registry::new();
-        reg.register("b:2", vec!["rust".into(), "general".into()], "", TTL, t0);
-        reg.register("a:1", vec!["general".into()], "", TTL, t0);
+        reg.register("b:2", vec!["rust".into(), "general".into()], "", TTL, t0)
+            .unwrap();
+        reg.register("a:1", vec!["general".into()], "", TTL, t0)
+            .unwrap();
         let names: Vec<_> = reg
             .list()
             .into_iter()
@@ -160,7 +185,8 @@ mod tests {
             "",
             TTL,
             t0 + Duration::from_secs(2),
-        );
+        )
+        .unwrap();
         assert_eq!(reg.expire(t0 + Duration::from_secs(3)), ["b:2"]);
         assert_eq!(reg.list().len(), 1);
         assert_eq!(reg.expire(t0 + Duration::from_secs(5)), ["a:1"]);
@@ -171,11 +197,13 @@ mod tests {
     fn version_changes_only_when_the_list_does() {
         let t0 = Instant::now();
         let mut reg = Registry::new();
-        reg.register("a:1", vec!["g".into()], "", TTL, t0);
+        reg.register("a:1", vec!["g".into()], "", TTL, t0).unwrap();
         let v = reg.version();
-        reg.register("a:1", vec!["g".into()], "", TTL, t0 + TTL / 2);
+        reg.register("a:1", vec!["g".into()], "", TTL, t0 + TTL / 2)
+            .unwrap();
         assert_eq!(reg.version(), v, "a refresh is not a change");
-        reg.register("a:1", vec!["g".into(), "h".into()], "", TTL, t0);
+        reg.register("a:1", vec!["g".into(), "h".into()], "", TTL, t0)
+            .unwrap();
         assert_ne!(reg.version(), v);
         let v = reg.version();
         reg.unregister("a:1");

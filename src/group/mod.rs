@@ -6,6 +6,7 @@
 //! transaction before any acknowledgement or push leaves (group commit). A DEALER per
 //! directory carries REGISTER every heartbeat. Decisions live in [`state`], SQL in [`store`].
 
+pub mod limits;
 pub mod state;
 pub mod store;
 
@@ -20,6 +21,7 @@ use crate::protocol::{self, Reply, Request};
 use crate::shutdown::ServerHandle;
 use crate::transport::KeyService;
 use crate::{errinput, transport, zap, Result};
+use limits::Limits;
 use state::{Outbound, Route, State};
 use store::{Durability, Store};
 
@@ -117,8 +119,12 @@ impl GroupServer {
         } else {
             None
         };
-        let (router, endpoint) =
-            transport::bind_router(ctx, endpoint, protocol::MAX_FRAME, keys.as_ref())?;
+        let (router, endpoint) = transport::bind_router(
+            ctx,
+            endpoint,
+            frame_limit(protocol::MAX_TEXT),
+            keys.as_ref(),
+        )?;
         let key_service = keys
             .as_ref()
             .map(|k| KeyService::bind(ctx, &endpoint, &k.public))
@@ -168,6 +174,23 @@ impl GroupServer {
     /// The `HOST:PORT` this server announces.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Enforces `limits` (the defaults otherwise). The frame limit of libzmq follows the text
+    /// limit, so a far larger frame costs its sender the connection before it costs memory.
+    ///
+    /// # Errors
+    /// A text limit above the protocol's, or a libzmq failure.
+    pub fn with_limits(mut self, limits: Limits) -> Result<GroupServer> {
+        if limits.max_text > protocol::MAX_TEXT {
+            return Err(errinput!(
+                "the message size limit is at most {} bytes",
+                protocol::MAX_TEXT
+            ));
+        }
+        self.router.set_maxmsgsize(frame_limit(limits.max_text))?;
+        self.state.set_limits(limits);
+        Ok(self)
     }
 
     /// Caps the store at about `max_bytes` (see [`Store::limit_size`]).
@@ -408,6 +431,11 @@ fn advertised(endpoint: &str) -> String {
         }
         _ => address,
     }
+}
+
+/// Largest request frame for a text limit: the text plus room for the header, names and id.
+fn frame_limit(max_text: usize) -> i64 {
+    (max_text + 4096) as i64
 }
 
 /// A number that differs between runs of a server.

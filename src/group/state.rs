@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use super::limits::{Limits, RateLimiter};
 use super::store::Store;
 use crate::protocol::codec;
 use crate::protocol::{self, ErrorCode, Event, GroupEntry, Member, Message, Reply, Request};
@@ -74,6 +75,8 @@ pub struct State {
     users: HashMap<String, String>,
     /// Keys the operator allowed into every private group.
     allow: Vec<String>,
+    limits: Limits,
+    rates: RateLimiter,
 }
 
 impl State {
@@ -109,7 +112,14 @@ impl State {
             secure: false,
             users: HashMap::new(),
             allow: Vec::new(),
+            limits: Limits::default(),
+            rates: RateLimiter::default(),
         })
+    }
+
+    /// Sets the limits this server enforces.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Turns security on: requests must carry an authenticated key, names bind to keys, and
@@ -274,6 +284,25 @@ impl State {
         }
 
         match request {
+            Request::Join { .. } | Request::Subscribe { .. }
+                if !self.conns.contains_key(route)
+                    && self.conns.len() >= self.limits.max_connections =>
+            {
+                let reason = format!(
+                    "this server has its maximum of {} live connections",
+                    self.limits.max_connections
+                );
+                out.push(refuse(ErrorCode::Limited, reason));
+            }
+            Request::Join { .. }
+                if !is_member && group.members.len() >= self.limits.max_members =>
+            {
+                let reason = format!(
+                    "'{group_name}' has its maximum of {} members",
+                    self.limits.max_members
+                );
+                out.push(refuse(ErrorCode::Limited, reason));
+            }
             Request::Join { .. } => {
                 if !is_member {
                     if let Err(err) = store.add_member(group.id, &user, crate::time::now_ms()) {
@@ -322,11 +351,11 @@ impl State {
             Request::Send {
                 client_id, text, ..
             } => {
-                if text.len() > protocol::MAX_TEXT {
+                if text.len() > self.limits.max_text {
                     let reason = format!(
                         "message is {} bytes; the limit is {}",
                         text.len(),
-                        protocol::MAX_TEXT
+                        self.limits.max_text
                     );
                     return out.push(refuse(ErrorCode::TooLarge, reason));
                 }
@@ -343,6 +372,14 @@ impl State {
                         Err(err) => {
                             return out.push(self.write_failed(route, req_id, &err.to_string()))
                         }
+                    }
+                }
+                // After the duplicate check: a retry costs the sender nothing.
+                if let Some(rate) = self.limits.rate {
+                    if !self.rates.allow(&user, rate, now) {
+                        let reason =
+                            format!("slow down: at most {rate} messages a second per user");
+                        return out.push(refuse(ErrorCode::Limited, reason));
                     }
                 }
                 let message = Message {
@@ -581,6 +618,7 @@ impl State {
 
     /// Forgets connections silent for longer than `ttl`; returns how many.
     pub fn expire(&mut self, now: Instant, ttl: Duration) -> usize {
+        self.rates.forget_idle(now, Duration::from_secs(60));
         let silent: Vec<Route> = self
             .conns
             .iter()

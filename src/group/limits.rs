@@ -1,0 +1,97 @@
+//! A group server's limits: message size, each user's send rate, members per group and live
+//! connections. Pure: the rate limiter takes the time from its caller.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::protocol;
+
+/// What a group server allows. Every limit answers with LIMITED (or TOO_LARGE) and a reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Longest message text, in bytes; at most [`protocol::MAX_TEXT`].
+    pub max_text: usize,
+    /// Messages per second each user may send, with bursts of twice that; `None` is no limit.
+    /// Only meaningful with security, where a name cannot be changed at will.
+    pub rate: Option<u32>,
+    /// Members per group.
+    pub max_members: usize,
+    /// Connections receiving live messages, over all groups.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_text: protocol::MAX_TEXT,
+            rate: None,
+            max_members: 10_000,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Token buckets, one per user: a user may send `rate` messages a second on average, and up
+/// to `2 × rate` at once after a pause.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: HashMap<String, Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    /// Takes one token for `user`; `false` when the user is over the rate.
+    pub fn allow(&mut self, user: &str, rate: u32, now: Instant) -> bool {
+        let burst = f64::from(rate) * 2.0;
+        let bucket = self.buckets.entry(user.to_string()).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        let refill = now.saturating_duration_since(bucket.last).as_secs_f64() * f64::from(rate);
+        bucket.tokens = (bucket.tokens + refill).min(burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets users idle long enough to have a full bucket again (bounds the memory).
+    pub fn forget_idle(&mut self, now: Instant, idle: Duration) {
+        self.buckets
+            .retain(|_, b| now.saturating_duration_since(b.last) < idle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_gets_a_burst_then_the_rate_and_others_are_unaffected() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::default();
+        let sent = (0..100)
+            .filter(|_| limiter.allow("flooder", 10, t0))
+            .count();
+        assert_eq!(sent, 20, "a burst of twice the rate");
+        assert!(
+            limiter.allow("alice", 10, t0),
+            "another user has her own bucket"
+        );
+        let later = t0 + Duration::from_millis(500);
+        let sent = (0..100)
+            .filter(|_| limiter.allow("flooder", 10, later))
+            .count();
+        assert_eq!(sent, 5, "half a second at 10/s");
+        limiter.forget_idle(later + Duration::from_secs(60), Duration::from_secs(10));
+        assert!(limiter.buckets.is_empty());
+    }
+}
