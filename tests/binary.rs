@@ -331,3 +331,53 @@ fn a_busy_data_directory_and_a_bad_address_are_refused_clearly() {
     let bad = zms(&["message-server", "--bind", "nonsense"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("must be HOST:PORT"));
 }
+
+#[test]
+fn a_secure_deployment_works_unchanged_once_the_key_is_pinned() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut up = Proc::spawn(&[
+        "up",
+        "--secure",
+        "--bind",
+        "127.0.0.1:0",
+        "--group-bind",
+        "127.0.0.1:0",
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    assert_eq!(up.line(), "zms is up");
+    let server = up.line().split_whitespace().last().unwrap().to_string();
+    let as_user = |args: &[&str]| {
+        Command::new(ZMS)
+            .args(args)
+            .args(["--server", &server])
+            .env("ZMS_HOME", home.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let plain = as_user(&["list"]);
+    assert!(!plain.status.success(), "plaintext gets nothing");
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("--secure"));
+    assert!(
+        stdout(&as_user(&["list", "--secure"])).contains("general"),
+        "first use pins the key"
+    );
+    // From now on the pin is enough: the same commands as without security.
+    stdout(&as_user(&["join", "general", "--name", "alice"]));
+    stdout(&as_user(&[
+        "send",
+        "general",
+        "encrypted",
+        "--name",
+        "alice",
+    ]));
+    assert!(
+        stdout(&as_user(&["history", "general", "--name", "alice"])).contains("alice: encrypted")
+    );
+    let pins = std::fs::read_to_string(home.path().join("known_servers")).unwrap();
+    assert!(pins.contains(&server), "{pins}");
+    up.signal("-INT");
+    assert_eq!(up.wait(), Some(0));
+}
