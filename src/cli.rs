@@ -101,6 +101,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Let a key into a private group (you must be a member); KEY is what `zms whoami` prints.
+    Invite {
+        group: String,
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Run a whole local deployment: a message server and a group server with `general` and `random`.
     Up {
         /// Message server address.
@@ -400,6 +407,7 @@ impl Command {
             ),
             Command::Tail { group, client } => client.run(&ctx, Action::Tail(group)),
             Command::Members { group, client } => client.run(&ctx, Action::Members(group)),
+            Command::Invite { group, key, client } => client.run(&ctx, Action::Invite(group, key)),
             Command::Up {
                 bind,
                 group_bind,

@@ -245,34 +245,16 @@ fn private_groups_admit_only_allowed_and_invited_keys() {
     alice.join(&general).unwrap();
     alice.join(&secret).unwrap();
     // Only a member invites, and only into a private group.
-    let invite = |group: &str, user: &str| Request::Invite {
-        group: group.into(),
-        user: user.into(),
-        key: bob_keys.public.clone(),
-    };
-    // The Session API has no INVITE yet; speak the protocol over alice's own CURVE connection.
-    let mut conn = zms::client::Conn::connect_with(
-        &w.ctx,
-        w.group.endpoint(),
-        "group server",
-        TIMEOUTS,
-        Some(zms::client::Curve {
-            keys: alice_keys.clone(),
-            server_key: w.group_keys.public.clone(),
-        }),
-    )
-    .unwrap();
-    assert!(matches!(
-        conn.request(&invite("general", "alice")),
-        Err(Error::Rejected {
-            code: ErrorCode::BadRequest,
-            ..
-        })
-    ));
-    assert!(matches!(
-        conn.request(&invite("secret", "alice")),
-        Ok(zms::protocol::Reply::Ok)
-    ));
+    let mut carol = w.user("carol", &KeyPair::generate().unwrap());
+    assert_eq!(
+        code(carol.invite(&secret, &bob_keys.public)),
+        ErrorCode::NotMember
+    );
+    assert_eq!(
+        code(alice.invite(&general, &bob_keys.public)),
+        ErrorCode::BadRequest
+    );
+    alice.invite(&secret, &bob_keys.public).unwrap();
     bob.join(&secret).unwrap();
     alice.send(&secret, "welcome, bob").unwrap();
     assert_eq!(

@@ -579,6 +579,20 @@ impl Session {
         Ok(out)
     }
 
+    /// Invites the holder of `key` (a user's public key, see `zms whoami`) into a private group.
+    ///
+    /// # Errors
+    /// NOT_MEMBER, BAD_REQUEST for a group that is not private, or the server's silence.
+    pub fn invite(&mut self, group: &GroupRef, key: &str) -> Result<()> {
+        let request = Request::Invite {
+            group: group.name.clone(),
+            user: self.name.clone(),
+            key: key.to_string(),
+        };
+        let reply = self.group_request(group, &request)?;
+        expect_ok(reply, "OK")
+    }
+
     /// A group's members and who is online.
     ///
     /// # Errors

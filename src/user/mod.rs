@@ -34,6 +34,8 @@ pub enum Action {
     },
     Tail(String),
     Members(String),
+    /// Invite a key into a private group.
+    Invite(String, String),
 }
 
 /// Runs one command for user `name` against the directories `servers`.
@@ -104,6 +106,17 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
             let group = session.resolve(&spec)?;
             for m in session.members(&group)? {
                 println!("{}", output::member(format, &m));
+            }
+        }
+        Action::Invite(spec, key) => {
+            let group = session.resolve(&spec)?;
+            session.invite(&group, &key)?;
+            match format {
+                Format::Plain => println!("invited {key} into {group}"),
+                Format::Json => println!(
+                    "{}",
+                    json!({"group": group.name, "address": group.address, "invited": key})
+                ),
             }
         }
         Action::Tail(spec) => {
