@@ -30,9 +30,9 @@ import zmq
 
 import zms
 from zms import (
-    ERROR, GROUPS, HISTORY, INVITE, JOIN, JOINED, KEY, KEY_REPLY, LEAVE, LIST, MEMBER_LIST,
-    MEMBERS, MESSAGES, MSG, OK, PING, PONG, PRESENCE, REGISTER, SEND, SUBSCRIBE, ACK,
-    UNREGISTER, DecodeError, decode, encode,
+    ACK, ERROR, GROUPS, HISTORY, INVITE, JOIN, JOINED, KEY, KEY_REPLY, LEAVE, LIST, MEMBER_LIST,
+    MEMBERS, MESSAGES, MSG, OK, PING, PONG, PRESENCE, REGISTER, SEND, SUBSCRIBE, UNREGISTER,
+    DecodeError, decode, encode,
 )
 
 # Requests that name a group and a user, checked in the spec's order before their own checks.

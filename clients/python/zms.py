@@ -362,7 +362,10 @@ def parse_time(when: TimeLike) -> int:
     if isinstance(when, int):
         return when
     if isinstance(when, str):
-        when = datetime.datetime.fromisoformat(when.strip())
+        text = when.strip()
+        if text[-1:] in ("Z", "z"):  # Python 3.10's fromisoformat does not take "Z"
+            text = text[:-1] + "+00:00"
+        when = datetime.datetime.fromisoformat(text)
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
     epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
