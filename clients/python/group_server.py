@@ -5,7 +5,9 @@ It hosts the groups named with ``--group`` in memory (nothing survives a restart
 is a new epoch with empty groups), registers them with every message server of ``--server``
 once a heartbeat, and answers LIST, JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, PING, KEY
 and INVITE on one ROUTER socket, pushing MSG and PRESENCE to subscribed connections. It has no
-security: KEY answers an empty key and no group is private.
+security: KEY answers an empty key and no group is private. Limits as PROTOCOL.md's security
+section gives them for a group server: text (413), frame size, members per group and live
+connections (429); no SEND rate limit, as an open server has none.
 
     python3 group_server.py --server 127.0.0.1:5555 --bind 127.0.0.1:0 --group general random
 
@@ -38,6 +40,9 @@ from zms import (
 # Requests that name a group and a user, checked in the spec's order before their own checks.
 GROUP_REQUESTS = {JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, INVITE}
 BATCH = 1024  # requests read per wake-up, so registration and expiry are never starved
+MAX_MEMBERS = 10000  # members per group: ERROR 429 on a JOIN past it
+MAX_CONNECTIONS = 10000  # subscribed connections: ERROR 429 on JOIN or SUBSCRIBE from another
+FRAME_LIMIT = zms.MAX_TEXT + 4096  # ZMQ_MAXMSGSIZE: a longer frame is a disconnection
 
 
 class Stop(Exception):
@@ -95,7 +100,7 @@ class GroupServer:
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.SNDHWM, zms.SERVER_SNDHWM)
         self.router.setsockopt(zmq.RCVHWM, zms.SERVER_RCVHWM)
-        self.router.setsockopt(zmq.MAXMSGSIZE, zms.MAX_FRAME)
+        self.router.setsockopt(zmq.MAXMSGSIZE, FRAME_LIMIT)
         self.router.setsockopt(zmq.LINGER, 0)
         host, sep, port = bind.strip().removeprefix("tcp://").rpartition(":")
         if not sep or not host or not (port == "*" or port.isdigit() and int(port) <= 65535):
@@ -341,7 +346,12 @@ class GroupServer:
             self._error(rid, rq, 403, f"'{user}' is not a member of '{name}'")
             return
 
-        if cmd == JOIN:
+        new_connection = rid not in self.conns
+        if cmd in (JOIN, SUBSCRIBE) and new_connection and len(self.conns) >= MAX_CONNECTIONS:
+            self._error(rid, rq, 429, f"this server has {MAX_CONNECTIONS} live connections")
+        elif cmd == JOIN and user not in group.members and len(group.members) >= MAX_MEMBERS:
+            self._error(rid, rq, 429, f"'{name}' has {MAX_MEMBERS} members, the most it may")
+        elif cmd == JOIN:
             new = user not in group.members
             group.members.add(user)
             self._subscribe(rid, group, user)

@@ -79,7 +79,9 @@ class Proc:
         self._stderr.close()
 
 
-def zms_cli(*args: str, stdin: str | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def zms_cli(
+    *args: str, stdin: str | None = None, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Runs a one-shot `zms` command; by default requires success."""
     done = subprocess.run([ZMS_BIN, *args], input=stdin, capture_output=True, text=True,
                           timeout=60, stdin=None if stdin is not None else subprocess.DEVNULL)
@@ -435,7 +437,7 @@ class PythonGroupServer(Deployment):
             sock = sockets[name.split("-")[0]]
             parts = [octets for direction, octets, _ in frames if direction.startswith("C")]
             sock.send_multipart(parts)
-            expected = [(octets, varies) for direction, octets, varies in frames if direction == "S"]
+            expected = [(octets, varies) for kind, octets, varies in frames if kind == "S"]
             for _ in range(len(expected)):
                 self.assertTrue(sock.poll(int(LIMIT * 1000)), f"{name}: a reply in time")
                 got = sock.recv()
@@ -542,7 +544,8 @@ class ScriptedServer:
         self.sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.bind("tcp://127.0.0.1:*")
-        self.address = "127.0.0.1:" + self.sock.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1]
+        port = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1]
+        self.address = f"127.0.0.1:{port}"
         self.peer = b""
         self.epoch = 11
         self.last_seq = 0

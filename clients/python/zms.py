@@ -732,7 +732,8 @@ class Client:
 
     def _ping(self, conn: _Conn) -> None:
         now = time.monotonic()
-        if conn.unanswered_since is not None and now - conn.unanswered_since >= 3 * HEARTBEAT_MS / 1000:
+        lost_after = 3 * HEARTBEAT_MS / 1000  # three heartbeats without a PONG
+        if conn.unanswered_since is not None and now - conn.unanswered_since >= lost_after:
             conn.reset()  # server lost: a new socket, and keep PINGing
         rid = self._next_id()
         try:
