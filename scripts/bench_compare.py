@@ -292,6 +292,14 @@ def systems(lines, runs):
     return rows
 
 
+def nice_step(raw):
+    """The smallest of 1, 2, 2.5, 5 × 10^k at least `raw`, for round axis ticks."""
+    if raw <= 0:
+        return 1
+    base = 10 ** math.floor(math.log10(raw))
+    return next(m * base for m in (1, 2, 2.5, 5, 10) if m * base >= raw)
+
+
 def svg(lines, runs, info):
     """Two panels: fanout deliveries/s (bars, min–max whiskers), latency percentiles (log)."""
     rows = systems(lines, runs)
@@ -307,7 +315,8 @@ def svg(lines, runs, info):
              f'{info["nats_server"]}; all on 127.0.0.1</text>']
     # Panel 1: throughput.
     x0, y0, pw, ph = 70, 70, 380, 290
-    top = max((r[2][2] or 0) for r in rows) * 1.15 or 1
+    step = nice_step(max((r[2][2] or 0) for r in rows) * 1.1 / 5)
+    top = step * 5
     parts.append(f'<text x="{x0 + pw / 2}" y="{y0 - 8}" text-anchor="middle" '
                  f'font-weight="bold">fan-out deliveries per second (higher is better)</text>')
     for i in range(6):
@@ -359,7 +368,7 @@ def svg(lines, runs, info):
                      f'text-anchor="middle">{label}</text>')
     parts.append(f'<line x1="{x1}" y1="{y0 + ph}" x2="{x1 + pw}" y2="{y0 + ph}" stroke="black"/>')
     for i, row in enumerate(rows):
-        lx = x1 + i * 105
+        lx = x0 + i * 150
         parts.append(f'<rect x="{lx}" y="{h - 26}" width="12" height="12" fill="{colors[i]}"/>')
         parts.append(f'<text x="{lx + 16}" y="{h - 16}">{row[0]}</text>')
     parts.append("</svg>")
