@@ -16,6 +16,8 @@ pub enum Line {
     /// The last N messages, or those since a TIME.
     History(HistoryRange),
     Who(Option<String>),
+    /// Let a key into the current (private) group.
+    Invite(String),
     Menu,
     Help,
     Quit,
@@ -35,6 +37,7 @@ pub const HISTORY_DEFAULT: u64 = 20;
 pub const COMMANDS: &[&str] = &[
     "/help",
     "/history ",
+    "/invite ",
     "/join ",
     "/leave ",
     "/list",
@@ -78,6 +81,7 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
         "leave" | "part" => Line::Leave(optional()),
         "switch" | "g" => Line::Switch(one("GROUP")?),
         "who" | "members" => Line::Who(optional()),
+        "invite" => Line::Invite(one("KEY (what `zms whoami` prints for the invited user)")?),
         "history" | "h" => match rest.as_slice() {
             [] => Line::History(HistoryRange::Last(HISTORY_DEFAULT)),
             ["since", time @ ..] if !time.is_empty() => {
@@ -110,6 +114,7 @@ commands:
   /history [N | since TIME]    the last N (20) messages, or those since TIME (10m, 2h, RFC 3339)
   /who [GROUP]                 members, and who is online
   /me ACTION                   send an action: * you ACTION
+  /invite KEY                  let a user's key into the current private group (secure servers)
   /menu                        the original numbered menu
   /quit                        leave the client (memberships stay)
   anything else                is sent to the current group (start with // to send a leading /)
@@ -171,6 +176,10 @@ mod tests {
             Ok(Line::Say("hi  you".into()))
         );
         assert_eq!(parse_line("/who"), Ok(Line::Who(None)));
+        assert_eq!(parse_line("/invite K"), Ok(Line::Invite("K".into())));
+        assert!(parse_line("/invite")
+            .unwrap_err()
+            .contains("usage: /invite KEY"));
         assert_eq!(parse_line("/menu"), Ok(Line::Menu));
         assert_eq!(parse_line("/quit"), Ok(Line::Quit));
         assert!(parse_line("/join").unwrap_err().contains("usage"));
@@ -196,6 +205,7 @@ mod tests {
             let line = match c.trim_end() {
                 "/join" | "/switch" | "/g" => format!("{c}general"),
                 "/me" => "/me waves".to_string(),
+                "/invite" => format!("{c}rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{{H8]yf7"),
                 other => other.to_string(),
             };
             assert!(parse_line(&line).is_ok(), "{line}");

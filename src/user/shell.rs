@@ -500,6 +500,12 @@ impl Shell {
                     .set_members(members.iter().map(|m| m.name.clone()));
                 self.print_members(&group, &members);
             }
+            Line::Invite(key) => {
+                let group = self.require_current()?;
+                let (target, invited) = (group.clone(), key.clone());
+                self.ask(move |s| s.invite(&target, &invited))?;
+                println!("invited {key} into {group}");
+            }
             Line::Help => println!("{HELP}"),
             Line::Menu | Line::Quit => {}
         }
