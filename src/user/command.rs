@@ -205,7 +205,7 @@ mod tests {
             let line = match c.trim_end() {
                 "/join" | "/switch" | "/g" => format!("{c}general"),
                 "/me" => "/me waves".to_string(),
-                "/invite" => format!("{c}rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{{H8]yf7"),
+                "/invite" => format!("{c}{}", "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"),
                 other => other.to_string(),
             };
             assert!(parse_line(&line).is_ok(), "{line}");
