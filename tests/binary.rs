@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Proc, ZMS};
+use common::{deploy, start_group, Proc, ZMS};
 
 fn zms(args: &[&str]) -> Output {
     Command::new(ZMS)
@@ -30,45 +30,6 @@ fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
-}
-
-struct Deployment {
-    directory: Proc,
-    group: Proc,
-    server: String,
-    group_address: String,
-    data: tempfile::TempDir,
-}
-
-fn deploy() -> Deployment {
-    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
-    let server = directory.listening();
-    let data = tempfile::tempdir().unwrap();
-    let group = start_group(&server, "127.0.0.1:0", data.path());
-    let group_address = group.listening();
-    Deployment {
-        directory,
-        group,
-        server,
-        group_address,
-        data,
-    }
-}
-
-fn start_group(server: &str, bind: &str, data: &std::path::Path) -> Proc {
-    Proc::spawn(&[
-        "group-server",
-        "--server",
-        server,
-        "--bind",
-        bind,
-        "--group",
-        "general",
-        "--group",
-        "random",
-        "--data",
-        data.to_str().unwrap(),
-    ])
 }
 
 #[test]
@@ -179,7 +140,7 @@ fn one_shot_commands_work_end_to_end_with_json() {
             "{args:?}: {err}"
         );
     }
-    drop(d.directory);
+    drop(d._directory);
 }
 
 #[test]

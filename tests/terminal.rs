@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Proc, ZMS};
+use common::{deploy, start_group, ZMS};
 
 /// How long the screen may take to show what is expected.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -147,46 +147,6 @@ impl Drop for Tmux {
             .args(["-L", &self.socket, "kill-server"])
             .output();
     }
-}
-
-/// A message server and a group server hosting `general` and `random`, as child processes.
-struct Deployment {
-    _directory: Proc,
-    group: Proc,
-    server: String,
-    group_address: String,
-    data: tempfile::TempDir,
-}
-
-fn deploy() -> Deployment {
-    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
-    let server = directory.listening();
-    let data = tempfile::tempdir().unwrap();
-    let group = start_group(&server, "127.0.0.1:0", data.path());
-    let group_address = group.listening();
-    Deployment {
-        _directory: directory,
-        group,
-        server,
-        group_address,
-        data,
-    }
-}
-
-fn start_group(server: &str, bind: &str, data: &Path) -> Proc {
-    Proc::spawn(&[
-        "group-server",
-        "--server",
-        server,
-        "--bind",
-        bind,
-        "--group",
-        "general",
-        "--group",
-        "random",
-        "--data",
-        data.to_str().unwrap(),
-    ])
 }
 
 /// A one-shot `zms` command as another user; must succeed.

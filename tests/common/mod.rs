@@ -197,3 +197,46 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// A message server and a group server hosting `general` and `random`, as child processes of
+/// the real binary.
+pub struct Deployment {
+    pub _directory: Proc,
+    pub group: Proc,
+    /// The message server's `HOST:PORT`.
+    pub server: String,
+    pub group_address: String,
+    pub data: tempfile::TempDir,
+}
+
+pub fn deploy() -> Deployment {
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let server = directory.listening();
+    let data = tempfile::tempdir().unwrap();
+    let group = start_group(&server, "127.0.0.1:0", data.path());
+    let group_address = group.listening();
+    Deployment {
+        _directory: directory,
+        group,
+        server,
+        group_address,
+        data,
+    }
+}
+
+/// A group server child process hosting `general` and `random`, registered with `server`.
+pub fn start_group(server: &str, bind: &str, data: &Path) -> Proc {
+    Proc::spawn(&[
+        "group-server",
+        "--server",
+        server,
+        "--bind",
+        bind,
+        "--group",
+        "general",
+        "--group",
+        "random",
+        "--data",
+        data.to_str().unwrap(),
+    ])
+}

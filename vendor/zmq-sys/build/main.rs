@@ -1,6 +1,7 @@
-// zms: the upstream zmq-sys 0.12.0 build script, changed in one place: libzmq is built with
+// zms: the upstream zmq-sys 0.12.0 build script, changed in two places: libzmq is built with
 // CURVE by linking the libsodium that `libsodium-sys-stable` builds from its bundled source
-// (upstream passes `with_libsodium(None)`, which leaves CURVE out).
+// (upstream passes `with_libsodium(None)`, which leaves CURVE out), and libzmq's own C++
+// warnings are silenced (cargo replays a path dependency's build warnings on every build).
 
 use std::env;
 
@@ -8,6 +9,9 @@ pub fn configure() {
     println!("cargo:rerun-if-changed=build/main.rs");
     println!("cargo:rerun-if-env-changed=PROFILE");
 
+    if env::var_os("CXXFLAGS").is_none() {
+        env::set_var("CXXFLAGS", "-w");
+    }
     let lib = env::var("DEP_SODIUM_LIB").expect("libsodium-sys-stable exports its lib directory");
     let include = env::var("DEP_SODIUM_INCLUDE").expect("libsodium-sys-stable exports its include directory");
     zeromq_src::Build::new()
