@@ -238,6 +238,34 @@ impl KeyService {
     }
 }
 
+/// Binds a server's ROUTER and, with `curve`, its key service on the next port. For an
+/// ephemeral port (`:*`) the pair is retried until both ports are free (the neighbour of a
+/// random port may be anyone's); for a fixed port, a taken neighbour is a clear error.
+///
+/// # Errors
+/// When the ports cannot be bound.
+pub fn bind_server(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    max_frame: i64,
+    curve: Option<&KeyPair>,
+) -> Result<(zmq::Socket, String, Option<KeyService>)> {
+    const TRIES: usize = 50;
+    let ephemeral = endpoint.ends_with(":*");
+    let mut tries = 0;
+    loop {
+        let (router, bound) = bind_router(ctx, endpoint, max_frame, curve)?;
+        let Some(keys) = curve else {
+            return Ok((router, bound, None));
+        };
+        match KeyService::bind(ctx, &bound, &keys.public) {
+            Ok(service) => return Ok((router, bound, Some(service))),
+            Err(_) if ephemeral && tries < TRIES => tries += 1,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 /// One request as a ROUTER received it.
 #[derive(Debug)]
 pub struct Envelope {

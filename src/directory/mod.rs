@@ -74,10 +74,8 @@ impl DirectoryServer {
             None => None,
         };
         let keys = security.as_ref().map(|s| &s.keys);
-        let (router, endpoint) = transport::bind_router(ctx, endpoint, protocol::MAX_FRAME, keys)?;
-        let key_service = keys
-            .map(|k| KeyService::bind(ctx, &endpoint, &k.public))
-            .transpose()?;
+        let (router, endpoint, key_service) =
+            transport::bind_server(ctx, endpoint, protocol::MAX_FRAME, keys)?;
         Ok(DirectoryServer {
             router,
             endpoint,

@@ -119,16 +119,12 @@ impl GroupServer {
         } else {
             None
         };
-        let (router, endpoint) = transport::bind_router(
+        let (router, endpoint, key_service) = transport::bind_server(
             ctx,
             endpoint,
             frame_limit(protocol::MAX_TEXT),
             keys.as_ref(),
         )?;
-        let key_service = keys
-            .as_ref()
-            .map(|k| KeyService::bind(ctx, &endpoint, &k.public))
-            .transpose()?;
         let address = match &config.advertise {
             Some(a) => transport::address(&transport::endpoint(a)?),
             None => advertised(&endpoint),
