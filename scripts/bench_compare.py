@@ -375,6 +375,31 @@ def svg(lines, runs, info):
     return "\n".join(parts) + "\n"
 
 
+def resummarize(args):
+    """Writes summary.md and comparison.svg from earlier runs' lines, numbering runs anew."""
+    lines, run = [], 0
+    for source in args.sources:
+        by_run = {}
+        for text in Path(source).read_text().splitlines():
+            if text.strip():
+                line = json.loads(text)
+                by_run.setdefault(line["run"], []).append(line)
+        for old in sorted(by_run):
+            run += 1
+            for line in by_run[old]:
+                line["run"] = run
+                lines.append(line)
+    runs = list(range(1, run + 1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = machine(args.commit)
+    (out / "results.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+    (out / "machine.json").write_text(json.dumps(info, indent=2) + "\n")
+    (out / "summary.md").write_text(summary(lines, runs, info, args))
+    (out / "comparison.svg").write_text(svg(lines, runs, info))
+    print((out / "summary.md").read_text())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -384,8 +409,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny counts, to check the script")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per zms bench call")
     parser.add_argument("--commit", help="the commit --zms was built from (default: HEAD)")
+    parser.add_argument("--from", dest="sources", nargs="+", metavar="JSONL",
+                        help="summarize earlier results.jsonl files (runs renumbered) instead of "
+                             "running anything")
     parser.add_argument("extra", nargs="*", help="more flags for every zms bench call")
     args = parser.parse_args()
+    if args.sources:
+        return resummarize(args)
     if shutil.which("nats-server") is None:
         sys.exit("nats-server not found: apt-get update && apt-get install -y nats-server")
     zms = Path(args.zms)

@@ -166,8 +166,9 @@ pub struct Deployment {
     pub group_address: String,
     /// The group under test.
     pub group: String,
-    /// Our own servers, when we started them (dropped in this order: group, directory).
+    /// Our own group server, when we started it.
     pub group_server: Option<ServerProcess>,
+    /// Our own message server, when we started it (dropped after the group server).
     pub directory_server: Option<ServerProcess>,
     /// Their data and logs.
     _data: Option<TempDir>,

@@ -7,7 +7,7 @@
 //! flow control is the model).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
@@ -99,10 +99,18 @@ impl Credit {
     }
 }
 
+/// Sets a stop flag when dropped, so receiver threads end on any return path.
+pub struct StopOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn sender_waits_for_the_slowest_receiver() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::flow::Credit;
+use super::flow::{Credit, StopOnDrop};
 use super::stats::{self, per_s, Percentiles};
 use super::wire::Tally;
 use super::workloads::Fan;
@@ -81,6 +81,8 @@ fn pubsub(
         .map_err(|_| Error::Protocol("PUB endpoint is not UTF-8".into()))?;
     let credit = Arc::new(Credit::new(members.max(1), args.ahead));
     let stop = Arc::new(AtomicBool::new(false));
+    // Whatever way this returns, the receiver threads stop within one poll.
+    let _stop_on_return = StopOnDrop(stop.clone());
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::new();
     for m in 0..members {

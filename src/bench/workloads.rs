@@ -4,7 +4,7 @@
 //! Times are taken on [`payload::now_ns`]: from the first send to the last ACK (`send`), and to
 //! the last delivery at the slowest member (`deliver`). Counting is by seq, per member.
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -260,23 +260,24 @@ pub(crate) fn ingest_into(
     for user in &users {
         base = base.min(wire::join(&ctx, &d.group_address, &d.group, user, stall)?);
     }
-    let barrier = Arc::new(Barrier::new(senders));
-    let handles: Vec<_> = users
+    // Connections are made here, before any thread starts, so a failure cannot leave the
+    // others waiting; each thread then starts sending at once.
+    let pipelines = users
         .iter()
+        .map(|user| Pipeline::new(&ctx, &d.group_address, &d.group, user, args.window, stall))
+        .collect::<Result<Vec<_>>>()?;
+    let handles: Vec<_> = pipelines
+        .into_iter()
         .enumerate()
-        .map(|(i, user)| {
+        .map(|(i, mut pipeline)| {
             // An even share each; the first senders take the remainder.
             let share =
                 messages / senders as u64 + u64::from((i as u64) < messages % senders as u64);
-            let (ctx, barrier, user) = (ctx.clone(), barrier.clone(), user.clone());
-            let (address, group) = (d.group_address.clone(), d.group.clone());
-            let (window, size) = (args.window, args.size);
+            let size = args.size;
             std::thread::Builder::new()
                 .name(format!("sender-{i}"))
                 .spawn(move || -> Result<(u64, u64, u64)> {
-                    let mut pipeline = Pipeline::new(&ctx, &address, &group, &user, window, stall)?;
                     let mut ticker = Ticker::new(label);
-                    barrier.wait();
                     let start = payload::now_ns();
                     for n in 0..share {
                         if n % 1024 == 0 {
