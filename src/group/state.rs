@@ -262,14 +262,15 @@ impl State {
                 return out.push(refuse(ErrorCode::Unauthorized, reason));
             }
         }
-        let hosted = self.group_names();
-        let Some(group) = self.groups.get_mut(&group_name) else {
-            let reason = format!(
-                "no group '{group_name}' on this server (it hosts: {})",
-                hosted.join(", ")
-            );
+        if !self.groups.contains_key(&group_name) {
+            let hosted = self.group_names().join(", ");
+            let reason = format!("no group '{group_name}' on this server (it hosts: {hosted})");
             return out.push(refuse(ErrorCode::UnknownGroup, reason));
-        };
+        }
+        let group = self
+            .groups
+            .get_mut(&group_name)
+            .expect("bug: checked above");
         let is_member = group.members.contains(&user);
         if !is_member && !matches!(request, Request::Join { .. }) {
             let reason = format!("'{user}' is not a member of '{group_name}'");
@@ -359,22 +360,6 @@ impl State {
                     );
                     return out.push(refuse(ErrorCode::TooLarge, reason));
                 }
-                if !client_id.is_empty() {
-                    match store.find_sent(group.id, &user, &client_id) {
-                        Ok(Some((seq, ts))) => {
-                            return out.push(durable(Reply::Ack {
-                                seq,
-                                ts,
-                                duplicate: true,
-                            }))
-                        }
-                        Ok(None) => {}
-                        Err(err) => {
-                            return out.push(self.write_failed(route, req_id, &err.to_string()))
-                        }
-                    }
-                }
-                // After the duplicate check: a retry costs the sender nothing.
                 if let Some(rate) = self.limits.rate {
                     if !self.rates.allow(&user, rate, now) {
                         let reason =
@@ -388,8 +373,27 @@ impl State {
                     sender: user,
                     text,
                 };
-                if let Err(err) = store.append(group.id, &message, &client_id) {
-                    return out.push(self.write_failed(route, req_id, &err.to_string()));
+                match store.append(group.id, &message, &client_id) {
+                    Ok(true) => {}
+                    // Stored before under this client id: answer with the original seq.
+                    Ok(false) => {
+                        return match store.find_sent(group.id, &message.sender, &client_id) {
+                            Ok(Some((seq, ts))) => out.push(durable(Reply::Ack {
+                                seq,
+                                ts,
+                                duplicate: true,
+                            })),
+                            Ok(None) => {
+                                out.push(refuse(ErrorCode::Internal, "a duplicate vanished".into()))
+                            }
+                            Err(err) => {
+                                out.push(self.write_failed(route, req_id, &err.to_string()))
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        return out.push(self.write_failed(route, req_id, &err.to_string()))
+                    }
                 }
                 group.last_seq = message.seq;
                 group.last_ts = message.ts;

@@ -6,6 +6,10 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::protocol::Message;
@@ -36,6 +40,8 @@ pub struct StoredGroup {
 /// The SQLite store.
 pub struct Store {
     conn: Connection,
+    /// Copies the write-ahead log into the database off the request path (file stores only).
+    _checkpointer: Option<Checkpointer>,
     /// Held for the life of the store: a second group server on the same data directory
     /// would interleave sequence numbers, so it is refused at start.
     _lock: Option<File>,
@@ -113,7 +119,12 @@ impl Store {
                 path.display()
             ));
         }
-        Self::init(conn, durability, Some(lock))
+        let mut store = Self::init(conn, durability, Some(lock))?;
+        // SQLite's automatic checkpoint runs inside a COMMIT, stalling that batch's answers
+        // for as long as it copies the log; a thread of our own does it instead.
+        store.conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        store._checkpointer = Some(Checkpointer::start(&path)?);
+        Ok(store)
     }
 
     /// A store in memory, for tests.
@@ -133,7 +144,11 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; {SCHEMA}"
         ))?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(Store { conn, _lock: lock })
+        Ok(Store {
+            conn,
+            _checkpointer: None,
+            _lock: lock,
+        })
     }
 
     /// Caps the database at about `max_bytes`: past it, writes fail with SQLite's "database or
@@ -223,18 +238,24 @@ impl Store {
         }
     }
 
-    /// Appends a message. An empty `client_id` means the sender asked for no de-duplication.
+    /// Appends a message, unless this sender already stored one with this `client_id`
+    /// (returns `false` then; [`Store::find_sent`] tells which). An empty `client_id` means the
+    /// sender asked for no de-duplication.
     ///
     /// # Errors
     /// The SQLite error.
-    pub fn append(&mut self, group_id: i64, message: &Message, client_id: &str) -> Result<()> {
+    pub fn append(&mut self, group_id: i64, message: &Message, client_id: &str) -> Result<bool> {
         let client_id = (!client_id.is_empty()).then_some(client_id);
-        self.conn
+        // A retried send hits the (group, sender, client id) index and stores nothing: the
+        // common case, a new message, costs no lookup first.
+        let inserted = self
+            .conn
             .prepare_cached(
-                "INSERT INTO messages (group_id, seq, ts, sender, client_id, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO messages (group_id, seq, ts, sender, client_id, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (group_id, sender, client_id) DO NOTHING",
             )?
             .execute(params![group_id, message.seq as i64, message.ts, message.sender, client_id, message.text])?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
     /// The seq and ts of a message already stored with this sender and client id.
@@ -269,10 +290,12 @@ impl Store {
         // the ts index, then page along the primary key.
         let mut first = after_seq.saturating_add(1);
         if since_ms > 0 {
+            // One step down the ts index (MIN(seq) would read every entry after the time).
             let from: Option<i64> = self
                 .conn
-                .prepare_cached("SELECT MIN(seq) FROM messages WHERE group_id = ?1 AND ts >= ?2")?
-                .query_row(params![group_id, since_ms], |r| r.get(0))?;
+                .prepare_cached("SELECT seq FROM messages WHERE group_id = ?1 AND ts >= ?2 ORDER BY ts, seq LIMIT 1")?
+                .query_row(params![group_id, since_ms], |r| r.get(0))
+                .optional()?;
             match from {
                 Some(seq) => first = first.max(seq as u64),
                 None => return Ok(Vec::new()),
@@ -359,6 +382,49 @@ impl Store {
             .prepare_cached("DELETE FROM members WHERE group_id = ?1 AND user = ?2")?
             .execute(params![group_id, user])?;
         Ok(())
+    }
+}
+
+/// How often the write-ahead log is copied into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// A thread with its own connection that checkpoints the log (PASSIVE: it never blocks the
+/// writer) until dropped.
+struct Checkpointer {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer> {
+        let conn = Connection::open(path)?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(err) =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(%err, "checkpoint failed; will try again");
+                    }
+                }
+            })?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
