@@ -291,28 +291,23 @@ fn two_message_servers_leave_no_single_point_of_failure() {
 #[test]
 fn a_slow_member_costs_the_others_nothing_and_catches_up_from_history() {
     const N: usize = 20_000;
-    let ctx = zmq::Context::new();
-    let data = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let grp = group_server(&ctx, dir.endpoint(), &["general"], data.path());
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
-    let general = alice.resolve("general").unwrap();
-    alice.join(&general).unwrap();
+    let c = cluster(&["general"]);
+    let (mut alice, general) = c.member("alice", "general");
     let expected = Arc::new(AtomicUsize::new(N));
     let bob = spawn_member(
-        dir.endpoint().to_string(),
+        c.dir.endpoint().to_string(),
         "bob",
         general.clone(),
         Arc::clone(&expected),
     );
 
     // The slow member: a raw connection with tiny buffers that joins and then does not read.
-    let slow = ctx.socket(zmq::DEALER).unwrap();
+    let slow = c.ctx.socket(zmq::DEALER).unwrap();
     slow.set_linger(0).unwrap();
     slow.set_rcvhwm(1).unwrap();
     slow.set_rcvbuf(4096).unwrap();
     slow.set_rcvtimeo(5000).unwrap();
-    slow.connect(grp.endpoint()).unwrap();
+    slow.connect(c.grp.endpoint()).unwrap();
     let join = zms::protocol::Request::Join {
         group: "general".into(),
         user: "slow".into(),
@@ -343,7 +338,7 @@ fn a_slow_member_costs_the_others_nothing_and_catches_up_from_history() {
         "pushes to a member that does not read are bounded ({pushed} of {N})"
     );
     // The slow user catches up from history, complete and in order.
-    let mut slow_user = session(&ctx, dir.endpoint(), "slow");
+    let mut slow_user = c.session("slow");
     let caught_up = slow_user.history(&general, None, None).unwrap();
     assert_eq!(seqs(&caught_up), (1..=N as u64).collect::<Vec<_>>());
     eprintln!(
@@ -353,18 +348,13 @@ fn a_slow_member_costs_the_others_nothing_and_catches_up_from_history() {
 
 #[test]
 fn a_vanished_member_is_freed_and_stays_a_member() {
-    let ctx = zmq::Context::new();
-    let data = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let grp = group_server(&ctx, dir.endpoint(), &["general"], data.path());
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
-    let general = alice.resolve("general").unwrap();
-    alice.join(&general).unwrap();
+    let c = cluster(&["general"]);
+    let (mut alice, general) = c.member("alice", "general");
     {
-        let ghost = ctx.socket(zmq::DEALER).unwrap();
+        let ghost = c.ctx.socket(zmq::DEALER).unwrap();
         ghost.set_linger(0).unwrap();
         ghost.set_rcvtimeo(5000).unwrap();
-        ghost.connect(grp.endpoint()).unwrap();
+        ghost.connect(c.grp.endpoint()).unwrap();
         let join = zms::protocol::Request::Join {
             group: "general".into(),
             user: "ghost".into(),
@@ -392,23 +382,18 @@ fn a_vanished_member_is_freed_and_stays_a_member() {
 #[test]
 fn tens_of_thousands_of_hostile_frames_while_users_chat() {
     const FRAMES: usize = 20_000;
-    let ctx = zmq::Context::new();
-    let data = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let grp = group_server(&ctx, dir.endpoint(), &["general"], data.path());
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
-    let general = alice.resolve("general").unwrap();
-    alice.join(&general).unwrap();
+    let c = cluster(&["general"]);
+    let (mut alice, general) = c.member("alice", "general");
     let expected = Arc::new(AtomicUsize::new(usize::MAX));
     let bob = spawn_member(
-        dir.endpoint().to_string(),
+        c.dir.endpoint().to_string(),
         "bob",
         general.clone(),
         Arc::clone(&expected),
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let attackers: Vec<_> = [dir.endpoint().to_string(), grp.endpoint().to_string()]
+    let attackers: Vec<_> = [c.dir.endpoint().to_string(), c.grp.endpoint().to_string()]
         .into_iter()
         .enumerate()
         .map(|(n, endpoint)| {

@@ -14,11 +14,8 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn groups_register_list_and_resolve_by_name_or_address() {
-    let ctx = zmq::Context::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let grp = group_server(&ctx, dir.endpoint(), &["general", "random"], tmp.path());
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let c = cluster(&["general", "random"]);
+    let mut alice = c.session("alice");
     alice.hello().unwrap();
     let names: Vec<String> = alice
         .list_groups()
@@ -29,15 +26,17 @@ fn groups_register_list_and_resolve_by_name_or_address() {
     assert_eq!(
         names,
         [
-            format!("general@{}", grp.address()),
-            format!("random@{}", grp.address())
+            format!("general@{}", c.grp.address()),
+            format!("random@{}", c.grp.address())
         ]
     );
 
-    assert_eq!(alice.resolve("random").unwrap().address, grp.address());
-    let by_address = alice.resolve(&format!("random@{}", grp.address())).unwrap();
+    assert_eq!(alice.resolve("random").unwrap().address, c.grp.address());
+    let by_address = alice
+        .resolve(&format!("random@{}", c.grp.address()))
+        .unwrap();
     assert_eq!(by_address.name, "random");
-    let err = alice.resolve(&grp.address()).unwrap_err().to_string();
+    let err = alice.resolve(&c.grp.address()).unwrap_err().to_string();
     assert!(
         err.contains("hosts several groups (general, random)"),
         "{err}"
@@ -51,22 +50,19 @@ fn groups_register_list_and_resolve_by_name_or_address() {
 
 #[test]
 fn a_stopped_group_server_leaves_the_list_and_an_expired_one_too() {
-    let ctx = zmq::Context::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
+    let c = cluster(&["general"]);
+    let mut alice = c.session("alice");
     assert_eq!(alice.list_groups().unwrap().len(), 1);
-    grp.stop().unwrap(); // sends UNREGISTER
+    c.grp.stop().unwrap(); // sends UNREGISTER
     assert!(eventually(LIMIT, || alice
         .list_groups()
         .unwrap()
         .is_empty()));
 
     // A server that registers and then falls silent (no UNREGISTER) expires with its TTL.
-    let raw = ctx.socket(zmq::DEALER).unwrap();
+    let raw = c.ctx.socket(zmq::DEALER).unwrap();
     raw.set_linger(0).unwrap();
-    raw.connect(dir.endpoint()).unwrap();
+    raw.connect(c.dir.endpoint()).unwrap();
     let register = Request::Register {
         address: "127.0.0.1:1".into(),
         ttl_ms: 300,
@@ -105,12 +101,9 @@ fn a_restarted_message_server_has_the_list_back_within_a_heartbeat() {
 
 #[test]
 fn members_get_messages_live_in_order_and_history_matches() {
-    let ctx = zmq::Context::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let _grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
-    let mut bob = session(&ctx, dir.endpoint(), "bob");
+    let c = cluster(&["general"]);
+    let mut alice = c.session("alice");
+    let mut bob = c.session("bob");
     let general = alice.resolve("general").unwrap();
     assert_eq!(alice.join(&general).unwrap(), 0);
     assert_eq!(bob.join(&general).unwrap(), 0);
@@ -150,13 +143,8 @@ fn members_get_messages_live_in_order_and_history_matches() {
 
 #[test]
 fn history_pages_past_the_server_page_limit() {
-    let ctx = zmq::Context::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let _grp = group_server(&ctx, dir.endpoint(), &["big"], tmp.path());
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
-    let big = alice.resolve("big").unwrap();
-    alice.join(&big).unwrap();
+    let c = cluster(&["big"]);
+    let (mut alice, big) = c.member("alice", "big");
     for i in 0..2_500 {
         alice.send(&big, &format!("{i}")).unwrap();
     }
@@ -166,12 +154,9 @@ fn history_pages_past_the_server_page_limit() {
 
 #[test]
 fn non_members_are_refused_and_leaving_stops_delivery() {
-    let ctx = zmq::Context::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let _grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
-    let mut eve = session(&ctx, dir.endpoint(), "eve");
+    let c = cluster(&["general"]);
+    let mut alice = c.session("alice");
+    let mut eve = c.session("eve");
     let general = alice.resolve("general").unwrap();
     alice.join(&general).unwrap();
     for attempt in [
@@ -261,13 +246,10 @@ fn a_user_is_in_several_groups_on_two_group_servers() {
 
 #[test]
 fn a_restarted_group_server_keeps_everything_and_members_repair_the_gap() {
-    let ctx = zmq::Context::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
-    let endpoint = grp.endpoint().to_string();
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
-    let mut bob = session(&ctx, dir.endpoint(), "bob");
+    let c = cluster(&["general"]);
+    let endpoint = c.grp.endpoint().to_string();
+    let mut alice = c.session("alice");
+    let mut bob = c.session("bob");
     let general = alice.resolve("general").unwrap();
     alice.join(&general).unwrap();
     bob.join(&general).unwrap();
@@ -276,8 +258,14 @@ fn a_restarted_group_server_keeps_everything_and_members_repair_the_gap() {
     }
     assert_eq!(receive(&mut bob, 10, LIMIT).len(), 10);
 
-    grp.stop().unwrap();
-    let _grp = group_server_at(&ctx, &endpoint, &[dir.endpoint()], &["general"], tmp.path());
+    c.grp.stop().unwrap();
+    let _grp = group_server_at(
+        &c.ctx,
+        &endpoint,
+        &[c.dir.endpoint()],
+        &["general"],
+        c.data.path(),
+    );
     // Bob's subscription died with the old process; messages sent now are not pushed to him.
     for i in 1..=10 {
         alice.send(&general, &format!("after {i}")).unwrap();
@@ -297,17 +285,12 @@ fn a_restarted_group_server_keeps_everything_and_members_repair_the_gap() {
 
 #[test]
 fn a_retried_send_is_stored_once() {
-    let ctx = zmq::Context::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
-    let general = alice.resolve("general").unwrap();
-    alice.join(&general).unwrap();
-    let raw = ctx.socket(zmq::DEALER).unwrap();
+    let c = cluster(&["general"]);
+    let (mut alice, general) = c.member("alice", "general");
+    let raw = c.ctx.socket(zmq::DEALER).unwrap();
     raw.set_linger(0).unwrap();
     raw.set_rcvtimeo(5000).unwrap();
-    raw.connect(grp.endpoint()).unwrap();
+    raw.connect(c.grp.endpoint()).unwrap();
     let send = Request::Send {
         group: "general".into(),
         user: "alice".into(),
@@ -332,13 +315,8 @@ fn a_retried_send_is_stored_once() {
 
 #[test]
 fn garbage_from_peers_is_answered_and_everyone_else_is_served() {
-    let ctx = zmq::Context::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
-    let general = alice.resolve("general").unwrap();
-    alice.join(&general).unwrap();
+    let c = cluster(&["general"]);
+    let (mut alice, general) = c.member("alice", "general");
 
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move || {
@@ -356,8 +334,8 @@ fn garbage_from_peers_is_answered_and_everyone_else_is_served() {
             text: "a valid message".into(),
         },
     );
-    for endpoint in [dir.endpoint(), grp.endpoint()] {
-        let raw = ctx.socket(zmq::DEALER).unwrap();
+    for endpoint in [c.dir.endpoint(), c.grp.endpoint()] {
+        let raw = c.ctx.socket(zmq::DEALER).unwrap();
         raw.set_linger(0).unwrap();
         raw.set_rcvtimeo(5000).unwrap();
         raw.connect(endpoint).unwrap();
@@ -424,12 +402,9 @@ fn an_unreachable_server_is_a_clear_error_not_a_hang() {
 
 #[test]
 fn members_see_others_join_and_leave() {
-    let ctx = zmq::Context::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let _grp = group_server(&ctx, dir.endpoint(), &["general"], tmp.path());
-    let mut alice = session(&ctx, dir.endpoint(), "alice");
-    let mut bob = session(&ctx, dir.endpoint(), "bob");
+    let c = cluster(&["general"]);
+    let mut alice = c.session("alice");
+    let mut bob = c.session("bob");
     let general = alice.resolve("general").unwrap();
     alice.join(&general).unwrap();
     bob.join(&general).unwrap();

@@ -240,3 +240,41 @@ pub fn start_group(server: &str, bind: &str, data: &Path) -> Proc {
         data.to_str().unwrap(),
     ])
 }
+
+/// A message server and one group server, in-process, the group server's data in a
+/// temporary directory.
+pub struct Cluster {
+    pub ctx: zmq::Context,
+    pub dir: ServerHandle,
+    pub grp: ServerHandle,
+    pub data: tempfile::TempDir,
+}
+
+/// A [`Cluster`] whose group server hosts `groups`.
+pub fn cluster(groups: &[&str]) -> Cluster {
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let grp = group_server(&ctx, dir.endpoint(), groups, data.path());
+    Cluster {
+        ctx,
+        dir,
+        grp,
+        data,
+    }
+}
+
+impl Cluster {
+    /// A session for `name` on this cluster's message server.
+    pub fn session(&self, name: &str) -> Session {
+        session(&self.ctx, self.dir.endpoint(), name)
+    }
+
+    /// A session for `name` that has joined `group`.
+    pub fn member(&self, name: &str, group: &str) -> (Session, zms::client::GroupRef) {
+        let mut member = self.session(name);
+        let group = member.resolve(group).unwrap();
+        member.join(&group).unwrap();
+        (member, group)
+    }
+}
