@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use super::flow::{Credit, StopOnDrop};
 use super::stats::{self, per_s, Percentiles};
 use super::wire::Tally;
-use super::workloads::{run_prefix, Fan};
+use super::workloads::{join_tallies, run_prefix, Fan};
 use super::{check_deadline, payload, progress, BenchArgs, Ticker};
 use crate::{errinput, Error, Result};
 
@@ -606,27 +606,8 @@ fn fan(
         }
     };
     let send_ns = payload::now_ns() - start;
-    let mut tallies = Vec::new();
-    for handle in handles {
-        tallies.push(
-            handle
-                .join()
-                .map_err(|_| Error::Protocol("a NATS subscriber thread panicked".into()))??,
-        );
-    }
-    let last = tallies
-        .iter()
-        .map(|t| t.done_ns.unwrap_or_else(payload::now_ns))
-        .max()
-        .unwrap_or(start + send_ns);
-    Ok(Fan {
-        messages,
-        members,
-        send_ns,
-        deliver_ns: last.max(start + send_ns) - start,
-        tallies,
-        stored: 0,
-    })
+    let tallies = join_tallies(handles, "NATS subscriber")?;
+    Ok(Fan::new(messages, members, start, send_ns, tallies, 0))
 }
 
 /// One publish at a time, each waiting for the server: PONG (core) or the stored-ack (JetStream).

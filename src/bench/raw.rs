@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::flow::{Credit, StopOnDrop};
 use super::stats::{self, per_s, Percentiles};
 use super::wire::Tally;
-use super::workloads::Fan;
+use super::workloads::{join_tallies, Fan};
 use super::{check_deadline, payload, progress, BenchArgs, Ticker};
 use crate::transport::{self, SERVER_SNDHWM};
 use crate::{Error, Result};
@@ -156,27 +156,8 @@ fn pubsub(
         return Err(err);
     }
     let send_ns = payload::now_ns() - start;
-    let mut tallies = Vec::new();
-    for handle in handles {
-        tallies.push(
-            handle
-                .join()
-                .map_err(|_| Error::Protocol("a subscriber thread panicked".into()))??,
-        );
-    }
-    let last = tallies
-        .iter()
-        .map(|t| t.done_ns.unwrap_or_else(payload::now_ns))
-        .max()
-        .unwrap_or(start + send_ns);
-    Ok(Fan {
-        messages,
-        members,
-        send_ns,
-        deliver_ns: last.max(start + send_ns) - start,
-        tallies,
-        stored: 0,
-    })
+    let tallies = join_tallies(handles, "subscriber")?;
+    Ok(Fan::new(messages, members, start, send_ns, tallies, 0))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -27,6 +27,23 @@ pub(crate) fn run_prefix() -> String {
     format!("bench{:x}{nanos:x}", std::process::id())
 }
 
+/// Joins receiver threads in order; a panic becomes an error naming `what`.
+///
+/// # Errors
+/// A receiver's own error, or its panic.
+pub(crate) fn join_tallies(
+    handles: Vec<std::thread::JoinHandle<Result<Tally>>>,
+    what: &str,
+) -> Result<Vec<Tally>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| Error::Protocol(format!("a {what} thread panicked")))?
+        })
+        .collect()
+}
+
 /// What one fan-out run measured.
 pub(crate) struct Fan {
     pub messages: u64,
@@ -41,6 +58,31 @@ pub(crate) struct Fan {
 }
 
 impl Fan {
+    /// A run's figures: `start` and `send_ns` from the sender, the tallies from the members
+    /// (delivery ends at the slowest member's last message).
+    pub fn new(
+        messages: u64,
+        members: usize,
+        start: u64,
+        send_ns: u64,
+        tallies: Vec<Tally>,
+        stored: u64,
+    ) -> Fan {
+        let last = tallies
+            .iter()
+            .map(|t| t.done_ns.unwrap_or_else(payload::now_ns))
+            .max()
+            .unwrap_or(start + send_ns);
+        Fan {
+            messages,
+            members,
+            send_ns,
+            deliver_ns: last.max(start + send_ns) - start,
+            tallies,
+            stored,
+        }
+    }
+
     /// The JSON fields every fan-out reports.
     pub fn json(&self) -> Value {
         let deliveries: u64 = self.tallies.iter().map(|t| t.distinct).sum();
@@ -130,20 +172,8 @@ pub(crate) fn fan(
     pipeline.finish()?;
     let send_ns = payload::now_ns() - start;
     let tallies = receivers.finish()?;
-    let last_delivery = tallies
-        .iter()
-        .map(|t| t.done_ns.unwrap_or_else(payload::now_ns))
-        .max()
-        .unwrap_or(start + send_ns);
     let stored = pipeline.wire().last_seq(&d.group, &sender, stall)? - base;
-    Ok(Fan {
-        messages,
-        members,
-        send_ns,
-        deliver_ns: last_delivery.max(start + send_ns) - start,
-        tallies,
-        stored,
-    })
+    Ok(Fan::new(messages, members, start, send_ns, tallies, stored))
 }
 
 /// `fanout`: every message stored and delivered to every member.
