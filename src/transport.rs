@@ -266,6 +266,64 @@ pub fn bind_server(
     }
 }
 
+/// One frame sent to many peers: libzmq shares its buffer between the sends, counting
+/// references (`zmq_msg_copy`), where `Socket::send` would allocate and copy it per peer. The
+/// group server's fan-out spends most of its time there.
+pub struct SharedFrame {
+    msg: zmq_sys::zmq_msg_t,
+}
+
+impl SharedFrame {
+    /// A frame holding `data`.
+    pub fn new(data: &[u8]) -> SharedFrame {
+        let mut msg = zmq_sys::zmq_msg_t::default();
+        // SAFETY: `msg` is initialised with room for `data.len()` bytes, which are then filled;
+        // init_size fails only when out of memory, which aborts like any Rust allocation.
+        unsafe {
+            let rc = zmq_sys::zmq_msg_init_size(&mut msg, data.len());
+            assert_eq!(rc, 0, "zmq_msg_init_size failed: out of memory");
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                zmq_sys::zmq_msg_data(&mut msg) as *mut u8,
+                data.len(),
+            );
+        }
+        SharedFrame { msg }
+    }
+
+    /// Sends the frame on `socket` (another reference to the same buffer).
+    ///
+    /// # Errors
+    /// As `zmq_msg_send`: EAGAIN when the peer's queue is full, EHOSTUNREACH for a gone peer.
+    pub fn send(&mut self, socket: &mut zmq::Socket, flags: i32) -> Result<(), zmq::Error> {
+        let mut copy = zmq_sys::zmq_msg_t::default();
+        // SAFETY: `copy` is initialised before use and closed if the send does not take it;
+        // a sent message belongs to libzmq. `socket` is a live socket used on this thread only.
+        unsafe {
+            zmq_sys::zmq_msg_init(&mut copy);
+            if zmq_sys::zmq_msg_copy(&mut copy, &mut self.msg) == -1 {
+                zmq_sys::zmq_msg_close(&mut copy);
+                return Err(zmq::Error::from_raw(zmq_sys::zmq_errno()));
+            }
+            if zmq_sys::zmq_msg_send(&mut copy, socket.as_mut_ptr(), flags) == -1 {
+                let err = zmq::Error::from_raw(zmq_sys::zmq_errno());
+                zmq_sys::zmq_msg_close(&mut copy);
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SharedFrame {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new`; libzmq frees the buffer once no copy holds it.
+        unsafe {
+            zmq_sys::zmq_msg_close(&mut self.msg);
+        }
+    }
+}
+
 /// One request as a ROUTER received it.
 #[derive(Debug)]
 pub struct Envelope {

@@ -19,7 +19,7 @@ use crate::keys::{self, KeyPair};
 use crate::protocol::codec::{self, DecodeError};
 use crate::protocol::{self, Reply, Request};
 use crate::shutdown::ServerHandle;
-use crate::transport::KeyService;
+use crate::transport::{KeyService, SharedFrame};
 use crate::{errinput, transport, zap, Result};
 use limits::Limits;
 use state::{Outbound, Route, State};
@@ -384,8 +384,14 @@ impl GroupServer {
                     }
                 }
                 Outbound::Push { group, frame } => {
+                    // One buffer for every member's copy of the push.
+                    let mut shared = SharedFrame::new(&frame);
                     for route in self.state.subscribers(&group) {
-                        match send_to(&self.router, route, &frame) {
+                        let sent = self
+                            .router
+                            .send(route.as_slice(), zmq::SNDMORE | zmq::DONTWAIT)
+                            .and_then(|()| shared.send(&mut self.router, zmq::DONTWAIT));
+                        match sent {
                             Ok(()) => {}
                             Err(zmq::Error::EHOSTUNREACH) => gone.push(route.clone()),
                             Err(err) => debug!(peer = %transport::hex(route), %err, "push dropped"),
