@@ -2,6 +2,8 @@
 
 mod cli;
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -14,6 +16,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // Colour for a person at a terminal, plain text for a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(err) = cli.command.run() {
         eprintln!("error: {err}");
