@@ -102,7 +102,7 @@ impl Nats {
         }
     }
 
-    /// Queues a PUB (written at [`FLUSH_AT`] bytes or on [`Nats::flush`]).
+    /// Queues a PUB (written once `FLUSH_AT` bytes are queued, or on [`Nats::flush`]).
     ///
     /// # Errors
     /// A write failure.

@@ -2,7 +2,7 @@
 //!
 //! One ROUTER serves requests and carries live pushes (so one address reaches a group, as in
 //! the original design, and only members' connections ever receive its messages). The loop
-//! reads up to [`BATCH`] requests per wake-up and commits their writes in one SQLite
+//! reads up to `BATCH` (1024) requests per wake-up and commits their writes in one SQLite
 //! transaction before any acknowledgement or push leaves (group commit). A DEALER per
 //! directory carries REGISTER every heartbeat. Decisions live in [`state`], SQL in [`store`].
 
