@@ -283,6 +283,39 @@ impl Ticker {
     }
 }
 
+/// One-at-a-time round trips: `call(i)` makes call number `i` and returns how long it took
+/// (ns). After a warm-up of up to 100 unmeasured calls (connections, caches), `messages` calls
+/// are timed; the result is their percentiles with `messages` and `per_s`.
+///
+/// # Errors
+/// The first failed call, or the deadline passing.
+pub(crate) fn time_calls(
+    label: &'static str,
+    messages: u64,
+    deadline: Instant,
+    mut call: impl FnMut(u64) -> Result<u64>,
+) -> Result<Value> {
+    let warmup = 100.min(messages);
+    for i in 0..warmup {
+        call(i)?;
+    }
+    let mut samples = Vec::with_capacity(messages as usize);
+    let mut ticker = Ticker::new(label);
+    let start = payload::now_ns();
+    for i in 0..messages {
+        if i % 1024 == 0 {
+            check_deadline(deadline, label)?;
+            ticker.tick(i, messages);
+        }
+        samples.push(call(warmup + i)?);
+    }
+    let total = payload::now_ns() - start;
+    Ok(stats::merge(
+        stats::Percentiles::of(&mut samples).json(),
+        serde_json::json!({"messages": messages, "per_s": stats::per_s(messages, total)}),
+    ))
+}
+
 /// Fails with a clear message once `deadline` has passed.
 pub(crate) fn check_deadline(deadline: Instant, what: &str) -> Result<()> {
     if Instant::now() >= deadline {

@@ -28,7 +28,7 @@ use super::flow::{Credit, StopOnDrop};
 use super::stats::{self, per_s, Percentiles};
 use super::wire::Tally;
 use super::workloads::{join_tallies, run_prefix, Fan};
-use super::{check_deadline, payload, progress, BenchArgs, Ticker};
+use super::{check_deadline, payload, progress, time_calls, BenchArgs, Ticker};
 use crate::{errinput, Error, Result};
 
 /// How long a blocking read waits before the caller checks its deadline again.
@@ -615,7 +615,7 @@ fn rtt(args: &BenchArgs, subject: &str, messages: u64) -> Result<Value> {
     let stall = args.stall();
     let deadline = args.deadline();
     let mut publisher = Publisher::new(args)?;
-    let mut call = |i: u64| -> Result<u64> {
+    let call = |i: u64| -> Result<u64> {
         let t0 = payload::now_ns();
         let data = payload::text(i, t0, args.size);
         if args.jetstream {
@@ -628,25 +628,7 @@ fn rtt(args: &BenchArgs, subject: &str, messages: u64) -> Result<Value> {
         }
         Ok(payload::now_ns() - t0)
     };
-    let warmup = 100.min(messages);
-    for i in 0..warmup {
-        call(i)?;
-    }
-    let mut samples = Vec::with_capacity(messages as usize);
-    let mut ticker = Ticker::new("nats rtt");
-    let start = payload::now_ns();
-    for i in 0..messages {
-        if i % 1024 == 0 {
-            check_deadline(deadline, "nats rtt")?;
-            ticker.tick(i, messages);
-        }
-        samples.push(call(warmup + i)?);
-    }
-    let total = payload::now_ns() - start;
-    Ok(stats::merge(
-        Percentiles::of(&mut samples).json(),
-        json!({"messages": messages, "per_s": per_s(messages, total)}),
-    ))
+    time_calls("nats rtt", messages, deadline, call)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::flow::{Credit, StopOnDrop};
 use super::stats::{self, per_s, Percentiles};
 use super::wire::Tally;
 use super::workloads::{join_tallies, Fan};
-use super::{check_deadline, payload, progress, BenchArgs, Ticker};
+use super::{check_deadline, payload, progress, time_calls, BenchArgs, Ticker};
 use crate::transport::{self, SERVER_SNDHWM};
 use crate::{Error, Result};
 
@@ -240,7 +240,7 @@ fn reqrep(args: &BenchArgs, ctx: &zmq::Context, messages: u64) -> Result<Value> 
         req.set_sndtimeo(stall.as_millis() as i32)?;
         req.connect(&endpoint)?;
         let mut reply = zmq::Message::new();
-        let mut call = |i: u64| -> Result<u64> {
+        let call = |i: u64| -> Result<u64> {
             let t0 = payload::now_ns();
             req.send(payload::text(i, t0, args.size).as_bytes(), 0)?;
             match req.recv(&mut reply, 0) {
@@ -252,25 +252,7 @@ fn reqrep(args: &BenchArgs, ctx: &zmq::Context, messages: u64) -> Result<Value> 
                 Err(e) => Err(e.into()),
             }
         };
-        let warmup = 100.min(messages);
-        for i in 0..warmup {
-            call(i)?;
-        }
-        let mut samples = Vec::with_capacity(messages as usize);
-        let mut ticker = Ticker::new("raw rtt");
-        let start = payload::now_ns();
-        for i in 0..messages {
-            if i % 1024 == 0 {
-                check_deadline(deadline, "raw rtt")?;
-                ticker.tick(i, messages);
-            }
-            samples.push(call(warmup + i)?);
-        }
-        let total = payload::now_ns() - start;
-        Ok(stats::merge(
-            Percentiles::of(&mut samples).json(),
-            json!({"messages": messages, "per_s": per_s(messages, total)}),
-        ))
+        time_calls("raw rtt", messages, deadline, call)
     })();
     stop.store(true, Ordering::SeqCst);
     replier

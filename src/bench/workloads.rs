@@ -13,7 +13,7 @@ use super::deploy::Deployment;
 use super::flow::Credit;
 use super::stats::{self, per_s, round1, Percentiles};
 use super::wire::{self, MemberPlan, Members, Pipeline, Tally, Wire};
-use super::{check_deadline, payload, progress, BenchArgs, Ticker};
+use super::{check_deadline, payload, progress, time_calls, BenchArgs, Ticker};
 use crate::client::{GroupRef, Session, Timeouts};
 use crate::protocol::{Reply, Request};
 use crate::{transport, Error, Result};
@@ -232,32 +232,16 @@ pub fn rtt(args: &BenchArgs) -> Result<Value> {
         client_id: format!("{user}-{i}"),
         text: payload::text(i, payload::now_ns(), args.size),
     };
-    // Warm-up: the connection and the server's statement cache, not measured.
-    let warmup = 100.min(messages);
-    for i in 0..warmup {
-        wire.call(&send(i), stall)?;
-    }
-    let mut samples = Vec::with_capacity(messages as usize);
-    let mut ticker = Ticker::new("rtt");
-    let start = payload::now_ns();
-    for i in 0..messages {
-        if i % 1024 == 0 {
-            check_deadline(deadline, "rtt")?;
-            ticker.tick(i, messages);
-        }
-        let request = send(warmup + i);
+    let call = |i: u64| -> Result<u64> {
+        let request = send(i);
         let t0 = payload::now_ns();
         match wire.call(&request, stall)? {
-            Reply::Ack { .. } => samples.push(payload::now_ns() - t0),
-            other => return Err(Error::Protocol(format!("expected ACK, got {other:?}"))),
+            Reply::Ack { .. } => Ok(payload::now_ns() - t0),
+            other => Err(Error::Protocol(format!("expected ACK, got {other:?}"))),
         }
-    }
-    let total = payload::now_ns() - start;
-    let percentiles = Percentiles::of(&mut samples);
-    Ok(stats::merge(
-        percentiles.json(),
-        json!({"messages": messages, "size": args.size, "per_s": per_s(messages, total)}),
-    ))
+    };
+    let timed = time_calls("rtt", messages, deadline, call)?;
+    Ok(stats::merge(timed, json!({"size": args.size})))
 }
 
 /// What a multi-sender load stored.
