@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::*;
 use zms::client::{ClientSecurity, Session};
 use zms::directory::{DirectorySecurity, DirectoryServer};
+use zms::group::limits::Limits;
 use zms::group::{self, GroupSecurity, GroupServer};
 use zms::keys::{KeyPair, Pins};
 use zms::protocol::{codec, ErrorCode, Request};
@@ -36,6 +37,7 @@ struct GroupSetup<'a> {
     groups: &'a [&'a str],
     private: &'a [&'a str],
     allow: Vec<String>,
+    limits: Limits,
 }
 
 fn secure_group(ctx: &zmq::Context, setup: GroupSetup, data: &Path) -> ServerHandle {
@@ -53,6 +55,8 @@ fn secure_group(ctx: &zmq::Context, setup: GroupSetup, data: &Path) -> ServerHan
         }),
     };
     rebind(|| GroupServer::bind(ctx, "tcp://127.0.0.1:*", config.clone()))
+        .with_limits(setup.limits)
+        .unwrap()
         .register(Duration::from_secs(2))
         .unwrap()
         .spawn(ctx)
@@ -99,6 +103,7 @@ fn world(private: &[&str], allow: Vec<String>) -> World {
         groups: &["general", "secret"],
         private,
         allow,
+        limits: Limits::default(),
     };
     let group = secure_group(&ctx, setup, data.path());
     World {
@@ -277,6 +282,7 @@ fn a_message_server_admits_only_allowed_group_servers_announcing_their_own_key()
         groups,
         private: &[],
         allow: Vec::new(),
+        limits: Limits::default(),
     };
     let _good = secure_group(&ctx, setup(good.clone(), &["general"]), d1.path());
     let _rogue = secure_group(&ctx, setup(rogue.clone(), &["phishing"]), d2.path());
@@ -408,31 +414,20 @@ fn a_flooder_is_throttled_while_others_send_freely() {
     let directory = secure_directory(&ctx, &dir_keys, Vec::new());
     let data = tempfile::tempdir().unwrap();
     let group_keys = KeyPair::generate().unwrap();
-    let config = group::Config {
-        groups: vec!["general".into()],
-        data: data.path().to_path_buf(),
-        directories: vec![directory.endpoint().to_string()],
-        advertise: None,
-        durability: Default::default(),
-        security: Some(GroupSecurity {
-            keys: Some(group_keys.clone()),
-            directory_keys: vec![dir_keys.public.clone()],
-            private: Vec::new(),
-            allow: Vec::new(),
-        }),
+    let setup = GroupSetup {
+        directory: &directory,
+        directory_key: &dir_keys.public,
+        keys: group_keys.clone(),
+        groups: &["general"],
+        private: &[],
+        allow: Vec::new(),
+        limits: Limits {
+            rate: Some(RATE),
+            max_members: 2,
+            ..Default::default()
+        },
     };
-    let limits = zms::group::limits::Limits {
-        rate: Some(RATE),
-        max_members: 2,
-        ..Default::default()
-    };
-    let group = rebind(|| GroupServer::bind(&ctx, "tcp://127.0.0.1:*", config.clone()))
-        .with_limits(limits)
-        .unwrap()
-        .register(Duration::from_secs(2))
-        .unwrap()
-        .spawn(&ctx)
-        .unwrap();
+    let group = secure_group(&ctx, setup, data.path());
     let home = tempfile::tempdir().unwrap();
     let mut alice = user(
         &ctx,
