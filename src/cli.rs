@@ -482,7 +482,7 @@ fn up(ctx: &zmq::Context, bind: &str, group_bind: &str, data: PathBuf, secure: b
     let dir_handle = directory.spawn(ctx)?;
     let security = match &dir_keys {
         Some(dk) => Some(GroupSecurity {
-            keys: Some(KeyPair::load_or_create(&data.join("server.key"))?),
+            keys: KeyPair::load_or_create(&data.join("server.key"))?,
             directory_keys: vec![dk.public.clone()],
             private: Vec::new(),
             allow: Vec::new(),
@@ -599,7 +599,7 @@ fn group_security(
         directory_keys.push(key);
     }
     Ok(Some(GroupSecurity {
-        keys: Some(keys),
+        keys,
         directory_keys,
         private,
         allow,

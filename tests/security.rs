@@ -48,7 +48,7 @@ fn secure_group(ctx: &zmq::Context, setup: GroupSetup, data: &Path) -> ServerHan
         advertise: None,
         durability: Default::default(),
         security: Some(GroupSecurity {
-            keys: Some(setup.keys),
+            keys: setup.keys,
             directory_keys: vec![setup.directory_key.to_string()],
             private: setup.private.iter().map(|g| g.to_string()).collect(),
             allow: setup.allow,

@@ -45,10 +45,10 @@ pub struct Config {
 }
 
 /// What a group server needs to run with security.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GroupSecurity {
     /// Its own key pair; users learn the public half from the message server's list.
-    pub keys: Option<KeyPair>,
+    pub keys: KeyPair,
     /// The public key of each message server in [`Config::directories`], in the same order.
     pub directory_keys: Vec<String>,
     /// Groups that only allowed or invited keys may join.
@@ -92,14 +92,7 @@ impl GroupServer {
             ));
         }
         let security = config.security.as_ref();
-        let keys = match security {
-            Some(s) => Some(
-                s.keys
-                    .clone()
-                    .ok_or_else(|| errinput!("a secure group server needs a key pair"))?,
-            ),
-            None => None,
-        };
+        let keys = security.map(|s| s.keys.clone());
         if let Some(s) = security {
             if s.directory_keys.len() != config.directories.len() {
                 return Err(errinput!(
