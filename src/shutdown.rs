@@ -76,19 +76,6 @@ impl ServerHandle {
         self.stop_inner()
     }
 
-    /// Waits for the server to end by itself (it ends only on STOP or a fatal error).
-    ///
-    /// # Errors
-    /// The error the server's loop ended with.
-    pub fn join(mut self) -> Result<()> {
-        match self.thread.take() {
-            Some(t) => t
-                .join()
-                .unwrap_or_else(|_| Err(Error::Input("server thread panicked".into()))),
-            None => Ok(()),
-        }
-    }
-
     fn stop_inner(&mut self) -> Result<()> {
         let Some(thread) = self.thread.take() else {
             return Ok(());

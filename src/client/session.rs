@@ -608,13 +608,6 @@ impl Session {
         }
     }
 
-    /// The groups this session receives live.
-    pub fn subscriptions(&self) -> Vec<GroupRef> {
-        let mut all: Vec<GroupRef> = self.subs.keys().cloned().collect();
-        all.sort_by_key(|g| g.to_string());
-        all
-    }
-
     /// Waits up to `timeout` for the next event of any subscribed group.
     ///
     /// # Errors
