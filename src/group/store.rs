@@ -124,8 +124,11 @@ impl Store {
         let mut store = Self::init(conn, durability, Some(lock))?;
         // SQLite's automatic checkpoint runs inside a COMMIT, stalling that batch's answers
         // for as long as it copies the log; a thread of our own does it instead.
-        store.conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
-        store._checkpointer = Some(Checkpointer::start(&path)?);
+        // The log file is cut back to WAL_LIMIT when it restarts, so disk use stays bounded.
+        store.conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_LIMIT}"
+        ))?;
+        store._checkpointer = Some(Checkpointer::start(&path, WAL_LIMIT)?);
         Ok(store)
     }
 
@@ -146,6 +149,7 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; {SCHEMA}"
         ))?;
         conn.set_prepared_statement_cache_capacity(32);
+        conn.busy_handler(Some(wait_briefly))?;
         Ok(Store {
             conn,
             _checkpointer: None,
@@ -408,30 +412,41 @@ impl Store {
     }
 }
 
-/// How often the write-ahead log is copied into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How soon the log is copied into the database again while writes go on. Often, so each
+/// checkpoint's fsyncs are short: the writer's own log appends stall behind them.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(5);
 
-/// A thread with its own connection that checkpoints the log (PASSIVE: it never blocks the
-/// writer) until dropped.
+/// The longest wait between checkpoints of an idle store (and so the most log a burst after
+/// a quiet spell writes before its first checkpoint).
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(200);
+
+/// The write-ahead log, in bytes, past which the checkpointer makes SQLite start it over.
+const WAL_LIMIT: u64 = 64 << 20;
+
+/// A thread with its own connection that checkpoints the log until dropped: PASSIVE, which
+/// never blocks the writer, and RESTART once the log passes its limit.
 struct Checkpointer {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer> {
+    fn start(path: &Path, limit: u64) -> Result<Checkpointer> {
         let conn = Connection::open(path)?;
+        // Take the write lock in the writer's first pause, not after a sleep of milliseconds.
+        conn.busy_handler(Some(wait_briefly))?;
+        let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECKPOINT_EVERY)
-                {
-                    if let Err(err) =
-                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(%err, "checkpoint failed; will try again");
+                let (mut wait, mut last) = (CHECKPOINT_BUSY, None);
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+                    match checkpoint(&conn, page_size, limit) {
+                        // The log moved since last time: writes are going on.
+                        Ok(log) if Some(log) != last => (wait, last) = (CHECKPOINT_BUSY, Some(log)),
+                        Ok(_) => wait = (wait * 2).min(CHECKPOINT_IDLE),
+                        Err(err) => tracing::warn!(%err, "checkpoint failed; will try again"),
                     }
                 }
             })?;
@@ -440,6 +455,30 @@ impl Checkpointer {
             thread: Some(thread),
         })
     }
+}
+
+/// Copies the log into the database; returns its frames and how many are copied. SQLite
+/// starts the log over only when a write begins with every frame already copied, which a
+/// writer that never pauses prevents: the log would grow without bound. So past `limit` a
+/// RESTART checkpoint holds the writer back (through its busy handler) while it copies the
+/// last frames, and the next write starts the log afresh.
+fn checkpoint(conn: &Connection, page_size: u64, limit: u64) -> rusqlite::Result<(i64, i64)> {
+    let log: (i64, i64) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })?;
+    if log.0.max(0) as u64 * page_size > limit {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    }
+    Ok(log)
+}
+
+/// The busy handler of both connections. A RESTART checkpoint and a write transaction each
+/// hold the write lock for a few milliseconds at most, and SQLite's default handler sleeps
+/// 1, 2, 5, 10 ms… in turn, overshooting that; retry every 50 µs instead, for up to about
+/// five seconds.
+fn wait_briefly(attempt: i32) -> bool {
+    std::thread::sleep(Duration::from_micros(50));
+    attempt < 100_000
 }
 
 impl Drop for Checkpointer {
@@ -531,6 +570,45 @@ mod tests {
         assert_eq!(store.load_group(g.id).unwrap().members, ["amy", "bob"]);
         store.remove_member(g.id, "bob").unwrap();
         assert_eq!(store.load_group(g.id).unwrap().members, ["amy"]);
+    }
+
+    #[test]
+    fn the_log_starts_over_under_a_writer_that_never_pauses() {
+        // On tmpfs where there is one: the checkpointer's fsyncs of a fast-growing log would
+        // otherwise make its pace the disk's, and this test is about the policy.
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let limit = 1 << 20;
+        store
+            .conn
+            .execute_batch(&format!("PRAGMA journal_size_limit = {limit}"))
+            .unwrap();
+        let db = dir.path().join("zms.db");
+        store._checkpointer = Some(Checkpointer::start(&db, limit).unwrap());
+        let g = store.ensure_group("g", 1).unwrap();
+        let wal_size = || std::fs::metadata(db.with_extension("db-wal")).map_or(0, |m| m.len());
+        // One message per transaction writes whole pages, some 8 KiB of log each: the log
+        // passes the limit every 150 or so, and only a restart ever shrinks it.
+        let (mut largest, mut restarted, mut seq) = (0, false, 0);
+        while !restarted && seq < 20_000 {
+            seq += 1;
+            store.begin().unwrap();
+            store.append(g.id, &msg(seq, 1), "").unwrap();
+            store.commit().unwrap();
+            let size = wal_size();
+            restarted = size < largest && largest > 2 * limit;
+            largest = largest.max(size);
+        }
+        assert!(
+            restarted,
+            "the log never restarted in {seq} writes ({largest} bytes)"
+        );
+        assert_eq!(store.load_group(g.id).unwrap().last_seq, seq);
     }
 
     #[test]
