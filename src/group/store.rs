@@ -149,6 +149,10 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; {SCHEMA}"
         ))?;
         conn.set_prepared_statement_cache_capacity(32);
+        // A page cache of 512 KiB rather than SQLite's 2 MB: appends touch only the right
+        // edge of each B-tree and history reads stream through pages once, so a larger cache
+        // holds memory without saving reads (ingest and history measured the same).
+        conn.execute_batch("PRAGMA cache_size = -512")?;
         conn.busy_handler(Some(wait_briefly))?;
         Ok(Store {
             conn,

@@ -1,7 +1,9 @@
-// zms: the upstream zmq-sys 0.12.0 build script, changed in two places: libzmq is built with
+// zms: the upstream zmq-sys 0.12.0 build script, changed in three places: libzmq is built with
 // CURVE by linking the libsodium that `libsodium-sys-stable` builds from its bundled source
-// (upstream passes `with_libsodium(None)`, which leaves CURVE out), and libzmq's own C++
-// warnings are silenced (cargo replays a path dependency's build warnings on every build).
+// (upstream passes `with_libsodium(None)`, which leaves CURVE out); with its draft socket
+// options, for ZMQ_IN_BATCH_SIZE (the size of each connection's receive buffer); and with
+// libzmq's own C++ warnings silenced (cargo replays a path dependency's build warnings on
+// every build).
 
 use std::env;
 
@@ -16,6 +18,7 @@ pub fn configure() {
     let include = env::var("DEP_SODIUM_INCLUDE").expect("libsodium-sys-stable exports its include directory");
     zeromq_src::Build::new()
         .with_libsodium(Some(zeromq_src::LibLocation::new(lib, include)))
+        .enable_draft(true)
         .build();
 }
 
