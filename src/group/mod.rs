@@ -365,11 +365,16 @@ impl GroupServer {
         Ok(())
     }
 
-    /// Sends answers and pushes. A peer that is gone loses its subscriptions; a peer whose
+    /// Sends answers, then pushes. A peer that is gone loses its subscriptions; a peer whose
     /// queue is full misses the push and repairs the gap from history.
     fn flush(&mut self, out: Vec<Outbound>) {
         let mut gone: Vec<Route> = Vec::new();
-        for o in out {
+        // Answers first: a pipelining sender refills its window while the pushes go out.
+        // Who receives a push was settled by the whole batch, so the order changes no one's.
+        let (answers, pushes): (Vec<_>, Vec<_>) = out
+            .into_iter()
+            .partition(|o| !matches!(o, Outbound::Push { .. }));
+        for o in answers.into_iter().chain(pushes) {
             match o {
                 Outbound::Reply { route, frame } | Outbound::Durable { route, frame, .. } => {
                     if let Err(err) = send_to(&self.router, &route, &frame) {

@@ -225,7 +225,8 @@ impl Store {
     /// # Errors
     /// The SQLite error.
     pub fn begin(&mut self) -> Result<()> {
-        self.conn.execute_batch("BEGIN")?;
+        // Prepared once: a lone send is a transaction of its own, so this runs per message.
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
         Ok(())
     }
 
@@ -234,7 +235,11 @@ impl Store {
     /// # Errors
     /// The SQLite error; the transaction is then rolled back.
     pub fn commit(&mut self) -> Result<()> {
-        if let Err(err) = self.conn.execute_batch("COMMIT") {
+        let committed = self
+            .conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut commit| commit.execute([]));
+        if let Err(err) = committed {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(err.into());
         }
