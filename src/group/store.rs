@@ -602,7 +602,7 @@ mod tests {
         let g = store.ensure_group("g", 1).unwrap();
         let wal_size = || std::fs::metadata(db.with_extension("db-wal")).map_or(0, |m| m.len());
         // One message per transaction writes whole pages, some 8 KiB of log each: the log
-        // passes the limit every 150 or so, and only a restart ever shrinks it.
+        // passes the limit every 130 or so, and only a restart ever shrinks it.
         let (mut largest, mut restarted, mut seq) = (0, false, 0);
         while !restarted && seq < 20_000 {
             seq += 1;
