@@ -429,6 +429,9 @@ const CHECKPOINT_BUSY: Duration = Duration::from_millis(5);
 /// a quiet spell writes before its first checkpoint).
 const CHECKPOINT_IDLE: Duration = Duration::from_millis(200);
 
+/// The longest wait before trying a failed checkpoint again.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
+
 /// The write-ahead log, in bytes, past which the checkpointer makes SQLite start it over.
 const WAL_LIMIT: u64 = 64 << 20;
 
@@ -455,7 +458,12 @@ impl Checkpointer {
                         // The log moved since last time: writes are going on.
                         Ok(log) if Some(log) != last => (wait, last) = (CHECKPOINT_BUSY, Some(log)),
                         Ok(_) => wait = (wait * 2).min(CHECKPOINT_IDLE),
-                        Err(err) => tracing::warn!(%err, "checkpoint failed; will try again"),
+                        // A full or failing disk: back off, so the log says so a few times,
+                        // not hundreds of times a second.
+                        Err(err) => {
+                            wait = (wait * 2).clamp(CHECKPOINT_IDLE, CHECKPOINT_RETRY);
+                            tracing::warn!(%err, retry_in = ?wait, "checkpoint failed; will try again");
+                        }
                     }
                 }
             })?;
