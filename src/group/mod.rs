@@ -2,7 +2,7 @@
 //!
 //! One ROUTER serves requests and carries live pushes (so one address reaches a group, as in
 //! the original design, and only members' connections ever receive its messages). The loop
-//! reads up to `BATCH` (1024) requests per wake-up and commits their writes in one SQLite
+//! reads up to `BATCH` (512) requests per wake-up and commits their writes in one SQLite
 //! transaction before any acknowledgement or push leaves (group commit). A DEALER per
 //! directory carries REGISTER every heartbeat. Decisions live in [`state`], SQL in [`store`].
 
@@ -25,8 +25,11 @@ use limits::Limits;
 use state::{Outbound, Route, State};
 use store::{Durability, Store};
 
-/// Most requests read per wake-up; they share one transaction.
-const BATCH: usize = 1024;
+/// Most requests read per wake-up; they share one transaction. Past a few hundred, a larger
+/// batch saves little of the commit's cost but holds every answer in it back longer: at 1,024,
+/// one batch could take in four pipelining senders' whole windows and leave them idle through
+/// its commit (ingest measured 264k–274k msgs/s, against 270k–298k at 512).
+const BATCH: usize = 512;
 
 /// How a group server is set up.
 #[derive(Debug, Clone)]
