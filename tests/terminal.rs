@@ -305,11 +305,13 @@ fn a_person_chats_in_the_terminal() {
     tmux.wait_for(w, " * alice waves");
     tmux.type_text(w, "/history 10");
     tmux.press(w, &["Enter"]);
+    // Until the prompt is back under the history: before that, the lines below it are blank.
     let screen = tmux.wait_until(w, "the history", |s| {
-        s.lines().any(|l| l.trim_end() == "[general]> /history 10")
-            && after(s, "[general]> /history 10")
-                .iter()
-                .any(|l| l.ends_with("* alice waves"))
+        s.lines().any(|l| l.trim_end() == "[general]> /history 10") && {
+            let below = after(s, "[general]> /history 10");
+            below.iter().any(|l| l.ends_with("* alice waves"))
+                && below.iter().any(|l| l.starts_with("[general]>"))
+        }
     });
     let history: Vec<String> = after(&screen, "[general]> /history 10")
         .iter()
