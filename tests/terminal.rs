@@ -335,7 +335,12 @@ fn a_person_chats_in_the_terminal() {
     // /who names the members and who is online.
     tmux.type_text(w, "/who");
     tmux.press(w, &["Enter"]);
-    let screen = tmux.wait_for(w, "2 members of general, 1 online:");
+    let screen = tmux.wait_until(w, "the member list", |s| {
+        s.contains("2 members of general, 1 online:")
+            && after(s, "[general]> /who")
+                .iter()
+                .any(|l| l.starts_with("[general]>"))
+    });
     let who = after(&screen, "[general]> /who");
     assert_eq!(who[1..3], ["  alice (online)", "  bob"], "{screen}");
 
