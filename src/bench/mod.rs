@@ -250,27 +250,78 @@ pub(crate) fn progress(workload: &str, what: std::fmt::Arguments<'_>) {
     eprintln!("bench {workload}: {what}");
 }
 
-/// Prints progress on stderr at most once a second.
+/// The clock of a sending loop: it paces messages to a rate, fails the workload past its
+/// deadline, and prints progress on stderr at most once a second.
 pub(crate) struct Ticker {
     label: &'static str,
+    deadline: Instant,
+    /// Whether it prints progress (one of several parallel senders speaks for all).
+    reports: bool,
+    calls: u64,
     next: Instant,
     started: Instant,
+    /// When the loop started, on the clock the payloads carry ([`payload::now_ns`]).
+    start_ns: u64,
 }
 
 impl Ticker {
-    pub(crate) fn new(label: &'static str) -> Ticker {
+    pub(crate) fn new(label: &'static str, deadline: Instant) -> Ticker {
         let now = Instant::now();
         Ticker {
             label,
+            deadline,
+            reports: true,
+            calls: 0,
             next: now + Duration::from_secs(1),
             started: now,
+            start_ns: payload::now_ns(),
         }
     }
 
-    /// Reports `done` of `total` when a second has passed since the last report.
-    pub(crate) fn tick(&mut self, done: u64, total: u64) {
+    /// A ticker that paces and keeps the deadline but prints nothing.
+    pub(crate) fn quiet(label: &'static str, deadline: Instant) -> Ticker {
+        Ticker {
+            reports: false,
+            ..Ticker::new(label, deadline)
+        }
+    }
+
+    /// When the loop started, in [`payload::now_ns`] nanoseconds.
+    pub(crate) fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
+
+    /// Sleeps until message `i` is due at `rate` messages a second; without a rate, at once.
+    pub(crate) fn pace(&self, i: u64, rate: Option<u64>) {
+        if let Some(rate) = rate {
+            // Pacing, not synchronisation: message i is due i/rate seconds after the start.
+            let due = self.start_ns + i * 1_000_000_000 / rate;
+            let now = payload::now_ns();
+            if due > now {
+                std::thread::sleep(Duration::from_nanos(due - now));
+            }
+        }
+    }
+
+    /// Called once per message; every 1,024 calls it fails past the deadline, and reports
+    /// `done` of `total` when a second has passed since the last report.
+    ///
+    /// # Errors
+    /// The deadline passing.
+    pub(crate) fn tick(&mut self, done: u64, total: u64) -> Result<()> {
+        let check = self.calls.is_multiple_of(1024);
+        self.calls += 1;
+        if !check {
+            return Ok(());
+        }
         let now = Instant::now();
-        if now >= self.next {
+        if now >= self.deadline {
+            return Err(Error::Timeout(format!(
+                "{}: the workload did not finish before --timeout",
+                self.label
+            )));
+        }
+        if self.reports && now >= self.next {
             self.next = now + Duration::from_secs(1);
             progress(
                 self.label,
@@ -280,6 +331,7 @@ impl Ticker {
                 ),
             );
         }
+        Ok(())
     }
 }
 
@@ -300,30 +352,16 @@ pub(crate) fn time_calls(
         call(i)?;
     }
     let mut samples = Vec::with_capacity(messages as usize);
-    let mut ticker = Ticker::new(label);
-    let start = payload::now_ns();
+    let mut ticker = Ticker::new(label, deadline);
     for i in 0..messages {
-        if i % 1024 == 0 {
-            check_deadline(deadline, label)?;
-            ticker.tick(i, messages);
-        }
+        ticker.tick(i, messages)?;
         samples.push(call(warmup + i)?);
     }
-    let total = payload::now_ns() - start;
+    let total = payload::now_ns() - ticker.start_ns();
     Ok(stats::merge(
         stats::Percentiles::of(&mut samples).json(),
         serde_json::json!({"messages": messages, "per_s": stats::per_s(messages, total)}),
     ))
-}
-
-/// Fails with a clear message once `deadline` has passed.
-pub(crate) fn check_deadline(deadline: Instant, what: &str) -> Result<()> {
-    if Instant::now() >= deadline {
-        return Err(Error::Timeout(format!(
-            "{what}: the workload did not finish before --timeout"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

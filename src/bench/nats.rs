@@ -28,7 +28,7 @@ use super::flow::{Credit, StopOnDrop};
 use super::stats::{self, per_s, Percentiles};
 use super::wire::Tally;
 use super::workloads::{join_tallies, run_prefix, Fan};
-use super::{check_deadline, payload, progress, time_calls, BenchArgs, Ticker};
+use super::{payload, progress, time_calls, BenchArgs, Ticker};
 use crate::{errinput, Error, Result};
 
 /// How long a blocking read waits before the caller checks its deadline again.
@@ -570,25 +570,16 @@ fn fan(
     progress(label, format_args!("{members} subscribers connected"));
     let result = (|| {
         let mut publisher = Publisher::new(args)?;
-        let mut ticker = Ticker::new(label);
-        let start = payload::now_ns();
+        let mut ticker = Ticker::new(label, deadline);
+        let start = ticker.start_ns();
         for i in 0..messages {
-            if let Some(rate) = rate {
-                let due = start + i * 1_000_000_000 / rate;
-                let now = payload::now_ns();
-                if due > now {
-                    std::thread::sleep(Duration::from_nanos(due - now));
-                }
-            }
+            ticker.pace(i, rate);
             if members > 0 && !credit.ready(i) {
                 // Buffered messages must leave before the receivers can catch up.
                 publisher.nats.flush()?;
                 credit.wait(i, stall)?;
             }
-            if i % 1024 == 0 {
-                check_deadline(deadline, label)?;
-                ticker.tick(i, messages);
-            }
+            ticker.tick(i, messages)?;
             let data = payload::text(i, payload::now_ns(), args.size);
             publisher.publish(subject, i, data.as_bytes())?;
             if rate.is_some() {

@@ -14,7 +14,7 @@ use super::flow::{Credit, StopOnDrop};
 use super::stats::{self, per_s, Percentiles};
 use super::wire::Tally;
 use super::workloads::{join_tallies, Fan};
-use super::{check_deadline, payload, progress, time_calls, BenchArgs, Ticker};
+use super::{payload, progress, time_calls, BenchArgs, Ticker};
 use crate::transport::{self, SERVER_SNDHWM};
 use crate::{Error, Result};
 
@@ -129,24 +129,15 @@ fn pubsub(
         }
     }
     progress(label, format_args!("{members} subscribers connected"));
-    let mut ticker = Ticker::new(label);
-    let start = payload::now_ns();
+    let mut ticker = Ticker::new(label, deadline);
+    let start = ticker.start_ns();
     let sent = (|| {
         for i in 0..messages {
-            if let Some(rate) = rate {
-                let due = start + i * 1_000_000_000 / rate;
-                let now = payload::now_ns();
-                if due > now {
-                    std::thread::sleep(Duration::from_nanos(due - now));
-                }
-            }
+            ticker.pace(i, rate);
             if members > 0 {
                 credit.wait(i, stall)?;
             }
-            if i % 1024 == 0 {
-                check_deadline(deadline, label)?;
-                ticker.tick(i, messages);
-            }
+            ticker.tick(i, messages)?;
             publisher.send(payload::text(i, payload::now_ns(), args.size).as_bytes(), 0)?;
         }
         Ok(())

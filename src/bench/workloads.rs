@@ -5,7 +5,6 @@
 //! the last delivery at the slowest member (`deliver`). Counting is by seq, per member.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -13,7 +12,7 @@ use super::deploy::Deployment;
 use super::flow::Credit;
 use super::stats::{self, per_s, round1, Percentiles};
 use super::wire::{self, MemberPlan, Members, Pipeline, Tally, Wire};
-use super::{check_deadline, payload, progress, time_calls, BenchArgs, Ticker};
+use super::{payload, progress, time_calls, BenchArgs, Ticker};
 use crate::client::{GroupRef, Session, Timeouts};
 use crate::protocol::{Reply, Request};
 use crate::{transport, Error, Result};
@@ -149,24 +148,14 @@ pub(crate) fn fan(
         args.window,
         stall,
     )?;
-    let mut ticker = Ticker::new(label);
-    let start = payload::now_ns();
+    let mut ticker = Ticker::new(label, deadline);
+    let start = ticker.start_ns();
     for i in 0..messages {
-        if let Some(rate) = rate {
-            // Pacing, not synchronisation: message i is due i/rate seconds after the start.
-            let due = start + i * 1_000_000_000 / rate;
-            let now = payload::now_ns();
-            if due > now {
-                std::thread::sleep(Duration::from_nanos(due - now));
-            }
-        }
+        ticker.pace(i, rate);
         if members > 0 {
             credit.wait(i, stall)?;
         }
-        if i % 1024 == 0 {
-            check_deadline(deadline, label)?;
-            ticker.tick(i, messages);
-        }
+        ticker.tick(i, messages)?;
         pipeline.send(payload::text(i, payload::now_ns(), args.size))?;
     }
     pipeline.finish()?;
@@ -291,15 +280,15 @@ pub(crate) fn ingest_into(
             std::thread::Builder::new()
                 .name(format!("sender-{i}"))
                 .spawn(move || -> Result<(u64, u64, u64)> {
-                    let mut ticker = Ticker::new(label);
-                    let start = payload::now_ns();
+                    // The first sender's progress stands for all of them.
+                    let mut ticker = if i == 0 {
+                        Ticker::new(label, deadline)
+                    } else {
+                        Ticker::quiet(label, deadline)
+                    };
+                    let start = ticker.start_ns();
                     for n in 0..share {
-                        if n % 1024 == 0 {
-                            check_deadline(deadline, label)?;
-                            if i == 0 {
-                                ticker.tick(n * senders as u64, messages);
-                            }
-                        }
+                        ticker.tick(n * senders as u64, messages)?;
                         pipeline.send(payload::text(n, payload::now_ns(), size))?;
                     }
                     pipeline.finish()?;
