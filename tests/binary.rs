@@ -252,20 +252,30 @@ fn the_scripted_user_client_joins_sends_and_reads() {
     }
 }
 
-#[test]
-fn up_runs_a_deployment_and_ctrl_c_stops_it() {
-    let data = tempfile::tempdir().unwrap();
-    let mut up = Proc::spawn(&[
-        "up",
+/// `zms up` on free ports with its data in `data`, once it says it is up; and the message
+/// server's address it prints.
+fn up(data: &tempfile::TempDir, extra: &[&str]) -> (Proc, String) {
+    let data = data.path().to_str().unwrap();
+    let mut args = vec!["up"];
+    args.extend_from_slice(extra);
+    args.extend([
         "--bind",
         "127.0.0.1:0",
         "--group-bind",
         "127.0.0.1:0",
         "--data",
-        data.path().to_str().unwrap(),
+        data,
     ]);
+    let up = Proc::spawn(&args);
     assert_eq!(up.line(), "zms is up");
     let server = up.line().split_whitespace().last().unwrap().to_string();
+    (up, server)
+}
+
+#[test]
+fn up_runs_a_deployment_and_ctrl_c_stops_it() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut up, server) = up(&data, &[]);
     let list = stdout(&zms(&["list", "--server", &server]));
     assert!(
         list.contains("general") && list.contains("random"),
@@ -297,18 +307,7 @@ fn a_busy_data_directory_and_a_bad_address_are_refused_clearly() {
 fn a_secure_deployment_works_unchanged_once_the_key_is_pinned() {
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let mut up = Proc::spawn(&[
-        "up",
-        "--secure",
-        "--bind",
-        "127.0.0.1:0",
-        "--group-bind",
-        "127.0.0.1:0",
-        "--data",
-        data.path().to_str().unwrap(),
-    ]);
-    assert_eq!(up.line(), "zms is up");
-    let server = up.line().split_whitespace().last().unwrap().to_string();
+    let (mut up, server) = up(&data, &["--secure"]);
     let as_user = |args: &[&str]| {
         Command::new(ZMS)
             .args(args)
