@@ -563,8 +563,9 @@ impl Shell {
 
     fn print_members(&self, group: &GroupRef, members: &[Member]) {
         let online = members.iter().filter(|m| m.online).count();
+        let s = if members.len() == 1 { "" } else { "s" };
         println!(
-            "{} members of {}, {online} online:",
+            "{} member{s} of {}, {online} online:",
             members.len(),
             group.name
         );
