@@ -132,6 +132,8 @@ fn event() -> impl Strategy<Value = Event> {
             user,
             joined
         }),
+        (short(), prop::collection::vec(message(), 0..6))
+            .prop_map(|(group, messages)| Event::Messages { group, messages }),
     ]
 }
 

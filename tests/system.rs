@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use zms::client::SessionEvent;
 use zms::protocol::codec::{self, Incoming};
-use zms::protocol::{ErrorCode, Reply, Request};
+use zms::protocol::{ErrorCode, Event, Reply, Request};
 use zms::Error;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -281,6 +281,62 @@ fn a_restarted_group_server_keeps_everything_and_members_repair_the_gap() {
             .is_none(),
         "no duplicates"
     );
+}
+
+#[test]
+fn pipelined_sends_reach_every_member_once_and_in_order() {
+    const N: u32 = 500;
+    let c = cluster(&["general"]);
+    let (_alice, _) = c.member("alice", "general");
+    let (mut bob, _) = c.member("bob", "general");
+    let raw = |user: &str| {
+        let socket = c.ctx.socket(zmq::DEALER).unwrap();
+        socket.set_linger(0).unwrap();
+        socket.set_rcvtimeo(5000).unwrap();
+        socket.connect(c.grp.endpoint()).unwrap();
+        let join = Request::Join {
+            group: "general".into(),
+            user: user.into(),
+        };
+        socket.send(codec::encode_request(1, &join), 0).unwrap();
+        let joined = codec::decode_incoming(&socket.recv_bytes(0).unwrap()).unwrap();
+        assert!(
+            matches!(joined, Incoming::Reply(1, Reply::Joined { .. })),
+            "{joined:?}"
+        );
+        socket
+    };
+    let carol = raw("carol");
+    // Every SEND written before any ACK is read: the server takes them in large batches.
+    let sender = raw("alice");
+    for i in 1..=N {
+        let send = Request::Send {
+            group: "general".into(),
+            user: "alice".into(),
+            client_id: format!("p-{i}"),
+            text: format!("m{i}"),
+        };
+        sender.send(codec::encode_request(i + 1, &send), 0).unwrap();
+    }
+    // A raw member reads MSG and MSGS frames alike, each message once, in seq order.
+    let mut seqs_seen = Vec::new();
+    while seqs_seen.len() < N as usize {
+        let frame = carol
+            .recv_bytes(0)
+            .unwrap_or_else(|e| panic!("carol got {} of {N} ({e})", seqs_seen.len()));
+        match codec::decode_incoming(&frame).unwrap() {
+            Incoming::Event(Event::Message { message, .. }) => seqs_seen.push(message.seq),
+            Incoming::Event(Event::Messages { messages, .. }) => {
+                seqs_seen.extend(messages.iter().map(|m| m.seq))
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seqs_seen, (1..=u64::from(N)).collect::<Vec<_>>());
+    // The client library does the same for its user.
+    let got = receive(&mut bob, N as usize, LIMIT);
+    assert_eq!(seqs(&got), (1..=u64::from(N)).collect::<Vec<_>>());
+    assert_eq!(got[41].text, "m42");
 }
 
 #[test]

@@ -405,6 +405,7 @@ fn tables_match_the_code() {
         (cmd::KEY_REPLY, "KEY", "reply"),
         (cmd::MSG, "MSG", "event"),
         (cmd::PRESENCE, "PRESENCE", "event"),
+        (cmd::MSGS, "MSGS", "event"),
     ]
     .into_iter()
     .map(|(b, n, k)| (b, n.to_string(), k.to_string()))
@@ -557,6 +558,12 @@ impl Seen {
             Incoming::Event(Event::Message { message, .. }) => {
                 self.events += 1;
                 self.message(message.seq, message.ts, what);
+            }
+            Incoming::Event(Event::Messages { messages, .. }) => {
+                self.events += 1;
+                for message in messages {
+                    self.message(message.seq, message.ts, what);
+                }
             }
             Incoming::Reply(_, Reply::Messages { messages, .. }) => {
                 self.histories += 1;

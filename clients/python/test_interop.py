@@ -579,6 +579,10 @@ class ScriptedServer:
         message = (seq, 1_700_000_000_000 + seq, "alice", text or f"m{seq}")
         self.sock.send_multipart([self.peer, zms.encode(zms.MSG, None, "general", message)])
 
+    def push_batch(self, seqs: range) -> None:
+        messages = [(s, 1_700_000_000_000 + s, "alice", f"m{s}") for s in seqs]
+        self.sock.send_multipart([self.peer, zms.encode(zms.MSGS, None, "general", messages)])
+
     def page(self, frame: zms.Frame, seqs: range) -> None:
         messages = [(s, 1_700_000_000_000 + s, "alice", f"m{s}") for s in seqs]
         self.reply(frame, zms.MESSAGES, "general", self.last_seq, messages)
@@ -667,6 +671,10 @@ class ClientRules(unittest.TestCase):
         server.last_seq = 3
         server.push(3, "after the loss")
         delivered(3)
+        # A MSGS batch is its messages, each a MSG: the repeat (3) dropped, the rest in order.
+        server.last_seq = 5
+        server.push_batch(range(3, 6))
+        delivered(4, 5)
 
 
 def matches(expected: tuple[bytes, list[bool]], got: bytes) -> bool:

@@ -64,7 +64,7 @@ VERSION = 0x31  # "1"
 REGISTER, UNREGISTER, HELLO, LIST, KEY = 0x01, 0x02, 0x03, 0x04, 0x05
 JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, PING, INVITE = range(0x10, 0x18)
 OK, ERROR, GROUPS, JOINED, ACK, MESSAGES, MEMBER_LIST, PONG, KEY_REPLY = range(0x80, 0x89)
-MSG, PRESENCE = 0xC0, 0xC1
+MSG, PRESENCE, MSGS = 0xC0, 0xC1, 0xC2
 
 # Error codes.
 BAD_REQUEST, UNAUTHORIZED, NOT_MEMBER, UNKNOWN_GROUP = 400, 401, 403, 404
@@ -109,6 +109,7 @@ REPLIES: dict[int, Schema] = {
 EVENTS: dict[int, Schema] = {
     MSG: ("str", "msg"),
     PRESENCE: ("str", "str", "bool"),
+    MSGS: ("str", ("list", ("msg",))),
 }
 NAMES: dict[int, str] = {
     REGISTER: "REGISTER", UNREGISTER: "UNREGISTER", HELLO: "HELLO", LIST: "LIST", KEY: "KEY",
@@ -116,6 +117,7 @@ NAMES: dict[int, str] = {
     MEMBERS: "MEMBERS", PING: "PING", INVITE: "INVITE", OK: "OK", ERROR: "ERROR",
     GROUPS: "GROUPS", JOINED: "JOINED", ACK: "ACK", MESSAGES: "MESSAGES",
     MEMBER_LIST: "MEMBERS", PONG: "PONG", KEY_REPLY: "KEY", MSG: "MSG", PRESENCE: "PRESENCE",
+    MSGS: "MSGS",
 }
 
 _FIXED = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "i64": 8, "bool": 1}
@@ -704,17 +706,22 @@ class Client:
         return None
 
     def _on_event(self, conn: _Conn, frame: Frame) -> None:
-        if frame.command != MSG:
+        if frame.command == MSG:
+            group, m = frame.fields
+            messages = [m]
+        elif frame.command == MSGS:
+            group, messages = frame.fields  # each handled as a MSG of its own
+        else:
             return  # PRESENCE is a courtesy; unknown events are ignored
-        group, m = frame.fields
         sub = conn.subs.get(group)
         if sub is None:
             return
-        if sub.last is not None and m[0] <= sub.last:
-            return  # a repeat
-        if len(sub.pending) < HISTORY_PAGE_MAX:
-            sub.pending[m[0]] = self._message(group, conn.address, m)
-        sub.known = max(sub.known, m[0])
+        for m in messages:
+            if sub.last is not None and m[0] <= sub.last:
+                continue  # a repeat
+            if len(sub.pending) < HISTORY_PAGE_MAX:
+                sub.pending[m[0]] = self._message(group, conn.address, m)
+            sub.known = max(sub.known, m[0])
 
     def _on_pong(self, conn: _Conn, epoch: int, groups: list[tuple[str, int]]) -> None:
         conn.ping_id = None

@@ -387,24 +387,38 @@ impl Tally {
     }
 }
 
-/// The seq and text of a MSG event, read in place (the receivers' hot path: no allocation).
-pub fn msg_view(frame: &[u8]) -> Option<(u64, &[u8])> {
+/// Calls `each` with the seq and text of every message of a MSG or MSGS event, read in place
+/// (the receivers' hot path: no allocation). `None` for any other frame; a frame cut short
+/// yields its whole messages, then `None`.
+pub fn each_msg(frame: &[u8], mut each: impl FnMut(u64, &[u8])) -> Option<()> {
     if frame.len() < 6 || &frame[..3] != protocol::SIGNATURE || frame[3] != protocol::VERSION {
         return None;
     }
-    if frame[4] != cmd::MSG {
-        return None;
-    }
+    let batch = match frame[4] {
+        cmd::MSG => false,
+        cmd::MSGS => true,
+        _ => return None,
+    };
     let mut at = 5;
     let group_len = usize::from(*frame.get(at)?);
     at += 1 + group_len;
-    let seq = u64::from_be_bytes(frame.get(at..at + 8)?.try_into().ok()?);
-    at += 16; // seq, ts
-    let sender_len = usize::from(*frame.get(at)?);
-    at += 1 + sender_len;
-    let text_len = u32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?) as usize;
-    at += 4;
-    Some((seq, frame.get(at..at + text_len)?))
+    let count = if batch {
+        at += 4;
+        u32::from_be_bytes(frame.get(at - 4..at)?.try_into().ok()?)
+    } else {
+        1
+    };
+    for _ in 0..count {
+        let seq = u64::from_be_bytes(frame.get(at..at + 8)?.try_into().ok()?);
+        at += 16; // seq, ts
+        let sender_len = usize::from(*frame.get(at)?);
+        at += 1 + sender_len;
+        let text_len = u32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?) as usize;
+        at += 4;
+        each(seq, frame.get(at..at + text_len)?);
+        at += text_len;
+    }
+    Some(())
 }
 
 /// What the member threads are to do.
@@ -597,18 +611,21 @@ fn member_thread(
                     Err(e) => return Err(e.into()),
                 }
                 last_frame = Instant::now();
-                let Some((seq, text)) = msg_view(&msg) else {
+                let now = payload::now_ns();
+                let tally = &mut tallies[i];
+                let base = bases[i];
+                let pushed = each_msg(&msg, |seq, text| {
+                    if seq > base {
+                        let sent = if plan.latency {
+                            payload::parse(text).map_or(now, |(_, sent)| sent)
+                        } else {
+                            now
+                        };
+                        tally.record(seq - base - 1, sent, now);
+                    }
+                });
+                if pushed.is_none() {
                     check_pong(&msg, &plan.group, &plan.users[i])?;
-                    continue;
-                };
-                if seq > bases[i] {
-                    let now = payload::now_ns();
-                    let sent = if plan.latency {
-                        payload::parse(text).map_or(now, |(_, sent)| sent)
-                    } else {
-                        now
-                    };
-                    tallies[i].record(seq - bases[i] - 1, sent, now);
                 }
             }
         }
@@ -644,18 +661,34 @@ mod tests {
     use crate::protocol::Message;
 
     #[test]
-    fn msg_view_reads_what_the_codec_writes() {
-        let message = Message {
-            seq: 77,
-            ts: 5,
-            sender: "alice".into(),
-            text: payload::text(3, 9, 40),
+    fn each_msg_reads_what_the_codec_writes() {
+        let messages: Vec<Message> = (77..80)
+            .map(|seq| Message {
+                seq,
+                ts: 5,
+                sender: "alice".into(),
+                text: payload::text(seq, 9, 40),
+            })
+            .collect();
+        let read = |frame: &[u8]| {
+            let mut got = Vec::new();
+            let whole = each_msg(frame, |seq, text| got.push((seq, text.to_vec())));
+            (whole, got)
         };
-        let frame = codec::encode_message_event("general", &message);
-        let (seq, text) = msg_view(&frame).unwrap();
-        assert_eq!((seq, text), (77, message.text.as_bytes()));
-        assert!(msg_view(&frame[..frame.len() - 1]).is_none());
-        assert!(msg_view(&codec::encode_reply(1, &Reply::Ok)).is_none());
+        let expected: Vec<(u64, Vec<u8>)> = messages
+            .iter()
+            .map(|m| (m.seq, m.text.as_bytes().to_vec()))
+            .collect();
+        let one = codec::encode_message_event("general", &messages[0]);
+        assert_eq!(read(&one), (Some(()), expected[..1].to_vec()));
+        let batch = codec::encode_messages_event("general", &messages);
+        assert_eq!(read(&batch), (Some(()), expected.clone()));
+        assert_eq!(
+            read(&batch[..batch.len() - 1]),
+            (None, expected[..2].to_vec())
+        );
+        assert_eq!(read(&one[..one.len() - 1]).0, None);
+        assert_eq!(read(&codec::encode_reply(1, &Reply::Ok)).0, None);
     }
 
     #[test]

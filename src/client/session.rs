@@ -683,6 +683,16 @@ impl Session {
                     };
                     self.accept(group, message);
                 }
+                // A batch is its messages, each accepted as if it came as a MSG of its own.
+                Event::Messages { group, messages } => {
+                    let group = GroupRef {
+                        name: group,
+                        address: address.to_string(),
+                    };
+                    for message in messages {
+                        self.accept(group.clone(), message);
+                    }
+                }
                 Event::Presence {
                     group,
                     user,

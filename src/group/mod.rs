@@ -3,9 +3,11 @@
 //! One ROUTER serves requests and carries live pushes (so one address reaches a group, as in
 //! the original design, and only members' connections ever receive its messages). The loop
 //! reads up to `BATCH` (512) requests per wake-up and commits their writes in one SQLite
-//! transaction before any acknowledgement or push leaves (group commit). A DEALER per
+//! transaction before any acknowledgement or push leaves (group commit), then pushes each
+//! group's new messages of the batch in as few frames as it can ([`fanout`]). A DEALER per
 //! directory carries REGISTER every heartbeat. Decisions live in [`state`], SQL in [`store`].
 
+pub mod fanout;
 pub mod limits;
 pub mod state;
 pub mod store;
@@ -374,30 +376,28 @@ impl GroupServer {
         let mut gone: Vec<Route> = Vec::new();
         // Answers first: a pipelining sender refills its window while the pushes go out.
         // Who receives a push was settled by the whole batch, so the order changes no one's.
-        let (answers, pushes): (Vec<_>, Vec<_>) = out
-            .into_iter()
-            .partition(|o| !matches!(o, Outbound::Push { .. }));
-        for o in answers.into_iter().chain(pushes) {
-            match o {
-                Outbound::Reply { route, frame } | Outbound::Durable { route, frame, .. } => {
-                    if let Err(err) = send_to(&self.router, &route, &frame) {
-                        debug!(peer = %transport::hex(&route), %err, "reply not delivered");
-                    }
+        let (pushes, answers): (Vec<_>, Vec<_>) = out.into_iter().partition(Outbound::is_push);
+        for answer in answers {
+            if let Outbound::Reply { route, frame } | Outbound::Durable { route, frame, .. } =
+                answer
+            {
+                if let Err(err) = send_to(&self.router, &route, &frame) {
+                    debug!(peer = %transport::hex(&route), %err, "reply not delivered");
                 }
-                Outbound::Push { group, frame } => {
-                    // One buffer for every member's copy of the push.
-                    let mut shared = SharedFrame::new(&frame);
-                    for route in self.state.subscribers(&group) {
-                        let sent = self
-                            .router
-                            .send(route.as_slice(), zmq::SNDMORE | zmq::DONTWAIT)
-                            .and_then(|()| shared.send(&mut self.router, zmq::DONTWAIT));
-                        match sent {
-                            Ok(()) => {}
-                            Err(zmq::Error::EHOSTUNREACH) => gone.push(route.clone()),
-                            Err(err) => debug!(peer = %transport::hex(route), %err, "push dropped"),
-                        }
-                    }
+            }
+        }
+        for fanout::Push { group, frame } in fanout::frames(pushes) {
+            // One buffer for every member's copy of the push.
+            let mut shared = SharedFrame::new(&frame);
+            for route in self.state.subscribers(&group) {
+                let sent = self
+                    .router
+                    .send(route.as_slice(), zmq::SNDMORE | zmq::DONTWAIT)
+                    .and_then(|()| shared.send(&mut self.router, zmq::DONTWAIT));
+                match sent {
+                    Ok(()) => {}
+                    Err(zmq::Error::EHOSTUNREACH) => gone.push(route.clone()),
+                    Err(err) => debug!(peer = %transport::hex(route), %err, "push dropped"),
                 }
             }
         }

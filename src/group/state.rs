@@ -29,8 +29,18 @@ pub enum Outbound {
         req_id: u32,
         frame: Vec<u8>,
     },
-    /// A MSG event for every live subscriber of `group`; dropped if the batch fails.
+    /// An event for every live subscriber of `group`; dropped if the batch fails.
     Push { group: String, frame: Vec<u8> },
+    /// A new message for every live subscriber of `group`, sent as MSG or, with the batch's
+    /// other new messages of the group, as MSGS ([`super::fanout`]); dropped if the batch fails.
+    Message { group: String, message: Message },
+}
+
+impl Outbound {
+    /// Whether this goes to a group's subscribers rather than answering one request.
+    pub fn is_push(&self) -> bool {
+        matches!(self, Outbound::Push { .. } | Outbound::Message { .. })
+    }
 }
 
 /// One hosted group.
@@ -402,9 +412,9 @@ impl State {
                     ts: message.ts,
                     duplicate: false,
                 }));
-                out.push(Outbound::Push {
-                    frame: codec::encode_message_event(&group_name, &message),
+                out.push(Outbound::Message {
                     group: group_name,
+                    message,
                 });
             }
             Request::History {
@@ -542,7 +552,7 @@ impl State {
             code: ErrorCode::Unavailable,
             reason: format!("storage cannot write: {reason}"),
         };
-        batch.retain(|o| !matches!(o, Outbound::Push { .. }));
+        batch.retain(|o| !o.is_push());
         for o in batch.iter_mut() {
             if let Outbound::Durable { route, req_id, .. } = o {
                 *o = Outbound::Reply {
@@ -691,7 +701,7 @@ mod tests {
     fn reply_of(out: &[Outbound]) -> Reply {
         let frame = match &out[0] {
             Outbound::Reply { frame, .. } | Outbound::Durable { frame, .. } => frame,
-            Outbound::Push { .. } => panic!("push first"),
+            Outbound::Push { .. } | Outbound::Message { .. } => panic!("push first"),
         };
         match decode_incoming(frame).unwrap() {
             Incoming::Reply(_, r) => r,
@@ -745,7 +755,9 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(&out[1], Outbound::Push { group, .. } if group == "general"));
+        assert!(
+            matches!(&out[1], Outbound::Message { group, message } if group == "general" && message.seq == 1)
+        );
         assert_eq!(state.subscribers("general").count(), 1);
 
         let retried = run(&mut state, &mut store, b"a", send("alice", "1", "hi"));

@@ -36,6 +36,7 @@ pub mod cmd {
     pub const KEY_REPLY: u8 = 0x88;
     pub const MSG: u8 = 0xC0;
     pub const PRESENCE: u8 = 0xC1;
+    pub const MSGS: u8 = 0xC2;
 }
 
 /// A frame that could not be decoded, with what the server should answer.
@@ -304,6 +305,7 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
             w.u8(u8::from(*joined));
             w.finish()
         }
+        Event::Messages { group, messages } => encode_messages_event(group, messages),
     }
 }
 
@@ -314,6 +316,23 @@ pub fn encode_message_event(group: &str, message: &Message) -> Vec<u8> {
     w.message(message);
     w.finish()
 }
+
+/// Encodes a MSGS event: consecutive messages of one group in one frame.
+pub fn encode_messages_event(group: &str, messages: &[Message]) -> Vec<u8> {
+    let mut w = Writer::new(cmd::MSGS);
+    w.string(group);
+    w.u32(messages.len() as u32);
+    messages.iter().for_each(|m| w.message(m));
+    w.finish()
+}
+
+/// Octets a message takes in a frame (seq, ts, sender, text and their lengths).
+pub fn message_len(message: &Message) -> usize {
+    MESSAGE_MIN_LEN + message.sender.len().min(255) + message.text.len()
+}
+
+/// Octets the smallest message takes: seq, ts, and the lengths of an empty sender and text.
+const MESSAGE_MIN_LEN: usize = 8 + 8 + 1 + 4;
 
 /// Decodes what a client receives: a reply or an event.
 ///
@@ -340,6 +359,17 @@ pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
             };
             r.end()?;
             Ok(event)
+        })()
+        .map_err(|e: Fault| e.into_decode(0))?;
+        return Ok(Incoming::Event(event));
+    }
+    if command == cmd::MSGS {
+        let event = (|| {
+            let group = r.string()?;
+            let count = r.count(MESSAGE_MIN_LEN)?;
+            let messages = (0..count).map(|_| r.message()).collect::<Result<_, _>>()?;
+            r.end()?;
+            Ok(Event::Messages { group, messages })
         })()
         .map_err(|e: Fault| e.into_decode(0))?;
         return Ok(Incoming::Event(event));
@@ -381,7 +411,7 @@ pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
             cmd::MESSAGES => {
                 let group = r.string()?;
                 let last_seq = r.u64()?;
-                let count = r.count(21)?;
+                let count = r.count(MESSAGE_MIN_LEN)?;
                 let messages = (0..count).map(|_| r.message()).collect::<Result<_, _>>()?;
                 Reply::Messages {
                     group,
@@ -738,6 +768,35 @@ mod tests {
             decode_incoming(&encode_event(&presence)),
             Ok(Incoming::Event(presence))
         );
+        let batch = Event::Messages {
+            group: "g".into(),
+            messages: (1..=3)
+                .map(|seq| Message {
+                    seq,
+                    ts: 7,
+                    sender: "s".into(),
+                    text: "t".repeat(seq as usize),
+                })
+                .collect(),
+        };
+        let frame = encode_event(&batch);
+        assert_eq!(decode_incoming(&frame), Ok(Incoming::Event(batch)));
+        for cut in 5..frame.len() {
+            assert!(decode_incoming(&frame[..cut]).is_err(), "MSGS cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn message_len_is_what_a_message_takes_in_a_frame() {
+        let message = Message {
+            seq: 1,
+            ts: 2,
+            sender: "alice".into(),
+            text: "héllo".into(),
+        };
+        let one = encode_messages_event("g", std::slice::from_ref(&message));
+        let none = encode_messages_event("g", &[]);
+        assert_eq!(one.len() - none.len(), message_len(&message));
     }
 
     #[test]

@@ -168,6 +168,12 @@ pub enum Event {
         user: String,
         joined: bool,
     },
+    /// Consecutive new messages of one group, in seq order: what a busy group server sends in
+    /// place of as many MSG events (a client handles each message as a MSG).
+    Messages {
+        group: String,
+        messages: Vec<Message>,
+    },
 }
 
 /// One stored message of a group.
