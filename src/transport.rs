@@ -353,8 +353,9 @@ impl Drop for SharedFrame {
 pub struct Envelope {
     /// The peer's routing id.
     pub route: Vec<u8>,
-    /// The frames after the routing id (a valid ZMS message has exactly one).
-    pub frames: Vec<Vec<u8>>,
+    /// The frames after the routing id (a valid ZMS message has exactly one), as libzmq
+    /// received them: decoded in place, never copied.
+    pub frames: Vec<zmq::Message>,
     /// The peer's CURVE public key (Z85), as ZAP authenticated it; `None` without security.
     pub peer_key: Option<String>,
 }
@@ -374,14 +375,15 @@ pub fn recv_envelope(router: &zmq::Socket) -> Result<Option<Envelope>, zmq::Erro
     let mut frames = Vec::new();
     let mut peer_key = None;
     while router.get_rcvmore()? {
-        router.recv(&mut part, 0)?;
+        let mut frame = zmq::Message::new();
+        router.recv(&mut frame, 0)?;
         if peer_key.is_none() {
-            peer_key = part
+            peer_key = frame
                 .gets("User-Id")
                 .filter(|k| !k.is_empty())
                 .map(str::to_string);
         }
-        frames.push(part.to_vec());
+        frames.push(frame);
     }
     Ok(Some(Envelope {
         route,

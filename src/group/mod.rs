@@ -386,7 +386,12 @@ impl GroupServer {
                 }
             }
         }
-        for fanout::Push { group, frame } in fanout::frames(pushes) {
+        // A group nobody follows live costs no encoding.
+        let followed = pushes.into_iter().filter(|push| {
+            push.group()
+                .is_some_and(|g| self.state.subscribers(g).next().is_some())
+        });
+        for fanout::Push { group, frame } in fanout::frames(followed) {
             // One buffer for every member's copy of the push.
             let mut shared = SharedFrame::new(&frame);
             for route in self.state.subscribers(&group) {

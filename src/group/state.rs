@@ -39,7 +39,15 @@ pub enum Outbound {
 impl Outbound {
     /// Whether this goes to a group's subscribers rather than answering one request.
     pub fn is_push(&self) -> bool {
-        matches!(self, Outbound::Push { .. } | Outbound::Message { .. })
+        self.group().is_some()
+    }
+
+    /// The group whose subscribers a push goes to; `None` for an answer.
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            Outbound::Push { group, .. } | Outbound::Message { group, .. } => Some(group),
+            Outbound::Reply { .. } | Outbound::Durable { .. } => None,
+        }
     }
 }
 

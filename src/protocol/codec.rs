@@ -210,7 +210,9 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
 ///
 /// # Errors
 /// As [`decode_request`], or BAD_REQUEST (request id 0) for any other number of frames.
-pub fn decode_message(frames: &[Vec<u8>]) -> Result<(u32, Request), DecodeError> {
+pub fn decode_message<F: std::ops::Deref<Target = [u8]>>(
+    frames: &[F],
+) -> Result<(u32, Request), DecodeError> {
     match frames {
         [frame] => decode_request(frame),
         _ => Err(DecodeError {
