@@ -351,10 +351,7 @@ fn a_vanished_member_is_freed_and_stays_a_member() {
     let c = cluster(&["general"]);
     let (mut alice, general) = c.member("alice", "general");
     {
-        let ghost = c.ctx.socket(zmq::DEALER).unwrap();
-        ghost.set_linger(0).unwrap();
-        ghost.set_rcvtimeo(5000).unwrap();
-        ghost.connect(c.grp.endpoint()).unwrap();
+        let ghost = raw_dealer(&c.ctx, c.grp.endpoint());
         let join = zms::protocol::Request::Join {
             group: "general".into(),
             user: "ghost".into(),

@@ -290,10 +290,7 @@ fn pipelined_sends_reach_every_member_once_and_in_order() {
     let (_alice, _) = c.member("alice", "general");
     let (mut bob, _) = c.member("bob", "general");
     let raw = |user: &str| {
-        let socket = c.ctx.socket(zmq::DEALER).unwrap();
-        socket.set_linger(0).unwrap();
-        socket.set_rcvtimeo(5000).unwrap();
-        socket.connect(c.grp.endpoint()).unwrap();
+        let socket = raw_dealer(&c.ctx, c.grp.endpoint());
         let join = Request::Join {
             group: "general".into(),
             user: user.into(),
@@ -343,10 +340,7 @@ fn pipelined_sends_reach_every_member_once_and_in_order() {
 fn a_retried_send_is_stored_once() {
     let c = cluster(&["general"]);
     let (mut alice, general) = c.member("alice", "general");
-    let raw = c.ctx.socket(zmq::DEALER).unwrap();
-    raw.set_linger(0).unwrap();
-    raw.set_rcvtimeo(5000).unwrap();
-    raw.connect(c.grp.endpoint()).unwrap();
+    let raw = raw_dealer(&c.ctx, c.grp.endpoint());
     let send = Request::Send {
         group: "general".into(),
         user: "alice".into(),
@@ -391,10 +385,7 @@ fn garbage_from_peers_is_answered_and_everyone_else_is_served() {
         },
     );
     for endpoint in [c.dir.endpoint(), c.grp.endpoint()] {
-        let raw = c.ctx.socket(zmq::DEALER).unwrap();
-        raw.set_linger(0).unwrap();
-        raw.set_rcvtimeo(5000).unwrap();
-        raw.connect(endpoint).unwrap();
+        let raw = raw_dealer(&c.ctx, endpoint);
         for i in 0..300u32 {
             let mut frame = valid.clone();
             match i % 4 {

@@ -264,6 +264,16 @@ pub fn cluster(groups: &[&str]) -> Cluster {
     }
 }
 
+/// A bare DEALER connected to `endpoint`, for speaking the protocol frame by frame; every
+/// receive waits at most 5 s.
+pub fn raw_dealer(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
+    let socket = ctx.socket(zmq::DEALER).unwrap();
+    socket.set_linger(0).unwrap();
+    socket.set_rcvtimeo(5000).unwrap();
+    socket.connect(endpoint).unwrap();
+    socket
+}
+
 impl Cluster {
     /// A session for `name` on this cluster's message server.
     pub fn session(&self, name: &str) -> Session {
