@@ -1,8 +1,11 @@
 //! Durable storage of a group server: groups, members and messages in one SQLite file.
 //!
 //! The only file that holds SQL. The caller owns sequencing (it assigns seq and ts) and
-//! transactions (one per batch of requests, so many sends share one commit).
+//! transactions (one per batch of requests, so many sends share one commit). A transaction's
+//! messages of a group are stored as one row, a chunk: a batch of 500 sends costs a few rows,
+//! not 500. Each message with a client id also gets a row in `sent`, which finds a retried send.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::protocol::Message;
+use crate::protocol::{codec, Message};
 use crate::{errinput, Result};
 
 /// What an acknowledged message survives.
@@ -40,6 +43,10 @@ pub struct StoredGroup {
 /// The SQLite store.
 pub struct Store {
     conn: Connection,
+    /// The open transaction's messages, not yet written: each group's chunk still taking
+    /// messages, and the chunks that are full.
+    open: HashMap<i64, Chunk>,
+    full: Vec<(i64, Chunk)>,
     /// Copies the write-ahead log into the database off the request path (file stores only).
     _checkpointer: Option<Checkpointer>,
     /// Held for the life of the store: a second group server on the same data directory
@@ -59,20 +66,26 @@ CREATE TABLE IF NOT EXISTS members (
     joined_ms INTEGER NOT NULL,
     PRIMARY KEY (group_id, user)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages (
+-- A group's messages first_seq..=last_seq, consecutive, written back to back as PROTOCOL.md's
+-- `message` fields. No index on ts: ts never decreases along seq, so a since-query is a binary
+-- search on the key. A rowid table: rows of up to 64 KiB would crowd a clustered key's pages.
+CREATE TABLE IF NOT EXISTS chunks (
     group_id  INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    last_ts   INTEGER NOT NULL,
+    messages  BLOB NOT NULL,
+    PRIMARY KEY (group_id, first_seq)
+);
+-- A retried send (same sender and client id) is found here and not stored twice.
+CREATE TABLE IF NOT EXISTS sent (
+    group_id  INTEGER NOT NULL,
+    sender    TEXT NOT NULL,
+    client_id TEXT NOT NULL,
     seq       INTEGER NOT NULL,
     ts        INTEGER NOT NULL,
-    sender    TEXT NOT NULL,
-    client_id TEXT,
-    text      TEXT NOT NULL,
-    PRIMARY KEY (group_id, seq)
+    PRIMARY KEY (group_id, sender, client_id)
 ) WITHOUT ROWID;
--- A retried send (same sender and client id) is found here and not stored twice.
-CREATE UNIQUE INDEX IF NOT EXISTS messages_client ON messages (group_id, sender, client_id);
--- No index on ts: ts never decreases along seq, so a since-query is a binary search on the key,
--- and every message costs one B-tree insert fewer. (Dropped from stores made before.)
-DROP INDEX IF EXISTS messages_ts;
 -- With security: each user name belongs to the first key that used it on this server.
 CREATE TABLE IF NOT EXISTS users (
     name     TEXT PRIMARY KEY,
@@ -154,8 +167,11 @@ impl Store {
         // holds memory without saving reads (ingest and history measured the same).
         conn.execute_batch("PRAGMA cache_size = -512")?;
         conn.busy_handler(Some(wait_briefly))?;
+        migrate_message_rows(&conn)?;
         Ok(Store {
             conn,
+            open: HashMap::new(),
+            full: Vec::new(),
             _checkpointer: None,
             _lock: lock,
         })
@@ -196,15 +212,20 @@ impl Store {
     ///
     /// # Errors
     /// The SQLite error.
-    pub fn load_group(&self, id: i64) -> Result<StoredGroup> {
+    pub fn load_group(&mut self, id: i64) -> Result<StoredGroup> {
+        self.write_chunks()?;
         let name: String =
             self.conn
                 .query_row("SELECT name FROM groups WHERE id = ?1", [id], |r| r.get(0))?;
-        let (last_seq, last_ts): (i64, i64) = self.conn.query_row(
-            "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(ts), 0) FROM messages WHERE group_id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (last_seq, last_ts): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT last_seq, last_ts FROM chunks WHERE group_id = ?1 ORDER BY first_seq DESC LIMIT 1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, 0));
         let mut stmt = self
             .conn
             .prepare_cached("SELECT user FROM members WHERE group_id = ?1 ORDER BY user")?;
@@ -225,6 +246,7 @@ impl Store {
     /// # Errors
     /// The SQLite error.
     pub fn begin(&mut self) -> Result<()> {
+        self.drop_chunks();
         // Prepared once: a lone send is a transaction of its own, so this runs per message.
         self.conn.prepare_cached("BEGIN")?.execute([])?;
         Ok(())
@@ -235,19 +257,22 @@ impl Store {
     /// # Errors
     /// The SQLite error; the transaction is then rolled back.
     pub fn commit(&mut self) -> Result<()> {
-        let committed = self
-            .conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut commit| commit.execute([]));
+        let committed = self.write_chunks().and_then(|()| {
+            self.conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut commit| commit.execute([]))
+                .map_err(Into::into)
+        });
         if let Err(err) = committed {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(err.into());
+            self.rollback();
+            return Err(err);
         }
         Ok(())
     }
 
     /// Abandons the transaction, if one is open.
     pub fn rollback(&mut self) {
+        self.drop_chunks();
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
@@ -255,22 +280,71 @@ impl Store {
 
     /// Appends a message, unless this sender already stored one with this `client_id`
     /// (returns `false` then; [`Store::find_sent`] tells which). An empty `client_id` means the
-    /// sender asked for no de-duplication.
+    /// sender asked for no de-duplication. Within a transaction the message joins its group's
+    /// chunk, written at commit (or before a read); outside one it is stored at once.
     ///
     /// # Errors
     /// The SQLite error.
     pub fn append(&mut self, group_id: i64, message: &Message, client_id: &str) -> Result<bool> {
-        let client_id = (!client_id.is_empty()).then_some(client_id);
-        // A retried send hits the (group, sender, client id) index and stores nothing: the
-        // common case, a new message, costs no lookup first.
-        let inserted = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO messages (group_id, seq, ts, sender, client_id, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (group_id, sender, client_id) DO NOTHING",
-            )?
-            .execute(params![group_id, message.seq as i64, message.ts, message.sender, client_id, message.text])?;
-        Ok(inserted == 1)
+        if self.conn.is_autocommit() {
+            self.begin()?;
+            let appended = self.append(group_id, message, client_id);
+            return match appended {
+                Ok(new) => self.commit().map(|()| new),
+                Err(err) => {
+                    self.rollback();
+                    Err(err)
+                }
+            };
+        }
+        if !client_id.is_empty() {
+            // A retried send hits the key of `sent` and stores nothing: the common case, a new
+            // message, costs no lookup first.
+            let inserted = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO sent (group_id, sender, client_id, seq, ts) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![group_id, &message.sender, client_id, message.seq as i64, message.ts])?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+        }
+        let chunk = self
+            .open
+            .entry(group_id)
+            .or_insert_with(|| Chunk::new(message.seq));
+        if !chunk.messages.is_empty()
+            && chunk.messages.len() + codec::message_len(message) > CHUNK_BYTES
+        {
+            let full = std::mem::replace(chunk, Chunk::new(message.seq));
+            self.full.push((group_id, full));
+        }
+        let chunk = self
+            .open
+            .entry(group_id)
+            .or_insert_with(|| Chunk::new(message.seq));
+        chunk.push(message);
+        Ok(true)
+    }
+
+    /// Writes the open transaction's chunks.
+    fn write_chunks(&mut self) -> Result<()> {
+        if self.open.is_empty() && self.full.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self.conn.prepare_cached(INSERT_CHUNK)?;
+        for (group_id, chunk) in self.full.drain(..).chain(self.open.drain()) {
+            chunk.insert(&mut insert, group_id)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the open transaction's chunks.
+    fn drop_chunks(&mut self) {
+        self.open.clear();
+        self.full.clear();
     }
 
     /// The seq and ts of a message already stored with this sender and client id.
@@ -285,8 +359,12 @@ impl Store {
     ) -> Result<Option<(u64, i64)>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT seq, ts FROM messages WHERE group_id = ?1 AND sender = ?2 AND client_id = ?3")?
-            .query_row(params![group_id, sender, client_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .prepare_cached(
+                "SELECT seq, ts FROM sent WHERE group_id = ?1 AND sender = ?2 AND client_id = ?3",
+            )?
+            .query_row(params![group_id, sender, client_id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
             .optional()?)
     }
 
@@ -301,8 +379,8 @@ impl Store {
         since_ms: i64,
         limit: u32,
     ) -> Result<Vec<Message>> {
-        // ts never decreases along seq, so "since" is a lower bound on seq: find it through
-        // the ts index, then page along the primary key.
+        self.write_chunks()?;
+        // ts never decreases along seq, so "since" is a lower bound on seq.
         let mut first = after_seq.saturating_add(1);
         if since_ms > 0 {
             match self.first_since(group_id, since_ms)? {
@@ -310,21 +388,28 @@ impl Store {
                 None => return Ok(Vec::new()),
             }
         }
+        let first = first.min(i64::MAX as u64);
+        // From the chunk holding `first` on, in seq order.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, ts, sender, text FROM messages WHERE group_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            "SELECT messages FROM chunks WHERE group_id = ?1 AND first_seq >=
+                 (SELECT COALESCE(MAX(first_seq), 0) FROM chunks WHERE group_id = ?1 AND first_seq <= ?2)
+             ORDER BY first_seq",
         )?;
-        let rows = stmt.query_map(
-            params![group_id, first.min(i64::MAX as u64) as i64, limit],
-            |r| {
-                Ok(Message {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    ts: r.get(1)?,
-                    sender: r.get(2)?,
-                    text: r.get(3)?,
-                })
-            },
-        )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut rows = stmt.query(params![group_id, first as i64])?;
+        let mut page = Vec::new();
+        while let Some(row) = rows.next()? {
+            let bytes = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
+            for message in decode_chunk(group_id, bytes)?
+                .into_iter()
+                .filter(|m| m.seq >= first)
+            {
+                if page.len() as u32 >= limit {
+                    return Ok(page);
+                }
+                page.push(message);
+            }
+        }
+        Ok(page)
     }
 
     /// Every user name bound to a key, as `(name, key)`.
@@ -371,31 +456,47 @@ impl Store {
         Ok(())
     }
 
-    /// The first seq stored at or after `since_ms`, found by binary search on the key: ts never
-    /// decreases along seq (the group server makes it so), so about log2(n) point reads.
+    /// The first seq stored at or after `since_ms`, found by binary search on the chunks' key:
+    /// ts never decreases along seq (the group server makes it so), so about log2(n) point reads,
+    /// then the one chunk that holds it.
     fn first_since(&mut self, group_id: i64, since_ms: i64) -> Result<Option<u64>> {
-        let last: i64 = self
-            .conn
-            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE group_id = ?1")?
-            .query_row([group_id], |r| r.get(0))?;
-        // The ts of the first message at or after `seq` (robust to a hole in the seqs).
-        let ts_from = |seq: i64| -> Result<Option<i64>> {
+        let last = self.load_group(group_id)?.last_seq;
+        // The chunk holding `seq`, or the last one before it: (first seq, last ts).
+        let chunk_at = |seq: u64| -> Result<Option<(u64, i64)>> {
             Ok(self
                 .conn
-                .prepare_cached("SELECT ts FROM messages WHERE group_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT 1")?
-                .query_row(params![group_id, seq], |r| r.get(0))
+                .prepare_cached(
+                    "SELECT first_seq, last_ts FROM chunks
+                     WHERE group_id = ?1 AND first_seq <= ?2 ORDER BY first_seq DESC LIMIT 1",
+                )?
+                .query_row(params![group_id, seq.min(i64::MAX as u64) as i64], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+                })
                 .optional()?)
         };
-        let (mut lo, mut hi) = (1, last + 1);
+        // Every chunk that starts below `lo` ends before `since_ms`; `found` starts at `hi` and
+        // does not.
+        let (mut lo, mut hi, mut found) = (1, last.saturating_add(1), None);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match ts_from(mid)? {
-                Some(ts) if ts >= since_ms => hi = mid,
-                Some(_) => lo = mid + 1,
-                None => hi = mid,
+            match chunk_at(mid)? {
+                Some((first, last_ts)) if last_ts >= since_ms => {
+                    found = Some(first);
+                    hi = first;
+                }
+                _ => lo = mid + 1,
             }
         }
-        Ok((lo <= last).then_some(lo as u64))
+        let Some(first) = found else {
+            return Ok(None);
+        };
+        let bytes: Vec<u8> = self.conn.query_row(
+            "SELECT messages FROM chunks WHERE group_id = ?1 AND first_seq = ?2",
+            params![group_id, first as i64],
+            |r| r.get(0),
+        )?;
+        let messages = decode_chunk(group_id, &bytes)?;
+        Ok(messages.iter().find(|m| m.ts >= since_ms).map(|m| m.seq))
     }
 
     /// Makes `user` a member (again).
@@ -419,6 +520,117 @@ impl Store {
             .execute(params![group_id, user])?;
         Ok(())
     }
+}
+
+/// Octets of messages past which a chunk takes no more (a single larger message is a chunk of
+/// its own): history reads decode whole chunks, so a page of a few messages stays cheap.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+const INSERT_CHUNK: &str = "INSERT INTO chunks (group_id, first_seq, last_seq, last_ts, messages)
+                            VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// A group's consecutive messages of one transaction, as they are stored.
+struct Chunk {
+    first_seq: u64,
+    last_seq: u64,
+    last_ts: i64,
+    messages: Vec<u8>,
+}
+
+impl Chunk {
+    fn new(first_seq: u64) -> Chunk {
+        Chunk {
+            first_seq,
+            last_seq: first_seq,
+            last_ts: 0,
+            messages: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, message: &Message) {
+        self.last_seq = message.seq;
+        self.last_ts = message.ts;
+        codec::append_message(&mut self.messages, message);
+    }
+
+    /// Writes the chunk with `insert`, a prepared [`INSERT_CHUNK`].
+    fn insert(self, insert: &mut rusqlite::Statement<'_>, group_id: i64) -> rusqlite::Result<()> {
+        insert.execute(params![
+            group_id,
+            self.first_seq as i64,
+            self.last_seq as i64,
+            self.last_ts,
+            self.messages
+        ])?;
+        Ok(())
+    }
+}
+
+/// A stored chunk's messages.
+fn decode_chunk(group_id: i64, bytes: &[u8]) -> Result<Vec<Message>> {
+    codec::decode_messages(bytes).map_err(|reason| {
+        crate::Error::Input(format!(
+            "a stored chunk of group {group_id} does not decode: {reason}"
+        ))
+    })
+}
+
+/// Moves a store made before chunks (one `messages` row per message) to chunks and `sent`, in
+/// one transaction, and drops the old table: a store is never half moved.
+fn migrate_message_rows(conn: &Connection) -> Result<()> {
+    let old: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'messages')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !old {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    tx.execute(
+        "INSERT INTO sent (group_id, sender, client_id, seq, ts)
+         SELECT group_id, sender, client_id, seq, ts FROM messages WHERE client_id IS NOT NULL
+         ON CONFLICT DO NOTHING",
+        [],
+    )?;
+    {
+        let mut insert = tx.prepare(INSERT_CHUNK)?;
+        let mut select = tx.prepare(
+            "SELECT group_id, seq, ts, sender, text FROM messages ORDER BY group_id, seq",
+        )?;
+        let mut rows = select.query([])?;
+        let mut current: Option<(i64, Chunk)> = None;
+        while let Some(row) = rows.next()? {
+            let group_id: i64 = row.get(0)?;
+            let message = Message {
+                seq: row.get::<_, i64>(1)? as u64,
+                ts: row.get(2)?,
+                sender: row.get(3)?,
+                text: row.get(4)?,
+            };
+            let fits = current.as_ref().is_some_and(|(g, chunk)| {
+                *g == group_id
+                    && chunk.last_seq + 1 == message.seq
+                    && chunk.messages.len() + codec::message_len(&message) <= CHUNK_BYTES
+            });
+            if !fits {
+                if let Some((g, chunk)) = current.take() {
+                    chunk.insert(&mut insert, g)?;
+                }
+                current = Some((group_id, Chunk::new(message.seq)));
+            }
+            if let Some((_, chunk)) = current.as_mut() {
+                chunk.push(&message);
+            }
+        }
+        if let Some((g, chunk)) = current {
+            chunk.insert(&mut insert, g)?;
+        }
+    }
+    tx.execute_batch("DROP TABLE messages")?;
+    tx.commit()?;
+    tracing::info!("moved the stored messages to chunks");
+    Ok(())
 }
 
 /// How soon the log is copied into the database again while writes go on. Often, so each
@@ -570,6 +782,121 @@ mod tests {
             let want = (1..=1000u64).find(|&s| 10 * ((s as i64 + 2) / 3) >= since);
             assert_eq!(first, want, "since {since}");
         }
+    }
+
+    #[test]
+    fn reads_cross_chunks_of_every_size() {
+        let mut store = Store::open_in_memory().unwrap();
+        let g = store.ensure_group("g", 1).unwrap();
+        let other = store.ensure_group("other", 1).unwrap();
+        // Transactions of 1, 2, 3 … messages, each of them a chunk, and one too large for a
+        // single chunk; another group's messages interleaved.
+        let (mut seq, mut batch) = (0u64, 1);
+        while seq < 300 {
+            store.begin().unwrap();
+            for _ in 0..batch {
+                seq += 1;
+                let text = if seq == 150 {
+                    "x".repeat(70_000)
+                } else {
+                    format!("m{seq}")
+                };
+                let message = Message {
+                    text,
+                    ..msg(seq, seq as i64 / 7)
+                };
+                assert!(store.append(g.id, &message, &format!("c{seq}")).unwrap());
+                store.append(other.id, &msg(seq, 0), "").unwrap();
+            }
+            store.commit().unwrap();
+            batch += 1;
+        }
+        let seqs = |v: Vec<Message>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
+        for after in [0, 1, 2, 5, 44, 149, 150, 299, 300] {
+            let want: Vec<u64> = (after + 1..=seq).take(37).collect();
+            assert_eq!(
+                seqs(store.fetch(g.id, after, 0, 37).unwrap()),
+                want,
+                "after {after}"
+            );
+        }
+        for since in [0, 1, 20, 21, 40, 42, 43] {
+            let want = (1..=seq).find(|&s| s as i64 / 7 >= since);
+            let got = store
+                .fetch(g.id, 0, since, 1)
+                .unwrap()
+                .first()
+                .map(|m| m.seq);
+            assert_eq!(got, want, "since {since}");
+        }
+        assert_eq!(store.fetch(g.id, 149, 0, 1).unwrap()[0].text.len(), 70_000);
+        assert_eq!(
+            store.find_sent(g.id, "alice", "c150").unwrap(),
+            Some((150, 21))
+        );
+        let stored = store.load_group(g.id).unwrap();
+        assert_eq!((stored.last_seq, stored.last_ts), (seq, seq as i64 / 7));
+        assert_eq!(store.load_group(other.id).unwrap().last_seq, seq);
+    }
+
+    #[test]
+    fn a_store_of_message_rows_moves_to_chunks_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The layout before chunks: one row per message.
+            let conn = Connection::open(dir.path().join("zms.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE groups (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL);
+                 CREATE TABLE messages (group_id INTEGER NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
+                     sender TEXT NOT NULL, client_id TEXT, text TEXT NOT NULL, PRIMARY KEY (group_id, seq)) WITHOUT ROWID;
+                 CREATE UNIQUE INDEX messages_client ON messages (group_id, sender, client_id);
+                 INSERT INTO groups VALUES (1, 'general', 1), (2, 'random', 1);",
+            )
+            .unwrap();
+            for seq in 1..=2_000i64 {
+                let client_id = (seq % 3 != 0).then(|| format!("c{seq}"));
+                conn.execute(
+                    "INSERT INTO messages VALUES (?1, ?2, ?3, 'alice', ?4, ?5)",
+                    params![
+                        1 + seq % 2,
+                        (seq + 1) / 2,
+                        seq,
+                        client_id,
+                        "y".repeat(seq as usize % 90)
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        for (name, id) in [("general", 1), ("random", 2)] {
+            let g = store.ensure_group(name, 2).unwrap();
+            assert_eq!((g.id, g.last_seq), (id, 1_000));
+            let all = store.fetch(g.id, 0, 0, 1_000).unwrap();
+            assert_eq!(all.len(), 1_000);
+            for (i, m) in all.iter().enumerate() {
+                let row = 2 * (i as i64 + 1) - (id - 1);
+                assert_eq!(
+                    (m.seq, m.ts, m.text.len()),
+                    (i as u64 + 1, row, row as usize % 90)
+                );
+            }
+        }
+        assert_eq!(store.find_sent(1, "alice", "c2").unwrap(), Some((1, 2)));
+        assert_eq!(
+            store.find_sent(1, "alice", "c6").unwrap(),
+            None,
+            "no client id"
+        );
+        let old: bool = store
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'messages')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!old, "the old table is gone");
     }
 
     #[test]

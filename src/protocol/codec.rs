@@ -328,6 +328,28 @@ pub fn encode_messages_event(group: &str, messages: &[Message]) -> Vec<u8> {
     w.finish()
 }
 
+/// Appends `message` to `buf` as a `message` field: messages written back to back this way are
+/// the group server's stored form of a run of messages (the octets a MSGS frame carries after
+/// its count).
+pub fn append_message(buf: &mut Vec<u8>, message: &Message) {
+    let mut w = Writer(std::mem::take(buf));
+    w.message(message);
+    *buf = w.0;
+}
+
+/// Decodes messages written back to back by [`append_message`].
+///
+/// # Errors
+/// What is wrong with the first message that does not decode (truncated, invalid UTF-8).
+pub fn decode_messages(bytes: &[u8]) -> Result<Vec<Message>, String> {
+    let mut r = Reader { buf: bytes };
+    let mut messages = Vec::new();
+    while !r.buf.is_empty() {
+        messages.push(r.message().map_err(|Fault(reason)| reason)?);
+    }
+    Ok(messages)
+}
+
 /// Octets a message takes in a frame (seq, ts, sender, text and their lengths).
 pub fn message_len(message: &Message) -> usize {
     MESSAGE_MIN_LEN + message.sender.len().min(255) + message.text.len()
