@@ -318,13 +318,10 @@ impl Store {
         if !chunk.messages.is_empty()
             && chunk.messages.len() + codec::message_len(message) > CHUNK_BYTES
         {
-            let full = std::mem::replace(chunk, Chunk::new(message.seq));
-            self.full.push((group_id, full));
+            // Full: written as it is; this message starts the group's next chunk.
+            self.full
+                .push((group_id, std::mem::replace(chunk, Chunk::new(message.seq))));
         }
-        let chunk = self
-            .open
-            .entry(group_id)
-            .or_insert_with(|| Chunk::new(message.seq));
         chunk.push(message);
         Ok(true)
     }
