@@ -368,7 +368,7 @@ impl Store {
     /// Messages with `seq > after_seq` and `ts >= since_ms`, in seq order, at most `limit`.
     ///
     /// # Errors
-    /// The SQLite error.
+    /// The SQLite error, or a stored chunk that does not decode.
     pub fn fetch(
         &mut self,
         group_id: i64,
@@ -566,9 +566,9 @@ impl Chunk {
 /// A stored chunk's messages.
 fn decode_chunk(group_id: i64, bytes: &[u8]) -> Result<Vec<Message>> {
     codec::decode_messages(bytes).map_err(|reason| {
-        crate::Error::Input(format!(
-            "a stored chunk of group {group_id} does not decode: {reason}"
-        ))
+        let reason = format!("a stored chunk of group {group_id} does not decode: {reason}");
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, reason.into())
+            .into()
     })
 }
 
