@@ -217,15 +217,7 @@ impl Store {
         let name: String =
             self.conn
                 .query_row("SELECT name FROM groups WHERE id = ?1", [id], |r| r.get(0))?;
-        let (last_seq, last_ts): (i64, i64) = self
-            .conn
-            .query_row(
-                "SELECT last_seq, last_ts FROM chunks WHERE group_id = ?1 ORDER BY first_seq DESC LIMIT 1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-            .unwrap_or((0, 0));
+        let (last_seq, last_ts) = self.last_stored(id)?;
         let mut stmt = self
             .conn
             .prepare_cached("SELECT user FROM members WHERE group_id = ?1 ORDER BY user")?;
@@ -235,10 +227,22 @@ impl Store {
         Ok(StoredGroup {
             id,
             name,
-            last_seq: last_seq as u64,
+            last_seq,
             last_ts,
             members,
         })
+    }
+
+    /// The seq and ts of the group's last written message; (0, 0) for none.
+    fn last_stored(&self, group_id: i64) -> Result<(u64, i64)> {
+        let last = self
+            .conn
+            .prepare_cached(
+                "SELECT last_seq, last_ts FROM chunks WHERE group_id = ?1 ORDER BY first_seq DESC LIMIT 1",
+            )?
+            .query_row([group_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .optional()?;
+        Ok(last.unwrap_or((0, 0)))
     }
 
     /// Starts a transaction.
@@ -315,9 +319,7 @@ impl Store {
             .open
             .entry(group_id)
             .or_insert_with(|| Chunk::new(message.seq));
-        if !chunk.messages.is_empty()
-            && chunk.messages.len() + codec::message_len(message) > CHUNK_BYTES
-        {
+        if !chunk.has_room(message) {
             // Full: written as it is; this message starts the group's next chunk.
             self.full
                 .push((group_id, std::mem::replace(chunk, Chunk::new(message.seq))));
@@ -456,8 +458,9 @@ impl Store {
     /// The first seq stored at or after `since_ms`, found by binary search on the chunks' key:
     /// ts never decreases along seq (the group server makes it so), so about log2(n) point reads,
     /// then the one chunk that holds it.
-    fn first_since(&mut self, group_id: i64, since_ms: i64) -> Result<Option<u64>> {
-        let last = self.load_group(group_id)?.last_seq;
+    fn first_since(&self, group_id: i64, since_ms: i64) -> Result<Option<u64>> {
+        // Only the last seq: a whole `load_group` would read the member list too.
+        let (last, _) = self.last_stored(group_id)?;
         // The chunk holding `seq`, or the last one before it: (first seq, last ts).
         let chunk_at = |seq: u64| -> Result<Option<(u64, i64)>> {
             Ok(self
@@ -544,6 +547,11 @@ impl Chunk {
         }
     }
 
+    /// Whether `message` may join: a chunk stops at [`CHUNK_BYTES`], but always takes one.
+    fn has_room(&self, message: &Message) -> bool {
+        self.messages.is_empty() || self.messages.len() + codec::message_len(message) <= CHUNK_BYTES
+    }
+
     fn push(&mut self, message: &Message) {
         self.last_seq = message.seq;
         self.last_ts = message.ts;
@@ -606,9 +614,7 @@ fn migrate_message_rows(conn: &Connection) -> Result<()> {
                 text: row.get(4)?,
             };
             let fits = current.as_ref().is_some_and(|(g, chunk)| {
-                *g == group_id
-                    && chunk.last_seq + 1 == message.seq
-                    && chunk.messages.len() + codec::message_len(&message) <= CHUNK_BYTES
+                *g == group_id && chunk.last_seq + 1 == message.seq && chunk.has_room(&message)
             });
             if !fits {
                 if let Some((g, chunk)) = current.take() {
