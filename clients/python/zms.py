@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import os
 import re
 import secrets
 import time
@@ -55,6 +56,9 @@ REQUEST_TIMEOUT_MS = 2000
 REQUEST_TRIES = 3
 SERVER_SNDHWM = 10000
 SERVER_RCVHWM = 10000
+
+# Numbers the clients of this process, for their client ids.
+_clients = itertools.count()
 
 # --- Commands -----------------------------------------------------------------------------
 
@@ -457,6 +461,10 @@ class Client:
         self._conns: dict[str, _Conn] = {}
         self._where: dict[str, str] = {}  # group name -> group server address
         self._ids = itertools.count(secrets.randbelow(1 << 31) + 1)
+        # Client ids that rise (PROTOCOL.md, "Sequencing"): this client's start time, process
+        # and number, then a counter.
+        self._client_prefix = f"{time.time_ns() // 1_000_000:012x}{os.getpid():08x}{next(_clients):04x}-"
+        self._sent = itertools.count(1)
 
     # -- lifecycle --
 
@@ -500,7 +508,8 @@ class Client:
         """Sends ``text`` and returns its seq. Retries resend the same frame and client id, so
         the message is stored once however many tries it takes."""
         name, conn = self._resolve(group)
-        client_id = client_id if client_id is not None else secrets.token_hex(16)
+        if client_id is None:
+            client_id = f"{self._client_prefix}{next(self._sent):06d}"
         reply = self._request(conn, SEND, name, self.name, client_id, text)
         return int(reply.fields[0])
 

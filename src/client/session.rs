@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{unexpected, Conn, Curve, Timeouts};
@@ -118,7 +119,15 @@ impl Session {
         timeouts: Timeouts,
     ) -> Result<Session> {
         protocol::check_user_name(name).map_err(Error::Input)?;
-        let nanos = crate::time::now_ms() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+        // Client ids rise (PROTOCOL.md, "Sequencing") across this user's sessions too: the
+        // start time, the process and the session's number in it, then a counter.
+        static SESSIONS: AtomicU32 = AtomicU32::new(0);
+        let number = SESSIONS.fetch_add(1, Ordering::Relaxed) & 0xffff;
+        let client_prefix = format!(
+            "{:012x}{:08x}{number:04x}",
+            crate::time::now_ms(),
+            std::process::id()
+        );
         Ok(Session {
             ctx: ctx.clone(),
             name: name.to_string(),
@@ -128,7 +137,7 @@ impl Session {
             servers: HashMap::new(),
             subs: HashMap::new(),
             ready: VecDeque::new(),
-            client_prefix: format!("{nanos:x}-{:x}", std::process::id()),
+            client_prefix,
             sent: 0,
             security: None,
             listed_keys: HashMap::new(),
@@ -472,7 +481,7 @@ impl Session {
     /// A fresh client message id, unique to this session.
     pub fn next_client_id(&mut self) -> String {
         self.sent += 1;
-        format!("{}-{}", self.client_prefix, self.sent)
+        format!("{}-{:06}", self.client_prefix, self.sent)
     }
 
     /// Sends with a caller-kept client id. Calling again with the same id after any failure

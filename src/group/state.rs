@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::limits::{Limits, RateLimiter};
-use super::store::Store;
+use super::store::{Appended, Store};
 use crate::protocol::codec;
 use crate::protocol::{self, ErrorCode, Event, GroupEntry, Member, Message, Reply, Request};
 use crate::Result;
@@ -392,22 +392,14 @@ impl State {
                     text,
                 };
                 match store.append(group.id, &message, &client_id) {
-                    Ok(true) => {}
+                    Ok(Appended::New) => {}
                     // Stored before under this client id: answer with the original seq.
-                    Ok(false) => {
-                        return match store.find_sent(group.id, &message.sender, &client_id) {
-                            Ok(Some((seq, ts))) => out.push(durable(Reply::Ack {
-                                seq,
-                                ts,
-                                duplicate: true,
-                            })),
-                            Ok(None) => {
-                                out.push(refuse(ErrorCode::Internal, "a duplicate vanished".into()))
-                            }
-                            Err(err) => {
-                                out.push(self.write_failed(route, req_id, &err.to_string()))
-                            }
-                        }
+                    Ok(Appended::Duplicate { seq, ts }) => {
+                        return out.push(durable(Reply::Ack {
+                            seq,
+                            ts,
+                            duplicate: true,
+                        }))
                     }
                     Err(err) => {
                         return out.push(self.write_failed(route, req_id, &err.to_string()))

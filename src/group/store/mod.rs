@@ -1,9 +1,12 @@
 //! Durable storage of a group server: groups, members and messages in one SQLite file.
 //!
-//! The only file that holds SQL. The caller owns sequencing (it assigns seq and ts) and
+//! The only module that holds SQL. The caller owns sequencing (it assigns seq and ts) and
 //! transactions (one per batch of requests, so many sends share one commit). A transaction's
 //! messages of a group are stored as one row, a chunk: a batch of 500 sends costs a few rows,
-//! not 500. Each message with a client id also gets a row in `sent`, which finds a retried send.
+//! not 500. The client ids that find a retried send are kept in [`sent`]'s runs, likewise a row
+//! per sender and transaction for ids that rise as counters do.
+
+mod sent;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -30,6 +33,17 @@ pub enum Durability {
     Power,
 }
 
+/// What [`Store::append`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    New,
+    /// The sender stored a message under this client id before: this one's seq and ts.
+    Duplicate {
+        seq: u64,
+        ts: i64,
+    },
+}
+
 /// One hosted group as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredGroup {
@@ -47,6 +61,8 @@ pub struct Store {
     /// messages, and the chunks that are full.
     open: HashMap<i64, Chunk>,
     full: Vec<(i64, Chunk)>,
+    /// Each sender's highest client id, and the open transaction's runs of them.
+    sent: sent::Sent,
     /// Copies the write-ahead log into the database off the request path (file stores only).
     _checkpointer: Option<Checkpointer>,
     /// Held for the life of the store: a second group server on the same data directory
@@ -77,7 +93,18 @@ CREATE TABLE IF NOT EXISTS chunks (
     messages  BLOB NOT NULL,
     PRIMARY KEY (group_id, first_seq)
 );
--- A retried send (same sender and client id) is found here and not stored twice.
+-- A retried send (same sender and client id) is found in one of the next two tables and not
+-- stored twice (see sent.rs). A sender's rising client ids of a transaction, as one row: `lo`
+-- and `hi` are the first and last as [length][bytes], so SQLite's order is a counter's.
+CREATE TABLE IF NOT EXISTS sent_runs (
+    group_id INTEGER NOT NULL,
+    sender   TEXT NOT NULL,
+    lo       BLOB NOT NULL,
+    hi       BLOB NOT NULL,
+    ids      BLOB NOT NULL,
+    PRIMARY KEY (group_id, sender, lo)
+);
+-- The other client ids, one row each.
 CREATE TABLE IF NOT EXISTS sent (
     group_id  INTEGER NOT NULL,
     sender    TEXT NOT NULL,
@@ -168,10 +195,12 @@ impl Store {
         conn.execute_batch("PRAGMA cache_size = -512")?;
         conn.busy_handler(Some(wait_briefly))?;
         migrate_message_rows(&conn)?;
+        migrate_sent_rows(&conn)?;
         Ok(Store {
             conn,
             open: HashMap::new(),
             full: Vec::new(),
+            sent: sent::Sent::default(),
             _checkpointer: None,
             _lock: lock,
         })
@@ -261,16 +290,20 @@ impl Store {
     /// # Errors
     /// The SQLite error; the transaction is then rolled back.
     pub fn commit(&mut self) -> Result<()> {
-        let committed = self.write_chunks().and_then(|()| {
-            self.conn
-                .prepare_cached("COMMIT")
-                .and_then(|mut commit| commit.execute([]))
-                .map_err(Into::into)
-        });
+        let committed = self
+            .write_chunks()
+            .and_then(|()| self.sent.write(&self.conn))
+            .and_then(|()| {
+                self.conn
+                    .prepare_cached("COMMIT")
+                    .and_then(|mut commit| commit.execute([]))
+                    .map_err(Into::into)
+            });
         if let Err(err) = committed {
             self.rollback();
             return Err(err);
         }
+        self.sent.committed();
         Ok(())
     }
 
@@ -282,14 +315,18 @@ impl Store {
         }
     }
 
-    /// Appends a message, unless this sender already stored one with this `client_id`
-    /// (returns `false` then; [`Store::find_sent`] tells which). An empty `client_id` means the
-    /// sender asked for no de-duplication. Within a transaction the message joins its group's
-    /// chunk, written at commit (or before a read); outside one it is stored at once.
+    /// Appends a message, unless this sender already stored one with this `client_id` (an
+    /// empty one asks for no de-duplication). Within a transaction the message joins its
+    /// group's chunk, written at commit (or before a read); outside one it is stored at once.
     ///
     /// # Errors
     /// The SQLite error.
-    pub fn append(&mut self, group_id: i64, message: &Message, client_id: &str) -> Result<bool> {
+    pub fn append(
+        &mut self,
+        group_id: i64,
+        message: &Message,
+        client_id: &str,
+    ) -> Result<Appended> {
         if self.conn.is_autocommit() {
             self.begin()?;
             let appended = self.append(group_id, message, client_id);
@@ -302,17 +339,16 @@ impl Store {
             };
         }
         if !client_id.is_empty() {
-            // A retried send hits the key of `sent` and stores nothing: the common case, a new
-            // message, costs no lookup first.
-            let inserted = self
-                .conn
-                .prepare_cached(
-                    "INSERT INTO sent (group_id, sender, client_id, seq, ts) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![group_id, &message.sender, client_id, message.seq as i64, message.ts])?;
-            if inserted == 0 {
-                return Ok(false);
+            let before = self.sent.record(
+                &self.conn,
+                group_id,
+                &message.sender,
+                client_id,
+                message.seq,
+                message.ts,
+            )?;
+            if let Some((seq, ts)) = before {
+                return Ok(Appended::Duplicate { seq, ts });
             }
         }
         let chunk = self
@@ -325,7 +361,7 @@ impl Store {
                 .push((group_id, std::mem::replace(chunk, Chunk::new(message.seq))));
         }
         chunk.push(message);
-        Ok(true)
+        Ok(Appended::New)
     }
 
     /// Writes the open transaction's chunks.
@@ -340,10 +376,11 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets the open transaction's chunks.
+    /// Forgets the open transaction's chunks and runs.
     fn drop_chunks(&mut self) {
         self.open.clear();
         self.full.clear();
+        self.sent.rollback();
     }
 
     /// The seq and ts of a message already stored with this sender and client id.
@@ -356,15 +393,7 @@ impl Store {
         sender: &str,
         client_id: &str,
     ) -> Result<Option<(u64, i64)>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT seq, ts FROM sent WHERE group_id = ?1 AND sender = ?2 AND client_id = ?3",
-            )?
-            .query_row(params![group_id, sender, client_id], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
-            })
-            .optional()?)
+        self.sent.find(&self.conn, group_id, sender, client_id)
     }
 
     /// Messages with `seq > after_seq` and `ts >= since_ms`, in seq order, at most `limit`.
@@ -636,6 +665,23 @@ fn migrate_message_rows(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// The layout version in `PRAGMA user_version`: 1 since client ids are kept in runs.
+const LAYOUT: i64 = 1;
+
+/// Moves the client ids of a store made before runs into runs, in one transaction: a sender's
+/// ids of the old layout could lie above its highest run and so be missed.
+fn migrate_sent_rows(conn: &Connection) -> Result<()> {
+    let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if layout >= LAYOUT {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    sent::move_to_runs(&tx)?;
+    tx.execute_batch(&format!("PRAGMA user_version = {LAYOUT}"))?;
+    tx.commit()?;
+    Ok(())
+}
+
 /// How soon the log is copied into the database again while writes go on. Often, so each
 /// checkpoint's fsyncs are short: the writer's own log appends stall behind them.
 const CHECKPOINT_BUSY: Duration = Duration::from_millis(5);
@@ -808,7 +854,10 @@ mod tests {
                     text,
                     ..msg(seq, seq as i64 / 7)
                 };
-                assert!(store.append(g.id, &message, &format!("c{seq}")).unwrap());
+                assert_eq!(
+                    store.append(g.id, &message, &format!("c{seq}")).unwrap(),
+                    Appended::New
+                );
                 store.append(other.id, &msg(seq, 0), "").unwrap();
             }
             store.commit().unwrap();
@@ -956,6 +1005,204 @@ mod tests {
             "the log never restarted in {seq} writes ({largest} bytes)"
         );
         assert_eq!(store.load_group(g.id).unwrap().last_seq, seq);
+    }
+
+    /// A sender's message `seq`, sent under `id`.
+    fn sent_as(sender: &str, seq: u64, id: &str) -> (Message, String) {
+        let message = Message {
+            sender: sender.into(),
+            ..msg(seq, seq as i64)
+        };
+        (message, id.to_string())
+    }
+
+    #[test]
+    fn rising_client_ids_take_a_row_per_transaction_and_are_all_found() {
+        let mut store = Store::open_in_memory().unwrap();
+        let g = store.ensure_group("g", 1).unwrap();
+        // 2,500 rising ids in one transaction (past a run's limit), then 10 in each of 20.
+        let mut seq = 0;
+        store.begin().unwrap();
+        for n in 1..=2_500 {
+            seq += 1;
+            let (m, id) = sent_as("alice", seq, &format!("a-{n}"));
+            assert_eq!(store.append(g.id, &m, &id).unwrap(), Appended::New);
+        }
+        // A retry within the transaction, of an id in a run already written and of one not.
+        for (n, original) in [(3, 3), (2_499, 2_499)] {
+            let (m, id) = sent_as("alice", seq + 1, &format!("a-{n}"));
+            assert_eq!(
+                store.append(g.id, &m, &id).unwrap(),
+                Appended::Duplicate {
+                    seq: original,
+                    ts: original as i64
+                }
+            );
+        }
+        store.commit().unwrap();
+        for n in 2_501..=2_700 {
+            if n % 10 == 1 {
+                store.begin().unwrap();
+            }
+            seq += 1;
+            let (m, id) = sent_as("alice", seq, &format!("a-{n}"));
+            assert_eq!(store.append(g.id, &m, &id).unwrap(), Appended::New);
+            if n % 10 == 0 {
+                store.commit().unwrap();
+            }
+        }
+        let count = |table: &str| -> i64 {
+            let sql = format!("SELECT COUNT(*) FROM {table}");
+            store.conn.query_row(&sql, [], |r| r.get(0)).unwrap()
+        };
+        assert_eq!((count("sent_runs"), count("sent")), (3 + 20, 0));
+        for n in [
+            1, 9, 10, 99, 100, 1_024, 1_025, 2_048, 2_049, 2_500, 2_501, 2_700,
+        ] {
+            let id = format!("a-{n}");
+            assert_eq!(
+                store.find_sent(g.id, "alice", &id).unwrap(),
+                Some((n, n as i64)),
+                "{id}"
+            );
+        }
+        for absent in ["a-0", "a-2701", "a-01", "b-1"] {
+            assert_eq!(store.find_sent(g.id, "alice", absent).unwrap(), None);
+        }
+        assert_eq!(store.find_sent(g.id, "bob", "a-1").unwrap(), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A sender's next id above its last (by 1 or 2), or any id of a small pool.
+        Send {
+            sender: usize,
+            rise: Option<u64>,
+            any: u64,
+        },
+        Commit,
+        Rollback,
+        /// Commit, close and open the store again: only the database remembers.
+        Reopen,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => (0..3usize, proptest::option::of(1..3u64), 0..300u64)
+                .prop_map(|(sender, rise, any)| Step::Send { sender, rise, any }),
+            2 => Just(Step::Commit),
+            1 => Just(Step::Rollback),
+            1 => Just(Step::Reopen),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Against a map of every committed (sender, id): each send is new exactly when its id
+        /// is new to its sender, and a duplicate answers with the first message's seq.
+        #[test]
+        fn client_ids_in_any_order_are_stored_once(steps in proptest::collection::vec(step(), 1..250)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+            let g = store.ensure_group("g", 1).unwrap().id;
+            let mut committed: HashMap<(usize, String), u64> = HashMap::new();
+            let mut open: HashMap<(usize, String), u64> = HashMap::new();
+            let mut counters = [0u64; 3];
+            let mut seq = 0;
+            for step in steps {
+                match step {
+                    Step::Send { sender, rise, any } => {
+                        if store.conn.is_autocommit() {
+                            store.begin().unwrap();
+                        }
+                        let id = match rise {
+                            Some(by) => {
+                                counters[sender] += by;
+                                format!("s{}", counters[sender])
+                            }
+                            None => format!("s{any}"),
+                        };
+                        seq += 1;
+                        let (m, _) = sent_as(&format!("user{sender}"), seq, &id);
+                        let key = (sender, id.clone());
+                        let want = match committed.get(&key).or(open.get(&key)) {
+                            Some(&first) => Appended::Duplicate { seq: first, ts: first as i64 },
+                            None => {
+                                open.insert(key, seq);
+                                Appended::New
+                            }
+                        };
+                        proptest::prop_assert_eq!(store.append(g, &m, &id).unwrap(), want, "{}", id);
+                    }
+                    Step::Commit => {
+                        if !store.conn.is_autocommit() {
+                            store.commit().unwrap();
+                        }
+                        committed.extend(open.drain());
+                    }
+                    Step::Rollback => {
+                        store.rollback();
+                        open.clear();
+                    }
+                    Step::Reopen => {
+                        if !store.conn.is_autocommit() {
+                            store.commit().unwrap();
+                        }
+                        committed.extend(open.drain());
+                        drop(store);
+                        store = Store::open(dir.path(), Durability::Process).unwrap();
+                    }
+                }
+            }
+            for ((sender, id), first) in &committed {
+                let found = store.find_sent(g, &format!("user{sender}"), id).unwrap();
+                proptest::prop_assert_eq!(found, Some((*first, *first as i64)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_of_single_client_id_rows_moves_to_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+            let g = store.ensure_group("g", 1).unwrap();
+            // The layout before runs: every client id a row of `sent`, in any order.
+            for n in [5u64, 30, 7, 100, 1] {
+                store
+                    .conn
+                    .execute(
+                        "INSERT INTO sent (group_id, sender, client_id, seq, ts) VALUES (?1, 'alice', ?2, ?3, ?3)",
+                        params![g.id, format!("c{n}"), n as i64],
+                    )
+                    .unwrap();
+            }
+            store.conn.execute_batch("PRAGMA user_version = 0").unwrap();
+        }
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let g = store.ensure_group("g", 1).unwrap();
+        let rows: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM sent", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "every id moved to a run");
+        // The highest old id is known: a retry of it is no new message.
+        store.begin().unwrap();
+        let (m, id) = sent_as("alice", 101, "c100");
+        assert_eq!(
+            store.append(g.id, &m, &id).unwrap(),
+            Appended::Duplicate { seq: 100, ts: 100 }
+        );
+        let (m, id) = sent_as("alice", 101, "c6");
+        assert_eq!(store.append(g.id, &m, &id).unwrap(), Appended::New);
+        store.commit().unwrap();
+        for n in [1, 5, 6, 7, 30] {
+            assert!(store
+                .find_sent(g.id, "alice", &format!("c{n}"))
+                .unwrap()
+                .is_some());
+        }
     }
 
     #[test]

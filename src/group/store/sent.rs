@@ -1,0 +1,342 @@
+//! The client ids each sender used in each group: how a retried SEND finds its message instead
+//! of being stored twice, for as long as the message is kept.
+//!
+//! Most clients number their sends (`…-1`, `…-2`, …), so a sender's ids usually arrive in
+//! increasing order, comparing length first and then bytes ([`shortlex`]: the order in which a
+//! counter without leading zeros rises). An id above every id the sender used before is new
+//! without a lookup, and a transaction's such ids of one sender are stored together as one row
+//! of `sent_runs`, a run. An id that is not above the sender's highest is looked up (in the run
+//! whose range holds it, then in `sent`) and, if new, stored as a row of its own in `sent`. So
+//! a sender of numbered ids costs a row per transaction, and one of random ids a row per
+//! message plus a lookup.
+//!
+//! Invariant: the runs of a (group, sender) are disjoint ranges, each later one above the
+//! earlier, and every id of theirs in `sent` lies below the highest run's end.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::Result;
+
+/// A sender's ids in one run at most; past it the run is written and another begins, so a
+/// lookup decodes a bounded row.
+const RUN_MAX: usize = 1024;
+
+/// Senders whose highest id is kept in memory at most; past it the cache starts over (it is
+/// read back from `sent_runs` as needed).
+const HIGHEST_MAX: usize = 10_000;
+
+/// Orders client ids by length, then bytes.
+pub fn shortlex(a: &str, b: &str) -> Ordering {
+    shortlex_bytes(a.as_bytes(), b.as_bytes())
+}
+
+fn shortlex_bytes(a: &[u8], b: &[u8]) -> Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// A client id as `sent_runs` keeps a range's end: its length (at most 255 octets, as every
+/// protocol string), then its bytes, so SQLite's byte order on it is [`shortlex`].
+fn order_key(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(id.len() as u8);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// The ids of a sender's run, each with its message's seq and ts, in increasing order.
+#[derive(Debug, Default)]
+struct Run {
+    /// The highest id of the (group, sender) in this transaction.
+    hi: String,
+    /// Entries not yet written: length, id, seq and ts (big-endian) each.
+    entries: Vec<u8>,
+    lo: Option<String>,
+    count: usize,
+}
+
+impl Run {
+    fn push(&mut self, id: &str, seq: u64, ts: i64) {
+        if self.lo.is_none() {
+            self.lo = Some(id.to_string());
+        }
+        self.entries.push(id.len() as u8);
+        self.entries.extend_from_slice(id.as_bytes());
+        self.entries.extend_from_slice(&seq.to_be_bytes());
+        self.entries.extend_from_slice(&ts.to_be_bytes());
+        self.count += 1;
+        self.hi.clear();
+        self.hi.push_str(id);
+    }
+
+    /// Writes the entries not yet written as a row, leaving `hi` as it is.
+    fn write(&mut self, conn: &Connection, group_id: i64, sender: &str) -> Result<()> {
+        let Some(lo) = self.lo.take() else {
+            return Ok(());
+        };
+        conn.prepare_cached(
+            "INSERT INTO sent_runs (group_id, sender, lo, hi, ids) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            group_id,
+            sender,
+            order_key(&lo),
+            order_key(&self.hi),
+            self.entries
+        ])?;
+        self.entries.clear();
+        self.count = 0;
+        Ok(())
+    }
+}
+
+/// The seq and ts of `id` among a run's entries.
+fn find_in_run(entries: &[u8], id: &str) -> std::result::Result<Option<(u64, i64)>, String> {
+    let mut rest = entries;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        if tail.len() < len + 16 {
+            return Err("a run of client ids is truncated".into());
+        }
+        let (entry_id, tail) = tail.split_at(len);
+        let seq = u64::from_be_bytes(tail[..8].try_into().expect("8 bytes"));
+        let ts = i64::from_be_bytes(tail[8..16].try_into().expect("8 bytes"));
+        match shortlex_bytes(entry_id, id.as_bytes()) {
+            Ordering::Less => rest = &tail[16..],
+            Ordering::Equal => return Ok(Some((seq, ts))),
+            Ordering::Greater => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// What the index knows beyond the database: each sender's highest id as committed, and the
+/// open transaction's runs.
+#[derive(Default)]
+pub struct Sent {
+    highest: HashMap<i64, HashMap<String, String>>,
+    cached: usize,
+    open: HashMap<i64, HashMap<String, Run>>,
+}
+
+impl Sent {
+    /// Records that `sender` stored message `seq` (at `ts`) in the group under `id`, unless it
+    /// used `id` before: then returns that message's seq and ts, and records nothing.
+    ///
+    /// # Errors
+    /// The SQLite error, or a stored run that does not decode.
+    pub fn record(
+        &mut self,
+        conn: &Connection,
+        group_id: i64,
+        sender: &str,
+        id: &str,
+        seq: u64,
+        ts: i64,
+    ) -> Result<Option<(u64, i64)>> {
+        if self.is_above_highest(conn, group_id, sender, id)? {
+            let runs = self.open.entry(group_id).or_default();
+            if !runs.contains_key(sender) {
+                runs.insert(sender.to_string(), Run::default());
+            }
+            let run = runs.get_mut(sender).expect("inserted above");
+            run.push(id, seq, ts);
+            if run.count >= RUN_MAX {
+                run.write(conn, group_id, sender)?;
+            }
+            return Ok(None);
+        }
+        if let Some(found) = self.find(conn, group_id, sender, id)? {
+            return Ok(Some(found));
+        }
+        conn.prepare_cached(
+            "INSERT INTO sent (group_id, sender, client_id, seq, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![group_id, sender, id, seq as i64, ts])?;
+        Ok(None)
+    }
+
+    /// The seq and ts of the message `sender` stored in the group under `id`.
+    ///
+    /// # Errors
+    /// The SQLite error, or a stored run that does not decode.
+    pub fn find(
+        &self,
+        conn: &Connection,
+        group_id: i64,
+        sender: &str,
+        id: &str,
+    ) -> Result<Option<(u64, i64)>> {
+        let undecodable = |reason: String| -> crate::Error {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, reason.into())
+                .into()
+        };
+        if let Some(run) = self.open.get(&group_id).and_then(|runs| runs.get(sender)) {
+            if let Some(found) = find_in_run(&run.entries, id).map_err(undecodable)? {
+                return Ok(Some(found));
+            }
+        }
+        let key = order_key(id);
+        let run: Option<(Vec<u8>, Vec<u8>)> = conn
+            .prepare_cached(
+                "SELECT hi, ids FROM sent_runs WHERE group_id = ?1 AND sender = ?2 AND lo <= ?3
+                 ORDER BY lo DESC LIMIT 1",
+            )?
+            .query_row(params![group_id, sender, key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((_, ids)) = run.filter(|(hi, _)| key <= *hi) {
+            if let Some(found) = find_in_run(&ids, id).map_err(undecodable)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(conn
+            .prepare_cached(
+                "SELECT seq, ts FROM sent WHERE group_id = ?1 AND sender = ?2 AND client_id = ?3",
+            )?
+            .query_row(params![group_id, sender, id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// Whether `id` is above every id `sender` used in the group (this transaction's run's,
+    /// else the committed highest), so new without a lookup.
+    fn is_above_highest(
+        &mut self,
+        conn: &Connection,
+        group_id: i64,
+        sender: &str,
+        id: &str,
+    ) -> Result<bool> {
+        if let Some(run) = self.open.get(&group_id).and_then(|runs| runs.get(sender)) {
+            return Ok(shortlex(id, &run.hi) == Ordering::Greater);
+        }
+        let cached = |highest: &HashMap<i64, HashMap<String, String>>| {
+            highest
+                .get(&group_id)
+                .and_then(|senders| senders.get(sender))
+                .map(|hi| shortlex(id, hi) == Ordering::Greater)
+        };
+        if let Some(above) = cached(&self.highest) {
+            return Ok(above);
+        }
+        let stored: Option<Vec<u8>> = conn
+            .prepare_cached(
+                "SELECT hi FROM sent_runs WHERE group_id = ?1 AND sender = ?2 ORDER BY lo DESC LIMIT 1",
+            )?
+            .query_row(params![group_id, sender], |r| r.get(0))
+            .optional()?;
+        let Some(stored) = stored else {
+            return Ok(true);
+        };
+        let hi = String::from_utf8_lossy(stored.get(1..).unwrap_or_default()).into_owned();
+        let above = shortlex(id, &hi) == Ordering::Greater;
+        self.remember(group_id, sender, hi);
+        Ok(above)
+    }
+
+    fn remember(&mut self, group_id: i64, sender: &str, hi: String) {
+        if self.cached >= HIGHEST_MAX {
+            self.highest.clear();
+            self.cached = 0;
+        }
+        let senders = self.highest.entry(group_id).or_default();
+        if senders.insert(sender.to_string(), hi).is_none() {
+            self.cached += 1;
+        }
+    }
+
+    /// Writes the open transaction's runs (before its COMMIT).
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn write(&mut self, conn: &Connection) -> Result<()> {
+        for (group_id, runs) in &mut self.open {
+            for (sender, run) in runs {
+                run.write(conn, *group_id, sender)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The open transaction committed: its highest ids are now the senders' highest.
+    pub fn committed(&mut self) {
+        for (group_id, runs) in std::mem::take(&mut self.open) {
+            for (sender, run) in runs {
+                self.remember(group_id, &sender, run.hi);
+            }
+        }
+    }
+
+    /// The open transaction is abandoned: forget its runs.
+    pub fn rollback(&mut self) {
+        self.open.clear();
+    }
+}
+
+/// Moves every row of `sent` into runs, in the sender's [`shortlex`] order, so the invariant
+/// holds for a store written before runs. Runs in one transaction; `sent` is left empty.
+pub fn move_to_runs(conn: &Connection) -> Result<()> {
+    let mut select = conn.prepare(
+        "SELECT group_id, sender, client_id, seq, ts FROM sent
+         ORDER BY group_id, sender, length(client_id), client_id",
+    )?;
+    let mut rows = select.query([])?;
+    let mut current: Option<(i64, String, Run)> = None;
+    while let Some(row) = rows.next()? {
+        let (group_id, sender, id): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        let same = current
+            .as_ref()
+            .is_some_and(|(g, s, run)| *g == group_id && *s == sender && run.count < RUN_MAX);
+        if !same {
+            if let Some((g, s, mut run)) = current.take() {
+                run.write(conn, g, &s)?;
+            }
+            current = Some((group_id, sender, Run::default()));
+        }
+        if let Some((_, _, run)) = current.as_mut() {
+            run.push(&id, row.get::<_, i64>(3)? as u64, row.get(4)?);
+        }
+    }
+    if let Some((g, s, mut run)) = current {
+        run.write(conn, g, &s)?;
+    }
+    drop(rows);
+    drop(select);
+    conn.execute("DELETE FROM sent", [])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortlex_is_the_order_counters_rise_in() {
+        let mut ids = vec!["a-10", "a-9", "a-100", "a-1", "b-1", "a-11"];
+        ids.sort_by(|a, b| shortlex(a, b));
+        assert_eq!(ids, ["a-1", "a-9", "b-1", "a-10", "a-11", "a-100"]);
+        let mut keys: Vec<Vec<u8>> = ids.iter().map(|id| order_key(id)).collect();
+        keys.sort();
+        assert_eq!(keys, ids.iter().map(|id| order_key(id)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_run_finds_its_ids_and_no_others() {
+        let mut run = Run::default();
+        for n in [1u64, 2, 5, 30, 400] {
+            run.push(&format!("c{n}"), n * 10, n as i64 * 100);
+        }
+        assert_eq!(run.hi, "c400");
+        assert_eq!(find_in_run(&run.entries, "c5"), Ok(Some((50, 500))));
+        assert_eq!(find_in_run(&run.entries, "c400"), Ok(Some((4000, 40_000))));
+        for absent in ["c3", "c0", "c4000", "d1", ""] {
+            assert_eq!(find_in_run(&run.entries, absent), Ok(None), "{absent}");
+        }
+        assert!(find_in_run(&run.entries[..run.entries.len() - 1], "c400").is_err());
+    }
+}
