@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""Run `zms bench` and the same workloads against NATS (core and JetStream) in one go.
+"""Run `zms bench` and the same workloads against NATS (core and JetStream) and Redis in one go.
 
 Each run executes, on this machine and only on 127.0.0.1:
   zms bench all                       fanout, latency, rtt, ingest, history, scale, raw libzmq
   zms bench nats --nats CORE          core NATS (nats-server)
   zms bench nats --nats JS --jetstream  JetStream, file storage (nats-server -js)
+  zms bench redis --redis R           ingest as pipelined XADDs (redis-server, append-only file
+                                      written every second); skipped without redis-server
 
 and writes into --out (default scripts/results/):
   results.jsonl    every JSON line, tagged with its run number
   summary.md       machine, measured ranges, goals met/missed, the comparison table
   comparison.svg   fanout throughput and latency percentiles: zms, NATS core, JetStream, raw
 
-The NATS figures come from zms's own NATS client (src/bench/nats.rs), so all four systems are
-driven by the same process, payload, credit and percentile code. Standard library only.
+The NATS and Redis figures come from zms's own clients (src/bench/nats.rs, src/bench/redis.rs),
+so every system is driven by the same process, payload, credit and percentile code. Standard
+library only.
 
   python3 scripts/bench_compare.py --runs 3          # about 3 minutes a run on 2 cores
   python3 scripts/bench_compare.py --quick --runs 1  # tiny counts: checks the script works
@@ -56,6 +59,24 @@ def wait_listening(port, proc, limit=10.0):
     sys.exit(f"nats-server did not listen on {port} within {limit} s")
 
 
+def wait_redis(port, proc, log, limit=10.0):
+    """Returns once the redis-server on `port` answers PING (it may still be loading its AOF)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"redis-server exited with {proc.returncode}; see {log}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.settimeout(0.5)
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)  # polling a server that is not up yet; bounded by the deadline
+    sys.exit(f"redis-server did not answer PING on {port} within {limit} s")
+
+
 def bench(zms, args, timeout):
     """Runs `zms bench ARGS`, returns its JSON lines; stderr (progress) passes through."""
     cmd = [str(zms), "bench", *args]
@@ -78,6 +99,10 @@ def machine(commit=None):
         if line.startswith("MemTotal:"):
             mem_kib = int(line.split()[1])
     nats = subprocess.run(["nats-server", "--version"], capture_output=True, text=True).stdout
+    redis = "redis-server not installed"
+    if shutil.which("redis-server"):
+        redis = subprocess.run(["redis-server", "--version"], capture_output=True,
+                               text=True).stdout
     commit = commit or subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                       capture_output=True, text=True).stdout.strip()
     return {
@@ -86,11 +111,39 @@ def machine(commit=None):
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "kernel": platform.release(),
         "nats_server": nats.strip(),
+        "redis_server": redis.strip(),
         "commit": commit,
     }
 
 
-def one_run(zms, run, extra, quick, timeout):
+def redis_run(zms, scratch, extra, quick, timeout):
+    """One redis-server with durability like zms's default (a log written before the reply,
+    fsync'd once a second rather than per commit), `zms bench redis` against it, then stopped."""
+    port = free_port()
+    data = scratch / "redis"
+    data.mkdir()
+    log = data / "redis.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                                 "--dir", str(data)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_redis(port, proc, log)
+        lines = bench(zms, ["redis", "--redis", f"127.0.0.1:{port}", *extra,
+                            *(QUICK if quick else [])], timeout)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for line in lines:
+        line["workload"] = "redis-xadd"
+    return lines
+
+
+def one_run(zms, run, extra, quick, timeout, redis):
     lines = []
     scratch = Path(tempfile.mkdtemp(prefix="zms-bench-nats-"))
     core_port, js_port = free_port(), free_port()
@@ -117,6 +170,8 @@ def one_run(zms, run, extra, quick, timeout):
                                 *nats_args], timeout):
             line["workload"] = "nats-jetstream"
             lines.append(line)
+        if redis:
+            lines += redis_run(zms, scratch, extra, quick, timeout)
     finally:
         for proc in servers:
             proc.terminate()
@@ -187,7 +242,11 @@ FIGURES = [
     ("NATS core latency p99 µs", "nats-core", ("latency", "p99_us"), ""),
     ("JetStream deliveries/s", "nats-jetstream", ("fanout", "deliveries_per_s"), ""),
     ("JetStream latency p99 µs", "nats-jetstream", ("latency", "p99_us"), ""),
+    ("Redis XADD pipelined msgs/s", "redis-xadd", ("ingest", "msgs_per_s"), ""),
 ]
+
+# Workloads whose rows are left out of the summary when no run has them (an optional server).
+OPTIONAL = {"redis-xadd"}
 
 
 def ratio(a, b):
@@ -221,6 +280,11 @@ def goals(lines, runs):
                  lambda x: x <= 1.3, "×"))
     rows.append(("ingest ≥ 300k msgs/s", per_run(lambda r: g(r, "ingest", "msgs_per_s")),
                  lambda x: x >= 300_000, ""))
+    if any(line["workload"] == "redis-xadd" for line in lines):
+        rows.append(("ingest > Redis XADD pipelined (zms ÷ Redis)",
+                     per_run(lambda r: ratio(g(r, "ingest", "msgs_per_s"),
+                                             g(r, "redis-xadd", "ingest", "msgs_per_s"))),
+                     lambda x: x > 1.0, "×"))
     rows.append(("history all ≤ 100 ms", per_run(lambda r: g(r, "history", "all_ms")),
                  lambda x: x <= 100, " ms"))
     rows.append(("history since ≤ 50 ms", per_run(lambda r: g(r, "history", "since_ms")),
@@ -239,13 +303,17 @@ def summary(lines, runs, info, args):
     out.append("## Machine\n")
     out.append(f"- {info['nproc']} cores: {info['cpu']}; {info['memory_gib']} GiB; "
                f"Linux {info['kernel']}")
-    out.append(f"- zms at commit {info['commit']}; {info['nats_server']}")
+    out.append(f"- zms at commit {info['commit']}; {info['nats_server']}; "
+               f"{info.get('redis_server', 'redis-server not recorded')}")
     out.append(f"- runs: {len(runs)}; extra flags: {' '.join(args.extra) or 'none'}"
                f"{'; QUICK counts' if args.quick else ''}\n")
     out.append("## Measured (range over the runs)\n")
     out.append("| figure | range |")
     out.append("|---|---|")
+    present = {line["workload"] for line in lines}
     for label, workload, path, unit in FIGURES:
+        if workload in OPTIONAL and workload not in present:
+            continue
         out.append(f"| {label} | {span([get(lines, r, workload, *path) for r in runs], unit)} |")
     out.append("\n## Goals (each run's ratio or figure; met only if met in every run)\n")
     out.append("| goal | per run | met? |")
@@ -421,6 +489,10 @@ def main():
     zms = Path(args.zms)
     if not zms.exists():
         sys.exit(f"{zms} not found: cargo build --release")
+    redis = shutil.which("redis-server") is not None
+    if not redis:
+        print("redis-server not found (apt-get install -y redis-server): skipping the Redis rows",
+              file=sys.stderr, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info = machine(args.commit)
@@ -428,7 +500,7 @@ def main():
     runs = list(range(1, args.runs + 1))
     for run in runs:
         print(f"== run {run} of {args.runs}", file=sys.stderr, flush=True)
-        lines += one_run(zms, run, args.extra, args.quick, args.timeout)
+        lines += one_run(zms, run, args.extra, args.quick, args.timeout, redis)
         (out / "results.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
     (out / "machine.json").write_text(json.dumps(info, indent=2) + "\n")
     (out / "summary.md").write_text(summary(lines, runs, info, args))

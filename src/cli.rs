@@ -136,8 +136,8 @@ pub enum Command {
         #[arg(long, env = "ZMS_NAME")]
         name: String,
     },
-    /// Load-test zms (fanout, latency, rtt, ingest, history, scale), bare libzmq (raw) or NATS;
-    /// one JSON line per workload.
+    /// Load-test zms (fanout, latency, rtt, ingest, history, scale), bare libzmq (raw), NATS
+    /// or Redis; one JSON line per workload.
     Bench(zms::bench::BenchArgs),
 }
 

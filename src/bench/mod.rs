@@ -13,8 +13,9 @@
 //! - [`wire`]: zms clients speaking the protocol on raw DEALERs: pipelined sends matched to
 //!   their ACKs by request id, and members counting deliveries by seq.
 //! - [`payload`], [`stats`], [`flow`]: what a message carries, percentiles, receiver-paced credit.
-//! - [`workloads`] (fanout, latency, rtt, ingest, history), [`scale`], [`raw`] (bare libzmq)
-//!   and [`nats`] (the same workloads against a NATS server) produce the figures.
+//! - [`workloads`] (fanout, latency, rtt, ingest, history), [`scale`], [`raw`] (bare libzmq),
+//!   [`nats`] (the same workloads against a NATS server) and [`redis`] (ingest against a Redis
+//!   server) produce the figures.
 //!
 //! It leaves the servers and the client library alone: it measures them as they are.
 
@@ -23,6 +24,7 @@ pub mod flow;
 pub mod nats;
 pub mod payload;
 pub mod raw;
+pub mod redis;
 pub mod scale;
 pub mod stats;
 pub mod wire;
@@ -54,6 +56,8 @@ pub enum Workload {
     Raw,
     /// fanout, latency and rtt against a NATS server (`--nats`, `--jetstream`).
     Nats,
+    /// ingest against a Redis server (`--redis`): pipelined XADDs into one stream.
+    Redis,
     /// Every zms workload and raw, one line each.
     All,
 }
@@ -61,7 +65,7 @@ pub enum Workload {
 /// Flags of `zms bench`. Counts left unset take each workload's default (see `--help`).
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// The workload: fanout, latency, rtt, ingest, history, scale, raw, nats or all.
+    /// The workload: fanout, latency, rtt, ingest, history, scale, raw, nats, redis or all.
     #[arg(value_enum)]
     pub workload: Option<Workload>,
     /// The workload, as a flag (instead of the positional argument).
@@ -79,7 +83,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bench")]
     pub group: String,
     /// Messages to send [fanout 200000, latency rate×duration, rtt 20000, ingest 200000,
-    /// history 100000, scale: fanout to the 1,000 members 2000].
+    /// history 100000, scale: fanout to the 1,000 members 2000, redis 200000].
     #[arg(long)]
     pub messages: Option<u64>,
     /// Message text size in bytes (at least 28, the index and send time the bench embeds).
@@ -91,10 +95,11 @@ pub struct BenchArgs {
     /// Threads the members are spread over [min(members, 10)].
     #[arg(long)]
     pub member_threads: Option<usize>,
-    /// Pipelining senders [ingest 4; history and scale preload 4].
+    /// Pipelining senders, each on its own connection [ingest, redis 4; history and scale
+    /// preload 4].
     #[arg(long)]
     pub senders: Option<usize>,
-    /// Most unacknowledged sends per sender.
+    /// Most unacknowledged sends per sender (redis: XADDs awaiting their reply).
     #[arg(long, default_value_t = 256)]
     pub window: usize,
     /// Most messages a sender may run ahead of its slowest receiver: end-to-end credit that
@@ -126,6 +131,9 @@ pub struct BenchArgs {
     /// nats workload: publish through JetStream (stored, acknowledged) instead of core NATS.
     #[arg(long)]
     pub jetstream: bool,
+    /// Redis server HOST:PORT for the redis workload (its stream `zmsbench:ingest` is replaced).
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    pub redis: String,
     /// Fail a wait that sees no progress (no ACK, reply or delivery) for this many seconds.
     #[arg(long, default_value_t = 15.0)]
     pub stall: f64,
@@ -142,7 +150,7 @@ impl BenchArgs {
     pub fn workload(&self) -> Result<Workload> {
         self.workload.or(self.workload_flag).ok_or_else(|| {
             errinput!(
-                "name a workload: fanout, latency, rtt, ingest, history, scale, raw, nats or all"
+                "name a workload: fanout, latency, rtt, ingest, history, scale, raw, nats, redis or all"
             )
         })
     }
@@ -215,6 +223,7 @@ fn run_one(args: &BenchArgs, workload: Workload) -> Result<()> {
         Workload::Scale => scale::run(args)?,
         Workload::Raw => raw::run(args)?,
         Workload::Nats => nats::run(args)?,
+        Workload::Redis => redis::run(args)?,
         Workload::All => unreachable!("bug: all is expanded by run"),
     };
     if let Value::Object(map) = &mut line {

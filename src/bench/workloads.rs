@@ -351,7 +351,7 @@ fn timed<T>(mut read: impl FnMut() -> Result<T>) -> Result<(Vec<f64>, T)> {
 }
 
 /// Nanoseconds as seconds with millisecond precision.
-fn seconds(ns: u64) -> f64 {
+pub(crate) fn seconds(ns: u64) -> f64 {
     (ns as f64 / 1e6).round() / 1e3
 }
 

@@ -3,7 +3,7 @@
 //! The only module that holds SQL. The caller owns sequencing (it assigns seq and ts) and
 //! transactions (one per batch of requests, so many sends share one commit). A transaction's
 //! messages of a group are stored as one row, a chunk: a batch of 500 sends costs a few rows,
-//! not 500. The client ids that find a retried send are kept in [`sent`]'s runs, likewise a row
+//! not 500. The client ids that find a retried send are kept in runs (`sent.rs`), likewise a row
 //! per sender and transaction for ids that rise as counters do.
 
 mod sent;
