@@ -99,9 +99,11 @@ pub struct BenchArgs {
     /// preload 4].
     #[arg(long)]
     pub senders: Option<usize>,
-    /// Most unacknowledged sends per sender (redis: XADDs awaiting their reply).
-    #[arg(long, default_value_t = 256)]
-    pub window: usize,
+    /// Most unacknowledged sends per sender (redis: XADDs awaiting their reply) [fanout and
+    /// latency: --ahead, the bound on messages in flight that NATS and raw libzmq get too;
+    /// ingest and redis 256].
+    #[arg(long)]
+    pub window: Option<usize>,
     /// Most messages a sender may run ahead of its slowest receiver: end-to-end credit that
     /// keeps every queue well under the 10,000-message high-water marks (libzmq learns what its
     /// peer has read only every HWM/2 messages, so a pipe can look full at half its HWM).
@@ -165,6 +167,18 @@ impl BenchArgs {
         Instant::now() + Duration::from_secs_f64(self.timeout.max(1.0))
     }
 
+    /// The window of a fan-out's sender: by default as many messages in flight, acknowledged
+    /// or not, as it may run ahead of its receivers.
+    pub fn fan_window(&self) -> usize {
+        self.window
+            .unwrap_or(usize::try_from(self.ahead).unwrap_or(usize::MAX))
+    }
+
+    /// The window of each of ingest's senders, 256 unless `--window` says otherwise.
+    pub fn ingest_window(&self) -> usize {
+        self.window.unwrap_or(256)
+    }
+
     fn check(&self) -> Result<()> {
         if self.size < payload::HEADER_LEN || self.size > crate::protocol::MAX_TEXT {
             return Err(errinput!(
@@ -173,7 +187,7 @@ impl BenchArgs {
                 crate::protocol::MAX_TEXT
             ));
         }
-        if self.window == 0 || self.ahead == 0 || self.rate == 0 || self.duration <= 0.0 {
+        if self.window == Some(0) || self.ahead == 0 || self.rate == 0 || self.duration <= 0.0 {
             return Err(errinput!(
                 "--window, --ahead, --rate and --duration must be positive"
             ));

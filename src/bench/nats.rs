@@ -435,7 +435,7 @@ impl Publisher {
             nats,
             jetstream: args.jetstream,
             inbox,
-            window: args.window.max(1),
+            window: args.fan_window().max(1),
             outstanding: 0,
             acked: 0,
             stall: args.stall(),

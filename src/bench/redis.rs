@@ -424,7 +424,7 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
         "ingest": {
             "messages": messages,
             "senders": senders,
-            "window": args.window,
+            "window": args.ingest_window(),
             "msgs_per_s": per_s(messages, ns),
             "stored": stored,
             "lost": messages - stored,
@@ -455,7 +455,7 @@ fn ingest(args: &BenchArgs, messages: u64, senders: usize) -> Result<u64> {
                 messages / senders as u64 + u64::from((i as u64) < messages % senders as u64);
             let mut sender = Sender {
                 redis,
-                window: args.window.max(1) as u64,
+                window: args.ingest_window().max(1) as u64,
                 stall,
                 sent: 0,
                 acked: 0,

@@ -145,7 +145,7 @@ pub(crate) fn fan(
         &d.group_address,
         &d.group,
         &sender,
-        args.window,
+        args.fan_window(),
         stall,
     )?;
     let mut ticker = Ticker::new(label, deadline);
@@ -176,7 +176,7 @@ pub fn fanout(args: &BenchArgs) -> Result<Value> {
     let fan = fan(args, &d, "fanout", messages, members, None)?;
     Ok(stats::merge(
         fan.json(),
-        json!({"size": args.size, "window": args.window, "ahead": args.ahead}),
+        json!({"size": args.size, "window": args.fan_window(), "ahead": args.ahead}),
     ))
 }
 
@@ -267,7 +267,16 @@ pub(crate) fn ingest_into(
     // others waiting; each thread then starts sending at once.
     let pipelines = users
         .iter()
-        .map(|user| Pipeline::new(&ctx, &d.group_address, &d.group, user, args.window, stall))
+        .map(|user| {
+            Pipeline::new(
+                &ctx,
+                &d.group_address,
+                &d.group,
+                user,
+                args.ingest_window(),
+                stall,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     let handles: Vec<_> = pipelines
         .into_iter()
@@ -328,7 +337,7 @@ pub fn ingest(args: &BenchArgs) -> Result<Value> {
     Ok(json!({
         "messages": messages,
         "senders": senders,
-        "window": args.window,
+        "window": args.ingest_window(),
         "size": args.size,
         "msgs_per_s": per_s(messages, load.ns),
         "stored": load.stored,
