@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS sent_runs (
     hi       BLOB NOT NULL,
     ids      BLOB NOT NULL,
     PRIMARY KEY (group_id, sender, lo)
-);
+) WITHOUT ROWID;
 -- The other client ids, one row each.
 CREATE TABLE IF NOT EXISTS sent (
     group_id  INTEGER NOT NULL,
