@@ -255,6 +255,78 @@ fn a_full_store_refuses_sends_loses_nothing_and_keeps_serving_reads() {
 }
 
 #[test]
+fn a_locked_database_delays_then_refuses_a_send_and_members_keep_their_subscriptions() {
+    use zms::protocol::codec::{self, Incoming};
+    use zms::protocol::{Reply, Request};
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let grp = group_server(&ctx, dir.endpoint(), &["general"], data.path());
+    let joined = |user: &str| {
+        let socket = raw_dealer(&ctx, grp.endpoint());
+        let join = Request::Join {
+            group: "general".into(),
+            user: user.into(),
+        };
+        socket.send(codec::encode_request(1, &join), 0).unwrap();
+        let reply = codec::decode_incoming(&socket.recv_bytes(0).unwrap()).unwrap();
+        assert!(
+            matches!(reply, Incoming::Reply(1, Reply::Joined { .. })),
+            "{reply:?}"
+        );
+        socket
+    };
+    let (bob, alice) = (joined("bob"), joined("alice"));
+    // Another connection holds the write lock: alice's SEND waits in SQLite's busy handler
+    // for five seconds (a checkpoint holds it for milliseconds), then is refused.
+    let blocker = rusqlite::Connection::open(data.path().join("zms.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let send = Request::Send {
+        group: "general".into(),
+        user: "alice".into(),
+        client_id: "1".into(),
+        text: "stalls".into(),
+    };
+    alice.send(codec::encode_request(2, &send), 0).unwrap();
+    // bob keeps pinging every 300 ms; the server reads his PINGs only after the stall.
+    let ping = codec::encode_request(3, &Request::Ping);
+    let started = Instant::now();
+    let answer = 'stalled: loop {
+        assert!(
+            started.elapsed() < LIMIT,
+            "the stalled SEND was never answered"
+        );
+        bob.send(ping.as_slice(), 0).unwrap();
+        while alice.poll(zmq::POLLIN, 300).unwrap() > 0 {
+            match codec::decode_incoming(&alice.recv_bytes(0).unwrap()).unwrap() {
+                Incoming::Reply(2, reply) => break 'stalled reply,
+                _ => continue,
+            }
+        }
+    };
+    assert!(matches!(answer, Reply::Error { .. }), "{answer:?}");
+    let stalled = started.elapsed();
+    assert!(
+        stalled > Duration::from_secs(5) && stalled < Duration::from_secs(15),
+        "the send waited for the lock for {stalled:?}"
+    );
+    blocker.execute_batch("ROLLBACK").unwrap();
+    // bob's PONG still lists the group: his PINGs waited in the queue, he was not silent.
+    bob.send(codec::encode_request(4, &Request::Ping), 0)
+        .unwrap();
+    let last_pong = loop {
+        match codec::decode_incoming(&bob.recv_bytes(0).unwrap()).unwrap() {
+            Incoming::Reply(4, Reply::Pong { groups, .. }) => break groups,
+            _ => continue,
+        }
+    };
+    assert!(
+        last_pong.iter().any(|(g, _)| g == "general"),
+        "bob's subscription was dropped: {last_pong:?}"
+    );
+}
+
+#[test]
 fn two_message_servers_leave_no_single_point_of_failure() {
     let ctx = zmq::Context::new();
     let data = tempfile::tempdir().unwrap();

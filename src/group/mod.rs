@@ -72,6 +72,10 @@ pub struct GroupServer {
     state: State,
     store: Store,
     next_req: u32,
+    /// When every request that had arrived was last read: silence is counted up to here, so
+    /// a PING queued behind a stall of the server's own (a long checkpoint, a locked
+    /// database) does not cost its connection the subscriptions.
+    drained: Instant,
     /// The plaintext KEY service beside a secure server.
     key_service: Option<KeyService>,
     /// The ZAP handler this server started (none if another server of the process runs it).
@@ -155,6 +159,7 @@ impl GroupServer {
             state,
             store,
             next_req: 0,
+            drained: Instant::now(),
             key_service,
             _zap: zap,
         })
@@ -250,7 +255,10 @@ impl GroupServer {
             let now = Instant::now();
             if now >= next_beat {
                 self.announce();
-                self.state.expire(now, ttl);
+                if !self.router.get_events()?.contains(zmq::POLLIN) {
+                    self.drained = now;
+                }
+                self.state.expire(self.drained, ttl);
                 next_beat = now + heartbeat;
             }
             let mut items = Vec::with_capacity(3 + self.directories.len());
@@ -325,8 +333,10 @@ impl GroupServer {
     fn serve_batch(&mut self) -> Result<()> {
         let mut out: Vec<Outbound> = Vec::new();
         let mut open_from: Option<usize> = None;
+        let mut unwritable: Option<String> = None;
         for _ in 0..BATCH {
             let Some(envelope) = transport::recv_envelope(&self.router)? else {
+                self.drained = Instant::now();
                 break;
             };
             let route = envelope.route;
@@ -343,13 +353,28 @@ impl GroupServer {
                     continue;
                 }
             };
-            if request.is_write() && open_from.is_none() {
-                if let Err(err) = self.store.begin() {
-                    warn!(%err, "cannot begin a transaction");
-                    self.state.fail_batch(err.to_string());
+            if request.is_write() && open_from.is_none() && unwritable.is_none() {
+                match self.store.begin() {
+                    Ok(()) => open_from = Some(out.len()),
+                    Err(err) => {
+                        warn!(%err, "cannot begin a transaction");
+                        unwritable = Some(format!("storage cannot write: {err}"));
+                    }
                 }
-                open_from = Some(out.len());
-            } else if !request.is_write() {
+            }
+            if request.is_write() {
+                // Once a batch could not begin (the write lock was not free within the busy
+                // limit), its other writes are refused at once rather than each waiting again.
+                if let Some(reason) = &unwritable {
+                    let reply = Reply::Error {
+                        code: protocol::ErrorCode::Unavailable,
+                        reason: reason.clone(),
+                    };
+                    let frame = codec::encode_reply(req_id, &reply);
+                    out.push(Outbound::Reply { route, frame });
+                    continue;
+                }
+            } else {
                 if let Some(from) = open_from.take() {
                     let mut tail = out.split_off(from);
                     self.state.settle(&mut self.store, &mut tail);

@@ -516,11 +516,6 @@ impl State {
         }
     }
 
-    /// Marks the open batch as failed without answering (e.g. it could not even begin).
-    pub fn fail_batch(&mut self, reason: String) {
-        self.batch_failed = Some(reason);
-    }
-
     /// Marks the open batch as failed and answers with an UNAVAILABLE error.
     fn write_failed(&mut self, route: &Route, req_id: u32, err: &str) -> Outbound {
         warn!(%err, "storage write failed");
@@ -879,7 +874,7 @@ mod tests {
             None,
             &mut out,
         );
-        state.fail_batch("disk full".into());
+        state.batch_failed = Some("disk full".into());
         state.settle(&mut store, &mut out);
         assert!(matches!(
             reply_of(&out),

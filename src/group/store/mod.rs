@@ -280,8 +280,11 @@ impl Store {
     /// The SQLite error.
     pub fn begin(&mut self) -> Result<()> {
         self.drop_chunks();
+        // IMMEDIATE takes the write lock now, waiting in the busy handler while the
+        // checkpointer holds it. A deferred transaction that read first could not wait for it
+        // later: SQLite fails its upgrade to a write at once ("database is locked").
         // Prepared once: a lone send is a transaction of its own, so this runs per message.
-        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         Ok(())
     }
 
@@ -750,13 +753,29 @@ fn checkpoint(conn: &Connection, page_size: u64, limit: u64) -> rusqlite::Result
     Ok(log)
 }
 
+/// The longest a connection waits for the write lock before its write fails as busy.
+const BUSY_LIMIT: Duration = Duration::from_secs(5);
+
 /// The busy handler of both connections. A RESTART checkpoint and a write transaction each
 /// hold the write lock for a few milliseconds at most, and SQLite's default handler sleeps
-/// 1, 2, 5, 10 ms… in turn, overshooting that; retry every 50 µs instead, for up to about
-/// five seconds.
+/// 1, 2, 5, 10 ms… in turn, overshooting that; retry every 50 µs instead, for up to
+/// [`BUSY_LIMIT`]. Timed by the clock, not by counting: a 50 µs sleep can take five times that.
 fn wait_briefly(attempt: i32) -> bool {
+    thread_local! {
+        static WAITING_SINCE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    let since = WAITING_SINCE.with(|since| {
+        if attempt == 0 {
+            since.set(Some(now));
+        }
+        since.get().unwrap_or(now)
+    });
+    if now.duration_since(since) >= BUSY_LIMIT {
+        return false;
+    }
     std::thread::sleep(Duration::from_micros(50));
-    attempt < 100_000
+    true
 }
 
 impl Drop for Checkpointer {
