@@ -1187,13 +1187,22 @@ mod tests {
         {
             let mut store = Store::open(dir.path(), Durability::Process).unwrap();
             let g = store.ensure_group("g", 1).unwrap();
-            // The layout before runs: every client id a row of `sent`, in any order.
-            for n in [5u64, 30, 7, 100, 1] {
+            // The layout before runs: every client id a row of `sent`, in any order; "éé" is
+            // longer than "c100" in bytes, shorter in characters.
+            let ids = [
+                ("c5", 5),
+                ("c30", 30),
+                ("éé", 200),
+                ("c7", 7),
+                ("c100", 100),
+                ("c1", 1),
+            ];
+            for (id, n) in ids {
                 store
                     .conn
                     .execute(
                         "INSERT INTO sent (group_id, sender, client_id, seq, ts) VALUES (?1, 'alice', ?2, ?3, ?3)",
-                        params![g.id, format!("c{n}"), n as i64],
+                        params![g.id, id, n],
                     )
                     .unwrap();
             }
@@ -1208,12 +1217,17 @@ mod tests {
         assert_eq!(rows, 0, "every id moved to a run");
         // The highest old id is known: a retry of it is no new message.
         store.begin().unwrap();
-        let (m, id) = sent_as("alice", 101, "c100");
-        assert_eq!(
-            store.append(g.id, &m, &id).unwrap(),
-            Appended::Duplicate { seq: 100, ts: 100 }
-        );
-        let (m, id) = sent_as("alice", 101, "c6");
+        for (id, first) in [("éé", 200), ("c100", 100)] {
+            let (m, id) = sent_as("alice", 201, id);
+            assert_eq!(
+                store.append(g.id, &m, &id).unwrap(),
+                Appended::Duplicate {
+                    seq: first,
+                    ts: first as i64
+                }
+            );
+        }
+        let (m, id) = sent_as("alice", 201, "c6");
         assert_eq!(store.append(g.id, &m, &id).unwrap(), Appended::New);
         store.commit().unwrap();
         for n in [1, 5, 6, 7, 30] {

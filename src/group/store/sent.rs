@@ -283,7 +283,7 @@ impl Sent {
 pub fn move_to_runs(conn: &Connection) -> Result<()> {
     let mut select = conn.prepare(
         "SELECT group_id, sender, client_id, seq, ts FROM sent
-         ORDER BY group_id, sender, length(client_id), client_id",
+         ORDER BY group_id, sender, length(CAST(client_id AS BLOB)), client_id",
     )?;
     let mut rows = select.query([])?;
     let mut current: Option<(i64, String, Run)> = None;
