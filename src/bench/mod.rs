@@ -16,6 +16,7 @@
 //! - [`workloads`] (fanout, latency, rtt, ingest, history), [`scale`], [`raw`] (bare libzmq),
 //!   [`nats`] (the same workloads against a NATS server) and [`redis`] (ingest against a Redis
 //!   server) produce the figures.
+//! - [`tcp`]: the buffered TCP connection under the [`nats`] and [`redis`] clients.
 //!
 //! It leaves the servers and the client library alone: it measures them as they are.
 
@@ -27,6 +28,7 @@ pub mod raw;
 pub mod redis;
 pub mod scale;
 pub mod stats;
+pub mod tcp;
 pub mod wire;
 pub mod workloads;
 

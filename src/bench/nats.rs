@@ -15,8 +15,7 @@
 //! - rtt: core: `PUB` then `PING`, waiting for `PONG` (the server has taken the message);
 //!   JetStream: `PUB` with a reply inbox, waiting for the stored-ack.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Write;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -26,15 +25,11 @@ use serde_json::{json, Value};
 
 use super::flow::{Credit, StopOnDrop};
 use super::stats::{self, per_s, Percentiles};
+use super::tcp::{Conn, READ_SLICE};
 use super::wire::Tally;
 use super::workloads::{join_tallies, run_prefix, Fan};
 use super::{payload, progress, time_calls, BenchArgs, Ticker};
-use crate::{errinput, Error, Result};
-
-/// How long a blocking read waits before the caller checks its deadline again.
-const READ_SLICE: Duration = Duration::from_millis(100);
-/// Buffered output is written once it reaches this size.
-const FLUSH_AT: usize = 32 * 1024;
+use crate::{Error, Result};
 
 /// One operation from the server. Ranges index [`Nats::slice`] until the next read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +41,8 @@ pub enum Op {
 
 /// A connection to a NATS server.
 pub struct Nats {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    out: Vec<u8>,
-    address: String,
+    /// The socket and its buffers; the NATS protocol, PINGs answered included, is this type's.
+    conn: Conn,
 }
 
 impl Nats {
@@ -60,31 +51,15 @@ impl Nats {
     /// # Errors
     /// A refused connection, an `-ERR`, or no answer within `wait`.
     pub fn connect(address: &str, wait: Duration) -> Result<Nats> {
-        let addr = address
-            .to_socket_addrs()
-            .map_err(|e| errinput!("bad NATS address {address}: {e}"))?
-            .next()
-            .ok_or_else(|| errinput!("bad NATS address {address}"))?;
-        let stream = TcpStream::connect_timeout(&addr, wait).map_err(|e| {
-            errinput!("cannot connect to NATS at {address}: {e} (is nats-server running?)")
-        })?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(READ_SLICE))?;
-        stream.set_write_timeout(Some(wait))?;
         let mut nats = Nats {
-            stream,
-            buf: vec![0; 256 * 1024],
-            start: 0,
-            end: 0,
-            out: Vec::with_capacity(2 * FLUSH_AT),
-            address: address.to_string(),
+            conn: Conn::connect("NATS", address, wait, 256 * 1024)?,
         };
         let deadline = Instant::now() + wait;
         match nats.next_op(deadline)? {
             Some(Op::Info) => {}
             other => return Err(nats.unexpected("INFO", other)),
         }
-        nats.out.extend_from_slice(
+        nats.conn.out().extend_from_slice(
             b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\"headers\":false,\
               \"lang\":\"rust\",\"version\":\"zms-bench\",\"protocol\":1}\r\n",
         );
@@ -94,37 +69,36 @@ impl Nats {
 
     fn unexpected(&self, wanted: &str, got: Option<Op>) -> Error {
         match got {
-            None => Error::Timeout(format!("no {wanted} from NATS at {}", self.address)),
+            None => Error::Timeout(format!("no {wanted} from {}", self.conn.peer())),
             Some(op) => Error::Protocol(format!(
-                "expected {wanted} from NATS at {}, got {op:?}",
-                self.address
+                "expected {wanted} from {}, got {op:?}",
+                self.conn.peer()
             )),
         }
     }
 
-    /// Queues a PUB (written once `FLUSH_AT` bytes are queued, or on [`Nats::flush`]).
+    /// Queues a PUB (written once 32 KiB are queued, or on [`Nats::flush`]).
     ///
     /// # Errors
     /// A write failure.
     pub fn publish(&mut self, subject: &str, reply: Option<&str>, data: &[u8]) -> Result<()> {
-        self.out.extend_from_slice(b"PUB ");
-        self.out.extend_from_slice(subject.as_bytes());
+        let out = self.conn.out();
+        out.extend_from_slice(b"PUB ");
+        out.extend_from_slice(subject.as_bytes());
         if let Some(reply) = reply {
-            self.out.push(b' ');
-            self.out.extend_from_slice(reply.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(reply.as_bytes());
         }
-        write!(self.out, " {}\r\n", data.len())?;
-        self.out.extend_from_slice(data);
-        self.out.extend_from_slice(b"\r\n");
-        if self.out.len() >= FLUSH_AT {
-            self.flush()?;
-        }
-        Ok(())
+        write!(out, " {}\r\n", data.len())?;
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+        self.conn.flush_if_full()
     }
 
     /// Queues a SUB.
     pub fn subscribe(&mut self, subject: &str, sid: u64) {
-        self.out
+        self.conn
+            .out()
             .extend_from_slice(format!("SUB {subject} {sid}\r\n").as_bytes());
     }
 
@@ -133,11 +107,7 @@ impl Nats {
     /// # Errors
     /// A write failure or timeout.
     pub fn flush(&mut self) -> Result<()> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out)?;
-            self.out.clear();
-        }
-        Ok(())
+        self.conn.flush()
     }
 
     /// PING, then waits for PONG (so the server has processed everything sent before).
@@ -146,7 +116,7 @@ impl Nats {
     /// # Errors
     /// No PONG by `deadline`, or an `-ERR`.
     pub fn ping(&mut self, deadline: Instant) -> Result<()> {
-        self.out.extend_from_slice(b"PING\r\n");
+        self.conn.out().extend_from_slice(b"PING\r\n");
         self.flush()?;
         loop {
             match self.next_op(deadline)? {
@@ -159,7 +129,7 @@ impl Nats {
 
     /// The bytes of a range from the last [`Op`].
     pub fn slice(&self, range: Range<usize>) -> &[u8] {
-        &self.buf[range]
+        self.conn.slice(range)
     }
 
     /// The next operation, or `None` when `deadline` passes first. PINGs are answered here.
@@ -167,21 +137,13 @@ impl Nats {
     /// # Errors
     /// A closed connection, an `-ERR`, or a malformed line.
     pub fn next_op(&mut self, deadline: Instant) -> Result<Option<Op>> {
-        loop {
-            if let Some(op) = self.parse()? {
-                return Ok(Some(op));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            self.fill()?;
-        }
+        self.conn.take_next(deadline, Nats::parse)
     }
 
-    /// Parses one complete operation from the buffer, if there is one.
-    fn parse(&mut self) -> Result<Option<Op>> {
+    /// Parses one complete operation from what `conn` has read, if there is one.
+    fn parse(conn: &mut Conn) -> Result<Option<Op>> {
         loop {
-            let data = &self.buf[self.start..self.end];
+            let data = conn.unread();
             let Some(nl) = data.windows(2).position(|w| w == b"\r\n") else {
                 return Ok(None);
             };
@@ -207,8 +169,8 @@ impl Nats {
                 if data.len() < total {
                     return Ok(None);
                 }
-                let payload = self.start + nl + 2..self.start + nl + 2 + len;
-                self.start += total;
+                let payload = conn.base() + nl + 2..conn.base() + nl + 2 + len;
+                conn.consume(total);
                 return Ok(Some(Op::Msg {
                     sid: sid as u64,
                     payload,
@@ -224,8 +186,8 @@ impl Nats {
                 Some(Op::Info)
             } else if line.starts_with(b"-ERR") {
                 return Err(Error::Protocol(format!(
-                    "NATS at {}: {}",
-                    self.address,
+                    "{}: {}",
+                    conn.peer(),
                     String::from_utf8_lossy(line)
                 )));
             } else {
@@ -235,43 +197,14 @@ impl Nats {
                 )));
             };
             let is_ping = line == b"PING";
-            self.start += nl + 2;
+            conn.consume(nl + 2);
             if is_ping {
-                self.out.extend_from_slice(b"PONG\r\n");
-                self.flush()?;
+                conn.out().extend_from_slice(b"PONG\r\n");
+                conn.flush()?;
             }
             if let Some(op) = op {
                 return Ok(Some(op));
             }
-        }
-    }
-
-    /// Reads what has arrived (waiting at most [`READ_SLICE`]).
-    fn fill(&mut self) -> Result<()> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.start > self.buf.len() / 2 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            let len = self.buf.len();
-            self.buf.resize(len * 2, 0);
-        }
-        match self.stream.read(&mut self.buf[self.end..]) {
-            Ok(0) => Err(Error::Protocol(format!(
-                "NATS at {} closed the connection",
-                self.address
-            ))),
-            Ok(n) => {
-                self.end += n;
-                Ok(())
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(e.into()),
         }
     }
 
@@ -283,7 +216,7 @@ impl Nats {
         let inbox = format!("_INBOX.{}.api", run_prefix());
         self.subscribe(&inbox, 9);
         self.publish(subject, Some(&inbox), body.to_string().as_bytes())?;
-        self.out.extend_from_slice(b"UNSUB 9 1\r\n");
+        self.conn.out().extend_from_slice(b"UNSUB 9 1\r\n");
         self.flush()?;
         loop {
             match self.next_op(deadline)? {
@@ -464,7 +397,7 @@ impl Publisher {
             let op = if got == 0 {
                 self.nats.next_op(deadline)?
             } else {
-                self.nats.parse()?
+                Nats::parse(&mut self.nats.conn)?
             };
             match op {
                 Some(Op::Msg { sid: 1, payload }) => {
@@ -625,6 +558,7 @@ fn rtt(args: &BenchArgs, subject: &str, messages: u64) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::net::TcpListener;
 
     /// A scripted NATS server: sends `script`, then echoes nothing.

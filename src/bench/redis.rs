@@ -16,25 +16,20 @@
 //!   file written every second, which is comparable to zms's write-ahead log without fsync).
 //!   The stream is deleted before the run and its length is reported after it.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::stats::per_s;
+use super::tcp::Conn;
 use super::workloads::seconds;
 use super::{payload, progress, BenchArgs, Ticker};
-use crate::{errinput, Error, Result};
+use crate::{Error, Result};
 
 /// The stream the workload writes. One fixed key, deleted before each run, so repeated runs
 /// against one server do not pile up entries (two benches at once on one server would collide).
 const STREAM: &[u8] = b"zmsbench:ingest";
-/// How long a blocking read waits before the caller checks its deadline again.
-const READ_SLICE: Duration = Duration::from_millis(100);
-/// Buffered output is written once it reaches this size.
-const FLUSH_AT: usize = 32 * 1024;
 /// The longest status, error or length line accepted. Redis's own are well under 1 KiB; a
 /// longer line means the peer is not speaking RESP.
 const MAX_LINE: usize = 64 * 1024;
@@ -157,15 +152,8 @@ fn bad(what: &str, bytes: &[u8]) -> Error {
 /// A connection to a Redis server: commands are queued, written on [`Redis::flush`] (or once
 /// 32 KiB are queued), and their replies read in order.
 pub struct Redis {
-    stream: TcpStream,
-    /// Bytes read; `start..end` is what [`parse`] has not taken yet.
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    /// Commands queued and not yet written.
-    out: Vec<u8>,
-    /// HOST:PORT, for error messages.
-    address: String,
+    /// The socket and its buffers; RESP is this type's.
+    conn: Conn,
 }
 
 impl Redis {
@@ -175,24 +163,8 @@ impl Redis {
     /// A refused connection, an error reply (a password is required, protected mode), or no
     /// answer within `wait`.
     pub fn connect(address: &str, wait: Duration) -> Result<Redis> {
-        let addr = address
-            .to_socket_addrs()
-            .map_err(|e| errinput!("bad Redis address {address}: {e}"))?
-            .next()
-            .ok_or_else(|| errinput!("bad Redis address {address}"))?;
-        let stream = TcpStream::connect_timeout(&addr, wait).map_err(|e| {
-            errinput!("cannot connect to Redis at {address}: {e} (is redis-server running?)")
-        })?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(READ_SLICE))?;
-        stream.set_write_timeout(Some(wait))?;
         let mut redis = Redis {
-            stream,
-            buf: vec![0; 64 * 1024],
-            start: 0,
-            end: 0,
-            out: Vec::with_capacity(2 * FLUSH_AT),
-            address: address.to_string(),
+            conn: Conn::connect("Redis", address, wait, 64 * 1024)?,
         };
         match redis.call(&[b"PING"], Instant::now() + wait)? {
             Reply::Simple(r) if redis.slice(r.clone()) == b"PONG" => Ok(redis),
@@ -205,11 +177,8 @@ impl Redis {
     /// # Errors
     /// A write failure, when the queue was long enough to be written.
     pub fn queue(&mut self, args: &[&[u8]]) -> Result<()> {
-        encode(&mut self.out, args);
-        if self.out.len() >= FLUSH_AT {
-            self.flush()?;
-        }
-        Ok(())
+        encode(self.conn.out(), args);
+        self.conn.flush_if_full()
     }
 
     /// Writes everything queued.
@@ -217,11 +186,7 @@ impl Redis {
     /// # Errors
     /// A write failure or timeout.
     pub fn flush(&mut self) -> Result<()> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out)?;
-            self.out.clear();
-        }
-        Ok(())
+        self.conn.flush()
     }
 
     /// Sends one command and waits for its reply (nothing else may be in flight).
@@ -236,15 +201,15 @@ impl Redis {
             Some(Reply::Error(r)) => Err(self.refused(&name, r)),
             Some(reply) => Ok(reply),
             None => Err(Error::Timeout(format!(
-                "no answer to {name} from Redis at {}",
-                self.address
+                "no answer to {name} from {}",
+                self.conn.peer()
             ))),
         }
     }
 
     /// The bytes of a range from the last [`Reply`].
     pub fn slice(&self, range: Range<usize>) -> &[u8] {
-        &self.buf[range]
+        self.conn.slice(range)
     }
 
     /// The next reply, or `None` when `deadline` passes first.
@@ -252,15 +217,7 @@ impl Redis {
     /// # Errors
     /// A closed connection or bytes that are not RESP.
     pub fn next_reply(&mut self, deadline: Instant) -> Result<Option<Reply>> {
-        loop {
-            if let Some(reply) = self.take_reply()? {
-                return Ok(Some(reply));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            self.fill()?;
-        }
+        self.conn.take_next(deadline, Redis::take)
     }
 
     /// The next reply among the bytes already read, without reading more.
@@ -268,11 +225,16 @@ impl Redis {
     /// # Errors
     /// Bytes that are not RESP.
     pub fn take_reply(&mut self) -> Result<Option<Reply>> {
-        let Some((reply, used)) = parse(&self.buf[self.start..self.end])? else {
+        Redis::take(&mut self.conn)
+    }
+
+    /// Takes one reply from what `conn` has read, its ranges made to index [`Conn::slice`].
+    fn take(conn: &mut Conn) -> Result<Option<Reply>> {
+        let Some((reply, used)) = parse(conn.unread())? else {
             return Ok(None);
         };
-        let base = self.start;
-        self.start += used;
+        let base = conn.base();
+        conn.consume(used);
         let shift = |r: Range<usize>| base + r.start..base + r.end;
         Ok(Some(match reply {
             Reply::Simple(r) => Reply::Simple(shift(r)),
@@ -282,41 +244,11 @@ impl Redis {
         }))
     }
 
-    /// Reads what has arrived (waiting at most [`READ_SLICE`]).
-    fn fill(&mut self) -> Result<()> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.start > self.buf.len() / 2 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            // Only a reply larger than the buffer gets here; `parse` caps it near MAX_BULK.
-            let len = self.buf.len();
-            self.buf.resize(len * 2, 0);
-        }
-        match self.stream.read(&mut self.buf[self.end..]) {
-            Ok(0) => Err(Error::Protocol(format!(
-                "Redis at {} closed the connection",
-                self.address
-            ))),
-            Ok(n) => {
-                self.end += n;
-                Ok(())
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// The error for an error reply to `command`.
     fn refused(&self, command: &str, message: Range<usize>) -> Error {
         Error::Protocol(format!(
-            "Redis at {} refused {command}: {}",
-            self.address,
+            "{} refused {command}: {}",
+            self.conn.peer(),
             String::from_utf8_lossy(self.slice(message))
         ))
     }
@@ -326,8 +258,8 @@ impl Redis {
         match got {
             Reply::Error(r) => self.refused(command, r.clone()),
             other => Error::Protocol(format!(
-                "expected {wanted} from Redis at {} for {command}, got {other:?}",
-                self.address
+                "expected {wanted} from {} for {command}, got {other:?}",
+                self.conn.peer()
             )),
         }
     }
@@ -378,8 +310,8 @@ impl Sender {
         self.redis.flush()?;
         let Some(first) = self.redis.next_reply(Instant::now() + self.stall)? else {
             return Err(Error::Timeout(format!(
-                "no reply from Redis at {} for {:.0} s with {} XADDs in flight ({} answered)",
-                self.redis.address,
+                "no reply from {} for {:.0} s with {} XADDs in flight ({} answered)",
+                self.redis.conn.peer(),
                 self.stall.as_secs_f64(),
                 self.sent - self.acked,
                 self.acked
@@ -597,6 +529,7 @@ mod tests {
 
     #[test]
     fn an_error_reply_fails_the_sender_with_its_message() {
+        use std::io::{Read, Write};
         use std::net::TcpListener;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
