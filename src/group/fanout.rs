@@ -7,13 +7,15 @@
 use std::collections::HashMap;
 
 use super::state::Outbound;
-use crate::protocol::codec;
-use crate::protocol::Message;
+use crate::protocol::{self, codec, Message};
 
 /// Largest MSGS frame the server builds, in octets of messages (a single message may be larger
-/// and goes as MSG). A peer's queue holds up to its high-water mark of frames, so this bounds
-/// what a slow member can pin: below what that many MSGs of the largest text already could.
-pub const MAX_BATCH_BYTES: usize = 16 * 1024;
+/// and goes as MSG): the largest text. A peer's queue holds up to its high-water mark of
+/// frames, so a slow member can pin no more than that many MSGs of the largest text already
+/// could; and a batch of a busy group (512 sends of 100 bytes) goes to each member in one or
+/// two frames (at 16 KiB, five: fan-out measured 2.85M – 3.17M deliveries/s against 3.21M –
+/// 3.50M at this size).
+pub const MAX_BATCH_BYTES: usize = protocol::MAX_TEXT;
 
 /// One frame to push to a group's subscribers.
 #[derive(Debug, PartialEq, Eq)]
