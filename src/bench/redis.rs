@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 
 use super::stats::per_s;
 use super::tcp::Conn;
-use super::workloads::seconds;
-use super::{payload, progress, BenchArgs, Ticker};
+use super::workloads::{seconds, send_shares};
+use super::{progress, BenchArgs};
 use crate::{Error, Result};
 
 /// The stream the workload writes. One fixed key, deleted before each run, so repeated runs
@@ -368,72 +368,32 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
 /// `senders` threads sending `messages` in all; returns ns from the first send to the last reply.
 fn ingest(args: &BenchArgs, messages: u64, senders: usize) -> Result<u64> {
     let stall = args.stall();
-    let deadline = args.deadline();
     // Connections are made here, before any thread starts, so a failure cannot leave the
     // others sending; each thread then starts at once.
-    let connections = (0..senders)
-        .map(|_| Redis::connect(&args.redis, stall))
+    let window = args.ingest_window().max(1) as u64;
+    let connected = (0..senders)
+        .map(|_| {
+            Ok(Sender {
+                redis: Redis::connect(&args.redis, stall)?,
+                window,
+                stall,
+                sent: 0,
+                acked: 0,
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     progress(
         "redis",
         format_args!("{senders} senders connected; XADD to {}", args.redis),
     );
-    let handles = connections
-        .into_iter()
-        .enumerate()
-        .map(|(i, redis)| {
-            // An even share each; the first senders take the remainder.
-            let share =
-                messages / senders as u64 + u64::from((i as u64) < messages % senders as u64);
-            let mut sender = Sender {
-                redis,
-                window: args.ingest_window().max(1) as u64,
-                stall,
-                sent: 0,
-                acked: 0,
-            };
-            let size = args.size;
-            std::thread::Builder::new()
-                .name(format!("redis-sender-{i}"))
-                .spawn(move || -> Result<(u64, u64)> {
-                    // The first sender's progress stands for all of them.
-                    let mut ticker = if i == 0 {
-                        Ticker::new("redis", deadline)
-                    } else {
-                        Ticker::quiet("redis", deadline)
-                    };
-                    let start = ticker.start_ns();
-                    for n in 0..share {
-                        ticker.tick(n * senders as u64, messages)?;
-                        sender.xadd(payload::text(n, payload::now_ns(), size).as_bytes())?;
-                    }
-                    sender.finish()?;
-                    Ok((start, payload::now_ns()))
-                })
-                .map_err(Error::from)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    // Every thread is joined before the first error is returned, so none outlives the run.
-    let mut first = u64::MAX;
-    let mut last = 0;
-    let mut failure = None;
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok((start, end))) => {
-                first = first.min(start);
-                last = last.max(end);
-            }
-            Ok(Err(e)) => failure = failure.or(Some(e)),
-            Err(_) => {
-                failure =
-                    failure.or_else(|| Some(Error::Protocol("a sender thread panicked".into())))
-            }
-        }
-    }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(last.saturating_sub(first)),
-    }
+    send_shares(
+        args,
+        "redis",
+        connected,
+        messages,
+        |sender, text| sender.xadd(text.as_bytes()),
+        Sender::finish,
+    )
 }
 
 #[cfg(test)]

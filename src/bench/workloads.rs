@@ -43,6 +43,68 @@ pub(crate) fn join_tallies(
         .collect()
 }
 
+/// Sends `messages` from `senders`, each on a thread of its own with an even share (the first
+/// take the remainder): `send` each text, then `finish` (wait for the last answers). Returns
+/// ns from the first send to the last answer. Every thread is joined before an error is
+/// returned, so none outlives the run.
+///
+/// # Errors
+/// The first sender's error, or a panicked thread.
+pub(crate) fn send_shares<S: Send + 'static>(
+    args: &BenchArgs,
+    label: &'static str,
+    senders: Vec<S>,
+    messages: u64,
+    send: fn(&mut S, String) -> Result<()>,
+    finish: fn(&mut S) -> Result<()>,
+) -> Result<u64> {
+    let count = senders.len().max(1) as u64;
+    let (size, deadline) = (args.size, args.deadline());
+    let handles = senders
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut sender)| {
+            let share = messages / count + u64::from((i as u64) < messages % count);
+            std::thread::Builder::new()
+                .name(format!("{label}-sender-{i}"))
+                .spawn(move || -> Result<(u64, u64)> {
+                    // The first sender's progress stands for all of them.
+                    let mut ticker = if i == 0 {
+                        Ticker::new(label, deadline)
+                    } else {
+                        Ticker::quiet(label, deadline)
+                    };
+                    let start = ticker.start_ns();
+                    for n in 0..share {
+                        ticker.tick(n * count, messages)?;
+                        send(&mut sender, payload::text(n, payload::now_ns(), size))?;
+                    }
+                    finish(&mut sender)?;
+                    Ok((start, payload::now_ns()))
+                })
+                .map_err(Error::from)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (mut first, mut last, mut failure) = (u64::MAX, 0, None);
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok((start, end))) => {
+                first = first.min(start);
+                last = last.max(end);
+            }
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(_) => {
+                failure =
+                    failure.or_else(|| Some(Error::Protocol("a sender thread panicked".into())))
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(last.saturating_sub(first)),
+    }
+}
+
 /// What one fan-out run measured.
 pub(crate) struct Fan {
     pub messages: u64,
@@ -256,7 +318,6 @@ pub(crate) fn ingest_into(
     let ctx = zmq::Context::new();
     let prefix = run_prefix();
     let stall = args.stall();
-    let deadline = args.deadline();
     let senders = senders.max(1);
     let users: Vec<String> = (0..senders).map(|i| format!("{prefix}-i{i}")).collect();
     let mut base = u64::MAX;
@@ -278,47 +339,18 @@ pub(crate) fn ingest_into(
             )
         })
         .collect::<Result<Vec<_>>>()?;
-    let handles: Vec<_> = pipelines
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut pipeline)| {
-            // An even share each; the first senders take the remainder.
-            let share =
-                messages / senders as u64 + u64::from((i as u64) < messages % senders as u64);
-            let size = args.size;
-            std::thread::Builder::new()
-                .name(format!("sender-{i}"))
-                .spawn(move || -> Result<(u64, u64, u64)> {
-                    // The first sender's progress stands for all of them.
-                    let mut ticker = if i == 0 {
-                        Ticker::new(label, deadline)
-                    } else {
-                        Ticker::quiet(label, deadline)
-                    };
-                    let start = ticker.start_ns();
-                    for n in 0..share {
-                        ticker.tick(n * senders as u64, messages)?;
-                        pipeline.send(payload::text(n, payload::now_ns(), size))?;
-                    }
-                    pipeline.finish()?;
-                    Ok((start, payload::now_ns(), pipeline.last_seq()))
-                })
-                .map_err(Error::from)
-        })
-        .collect::<Result<_>>()?;
-    let mut first = u64::MAX;
-    let mut last = 0;
-    for handle in handles {
-        let (start, end, _) = handle
-            .join()
-            .map_err(|_| Error::Protocol("a sender thread panicked".into()))??;
-        first = first.min(start);
-        last = last.max(end);
-    }
+    let ns = send_shares(
+        args,
+        label,
+        pipelines,
+        messages,
+        Pipeline::send,
+        Pipeline::finish,
+    )?;
     let mut wire = Wire::connect(&ctx, &d.group_address)?;
     let stored = wire.last_seq(&d.group, &users[0], stall)? - base;
     Ok(Ingest {
-        ns: last.saturating_sub(first),
+        ns,
         stored,
         users,
         base,
