@@ -262,20 +262,7 @@ fn a_locked_database_delays_then_refuses_a_send_and_members_keep_their_subscript
     let data = tempfile::tempdir().unwrap();
     let dir = directory(&ctx);
     let grp = group_server(&ctx, dir.endpoint(), &["general"], data.path());
-    let joined = |user: &str| {
-        let socket = raw_dealer(&ctx, grp.endpoint());
-        let join = Request::Join {
-            group: "general".into(),
-            user: user.into(),
-        };
-        socket.send(codec::encode_request(1, &join), 0).unwrap();
-        let reply = codec::decode_incoming(&socket.recv_bytes(0).unwrap()).unwrap();
-        assert!(
-            matches!(reply, Incoming::Reply(1, Reply::Joined { .. })),
-            "{reply:?}"
-        );
-        socket
-    };
+    let joined = |user: &str| raw_member(&ctx, grp.endpoint(), "general", user);
     let (bob, alice) = (joined("bob"), joined("alice"));
     // Another connection holds the write lock: alice's SEND waits in SQLite's busy handler
     // for five seconds (a checkpoint holds it for milliseconds), then is refused.
@@ -423,15 +410,7 @@ fn a_vanished_member_is_freed_and_stays_a_member() {
     let c = cluster(&["general"]);
     let (mut alice, general) = c.member("alice", "general");
     {
-        let ghost = raw_dealer(&c.ctx, c.grp.endpoint());
-        let join = zms::protocol::Request::Join {
-            group: "general".into(),
-            user: "ghost".into(),
-        };
-        ghost
-            .send(zms::protocol::codec::encode_request(1, &join), 0)
-            .unwrap();
-        ghost.recv_bytes(0).unwrap();
+        let _ghost = raw_member(&c.ctx, c.grp.endpoint(), "general", "ghost");
     } // the connection dies here, without a word
     let online = |alice: &mut zms::client::Session| -> Vec<(String, bool)> {
         alice

@@ -289,20 +289,7 @@ fn pipelined_sends_reach_every_member_once_and_in_order() {
     let c = cluster(&["general"]);
     let (_alice, _) = c.member("alice", "general");
     let (mut bob, _) = c.member("bob", "general");
-    let raw = |user: &str| {
-        let socket = raw_dealer(&c.ctx, c.grp.endpoint());
-        let join = Request::Join {
-            group: "general".into(),
-            user: user.into(),
-        };
-        socket.send(codec::encode_request(1, &join), 0).unwrap();
-        let joined = codec::decode_incoming(&socket.recv_bytes(0).unwrap()).unwrap();
-        assert!(
-            matches!(joined, Incoming::Reply(1, Reply::Joined { .. })),
-            "{joined:?}"
-        );
-        socket
-    };
+    let raw = |user: &str| raw_member(&c.ctx, c.grp.endpoint(), "general", user);
     let carol = raw("carol");
     // Every SEND written before any ACK is read: the server takes them in large batches.
     let sender = raw("alice");

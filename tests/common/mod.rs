@@ -274,6 +274,24 @@ pub fn raw_dealer(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
     socket
 }
 
+/// A bare DEALER to `endpoint` on which `user` has joined `group` (so it is subscribed).
+pub fn raw_member(ctx: &zmq::Context, endpoint: &str, group: &str, user: &str) -> zmq::Socket {
+    use zms::protocol::codec::{self, Incoming};
+    use zms::protocol::{Reply, Request};
+    let socket = raw_dealer(ctx, endpoint);
+    let join = Request::Join {
+        group: group.into(),
+        user: user.into(),
+    };
+    socket.send(codec::encode_request(1, &join), 0).unwrap();
+    let joined = codec::decode_incoming(&socket.recv_bytes(0).unwrap()).unwrap();
+    assert!(
+        matches!(joined, Incoming::Reply(1, Reply::Joined { .. })),
+        "{joined:?}"
+    );
+    socket
+}
+
 impl Cluster {
     /// A session for `name` on this cluster's message server.
     pub fn session(&self, name: &str) -> Session {
