@@ -386,11 +386,10 @@ impl Store {
         self.sent.rollback();
     }
 
-    /// The seq and ts of a message already stored with this sender and client id.
-    ///
-    /// # Errors
-    /// The SQLite error.
-    pub fn find_sent(
+    /// The seq and ts of a message already stored with this sender and client id (the server
+    /// learns it from [`Store::append`]; tests ask directly).
+    #[cfg(test)]
+    fn find_sent(
         &mut self,
         group_id: i64,
         sender: &str,
@@ -606,10 +605,15 @@ impl Chunk {
 /// A stored chunk's messages.
 fn decode_chunk(group_id: i64, bytes: &[u8]) -> Result<Vec<Message>> {
     codec::decode_messages(bytes).map_err(|reason| {
-        let reason = format!("a stored chunk of group {group_id} does not decode: {reason}");
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, reason.into())
-            .into()
+        undecodable(format!(
+            "a stored chunk of group {group_id} does not decode: {reason}"
+        ))
     })
+}
+
+/// The store error for a stored value that does not decode (a store fault, not bad input).
+fn undecodable(reason: String) -> crate::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, reason.into()).into()
 }
 
 /// Moves a store made before chunks (one `messages` row per message) to chunks and `sent`, in

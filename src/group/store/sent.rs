@@ -18,6 +18,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::undecodable;
 use crate::Result;
 
 /// A sender's ids in one run at most; past it the run is written and another begins, so a
@@ -169,10 +170,6 @@ impl Sent {
         sender: &str,
         id: &str,
     ) -> Result<Option<(u64, i64)>> {
-        let undecodable = |reason: String| -> crate::Error {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, reason.into())
-                .into()
-        };
         if let Some(run) = self.open.get(&group_id).and_then(|runs| runs.get(sender)) {
             if let Some(found) = find_in_run(&run.entries, id).map_err(undecodable)? {
                 return Ok(Some(found));
