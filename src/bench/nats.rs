@@ -559,15 +559,10 @@ fn rtt(args: &BenchArgs, subject: &str, messages: u64) -> Result<Value> {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::net::TcpListener;
 
     /// A scripted NATS server: sends `script`, then echoes nothing.
     fn server(script: &'static [u8]) -> (String, std::thread::JoinHandle<Vec<u8>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let handle = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        crate::bench::tcp::one_peer(move |mut s| {
             s.write_all(b"INFO {\"server_id\":\"x\"}\r\n").unwrap();
             let mut got = Vec::new();
             let mut buf = [0u8; 4096];
@@ -586,8 +581,7 @@ mod tests {
                 got.extend_from_slice(&buf[..n]);
             }
             got
-        });
-        (address, handle)
+        })
     }
 
     #[test]

@@ -490,12 +490,7 @@ mod tests {
     #[test]
     fn an_error_reply_fails_the_sender_with_its_message() {
         use std::io::{Read, Write};
-        use std::net::TcpListener;
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (address, server) = crate::bench::tcp::one_peer(|mut s| {
             let mut got = Vec::new();
             let mut buf = [0u8; 4096];
             // Answer the PING, then the first XADD with an id and the second with an error

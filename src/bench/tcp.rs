@@ -175,19 +175,31 @@ impl Conn {
     }
 }
 
+/// A scripted server for the clients' tests: a loopback listener whose first connection,
+/// its reads waiting at most 5 s, is handed to `serve` on a thread. Returns its address.
+#[cfg(test)]
+pub(crate) fn one_peer<T: Send + 'static>(
+    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (String, std::thread::JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        serve(stream)
+    });
+    (address, handle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
 
     #[test]
     fn a_reply_larger_than_the_buffer_grows_it_and_a_close_names_the_peer() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            s.write_all(&[b'x'; 100]).unwrap();
-        });
+        let (address, server) = one_peer(|mut s| s.write_all(&[b'x'; 100]).unwrap());
         let mut conn = Conn::connect("Redis", &address, Duration::from_secs(5), 16).unwrap();
         server.join().unwrap();
         let err = loop {
