@@ -333,7 +333,7 @@ impl GroupServer {
     fn serve_batch(&mut self) -> Result<()> {
         let mut out: Vec<Outbound> = Vec::new();
         let mut open_from: Option<usize> = None;
-        let mut unwritable: Option<String> = None;
+        let mut unwritable: Option<Reply> = None;
         for _ in 0..BATCH {
             let Some(envelope) = transport::recv_envelope(&self.router)? else {
                 self.drained = Instant::now();
@@ -358,19 +358,15 @@ impl GroupServer {
                     Ok(()) => open_from = Some(out.len()),
                     Err(err) => {
                         warn!(%err, "cannot begin a transaction");
-                        unwritable = Some(format!("storage cannot write: {err}"));
+                        unwritable = Some(state::unwritable(&err.to_string()));
                     }
                 }
             }
             if request.is_write() {
                 // Once a batch could not begin (the write lock was not free within the busy
                 // limit), its other writes are refused at once rather than each waiting again.
-                if let Some(reason) = &unwritable {
-                    let reply = Reply::Error {
-                        code: protocol::ErrorCode::Unavailable,
-                        reason: reason.clone(),
-                    };
-                    let frame = codec::encode_reply(req_id, &reply);
+                if let Some(reply) = &unwritable {
+                    let frame = codec::encode_reply(req_id, reply);
                     out.push(Outbound::Reply { route, frame });
                     continue;
                 }

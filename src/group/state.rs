@@ -520,13 +520,9 @@ impl State {
     fn write_failed(&mut self, route: &Route, req_id: u32, err: &str) -> Outbound {
         warn!(%err, "storage write failed");
         self.batch_failed = Some(err.to_string());
-        let reply = Reply::Error {
-            code: ErrorCode::Unavailable,
-            reason: format!("storage cannot write: {err}"),
-        };
         Outbound::Reply {
             route: route.clone(),
-            frame: codec::encode_reply(req_id, &reply),
+            frame: codec::encode_reply(req_id, &unwritable(err)),
         }
     }
 
@@ -543,10 +539,7 @@ impl State {
         };
         let Some(reason) = failure else { return };
         warn!(%reason, "batch not stored; its senders get an error");
-        let error = Reply::Error {
-            code: ErrorCode::Unavailable,
-            reason: format!("storage cannot write: {reason}"),
-        };
+        let error = unwritable(&reason);
         batch.retain(|o| !o.is_push());
         for o in batch.iter_mut() {
             if let Outbound::Durable { route, req_id, .. } = o {
@@ -644,6 +637,14 @@ impl State {
     /// Number of connections with live subscriptions.
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+}
+
+/// The answer to a change the store could not write: UNAVAILABLE, nothing of it stored.
+pub fn unwritable(err: &str) -> Reply {
+    Reply::Error {
+        code: ErrorCode::Unavailable,
+        reason: format!("storage cannot write: {err}"),
     }
 }
 
