@@ -26,9 +26,8 @@ pub fn text(index: u64, sent_ns: u64, size: usize) -> String {
     let mut s = String::with_capacity(size.max(HEADER_LEN));
     use std::fmt::Write;
     let _ = write!(s, "{index:010} {sent_ns:016} ");
-    while s.len() < size {
-        s.push('x');
-    }
+    let pad = size.saturating_sub(s.len());
+    s.extend(std::iter::repeat_n('x', pad));
     s
 }
 

@@ -6,7 +6,8 @@
 //! counting deliveries by seq ([`Tally`]) and heartbeating as the protocol asks. Nothing here
 //! is special to the bench except what it measures: it is ordinary client code.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -24,6 +25,8 @@ const CLIENT_RCVHWM: i32 = 100_000;
 /// One DEALER to one zms server, with request ids.
 pub struct Wire {
     socket: zmq::Socket,
+    /// Where replies are received, reused from one to the next.
+    frame: zmq::Message,
     next_req: u32,
     /// `HOST:PORT`, for errors.
     address: String,
@@ -42,6 +45,7 @@ impl Wire {
         socket.connect(&transport::endpoint(address)?)?;
         Ok(Wire {
             socket,
+            frame: zmq::Message::new(),
             next_req: 0,
             address: address.to_string(),
         })
@@ -93,8 +97,13 @@ impl Wire {
     pub fn next_reply(&mut self, wait: Duration) -> Result<Option<(u32, Reply)>> {
         let deadline = Instant::now() + wait;
         loop {
-            match self.socket.recv_bytes(zmq::DONTWAIT) {
-                Ok(frame) => match codec::decode_incoming(&frame) {
+            // Wait in the receive itself, as a REQ socket does, for what is left of `wait`
+            // (whole milliseconds, rounded up; none at all for a zero wait).
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout_ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            self.socket.set_rcvtimeo(timeout_ms)?;
+            match self.socket.recv(&mut self.frame, 0) {
+                Ok(()) => match codec::decode_incoming(&self.frame) {
                     Ok(Incoming::Reply(id, reply)) => return Ok(Some((id, reply))),
                     Ok(_) => continue, // pushed events
                     Err(e) => {
@@ -104,15 +113,8 @@ impl Wire {
                         )))
                     }
                 },
-                Err(zmq::Error::EAGAIN) => {}
+                Err(zmq::Error::EAGAIN) => return Ok(None),
                 Err(e) => return Err(e.into()),
-            }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return Ok(None);
-            };
-            let mut items = [self.socket.as_poll_item(zmq::POLLIN)];
-            if transport::poll(&mut items, left)? == 0 {
-                return Ok(None);
             }
         }
     }
@@ -188,12 +190,12 @@ pub fn join(
 /// A sender keeping up to `window` SENDs in flight, matching ACKs by request id.
 pub struct Pipeline {
     wire: Wire,
-    group: String,
-    user: String,
+    /// The SEND being made: from one to the next only its client id and text change.
+    request: Request,
     window: usize,
     stall: Duration,
     /// Request ids of unacknowledged sends.
-    outstanding: HashMap<u32, ()>,
+    outstanding: HashSet<u32>,
     /// Client ids are `PREFIX-N`, unique per run, as `Session` makes them.
     client_prefix: String,
     sent: u64,
@@ -217,11 +219,15 @@ impl Pipeline {
     ) -> Result<Pipeline> {
         Ok(Pipeline {
             wire: Wire::connect(ctx, address)?,
-            group: group.to_string(),
-            user: user.to_string(),
+            request: Request::Send {
+                group: group.to_string(),
+                user: user.to_string(),
+                client_id: String::new(),
+                text: String::new(),
+            },
             window: window.max(1),
             stall,
-            outstanding: HashMap::with_capacity(window),
+            outstanding: HashSet::with_capacity(window),
             client_prefix: format!("{user}-{:x}", payload::now_ns()),
             sent: 0,
             acked: 0,
@@ -238,14 +244,18 @@ impl Pipeline {
             self.wait_acks()?;
         }
         self.sent += 1;
-        let request = Request::Send {
-            group: self.group.clone(),
-            user: self.user.clone(),
-            client_id: format!("{}-{}", self.client_prefix, self.sent),
-            text,
-        };
-        let id = self.wire.send(&request)?;
-        self.outstanding.insert(id, ());
+        if let Request::Send {
+            client_id,
+            text: to_send,
+            ..
+        } = &mut self.request
+        {
+            client_id.clear();
+            let _ = write!(client_id, "{}-{}", self.client_prefix, self.sent);
+            *to_send = text;
+        }
+        let id = self.wire.send(&self.request)?;
+        self.outstanding.insert(id);
         // Reading ACKs early keeps the window open without a blocking wait.
         if self.outstanding.len() * 2 >= self.window {
             self.take_acks(Duration::ZERO)?;
@@ -283,7 +293,7 @@ impl Pipeline {
         while let Some((id, reply)) = self.wire.next_reply(wait)? {
             wait = Duration::ZERO;
             match reply {
-                Reply::Ack { seq, .. } if self.outstanding.remove(&id).is_some() => {
+                Reply::Ack { seq, .. } if self.outstanding.remove(&id) => {
                     self.acked += 1;
                     self.last_seq = self.last_seq.max(seq);
                     taken += 1;

@@ -59,7 +59,17 @@ pub enum Incoming {
 
 /// Encodes a request with its id.
 pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
-    let mut w = Writer::new(request_cmd(request));
+    // A SEND is most of the traffic: room for all of it at once, not by doubling.
+    let room = match request {
+        Request::Send {
+            group,
+            user,
+            client_id,
+            text,
+        } => 24 + group.len() + user.len() + client_id.len() + text.len(),
+        _ => 64,
+    };
+    let mut w = Writer::with_room(request_cmd(request), room);
     w.u32(req_id);
     match request {
         Request::Register {
@@ -490,7 +500,10 @@ struct Writer(Vec<u8>);
 
 impl Writer {
     fn new(command: u8) -> Writer {
-        let mut buf = Vec::with_capacity(64);
+        Writer::with_room(command, 64)
+    }
+    fn with_room(command: u8, room: usize) -> Writer {
+        let mut buf = Vec::with_capacity(room);
         buf.extend_from_slice(SIGNATURE);
         buf.push(VERSION);
         buf.push(command);
