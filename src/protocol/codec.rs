@@ -323,7 +323,7 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
 
 /// Encodes a MSG event straight from its parts (the group server's hot path).
 pub fn encode_message_event(group: &str, message: &Message) -> Vec<u8> {
-    let mut w = Writer::new(cmd::MSG);
+    let mut w = Writer::with_room(cmd::MSG, 16 + group.len() + message_len(message));
     w.string(group);
     w.message(message);
     w.finish()
@@ -331,7 +331,10 @@ pub fn encode_message_event(group: &str, message: &Message) -> Vec<u8> {
 
 /// Encodes a MSGS event: consecutive messages of one group in one frame.
 pub fn encode_messages_event(group: &str, messages: &[Message]) -> Vec<u8> {
-    let mut w = Writer::new(cmd::MSGS);
+    // Sized at once: a busy batch's frame is tens of KiB, and growing it by doubling would
+    // copy it over and over.
+    let room = 16 + group.len() + messages.iter().map(message_len).sum::<usize>();
+    let mut w = Writer::with_room(cmd::MSGS, room);
     w.string(group);
     w.u32(messages.len() as u32);
     messages.iter().for_each(|m| w.message(m));

@@ -61,6 +61,9 @@ pub struct Store {
     /// messages, and the chunks that are full.
     open: HashMap<i64, Chunk>,
     full: Vec<(i64, Chunk)>,
+    /// Buffers of written chunks, for the next ones: a busy batch's chunk is tens of KiB, and
+    /// growing a new one each time costs copies and the allocator's trips to the kernel.
+    spare: Vec<Vec<u8>>,
     /// Each sender's highest client id, and the open transaction's runs of them.
     sent: sent::Sent,
     /// Copies the write-ahead log into the database off the request path (file stores only).
@@ -200,6 +203,7 @@ impl Store {
             conn,
             open: HashMap::new(),
             full: Vec::new(),
+            spare: Vec::new(),
             sent: sent::Sent::default(),
             _checkpointer: None,
             _lock: lock,
@@ -354,14 +358,13 @@ impl Store {
                 return Ok(Appended::Duplicate { seq, ts });
             }
         }
-        let chunk = self
-            .open
-            .entry(group_id)
-            .or_insert_with(|| Chunk::new(message.seq));
+        let spare = &mut self.spare;
+        let mut fresh = || Chunk::new(message.seq, spare.pop().unwrap_or_default());
+        let chunk = self.open.entry(group_id).or_insert_with(&mut fresh);
         if !chunk.has_room(message) {
             // Full: written as it is; this message starts the group's next chunk.
             self.full
-                .push((group_id, std::mem::replace(chunk, Chunk::new(message.seq))));
+                .push((group_id, std::mem::replace(chunk, fresh())));
         }
         chunk.push(message);
         Ok(Appended::New)
@@ -374,7 +377,10 @@ impl Store {
         }
         let mut insert = self.conn.prepare_cached(INSERT_CHUNK)?;
         for (group_id, chunk) in self.full.drain(..).chain(self.open.drain()) {
-            chunk.insert(&mut insert, group_id)?;
+            let buffer = chunk.insert(&mut insert, group_id)?;
+            if self.spare.len() < SPARE_CHUNKS {
+                self.spare.push(buffer);
+            }
         }
         Ok(())
     }
@@ -557,6 +563,9 @@ impl Store {
 /// its own): history reads decode whole chunks, so a page of a few messages stays cheap.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// Most buffers of written chunks kept for reuse: a batch fills about one chunk per busy group.
+const SPARE_CHUNKS: usize = 4;
+
 const INSERT_CHUNK: &str = "INSERT INTO chunks (group_id, first_seq, last_seq, last_ts, messages)
                             VALUES (?1, ?2, ?3, ?4, ?5)";
 
@@ -569,12 +578,14 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn new(first_seq: u64) -> Chunk {
+    /// An empty chunk starting at `first_seq`, written into `buffer` (cleared first).
+    fn new(first_seq: u64, mut buffer: Vec<u8>) -> Chunk {
+        buffer.clear();
         Chunk {
             first_seq,
             last_seq: first_seq,
             last_ts: 0,
-            messages: Vec::new(),
+            messages: buffer,
         }
     }
 
@@ -589,16 +600,20 @@ impl Chunk {
         codec::append_message(&mut self.messages, message);
     }
 
-    /// Writes the chunk with `insert`, a prepared [`INSERT_CHUNK`].
-    fn insert(self, insert: &mut rusqlite::Statement<'_>, group_id: i64) -> rusqlite::Result<()> {
+    /// Writes the chunk with `insert`, a prepared [`INSERT_CHUNK`]; returns its buffer.
+    fn insert(
+        self,
+        insert: &mut rusqlite::Statement<'_>,
+        group_id: i64,
+    ) -> rusqlite::Result<Vec<u8>> {
         insert.execute(params![
             group_id,
             self.first_seq as i64,
             self.last_seq as i64,
             self.last_ts,
-            self.messages
+            self.messages.as_slice()
         ])?;
-        Ok(())
+        Ok(self.messages)
     }
 }
 
@@ -656,7 +671,7 @@ fn migrate_message_rows(conn: &Connection) -> Result<()> {
                 if let Some((g, chunk)) = current.take() {
                     chunk.insert(&mut insert, g)?;
                 }
-                current = Some((group_id, Chunk::new(message.seq)));
+                current = Some((group_id, Chunk::new(message.seq, Vec::new())));
             }
             if let Some((_, chunk)) = current.as_mut() {
                 chunk.push(&message);
