@@ -86,15 +86,14 @@ CREATE TABLE IF NOT EXISTS members (
     PRIMARY KEY (group_id, user)
 ) WITHOUT ROWID;
 -- A group's messages first_seq..=last_seq, consecutive, written back to back as PROTOCOL.md's
--- `message` fields. No index on ts: ts never decreases along seq, so a since-query is a binary
--- search on the key. A rowid table: rows of up to 64 KiB would crowd a clustered key's pages.
+-- `message` fields. `key` is group_id << 40 | first_seq (`chunk_key`): the rowid itself,
+-- so a chunk is one B-tree's row and a lone send's commit writes no index page. No index on
+-- ts: ts never decreases along seq, so a since-query is a binary search on the key.
 CREATE TABLE IF NOT EXISTS chunks (
-    group_id  INTEGER NOT NULL,
-    first_seq INTEGER NOT NULL,
-    last_seq  INTEGER NOT NULL,
-    last_ts   INTEGER NOT NULL,
-    messages  BLOB NOT NULL,
-    PRIMARY KEY (group_id, first_seq)
+    key      INTEGER PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    last_ts  INTEGER NOT NULL,
+    messages BLOB NOT NULL
 );
 -- A retried send (same sender and client id) is found in one of the next two tables and not
 -- stored twice (see sent.rs). A sender's rising client ids of a transaction, as one row: `lo`
@@ -198,7 +197,7 @@ impl Store {
         conn.execute_batch("PRAGMA cache_size = -512")?;
         conn.busy_handler(Some(wait_briefly))?;
         migrate_message_rows(&conn)?;
-        migrate_sent_rows(&conn)?;
+        migrate_layout(&conn)?;
         Ok(Store {
             conn,
             open: HashMap::new(),
@@ -238,6 +237,11 @@ impl Store {
                 .query_row("SELECT id FROM groups WHERE name = ?1", [name], |r| {
                     r.get(0)
                 })?;
+        if id > MAX_GROUP_ID {
+            return Err(errinput!(
+                "this data directory has hosted {MAX_GROUP_ID} groups, the most it can"
+            ));
+        }
         self.load_group(id)
     }
 
@@ -271,9 +275,13 @@ impl Store {
         let last = self
             .conn
             .prepare_cached(
-                "SELECT last_seq, last_ts FROM chunks WHERE group_id = ?1 ORDER BY first_seq DESC LIMIT 1",
+                "SELECT last_seq, last_ts FROM chunks WHERE key BETWEEN ?1 AND ?2
+                 ORDER BY key DESC LIMIT 1",
             )?
-            .query_row([group_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .query_row(
+                params![chunk_key(group_id, 0), chunk_key(group_id, MAX_SEQ)],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
             .optional()?;
         Ok(last.unwrap_or((0, 0)))
     }
@@ -344,6 +352,13 @@ impl Store {
                     Err(err)
                 }
             };
+        }
+        if message.seq > MAX_SEQ {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some(format!("a group stores at most {MAX_SEQ} messages")),
+            )
+            .into());
         }
         if !client_id.is_empty() {
             let before = self.sent.record(
@@ -424,14 +439,20 @@ impl Store {
                 None => return Ok(Vec::new()),
             }
         }
-        let first = first.min(i64::MAX as u64);
+        if first > MAX_SEQ {
+            return Ok(Vec::new());
+        }
         // From the chunk holding `first` on, in seq order.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT messages FROM chunks WHERE group_id = ?1 AND first_seq >=
-                 (SELECT COALESCE(MAX(first_seq), 0) FROM chunks WHERE group_id = ?1 AND first_seq <= ?2)
-             ORDER BY first_seq",
+            "SELECT messages FROM chunks WHERE key <= ?3 AND key >=
+                 (SELECT COALESCE(MAX(key), ?1) FROM chunks WHERE key BETWEEN ?1 AND ?2)
+             ORDER BY key",
         )?;
-        let mut rows = stmt.query(params![group_id, first as i64])?;
+        let mut rows = stmt.query(params![
+            chunk_key(group_id, 0),
+            chunk_key(group_id, first),
+            chunk_key(group_id, MAX_SEQ)
+        ])?;
         let mut page = Vec::new();
         while let Some(row) = rows.next()? {
             let bytes = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
@@ -503,12 +524,16 @@ impl Store {
             Ok(self
                 .conn
                 .prepare_cached(
-                    "SELECT first_seq, last_ts FROM chunks
-                     WHERE group_id = ?1 AND first_seq <= ?2 ORDER BY first_seq DESC LIMIT 1",
+                    "SELECT key, last_ts FROM chunks
+                     WHERE key BETWEEN ?1 AND ?2 ORDER BY key DESC LIMIT 1",
                 )?
-                .query_row(params![group_id, seq.min(i64::MAX as u64) as i64], |r| {
-                    Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
-                })
+                .query_row(
+                    params![
+                        chunk_key(group_id, 0),
+                        chunk_key(group_id, seq.min(MAX_SEQ))
+                    ],
+                    |r| Ok((r.get::<_, i64>(0)? as u64 & MAX_SEQ, r.get(1)?)),
+                )
                 .optional()?)
         };
         // Every chunk that starts below `lo` ends before `since_ms`; `found` starts at `hi` and
@@ -528,8 +553,8 @@ impl Store {
             return Ok(None);
         };
         let bytes: Vec<u8> = self.conn.query_row(
-            "SELECT messages FROM chunks WHERE group_id = ?1 AND first_seq = ?2",
-            params![group_id, first as i64],
+            "SELECT messages FROM chunks WHERE key = ?1",
+            [chunk_key(group_id, first)],
             |r| r.get(0),
         )?;
         let messages = decode_chunk(group_id, &bytes)?;
@@ -566,8 +591,25 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// Most buffers of written chunks kept for reuse: a batch fills about one chunk per busy group.
 const SPARE_CHUNKS: usize = 4;
 
-const INSERT_CHUNK: &str = "INSERT INTO chunks (group_id, first_seq, last_seq, last_ts, messages)
-                            VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_CHUNK: &str =
+    "INSERT INTO chunks (key, last_seq, last_ts, messages) VALUES (?1, ?2, ?3, ?4)";
+
+/// Bits of a chunk's key that hold its first seq; the group id is above them.
+const SEQ_BITS: u32 = 40;
+
+/// The highest seq a group's chunks can be keyed by: 2^40 - 1, about 10^12 messages.
+const MAX_SEQ: u64 = (1 << SEQ_BITS) - 1;
+
+/// The highest group id a chunk can be keyed by, so that keys stay positive: 2^23 - 1, more
+/// groups than one data directory could have hosted.
+const MAX_GROUP_ID: i64 = (1 << (63 - SEQ_BITS)) - 1;
+
+/// A chunk's key: its group in the high bits, its first seq in the low 40, so a group's chunks
+/// are one range of keys in seq order.
+fn chunk_key(group_id: i64, first_seq: u64) -> i64 {
+    debug_assert!((0..=MAX_GROUP_ID).contains(&group_id) && first_seq <= MAX_SEQ);
+    (group_id << SEQ_BITS) | first_seq as i64
+}
 
 /// A group's consecutive messages of one transaction, as they are stored.
 struct Chunk {
@@ -607,8 +649,7 @@ impl Chunk {
         group_id: i64,
     ) -> rusqlite::Result<Vec<u8>> {
         insert.execute(params![
-            group_id,
-            self.first_seq as i64,
+            chunk_key(group_id, self.first_seq),
             self.last_seq as i64,
             self.last_ts,
             self.messages.as_slice()
@@ -687,20 +728,59 @@ fn migrate_message_rows(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// The layout version in `PRAGMA user_version`: 1 since client ids are kept in runs.
-const LAYOUT: i64 = 1;
+/// The layout version in `PRAGMA user_version`: 1 since client ids are kept in runs, 2 since
+/// chunks are keyed by one integer.
+const LAYOUT: i64 = 2;
 
-/// Moves the client ids of a store made before runs into runs, in one transaction: a sender's
-/// ids of the old layout could lie above its highest run and so be missed.
-fn migrate_sent_rows(conn: &Connection) -> Result<()> {
+/// Brings a store of an earlier layout to this one, in one transaction: a store is never half
+/// moved.
+fn migrate_layout(conn: &Connection) -> Result<()> {
     let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if layout >= LAYOUT {
         return Ok(());
     }
     let tx = conn.unchecked_transaction()?;
-    sent::move_to_runs(&tx)?;
+    if layout < 1 {
+        // A sender's ids of the old layout could lie above its highest run and so be missed.
+        sent::move_to_runs(&tx)?;
+    }
+    if layout < 2 {
+        rekey_chunks(&tx)?;
+    }
     tx.execute_batch(&format!("PRAGMA user_version = {LAYOUT}"))?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Moves chunks keyed by (group_id, first_seq), with the index that key needed, to one
+/// integer key (`chunk_key`).
+fn rekey_chunks(conn: &Connection) -> Result<()> {
+    let old: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('chunks') WHERE name = 'group_id')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !old {
+        return Ok(());
+    }
+    let beyond: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM chunks WHERE group_id NOT BETWEEN 0 AND ?1 OR first_seq NOT BETWEEN 0 AND ?2",
+        params![MAX_GROUP_ID, MAX_SEQ as i64],
+        |r| r.get(0),
+    )?;
+    if beyond > 0 {
+        return Err(errinput!(
+            "the store holds {beyond} chunks beyond the keys of this version (group id over {MAX_GROUP_ID} or seq over {MAX_SEQ})"
+        ));
+    }
+    conn.execute_batch(&format!(
+        "ALTER TABLE chunks RENAME TO chunks_by_group;
+         {SCHEMA}
+         INSERT INTO chunks (key, last_seq, last_ts, messages)
+             SELECT (group_id << {SEQ_BITS}) | first_seq, last_seq, last_ts, messages FROM chunks_by_group;
+         DROP TABLE chunks_by_group;"
+    ))?;
+    tracing::info!("moved the stored chunks to integer keys");
     Ok(())
 }
 
@@ -1255,6 +1335,94 @@ mod tests {
                 .unwrap()
                 .is_some());
         }
+    }
+
+    #[test]
+    fn chunks_keyed_by_group_and_seq_move_to_integer_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+            let g = store.ensure_group("g", 1).unwrap();
+            let other = store.ensure_group("other", 1).unwrap();
+            // The layout before: a rowid table with its key (group_id, first_seq) beside it.
+            store
+                .conn
+                .execute_batch(
+                    "DROP TABLE chunks;
+                     CREATE TABLE chunks (group_id INTEGER NOT NULL, first_seq INTEGER NOT NULL,
+                         last_seq INTEGER NOT NULL, last_ts INTEGER NOT NULL, messages BLOB NOT NULL,
+                         PRIMARY KEY (group_id, first_seq));
+                     PRAGMA user_version = 1;",
+                )
+                .unwrap();
+            // Chunks of 1..=10 messages of `g`, each followed by one of `other`.
+            let (mut seq, mut size) = (0u64, 1u64);
+            while seq < 55 {
+                let mut blob = Vec::new();
+                for s in seq + 1..=seq + size {
+                    codec::append_message(&mut blob, &msg(s, s as i64 * 10));
+                }
+                store
+                    .conn
+                    .execute(
+                        "INSERT INTO chunks VALUES (?1, ?2, ?3, ?4, ?5), (?6, ?2, ?2, 0, ?7)",
+                        params![
+                            g.id,
+                            (seq + 1) as i64,
+                            (seq + size) as i64,
+                            ((seq + size) * 10) as i64,
+                            blob,
+                            other.id,
+                            {
+                                let mut one = Vec::new();
+                                codec::append_message(&mut one, &msg(seq + 1, 0));
+                                one
+                            }
+                        ],
+                    )
+                    .unwrap();
+                seq += size;
+                size += 1;
+            }
+        }
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let g = store.ensure_group("g", 1).unwrap();
+        let other = store.ensure_group("other", 1).unwrap();
+        assert_eq!((g.last_seq, g.last_ts), (55, 550));
+        assert_eq!(other.last_seq, 46, "the first seq of the last chunk of g");
+        let seqs = |v: Vec<Message>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(store.fetch(g.id, 0, 0, 100).unwrap()),
+            (1..=55).collect::<Vec<_>>()
+        );
+        assert_eq!(seqs(store.fetch(g.id, 20, 0, 3).unwrap()), vec![21, 22, 23]);
+        assert_eq!(seqs(store.fetch(g.id, 0, 333, 2).unwrap()), vec![34, 35]);
+        assert_eq!(
+            seqs(store.fetch(other.id, 0, 0, 100).unwrap()),
+            vec![1, 2, 4, 7, 11, 16, 22, 29, 37, 46]
+        );
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, LAYOUT);
+        // New messages follow the moved ones.
+        store.append(g.id, &msg(56, 560), "").unwrap();
+        assert_eq!(seqs(store.fetch(g.id, 54, 0, 10).unwrap()), vec![55, 56]);
+    }
+
+    #[test]
+    fn a_seq_beyond_the_chunk_keys_is_refused_and_nothing_is_stored() {
+        let mut store = Store::open_in_memory().unwrap();
+        let g = store.ensure_group("g", 1).unwrap();
+        store.append(g.id, &msg(MAX_SEQ, 1), "").unwrap();
+        store.begin().unwrap();
+        let err = store.append(g.id, &msg(MAX_SEQ + 1, 2), "c1").unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+        store.rollback();
+        assert_eq!(store.load_group(g.id).unwrap().last_seq, MAX_SEQ);
+        assert_eq!(store.find_sent(g.id, "alice", "c1").unwrap(), None);
+        assert!(store.fetch(g.id, MAX_SEQ, 0, 10).unwrap().is_empty());
     }
 
     #[test]
