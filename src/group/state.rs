@@ -203,7 +203,7 @@ impl State {
         store: &mut Store,
         route: &Route,
         req_id: u32,
-        request: Request,
+        mut request: Request,
         peer: Option<&str>,
         out: &mut Vec<Outbound>,
     ) {
@@ -222,7 +222,7 @@ impl State {
         };
         let refuse = |code: ErrorCode, reason: String| reply(Reply::Error { code, reason });
 
-        let (group_name, user) = match &request {
+        let (group_name, user) = match &mut request {
             Request::List => {
                 let entries = self
                     .group_names()
@@ -268,7 +268,8 @@ impl State {
             | Request::Members { group, user }
             | Request::Send { group, user, .. }
             | Request::Invite { group, user, .. }
-            | Request::History { group, user, .. } => (group.clone(), user.clone()),
+            // Moved out, not copied: the rest of the request is read below, these two are not.
+            | Request::History { group, user, .. } => (std::mem::take(group), std::mem::take(user)),
         };
         if let Err(reason) =
             protocol::check_group_name(&group_name).and(protocol::check_user_name(&user))
@@ -280,15 +281,11 @@ impl State {
                 return out.push(refuse(ErrorCode::Unauthorized, reason));
             }
         }
-        if !self.groups.contains_key(&group_name) {
+        let Some(group) = self.groups.get_mut(&group_name) else {
             let hosted = self.group_names().join(", ");
             let reason = format!("no group '{group_name}' on this server (it hosts: {hosted})");
             return out.push(refuse(ErrorCode::UnknownGroup, reason));
-        }
-        let group = self
-            .groups
-            .get_mut(&group_name)
-            .expect("bug: checked above");
+        };
         let is_member = group.members.contains(&user);
         if !is_member && !matches!(request, Request::Join { .. }) {
             let reason = format!("'{user}' is not a member of '{group_name}'");
