@@ -139,7 +139,7 @@ impl DirectoryServer {
             }
             if requests {
                 for _ in 0..BATCH {
-                    match transport::recv_envelope(&self.router)? {
+                    match transport::recv_envelope(&self.router, self.security.is_some())? {
                         Some(envelope) => self.serve(envelope),
                         None => break,
                     }

@@ -335,7 +335,9 @@ impl GroupServer {
         let mut open_from: Option<usize> = None;
         let mut unwritable: Option<Reply> = None;
         for _ in 0..BATCH {
-            let Some(envelope) = transport::recv_envelope(&self.router)? else {
+            // Only a secure server has peers' keys to read (and a key service beside it).
+            let secure = self.key_service.is_some();
+            let Some(envelope) = transport::recv_envelope(&self.router, secure)? else {
                 self.drained = Instant::now();
                 break;
             };
