@@ -495,6 +495,18 @@ fn a_flooder_is_throttled_while_others_send_freely() {
         "alice never waited or failed"
     );
 
+    // A batch over the burst is refused whole; the session then sends its messages one at a
+    // time, waiting out the rate, and all of them are stored in order.
+    let batch: Vec<String> = (0..3 * RATE).map(|i| format!("batch {i}")).collect();
+    let stored = alice.send_many(&general, &batch).unwrap();
+    assert_eq!(stored.len(), batch.len());
+    let history = alice.history(&general, None, None).unwrap();
+    let tail: Vec<String> = texts(&history)
+        .into_iter()
+        .filter(|t| t.starts_with("batch"))
+        .collect();
+    assert_eq!(tail, batch);
+
     // The group holds at most two members.
     let mut third = user(
         &ctx,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use zms::client::SessionEvent;
 use zms::protocol::codec::{self, Incoming};
-use zms::protocol::{ErrorCode, Event, Reply, Request};
+use zms::protocol::{ErrorCode, Event, Outgoing, Reply, Request};
 use zms::Error;
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -348,6 +348,74 @@ fn a_retried_send_is_stored_once() {
         [(1, false), (1, true), (1, true)]
     );
     assert_eq!(alice.history(&general, None, None).unwrap().len(), 1);
+}
+
+#[test]
+fn a_batch_of_sends_is_stored_in_order_and_reaches_members_once() {
+    let c = cluster(&["general"]);
+    let (mut alice, general) = c.member("alice", "general");
+    let (mut bob, _) = c.member("bob", "general");
+    // More messages than one SENDS holds: the session sends them as three, in order.
+    let sent: Vec<String> = (1..=600).map(|i| format!("b{i}")).collect();
+    let stored = alice.send_many(&general, &sent).unwrap();
+    let stored_seqs: Vec<u64> = stored.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(stored_seqs, (1..=600).collect::<Vec<_>>());
+    let got = receive(&mut bob, 600, LIMIT);
+    assert_eq!(texts(&got), sent);
+    // Texts too long for one frame together go in as many SENDS as their octets need.
+    let long: Vec<String> = ["x", "y", "z"].iter().map(|c| c.repeat(30_000)).collect();
+    let stored = alice.send_many(&general, &long).unwrap();
+    assert_eq!(
+        stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        [601, 602, 603]
+    );
+    assert_eq!(texts(&receive(&mut bob, 3, LIMIT)), long);
+    assert_eq!(alice.history(&general, None, None).unwrap().len(), 603);
+    // A text over the limit fails the call before anything is sent.
+    let over = vec!["fine".to_string(), "x".repeat(zms::protocol::MAX_TEXT + 1)];
+    assert!(matches!(
+        alice.send_many(&general, &over),
+        Err(Error::Input(_))
+    ));
+    assert_eq!(alice.history(&general, None, None).unwrap().len(), 603);
+}
+
+#[test]
+fn a_retried_batch_is_stored_once() {
+    let c = cluster(&["general"]);
+    let (mut alice, general) = c.member("alice", "general");
+    let raw = raw_dealer(&c.ctx, c.grp.endpoint());
+    let batch = Request::SendBatch {
+        group: "general".into(),
+        user: "alice".into(),
+        messages: ["one", "two"]
+            .iter()
+            .enumerate()
+            .map(|(i, text)| Outgoing {
+                client_id: format!("retry-{i}"),
+                text: text.to_string(),
+            })
+            .collect(),
+    };
+    let mut answers = Vec::new();
+    for id in 1..=2 {
+        raw.send(codec::encode_request(id, &batch), 0).unwrap();
+        match codec::decode_incoming(&raw.recv_bytes(0).unwrap()).unwrap() {
+            Incoming::Reply(got, Reply::Acks(acks)) if got == id => answers.push(
+                acks.iter()
+                    .map(|a| (a.seq, a.duplicate))
+                    .collect::<Vec<_>>(),
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        answers,
+        [[(1, false), (2, false)], [(1, true), (2, true)]],
+        "the second try finds both messages stored"
+    );
+    let history = alice.history(&general, None, None).unwrap();
+    assert_eq!(texts(&history), ["one", "two"]);
 }
 
 #[test]

@@ -38,6 +38,7 @@ const REQUIRED: &[&str] = &[
     "group-join",
     "group-send",
     "group-send-retry",
+    "group-send-batch",
     "group-subscribe",
     "group-history",
     "group-members",
@@ -344,6 +345,7 @@ fn examples_agree_with_the_codec() {
         cmd::LEAVE,
         cmd::SUBSCRIBE,
         cmd::SEND,
+        cmd::SENDS,
         cmd::HISTORY,
         cmd::MEMBERS,
         cmd::PING,
@@ -354,10 +356,12 @@ fn examples_agree_with_the_codec() {
         cmd::GROUPS,
         cmd::JOINED,
         cmd::ACK,
+        cmd::ACKS,
         cmd::MESSAGES,
         cmd::MEMBER_LIST,
         cmd::PONG,
         cmd::MSG,
+        cmd::MSGS,
         cmd::PRESENCE,
     ];
     for c in all_requests {
@@ -394,6 +398,7 @@ fn tables_match_the_code() {
         (cmd::MEMBERS, "MEMBERS", "request"),
         (cmd::PING, "PING", "request"),
         (cmd::INVITE, "INVITE", "request"),
+        (cmd::SENDS, "SENDS", "request"),
         (cmd::OK, "OK", "reply"),
         (cmd::ERROR, "ERROR", "reply"),
         (cmd::GROUPS, "GROUPS", "reply"),
@@ -403,6 +408,7 @@ fn tables_match_the_code() {
         (cmd::MEMBER_LIST, "MEMBERS", "reply"),
         (cmd::PONG, "PONG", "reply"),
         (cmd::KEY_REPLY, "KEY", "reply"),
+        (cmd::ACKS, "ACKS", "reply"),
         (cmd::MSG, "MSG", "event"),
         (cmd::PRESENCE, "PRESENCE", "event"),
         (cmd::MSGS, "MSGS", "event"),
@@ -446,6 +452,8 @@ fn tables_match_the_code() {
     let timeouts = zms::client::Timeouts::default();
     let exported: HashMap<&str, u64> = HashMap::from([
         ("MAX_TEXT", protocol::MAX_TEXT as u64),
+        ("MAX_BATCH", protocol::MAX_BATCH as u64),
+        ("MAX_BATCH_FRAME", protocol::MAX_BATCH_FRAME as u64),
         ("MAX_NAME", protocol::MAX_NAME as u64),
         ("MAX_FRAME", protocol::MAX_FRAME as u64),
         ("HISTORY_PAGE_MAX", u64::from(protocol::HISTORY_PAGE_MAX)),
@@ -555,6 +563,12 @@ impl Seen {
                 self.acks += 1;
                 self.message(*seq, *ts, what);
             }
+            Incoming::Reply(_, Reply::Acks(acks)) => {
+                for ack in acks {
+                    self.acks += 1;
+                    self.message(ack.seq, ack.ts, what);
+                }
+            }
             Incoming::Event(Event::Message { message, .. }) => {
                 self.events += 1;
                 self.message(message.seq, message.ts, what);
@@ -655,10 +669,11 @@ fn examples_run_against_live_servers() -> zms::Result<()> {
     }
     assert_eq!(
         (seen.acks, seen.events, seen.histories),
-        (2, 1, 1),
-        "the examples show two ACKs of seq 1 (the send and its retry), its MSG and its HISTORY"
+        (5, 2, 1),
+        "the examples show two ACKs of seq 1 (the send and its retry), its MSG and its HISTORY, \
+         then a SENDS's three ACKs (seq 2, 3, and 1 again) and its MSGS"
     );
-    assert_eq!(seen.ts.len(), 1, "the examples store one message");
+    assert_eq!(seen.ts.len(), 3, "the examples store three messages");
 
     // Beyond the examples: no de-duplication without a client id, and TOO_LARGE.
     let joined = exchange(
@@ -675,7 +690,7 @@ fn examples_run_against_live_servers() -> zms::Result<()> {
             100,
             Reply::Joined {
                 group: "general".into(),
-                last_seq: 1,
+                last_seq: 3,
             },
         ),
         Incoming::Event(Event::Presence {
@@ -695,7 +710,7 @@ fn examples_run_against_live_servers() -> zms::Result<()> {
         client_id: String::new(),
         text: text.into(),
     };
-    for (id, seq) in [(101, 2), (102, 3)] {
+    for (id, seq) in [(101, 4), (102, 5)] {
         let what = format!("SEND without client id (request id {id})");
         let frames = exchange(&to_group, id, &send("same text"), 2);
         let ack = frames
@@ -716,7 +731,7 @@ fn examples_run_against_live_servers() -> zms::Result<()> {
             seen.frame(frame, true, &what);
         }
     }
-    assert_eq!(seen.events, 3, "each of those SENDs is pushed");
+    assert_eq!(seen.events, 4, "each of those SENDs is pushed");
     let too_large = exchange(
         &to_group,
         103,
@@ -740,7 +755,7 @@ fn examples_run_against_live_servers() -> zms::Result<()> {
     assert!(
         largest
             .iter()
-            .any(|f| matches!(f, Incoming::Reply(104, Reply::Ack { seq: 4, .. }))),
+            .any(|f| matches!(f, Incoming::Reply(104, Reply::Ack { seq: 6, .. }))),
         "a text of exactly MAX_TEXT is stored: {largest:?}"
     );
 

@@ -3,8 +3,9 @@
 
 It hosts the groups named with ``--group`` in memory (nothing survives a restart: each start
 is a new epoch with empty groups), registers them with every message server of ``--server``
-once a heartbeat, and answers LIST, JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, PING, KEY
-and INVITE on one ROUTER socket, pushing MSG and PRESENCE to subscribed connections. It has no
+once a heartbeat, and answers LIST, JOIN, LEAVE, SUBSCRIBE, SEND, SENDS, HISTORY, MEMBERS, PING,
+KEY and INVITE on one ROUTER socket, pushing MSG, MSGS (a SENDS's new messages) and PRESENCE
+to subscribed connections. It has no
 security: KEY answers an empty key and no group is private. Limits as PROTOCOL.md's security
 section gives them for a group server: text (413), frame size, members per group and live
 connections (429); no SEND rate limit, as an open server has none.
@@ -32,17 +33,18 @@ import zmq
 
 import zms
 from zms import (
-    ACK, ERROR, GROUPS, HISTORY, INVITE, JOIN, JOINED, KEY, KEY_REPLY, LEAVE, LIST, MEMBER_LIST,
-    MEMBERS, MESSAGES, MSG, OK, PING, PONG, PRESENCE, REGISTER, SEND, SUBSCRIBE, UNREGISTER,
+    ACK, ACKS, ERROR, GROUPS, HISTORY, INVITE, JOIN, JOINED, KEY, KEY_REPLY, LEAVE, LIST,
+    MEMBER_LIST, MEMBERS, MESSAGES, MSG, MSGS, OK, PING, PONG, PRESENCE, REGISTER, SEND, SENDS,
+    SUBSCRIBE, UNREGISTER,
     DecodeError, decode, encode,
 )
 
 # Requests that name a group and a user, checked in the spec's order before their own checks.
-GROUP_REQUESTS = {JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, INVITE}
+GROUP_REQUESTS = {JOIN, LEAVE, SUBSCRIBE, SEND, SENDS, HISTORY, MEMBERS, INVITE}
 BATCH = 1024  # requests read per wake-up, so registration and expiry are never starved
 MAX_MEMBERS = 10000  # members per group: ERROR 429 on a JOIN past it
 MAX_CONNECTIONS = 10000  # subscribed connections: ERROR 429 on JOIN or SUBSCRIBE from another
-FRAME_LIMIT = zms.MAX_TEXT + 4096  # ZMQ_MAXMSGSIZE: a longer frame is a disconnection
+FRAME_LIMIT = zms.MAX_BATCH_FRAME  # ZMQ_MAXMSGSIZE: a longer frame is a disconnection
 
 
 class Stop(Exception):
@@ -309,6 +311,10 @@ class GroupServer:
         except DecodeError as err:
             self._error(rid, err.request_id, err.code, err.reason)
             return
+        if req.command == SENDS and not 1 <= len(req.fields[2]) <= zms.MAX_BATCH:
+            self._error(rid, req.request_id or 0, 400,
+                        f"a SENDS carries 1 to {zms.MAX_BATCH} messages, not {len(req.fields[2])}")
+            return
         if rid in self.conns:
             self.conns[rid].seen = time.monotonic()  # any request is a heartbeat
         rq = req.request_id or 0
@@ -369,6 +375,8 @@ class GroupServer:
             self._push(group, encode(PRESENCE, None, name, user, False))
         elif cmd == SEND:
             self._store(rid, rq, group, user, fields[2], fields[3])
+        elif cmd == SENDS:
+            self._store_batch(rid, rq, group, user, fields[2])
         elif cmd == HISTORY:
             self._history(rid, rq, group, fields[2], fields[3], fields[4])
         elif cmd == MEMBERS:
@@ -382,18 +390,45 @@ class GroupServer:
         if size > zms.MAX_TEXT:
             self._error(rid, rq, 413, f"text of {size} bytes is longer than {zms.MAX_TEXT}")
             return
+        seq, ts, duplicate, message = self._append(group, user, cid, text)
+        self._send(rid, encode(ACK, rq, seq, ts, duplicate))
+        if message is not None:
+            self._push(group, encode(MSG, None, group.name, message))
+
+    def _store_batch(self, rid: bytes, rq: int, group: Group, user: str,
+                     messages: list[tuple[str, str]]) -> None:
+        for i, (_, text) in enumerate(messages):
+            size = len(text.encode())
+            if size > zms.MAX_TEXT:
+                self._error(rid, rq, 413, f"message {i + 1} of the batch has {size} bytes, "
+                                          f"more than {zms.MAX_TEXT}")
+                return
+        acks, new = [], []
+        for cid, text in messages:
+            seq, ts, duplicate, message = self._append(group, user, cid, text)
+            acks.append((seq, ts, duplicate))
+            if message is not None:
+                new.append(message)
+        self._send(rid, encode(ACKS, rq, acks))
+        if len(new) == 1:
+            self._push(group, encode(MSG, None, group.name, new[0]))
+        elif new:
+            self._push(group, encode(MSGS, None, group.name, new))
+
+    def _append(self, group: Group, user: str, cid: str,
+                text: str) -> tuple[int, int, bool, tuple[int, int, str, str] | None]:
+        """Stores one message (seq, ts, False, message), or finds it stored under the sender's
+        client id (seq, ts, True, None)."""
         if cid and (user, cid) in group.client_ids:
             seq, ts, _, _ = group.messages[group.client_ids[(user, cid)] - 1]
-            self._send(rid, encode(ACK, rq, seq, ts, True))
-            return
+            return seq, ts, True, None
         ts = max(int(time.time() * 1000), group.stamps[-1] if group.stamps else 0)
         message = (group.last_seq + 1, ts, user, text)
         group.messages.append(message)
         group.stamps.append(ts)
         if cid:
             group.client_ids[(user, cid)] = message[0]
-        self._send(rid, encode(ACK, rq, message[0], ts, False))
-        self._push(group, encode(MSG, None, group.name, message))
+        return message[0], ts, False, message
 
     def _history(self, rid: bytes, rq: int, group: Group, after: int, since: int,
                  limit: int) -> None:

@@ -43,6 +43,8 @@ __all__ = [
 # --- Limits and timings (PROTOCOL.md, "Limits" and "Heartbeats and timeouts") ---------------
 
 MAX_TEXT = 65536
+MAX_BATCH = 256
+MAX_BATCH_FRAME = 69632
 MAX_NAME = 64
 MAX_FRAME = 1048576
 HISTORY_PAGE_MAX = 1000
@@ -66,8 +68,8 @@ SIGNATURE = b"ZMS"
 VERSION = 0x31  # "1"
 
 REGISTER, UNREGISTER, HELLO, LIST, KEY = 0x01, 0x02, 0x03, 0x04, 0x05
-JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, PING, INVITE = range(0x10, 0x18)
-OK, ERROR, GROUPS, JOINED, ACK, MESSAGES, MEMBER_LIST, PONG, KEY_REPLY = range(0x80, 0x89)
+JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, PING, INVITE, SENDS = range(0x10, 0x19)
+OK, ERROR, GROUPS, JOINED, ACK, MESSAGES, MEMBER_LIST, PONG, KEY_REPLY, ACKS = range(0x80, 0x8A)
 MSG, PRESENCE, MSGS = 0xC0, 0xC1, 0xC2
 
 # Error codes.
@@ -92,6 +94,7 @@ REQUESTS: dict[int, Schema] = {
     LEAVE: ("str", "str"),
     SUBSCRIBE: ("str", "str"),
     SEND: ("str", "str", "str", "text"),
+    SENDS: ("str", "str", ("list", ("str", "text"))),
     HISTORY: ("str", "str", "u64", "i64", "u32"),
     MEMBERS: ("str", "str"),
     PING: (),
@@ -104,6 +107,7 @@ REPLIES: dict[int, Schema] = {
     GROUPS: (("list", ("str", "str", "str")),),
     JOINED: ("str", "u64"),
     ACK: ("u64", "i64", "bool"),
+    ACKS: (("list", ("u64", "i64", "bool")),),
     MESSAGES: ("str", "u64", ("list", ("msg",))),
     MEMBER_LIST: ("str", ("list", ("str", "bool"))),
     PONG: ("u64", ("list", ("str", "u64"))),
@@ -118,9 +122,10 @@ EVENTS: dict[int, Schema] = {
 NAMES: dict[int, str] = {
     REGISTER: "REGISTER", UNREGISTER: "UNREGISTER", HELLO: "HELLO", LIST: "LIST", KEY: "KEY",
     JOIN: "JOIN", LEAVE: "LEAVE", SUBSCRIBE: "SUBSCRIBE", SEND: "SEND", HISTORY: "HISTORY",
-    MEMBERS: "MEMBERS", PING: "PING", INVITE: "INVITE", OK: "OK", ERROR: "ERROR",
+    MEMBERS: "MEMBERS", PING: "PING", INVITE: "INVITE", SENDS: "SENDS", OK: "OK", ERROR: "ERROR",
     GROUPS: "GROUPS", JOINED: "JOINED", ACK: "ACK", MESSAGES: "MESSAGES",
-    MEMBER_LIST: "MEMBERS", PONG: "PONG", KEY_REPLY: "KEY", MSG: "MSG", PRESENCE: "PRESENCE",
+    MEMBER_LIST: "MEMBERS", PONG: "PONG", KEY_REPLY: "KEY", ACKS: "ACKS", MSG: "MSG",
+    PRESENCE: "PRESENCE",
     MSGS: "MSGS",
 }
 

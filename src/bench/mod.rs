@@ -106,6 +106,11 @@ pub struct BenchArgs {
     /// ingest and redis 256].
     #[arg(long)]
     pub window: Option<usize>,
+    /// Messages per request of the fanout's and ingest's senders: up to this many go as one
+    /// SENDS, as a client with many messages at hand sends them; 1 sends each as a SEND. The
+    /// paced latency workload and rtt send one at a time.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
     /// Most messages a sender may run ahead of its slowest receiver: end-to-end credit that
     /// keeps every queue well under the 10,000-message high-water marks (libzmq learns what its
     /// peer has read only every HWM/2 messages, so a pipe can look full at half its HWM).
@@ -187,6 +192,12 @@ impl BenchArgs {
                 "--size must be {} to {} bytes",
                 payload::HEADER_LEN,
                 crate::protocol::MAX_TEXT
+            ));
+        }
+        if self.batch == 0 || self.batch > crate::protocol::MAX_BATCH {
+            return Err(errinput!(
+                "--batch must be 1 to {}",
+                crate::protocol::MAX_BATCH
             ));
         }
         if self.window == Some(0) || self.ahead == 0 || self.rate == 0 || self.duration <= 0.0 {

@@ -6,7 +6,7 @@
 //! counting deliveries by seq ([`Tally`]) and heartbeating as the protocol asks. Nothing here
 //! is special to the bench except what it measures: it is ordinary client code.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::flow::Credit;
 use super::payload;
 use crate::protocol::codec::{self, cmd, Incoming};
-use crate::protocol::{self, Reply, Request};
+use crate::protocol::{self, Outgoing, Reply, Request};
 use crate::{transport, Error, Result};
 
 /// Most messages a client DEALER queues inbound, as `client::Conn` sets it.
@@ -187,15 +187,27 @@ pub fn join(
     }
 }
 
-/// A sender keeping up to `window` SENDs in flight, matching ACKs by request id.
+/// A sender keeping up to `window` messages in flight, matching ACKs by request id. With a
+/// `batch` above 1 it gathers messages into SENDS requests of up to that many (sent when full,
+/// when the window would be, or at [`Pipeline::flush`]); with 1 each goes as a SEND at once.
 pub struct Pipeline {
     wire: Wire,
+    group: String,
+    user: String,
     /// The SEND being made: from one to the next only its client id and text change.
     request: Request,
+    batch: usize,
+    /// Messages gathered for the next SENDS, and the octets that SENDS will take.
+    pending: Vec<Outgoing>,
+    pending_len: usize,
+    /// Octets of a SENDS of no messages.
+    header_len: usize,
     window: usize,
     stall: Duration,
-    /// Request ids of unacknowledged sends.
-    outstanding: HashSet<u32>,
+    /// Messages of each unacknowledged request, by request id.
+    outstanding: HashMap<u32, usize>,
+    /// Messages sent and not yet acknowledged.
+    in_flight: usize,
     /// Client ids are `PREFIX-N`, unique per run, as `Session` makes them.
     client_prefix: String,
     sent: u64,
@@ -215,19 +227,29 @@ impl Pipeline {
         group: &str,
         user: &str,
         window: usize,
+        batch: usize,
         stall: Duration,
     ) -> Result<Pipeline> {
+        let window = window.max(1);
+        let header_len = codec::batch_len(group, user, &[]);
         Ok(Pipeline {
             wire: Wire::connect(ctx, address)?,
+            group: group.to_string(),
+            user: user.to_string(),
             request: Request::Send {
                 group: group.to_string(),
                 user: user.to_string(),
                 client_id: String::new(),
                 text: String::new(),
             },
-            window: window.max(1),
+            batch: batch.clamp(1, protocol::MAX_BATCH),
+            pending: Vec::new(),
+            pending_len: header_len,
+            header_len,
+            window,
             stall,
-            outstanding: HashSet::with_capacity(window),
+            outstanding: HashMap::with_capacity(window),
+            in_flight: 0,
             client_prefix: format!("{user}-{:x}", payload::now_ns()),
             sent: 0,
             acked: 0,
@@ -235,39 +257,89 @@ impl Pipeline {
         })
     }
 
-    /// Sends `text`, first waiting for an ACK if the window is full.
+    /// Sends `text`, or gathers it for the next SENDS; first waits for ACKs if the window is
+    /// full.
     ///
     /// # Errors
     /// A refused send, or no ACK for `stall`.
     pub fn send(&mut self, text: String) -> Result<()> {
-        while self.outstanding.len() >= self.window {
-            self.wait_acks()?;
-        }
         self.sent += 1;
-        if let Request::Send {
-            client_id,
-            text: to_send,
-            ..
-        } = &mut self.request
-        {
-            client_id.clear();
-            let _ = write!(client_id, "{}-{}", self.client_prefix, self.sent);
-            *to_send = text;
+        if self.batch == 1 {
+            if let Request::Send {
+                client_id,
+                text: to_send,
+                ..
+            } = &mut self.request
+            {
+                client_id.clear();
+                let _ = write!(client_id, "{}-{}", self.client_prefix, self.sent);
+                *to_send = text;
+            }
+            while self.in_flight >= self.window {
+                self.wait_acks()?;
+            }
+            let id = self.wire.send(&self.request)?;
+            self.sent_request(id, 1);
+        } else {
+            let client_id = format!("{}-{}", self.client_prefix, self.sent);
+            let more = 5 + client_id.len() + text.len();
+            if self.pending_len + more > protocol::MAX_BATCH_FRAME {
+                self.flush()?;
+            }
+            self.pending_len += more;
+            self.pending.push(Outgoing { client_id, text });
+            if self.pending.len() >= self.batch
+                || self.in_flight + self.pending.len() >= self.window
+            {
+                self.flush()?;
+            }
         }
-        let id = self.wire.send(&self.request)?;
-        self.outstanding.insert(id);
         // Reading ACKs early keeps the window open without a blocking wait.
-        if self.outstanding.len() * 2 >= self.window {
+        if self.in_flight * 2 >= self.window {
             self.take_acks(Duration::ZERO)?;
         }
         Ok(())
     }
 
-    /// Waits until every send is acknowledged.
+    /// Sends the gathered messages as one SENDS, once the window has room for them.
+    ///
+    /// # Errors
+    /// As [`Pipeline::send`].
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        while self.in_flight > 0 && self.in_flight + self.pending.len() > self.window {
+            self.wait_acks()?;
+        }
+        let count = self.pending.len();
+        let batch = Request::SendBatch {
+            group: self.group.clone(),
+            user: self.user.clone(),
+            messages: std::mem::take(&mut self.pending),
+        };
+        let id = self.wire.send(&batch)?;
+        self.sent_request(id, count);
+        self.pending_len = self.header_len;
+        // The next batch reuses the buffer.
+        if let Request::SendBatch { mut messages, .. } = batch {
+            messages.clear();
+            self.pending = messages;
+        }
+        Ok(())
+    }
+
+    fn sent_request(&mut self, id: u32, count: usize) {
+        self.outstanding.insert(id, count);
+        self.in_flight += count;
+    }
+
+    /// Sends what is gathered, then waits until every send is acknowledged.
     ///
     /// # Errors
     /// As [`Pipeline::send`].
     pub fn finish(&mut self) -> Result<()> {
+        self.flush()?;
         while !self.outstanding.is_empty() {
             self.wait_acks()?;
         }
@@ -279,33 +351,40 @@ impl Pipeline {
             return Err(Error::Timeout(format!(
                 "no ACK from the group server for {:.0} s with {} sends in flight ({} acknowledged)",
                 self.stall.as_secs_f64(),
-                self.outstanding.len(),
+                self.in_flight,
                 self.acked
             )));
         }
         Ok(())
     }
 
-    /// Takes the ACKs that arrive within `wait` (then those already queued); returns how many.
+    /// Takes the ACKs that arrive within `wait` (then those already queued); returns how many
+    /// messages they acknowledge.
     fn take_acks(&mut self, wait: Duration) -> Result<usize> {
         let mut taken = 0;
         let mut wait = wait;
         while let Some((id, reply)) = self.wire.next_reply(wait)? {
             wait = Duration::ZERO;
-            match reply {
-                Reply::Ack { seq, .. } if self.outstanding.remove(&id) => {
-                    self.acked += 1;
+            let highest = match &reply {
+                Reply::Ack { seq, .. } => Some(*seq),
+                Reply::Acks(acks) => acks.iter().map(|a| a.seq).max(),
+                _ => None,
+            };
+            match (self.outstanding.remove(&id), highest) {
+                (Some(count), Some(seq)) => {
+                    self.in_flight -= count;
+                    self.acked += count as u64;
                     self.last_seq = self.last_seq.max(seq);
-                    taken += 1;
+                    taken += count;
                 }
-                Reply::Error { code, reason } => {
-                    return Err(Error::Rejected { code, reason });
-                }
-                other => {
-                    return Err(Error::Protocol(format!(
-                        "expected an ACK for one of {} sends, got {other:?} for #{id}",
-                        self.outstanding.len()
-                    )))
+                _ => {
+                    return Err(match reply {
+                        Reply::Error { code, reason } => Error::Rejected { code, reason },
+                        other => Error::Protocol(format!(
+                            "expected an ACK for one of {} requests, got {other:?} for #{id}",
+                            self.outstanding.len()
+                        )),
+                    })
                 }
             }
         }

@@ -208,13 +208,17 @@ pub(crate) fn fan(
         &d.group,
         &sender,
         args.fan_window(),
+        // A paced sender sends each message when it is due.
+        if rate.is_some() { 1 } else { args.batch },
         stall,
     )?;
     let mut ticker = Ticker::new(label, deadline);
     let start = ticker.start_ns();
     for i in 0..messages {
         ticker.pace(i, rate);
-        if members > 0 {
+        if members > 0 && !credit.ready(i) {
+            // What is gathered must reach the members before they can grant more.
+            pipeline.flush()?;
             credit.wait(i, stall)?;
         }
         ticker.tick(i, messages)?;
@@ -238,7 +242,12 @@ pub fn fanout(args: &BenchArgs) -> Result<Value> {
     let fan = fan(args, &d, "fanout", messages, members, None)?;
     Ok(stats::merge(
         fan.json(),
-        json!({"size": args.size, "window": args.fan_window(), "ahead": args.ahead}),
+        json!({
+            "size": args.size,
+            "window": args.fan_window(),
+            "ahead": args.ahead,
+            "batch": args.batch,
+        }),
     ))
 }
 
@@ -335,6 +344,7 @@ pub(crate) fn ingest_into(
                 &d.group,
                 user,
                 args.ingest_window(),
+                args.batch,
                 stall,
             )
         })
@@ -370,6 +380,7 @@ pub fn ingest(args: &BenchArgs) -> Result<Value> {
         "messages": messages,
         "senders": senders,
         "window": args.ingest_window(),
+        "batch": args.batch,
         "size": args.size,
         "msgs_per_s": per_s(messages, load.ns),
         "stored": load.stored,

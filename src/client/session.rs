@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use super::{unexpected, Conn, Curve, Timeouts};
 use crate::keys::{KeyPair, Pins};
-use crate::protocol::{self, ErrorCode, Event, GroupEntry, Member, Message, Reply, Request};
+use crate::protocol::codec;
+use crate::protocol::{
+    self, ErrorCode, Event, GroupEntry, Member, Message, Outgoing, Reply, Request,
+};
 use crate::{errinput, transport, Error, Result};
 
 /// How long a send waits out a server's rate limit before reporting LIMITED.
@@ -527,6 +530,68 @@ impl Session {
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// Sends `texts` to `group`, in order, in as few SENDS requests as hold them; returns each
+    /// message's seq and timestamp, in the same order, once all are stored. Each message has
+    /// a client id of its own, so retries store none twice. A server that does not know SENDS
+    /// (ERROR 400), or that holds the user to a rate, gets them one SEND at a time instead.
+    ///
+    /// # Errors
+    /// As [`Session::send`]; a text over `MAX_TEXT` fails the call before anything is sent.
+    /// Messages before the batch that failed are stored.
+    pub fn send_many(&mut self, group: &GroupRef, texts: &[String]) -> Result<Vec<(u64, i64)>> {
+        if let Some(text) = texts.iter().find(|t| t.len() > protocol::MAX_TEXT) {
+            return Err(errinput!(
+                "message is {} bytes; the limit is {}",
+                text.len(),
+                protocol::MAX_TEXT
+            ));
+        }
+        let mut stored = Vec::with_capacity(texts.len());
+        let mut rest = texts;
+        while !rest.is_empty() {
+            let mut messages = Vec::new();
+            let mut len = codec::batch_len(&group.name, &self.name, &[]);
+            for text in rest.iter().take(protocol::MAX_BATCH) {
+                let client_id = self.next_client_id();
+                let more = 5 + client_id.len() + text.len();
+                if !messages.is_empty() && len + more > protocol::MAX_BATCH_FRAME {
+                    break; // an id skipped leaves no hole that matters: ids need only rise
+                }
+                len += more;
+                messages.push(Outgoing {
+                    client_id,
+                    text: text.clone(),
+                });
+            }
+            rest = &rest[messages.len()..];
+            let count = messages.len();
+            let request = Request::SendBatch {
+                group: group.name.clone(),
+                user: self.name.clone(),
+                messages,
+            };
+            match self.group_request(group, &request) {
+                Ok(Reply::Acks(acks)) if acks.len() == count => {
+                    stored.extend(acks.iter().map(|a| (a.seq, a.ts)));
+                }
+                Ok(other) => return Err(unexpected(other, "ACKS")),
+                Err(Error::Rejected {
+                    code: ErrorCode::BadRequest | ErrorCode::Limited,
+                    ..
+                }) => {
+                    let Request::SendBatch { messages, .. } = request else {
+                        unreachable!("bug: built above as a batch")
+                    };
+                    for m in messages {
+                        stored.push(self.send_with_id(group, &m.client_id, &m.text)?);
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(stored)
     }
 
     /// One page of history: messages after `after_seq` (and at or after `since_ms`), and the

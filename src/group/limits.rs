@@ -47,6 +47,12 @@ struct Bucket {
 impl RateLimiter {
     /// Takes one token for `user`; `false` when the user is over the rate.
     pub fn allow(&mut self, user: &str, rate: u32, now: Instant) -> bool {
+        self.allow_n(user, rate, 1, now)
+    }
+
+    /// Takes `n` tokens for `user` (a batch of `n` messages), or none when fewer are left:
+    /// `false` then. A batch larger than the burst never passes.
+    pub fn allow_n(&mut self, user: &str, rate: u32, n: usize, now: Instant) -> bool {
         let burst = f64::from(rate) * 2.0;
         let bucket = self.buckets.entry(user.to_string()).or_insert(Bucket {
             tokens: burst,
@@ -55,8 +61,9 @@ impl RateLimiter {
         let refill = now.saturating_duration_since(bucket.last).as_secs_f64() * f64::from(rate);
         bucket.tokens = (bucket.tokens + refill).min(burst);
         bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        let n = n as f64;
+        if bucket.tokens >= n {
+            bucket.tokens -= n;
             true
         } else {
             false
@@ -91,6 +98,16 @@ mod tests {
             .filter(|_| limiter.allow("flooder", 10, later))
             .count();
         assert_eq!(sent, 5, "half a second at 10/s");
+        assert!(
+            !limiter.allow_n("bob", 10, 21, t0),
+            "a batch over the burst of 20"
+        );
+        assert!(limiter.allow_n("bob", 10, 15, t0));
+        assert!(
+            !limiter.allow_n("bob", 10, 6, t0),
+            "only 5 left: the batch takes none"
+        );
+        assert!(limiter.allow_n("bob", 10, 5, t0));
         limiter.forget_idle(later + Duration::from_secs(60), Duration::from_secs(10));
         assert!(limiter.buckets.is_empty());
     }

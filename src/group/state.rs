@@ -11,7 +11,9 @@ use tracing::{info, warn};
 use super::limits::{Limits, RateLimiter};
 use super::store::{Appended, Store};
 use crate::protocol::codec;
-use crate::protocol::{self, ErrorCode, Event, GroupEntry, Member, Message, Reply, Request};
+use crate::protocol::{
+    self, Acked, ErrorCode, Event, GroupEntry, Member, Message, Outgoing, Reply, Request,
+};
 use crate::Result;
 
 /// A peer's ZeroMQ routing id.
@@ -267,6 +269,7 @@ impl State {
             | Request::Subscribe { group, user }
             | Request::Members { group, user }
             | Request::Send { group, user, .. }
+            | Request::SendBatch { group, user, .. }
             | Request::Invite { group, user, .. }
             // Moved out, not copied: the rest of the request is read below, these two are not.
             | Request::History { group, user, .. } => (std::mem::take(group), std::mem::take(user)),
@@ -367,52 +370,57 @@ impl State {
             Request::Send {
                 client_id, text, ..
             } => {
-                if text.len() > self.limits.max_text {
-                    let reason = format!(
-                        "message is {} bytes; the limit is {}",
-                        text.len(),
-                        self.limits.max_text
-                    );
-                    return out.push(refuse(ErrorCode::TooLarge, reason));
+                let now_ms = crate::time::now_ms();
+                let texts = std::slice::from_ref(&text);
+                if let Some((code, reason)) =
+                    refusal(&self.limits, &mut self.rates, &user, texts, now)
+                {
+                    return out.push(refuse(code, reason));
                 }
-                if let Some(rate) = self.limits.rate {
-                    if !self.rates.allow(&user, rate, now) {
-                        let reason =
-                            format!("slow down: at most {rate} messages a second per user");
-                        return out.push(refuse(ErrorCode::Limited, reason));
+                match append(store, group, user, &client_id, text, now_ms) {
+                    Ok((acked, message)) => {
+                        out.push(durable(Reply::Ack {
+                            seq: acked.seq,
+                            ts: acked.ts,
+                            duplicate: acked.duplicate,
+                        }));
+                        if let Some(message) = message {
+                            out.push(Outbound::Message {
+                                group: group_name,
+                                message,
+                            });
+                        }
+                    }
+                    Err(err) => out.push(self.write_failed(route, req_id, &err.to_string())),
+                }
+            }
+            Request::SendBatch { messages, .. } => {
+                let now_ms = crate::time::now_ms();
+                let texts: Vec<&String> = messages.iter().map(|m| &m.text).collect();
+                if let Some((code, reason)) =
+                    refusal(&self.limits, &mut self.rates, &user, &texts, now)
+                {
+                    return out.push(refuse(code, reason));
+                }
+                let mut acks = Vec::with_capacity(messages.len());
+                let mut pushes = Vec::with_capacity(messages.len());
+                for Outgoing { client_id, text } in messages {
+                    match append(store, group, user.clone(), &client_id, text, now_ms) {
+                        Ok((acked, message)) => {
+                            acks.push(acked);
+                            pushes.extend(message.map(|message| Outbound::Message {
+                                group: group_name.clone(),
+                                message,
+                            }));
+                        }
+                        // The batch's transaction will not commit: nothing of it is stored.
+                        Err(err) => {
+                            return out.push(self.write_failed(route, req_id, &err.to_string()))
+                        }
                     }
                 }
-                let message = Message {
-                    seq: group.last_seq + 1,
-                    ts: crate::time::now_ms().max(group.last_ts),
-                    sender: user,
-                    text,
-                };
-                match store.append(group.id, &message, &client_id) {
-                    Ok(Appended::New) => {}
-                    // Stored before under this client id: answer with the original seq.
-                    Ok(Appended::Duplicate { seq, ts }) => {
-                        return out.push(durable(Reply::Ack {
-                            seq,
-                            ts,
-                            duplicate: true,
-                        }))
-                    }
-                    Err(err) => {
-                        return out.push(self.write_failed(route, req_id, &err.to_string()))
-                    }
-                }
-                group.last_seq = message.seq;
-                group.last_ts = message.ts;
-                out.push(durable(Reply::Ack {
-                    seq: message.seq,
-                    ts: message.ts,
-                    duplicate: false,
-                }));
-                out.push(Outbound::Message {
-                    group: group_name,
-                    message,
-                });
+                out.push(durable(Reply::Acks(acks)));
+                out.append(&mut pushes);
             }
             Request::History {
                 after_seq,
@@ -642,6 +650,89 @@ pub fn unwritable(err: &str) -> Reply {
     Reply::Error {
         code: ErrorCode::Unavailable,
         reason: format!("storage cannot write: {err}"),
+    }
+}
+
+/// Why `user` may not send messages of these texts now, if so: a text over the limit
+/// (TOO_LARGE), or more than the user's rate allows (LIMITED). A batch is refused whole.
+fn refusal<T: AsRef<str>>(
+    limits: &Limits,
+    rates: &mut RateLimiter,
+    user: &str,
+    texts: &[T],
+    now: Instant,
+) -> Option<(ErrorCode, String)> {
+    let max = limits.max_text;
+    if let Some((i, text)) = texts
+        .iter()
+        .map(AsRef::as_ref)
+        .enumerate()
+        .find(|(_, t)| t.len() > max)
+    {
+        let which = if texts.len() > 1 {
+            format!("message {} of the batch", i + 1)
+        } else {
+            "message".to_string()
+        };
+        let reason = format!("{which} is {} bytes; the limit is {max}", text.len());
+        return Some((ErrorCode::TooLarge, reason));
+    }
+    let rate = limits.rate?;
+    if rates.allow_n(user, rate, texts.len(), now) {
+        return None;
+    }
+    let reason = if texts.len() as f64 > f64::from(rate) * 2.0 {
+        format!(
+            "a batch of {} is more than this server allows at once ({}); send fewer at a time",
+            texts.len(),
+            rate * 2
+        )
+    } else {
+        format!("slow down: at most {rate} messages a second per user")
+    };
+    Some((ErrorCode::Limited, reason))
+}
+
+/// Stores one message of `sender` in `group` under `client_id`, with the group's next seq, or
+/// finds the message stored before under that id. Returns its ACK fields, and the message to
+/// push when it is new.
+///
+/// # Errors
+/// The store's; the open batch must then not commit.
+fn append(
+    store: &mut Store,
+    group: &mut Group,
+    sender: String,
+    client_id: &str,
+    text: String,
+    now_ms: i64,
+) -> Result<(Acked, Option<Message>)> {
+    let message = Message {
+        seq: group.last_seq + 1,
+        ts: now_ms.max(group.last_ts),
+        sender,
+        text,
+    };
+    match store.append(group.id, &message, client_id)? {
+        // Stored before under this client id: answer with the original seq.
+        Appended::Duplicate { seq, ts } => Ok((
+            Acked {
+                seq,
+                ts,
+                duplicate: true,
+            },
+            None,
+        )),
+        Appended::New => {
+            group.last_seq = message.seq;
+            group.last_ts = message.ts;
+            let acked = Acked {
+                seq: message.seq,
+                ts: message.ts,
+                duplicate: false,
+            };
+            Ok((acked, Some(message)))
+        }
     }
 }
 
@@ -928,6 +1019,126 @@ mod tests {
         assert!(
             matches!(reply_of(&next), Reply::Ack { seq: 1, .. }),
             "seq 1 was never stored, so it is reused"
+        );
+    }
+
+    fn batch(u: &str, messages: &[(&str, &str)]) -> Request {
+        Request::SendBatch {
+            group: "general".into(),
+            user: u.into(),
+            messages: messages
+                .iter()
+                .map(|(id, text)| Outgoing {
+                    client_id: id.to_string(),
+                    text: text.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_sequenced_in_order_deduplicated_and_pushed_as_its_new_messages() {
+        let (mut state, mut store) = setup();
+        run(&mut state, &mut store, b"a", join("general", "alice"));
+        run(&mut state, &mut store, b"a", send("alice", "c1", "before"));
+        let out = run(
+            &mut state,
+            &mut store,
+            b"a",
+            batch(
+                "alice",
+                &[
+                    ("c2", "two"),
+                    ("c1", "again"),
+                    ("c3", "three"),
+                    ("c2", "twice"),
+                ],
+            ),
+        );
+        let Reply::Acks(acks) = reply_of(&out) else {
+            panic!("{out:?}")
+        };
+        let seqs: Vec<(u64, bool)> = acks.iter().map(|a| (a.seq, a.duplicate)).collect();
+        assert_eq!(
+            seqs,
+            [(2, false), (1, true), (3, false), (2, true)],
+            "new messages take the next seqs in order; retried ids answer with their original"
+        );
+        let pushed: Vec<(u64, &str)> = out[1..]
+            .iter()
+            .map(|o| match o {
+                Outbound::Message { message, .. } => (message.seq, message.text.as_str()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(pushed, [(2, "two"), (3, "three")]);
+        let next = run(&mut state, &mut store, b"a", send("alice", "c4", "after"));
+        assert!(matches!(reply_of(&next), Reply::Ack { seq: 4, .. }));
+    }
+
+    #[test]
+    fn a_batch_is_refused_whole_for_one_long_text_a_rate_or_a_failed_write() {
+        let (mut state, mut store) = setup();
+        run(&mut state, &mut store, b"a", join("general", "alice"));
+        let big = "x".repeat(protocol::MAX_TEXT + 1);
+        let out = run(
+            &mut state,
+            &mut store,
+            b"a",
+            batch("alice", &[("c1", "fine"), ("c2", &big)]),
+        );
+        assert!(
+            matches!(reply_of(&out), Reply::Error { code: ErrorCode::TooLarge, ref reason }
+                if reason.contains("message 2 of the batch")),
+            "{out:?}"
+        );
+        assert_eq!(out.len(), 1, "nothing stored, nothing pushed");
+
+        state.set_limits(Limits {
+            rate: Some(2),
+            ..Limits::default()
+        });
+        let five = [
+            ("r1", "a"),
+            ("r2", "b"),
+            ("r3", "c"),
+            ("r4", "d"),
+            ("r5", "e"),
+        ];
+        let out = run(&mut state, &mut store, b"a", batch("alice", &five));
+        assert!(
+            matches!(reply_of(&out), Reply::Error { code: ErrorCode::Limited, ref reason }
+                if reason.contains("send fewer at a time")),
+            "{out:?}"
+        );
+        let out = run(&mut state, &mut store, b"a", batch("alice", &five[..4]));
+        assert!(matches!(reply_of(&out), Reply::Acks(ref a) if a.len() == 4));
+        let out = run(&mut state, &mut store, b"a", batch("alice", &five[4..]));
+        assert!(
+            matches!(reply_of(&out), Reply::Error { code: ErrorCode::Limited, ref reason }
+                if reason.contains("slow down")),
+            "the burst of 4 is spent: {out:?}"
+        );
+
+        state.set_limits(Limits::default());
+        let mut out = Vec::new();
+        store.begin().unwrap();
+        let lost = batch("alice", &[("l1", "lost"), ("l2", "lost too")]);
+        state.handle(&mut store, &b"a".to_vec(), 9, lost, None, &mut out);
+        state.batch_failed = Some("disk full".into());
+        state.settle(&mut store, &mut out);
+        assert_eq!(out.len(), 1, "the pushes are dropped");
+        assert!(matches!(
+            reply_of(&out),
+            Reply::Error {
+                code: ErrorCode::Unavailable,
+                ..
+            }
+        ));
+        let next = run(&mut state, &mut store, b"a", send("alice", "n1", "kept"));
+        assert!(
+            matches!(reply_of(&next), Reply::Ack { seq: 5, .. }),
+            "the failed batch's seqs are reused: {next:?}"
         );
     }
 }

@@ -8,7 +8,10 @@
 //! `string` (u8 length + UTF-8) and `text` (u32 length + UTF-8); a list is a u32 count followed
 //! by its elements. A decoder rejects trailing bytes. PROTOCOL.md gives every layout.
 
-use super::{ErrorCode, Event, GroupEntry, Member, Message, Reply, Request, SIGNATURE, VERSION};
+use super::{
+    Acked, ErrorCode, Event, GroupEntry, Member, Message, Outgoing, Reply, Request, MAX_BATCH,
+    MAX_BATCH_FRAME, SIGNATURE, VERSION,
+};
 
 /// Command bytes, as in PROTOCOL.md.
 pub mod cmd {
@@ -25,6 +28,7 @@ pub mod cmd {
     pub const MEMBERS: u8 = 0x15;
     pub const PING: u8 = 0x16;
     pub const INVITE: u8 = 0x17;
+    pub const SENDS: u8 = 0x18;
     pub const OK: u8 = 0x80;
     pub const ERROR: u8 = 0x81;
     pub const GROUPS: u8 = 0x82;
@@ -34,6 +38,7 @@ pub mod cmd {
     pub const MEMBER_LIST: u8 = 0x86;
     pub const PONG: u8 = 0x87;
     pub const KEY_REPLY: u8 = 0x88;
+    pub const ACKS: u8 = 0x89;
     pub const MSG: u8 = 0xC0;
     pub const PRESENCE: u8 = 0xC1;
     pub const MSGS: u8 = 0xC2;
@@ -67,6 +72,11 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
             client_id,
             text,
         } => 24 + group.len() + user.len() + client_id.len() + text.len(),
+        Request::SendBatch {
+            group,
+            user,
+            messages,
+        } => batch_len(group, user, messages),
         _ => 64,
     };
     let mut w = Writer::with_room(request_cmd(request), room);
@@ -110,6 +120,19 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
             w.string(client_id);
             w.text(text);
         }
+        Request::SendBatch {
+            group,
+            user,
+            messages,
+        } => {
+            w.string(group);
+            w.string(user);
+            w.u32(messages.len() as u32);
+            for m in messages {
+                w.string(&m.client_id);
+                w.text(&m.text);
+            }
+        }
         Request::History {
             group,
             user,
@@ -127,6 +150,22 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
     w.finish()
 }
 
+/// Octets a SENDS of `messages` takes, header and all: a client keeps it within
+/// [`MAX_BATCH_FRAME`].
+pub fn batch_len(group: &str, user: &str, messages: &[Outgoing]) -> usize {
+    let each: usize = messages
+        .iter()
+        .map(|m| OUTGOING_MIN_LEN + m.client_id.len() + m.text.len())
+        .sum();
+    BATCH_HEADER_LEN + group.len() + user.len() + each
+}
+
+/// Octets of a SENDS before its messages, but for the group and user names: the header, the
+/// request id, the two names' lengths and the count.
+const BATCH_HEADER_LEN: usize = 5 + 4 + 1 + 1 + 4;
+/// Octets the smallest SENDS message takes: the lengths of an empty client id and text.
+const OUTGOING_MIN_LEN: usize = 1 + 4;
+
 fn request_cmd(request: &Request) -> u8 {
     match request {
         Request::Register { .. } => cmd::REGISTER,
@@ -137,6 +176,7 @@ fn request_cmd(request: &Request) -> u8 {
         Request::Leave { .. } => cmd::LEAVE,
         Request::Subscribe { .. } => cmd::SUBSCRIBE,
         Request::Send { .. } => cmd::SEND,
+        Request::SendBatch { .. } => cmd::SENDS,
         Request::History { .. } => cmd::HISTORY,
         Request::Members { .. } => cmd::MEMBERS,
         Request::Ping => cmd::PING,
@@ -201,6 +241,34 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
                 client_id: r.string()?,
                 text: r.text()?,
             },
+            cmd::SENDS => {
+                if frame.len() > MAX_BATCH_FRAME {
+                    return Err(Fault(format!(
+                        "a SENDS frame is at most {MAX_BATCH_FRAME} octets"
+                    )));
+                }
+                let group = r.string()?;
+                let user = r.string()?;
+                let count = r.count(OUTGOING_MIN_LEN)?;
+                if count == 0 || count > MAX_BATCH {
+                    return Err(Fault(format!(
+                        "a SENDS carries 1 to {MAX_BATCH} messages, not {count}"
+                    )));
+                }
+                let messages = (0..count)
+                    .map(|_| {
+                        Ok(Outgoing {
+                            client_id: r.string()?,
+                            text: r.text()?,
+                        })
+                    })
+                    .collect::<Result<_, Fault>>()?;
+                Request::SendBatch {
+                    group,
+                    user,
+                    messages,
+                }
+            }
             cmd::HISTORY => Request::History {
                 group: r.string()?,
                 user: r.string()?,
@@ -241,12 +309,17 @@ pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
         Reply::Groups(_) => cmd::GROUPS,
         Reply::Joined { .. } => cmd::JOINED,
         Reply::Ack { .. } => cmd::ACK,
+        Reply::Acks(_) => cmd::ACKS,
         Reply::Messages { .. } => cmd::MESSAGES,
         Reply::Members { .. } => cmd::MEMBER_LIST,
         Reply::Pong { .. } => cmd::PONG,
         Reply::Key(_) => cmd::KEY_REPLY,
     };
-    let mut w = Writer::new(command);
+    let room = match reply {
+        Reply::Acks(acks) => 13 + ACKED_LEN * acks.len(),
+        _ => 64,
+    };
+    let mut w = Writer::with_room(command, room);
     w.u32(req_id);
     match reply {
         Reply::Ok => {}
@@ -271,6 +344,14 @@ pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
             w.u64(*seq);
             w.i64(*ts);
             w.u8(u8::from(*duplicate));
+        }
+        Reply::Acks(acks) => {
+            w.u32(acks.len() as u32);
+            for a in acks {
+                w.u64(a.seq);
+                w.i64(a.ts);
+                w.u8(u8::from(a.duplicate));
+            }
         }
         Reply::Messages {
             group,
@@ -368,6 +449,9 @@ pub fn message_len(message: &Message) -> usize {
     MESSAGE_MIN_LEN + message.sender.len().min(255) + message.text.len()
 }
 
+/// Octets one ACKS entry takes: seq, ts, duplicate.
+const ACKED_LEN: usize = 8 + 8 + 1;
+
 /// Octets the smallest message takes: seq, ts, and the lengths of an empty sender and text.
 const MESSAGE_MIN_LEN: usize = 8 + 8 + 1 + 4;
 
@@ -445,6 +529,19 @@ pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
                 ts: r.i64()?,
                 duplicate: r.u8()? != 0,
             },
+            cmd::ACKS => {
+                let count = r.count(ACKED_LEN)?;
+                let acks = (0..count)
+                    .map(|_| {
+                        Ok(Acked {
+                            seq: r.u64()?,
+                            ts: r.i64()?,
+                            duplicate: r.u8()? != 0,
+                        })
+                    })
+                    .collect::<Result<_, Fault>>()?;
+                Reply::Acks(acks)
+            }
             cmd::MESSAGES => {
                 let group = r.string()?;
                 let last_seq = r.u64()?;
@@ -711,6 +808,20 @@ mod tests {
                 client_id: "c1".into(),
                 text: "héllo".into(),
             },
+            Request::SendBatch {
+                group: group.clone(),
+                user: user.clone(),
+                messages: vec![
+                    Outgoing {
+                        client_id: "c2".into(),
+                        text: "one".into(),
+                    },
+                    Outgoing {
+                        client_id: String::new(),
+                        text: String::new(),
+                    },
+                ],
+            },
             Request::History {
                 group,
                 user,
@@ -753,6 +864,18 @@ mod tests {
                 ts: 5,
                 duplicate: true,
             },
+            Reply::Acks(vec![
+                Acked {
+                    seq: 4,
+                    ts: 6,
+                    duplicate: false,
+                },
+                Acked {
+                    seq: 2,
+                    ts: 5,
+                    duplicate: true,
+                },
+            ]),
             Reply::Messages {
                 group: "g".into(),
                 last_seq: 1,
@@ -824,6 +947,41 @@ mod tests {
         for cut in 5..frame.len() {
             assert!(decode_incoming(&frame[..cut]).is_err(), "MSGS cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_batch_is_one_to_max_batch_messages_within_its_frame_limit() {
+        let batch = |n: usize, text: &str| Request::SendBatch {
+            group: "g".into(),
+            user: "u".into(),
+            messages: (0..n)
+                .map(|i| Outgoing {
+                    client_id: format!("c{i}"),
+                    text: text.into(),
+                })
+                .collect(),
+        };
+        for (n, text) in [(1, "x"), (MAX_BATCH, "x")] {
+            let request = batch(n, text);
+            let frame = encode_request(3, &request);
+            if let Request::SendBatch {
+                group,
+                user,
+                messages,
+            } = &request
+            {
+                assert_eq!(frame.len(), batch_len(group, user, messages));
+            }
+            assert_eq!(decode_request(&frame), Ok((3, request)));
+        }
+        for (n, text) in [(0, "x"), (MAX_BATCH + 1, "x")] {
+            let err = decode_request(&encode_request(3, &batch(n, text))).unwrap_err();
+            assert_eq!((err.req_id, err.code), (3, ErrorCode::BadRequest));
+            assert!(err.reason.contains("1 to 256 messages"), "{}", err.reason);
+        }
+        let long = "x".repeat(MAX_BATCH_FRAME / 2);
+        let err = decode_request(&encode_request(3, &batch(2, &long))).unwrap_err();
+        assert!(err.reason.contains("at most"), "{}", err.reason);
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub const MAX_FRAME: i64 = 1024 * 1024;
 pub const MAX_REPLY: usize = 1024 * 1024;
 /// Most messages in one HISTORY page; a client pages for more.
 pub const HISTORY_PAGE_MAX: u32 = 1000;
+/// Most messages in one SENDS request.
+pub const MAX_BATCH: usize = 256;
+/// Longest SENDS frame, in octets: as long as the longest SEND's, so a batch never needs a
+/// larger frame limit than one message does.
+pub const MAX_BATCH_FRAME: usize = MAX_TEXT + 4096;
 /// Most groups one group server registers (bounds a REGISTER frame).
 pub const MAX_GROUPS_PER_SERVER: usize = 10_000;
 
@@ -67,6 +72,14 @@ pub enum Request {
         client_id: String,
         text: String,
     },
+    /// Append several messages to one group, in order, as one request: what a sender with
+    /// many messages at hand sends instead of as many SENDs (a server reads, stores and
+    /// answers them as one). Answered by [`Reply::Acks`], one per message.
+    SendBatch {
+        group: String,
+        user: String,
+        messages: Vec<Outgoing>,
+    },
     /// Read stored messages with `seq > after_seq` and `ts >= since_ms`, in order.
     History {
         group: String,
@@ -101,6 +114,7 @@ impl Request {
             Request::Leave { .. } => "LEAVE",
             Request::Subscribe { .. } => "SUBSCRIBE",
             Request::Send { .. } => "SEND",
+            Request::SendBatch { .. } => "SENDS",
             Request::History { .. } => "HISTORY",
             Request::Members { .. } => "MEMBERS",
             Request::Ping => "PING",
@@ -116,6 +130,7 @@ impl Request {
             Request::Join { .. }
                 | Request::Leave { .. }
                 | Request::Send { .. }
+                | Request::SendBatch { .. }
                 | Request::Invite { .. }
         )
     }
@@ -139,6 +154,8 @@ pub enum Reply {
         ts: i64,
         duplicate: bool,
     },
+    /// The answer to SENDS: one per message, in the request's order.
+    Acks(Vec<Acked>),
     Messages {
         group: String,
         last_seq: u64,
@@ -174,6 +191,23 @@ pub enum Event {
         group: String,
         messages: Vec<Message>,
     },
+}
+
+/// One message of a SENDS, as its sender gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The sender's id for the message, for de-duplication as in a SEND; empty for none.
+    pub client_id: String,
+    pub text: String,
+}
+
+/// What became of one message of a SENDS: the fields of an ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    pub seq: u64,
+    pub ts: i64,
+    /// Stored before under the same client id; `seq` and `ts` are the original's.
+    pub duplicate: bool,
 }
 
 /// One stored message of a group.

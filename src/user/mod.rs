@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::client::{Session, SessionEvent};
-use crate::{errinput, time, Result};
+use crate::{errinput, protocol, time, Result};
 use output::Format;
 
 /// What a one-shot command does.
@@ -73,21 +73,32 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
         }
         Action::Send(spec, text) => {
             let group = session.resolve(&spec)?;
-            let texts: Vec<String> = match text {
-                Some(t) => vec![t],
-                None => std::io::stdin()
-                    .lock()
-                    .lines()
-                    .collect::<std::io::Result<_>>()?,
+            let print = |(seq, ts): (u64, i64)| match format {
+                Format::Plain => println!("sent {group} #{seq} at {}", time::rfc3339(ts)),
+                Format::Json => println!(
+                    "{}",
+                    json!({"group": group.name, "seq": seq, "ts": time::rfc3339(ts)})
+                ),
             };
-            for text in texts {
-                let (seq, ts) = session.send(&group, &text)?;
-                match format {
-                    Format::Plain => println!("sent {group} #{seq} at {}", time::rfc3339(ts)),
-                    Format::Json => println!(
-                        "{}",
-                        json!({"group": group.name, "seq": seq, "ts": time::rfc3339(ts)})
-                    ),
+            match text {
+                Some(text) => print(session.send(&group, &text)?),
+                // Lines of stdin go as batches (SENDS), read and sent a batch at a time, so a
+                // long file is neither held whole nor sent one round trip per line.
+                None => {
+                    let mut lines = std::io::stdin().lock().lines();
+                    loop {
+                        let batch: Vec<String> = lines
+                            .by_ref()
+                            .take(protocol::MAX_BATCH)
+                            .collect::<std::io::Result<_>>()?;
+                        if batch.is_empty() {
+                            break;
+                        }
+                        session
+                            .send_many(&group, &batch)?
+                            .into_iter()
+                            .for_each(print);
+                    }
                 }
             }
         }
