@@ -47,26 +47,51 @@ fn order_key(id: &str) -> Vec<u8> {
     key
 }
 
+/// The first octet of a run's `ids` written as deltas. A run of the layout before starts with
+/// its first id's length, which is never 0 (an empty client id is not recorded).
+const DELTAS: u8 = 0;
+
 /// The ids of a sender's run, each with its message's seq and ts, in increasing order.
+///
+/// # Format
+/// ```text
+/// ids   = %x00 1*entry
+/// entry = shared:u8 n:u8 suffix:n*OCTET seq-delta:varint ts-delta:varint
+/// ```
+/// Each id is the previous one's first `shared` octets followed by `suffix` (the first entry
+/// shares none), and seq and ts are the differences from the previous entry's (from 0 for the
+/// first), zigzag-encoded LEB128: a counter's next id, seq and ts take five octets or so,
+/// where written out they took fifty. (The layout before, still read: each entry its id's
+/// length, the id, seq and ts as big-endian u64 and i64.)
 #[derive(Debug, Default)]
 struct Run {
     /// The highest id of the (group, sender) in this transaction.
     hi: String,
-    /// Entries not yet written: length, id, seq and ts (big-endian) each.
+    /// Entries not yet written.
     entries: Vec<u8>,
     lo: Option<String>,
     count: usize,
+    /// The last entry's seq and ts, which the next one is written against.
+    seq: u64,
+    ts: i64,
 }
 
 impl Run {
     fn push(&mut self, id: &str, seq: u64, ts: i64) {
-        if self.lo.is_none() {
+        let shared = if self.lo.is_none() {
             self.lo = Some(id.to_string());
-        }
-        self.entries.push(id.len() as u8);
-        self.entries.extend_from_slice(id.as_bytes());
-        self.entries.extend_from_slice(&seq.to_be_bytes());
-        self.entries.extend_from_slice(&ts.to_be_bytes());
+            self.entries.push(DELTAS);
+            (self.seq, self.ts) = (0, 0);
+            0
+        } else {
+            shared_prefix(self.hi.as_bytes(), id.as_bytes())
+        };
+        self.entries.push(shared as u8);
+        self.entries.push((id.len() - shared) as u8);
+        self.entries.extend_from_slice(&id.as_bytes()[shared..]);
+        put_varint(&mut self.entries, zigzag(seq.wrapping_sub(self.seq) as i64));
+        put_varint(&mut self.entries, zigzag(ts.wrapping_sub(self.ts)));
+        (self.seq, self.ts) = (seq, ts);
         self.count += 1;
         self.hi.clear();
         self.hi.push_str(id);
@@ -95,6 +120,42 @@ impl Run {
 
 /// The seq and ts of `id` among a run's entries.
 fn find_in_run(entries: &[u8], id: &str) -> std::result::Result<Option<(u64, i64)>, String> {
+    match entries.split_first() {
+        Some((&DELTAS, deltas)) => find_in_deltas(deltas, id),
+        _ => find_in_plain(entries, id),
+    }
+}
+
+/// [`find_in_run`] for a run written as deltas.
+fn find_in_deltas(entries: &[u8], id: &str) -> std::result::Result<Option<(u64, i64)>, String> {
+    let truncated = || "a run of client ids is truncated".to_string();
+    let mut current: Vec<u8> = Vec::with_capacity(64);
+    let (mut seq, mut ts) = (0u64, 0i64);
+    let mut rest = entries;
+    while let Some((&shared, tail)) = rest.split_first() {
+        let (&n, tail) = tail.split_first().ok_or_else(truncated)?;
+        let (shared, n) = (usize::from(shared), usize::from(n));
+        if shared > current.len() || tail.len() < n {
+            return Err(truncated());
+        }
+        current.truncate(shared);
+        current.extend_from_slice(&tail[..n]);
+        let (seq_delta, tail) = take_varint(&tail[n..]).ok_or_else(truncated)?;
+        let (ts_delta, tail) = take_varint(tail).ok_or_else(truncated)?;
+        seq = seq.wrapping_add(unzigzag(seq_delta) as u64);
+        ts = ts.wrapping_add(unzigzag(ts_delta));
+        rest = tail;
+        match shortlex_bytes(&current, id.as_bytes()) {
+            Ordering::Less => {}
+            Ordering::Equal => return Ok(Some((seq, ts))),
+            Ordering::Greater => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// [`find_in_run`] for a run of the layout before deltas.
+fn find_in_plain(entries: &[u8], id: &str) -> std::result::Result<Option<(u64, i64)>, String> {
     let mut rest = entries;
     while let Some((&len, tail)) = rest.split_first() {
         let len = usize::from(len);
@@ -111,6 +172,41 @@ fn find_in_run(entries: &[u8], id: &str) -> std::result::Result<Option<(u64, i64
         }
     }
     Ok(None)
+}
+
+/// How many leading octets `a` and `b` share (at most 255, as an id is at most that long).
+fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count().min(255)
+}
+
+/// Maps a signed difference to an unsigned one with small magnitudes small (0, -1, 1, -2 …).
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Appends `v` as LEB128: seven bits an octet, low first, the high bit set on all but the last.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a LEB128 value; `None` when `bytes` ends inside it or it runs past 64 bits.
+fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, &bytes[i + 1..]));
+        }
+    }
+    None
 }
 
 /// What the index knows beyond the database: each sender's highest id as committed, and the
@@ -137,12 +233,25 @@ impl Sent {
         seq: u64,
         ts: i64,
     ) -> Result<Option<(u64, i64)>> {
-        if self.is_above_highest(conn, group_id, sender, id)? {
+        // Most ids rise: above the sender's run of this transaction, or for its first id of
+        // the transaction above its committed highest.
+        let above_open = self
+            .open
+            .get(&group_id)
+            .and_then(|runs| runs.get(sender))
+            .map(|run| shortlex(id, &run.hi) == Ordering::Greater);
+        let new = match above_open {
+            Some(above) => above,
+            None => self.is_above_committed(conn, group_id, sender, id)?,
+        };
+        if new {
             let runs = self.open.entry(group_id).or_default();
-            if !runs.contains_key(sender) {
+            if above_open.is_none() {
                 runs.insert(sender.to_string(), Run::default());
             }
-            let run = runs.get_mut(sender).expect("inserted above");
+            let run = runs
+                .get_mut(sender)
+                .expect("bug: the run was found or made above");
             run.push(id, seq, ts);
             if run.count >= RUN_MAX {
                 run.write(conn, group_id, sender)?;
@@ -200,18 +309,15 @@ impl Sent {
             .optional()?)
     }
 
-    /// Whether `id` is above every id `sender` used in the group (this transaction's run's,
-    /// else the committed highest), so new without a lookup.
-    fn is_above_highest(
+    /// Whether `id` is above every id `sender` used in the group before this transaction, so
+    /// new without a lookup.
+    fn is_above_committed(
         &mut self,
         conn: &Connection,
         group_id: i64,
         sender: &str,
         id: &str,
     ) -> Result<bool> {
-        if let Some(run) = self.open.get(&group_id).and_then(|runs| runs.get(sender)) {
-            return Ok(shortlex(id, &run.hi) == Ordering::Greater);
-        }
         let cached = |highest: &HashMap<i64, HashMap<String, String>>| {
             highest
                 .get(&group_id)
@@ -335,5 +441,44 @@ mod tests {
             assert_eq!(find_in_run(&run.entries, absent), Ok(None), "{absent}");
         }
         assert!(find_in_run(&run.entries[..run.entries.len() - 1], "c400").is_err());
+    }
+
+    #[test]
+    fn a_counters_run_takes_a_few_octets_an_id_and_runs_before_deltas_are_still_read() {
+        let mut run = Run::default();
+        let prefix = "alice-019abf2e5c1000012a3b0000";
+        for n in 1..=1000u64 {
+            run.push(&format!("{prefix}-{n:06}"), 5000 + 3 * n, 1_700_000_000_000);
+        }
+        assert!(run.entries.len() < 1000 * 8, "{} octets", run.entries.len());
+        for n in [1u64, 2, 499, 1000] {
+            assert_eq!(
+                find_in_run(&run.entries, &format!("{prefix}-{n:06}")),
+                Ok(Some((5000 + 3 * n, 1_700_000_000_000)))
+            );
+        }
+        assert_eq!(
+            find_in_run(&run.entries, &format!("{prefix}-001001")),
+            Ok(None)
+        );
+        // Seqs and times may fall as well as rise (old rows moved to runs in id order).
+        let mut odd = Run::default();
+        odd.push("b1", u64::MAX >> 24, i64::MAX);
+        odd.push("b2", 1, i64::MIN);
+        assert_eq!(find_in_run(&odd.entries, "b2"), Ok(Some((1, i64::MIN))));
+        assert_eq!(
+            find_in_run(&odd.entries, "b1"),
+            Ok(Some((u64::MAX >> 24, i64::MAX)))
+        );
+
+        let mut plain = Vec::new();
+        for (id, seq, ts) in [("c1", 10u64, 100i64), ("c22", 20, 200)] {
+            plain.push(id.len() as u8);
+            plain.extend_from_slice(id.as_bytes());
+            plain.extend_from_slice(&seq.to_be_bytes());
+            plain.extend_from_slice(&ts.to_be_bytes());
+        }
+        assert_eq!(find_in_run(&plain, "c22"), Ok(Some((20, 200))));
+        assert_eq!(find_in_run(&plain, "c3"), Ok(None));
     }
 }
