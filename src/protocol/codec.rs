@@ -422,9 +422,8 @@ pub fn encode_messages_event(group: &str, messages: &[Message]) -> Vec<u8> {
     w.finish()
 }
 
-/// Appends `message` to `buf` as a `message` field: messages written back to back this way are
-/// the group server's stored form of a run of messages (the octets a MSGS frame carries after
-/// its count).
+/// Appends `message` to `buf` as a `message` field, the octets a MSGS frame carries after its
+/// count (and the form in which group servers before the compact chunks stored them).
 pub fn append_message(buf: &mut Vec<u8>, message: &Message) {
     let mut w = Writer(std::mem::take(buf));
     w.message(message);

@@ -6,7 +6,9 @@
 //! not 500. The client ids that find a retried send are kept in runs (`sent.rs`), likewise a row
 //! per sender and transaction for ids that rise as counters do.
 
+mod chunk;
 mod sent;
+mod varint;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -444,7 +446,7 @@ impl Store {
         }
         // From the chunk holding `first` on, in seq order.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT messages FROM chunks WHERE key <= ?3 AND key >=
+            "SELECT key, messages FROM chunks WHERE key <= ?3 AND key >=
                  (SELECT COALESCE(MAX(key), ?1) FROM chunks WHERE key BETWEEN ?1 AND ?2)
              ORDER BY key",
         )?;
@@ -455,8 +457,9 @@ impl Store {
         ])?;
         let mut page = Vec::new();
         while let Some(row) = rows.next()? {
-            let bytes = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
-            for message in decode_chunk(group_id, bytes)?
+            let key: i64 = row.get(0)?;
+            let bytes = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+            for message in decode_chunk(group_id, key, bytes)?
                 .into_iter()
                 .filter(|m| m.seq >= first)
             {
@@ -552,12 +555,13 @@ impl Store {
         let Some(first) = found else {
             return Ok(None);
         };
-        let bytes: Vec<u8> = self.conn.query_row(
-            "SELECT messages FROM chunks WHERE key = ?1",
-            [chunk_key(group_id, first)],
-            |r| r.get(0),
-        )?;
-        let messages = decode_chunk(group_id, &bytes)?;
+        let key = chunk_key(group_id, first);
+        let bytes: Vec<u8> =
+            self.conn
+                .query_row("SELECT messages FROM chunks WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })?;
+        let messages = decode_chunk(group_id, key, &bytes)?;
         Ok(messages.iter().find(|m| m.ts >= since_ms).map(|m| m.seq))
     }
 
@@ -611,11 +615,13 @@ fn chunk_key(group_id: i64, first_seq: u64) -> i64 {
     (group_id << SEQ_BITS) | first_seq as i64
 }
 
-/// A group's consecutive messages of one transaction, as they are stored.
+/// A group's consecutive messages of one transaction, as they are stored ([`chunk`]).
 struct Chunk {
     first_seq: u64,
     last_seq: u64,
     last_ts: i64,
+    /// The last message's sender, which the next one's is written against.
+    last_sender: String,
     messages: Vec<u8>,
 }
 
@@ -627,6 +633,7 @@ impl Chunk {
             first_seq,
             last_seq: first_seq,
             last_ts: 0,
+            last_sender: String::new(),
             messages: buffer,
         }
     }
@@ -637,9 +644,14 @@ impl Chunk {
     }
 
     fn push(&mut self, message: &Message) {
+        let previous = (!self.messages.is_empty()).then_some((self.last_ts, &*self.last_sender));
+        chunk::append(&mut self.messages, previous, message);
         self.last_seq = message.seq;
         self.last_ts = message.ts;
-        codec::append_message(&mut self.messages, message);
+        if self.last_sender != message.sender {
+            self.last_sender.clear();
+            self.last_sender.push_str(&message.sender);
+        }
     }
 
     /// Writes the chunk with `insert`, a prepared [`INSERT_CHUNK`]; returns its buffer.
@@ -658,9 +670,9 @@ impl Chunk {
     }
 }
 
-/// A stored chunk's messages.
-fn decode_chunk(group_id: i64, bytes: &[u8]) -> Result<Vec<Message>> {
-    codec::decode_messages(bytes).map_err(|reason| {
+/// The messages of a stored chunk of `group_id` keyed by `key`.
+fn decode_chunk(group_id: i64, key: i64, bytes: &[u8]) -> Result<Vec<Message>> {
+    chunk::decode(key as u64 & MAX_SEQ, bytes).map_err(|reason| {
         undecodable(format!(
             "a stored chunk of group {group_id} does not decode: {reason}"
         ))

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::undecodable;
+use super::varint::{self, unzigzag, zigzag};
 use crate::Result;
 
 /// A sender's ids in one run at most; past it the run is written and another begins, so a
@@ -89,8 +90,8 @@ impl Run {
         self.entries.push(shared as u8);
         self.entries.push((id.len() - shared) as u8);
         self.entries.extend_from_slice(&id.as_bytes()[shared..]);
-        put_varint(&mut self.entries, zigzag(seq.wrapping_sub(self.seq) as i64));
-        put_varint(&mut self.entries, zigzag(ts.wrapping_sub(self.ts)));
+        varint::put(&mut self.entries, zigzag(seq.wrapping_sub(self.seq) as i64));
+        varint::put(&mut self.entries, zigzag(ts.wrapping_sub(self.ts)));
         (self.seq, self.ts) = (seq, ts);
         self.count += 1;
         self.hi.clear();
@@ -140,8 +141,8 @@ fn find_in_deltas(entries: &[u8], id: &str) -> std::result::Result<Option<(u64, 
         }
         current.truncate(shared);
         current.extend_from_slice(&tail[..n]);
-        let (seq_delta, tail) = take_varint(&tail[n..]).ok_or_else(truncated)?;
-        let (ts_delta, tail) = take_varint(tail).ok_or_else(truncated)?;
+        let (seq_delta, tail) = varint::take(&tail[n..]).ok_or_else(truncated)?;
+        let (ts_delta, tail) = varint::take(tail).ok_or_else(truncated)?;
         seq = seq.wrapping_add(unzigzag(seq_delta) as u64);
         ts = ts.wrapping_add(unzigzag(ts_delta));
         rest = tail;
@@ -177,36 +178,6 @@ fn find_in_plain(entries: &[u8], id: &str) -> std::result::Result<Option<(u64, i
 /// How many leading octets `a` and `b` share (at most 255, as an id is at most that long).
 fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count().min(255)
-}
-
-/// Maps a signed difference to an unsigned one with small magnitudes small (0, -1, 1, -2 …).
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-/// Appends `v` as LEB128: seven bits an octet, low first, the high bit set on all but the last.
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Reads a LEB128 value; `None` when `bytes` ends inside it or it runs past 64 bits.
-fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut v = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, &bytes[i + 1..]));
-        }
-    }
-    None
 }
 
 /// What the index knows beyond the database: each sender's highest id as committed, and the
