@@ -41,23 +41,29 @@ pub fn frames(pushes: impl IntoIterator<Item = Outbound>) -> Vec<Push> {
     let mut open: HashMap<String, usize> = HashMap::new();
     for push in pushes {
         match push {
-            Outbound::Message { group, message } => {
-                let len = codec::message_len(&message);
-                if let Some(&at) = open.get(&group) {
-                    if let Pending::Run { messages, bytes } = &mut pending[at].1 {
+            Outbound::Messages { group, messages } => {
+                // The group's open run, looked up once for all of them.
+                let mut at = open.get(&group).copied();
+                for message in messages {
+                    let len = codec::message_len(&message);
+                    if let Some(Pending::Run { messages, bytes }) = at.map(|at| &mut pending[at].1)
+                    {
                         if *bytes + len <= MAX_BATCH_BYTES {
                             messages.push(message);
                             *bytes += len;
                             continue;
                         }
                     }
+                    at = Some(pending.len());
+                    let run = Pending::Run {
+                        messages: vec![message],
+                        bytes: len,
+                    };
+                    pending.push((group.clone(), run));
                 }
-                open.insert(group.clone(), pending.len());
-                let run = Pending::Run {
-                    messages: vec![message],
-                    bytes: len,
-                };
-                pending.push((group, run));
+                if let Some(at) = at {
+                    open.insert(group, at);
+                }
             }
             Outbound::Push { group, frame } => {
                 open.remove(&group);
@@ -88,14 +94,14 @@ mod tests {
     use crate::protocol::Event;
 
     fn message(group: &str, seq: u64, text_len: usize) -> Outbound {
-        Outbound::Message {
+        Outbound::Messages {
             group: group.into(),
-            message: Message {
+            messages: vec![Message {
                 seq,
                 ts: 1,
                 sender: "alice".into(),
                 text: "x".repeat(text_len),
-            },
+            }],
         }
     }
 
@@ -139,6 +145,32 @@ mod tests {
             seqs(&out),
             [("a".to_string(), vec![1, 2]), ("b".to_string(), vec![7])]
         );
+    }
+
+    #[test]
+    fn a_sends_messages_join_the_groups_run_and_split_at_the_size_limit() {
+        let many =
+            |group: &str, seqs: std::ops::RangeInclusive<u64>, len: usize| Outbound::Messages {
+                group: group.into(),
+                messages: seqs
+                    .map(|seq| Message {
+                        seq,
+                        ts: 1,
+                        sender: "alice".into(),
+                        text: "x".repeat(len),
+                    })
+                    .collect(),
+            };
+        let out = frames([
+            message("a", 1, 10),
+            many("a", 2..=4, 10),
+            message("a", 5, 10),
+        ]);
+        assert_eq!(seqs(&out), [("a".to_string(), vec![1, 2, 3, 4, 5])]);
+        let out = frames([many("a", 1..=100, 1000)]);
+        let sent: Vec<u64> = seqs(&out).iter().flat_map(|(_, s)| s.clone()).collect();
+        assert_eq!(sent, (1..=100).collect::<Vec<_>>());
+        assert!(out.len() > 1 && out.iter().all(|p| p.frame.len() <= MAX_BATCH_BYTES + 64));
     }
 
     #[test]

@@ -33,9 +33,13 @@ pub enum Outbound {
     },
     /// An event for every live subscriber of `group`; dropped if the batch fails.
     Push { group: String, frame: Vec<u8> },
-    /// A new message for every live subscriber of `group`, sent as MSG or, with the batch's
-    /// other new messages of the group, as MSGS ([`super::fanout`]); dropped if the batch fails.
-    Message { group: String, message: Message },
+    /// New messages (one for a SEND, a SENDS's new ones) for every live subscriber of
+    /// `group`, sent as MSG or, with the batch's other new messages of the group, as MSGS
+    /// ([`super::fanout`]); dropped if the batch fails.
+    Messages {
+        group: String,
+        messages: Vec<Message>,
+    },
 }
 
 impl Outbound {
@@ -47,7 +51,7 @@ impl Outbound {
     /// The group whose subscribers a push goes to; `None` for an answer.
     pub fn group(&self) -> Option<&str> {
         match self {
-            Outbound::Push { group, .. } | Outbound::Message { group, .. } => Some(group),
+            Outbound::Push { group, .. } | Outbound::Messages { group, .. } => Some(group),
             Outbound::Reply { .. } | Outbound::Durable { .. } => None,
         }
     }
@@ -385,9 +389,9 @@ impl State {
                             duplicate: acked.duplicate,
                         }));
                         if let Some(message) = message {
-                            out.push(Outbound::Message {
+                            out.push(Outbound::Messages {
                                 group: group_name,
-                                message,
+                                messages: vec![message],
                             });
                         }
                     }
@@ -403,15 +407,12 @@ impl State {
                     return out.push(refuse(code, reason));
                 }
                 let mut acks = Vec::with_capacity(messages.len());
-                let mut pushes = Vec::with_capacity(messages.len());
+                let mut new = Vec::with_capacity(messages.len());
                 for Outgoing { client_id, text } in messages {
                     match append(store, group, user.clone(), &client_id, text, now_ms) {
                         Ok((acked, message)) => {
                             acks.push(acked);
-                            pushes.extend(message.map(|message| Outbound::Message {
-                                group: group_name.clone(),
-                                message,
-                            }));
+                            new.extend(message);
                         }
                         // The batch's transaction will not commit: nothing of it is stored.
                         Err(err) => {
@@ -420,7 +421,12 @@ impl State {
                     }
                 }
                 out.push(durable(Reply::Acks(acks)));
-                out.append(&mut pushes);
+                if !new.is_empty() {
+                    out.push(Outbound::Messages {
+                        group: group_name,
+                        messages: new,
+                    });
+                }
             }
             Request::History {
                 after_seq,
@@ -785,7 +791,7 @@ mod tests {
     fn reply_of(out: &[Outbound]) -> Reply {
         let frame = match &out[0] {
             Outbound::Reply { frame, .. } | Outbound::Durable { frame, .. } => frame,
-            Outbound::Push { .. } | Outbound::Message { .. } => panic!("push first"),
+            Outbound::Push { .. } | Outbound::Messages { .. } => panic!("push first"),
         };
         match decode_incoming(frame).unwrap() {
             Incoming::Reply(_, r) => r,
@@ -840,7 +846,7 @@ mod tests {
             }
         ));
         assert!(
-            matches!(&out[1], Outbound::Message { group, message } if group == "general" && message.seq == 1)
+            matches!(&out[1], Outbound::Messages { group, messages } if group == "general" && messages[0].seq == 1)
         );
         assert_eq!(state.subscribers("general").count(), 1);
 
@@ -1066,10 +1072,11 @@ mod tests {
         );
         let pushed: Vec<(u64, &str)> = out[1..]
             .iter()
-            .map(|o| match o {
-                Outbound::Message { message, .. } => (message.seq, message.text.as_str()),
+            .flat_map(|o| match o {
+                Outbound::Messages { messages, .. } => messages.iter(),
                 other => panic!("{other:?}"),
             })
+            .map(|m| (m.seq, m.text.as_str()))
             .collect();
         assert_eq!(pushed, [(2, "two"), (3, "three")]);
         let next = run(&mut state, &mut store, b"a", send("alice", "c4", "after"));
