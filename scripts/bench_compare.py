@@ -3,6 +3,7 @@
 
 Each run executes, on this machine and only on 127.0.0.1:
   zms bench all                       fanout, latency, rtt, ingest, history, scale, raw libzmq
+  zms bench fanout|ingest --batch 1   the senders with one SEND per message, for reference
   zms bench nats --nats CORE          core NATS (nats-server)
   zms bench nats --nats JS --jetstream  JetStream, file storage (nats-server -js)
   zms bench redis --redis R           ingest as pipelined XADDs (redis-server, append-only file
@@ -162,6 +163,12 @@ def one_run(zms, run, extra, quick, timeout, redis):
         if quick:
             all_args += QUICK
         lines += bench(zms, all_args, timeout)
+        # The same senders with one SEND per message instead of SENDS batches, for reference.
+        for workload in ("fanout", "ingest"):
+            for line in bench(zms, [workload, "--batch", "1", *extra,
+                                    *(QUICK if quick else [])], timeout):
+                line["workload"] = f"{workload}-send"
+                lines.append(line)
         nats_args = [*extra, *(QUICK if quick else [])]
         for line in bench(zms, ["nats", "--nats", f"127.0.0.1:{core_port}", *nats_args], timeout):
             line["workload"] = "nats-core"
@@ -228,6 +235,9 @@ FIGURES = [
     ("rtt p99 µs", "rtt", ("p99_us",), ""),
     ("rtt sends/s", "rtt", ("per_s",), ""),
     ("ingest msgs/s", "ingest", ("msgs_per_s",), ""),
+    ("fanout deliveries/s, one SEND per message (--batch 1)", "fanout-send",
+     ("deliveries_per_s",), ""),
+    ("ingest msgs/s, one SEND per message (--batch 1)", "ingest-send", ("msgs_per_s",), ""),
     ("history all ms", "history", ("all_ms",), ""),
     ("history since ms", "history", ("since_ms",), ""),
     ("scale LIST p99 ms (10,000 groups)", "scale", ("list_p99_ms",), ""),
