@@ -107,9 +107,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub window: Option<usize>,
     /// Messages per request of the fanout's and ingest's senders: up to this many go as one
-    /// SENDS, as a client with many messages at hand sends them; 1 sends each as a SEND. The
-    /// paced latency workload and rtt send one at a time.
-    #[arg(long, default_value_t = 64)]
+    /// SENDS, as a client with many messages at hand sends them (the most a SENDS holds, by
+    /// default); 1 sends each as a SEND. The paced latency workload and rtt send one at a time.
+    #[arg(long, default_value_t = crate::protocol::MAX_BATCH)]
     pub batch: usize,
     /// Most messages a sender may run ahead of its slowest receiver: end-to-end credit that
     /// keeps every queue well under the 10,000-message high-water marks (libzmq learns what its
