@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -188,7 +188,8 @@ fn a_sigkilled_group_server_restarts_with_every_acknowledged_message() {
     stdout(&zms(&[
         "join", "general", "--server", &s, "--name", "alice",
     ]));
-    let lines: String = (1..=50).map(|i| format!("line {i}\n")).collect();
+    // More lines than one SENDS holds.
+    let lines: String = (1..=600).map(|i| format!("line {i}\n")).collect();
     let mut send = Command::new(ZMS)
         .args(["send", "general", "--server", &s, "--name", "alice"])
         .stdin(Stdio::piped())
@@ -201,7 +202,7 @@ fn a_sigkilled_group_server_restarts_with_every_acknowledged_message() {
         .write_all(lines.as_bytes())
         .unwrap();
     let acked = stdout(&send.wait_with_output().unwrap()).lines().count();
-    assert_eq!(acked, 50);
+    assert_eq!(acked, 600);
 
     d.group.signal("-KILL");
     d.group.wait();
@@ -216,8 +217,44 @@ fn a_sigkilled_group_server_restarts_with_every_acknowledged_message() {
         .collect();
     assert_eq!(
         texts,
-        (1..=50).map(|i| format!("line {i}")).collect::<Vec<_>>()
+        (1..=600).map(|i| format!("line {i}")).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_piped_line_is_sent_as_soon_as_the_input_pauses_after_it() {
+    let d = deploy();
+    let s = d.server.clone();
+    stdout(&zms(&[
+        "join", "general", "--server", &s, "--name", "alice",
+    ]));
+    let mut send = Command::new(ZMS)
+        .args(["send", "general", "--server", &s, "--name", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = send.stdin.take().unwrap();
+    let output = BufReader::new(send.stdout.take().unwrap());
+    let (tx, sent) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in output.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // A live stream: each line is acknowledged before the next is written.
+    for i in 1..=3 {
+        input.write_all(format!("live {i}\n").as_bytes()).unwrap();
+        input.flush().unwrap();
+        let line = sent
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("line {i} was not sent while the input stayed open"));
+        assert!(line.contains(&format!(" #{i} at ")), "{line}");
+    }
+    drop(input);
+    assert!(send.wait().unwrap().success());
 }
 
 #[test]

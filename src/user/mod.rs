@@ -10,7 +10,7 @@ pub mod render;
 pub mod shell;
 pub mod view;
 
-use std::io::BufRead;
+use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use serde_json::json;
@@ -82,22 +82,33 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
             };
             match text {
                 Some(text) => print(session.send(&group, &text)?),
-                // Lines of stdin go as batches (SENDS), read and sent a batch at a time, so a
-                // long file is neither held whole nor sent one round trip per line.
+                // Lines of stdin go as batches (SENDS) of what has arrived, so a file is sent
+                // in few round trips and never held whole, and a line of a live stream (`tail
+                // -f log |`) goes as soon as the input pauses after it.
                 None => {
-                    let mut lines = std::io::stdin().lock().lines();
+                    let mut input = BufReader::new(std::io::stdin().lock());
+                    let mut batch: Vec<String> = Vec::new();
                     loop {
-                        let batch: Vec<String> = lines
-                            .by_ref()
-                            .take(protocol::MAX_BATCH)
-                            .collect::<std::io::Result<_>>()?;
-                        if batch.is_empty() {
+                        let mut line = String::new();
+                        let end = input.read_line(&mut line)? == 0;
+                        if !end {
+                            // As `lines()` does: without its "\n" or "\r\n".
+                            if let Some(text) = line.strip_suffix('\n') {
+                                line = text.strip_suffix('\r').unwrap_or(text).to_string();
+                            }
+                            batch.push(line);
+                        }
+                        let waits = end || !input.buffer().contains(&b'\n');
+                        if !batch.is_empty() && (waits || batch.len() >= protocol::MAX_BATCH) {
+                            session
+                                .send_many(&group, &batch)?
+                                .into_iter()
+                                .for_each(print);
+                            batch.clear();
+                        }
+                        if end {
                             break;
                         }
-                        session
-                            .send_many(&group, &batch)?
-                            .into_iter()
-                            .for_each(print);
                     }
                 }
             }
