@@ -53,7 +53,10 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
             let group = session.resolve(&spec)?;
             let last_seq = session.join(&group)?;
             match format {
-                Format::Plain => println!("joined {group} ({last_seq} messages so far)"),
+                Format::Plain => {
+                    let s = if last_seq == 1 { "" } else { "s" };
+                    println!("joined {group} ({last_seq} message{s} so far)")
+                }
                 Format::Json => println!(
                     "{}",
                     json!({"group": group.name, "address": group.address, "last_seq": last_seq})
