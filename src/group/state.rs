@@ -691,7 +691,7 @@ fn refusal<T: AsRef<str>>(
         format!(
             "a batch of {} is more than this server allows at once ({}); send fewer at a time",
             texts.len(),
-            rate * 2
+            u64::from(rate) * 2
         )
     } else {
         format!("slow down: at most {rate} messages a second per user")
