@@ -181,6 +181,16 @@ fn tail_follows_live_messages() {
     drop(d.group);
 }
 
+/// `zms send general` by `name` with no text, so it sends the lines written to its stdin.
+fn piped_send(server: &str, name: &str) -> std::process::Child {
+    Command::new(ZMS)
+        .args(["send", "general", "--server", server, "--name", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_sigkilled_group_server_restarts_with_every_acknowledged_message() {
     let mut d = deploy();
@@ -190,12 +200,7 @@ fn a_sigkilled_group_server_restarts_with_every_acknowledged_message() {
     ]));
     // More lines than one SENDS holds.
     let lines: String = (1..=600).map(|i| format!("line {i}\n")).collect();
-    let mut send = Command::new(ZMS)
-        .args(["send", "general", "--server", &s, "--name", "alice"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut send = piped_send(&s, "alice");
     send.stdin
         .take()
         .unwrap()
@@ -228,12 +233,7 @@ fn a_piped_line_is_sent_as_soon_as_the_input_pauses_after_it() {
     stdout(&zms(&[
         "join", "general", "--server", &s, "--name", "alice",
     ]));
-    let mut send = Command::new(ZMS)
-        .args(["send", "general", "--server", &s, "--name", "alice"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut send = piped_send(&s, "alice");
     let mut input = send.stdin.take().unwrap();
     let output = BufReader::new(send.stdout.take().unwrap());
     let (tx, sent) = std::sync::mpsc::channel();

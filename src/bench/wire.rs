@@ -282,7 +282,7 @@ impl Pipeline {
             self.sent_request(id, 1);
         } else {
             let client_id = format!("{}-{}", self.client_prefix, self.sent);
-            let more = 5 + client_id.len() + text.len();
+            let more = codec::outgoing_len(&client_id, &text);
             if self.pending_len + more > protocol::MAX_BATCH_FRAME {
                 self.flush()?;
             }

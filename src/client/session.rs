@@ -19,6 +19,18 @@ use crate::protocol::{
 };
 use crate::{errinput, transport, Error, Result};
 
+/// Refuses a text no server takes, before anything is sent.
+fn check_text(text: &str) -> Result<()> {
+    if text.len() > protocol::MAX_TEXT {
+        return Err(errinput!(
+            "message is {} bytes; the limit is {}",
+            text.len(),
+            protocol::MAX_TEXT
+        ));
+    }
+    Ok(())
+}
+
 /// How long a send waits out a server's rate limit before reporting LIMITED.
 const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -499,13 +511,7 @@ impl Session {
         client_id: &str,
         text: &str,
     ) -> Result<(u64, i64)> {
-        if text.len() > protocol::MAX_TEXT {
-            return Err(errinput!(
-                "message is {} bytes; the limit is {}",
-                text.len(),
-                protocol::MAX_TEXT
-            ));
-        }
+        check_text(text)?;
         let request = Request::Send {
             group: group.name.clone(),
             user: self.name.clone(),
@@ -541,13 +547,7 @@ impl Session {
     /// As [`Session::send`]; a text over `MAX_TEXT` fails the call before anything is sent.
     /// Messages before the batch that failed are stored.
     pub fn send_many(&mut self, group: &GroupRef, texts: &[String]) -> Result<Vec<(u64, i64)>> {
-        if let Some(text) = texts.iter().find(|t| t.len() > protocol::MAX_TEXT) {
-            return Err(errinput!(
-                "message is {} bytes; the limit is {}",
-                text.len(),
-                protocol::MAX_TEXT
-            ));
-        }
+        texts.iter().try_for_each(|t| check_text(t))?;
         let mut stored = Vec::with_capacity(texts.len());
         let mut rest = texts;
         while !rest.is_empty() {
@@ -555,7 +555,7 @@ impl Session {
             let mut len = codec::batch_len(&group.name, &self.name, &[]);
             for text in rest.iter().take(protocol::MAX_BATCH) {
                 let client_id = self.next_client_id();
-                let more = 5 + client_id.len() + text.len();
+                let more = codec::outgoing_len(&client_id, text);
                 if !messages.is_empty() && len + more > protocol::MAX_BATCH_FRAME {
                     break; // an id skipped leaves no hole that matters: ids need only rise
                 }

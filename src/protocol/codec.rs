@@ -155,9 +155,14 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
 pub fn batch_len(group: &str, user: &str, messages: &[Outgoing]) -> usize {
     let each: usize = messages
         .iter()
-        .map(|m| OUTGOING_MIN_LEN + m.client_id.len() + m.text.len())
+        .map(|m| outgoing_len(&m.client_id, &m.text))
         .sum();
     BATCH_HEADER_LEN + group.len() + user.len() + each
+}
+
+/// Octets one message of a SENDS takes: what it adds to [`batch_len`].
+pub fn outgoing_len(client_id: &str, text: &str) -> usize {
+    OUTGOING_MIN_LEN + client_id.len() + text.len()
 }
 
 /// Octets of a SENDS before its messages, but for the group and user names: the header, the
@@ -427,6 +432,14 @@ pub fn encode_messages_event(group: &str, messages: &[Message]) -> Vec<u8> {
 pub fn append_message(buf: &mut Vec<u8>, message: &Message) {
     let mut w = Writer(std::mem::take(buf));
     w.message(message);
+    *buf = w.0;
+}
+
+/// Appends `s` to `buf` as a `string` field (a `u8` length, then the octets): what a frame
+/// carries for a name, and the store for a chunk's sender.
+pub fn append_string(buf: &mut Vec<u8>, s: &str) {
+    let mut w = Writer(std::mem::take(buf));
+    w.string(s);
     *buf = w.0;
 }
 

@@ -34,14 +34,8 @@ pub fn append(bytes: &mut Vec<u8>, previous: Option<(i64, &str)>, message: &Mess
     if previous.is_some() && message.sender == sender {
         bytes.push(0);
     } else {
-        // Names are at most 64 octets; a longer one is cut at a character boundary, as the
-        // wire's strings are, rather than corrupting the chunk.
-        let mut end = message.sender.len().min(255);
-        while !message.sender.is_char_boundary(end) {
-            end -= 1;
-        }
-        bytes.push(end as u8);
-        bytes.extend_from_slice(&message.sender.as_bytes()[..end]);
+        // As the wire writes a name: a longer one than 255 octets would be cut, not overflow.
+        codec::append_string(bytes, &message.sender);
     }
     varint::put(bytes, message.text.len() as u64);
     bytes.extend_from_slice(message.text.as_bytes());
