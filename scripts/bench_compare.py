@@ -248,6 +248,8 @@ FIGURES = [
     ("raw latency p50 µs", "raw", ("latency", "p50_us"), ""),
     ("raw latency p99 µs", "raw", ("latency", "p99_us"), ""),
     ("raw REQ/REP p50 µs", "raw", ("rtt", "p50_us"), ""),
+    ("raw latency p99 µs, each end on its own context", "raw", ("latency_apart", "p99_us"), ""),
+    ("raw REQ/REP p50 µs, each end on its own context", "raw", ("rtt_apart", "p50_us"), ""),
     ("NATS core deliveries/s", "nats-core", ("fanout", "deliveries_per_s"), ""),
     ("NATS core latency p99 µs", "nats-core", ("latency", "p99_us"), ""),
     ("JetStream deliveries/s", "nats-jetstream", ("fanout", "deliveries_per_s"), ""),
@@ -308,6 +310,22 @@ def goals(lines, runs):
     return rows
 
 
+def apart(lines, runs):
+    """(what, ratio per run): zms against raw libzmq with each end on its own context, as a
+    client and a server in two processes are. Context for the goals, not goals."""
+    def g(run, w, *p):
+        return get(lines, run, w, *p)
+
+    return [
+        ("latency p99, zms ÷ raw PUB/SUB apart",
+         [ratio(g(r, "latency", "p99_us"), g(r, "raw", "latency_apart", "p99_us")) for r in runs]),
+        ("rtt p50, zms ÷ raw REQ/REP apart",
+         [ratio(g(r, "rtt", "p50_us"), g(r, "raw", "rtt_apart", "p50_us")) for r in runs]),
+        ("rtt p50, raw REQ/REP apart ÷ one context",
+         [ratio(g(r, "raw", "rtt_apart", "p50_us"), g(r, "raw", "rtt", "p50_us")) for r in runs]),
+    ]
+
+
 def summary(lines, runs, info, args):
     out = []
     out.append("## Machine\n")
@@ -333,6 +351,13 @@ def summary(lines, runs, info, args):
         known = [v for v in values if v is not None]
         met = "n/a" if not known else ("met" if all(test(v) for v in known) else "missed")
         out.append(f"| {goal} | {shown} | {met} |")
+    out.append("\n## Against raw libzmq between two contexts (each end its own I/O thread, "
+               "as between two processes; context, not goals)\n")
+    out.append("| ratio | per run |")
+    out.append("|---|---|")
+    for what, values in apart(lines, runs):
+        shown = ", ".join(fmt(v) + "×" if v is not None else "n/a" for v in values)
+        out.append(f"| {what} | {shown} |")
     out.append("\n## Fan-out comparison (median of the runs; 10 members, 100-byte messages)\n")
     out.append("| system | stores? | deliveries/s | latency p50 µs | p99 µs | p99.9 µs "
                "| rtt p50 µs |")

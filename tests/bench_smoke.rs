@@ -175,12 +175,16 @@ fn raw_runs_the_same_workloads_on_bare_libzmq() {
             "fanout.deliveries_per_s",
             "fanout.lost",
             "latency.p99_us",
+            "latency_apart.p99_us",
             "rtt.p50_us",
             "rtt.per_s",
+            "rtt_apart.p50_us",
         ],
     );
     assert_eq!(line["fanout"]["lost"], 0);
     assert_eq!(line["latency"]["lost"], 0);
+    assert_eq!(line["latency_apart"]["lost"], 0);
+    assert_eq!(line["rtt_apart"]["samples"], 500);
 }
 
 #[test]

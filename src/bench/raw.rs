@@ -3,6 +3,11 @@
 //!
 //! Same message size, counts, rate, receiver threads and end-to-end credit as the zms
 //! workloads; nothing is stored, nothing is acknowledged but REQ/REP's reply.
+//!
+//! `fanout`, `latency` and `rtt` run both ends on one libzmq context, so one I/O thread writes
+//! and reads both ends of each connection: the goals' baselines. `latency_apart` and
+//! `rtt_apart` give each end a context of its own, so a message crosses two I/O threads as it
+//! does between two processes: what libzmq itself can do between a client and a server.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -29,10 +34,11 @@ const ACK_LEN: usize = 26;
 /// A socket failure or a stalled receiver.
 pub fn run(args: &BenchArgs) -> Result<Value> {
     let ctx = zmq::Context::new();
+    let apart = zmq::Context::new();
     let members = args.members.unwrap_or(10);
     let fanout = pubsub(
         args,
-        &ctx,
+        [&ctx, &ctx],
         "raw fanout",
         args.messages.unwrap_or(200_000),
         members,
@@ -41,31 +47,41 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
     let latency_messages = args
         .messages
         .unwrap_or((args.rate as f64 * args.duration) as u64);
-    let mut latency = pubsub(
-        args,
-        &ctx,
-        "raw latency",
-        latency_messages,
-        members,
-        Some(args.rate),
-    )?;
-    let percentiles = Percentiles::of(&mut latency.latencies());
-    let rtt = reqrep(args, &ctx, args.messages.unwrap_or(20_000))?;
+    let paced = |contexts: [&zmq::Context; 2], label| -> Result<Value> {
+        let mut latency = pubsub(
+            args,
+            contexts,
+            label,
+            latency_messages,
+            members,
+            Some(args.rate),
+        )?;
+        let percentiles = Percentiles::of(&mut latency.latencies());
+        Ok(stats::merge(
+            stats::merge(latency.json(), percentiles.json()),
+            json!({"rate": args.rate, "sent_per_s": per_s(latency_messages, latency.send_ns)}),
+        ))
+    };
+    let latency = paced([&ctx, &ctx], "raw latency")?;
+    let latency_apart = paced([&ctx, &apart], "raw latency apart")?;
+    let rtt_messages = args.messages.unwrap_or(20_000);
+    let rtt = reqrep(args, [&ctx, &ctx], "raw rtt", rtt_messages)?;
+    let rtt_apart = reqrep(args, [&ctx, &apart], "raw rtt apart", rtt_messages)?;
     Ok(json!({
         "size": args.size,
         "fanout": fanout.json(),
-        "latency": stats::merge(
-            stats::merge(latency.json(), percentiles.json()),
-            json!({"rate": args.rate, "sent_per_s": per_s(latency_messages, latency.send_ns)}),
-        ),
+        "latency": latency,
+        "latency_apart": latency_apart,
         "rtt": rtt,
+        "rtt_apart": rtt_apart,
     }))
 }
 
-/// One PUB to `members` SUBs, each on its own thread.
+/// One PUB to `members` SUBs, each on its own thread; the PUB on the first context, the SUBs
+/// on the second.
 fn pubsub(
     args: &BenchArgs,
-    ctx: &zmq::Context,
+    [ctx, sub_ctx]: [&zmq::Context; 2],
     label: &'static str,
     messages: u64,
     members: usize,
@@ -86,7 +102,7 @@ fn pubsub(
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::new();
     for m in 0..members {
-        let subscriber = transport::socket(ctx, zmq::SUB)?;
+        let subscriber = transport::socket(sub_ctx, zmq::SUB)?;
         subscriber.set_rcvhwm(SUB_RCVHWM)?;
         subscriber.set_subscribe(b"")?;
         subscriber.connect(&endpoint)?;
@@ -197,11 +213,17 @@ fn subscribe(
     Ok(tally)
 }
 
-/// REQ/REP: one request at a time, each waiting for its reply.
-fn reqrep(args: &BenchArgs, ctx: &zmq::Context, messages: u64) -> Result<Value> {
+/// REQ/REP: one request at a time, each waiting for its reply; the REQ on the first context,
+/// the REP on the second.
+fn reqrep(
+    args: &BenchArgs,
+    [ctx, rep_ctx]: [&zmq::Context; 2],
+    label: &'static str,
+    messages: u64,
+) -> Result<Value> {
     let stall = args.stall();
     let deadline = args.deadline();
-    let rep = transport::socket(ctx, zmq::REP)?;
+    let rep = transport::socket(rep_ctx, zmq::REP)?;
     rep.bind("tcp://127.0.0.1:*")?;
     let endpoint = rep
         .get_last_endpoint()?
@@ -243,7 +265,7 @@ fn reqrep(args: &BenchArgs, ctx: &zmq::Context, messages: u64) -> Result<Value> 
                 Err(e) => Err(e.into()),
             }
         };
-        time_calls("raw rtt", messages, deadline, call)
+        time_calls(label, messages, deadline, call)
     })();
     stop.store(true, Ordering::SeqCst);
     replier
