@@ -225,6 +225,22 @@ class RustServers(Deployment):
         self.assertEqual(self.client("alice").members("general"),
                          [{"name": "alice", "online": False}])
 
+    def test_send_many_stores_a_list_in_order_in_few_requests(self) -> None:
+        bob = self.client("bob")
+        bob.join("general")
+        # 600 texts, one of them 60,000 octets: batches of at most 256, and the long one starts a
+        # batch of its own, since with the short ones before it the frame would pass its limit.
+        texts = [f"line {i}" for i in range(600)]
+        texts[550] = "x" * 60_000
+        seqs = bob.send_many("general", texts)
+        self.assertEqual(seqs, list(range(1, 601)))
+        self.assertEqual([m["text"] for m in bob.history("general")], texts)
+        self.assertEqual(bob.send_many("general", []), [])
+        with self.assertRaises(zms.ZmsError) as caught:
+            bob.send_many("general", ["fine", "y" * (zms.MAX_TEXT + 1)])
+        self.assertEqual(caught.exception.code, 413)
+        self.assertEqual(len(bob.history("general")), 600, "a refused list stores nothing")
+
     def test_history_with_and_without_since_and_limit(self) -> None:
         py = self.client("bob")
         py.join("general")
@@ -615,6 +631,22 @@ class ClientRules(unittest.TestCase):
         server.peer = second_peer
         server.reply(second, zms.ACK, 7, 1_700_000_000_000, True)
         self.assertEqual(result.get(timeout=LIMIT), 7)
+
+    def test_a_batch_refused_for_its_rate_goes_again_as_single_sends(self) -> None:
+        server = ScriptedServer(self)
+        client = zms.Client("127.0.0.1:1", "bob", timeout=LIMIT)
+        self.addCleanup(client.close)
+        result: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=lambda: result.put(
+            client.send_many(f"general@{server.address}", ["a", "b"])), daemon=True).start()
+        batch = server.expect(zms.SENDS)
+        self.assertEqual([text for _id, text in batch.fields[2]], ["a", "b"])
+        server.reply(batch, zms.ERROR, 429, "send fewer at a time")
+        for seq, (client_id, text) in enumerate(batch.fields[2], start=8):
+            single = server.expect(zms.SEND)
+            self.assertEqual(single.fields[2:], [client_id, text], "the same client id")
+            server.reply(single, zms.ACK, seq, 1_700_000_000_000, False)
+        self.assertEqual(result.get(timeout=LIMIT), [8, 9])
 
     def test_messages_drops_repeats_fills_holes_and_recovers_subscriptions(self) -> None:
         server = ScriptedServer(self)
