@@ -145,11 +145,34 @@ fn members_get_messages_live_in_order_and_history_matches() {
 fn history_pages_past_the_server_page_limit() {
     let c = cluster(&["big"]);
     let (mut alice, big) = c.member("alice", "big");
-    for i in 0..2_500 {
-        alice.send(&big, &format!("{i}")).unwrap();
-    }
+    // Seven pages: more than the client asks for ahead at once, so its window refills.
+    let sent: Vec<String> = (0..6_500).map(|i| format!("{i}")).collect();
+    let stored = alice.send_many(&big, &sent).unwrap();
     let all = alice.history(&big, None, None).unwrap();
-    assert_eq!(seqs(&all), (1..=2_500).collect::<Vec<_>>());
+    assert_eq!(seqs(&all), (1..=6_500).collect::<Vec<_>>());
+    assert_eq!(texts(&all), sent);
+    // The last n, the first n since a time, and all since a time, each across pages.
+    let last = alice.history(&big, None, Some(4_321)).unwrap();
+    assert_eq!(seqs(&last), (2_180..=6_500).collect::<Vec<_>>());
+    let since = stored[1_234].1;
+    let first = all.iter().position(|m| m.ts >= since).unwrap();
+    let later = alice.history(&big, Some(since), None).unwrap();
+    assert_eq!(later, all[first..]);
+    let some = alice.history(&big, Some(since), Some(3_003)).unwrap();
+    assert_eq!(some, all[first..first + 3_003]);
+}
+
+#[test]
+fn history_of_long_messages_pages_by_the_reply_limit() {
+    let c = cluster(&["big"]);
+    let (mut alice, big) = c.member("alice", "big");
+    // 2 KiB each: a page of 1,000 would pass the 1 MiB reply limit, so every page comes back
+    // short and the client cannot know in advance where the next one starts.
+    let sent: Vec<String> = (0..2_400).map(|i| format!("{i:>2048}")).collect();
+    alice.send_many(&big, &sent).unwrap();
+    let all = alice.history(&big, None, None).unwrap();
+    assert_eq!(seqs(&all), (1..=2_400).collect::<Vec<_>>());
+    assert_eq!(texts(&all), sent);
 }
 
 #[test]

@@ -212,6 +212,33 @@ impl Conn {
         }
     }
 
+    /// Waits up to one request timeout for the reply to `req_id`, sent with
+    /// [`Conn::send_nowait`], keeping whatever else arrives. `None` when it does not come: the
+    /// caller falls back to [`Conn::request`], which retries.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] for an ERROR reply, a libzmq failure or an undecodable frame.
+    pub fn await_reply(&mut self, req_id: u32) -> Result<Option<Reply>> {
+        let deadline = Instant::now() + self.timeouts.request;
+        while let Some(remaining) = deadline.checked_duration_since(Instant::now()) {
+            let mut items = [self.socket.as_poll_item(zmq::POLLIN)];
+            if transport::poll(&mut items, remaining)? == 0 {
+                break;
+            }
+            loop {
+                match self.receive(Some(req_id))? {
+                    Recv::Wanted(Reply::Error { code, reason }) => {
+                        return Err(Error::Rejected { code, reason })
+                    }
+                    Recv::Wanted(reply) => return Ok(Some(reply)),
+                    Recv::Kept => {}
+                    Recv::Empty => break,
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Reads everything waiting on the socket without blocking.
     ///
     /// # Errors
