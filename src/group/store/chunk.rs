@@ -41,31 +41,37 @@ pub fn append(bytes: &mut Vec<u8>, previous: Option<(i64, &str)>, message: &Mess
     bytes.extend_from_slice(message.text.as_bytes());
 }
 
-/// A chunk's messages, the first of which has seq `first_seq`.
+/// The messages of a chunk whose first message has seq `first_seq`: those from seq `from` on,
+/// at most `most` of them. The ones before `from` are walked over, not built.
 ///
 /// # Errors
 /// What is wrong with the first message that does not decode (truncated, invalid UTF-8).
-pub fn decode(first_seq: u64, bytes: &[u8]) -> Result<Vec<Message>, String> {
+pub fn decode(
+    first_seq: u64,
+    bytes: &[u8],
+    from: u64,
+    most: usize,
+) -> Result<Vec<Message>, String> {
     let Some((&COMPACT, mut rest)) = bytes.split_first() else {
-        return codec::decode_messages(bytes);
+        let mut messages = codec::decode_messages(bytes)?;
+        messages.retain(|m| m.seq >= from);
+        messages.truncate(most);
+        return Ok(messages);
     };
     let truncated = || "a chunk is truncated".to_string();
-    let utf8 = |b: &[u8]| {
-        std::str::from_utf8(b)
-            .map(str::to_string)
-            .map_err(|_| "a chunk holds invalid UTF-8".to_string())
-    };
+    let utf8 = |b| std::str::from_utf8(b).map_err(|_| "a chunk holds invalid UTF-8".to_string());
     let mut messages: Vec<Message> = Vec::new();
-    let mut ts = 0i64;
-    while !rest.is_empty() {
+    let (mut seq, mut ts, mut sender) = (first_seq, 0i64, None);
+    while !rest.is_empty() && messages.len() < most {
         let (delta, tail) = varint::take(rest).ok_or_else(truncated)?;
         ts = ts.wrapping_add(unzigzag(delta));
         let (&n, tail) = tail.split_first().ok_or_else(truncated)?;
-        let (sender, tail) = match (n, messages.last()) {
-            (0, Some(before)) => (before.sender.clone(), tail),
+        let tail = match (n, sender) {
+            (0, Some(_)) => tail,
             _ if tail.len() >= usize::from(n) => {
                 let (name, tail) = tail.split_at(usize::from(n));
-                (utf8(name)?, tail)
+                sender = Some(utf8(name)?);
+                tail
             }
             _ => return Err(truncated()),
         };
@@ -75,12 +81,15 @@ pub fn decode(first_seq: u64, bytes: &[u8]) -> Result<Vec<Message>, String> {
             return Err(truncated());
         }
         let (text, tail) = tail.split_at(len);
-        messages.push(Message {
-            seq: first_seq + messages.len() as u64,
-            ts,
-            sender,
-            text: utf8(text)?,
-        });
+        if seq >= from {
+            messages.push(Message {
+                seq,
+                ts,
+                sender: sender.unwrap_or_default().to_string(),
+                text: utf8(text)?.to_string(),
+            });
+        }
+        seq += 1;
         rest = tail;
     }
     Ok(messages)
@@ -117,14 +126,18 @@ mod tests {
             );
             previous = Some((m.ts, m.sender.clone()));
         }
-        assert_eq!(decode(7, &bytes).unwrap(), messages);
+        assert_eq!(decode(7, &bytes, 0, usize::MAX).unwrap(), messages);
+        // A part of it: from seq 8, at most two.
+        assert_eq!(decode(7, &bytes, 8, 2).unwrap(), messages[1..3]);
+        assert_eq!(decode(7, &bytes, 10, 5).unwrap(), messages[3..]);
+        assert_eq!(decode(7, &bytes, 11, 5).unwrap(), []);
         // The second message: its ts delta, the same sender, its length, no text.
         assert_eq!(
             bytes.len(),
             1 + (6 + 6 + 1 + 100) + 3 + (1 + 4 + 1 + 6) + (1 + 6 + 1 + 4)
         );
         for cut in 1..bytes.len() {
-            let read = decode(7, &bytes[..cut]);
+            let read = decode(7, &bytes[..cut], 0, usize::MAX);
             assert!(
                 read.as_ref().is_err() || read.as_ref().unwrap().len() < messages.len(),
                 "cut at {cut}: {read:?}"
@@ -133,7 +146,7 @@ mod tests {
         let mut bad = bytes.clone();
         let at = bad.len() - 1;
         bad[at] = 0xff;
-        assert!(decode(7, &bad).is_err(), "invalid UTF-8");
+        assert!(decode(7, &bad, 0, usize::MAX).is_err(), "invalid UTF-8");
     }
 
     #[test]
@@ -144,6 +157,7 @@ mod tests {
             codec::append_message(&mut old, m);
         }
         assert_eq!(old[0], 0, "a seq's high octet");
-        assert_eq!(decode(1, &old).unwrap(), messages);
+        assert_eq!(decode(1, &old, 0, usize::MAX).unwrap(), messages);
+        assert_eq!(decode(1, &old, 2, 1).unwrap(), messages[1..]);
     }
 }

@@ -459,14 +459,10 @@ impl Store {
         while let Some(row) = rows.next()? {
             let key: i64 = row.get(0)?;
             let bytes = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-            for message in decode_chunk(group_id, key, bytes)?
-                .into_iter()
-                .filter(|m| m.seq >= first)
-            {
-                if page.len() as u32 >= limit {
-                    return Ok(page);
-                }
-                page.push(message);
+            let most = limit as usize - page.len();
+            page.extend(decode_chunk(group_id, key, bytes, first, most)?);
+            if page.len() >= limit as usize {
+                break;
             }
         }
         Ok(page)
@@ -561,7 +557,7 @@ impl Store {
                 .query_row("SELECT messages FROM chunks WHERE key = ?1", [key], |r| {
                     r.get(0)
                 })?;
-        let messages = decode_chunk(group_id, key, &bytes)?;
+        let messages = decode_chunk(group_id, key, &bytes, 0, usize::MAX)?;
         Ok(messages.iter().find(|m| m.ts >= since_ms).map(|m| m.seq))
     }
 
@@ -671,8 +667,14 @@ impl Chunk {
 }
 
 /// The messages of a stored chunk of `group_id` keyed by `key`.
-fn decode_chunk(group_id: i64, key: i64, bytes: &[u8]) -> Result<Vec<Message>> {
-    chunk::decode(key as u64 & MAX_SEQ, bytes).map_err(|reason| {
+fn decode_chunk(
+    group_id: i64,
+    key: i64,
+    bytes: &[u8],
+    from: u64,
+    most: usize,
+) -> Result<Vec<Message>> {
+    chunk::decode(key as u64 & MAX_SEQ, bytes, from, most).map_err(|reason| {
         undecodable(format!(
             "a stored chunk of group {group_id} does not decode: {reason}"
         ))
