@@ -4,7 +4,8 @@
 //! the original design, and only members' connections ever receive its messages). The loop
 //! reads up to `BATCH` (512) requests per wake-up and commits their writes in one SQLite
 //! transaction before any acknowledgement or push leaves (group commit), then pushes each
-//! group's new messages of the batch in as few frames as it can ([`fanout`]). A DEALER per
+//! group's new messages of the batch in as few frames as it can ([`fanout`]). A page of
+//! history leaves as soon as it is read. A DEALER per
 //! directory carries REGISTER every heartbeat. Decisions live in [`state`], SQL in [`store`].
 
 pub mod fanout;
@@ -391,8 +392,15 @@ impl GroupServer {
             messages += sent(&request);
             debug!(peer = %transport::hex(&route), request = request.name(), "request");
             let peer = envelope.peer_key.as_deref();
+            // A page of history is sent as soon as it is read: nothing in it waits on a commit
+            // (one open before it was settled above), and a reader asking for pages ahead gets
+            // each while the server reads the next.
+            let page = matches!(request, Request::History { .. });
             self.state
                 .handle(&mut self.store, &route, req_id, request, peer, &mut out);
+            if page {
+                self.flush(std::mem::take(&mut out));
+            }
         }
         if let Some(from) = open_from {
             let mut tail = out.split_off(from);
