@@ -117,6 +117,23 @@ def machine(commit=None):
     }
 
 
+def cpu_ticks():
+    """(stolen, total) jiffies of all CPUs so far, from /proc/stat (None where it is absent)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(f) for f in fields[:8]]
+    return ticks[7], sum(ticks)
+
+
+def stolen_pct(before, after):
+    """The share of CPU time the hypervisor gave to other guests between two cpu_ticks()."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
 def redis_run(zms, scratch, extra, quick, timeout):
     """One redis-server with durability like zms's default (a log written before the reply,
     fsync'd once a second rather than per commit), `zms bench redis` against it, then stopped."""
@@ -334,7 +351,13 @@ def summary(lines, runs, info, args):
     out.append(f"- zms at commit {info['commit']}; {info['nats_server']}; "
                f"{info.get('redis_server', 'redis-server not recorded')}")
     out.append(f"- runs: {len(runs)}; extra flags: {' '.join(args.extra) or 'none'}"
-               f"{'; QUICK counts' if args.quick else ''}\n")
+               f"{'; QUICK counts' if args.quick else ''}")
+    stolen = [get(lines, r, "machine", "steal_pct") for r in runs]
+    if any(v is not None for v in stolen):
+        shown = ", ".join("n/a" if v is None else f"{v:g} %" for v in stolen)
+        out.append(f"- CPU time stolen by the hypervisor for other guests, per run "
+                   f"(`/proc/stat`): {shown}")
+    out.append("")
     out.append("## Measured (range over the runs)\n")
     out.append("| figure | range |")
     out.append("|---|---|")
@@ -535,7 +558,11 @@ def main():
     runs = list(range(1, args.runs + 1))
     for run in runs:
         print(f"== run {run} of {args.runs}", file=sys.stderr, flush=True)
+        before = cpu_ticks()
         lines += one_run(zms, run, args.extra, args.quick, args.timeout, redis)
+        # How busy the host was: on a shared VM, the time stolen for other guests is the noise.
+        lines.append({"workload": "machine", "run": run,
+                      "steal_pct": stolen_pct(before, cpu_ticks())})
         (out / "results.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
     (out / "machine.json").write_text(json.dumps(info, indent=2) + "\n")
     (out / "summary.md").write_text(summary(lines, runs, info, args))
