@@ -6,6 +6,8 @@
 #   ZMS=target/release/zms PIN=0 bash scripts/experiments/server-cpu.sh rtt
 #
 # PIN, if set, is a `taskset -c` CPU list for all three processes (PIN=0: everything on one CPU).
+# Threads are listed as NAME-TID: `group` serves, `checkpoint` checkpoints, and libzmq's I/O
+# thread carries the process's name, `zms`.
 set -euo pipefail
 ZMS=${ZMS:-target/release/zms}
 WORKLOAD=$1
