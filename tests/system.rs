@@ -168,9 +168,22 @@ fn history_of_long_messages_pages_by_the_reply_limit() {
     let (mut alice, big) = c.member("alice", "big");
     // 2 KiB each: a page of 1,000 would pass the 1 MiB reply limit, so every page comes back
     // short and the client cannot know in advance where the next one starts.
-    let sent: Vec<String> = (0..2_400).map(|i| format!("{i:>2048}")).collect();
+    let long = |i| format!("{i:>2048}");
+    let sent: Vec<String> = (0..2_400).map(long).collect();
     alice.send_many(&big, &sent).unwrap();
     let all = alice.history(&big, None, None).unwrap();
+    assert_eq!(seqs(&all), (1..=2_400).collect::<Vec<_>>());
+    assert_eq!(texts(&all), sent);
+    // Short messages, then long ones: the first page is whole, so the next are asked for
+    // ahead, and one of those comes back short.
+    let c = cluster(&["mixed"]);
+    let (mut alice, mixed) = c.member("alice", "mixed");
+    let sent: Vec<String> = (0..1_200)
+        .map(|i| i.to_string())
+        .chain((0..1_200).map(long))
+        .collect();
+    alice.send_many(&mixed, &sent).unwrap();
+    let all = alice.history(&mixed, None, None).unwrap();
     assert_eq!(seqs(&all), (1..=2_400).collect::<Vec<_>>());
     assert_eq!(texts(&all), sent);
 }

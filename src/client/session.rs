@@ -653,21 +653,27 @@ impl Session {
             let page = (want - out.len() as u64).min(u64::from(protocol::HISTORY_PAGE_MAX)) as u32;
             let (messages, last_seq) = self.history_page(group, after, since, page)?;
             let Some(last) = messages.last() else { break };
+            // Short of the limit before the end: held to the reply's size, so where the next
+            // page starts cannot be foreseen.
+            let short = messages.len() < page as usize;
             after = last.seq;
             out.extend(messages);
             if after >= last_seq {
                 break;
             }
-            after = self.history_ahead(group, after, since, last_seq, want, &mut out)?;
+            if !short {
+                after = self.history_ahead(group, after, since, last_seq, want, &mut out)?;
+            }
         }
         Ok(out)
     }
 
     /// Reads the pages after `after` up to `until` (or until `out` holds `want`), with up to
     /// [`HISTORY_AHEAD`] asked for at once: the server reads the next while this client
-    /// decodes the last. Returns the last seq read. A page that is short (a byte limit), out
-    /// of line or unanswered ends the run early; the caller goes on one page at a time, and
-    /// replies still on their way are dropped as unmatched.
+    /// decodes the last. Returns the last seq read. A page that comes back short (held to the
+    /// reply's size) is taken and ends the run, as one out of line or unanswered does; the
+    /// caller goes on one page at a time, and replies still on their way are dropped as
+    /// unmatched.
     fn history_ahead(
         &mut self,
         group: &GroupRef,
@@ -706,11 +712,16 @@ impl Session {
             match self.server(&group.address)?.conn.await_reply(id) {
                 Ok(Some(Reply::Messages { messages, .. }))
                     if messages.first().map(|m| m.seq) == Some(first)
-                        && messages.last().map(|m| m.seq) == Some(last)
-                        && messages.len() as u64 == last - first + 1 =>
+                        && messages.last().is_some_and(|m| {
+                            m.seq <= last && m.seq - first + 1 == messages.len() as u64
+                        }) =>
                 {
-                    after = last;
+                    let whole = messages.len() as u64 == last - first + 1;
+                    after = first + messages.len() as u64 - 1;
                     out.extend(messages);
+                    if !whole {
+                        break Ok(());
+                    }
                 }
                 Ok(_) => break Ok(()),
                 Err(err) => break Err(err),

@@ -4,9 +4,9 @@
 //! the original design, and only members' connections ever receive its messages). The loop
 //! reads up to `BATCH` (512) requests per wake-up and commits their writes in one SQLite
 //! transaction before any acknowledgement or push leaves (group commit), then pushes each
-//! group's new messages of the batch in as few frames as it can ([`fanout`]). A page of
-//! history leaves as soon as it is read. A DEALER per
-//! directory carries REGISTER every heartbeat. Decisions live in [`state`], SQL in [`store`].
+//! group's new messages of the batch in as few frames as it can ([`fanout`]); a page of
+//! history leaves as soon as it is read. A DEALER per directory carries REGISTER every
+//! heartbeat. Decisions live in [`state`], SQL in [`store`].
 
 pub mod fanout;
 pub mod limits;
