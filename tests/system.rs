@@ -523,9 +523,10 @@ fn garbage_from_peers_is_answered_and_everyone_else_is_served() {
 #[test]
 fn an_unreachable_server_is_a_clear_error_not_a_hang() {
     let ctx = zmq::Context::new();
-    let dir = directory(&ctx);
-    let unused = dir.endpoint().to_string();
-    dir.stop().unwrap();
+    // A port held by a listener that never speaks ZMTP: nothing there answers, and no other
+    // test's server can be given the port meanwhile (as it could once a stopped one freed it).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unused = format!("tcp://{}", silent.local_addr().unwrap());
     let mut alice = session(&ctx, &unused, "alice");
     let err = alice.list_groups().unwrap_err().to_string();
     assert!(err.contains("no answer from the message server"), "{err}");
