@@ -334,11 +334,18 @@ fn two_message_servers_leave_no_single_point_of_failure() {
     .unwrap();
     let general = alice.resolve("general").unwrap();
     alice.join(&general).unwrap();
+    // A stopped server's port is held by a listener that never answers, so that no other
+    // test's server is given it and answers in its place.
+    let hold = |endpoint: &str| std::net::TcpListener::bind(zms::transport::address(endpoint));
+    let a_endpoint = a.endpoint().to_string();
     a.stop().unwrap();
+    let _a_held = hold(&a_endpoint);
     // The list comes from B; messaging never needed a message server.
     assert_eq!(alice.list_groups().unwrap().len(), 1);
     alice.send(&general, "directory A is down").unwrap();
+    let b_endpoint = b.endpoint().to_string();
     b.stop().unwrap();
+    let _b_held = hold(&b_endpoint);
     alice.send(&general, "both are down").unwrap();
     assert_eq!(
         texts(&alice.history(&general, None, None).unwrap()),
