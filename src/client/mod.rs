@@ -167,18 +167,8 @@ impl Conn {
                 Err(zmq::Error::EAGAIN) => continue,
                 Err(e) => return Err(e.into()),
             }
-            let deadline = Instant::now() + self.timeouts.request;
-            while let Some(remaining) = deadline.checked_duration_since(Instant::now()) {
-                let mut items = [self.socket.as_poll_item(zmq::POLLIN)];
-                if transport::poll(&mut items, remaining)? == 0 {
-                    break;
-                }
-                if let Recv::Wanted(reply) = self.receive(Some(req_id))? {
-                    return match reply {
-                        Reply::Error { code, reason } => Err(Error::Rejected { code, reason }),
-                        other => Ok(other),
-                    };
-                }
+            if let Some(reply) = self.await_reply(req_id)? {
+                return Ok(reply);
             }
         }
         // A CURVE handshake that fails (wrong key, or one side without CURVE) looks like
@@ -212,9 +202,10 @@ impl Conn {
         }
     }
 
-    /// Waits up to one request timeout for the reply to `req_id`, sent with
-    /// [`Conn::send_nowait`], keeping whatever else arrives. `None` when it does not come: the
-    /// caller falls back to [`Conn::request`], which retries.
+    /// Waits up to one request timeout for the reply to `req_id` (one try of
+    /// [`Conn::request`], or a request sent with [`Conn::send_nowait`]), keeping whatever else
+    /// arrives. `None` when it does not come: a caller of `send_nowait` falls back to
+    /// [`Conn::request`], which retries.
     ///
     /// # Errors
     /// [`Error::Rejected`] for an ERROR reply, a libzmq failure or an undecodable frame.
