@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A minimal ZMS/1 group server in Python, written from PROTOCOL.md alone.
 
 It hosts the groups named with ``--group`` in memory (nothing survives a restart: each start
@@ -10,7 +9,7 @@ security: KEY answers an empty key and no group is private. Limits as PROTOCOL.m
 section gives them for a group server: text (413), frame size, members per group and live
 connections (429); no SEND rate limit, as an open server has none.
 
-    python3 group_server.py --server 127.0.0.1:5555 --bind 127.0.0.1:0 --group general random
+    python3 -m zms.group_server --server 127.0.0.1:5555 --bind 127.0.0.1:0 --group general random
 
 The first line on stdout is ``listening on HOST:PORT`` (the real port when binding port 0),
 printed once a message server has acknowledged the first REGISTER. SIGTERM or Ctrl-C stops it:

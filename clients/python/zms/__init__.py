@@ -7,17 +7,20 @@ length and UTF-8). Clients talk to servers over DEALER sockets; servers use ROUT
 >>> with Client("127.0.0.1:5555", "alice") as c:          # doctest: +SKIP
 ...     c.join("general")
 ...     seq = c.send("general", "hello")
-...     for message in c.messages("general", timeout=30):
+...     for message in c.messages("general", timeout=30):  # until 30 s pass quietly
 ...         print(message["sender"], message["text"])
 
-The module also holds the codec (:func:`encode`, :func:`decode`) and the limits, which
-``group_server.py`` shares. Only dependency: pyzmq. A :class:`Client` is not thread-safe.
+``Client(..., secure=True)`` speaks CURVE, pinning server keys in the ``zms`` command's
+``known_servers`` file. The package also holds the codec (:func:`encode`, :func:`decode`) and
+the limits, which :mod:`zms.group_server` shares. Only dependency: pyzmq. A :class:`Client` is
+not thread-safe.
 """
 
 from __future__ import annotations
 
 import datetime
 import itertools
+import logging
 import os
 import re
 import secrets
@@ -32,12 +35,18 @@ __all__ = [
     "Client",
     "ZmsError",
     "ZmsTimeout",
+    "ZmsSecurityError",
+    "ServerKeyChanged",
     "DecodeError",
     "Frame",
     "encode",
     "decode",
     "format_ts",
     "parse_time",
+    "KeyPair",
+    "Pins",
+    "fetch_key",
+    "default_config_dir",
 ]
 
 # --- Limits and timings (PROTOCOL.md, "Limits" and "Heartbeats and timeouts") ---------------
@@ -58,6 +67,11 @@ REQUEST_TIMEOUT_MS = 2000
 REQUEST_TRIES = 3
 SERVER_SNDHWM = 10000
 SERVER_RCVHWM = 10000
+
+_log = logging.getLogger("zms")
+
+#: How long a send waits out a server's rate limit (ERROR 429) before raising it.
+RATE_LIMIT_PATIENCE = 10.0
 
 # Numbers the clients of this process, for their client ids.
 _clients = itertools.count()
@@ -148,10 +162,24 @@ class ZmsError(Exception):
 
 
 class ZmsTimeout(ZmsError, TimeoutError):
-    """No reply within every try, or no message within an iterator's ``timeout``."""
+    """No reply within every try."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(UNREACHABLE, reason)
+
+
+class ZmsSecurityError(ZmsError):
+    """The client refuses a server: no key known for it, or a key that differs from the one
+    pinned in ``known_servers``. Carries code 401 (:data:`UNAUTHORIZED`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(UNAUTHORIZED, reason)
+        self.args = (reason,)  # shown as it is, without a code: the refusal is this client's
+
+
+class ServerKeyChanged(ZmsSecurityError):
+    """A server offers a key other than the one pinned for its address: possibly an
+    impersonator. The message says which line of which file to remove if the change is known."""
 
 
 class DecodeError(ValueError):
@@ -363,24 +391,295 @@ def format_ts(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
 
 
-TimeLike = Union[int, str, datetime.datetime]
+TimeLike = Union[int, float, str, datetime.datetime, datetime.date, datetime.timedelta]
+
+#: A unix time below this is seconds, at or above it milliseconds. 100,000,000,000 seconds is
+#: the year 5138, and as milliseconds it is March 1973: no time a user means is ambiguous.
+SECONDS_BELOW = 100_000_000_000
+
+_DATE_TIME_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?\s*(Z|z|[+-]\d{2}:?\d{2})?)?"
+)
+_DURATION_PART_RE = re.compile(r"\s*(\d+)\s*([a-z]+)")
+_UNIT_MS = {
+    **dict.fromkeys(("ms", "msec", "millis"), 1),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1000),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60_000),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3_600_000),
+    **dict.fromkeys(("d", "day", "days"), 86_400_000),
+    **dict.fromkeys(("w", "week", "weeks"), 604_800_000),
+}
+_TIME_FORMS = (
+    "unix seconds or milliseconds, a date (2026-12-03, local midnight), a date-time "
+    "(2026-12-03T14:30, local; or RFC 3339 with Z or an offset), or a duration ago (90s, 10m, "
+    "2h, 1d, 1h 30m)"
+)
 
 
-def parse_time(when: TimeLike) -> int:
-    """Unix milliseconds from an int (unix ms), a datetime (naive = UTC) or RFC 3339 text."""
-    if isinstance(when, bool) or not isinstance(when, (int, str, datetime.datetime)):
-        raise TypeError(f"a time is unix ms, a datetime or RFC 3339 text, not {when!r}")
-    if isinstance(when, int):
-        return when
+def parse_time(when: TimeLike, now_ms: int | None = None) -> int:
+    """Unix milliseconds from a time as people write it, the forms ``zms history --since`` takes:
+
+    * a number, or a string of digits: unix **seconds** when below 100,000,000,000
+      (:data:`SECONDS_BELOW`), unix **milliseconds** at or above it;
+    * a date, ``2026-12-03``: local midnight; a ``datetime.date`` likewise;
+    * a date-time without a zone, ``2026-12-03T14:30`` or ``2026-12-03 14:30:05.250``: local
+      time; a naive ``datetime`` likewise, as Python's own ``datetime.timestamp`` reads it;
+    * RFC 3339 with a zone, ``2026-12-03T14:30:00Z`` or ``…+01:00``; an aware ``datetime``;
+    * a duration before now (``now_ms``, default the clock): ``90s``, ``10m``, ``2h``, ``1d``,
+      ``1h 30m`` (units ms, s, m, h, d, w); a ``datetime.timedelta`` likewise.
+
+    Raises ValueError naming the accepted forms for anything else, TypeError for other types.
+    """
+    if isinstance(when, bool) or not isinstance(when, (int, float, str, datetime.date,
+                                                       datetime.timedelta)):
+        raise TypeError(f"a time is a number, text, a datetime, a date or a timedelta, "
+                        f"not {when!r}")
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     if isinstance(when, str):
         text = when.strip()
-        if text[-1:] in ("Z", "z"):  # Python 3.10's fromisoformat does not take "Z"
-            text = text[:-1] + "+00:00"
-        when = datetime.datetime.fromisoformat(text)
+        if text.isascii() and text.isdigit():
+            return _unix_ms(int(text))
+        moment = _parse_date_time(text)
+        if moment is not None:
+            return moment
+        ago = _parse_duration(text)
+        if ago is None:
+            raise ValueError(f"bad time '{when}': use {_TIME_FORMS}")
+        return now - ago
+    if isinstance(when, (int, float)):
+        return _unix_ms(when)
+    if isinstance(when, datetime.timedelta):
+        return now - when // datetime.timedelta(milliseconds=1)
+    if not isinstance(when, datetime.datetime):  # a date: its local midnight
+        when = datetime.datetime(when.year, when.month, when.day)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
+        when = when.astimezone()  # local time, as datetime.timestamp() reads a naive one
     epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
     return (when - epoch) // datetime.timedelta(milliseconds=1)
+
+
+def _unix_ms(value: int | float) -> int:
+    if value != value or value in (float("inf"), float("-inf")) or value < 0:
+        raise ValueError(f"bad time {value!r}: a unix time is a number 0 or more")
+    ms = int(value * 1000) if value < SECONDS_BELOW else int(value)
+    if ms >= 1 << 63:
+        raise ValueError(f"bad time {value!r}: later than any timestamp can say")
+    return ms
+
+
+def _parse_date_time(text: str) -> int | None:
+    """Unix ms of a date or date-time (see :func:`parse_time`), or None if ``text`` is not one.
+    Raises ValueError for one that has the shape but not a real day or time (2026-02-30)."""
+    match = _DATE_TIME_RE.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        moment = datetime.datetime(
+            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+            int((fraction or "0").ljust(6, "0")[:6]),
+        )
+    except ValueError as err:
+        raise ValueError(f"bad time '{text}': {err}") from None
+    if zone is None:
+        return parse_time(moment)  # local
+    if zone in ("Z", "z"):
+        offset = datetime.timedelta(0)
+    else:
+        digits = zone[1:].replace(":", "")
+        offset = datetime.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        if zone[0] == "-":
+            offset = -offset
+    return parse_time(moment.replace(tzinfo=datetime.timezone(offset)))
+
+
+def _parse_duration(text: str) -> int | None:
+    """Milliseconds of a duration such as ``1h 30m``, or None if ``text`` is not one."""
+    total, pos, text = 0, 0, text.lower()
+    while pos < len(text):
+        match = _DURATION_PART_RE.match(text, pos)
+        if match is None or match.group(2) not in _UNIT_MS:
+            return None
+        total += int(match.group(1)) * _UNIT_MS[match.group(2)]
+        pos = match.end()
+    return total if pos else None
+
+
+# --- CURVE keys and pins (PROTOCOL.md, "Security") ------------------------------------------
+#
+# The same files, in the same formats, as the Rust client's, so that both share a user's
+# identity and one set of trusted server keys.
+
+_Z85 = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+
+
+def key_error(key: str) -> str | None:
+    """Why ``key`` is not a CURVE public or secret key in Z85 (40 characters), or None."""
+    if len(key) != 40 or not set(key) <= _Z85:
+        return f"'{key}' is not a CURVE key (40 characters of Z85)"
+    return None
+
+
+def default_config_dir() -> str | None:
+    """Where a user's keys and pins live: ``$ZMS_HOME``, else ``$XDG_CONFIG_HOME/zms``, else
+    ``$HOME/.config/zms``; None when none of those is set."""
+    if os.environ.get("ZMS_HOME"):
+        return os.environ["ZMS_HOME"]
+    if os.environ.get("XDG_CONFIG_HOME"):
+        return os.path.join(os.environ["XDG_CONFIG_HOME"], "zms")
+    if os.environ.get("HOME"):
+        return os.path.join(os.environ["HOME"], ".config", "zms")
+    return None
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A CURVE key pair in Z85. Its ``repr`` never shows the secret."""
+
+    public: str
+    secret: str = field(repr=False)
+
+    @staticmethod
+    def generate() -> KeyPair:
+        """A fresh pair from libzmq (ValueError when it was built without CURVE)."""
+        if not zmq.has("curve"):
+            raise ValueError("this pyzmq's libzmq has no CURVE support (zmq.has('curve'))")
+        public, secret = zmq.curve_keypair()
+        return KeyPair(public.decode("ascii"), secret.decode("ascii"))
+
+    @staticmethod
+    def load(path: str) -> KeyPair:
+        """Reads a key file (``public = "…"`` and ``secret = "…"`` lines, as ``zms keygen``
+        writes); ValueError naming the file if it is unreadable or malformed."""
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+        except OSError as err:
+            raise ValueError(f"cannot read key file {path}: {err.strerror}") from None
+        found: dict[str, str] = {}
+        for line in text.splitlines():
+            name, sep, value = line.partition("=")
+            value = value.strip().strip('"')
+            if sep and name.strip() in ("public", "secret") and key_error(value) is None:
+                found.setdefault(name.strip(), value)
+        for name in ("public", "secret"):
+            if name not in found:
+                raise ValueError(f'key file {path} has no valid `{name} = "…"` line')
+        return KeyPair(found["public"], found["secret"])
+
+    def save(self, path: str) -> None:
+        """Writes the pair to a new file ``path``, readable by its owner only."""
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write("# zms CURVE key pair. Keep this file secret; share only the public key.\n"
+                       f'public = "{self.public}"\nsecret = "{self.secret}"\n')
+
+    @staticmethod
+    def load_or_create(path: str) -> KeyPair:
+        """The pair in ``path``, made and saved there first if the file does not exist."""
+        if os.path.exists(path):
+            return KeyPair.load(path)
+        pair = KeyPair.generate()
+        pair.save(path)
+        return pair
+
+
+def user_key_path(directory: str, name: str) -> str:
+    """The file holding user ``name``'s key pair in the config ``directory``."""
+    return os.path.join(directory, "keys", f"{name}.key")
+
+
+class Pins:
+    """Server keys trusted on first use, by ``HOST:PORT``, kept in a ``known_servers`` file of
+    ``HOST:PORT KEY`` lines (as SSH's known_hosts): the first key seen for an address is pinned,
+    and a different one later is refused."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.keys: dict[str, str] = {}
+        try:
+            with open(path, encoding="utf-8") as file:
+                for line in file:
+                    line = line.strip()
+                    if line and not line.startswith("#"):
+                        address, _, key = line.partition(" ")
+                        if key.strip():
+                            self.keys[address] = key.strip()
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise ValueError(f"cannot read {path}: {err.strerror}") from None
+
+    def get(self, address: str) -> str | None:
+        """The key pinned for ``address``, if any."""
+        return self.keys.get(address)
+
+    def check_or_pin(self, address: str, key: str) -> bool:
+        """Accepts ``key`` for ``address``: pins it if the address is new (True), agrees if it
+        matches the pin (False), and raises :class:`ServerKeyChanged` for a different key."""
+        pinned = self.keys.get(address)
+        if pinned == key:
+            return False
+        if pinned is not None:
+            raise ServerKeyChanged(
+                f"WARNING: the key of {address} has CHANGED (pinned {pinned}, now offered {key}). "
+                "Someone may be impersonating it; refusing to connect. If the server's key was "
+                f"replaced on purpose, remove its line from {self.path}")
+        self.keys[address] = key
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        lines = "".join(f"{a} {k}\n" for a, k in sorted(self.keys.items()))
+        with open(self.path, "w", encoding="utf-8") as file:
+            file.write("# zms: server keys trusted on first use (HOST:PORT KEY)\n" + lines)
+        return True
+
+
+def fetch_key(address: str, timeout: float, tries: int = 1,
+              context: zmq.Context[Any] | None = None) -> str:
+    """Asks the plaintext key service of the secure server at ``address`` (``HOST:PORT``; the
+    service is on the next port up) for its public key. Raises :class:`ZmsTimeout` when no
+    service answers and :class:`ZmsSecurityError` when it offers no key."""
+    host, _, port = normalize_address(address).rpartition(":")
+    service = f"{host}:{int(port) + 1}"
+    ctx = context or zmq.Context.instance()
+    for _ in range(max(1, tries)):
+        sock = ctx.socket(zmq.DEALER)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(f"tcp://{service}")
+            sock.send(encode(KEY, 1))
+            if not sock.poll(max(1, int(timeout * 1000))):
+                continue
+            try:
+                reply = decode(sock.recv(), "incoming")
+            except DecodeError:
+                reply = None
+            if reply is None or reply.command != KEY_REPLY or key_error(reply.fields[0]):
+                raise ZmsSecurityError(f"{address} offered no key (is it running --secure?)")
+            return str(reply.fields[0])
+        finally:
+            sock.close(linger=0)
+    raise ZmsTimeout(f"no key service at {service} (is {address} running --secure?)")
+
+
+@dataclass
+class _Security:
+    """How a client authenticates itself and its servers."""
+
+    keys: KeyPair
+    pins: Pins
+    server_key: str | None  # the message server's key as given: trusted over any pin
+    trust_on_first_use: bool  # fetch and pin an unknown server's key; else refuse it
+
+
+@dataclass(frozen=True)
+class _Curve:
+    """The CURVE settings of one connection."""
+
+    keys: KeyPair
+    server_key: str
+    pinned: bool  # the server key came from known_servers (so a silence may be a new key)
 
 
 # --- The client -----------------------------------------------------------------------------
@@ -401,9 +700,10 @@ class _Sub:
 class _Conn:
     """One DEALER to one server, replaced whenever a try times out (Lazy Pirate)."""
 
-    def __init__(self, ctx: zmq.Context[Any], address: str) -> None:
+    def __init__(self, ctx: zmq.Context[Any], address: str, curve: _Curve | None) -> None:
         self.ctx = ctx
         self.address = address
+        self.curve = curve  # None: plaintext
         self.sock: zmq.Socket[Any] | None = None
         self.epoch: int | None = None
         self.ping_id: int | None = None
@@ -415,6 +715,10 @@ class _Conn:
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.IMMEDIATE, 1)
+            if self.curve is not None:
+                sock.curve_publickey = self.curve.keys.public.encode("ascii")
+                sock.curve_secretkey = self.curve.keys.secret.encode("ascii")
+                sock.curve_serverkey = self.curve.server_key.encode("ascii")
             sock.connect(f"tcp://{self.address}")
             self.sock = sock
         return self.sock
@@ -446,6 +750,17 @@ class Client:
 
     Every request waits at most ``timeout`` seconds per try and makes ``tries`` tries, each on a
     new socket, then raises :class:`ZmsTimeout`. ERROR replies raise :class:`ZmsError`.
+
+    Security (PROTOCOL.md, "Security"), as the Rust client has it: with ``secure=True`` every
+    connection uses CURVE, and a server whose key is not yet known has it fetched from its key
+    service and pinned (trust on first use). ``server_key`` gives the message server's key
+    instead (CURVE, trusted over any pin). Group servers' keys come from the message server's
+    list, else a pin, else (``secure``) first use. Without either, CURVE is still used when a
+    message server's key is already pinned. The user's key pair is ``keys/NAME.key`` and the
+    pins are ``known_servers`` in ``config_dir`` (default: ``$ZMS_HOME``, else
+    ``$XDG_CONFIG_HOME/zms``, else ``~/.config/zms``): the same files as the ``zms`` command's,
+    so both share the user's identity and trust. A key that differs from its pin raises
+    :class:`ServerKeyChanged`.
     """
 
     def __init__(
@@ -456,6 +771,9 @@ class Client:
         timeout: float = REQUEST_TIMEOUT_MS / 1000,
         tries: int = REQUEST_TRIES,
         context: zmq.Context[Any] | None = None,
+        secure: bool = False,
+        server_key: str | None = None,
+        config_dir: str | None = None,
     ) -> None:
         parts = server.split(",") if isinstance(server, str) else list(server)
         self.servers = [normalize_address(s) for s in parts if s.strip()]
@@ -465,11 +783,39 @@ class Client:
         self._ctx = context or zmq.Context.instance()
         self._conns: dict[str, _Conn] = {}
         self._where: dict[str, str] = {}  # group name -> group server address
+        self._security = self._make_security(secure, server_key, config_dir)
+        # Group server keys as the (trusted) message server listed them, by address.
+        self._listed_keys: dict[str, str] = {}
         self._ids = itertools.count(secrets.randbelow(1 << 31) + 1)
         # Client ids that rise (PROTOCOL.md, "Sequencing"): this client's start time, process
         # and number, then a counter.
         self._client_prefix = f"{time.time_ns() // 1_000_000:012x}{os.getpid():08x}{next(_clients):04x}-"
         self._sent = itertools.count(1)
+
+    def _make_security(
+        self, secure: bool, server_key: str | None, directory: str | None
+    ) -> _Security | None:
+        wanted = secure or server_key is not None
+        if server_key is not None and (why := key_error(server_key)) is not None:
+            raise ValueError(f"server_key: {why}")
+        directory = directory or default_config_dir()
+        if directory is None:
+            if wanted:
+                raise ValueError("no HOME, XDG_CONFIG_HOME or ZMS_HOME to keep keys in: "
+                                 "pass config_dir")
+            return None
+        pins = Pins(os.path.join(directory, "known_servers"))
+        if not wanted and not any(pins.get(address) for address in self.servers):
+            return None
+        if (why := user_name_error(self.name)) is not None:
+            raise ZmsError(BAD_REQUEST, why)  # as a server would, before it names a key file
+        keys = KeyPair.load_or_create(user_key_path(directory, self.name))
+        return _Security(keys, pins, server_key, secure)
+
+    @property
+    def public_key(self) -> str | None:
+        """The user's CURVE public key (what ``zms whoami`` prints), or None without security."""
+        return None if self._security is None else self._security.keys.public
 
     # -- lifecycle --
 
@@ -493,8 +839,7 @@ class Client:
 
     def list_groups(self) -> list[dict[str, str]]:
         """The message server's groups: ``{"name", "address", "key"}``, sorted by name."""
-        reply = self._directory(LIST)
-        return [{"name": n, "address": a, "key": k} for n, a, k in reply.fields[0]]
+        return [{"name": n, "address": a, "key": k} for n, a, k in self._list()]
 
     # -- group server --
 
@@ -515,8 +860,18 @@ class Client:
         name, conn = self._resolve(group)
         if client_id is None:
             client_id = f"{self._client_prefix}{next(self._sent):06d}"
-        reply = self._request(conn, SEND, name, self.name, client_id, text)
-        return int(reply.fields[0])
+        # Over the server's rate limit: wait and try again (the same id, so stored at most
+        # once), slowing this sender down rather than failing it, for a bounded time.
+        pause, give_up = 0.05, time.monotonic() + RATE_LIMIT_PATIENCE
+        while True:
+            try:
+                reply = self._request(conn, SEND, name, self.name, client_id, text)
+                return int(reply.fields[0])
+            except ZmsError as err:
+                if err.code != LIMITED or time.monotonic() + pause >= give_up:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     def send_many(self, group: str, texts: list[str]) -> list[int]:
         """Sends ``texts`` in order and returns their seqs: as SENDS of up to ``MAX_BATCH``
@@ -594,10 +949,11 @@ class Client:
         Subscribes, then yields every message after JOINED's last seq (or after ``after``, to
         replay stored ones first). Drops repeats, fills holes from HISTORY, PINGs every
         heartbeat and uses the PONG's last seqs and epoch to find lost pushes, lost
-        subscriptions and restarts, and replaces a socket whose PINGs go unanswered. Raises
-        :class:`ZmsTimeout` when ``timeout`` seconds pass without a message (None: never), and
-        :class:`ZmsError` if the subscription is refused (not a member, unknown group). Like
-        any generator, it does nothing (not even subscribe) until first advanced.
+        subscriptions and restarts, and replaces a socket whose PINGs go unanswered. Ends when
+        ``timeout`` seconds pass without a message (None: never), so a ``for`` loop over it
+        finishes once the group is quiet. Raises :class:`ZmsError` if the subscription is
+        refused (not a member, unknown group). Like any generator, it does nothing (not even
+        subscribe) until first advanced.
         """
         name, conn = self._resolve(group)
         if name in conn.subs:
@@ -621,7 +977,7 @@ class Client:
                     continue
                 now = time.monotonic()
                 if idle_deadline is not None and now >= idle_deadline:
-                    raise ZmsTimeout(f"no message in {name}@{conn.address} for {timeout} s")
+                    return  # quiet for ``timeout`` seconds
                 if sub.need_subscribe or sub.known > sub.last:
                     self._repair(conn, sub)
                     if sub.ready:
@@ -647,10 +1003,61 @@ class Client:
             if rid:
                 return rid
 
-    def _conn(self, address: str) -> _Conn:
+    def _conn(self, address: str, directory: bool = False) -> _Conn:
         if address not in self._conns:
-            self._conns[address] = _Conn(self._ctx, address)
+            curve = self._curve_for(address, directory)
+            self._conns[address] = _Conn(self._ctx, address, curve)
         return self._conns[address]
+
+    def _curve_for(self, address: str, directory: bool) -> _Curve | None:
+        """The CURVE settings for a server, or None without security. A message server's key
+        is the one given, else the pinned one, else (first use) fetched and pinned; a group
+        server's is the one the message server lists, else pinned, else fetched."""
+        if self._security is None:
+            return None
+        if not directory and address not in self._listed_keys and self.servers:
+            try:
+                self._list()  # the message server vouches for the group servers it lists
+            except ZmsError:
+                pass
+        security = self._security
+        given = security.server_key if directory else self._listed_keys.get(address)
+        if given is not None:
+            return _Curve(security.keys, given, pinned=False)
+        pinned = security.pins.get(address)
+        if pinned is not None:
+            return _Curve(security.keys, pinned, pinned=True)
+        if not security.trust_on_first_use:
+            raise ZmsSecurityError(f"no key known for {address}: pass server_key=KEY, or "
+                                   "secure=True to trust it on first use")
+        key = fetch_key(address, self.timeout, self.tries, self._ctx)
+        security.pins.check_or_pin(address, key)
+        _log.warning("trusting the key of %s on first use (%s); pinned in %s", address, key,
+                     security.pins.path)
+        return _Curve(security.keys, key, pinned=False)
+
+    def _explain_silence(self, conn: _Conn, err: ZmsError) -> ZmsError:
+        """A CURVE server whose key changed looks silent (the handshake fails): when a server
+        whose key was pinned does not answer, ask its key service, so a replaced key reads as
+        :class:`ServerKeyChanged`, not as a timeout."""
+        if self._security is None or conn.curve is None or not conn.curve.pinned:
+            return err
+        try:
+            key = fetch_key(conn.address, self.timeout, 1, self._ctx)
+            self._security.pins.check_or_pin(conn.address, key)
+        except ServerKeyChanged as changed:
+            return changed
+        except ZmsError:
+            pass
+        return err
+
+    def _list(self) -> list[tuple[str, str, str]]:
+        """The message server's GROUPS entries; remembers the group servers' keys."""
+        groups: list[tuple[str, str, str]] = self._directory(LIST).fields[0]
+        for _name, address, key in groups:
+            if key:
+                self._listed_keys[address] = key
+        return groups
 
     @staticmethod
     def _message(group: str, address: str, m: tuple[int, int, str, str]) -> dict[str, Any]:
@@ -680,7 +1087,7 @@ class Client:
                 raise ZmsError(BAD_REQUEST, f"{address} hosts {len(hosted)} groups ({names}): "
                                "name one as NAME@HOST:PORT")
             return hosted[0][0], self._conn(address)
-        for entry in self._directory(LIST).fields[0]:
+        for entry in self._list():
             if entry[0] == group:
                 self._where[group] = entry[1]
                 return group, self._conn(entry[1])
@@ -694,10 +1101,20 @@ class Client:
         frame = encode(command, rid, *fields)
         for _ in range(self.tries):
             for address in self.servers:
-                reply = self._try(self._conn(address), frame, rid)
+                try:
+                    conn = self._conn(address, directory=True)
+                except ZmsTimeout:
+                    continue  # its key service is silent too: try the next
+                reply = self._try(conn, frame, rid)
                 if reply is not None:
                     return reply
-        raise ZmsTimeout(f"no reply from message server {', '.join(self.servers)}")
+        silence = ZmsTimeout(f"no reply from message server {', '.join(self.servers)}")
+        for address in self.servers:
+            if address in self._conns:
+                explained = self._explain_silence(self._conns[address], silence)
+                if explained is not silence:
+                    raise explained
+        raise silence
 
     def _request(self, conn: _Conn, command: int, *fields: Any, tries: int | None = None) -> Frame:
         """Lazy Pirate: the same frame (same id) on a new socket each try."""
@@ -707,7 +1124,8 @@ class Client:
             reply = self._try(conn, frame, rid)
             if reply is not None:
                 return reply
-        raise ZmsTimeout(f"no reply from {conn.address} to {NAMES[command]}")
+        raise self._explain_silence(
+            conn, ZmsTimeout(f"no reply from {conn.address} to {NAMES[command]}"))
 
     def _try(self, conn: _Conn, frame: bytes, rid: int) -> Frame | None:
         """One try: the reply, None on timeout (the socket is then replaced), or ZmsError."""
