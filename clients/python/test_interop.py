@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import unittest
+import unittest.mock
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,20 @@ class RustServers(Deployment):
         self.assertEqual(py.history("general", limit=2), everything[1:])
         self.assertEqual(py.history("general", limit=0), [])
         self.assertEqual(py.history("general", since="2999-01-01T00:00:00Z"), [])
+        # Times as people write them: seconds (the second of the message, so it and those
+        # after), a duration, the day before (local), a datetime.
+        self.assertEqual(py.history("general", since=since // 1000),
+                         [m for m in everything if m["ts_ms"] >= since // 1000 * 1000])
+        self.assertEqual(py.history("general", since=str(since // 1000)),
+                         py.history("general", since=since // 1000))
+        self.assertEqual(py.history("general", since="1h"), everything)
+        yesterday = datetime.date.today() - datetime.timedelta(days=1)
+        self.assertEqual(py.history("general", since=yesterday.isoformat()), everything)
+        self.assertEqual(py.history("general", since=datetime.timedelta(hours=1)), everything)
+        self.assertEqual(py.history("general", since=datetime.datetime.now()
+                                    + datetime.timedelta(hours=1)), [])
+        with self.assertRaises(ValueError):
+            py.history("general", since="last tuesday")
 
         # More than one page (HISTORY_PAGE_MAX = 1000): the client pages.
         lines = "".join(f"bulk {i}\n" for i in range(1005))
@@ -392,6 +407,116 @@ class RustServers(Deployment):
         # The second of two message servers answers.
         both = self.client("bob", server=f"127.0.0.1:1,{self.server}", timeout=0.5)
         self.assertEqual([g["name"] for g in both.list_groups()], ["general"])
+
+
+    def test_the_readme_example_runs_to_the_end(self) -> None:
+        """The example of clients/python/README.md (the top README shows the same), run as a
+        user runs it: a script of its own, in a directory of its own, with the installed
+        package, against this deployment instead of `zms up`'s."""
+        example = readme_example(HERE / "README.md")
+        self.assertIn(example, (ROOT / "README.md").read_text(), "the same in the top README")
+        self.assertIn('"127.0.0.1:5555"', example)
+        script = example.replace('"127.0.0.1:5555"', repr(self.server))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["ZMS_HOME"] = str(self.home)
+        if self.secure:
+            # As README says: pin the key once with `zms list --secure`; from then on the
+            # example's Client speaks CURVE without being told, as the zms command does.
+            self.cli("list")
+        cwd = self.tmp / "user"
+        cwd.mkdir()
+        if installed_package(env, cwd) is None:
+            self.assertFalse(REQUIRED, f"the zms package is not installed in {sys.executable}")
+            env["PYTHONPATH"] = str(HERE)
+        done = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, text=True,
+                              capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertNotIn("Traceback", done.stderr)
+        self.assertRegex(done.stdout, r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z alice: "
+                                      r"hello from Python\n")
+
+
+@unittest.skipUnless(SECURE, "needs a secure deployment: the secure run (ZMS_TEST_SECURE=1)")
+class Security(Deployment):
+    """The Python client's CURVE, as the Rust client does it: the same key files and pins,
+    trust on first use, a changed key refused, a name bound to its key."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.group = self.rust_group_server()
+        self.group_address = self.group.listening()
+
+    @staticmethod
+    def pins(home: Path) -> dict[str, str]:
+        lines = (home / "known_servers").read_text().splitlines()
+        return dict(line.split() for line in lines if line and not line.startswith("#"))
+
+    def test_first_use_pins_the_key_where_the_rust_client_finds_it(self) -> None:
+        plain = self.client("alice", secure=False, timeout=0.3, tries=1)
+        with self.assertRaises(zms.ZmsTimeout, msg="plaintext gets nothing from CURVE"):
+            plain.list_groups()
+        alice = self.client("alice")
+        self.assertEqual([g["name"] for g in alice.list_groups()], ["general"])
+        self.assertEqual(self.pins(self.home), {self.server: zms.fetch_key(self.server, LIMIT)},
+                         "the message server pinned; the group server's key is listed by it")
+        alice.join("general")
+        alice.send("general", "encrypted")
+        # The Rust client finds the pin and uses CURVE without --secure, and so does a Python
+        # client without secure=True.
+        history = zms_cli("history", "general", "--server", self.server, "--name", "alice",
+                          home=self.home).stdout
+        self.assertIn("alice: encrypted", history)
+        self.assertEqual([m["text"] for m in self.client("alice", secure=False).history(
+            "general")], ["encrypted"])
+        # One identity for both: `zms whoami` prints the key the Python client made.
+        whoami = zms_cli("whoami", "--name", "alice", home=self.home).stdout.strip()
+        self.assertEqual(whoami, alice.public_key)
+        key_file = self.home / "keys" / "alice.key"
+        self.assertEqual(zms.KeyPair.load(str(key_file)).public, alice.public_key)
+        self.assertEqual(key_file.stat().st_mode & 0o777, 0o600)
+        self.assertNotIn(zms.KeyPair.load(str(key_file)).secret,
+                         repr(zms.KeyPair.load(str(key_file))))
+
+    def test_a_changed_key_is_refused_with_a_warning(self) -> None:
+        home = self.tmp / "pinned-elsewhere"
+        home.mkdir()
+        impostor = zms.KeyPair.generate().public
+        (home / "known_servers").write_text(f"# mine\n{self.server} {impostor}\n")
+        client = self.client("alice", config_dir=str(home), timeout=0.5, tries=1)
+        with self.assertRaises(zms.ServerKeyChanged) as caught:
+            client.list_groups()
+        warning = str(caught.exception)
+        for part in ("WARNING", "CHANGED", impostor, str(home / "known_servers")):
+            self.assertIn(part, warning)
+        self.assertEqual(caught.exception.code, zms.UNAUTHORIZED)
+        self.assertEqual(self.pins(home), {self.server: impostor}, "the pin stays")
+        rust = zms_cli("list", "--server", self.server, home=home, ok=False)
+        self.assertIn("CHANGED", rust.stderr, "the Rust client reads the same file alike")
+
+    def test_a_name_belongs_to_the_first_key_that_uses_it(self) -> None:
+        alice = self.client("alice")
+        alice.join("general")
+        alice.send("general", "mine")
+        impostor = self.client("alice", config_dir=str(self.tmp / "another-home"))
+        with self.assertRaises(zms.ZmsError) as caught:
+            impostor.send("general", "forged")
+        self.assertEqual(caught.exception.code, zms.UNAUTHORIZED)
+        self.assertIn("another key", caught.exception.reason)
+        self.assertEqual([m["text"] for m in alice.history("general")], ["mine"])
+
+    def test_a_given_server_key_needs_no_pin_and_unknown_keys_are_refused(self) -> None:
+        key = zms.fetch_key(self.server, LIMIT)
+        home = self.tmp / "given"
+        carol = self.client("carol", secure=False, server_key=key, config_dir=str(home))
+        carol.join("general")
+        self.assertEqual(carol.send("general", "hi"), 1)
+        self.assertFalse((home / "known_servers").exists(), "given and listed keys: no pins")
+        # Without secure=True, a server whose key no one vouches for is refused.
+        with self.assertRaises(zms.ZmsSecurityError) as caught:
+            carol.join("general@127.0.0.1:1")
+        self.assertIn("no key known for 127.0.0.1:1", str(caught.exception))
+        with self.assertRaises(ValueError):
+            zms.Client(self.server, "carol", server_key="not a key")
 
 
 @unittest.skipIf(SECURE, "the Python group server has no security: the plaintext run tests it")
@@ -591,6 +716,72 @@ class Codec(unittest.TestCase):
         self.assertEqual(zms.parse_time("2026-11-24T23:05:15.543Z"), 1795561515543)
         self.assertEqual(zms.parse_time("2026-11-25T00:05:15.543+01:00"), 1795561515543)
 
+    def test_times_as_people_write_them(self) -> None:
+        """The forms of `zms history --since`, with local time fixed at UTC-5 (no DST)."""
+        saved = os.environ.get("TZ")
+        os.environ["TZ"] = "EST+5"
+        time.tzset()
+
+        def restore() -> None:
+            if saved is None:
+                os.environ.pop("TZ", None)
+            else:
+                os.environ["TZ"] = saved
+            time.tzset()
+
+        self.addCleanup(restore)
+        utc_midnight = 1796256000000  # 2026-12-03T00:00:00Z
+        local_midnight = utc_midnight + 5 * 3600_000
+        now = 1796300000000
+        cases: list[tuple[Any, int]] = [
+            # Unix time: below 100,000,000,000 seconds, at or above milliseconds.
+            (1796256000, utc_midnight),
+            ("1796256000", utc_midnight),
+            (1796256000.25, utc_midnight + 250),
+            (99_999_999_999, 99_999_999_999_000),
+            (100_000_000_000, 100_000_000_000),
+            ("1796256000000", utc_midnight),
+            (0, 0),
+            # Dates and date-times without a zone are local.
+            ("2026-12-03", local_midnight),
+            (datetime.date(2026, 12, 3), local_midnight),
+            ("2026-12-03T14:30", local_midnight + 14 * 3600_000 + 30 * 60_000),
+            ("2026-12-03 14:30:05.25", local_midnight + 52205_250),
+            (datetime.datetime(2026, 12, 3, 1, 0), local_midnight + 3600_000),
+            # RFC 3339 and aware datetimes are what they say.
+            ("2026-12-03T00:00:00Z", utc_midnight),
+            ("2026-12-03T01:00:00+01:00", utc_midnight),
+            ("2026-12-02T19:00:00-0500", utc_midnight),
+            (datetime.datetime(2026, 12, 3, tzinfo=datetime.timezone.utc), utc_midnight),
+            # Durations are before now.
+            ("90s", now - 90_000),
+            ("10m", now - 600_000),
+            ("2h", now - 7200_000),
+            ("1d", now - 86400_000),
+            ("1h 30m", now - 5400_000),
+            (datetime.timedelta(minutes=10), now - 600_000),
+        ]
+        for when, expected in cases:
+            with self.subTest(when=when):
+                self.assertEqual(zms.parse_time(when, now_ms=now), expected)
+        for bad in ("", "yesterday", "10 parsecs", "2026-13-01", "2026-02-30", "-5", "12:00",
+                    -1, float("nan")):
+            with self.subTest(bad=bad), self.assertRaises(ValueError) as caught:
+                zms.parse_time(bad, now_ms=now)
+            self.assertIn("bad time", str(caught.exception))
+        self.assertIn("unix seconds or milliseconds", str(self._error("soon")))
+        for wrong_type in (None, True, [1]):
+            with self.subTest(wrong_type=wrong_type), self.assertRaises(TypeError):
+                zms.parse_time(wrong_type)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _error(text: str) -> ValueError:
+        try:
+            zms.parse_time(text)
+        except ValueError as err:
+            return err
+        raise AssertionError(f"{text!r} parsed")
+
 
 class ScriptedServer:
     """A ROUTER driven step by step by the test thread, to check a client's rules exactly."""
@@ -664,6 +855,33 @@ class ClientRules(unittest.TestCase):
         server.peer = second_peer
         server.reply(second, zms.ACK, 7, 1_700_000_000_000, True)
         self.assertEqual(result.get(timeout=LIMIT), 7)
+
+    def test_a_send_over_the_rate_limit_waits_and_goes_again_with_the_same_id(self) -> None:
+        server = ScriptedServer(self)
+        client = zms.Client("127.0.0.1:1", "bob", timeout=LIMIT)
+        self.addCleanup(client.close)
+        result: queue.Queue[Any] = queue.Queue()
+
+        def send() -> None:
+            try:
+                result.put(client.send(f"general@{server.address}", "hi"))
+            except BaseException as err:
+                result.put(err)
+
+        threading.Thread(target=send, daemon=True).start()
+        first = server.expect(zms.SEND)
+        server.reply(first, zms.ERROR, 429, "send fewer at a time")
+        again = server.expect(zms.SEND)
+        self.assertEqual(again.fields, first.fields, "the same client id and text")
+        server.reply(again, zms.ACK, 5, 1_700_000_000_000, False)
+        self.assertEqual(result.get(timeout=LIMIT), 5)
+        # Past its patience the client gives up and says why.
+        with unittest.mock.patch.object(zms, "RATE_LIMIT_PATIENCE", 0.0):
+            threading.Thread(target=send, daemon=True).start()
+            server.reply(server.expect(zms.SEND), zms.ERROR, 429, "send fewer at a time")
+            err = result.get(timeout=LIMIT)
+        self.assertIsInstance(err, zms.ZmsError)
+        self.assertEqual(err.code, 429)
 
     def test_a_batch_refused_for_its_rate_goes_again_as_single_sends(self) -> None:
         server = ScriptedServer(self)
@@ -748,6 +966,48 @@ class ClientRules(unittest.TestCase):
         server.last_seq = 5
         server.push_batch(range(3, 6))
         delivered(4, 5)
+
+
+class Package(unittest.TestCase):
+    """`pip install ./clients/python` installs this source, typed."""
+
+    @unittest.skipIf(SECURE, "no deployment: the plaintext run tests it")
+    def test_the_installed_package_is_this_source(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        with tempfile.TemporaryDirectory() as cwd:
+            found = installed_package(env, Path(cwd))
+        if found is None:
+            self.assertFalse(REQUIRED, f"the zms package is not installed in {sys.executable}")
+            self.skipTest(f"the zms package is not installed in {sys.executable}")
+        assert found is not None
+        where, version, typed = found
+        for module in ("__init__.py", "group_server.py"):
+            self.assertEqual((where / module).read_bytes(), (HERE / "zms" / module).read_bytes(),
+                             f"{where / module} is not this source's: pip install it again")
+        project = (HERE / "pyproject.toml").read_text()
+        self.assertIn(f'\nversion = "{version}"\n', project)
+        self.assertTrue(typed, "py.typed is installed (PEP 561)")
+
+
+def installed_package(env: dict[str, str], cwd: Path) -> tuple[Path, str, bool] | None:
+    """Where the interpreter finds the installed zms package, run with ``env`` in ``cwd``: its
+    directory, its version and whether it has py.typed; None if it finds none."""
+    probe = ("import importlib.metadata as m, importlib.resources as r, pathlib, zms; "
+             "print(pathlib.Path(zms.__file__).parent); print(m.version('zms')); "
+             "print(r.files('zms').joinpath('py.typed').is_file())")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=cwd, env=env, text=True,
+                          capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    if done.returncode != 0:
+        return None
+    where, version, typed = done.stdout.split("\n")[:3]
+    return Path(where), version, typed == "True"
+
+
+def readme_example(path: Path) -> str:
+    """The first ``python`` code block of a README."""
+    match = re.search(r"^```python\n(.*?)^```", path.read_text(), re.M | re.S)
+    assert match, f"no python example in {path}"
+    return match.group(1)
 
 
 def matches(expected: tuple[bytes, list[bool]], got: bytes) -> bool:
