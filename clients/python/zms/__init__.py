@@ -603,10 +603,9 @@ class Pins:
             with open(path, encoding="utf-8") as file:
                 for line in file:
                     line = line.strip()
-                    if line and not line.startswith("#"):
-                        address, _, key = line.partition(" ")
-                        if key.strip():
-                            self.keys[address] = key.strip()
+                    parts = line.split(None, 1)
+                    if len(parts) == 2 and not parts[0].startswith("#"):
+                        self.keys[parts[0]] = parts[1].strip()
         except FileNotFoundError:
             pass
         except OSError as err:
@@ -920,7 +919,12 @@ class Client:
         self, group: str, since: TimeLike | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """Stored messages, oldest first. With ``since``: those at or after it (the first
-        ``limit``). Without: all, or the last ``limit``. Pages as the spec says."""
+        ``limit``). Without: all, or the last ``limit``. Pages as the spec says.
+
+        ``since`` is any time :func:`parse_time` reads, as ``zms history --since`` takes it:
+        unix seconds or milliseconds (below 100,000,000,000 is seconds), ``"2026-12-03"``
+        (local midnight), ``"2026-12-03T14:30"`` (local), RFC 3339, ``"10m"``/``"2h"``/``"1d"``
+        ago, or a ``datetime``, ``date`` or ``timedelta``. A bad one raises ValueError."""
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be 0 or more, not {limit}")
         name, conn = self._resolve(group)
