@@ -671,7 +671,7 @@ class PythonGroupServer(Deployment):
 
 @unittest.skipIf(SECURE, "needs no deployment: the plaintext run tests it")
 class Codec(unittest.TestCase):
-    """zms.py's codec against every frame of PROTOCOL.md's worked examples, no servers."""
+    """The zms package's codec against every frame of PROTOCOL.md's worked examples, no servers."""
 
     def test_every_example_frame_round_trips_or_fails_as_documented(self) -> None:
         for name, frames in parse_examples(PROTOCOL.read_text()):
