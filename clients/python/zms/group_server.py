@@ -445,7 +445,8 @@ class GroupServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python3 -m zms.group_server",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", action="append", default=None,
                         help="message server HOST:PORT (repeat or comma-separate); "
                              "default 127.0.0.1:5555")
