@@ -403,7 +403,9 @@ class RustServers(Deployment):
         with self.assertRaises(zms.ZmsTimeout) as caught:
             client.list_groups()
         self.assertEqual(caught.exception.code, zms.UNREACHABLE)
-        self.assertLess(time.monotonic() - started, 5)
+        # Not a speed check: 0.2 s times two tries, bounded far above so a busy machine passes;
+        # a hang would wait forever.
+        self.assertLess(time.monotonic() - started, 60)
         # The second of two message servers answers.
         both = self.client("bob", server=f"127.0.0.1:1,{self.server}", timeout=0.5)
         self.assertEqual([g["name"] for g in both.list_groups()], ["general"])
