@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use zms::client::{ClientSecurity, Session, Timeouts};
-use zms::directory::{DirectorySecurity, DirectoryServer};
+use zms::directory::{owners::Owners, DirectorySecurity, DirectoryServer};
 use zms::group::{self, limits::Limits, store::Durability, GroupSecurity, GroupServer};
 use zms::keys::{self, KeyPair, Pins};
 use zms::shutdown::ServerHandle;
@@ -42,6 +42,15 @@ pub enum Command {
         /// Most groups listed, over all group servers; more registrations are refused.
         #[arg(long, default_value_t = 100_000)]
         max_groups: usize,
+        /// With --secure: a key that may take group names and addresses over from their owners
+        /// (a group server started with --replace holding it); repeat for more. The message
+        /// server's own key is always one.
+        #[arg(long = "operator", value_name = "KEY")]
+        operators: Vec<String>,
+        /// With --secure: where the bindings of names and addresses to keys are kept
+        /// (message-server.db); default: the config directory's `message-server`.
+        #[arg(long, env = "ZMS_DATA", value_name = "DIR")]
+        data: Option<PathBuf>,
     },
     /// Run a group server hosting groups and register them with the message server(s).
     GroupServer(GroupArgs),
@@ -177,6 +186,10 @@ pub struct GroupArgs {
     /// With --secure: a public key allowed into every private group (repeat for more).
     #[arg(long = "allow", value_name = "KEY")]
     allow: Vec<String>,
+    /// Take the groups over from the group servers that hold them on the message server
+    /// (with --secure, only if this server's key is one of its --operator keys).
+    #[arg(long)]
+    replace: bool,
     /// Longest message text, in KiB (at most 64).
     #[arg(long, default_value_t = 64, value_name = "KIB")]
     max_message_kib: usize,
@@ -274,6 +287,8 @@ impl Command {
                 secure,
                 allow_servers,
                 max_groups,
+                operators,
+                data,
             } => {
                 let bind = ask_or(
                     bind,
@@ -295,15 +310,27 @@ impl Command {
                             allow_servers,
                         })
                     }
-                    false if !allow_servers.is_empty() => {
-                        return Err(errinput!("--allow-server needs --secure"))
+                    false if !allow_servers.is_empty() || !operators.is_empty() => {
+                        return Err(errinput!("--allow-server and --operator need --secure"))
                     }
                     false => None,
                 };
+                operators.iter().try_for_each(|k| keys::raw(k).map(drop))?;
+                let owners = match &security {
+                    Some(_) => Some(Owners::open(&match data {
+                        Some(dir) => dir,
+                        None => keys::config_dir()?.join("message-server"),
+                    })?),
+                    None => None,
+                };
                 let public = security.as_ref().map(|s| s.keys.public.clone());
-                let server =
+                let mut server =
                     DirectoryServer::bind_with(&ctx, &transport::endpoint(&bind)?, security)?
-                        .with_max_groups(max_groups);
+                        .with_operators(operators);
+                if let Some(owners) = owners {
+                    server = server.with_owners(owners);
+                }
+                let server = server.with_max_groups(max_groups);
                 println!("listening on {}", transport::address(server.endpoint()));
                 if let Some(public) = public {
                     println!("public key {public}");
@@ -351,14 +378,20 @@ impl Command {
                     },
                     security,
                 };
-                // Registered (or given up waiting) before saying so: "listening" means listed.
+                // Registered before saying so: "listening" means listed. A refusal ends here
+                // with its reason; a message server that is down is said, and retried.
                 let mut server = GroupServer::bind(&ctx, &transport::endpoint(&bind)?, config)?
-                    .with_limits(limits)?;
+                    .with_limits(limits)?
+                    .with_replace(args.replace);
                 if let Some(mib) = args.max_storage_mib {
                     server = server.limit_storage(mib * 1024 * 1024)?;
                 }
                 let server = server.register(Duration::from_secs(1))?;
-                println!("listening on {}", server.address());
+                let address = server.address().to_string();
+                if let Some(why) = server.unregistered() {
+                    println!("serving on {address} but not registered yet ({why}); retrying every second");
+                }
+                let server = server.on_registered(move || println!("listening on {address}"));
                 let handle = server.spawn(&ctx)?;
                 serve_until_signal(vec![handle])
             }
@@ -476,7 +509,10 @@ fn up(ctx: &zmq::Context, bind: &str, group_bind: &str, data: PathBuf, secure: b
         keys,
         allow_servers: Vec::new(),
     });
-    let directory = DirectoryServer::bind_with(ctx, &transport::endpoint(bind)?, dir_security)?;
+    let mut directory = DirectoryServer::bind_with(ctx, &transport::endpoint(bind)?, dir_security)?;
+    if secure {
+        directory = directory.with_owners(Owners::open(&data)?);
+    }
     let dir_address = transport::address(directory.endpoint());
     let dir_endpoint = directory.endpoint().to_string();
     let dir_handle = directory.spawn(ctx)?;

@@ -105,13 +105,46 @@ pub fn bind_router(
         router.set_curve_secretkey(&keys::raw(&keys.secret)?)?;
         router.set_zap_domain(ZAP_DOMAIN)?;
     }
+    let resolved = resolve_bind(endpoint)?;
+    if resolved.contains('[') {
+        router.set_ipv6(true)?;
+    }
     router
-        .bind(endpoint)
+        .bind(&resolved)
         .map_err(|e| errinput!("cannot bind {}: {e}", address(endpoint)))?;
     let actual = router
         .get_last_endpoint()?
         .unwrap_or_else(|_| endpoint.to_string());
     Ok((router, actual))
+}
+
+/// The endpoint to bind for `endpoint`, with a host name resolved to an IP address. libzmq
+/// takes a bind host as an IP address or an interface name, never a DNS name ("localhost"
+/// fails with "No such device"), while a connect resolves names; servers resolve them here so
+/// an address works for both. IPv4 is preferred, as for a client's connect. A host that does
+/// not resolve is left to libzmq, which may know it as an interface (`eth0`).
+///
+/// # Errors
+/// An endpoint that is not `tcp://HOST:PORT`.
+pub fn resolve_bind(endpoint: &str) -> Result<String> {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let bare = address(endpoint);
+    let (host, port) = bare
+        .rsplit_once(':')
+        .ok_or_else(|| errinput!("address '{bare}' must be HOST:PORT"))?;
+    let plain = host.trim_start_matches('[').trim_end_matches(']');
+    if host == "*" || plain.parse::<IpAddr>().is_ok() {
+        return Ok(endpoint.to_string());
+    }
+    let Ok(found) = (plain, 0).to_socket_addrs() else {
+        return Ok(endpoint.to_string());
+    };
+    let ips: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+    Ok(match ips.iter().find(|ip| ip.is_ipv4()).or(ips.first()) {
+        Some(IpAddr::V4(ip)) => format!("tcp://{ip}:{port}"),
+        Some(IpAddr::V6(ip)) => format!("tcp://[{ip}]:{port}"),
+        None => endpoint.to_string(),
+    })
 }
 
 /// Sets how many bytes libzmq reads from each connection of `socket` at a time, and so the
@@ -227,10 +260,17 @@ impl KeyService {
         &self.router
     }
 
-    /// Answers every request waiting, without blocking.
-    pub fn serve(&self) {
+    /// Answers the requests waiting, at most [`KEY_SERVICE_BATCH`], without blocking; returns
+    /// how many it read. The cap keeps a flood of this plaintext port from holding up the
+    /// secure server polling beside it: the rest wait for the next wake-up.
+    pub fn serve(&self) -> usize {
         use crate::protocol::{codec, ErrorCode, Reply, Request};
-        while let Ok(Some(envelope)) = recv_envelope(&self.router, false) {
+        let mut read = 0;
+        while read < KEY_SERVICE_BATCH {
+            let Ok(Some(envelope)) = recv_envelope(&self.router, false) else {
+                break;
+            };
+            read += 1;
             let (req_id, reply) = match envelope.frames.as_slice() {
                 [frame] => match codec::decode_request(frame) {
                     Ok((id, Request::Key)) => (id, Reply::Key(self.public.clone())),
@@ -259,8 +299,12 @@ impl KeyService {
                 .router
                 .send_multipart([envelope.route.as_slice(), frame.as_slice()], zmq::DONTWAIT);
         }
+        read
     }
 }
+
+/// Most key requests a key service answers per wake-up of its server.
+pub const KEY_SERVICE_BATCH: usize = 64;
 
 /// Binds a server's ROUTER and, with `curve`, its key service on the next port. For an
 /// ephemeral port (`:*`) the pair is retried until both ports are free (the neighbour of a
@@ -445,5 +489,25 @@ mod tests {
         assert_eq!(address("tcp://a:1"), "a:1");
         assert_eq!(connectable("tcp://a:1").unwrap(), "a:1");
         assert!(connectable("a:0").is_err() && connectable("a:*").is_err());
+    }
+
+    #[test]
+    fn bind_hosts_are_resolved_and_addresses_kept() {
+        assert_eq!(
+            resolve_bind("tcp://localhost:5555").unwrap(),
+            "tcp://127.0.0.1:5555"
+        );
+        assert_eq!(
+            resolve_bind("tcp://localhost:*").unwrap(),
+            "tcp://127.0.0.1:*"
+        );
+        for kept in [
+            "tcp://0.0.0.0:1",
+            "tcp://*:2",
+            "tcp://[::1]:3",
+            "tcp://10.1.2.3:4",
+        ] {
+            assert_eq!(resolve_bind(kept).unwrap(), kept);
+        }
     }
 }

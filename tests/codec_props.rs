@@ -34,14 +34,18 @@ fn request() -> impl Strategy<Value = Request> {
             short(),
             any::<u32>(),
             prop::collection::vec(short(), 0..8),
-            short()
+            short(),
+            any::<bool>()
         )
-            .prop_map(|(address, ttl_ms, groups, key)| Request::Register {
-                address,
-                ttl_ms,
-                groups,
-                key
-            }),
+            .prop_map(
+                |(address, ttl_ms, groups, key, replace)| Request::Register {
+                    address,
+                    ttl_ms,
+                    groups,
+                    key,
+                    replace
+                }
+            ),
         (short(), short(), short()).prop_map(|(group, user, key)| Request::Invite {
             group,
             user,

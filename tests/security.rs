@@ -320,6 +320,7 @@ fn a_message_server_admits_only_allowed_group_servers_announcing_their_own_key()
         ttl_ms: 1000,
         groups: vec!["x".into()],
         key: rogue.public,
+        replace: false,
     };
     assert!(matches!(
         conn.request(&lie),

@@ -68,6 +68,7 @@ fn a_stopped_group_server_leaves_the_list_and_an_expired_one_too() {
         ttl_ms: 300,
         groups: vec!["ghost".into()],
         key: String::new(),
+        replace: false,
     };
     raw.send(codec::encode_request(1, &register), 0).unwrap();
     raw.set_rcvtimeo(5000).unwrap();

@@ -45,6 +45,7 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
             ttl_ms: TTL_MS,
             groups,
             key: String::new(),
+            replace: false,
         };
         dir.call(&request, stall)?;
     }

@@ -6,6 +6,7 @@
 //! and a group server that stops announcing drops out when its TTL runs out. This module is the
 //! poll loop and nothing else.
 
+pub mod owners;
 pub mod registry;
 
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use crate::protocol::{self, ErrorCode, Reply, Request};
 use crate::shutdown::ServerHandle;
 use crate::transport::{Envelope, KeyService};
 use crate::{transport, zap, Result};
+use owners::{Kind, Owners};
 use registry::Registry;
 
 /// Longest TTL a registration may ask for; a longer one is cut to this.
@@ -43,6 +45,10 @@ pub struct DirectoryServer {
     /// LIST is the hot request and the table changes rarely.
     list_cache: Option<(u64, Vec<u8>)>,
     security: Option<DirectorySecurity>,
+    /// With security: which key owns each group name and address (first come, kept).
+    owners: Owners,
+    /// With security: keys whose REGISTER may take names and addresses over (`replace`).
+    operators: Vec<String>,
     /// The plaintext KEY service beside a secure server.
     key_service: Option<KeyService>,
     /// The ZAP handler this server started (none if another server of the process runs it).
@@ -81,6 +87,8 @@ impl DirectoryServer {
             endpoint,
             registry: Registry::new(),
             list_cache: None,
+            operators: security.iter().map(|s| s.keys.public.clone()).collect(),
+            owners: Owners::in_memory(),
             security,
             key_service,
             _zap: zap,
@@ -88,8 +96,34 @@ impl DirectoryServer {
     }
 
     /// Caps the groups listed over all group servers; a REGISTER past it is refused (LIMITED).
+    /// With security the cap is on the names bound to keys, so a name already bound is never
+    /// refused for its owner, however many others fill the table.
     pub fn with_max_groups(mut self, max: usize) -> DirectoryServer {
-        self.registry = std::mem::take(&mut self.registry).with_max_groups(max);
+        match self.security {
+            None => self.registry = std::mem::take(&mut self.registry).with_max_groups(max),
+            Some(_) => self.owners = std::mem::take(&mut self.owners).with_max_names(max),
+        }
+        self
+    }
+
+    /// With security: keeps the bindings of names and addresses to keys in `owners` (see
+    /// [`Owners::open`]) instead of memory, so they outlive a restart. Call before
+    /// [`DirectoryServer::with_max_groups`].
+    pub fn with_owners(mut self, owners: Owners) -> DirectoryServer {
+        self.owners = owners;
+        self
+    }
+
+    /// With security: keys that may take names and addresses over with a `replace` REGISTER,
+    /// besides this server's own key.
+    pub fn with_operators(mut self, keys: Vec<String>) -> DirectoryServer {
+        self.operators.extend(keys);
+        self
+    }
+
+    /// Caps the users remembered from HELLO (see [`registry::MAX_USERS`]).
+    pub fn with_max_users(mut self, max: usize) -> DirectoryServer {
+        self.registry = std::mem::take(&mut self.registry).with_max_users(max);
         self
     }
 
@@ -192,12 +226,75 @@ impl DirectoryServer {
         if key.is_some_and(|k| k != peer) {
             return Err("a group server must announce its own key".into());
         }
-        match self.registry.key_of(address) {
-            Some(owner) if !owner.is_empty() && owner != peer => {
+        // UNREGISTER: only the owner of the address (or an operator) may take it down.
+        match (key, self.owners.owner(Kind::Address, address)) {
+            (None, Some(owner)) if owner != peer && !self.operators.iter().any(|k| k == peer) => {
                 Err(format!("{address} is registered by another key"))
             }
             _ => Ok(()),
         }
+    }
+
+    /// May `key` list `groups` at `address`? Open: a name belongs to the live group server
+    /// listing it, and another address is refused unless `replace`. Secure: names and
+    /// addresses belong to the key that first registered them ([`Owners`]); only an operator's
+    /// `replace` moves them. A taken-over name leaves its former holder's entry.
+    fn claim(
+        &mut self,
+        peer: Option<&str>,
+        address: &str,
+        groups: &[String],
+        key: &str,
+        replace: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        if self.registry.is_refresh(address, groups, key) {
+            return Ok(());
+        }
+        if self.security.is_none() {
+            if !replace {
+                if let Some((g, holder)) = groups
+                    .iter()
+                    .find_map(|g| Some((g, self.registry.holder(g, address)?)))
+                {
+                    return Err((
+                        ErrorCode::Unauthorized,
+                        format!(
+                            "group '{g}' is already hosted by the group server at {holder}; stop                              that one first, or start this one with --replace to take it over"
+                        ),
+                    ));
+                }
+            }
+        } else {
+            let operator = peer.is_some_and(|p| self.operators.iter().any(|k| k == p));
+            if replace && !operator {
+                return Err((
+                    ErrorCode::Unauthorized,
+                    format!(
+                        "only an operator key may --replace; start the message server with                          --operator {key} to allow this group server to"
+                    ),
+                ));
+            }
+            let registry = &self.registry;
+            let claim =
+                self.owners
+                    .claim(key, address, groups, replace, |kind, value| match kind {
+                        Kind::Address => registry.key_of(value) == Some(key),
+                        Kind::Name => registry.lists_name(key, value),
+                    })?;
+            self.owners.bind(claim).map_err(|err| {
+                tracing::error!(%err, "cannot store a binding");
+                (
+                    ErrorCode::Internal,
+                    format!("cannot store the binding: {err}"),
+                )
+            })?;
+        }
+        if replace {
+            for g in groups {
+                self.registry.release(g, address);
+            }
+        }
+        Ok(())
     }
 
     fn handle(&mut self, req_id: u32, request: Request, peer: Option<&str>) -> Vec<u8> {
@@ -206,20 +303,27 @@ impl DirectoryServer {
             Request::Register {
                 address,
                 ttl_ms,
-                groups,
+                mut groups,
                 key,
+                replace,
             } => match check_registration(&address, &groups, &key) {
                 Ok(address) => match self.admit(peer, &address, Some(&key)) {
                     Ok(()) => {
+                        groups.sort();
+                        groups.dedup();
                         let ttl = Duration::from_millis(u64::from(ttl_ms)).min(MAX_TTL);
-                        match self.registry.register(&address, groups, &key, ttl, now) {
+                        let registered = self
+                            .claim(peer, &address, &groups, &key, replace)
+                            .and_then(|()| {
+                                self.registry
+                                    .register(&address, groups, &key, ttl, now)
+                                    .map_err(|reason| (ErrorCode::Limited, reason))
+                            });
+                        match registered {
                             Ok(()) => Reply::Ok,
-                            Err(reason) => {
+                            Err((code, reason)) => {
                                 warn!(%address, %reason, "registration refused");
-                                Reply::Error {
-                                    code: ErrorCode::Limited,
-                                    reason,
-                                }
+                                Reply::Error { code, reason }
                             }
                         }
                     }

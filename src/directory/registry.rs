@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::GroupEntry;
 
 /// Groups known to the directory, by the group server that announced them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     /// Group server address → what it announced and until when it counts.
     servers: BTreeMap<String, Registration>,
@@ -18,22 +18,55 @@ pub struct Registry {
     version: u64,
     /// Entries listed in all, over every group server; `None` is no cap.
     max_groups: Option<usize>,
+    /// Most users remembered from HELLO (it reserves nothing, so a full table only stops
+    /// counting newcomers until names expire).
+    max_users: usize,
 }
 
 #[derive(Debug)]
 struct Registration {
+    /// Sorted, without repeats.
     groups: Vec<String>,
     /// The group server's public key, listed with its groups.
     key: String,
     expires: Instant,
 }
 
+impl Registration {
+    fn lists(&self, name: &str) -> bool {
+        self.groups
+            .binary_search_by(|g| g.as_str().cmp(name))
+            .is_ok()
+    }
+}
+
 /// How long a user's HELLO counts for listing them.
 const USER_TTL: Duration = Duration::from_secs(600);
+
+/// Most users a message server remembers from HELLO by default: about 2 MiB of names.
+pub const MAX_USERS: usize = 10_000;
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            servers: BTreeMap::new(),
+            users: HashMap::new(),
+            version: 0,
+            max_groups: None,
+            max_users: MAX_USERS,
+        }
+    }
+}
 
 impl Registry {
     pub fn new() -> Registry {
         Registry::default()
+    }
+
+    /// Caps the users remembered from HELLO.
+    pub fn with_max_users(mut self, max: usize) -> Registry {
+        self.max_users = max;
+        self
     }
 
     /// Caps the number of entries (groups over all group servers).
@@ -87,6 +120,38 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether `groups` (sorted, without repeats) under `key` is what `address` lists now: a
+    /// heartbeat that changes nothing.
+    pub fn is_refresh(&self, address: &str, groups: &[String], key: &str) -> bool {
+        self.servers
+            .get(address)
+            .is_some_and(|r| r.groups == groups && r.key == key)
+    }
+
+    /// A live group server other than `except` that lists `name`.
+    pub fn holder(&self, name: &str, except: &str) -> Option<&str> {
+        self.servers
+            .iter()
+            .find(|(a, r)| a.as_str() != except && r.lists(name))
+            .map(|(a, _)| a.as_str())
+    }
+
+    /// Whether a live group server holding `key` lists group `name`.
+    pub fn lists_name(&self, key: &str, name: &str) -> bool {
+        self.servers.values().any(|r| r.key == key && r.lists(name))
+    }
+
+    /// Takes `name` off every group server but `except` (it has been handed over).
+    pub fn release(&mut self, name: &str, except: &str) {
+        for (address, r) in self.servers.iter_mut() {
+            if address != except && r.lists(name) {
+                r.groups.retain(|g| g != name);
+                tracing::info!(address, name, "group handed over to another group server");
+                self.version += 1;
+            }
+        }
+    }
+
     /// The key a group server registered with, if it is registered.
     pub fn key_of(&self, address: &str) -> Option<&str> {
         self.servers.get(address).map(|r| r.key.as_str())
@@ -100,9 +165,16 @@ impl Registry {
         }
     }
 
-    /// Records a user's HELLO.
+    /// Records a user's HELLO, unless the table is full and the name new.
     pub fn hello(&mut self, name: &str, now: Instant) {
-        self.users.insert(name.to_string(), now);
+        let room = self.users.len() < self.max_users;
+        match self.users.get_mut(name) {
+            Some(seen) => *seen = now,
+            None if room => {
+                self.users.insert(name.to_string(), now);
+            }
+            None => {}
+        }
     }
 
     /// Number of users heard from recently.
@@ -191,6 +263,38 @@ mod tests {
         assert_eq!(reg.list().len(), 1);
         assert_eq!(reg.expire(t0 + Duration::from_secs(5)), ["a:1"]);
         assert!(reg.list().is_empty());
+    }
+
+    #[test]
+    fn holders_are_found_and_names_handed_over() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new();
+        reg.register("a:1", vec!["g".into(), "h".into()], "K", TTL, t0)
+            .unwrap();
+        assert_eq!(reg.holder("g", "b:2"), Some("a:1"));
+        assert_eq!(reg.holder("g", "a:1"), None, "its own entry is no conflict");
+        assert!(reg.is_refresh("a:1", &["g".into(), "h".into()], "K"));
+        assert!(reg.lists_name("K", "h") && !reg.lists_name("J", "h"));
+        let v = reg.version();
+        reg.release("g", "b:2");
+        assert_eq!(reg.holder("g", "b:2"), None);
+        assert_ne!(reg.version(), v);
+        assert!(!reg.is_refresh("a:1", &["g".into(), "h".into()], "K"));
+    }
+
+    #[test]
+    fn hello_names_are_capped_and_expire() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new().with_max_users(3);
+        for i in 0..500 {
+            reg.hello(&format!("user{i}"), t0);
+        }
+        assert_eq!(reg.users(), 3, "a flood of names stops at the cap");
+        reg.hello("user0", t0 + USER_TTL / 2);
+        reg.expire(t0 + USER_TTL);
+        assert_eq!(reg.users(), 1, "only the refreshed name is left");
+        reg.hello("newcomer", t0 + USER_TTL);
+        assert_eq!(reg.users(), 2, "room again once names expire");
     }
 
     #[test]

@@ -85,6 +85,15 @@ pub struct GroupServer {
     key_service: Option<KeyService>,
     /// The ZAP handler this server started (none if another server of the process runs it).
     _zap: Option<ServerHandle>,
+    /// The `HOST:PORT` of each directory, for messages.
+    directory_addresses: Vec<String>,
+    /// Asks directories to hand this server's names over from whoever holds them.
+    replace: bool,
+    /// Why no directory has acknowledged a REGISTER yet; `None` once one has.
+    unregistered: Option<String>,
+    /// Called once, when the first directory acknowledges a REGISTER after
+    /// [`GroupServer::register`] found none had.
+    on_registered: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl GroupServer {
@@ -167,6 +176,14 @@ impl GroupServer {
             drained: Instant::now(),
             key_service,
             _zap: zap,
+            directory_addresses: config
+                .directories
+                .iter()
+                .map(|d| transport::address(d))
+                .collect(),
+            replace: false,
+            unregistered: Some("not registered yet".into()),
+            on_registered: None,
         })
     }
 
@@ -207,11 +224,35 @@ impl GroupServer {
         Ok(self)
     }
 
+    /// Asks the directories to hand this server's group names over to it from the group
+    /// servers holding them (open directories allow it; secure ones only from an operator key).
+    pub fn with_replace(mut self, replace: bool) -> GroupServer {
+        self.replace = replace;
+        self
+    }
+
+    /// Why this server is not registered: `None` once a directory has acknowledged it.
+    pub fn unregistered(&self) -> Option<&str> {
+        self.unregistered.as_deref()
+    }
+
+    /// Calls `f` once, from the server's thread, when a directory first acknowledges a
+    /// REGISTER (at once if one already has).
+    pub fn on_registered(mut self, f: impl FnOnce() + Send + 'static) -> GroupServer {
+        match self.unregistered {
+            None => f(),
+            Some(_) => self.on_registered = Some(Box::new(f)),
+        }
+        self
+    }
+
     /// Registers with every directory, waiting up to `wait` for each to acknowledge.
-    /// A directory that does not answer is only logged: the heartbeat keeps trying.
+    /// A directory that does not answer is only logged (see [`GroupServer::unregistered`]):
+    /// the heartbeat keeps trying.
     ///
     /// # Errors
-    /// Only a libzmq failure.
+    /// A directory's refusal (a group name held by another group server, a key not allowed, a
+    /// limit), naming that directory; a libzmq failure.
     pub fn register(mut self, wait: Duration) -> Result<GroupServer> {
         // IMMEDIATE refuses to queue before the TCP handshake, so the first REGISTER waits
         // (up to `wait`) for the connection; the heartbeat's later ones never block.
@@ -222,18 +263,35 @@ impl GroupServer {
         for dir in &self.directories {
             dir.set_sndtimeo(-1)?;
         }
-        for (i, dir) in self.directories.iter().enumerate() {
+        let mut silent = Vec::new();
+        for (dir, address) in self.directories.iter().zip(&self.directory_addresses) {
             let mut items = [dir.as_poll_item(zmq::POLLIN)];
             if transport::poll(&mut items, wait)? == 0 {
-                warn!(
-                    directory = i,
-                    "message server did not answer REGISTER yet; will keep trying"
-                );
+                warn!(%address, "message server did not answer REGISTER yet; will keep trying");
+                silent.push(address.as_str());
                 continue;
             }
-            if let Ok(frame) = dir.recv_bytes(zmq::DONTWAIT) {
-                log_directory_reply(&frame);
+            let Ok(frame) = dir.recv_bytes(zmq::DONTWAIT) else {
+                continue;
+            };
+            match codec::decode_incoming(&frame) {
+                Ok(codec::Incoming::Reply(_, Reply::Error { code, reason })) => {
+                    return Err(crate::Error::Rejected {
+                        code,
+                        reason: format!(
+                            "message server {address} refused to list this group server: {reason}"
+                        ),
+                    })
+                }
+                Ok(_) => self.unregistered = None,
+                Err(e) => warn!(%address, reason = %e.reason, "message server sent a bad reply"),
             }
+        }
+        if self.unregistered.is_some() {
+            self.unregistered = Some(match silent.as_slice() {
+                [] => "no message server configured".to_string(),
+                all => format!("no answer from message server {}", all.join(", ")),
+            });
         }
         Ok(self)
     }
@@ -299,7 +357,12 @@ impl GroupServer {
                 .filter(|(_, ready)| *ready)
             {
                 while let Ok(frame) = dir.recv_bytes(zmq::DONTWAIT) {
-                    log_directory_reply(&frame);
+                    if log_directory_reply(&frame) && self.unregistered.take().is_some() {
+                        info!("registered");
+                        if let Some(f) = self.on_registered.take() {
+                            f();
+                        }
+                    }
                 }
             }
         }
@@ -324,6 +387,7 @@ impl GroupServer {
             ttl_ms: protocol::REGISTRATION_TTL_MS,
             groups: self.state.group_names(),
             key: self.state.key().to_string(),
+            replace: self.replace,
         };
         self.next_req = self.next_req.wrapping_add(1);
         let frame = codec::encode_request(self.next_req, &request);
@@ -468,13 +532,19 @@ fn send_to(router: &zmq::Socket, route: &[u8], frame: &[u8]) -> Result<(), zmq::
     router.send(frame, zmq::DONTWAIT)
 }
 
-fn log_directory_reply(frame: &[u8]) {
+/// Logs a directory's answer to REGISTER; returns whether it was OK.
+fn log_directory_reply(frame: &[u8]) -> bool {
     match codec::decode_incoming(frame) {
         Ok(codec::Incoming::Reply(_, Reply::Error { code, reason })) => {
-            warn!(%code, %reason, "message server refused registration")
+            warn!(%code, %reason, "message server refused registration");
+            false
         }
-        Ok(_) => {}
-        Err(e) => warn!(reason = %e.reason, "message server sent a bad reply"),
+        Ok(codec::Incoming::Reply(_, Reply::Ok)) => true,
+        Ok(_) => false,
+        Err(e) => {
+            warn!(reason = %e.reason, "message server sent a bad reply");
+            false
+        }
     }
 }
 

@@ -87,12 +87,17 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
             ttl_ms,
             groups,
             key,
+            replace,
         } => {
             w.string(address);
             w.u32(*ttl_ms);
             w.u32(groups.len() as u32);
             groups.iter().for_each(|g| w.string(g));
             w.string(key);
+            // Optional: absent is no flags, so plain registrations stay as they were.
+            if *replace {
+                w.u8(REGISTER_REPLACE);
+            }
         }
         Request::Invite { group, user, key } => {
             w.string(group);
@@ -190,6 +195,9 @@ fn request_cmd(request: &Request) -> u8 {
     }
 }
 
+/// The REGISTER flag asking to take names over from the group servers that hold them.
+const REGISTER_REPLACE: u8 = 0x01;
+
 /// Decodes a request.
 ///
 /// # Errors
@@ -205,11 +213,22 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
                 let count = r.count(1)?;
                 let groups = (0..count).map(|_| r.string()).collect::<Result<_, _>>()?;
                 let key = r.string()?;
+                let replace = match r.buf.is_empty() {
+                    true => false,
+                    false => match r.u8()? {
+                        0 => false,
+                        REGISTER_REPLACE => true,
+                        flags => {
+                            return Err(Fault(format!("unknown REGISTER flags 0x{flags:02X}")))
+                        }
+                    },
+                };
                 Request::Register {
                     address,
                     ttl_ms,
                     groups,
                     key,
+                    replace,
                 }
             }
             cmd::INVITE => Request::Invite {
@@ -785,6 +804,14 @@ mod tests {
                 ttl_ms: 3000,
                 groups: vec![group.clone()],
                 key: "k".repeat(40),
+                replace: false,
+            },
+            Request::Register {
+                address: "127.0.0.1:6001".into(),
+                ttl_ms: 3000,
+                groups: vec![group.clone()],
+                key: String::new(),
+                replace: true,
             },
             Request::Invite {
                 group: group.clone(),
@@ -1013,7 +1040,9 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         for request in requests() {
             let frame = encode_request(9, &request);
-            for cut in 0..frame.len() {
+            // REGISTER's flags octet is optional: without it the frame is a plain REGISTER.
+            let optional = usize::from(matches!(request, Request::Register { replace: true, .. }));
+            for cut in 0..frame.len() - optional {
                 assert!(
                     decode_request(&frame[..cut]).is_err(),
                     "{request:?} cut at {cut}"
@@ -1057,6 +1086,7 @@ mod tests {
                 ttl_ms: 1,
                 groups: vec![],
                 key: String::new(),
+                replace: false,
             },
         );
         // The group count sits just before the empty key's length octet.

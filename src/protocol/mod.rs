@@ -52,6 +52,9 @@ pub enum Request {
         groups: Vec<String>,
         /// The group server's CURVE public key (Z85), or empty when it runs without security.
         key: String,
+        /// Take the names over from the group servers holding them (an operator's decision;
+        /// on the wire an optional trailing flags octet, bit 0).
+        replace: bool,
     },
     /// Group server → directory: forget this address now (clean shutdown).
     Unregister { address: String },
