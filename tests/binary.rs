@@ -378,3 +378,71 @@ fn a_secure_deployment_works_unchanged_once_the_key_is_pinned() {
     up.signal("-INT");
     assert_eq!(up.wait(), Some(0));
 }
+
+#[test]
+fn servers_bind_and_register_by_host_name() {
+    let directory = Proc::spawn(&["message-server", "--bind", "localhost:0"]);
+    let server = directory.listening();
+    let port = server
+        .strip_prefix("127.0.0.1:")
+        .expect("localhost resolved");
+    let data = tempfile::tempdir().unwrap();
+    let group = start_group(&format!("localhost:{port}"), "localhost:0", data.path());
+    let address = group.listening();
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    let listed = stdout(&zms(&["list", "--server", &format!("localhost:{port}")]));
+    assert!(listed.contains(&address), "{listed}");
+}
+
+#[test]
+fn a_second_group_server_for_a_held_name_stops_with_the_reason() {
+    let d = deploy();
+    let data = tempfile::tempdir().unwrap();
+    let args = [
+        "group-server",
+        "--server",
+        &d.server,
+        "--bind",
+        "127.0.0.1:0",
+        "--group",
+        "general",
+        "--data",
+        data.path().to_str().unwrap(),
+    ];
+    let second = zms(&args);
+    assert!(!second.status.success());
+    assert!(!String::from_utf8_lossy(&second.stdout).contains("listening on"));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!(
+            "group 'general' is already hosted by the group server at {}",
+            d.group_address
+        )),
+        "{err}"
+    );
+    stdout(&zms(&[
+        "join", "general", "--server", &d.server, "--name", "alice",
+    ]));
+    let sent = stdout(&zms(&[
+        "send",
+        "general",
+        "still here",
+        "--server",
+        &d.server,
+        "--name",
+        "alice",
+    ]));
+    assert!(
+        sent.contains(&format!("general@{}", d.group_address)),
+        "{sent}"
+    );
+
+    // With --replace it takes the name over and says so once listed.
+    let replacing = Proc::spawn(&[&args[..], &["--replace"]].concat());
+    let address = replacing.listening();
+    let listed = stdout(&zms(&["list", "--server", &d.server]));
+    assert!(
+        listed.contains("general") && listed.contains(&address),
+        "{listed}"
+    );
+}

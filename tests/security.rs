@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use zms::client::{ClientSecurity, Session};
+use zms::client::{ClientSecurity, Conn, Session};
+use zms::directory::owners::Owners;
 use zms::directory::{DirectorySecurity, DirectoryServer};
 use zms::group::limits::Limits;
 use zms::group::{self, GroupSecurity, GroupServer};
@@ -518,4 +519,275 @@ fn a_flooder_is_throttled_while_others_send_freely() {
         home.path(),
     );
     assert_eq!(code(third.join(&general)), ErrorCode::Limited);
+}
+
+/// A secure message server at `endpoint` keeping its bindings in `owners`.
+fn secure_directory_at(
+    ctx: &zmq::Context,
+    keys: &KeyPair,
+    endpoint: &str,
+    owners: impl Fn() -> Owners,
+    operators: Vec<String>,
+) -> ServerHandle {
+    let security = DirectorySecurity {
+        keys: keys.clone(),
+        allow_servers: Vec::new(),
+    };
+    rebind(|| DirectoryServer::bind_with(ctx, endpoint, Some(security.clone())))
+        .with_operators(operators.clone())
+        .with_owners(owners())
+        .spawn(ctx)
+        .unwrap()
+}
+
+/// A CURVE connection to the message server holding `keys`, to speak as a rogue group server.
+fn rogue(ctx: &zmq::Context, directory: &str, dir_key: &str, keys: &KeyPair) -> Conn {
+    Conn::connect_with(
+        ctx,
+        directory,
+        "message server",
+        TIMEOUTS,
+        Some(zms::client::Curve {
+            keys: keys.clone(),
+            server_key: dir_key.to_string(),
+        }),
+    )
+    .unwrap()
+}
+
+fn register(address: &str, groups: &[&str], keys: &KeyPair) -> Request {
+    Request::Register {
+        address: address.into(),
+        ttl_ms: 60_000,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        key: keys.public.clone(),
+        replace: false,
+    }
+}
+
+#[test]
+fn names_and_addresses_stay_with_their_first_key_across_a_message_server_restart() {
+    let ctx = zmq::Context::new();
+    let dir_keys = KeyPair::generate().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let owners = || Owners::open(state.path()).unwrap();
+    let directory = secure_directory_at(&ctx, &dir_keys, "tcp://127.0.0.1:*", owners, vec![]);
+    let endpoint = directory.endpoint().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let good_keys = KeyPair::generate().unwrap();
+    let setup = GroupSetup {
+        directory: &directory,
+        directory_key: &dir_keys.public,
+        keys: good_keys.clone(),
+        groups: &["general"],
+        private: &[],
+        allow: Vec::new(),
+        limits: Limits::default(),
+    };
+    let good = secure_group(&ctx, setup, data.path());
+    let good_address = good.address();
+
+    // The message server restarts; before the real server's next heartbeat, a rogue key
+    // tries its address and its group name.
+    directory.stop().unwrap();
+    let directory = secure_directory_at(&ctx, &dir_keys, &endpoint, owners, vec![]);
+    let evil = KeyPair::generate().unwrap();
+    let mut conn = rogue(&ctx, &endpoint, &dir_keys.public, &evil);
+    for (address, groups) in [
+        (good_address.as_str(), &["phishing"][..]),
+        ("127.0.0.1:9", &["general"][..]),
+    ] {
+        match conn.request(&register(address, groups, &evil)) {
+            Err(Error::Rejected {
+                code: ErrorCode::Unauthorized,
+                reason,
+            }) => assert!(
+                reason.contains("belongs to another group server"),
+                "{reason}"
+            ),
+            other => panic!("a rogue registration was not refused: {other:?}"),
+        }
+    }
+    // A rogue --replace needs an operator key.
+    let mut replace = register("127.0.0.1:9", &["general"], &evil);
+    if let Request::Register { replace, .. } = &mut replace {
+        *replace = true;
+    }
+    assert_eq!(code(conn.request(&replace)), ErrorCode::Unauthorized);
+
+    // Meanwhile the real server is listed again and serves its users.
+    let home = tempfile::tempdir().unwrap();
+    let mut alice = user(
+        &ctx,
+        &directory,
+        &dir_keys.public,
+        "alice",
+        &KeyPair::generate().unwrap(),
+        home.path(),
+    );
+    assert!(eventually(Duration::from_secs(20), || {
+        alice
+            .list_groups()
+            .unwrap()
+            .iter()
+            .map(|g| (g.name.clone(), g.address.clone(), g.key.clone()))
+            .collect::<Vec<_>>()
+            == [(
+                "general".to_string(),
+                good_address.clone(),
+                good_keys.public.clone(),
+            )]
+    }));
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    assert_eq!(alice.send(&general, "still ours").unwrap().0, 1);
+
+    // An operator key may move the name: the operator's group server takes it over.
+    directory.stop().unwrap();
+    let operator = KeyPair::generate().unwrap();
+    let directory = secure_directory_at(
+        &ctx,
+        &dir_keys,
+        &endpoint,
+        owners,
+        vec![operator.public.clone()],
+    );
+    let mut conn = rogue(&ctx, &endpoint, &dir_keys.public, &operator);
+    let mut moved = register("127.0.0.1:9", &["general"], &operator);
+    if let Request::Register { replace, .. } = &mut moved {
+        *replace = true;
+    }
+    conn.request(&moved).unwrap();
+    let mut bob = user(
+        &ctx,
+        &directory,
+        &dir_keys.public,
+        "bob",
+        &KeyPair::generate().unwrap(),
+        home.path(),
+    );
+    assert!(eventually(Duration::from_secs(20), || {
+        let list = bob.list_groups().unwrap();
+        list.len() == 1 && list[0].address == "127.0.0.1:9"
+    }));
+}
+
+#[test]
+fn one_key_cannot_fill_the_directory_and_owners_are_never_refused_for_room() {
+    let ctx = zmq::Context::new();
+    let dir_keys = KeyPair::generate().unwrap();
+    let security = DirectorySecurity {
+        keys: dir_keys.clone(),
+        allow_servers: Vec::new(),
+    };
+    // Small caps, the same code paths: 5 names per key, 12 names in all.
+    let directory =
+        rebind(|| DirectoryServer::bind_with(&ctx, "tcp://127.0.0.1:*", Some(security.clone())))
+            .with_owners(Owners::in_memory().with_per_key(5, 2))
+            .with_max_groups(12)
+            .spawn(&ctx)
+            .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let setup = GroupSetup {
+        directory: &directory,
+        directory_key: &dir_keys.public,
+        keys: KeyPair::generate().unwrap(),
+        groups: &["general"],
+        private: &[],
+        allow: Vec::new(),
+        limits: Limits::default(),
+    };
+    let _good = secure_group(&ctx, setup, data.path());
+
+    let evil = KeyPair::generate().unwrap();
+    let mut conn = rogue(&ctx, directory.endpoint(), &dir_keys.public, &evil);
+    let names: Vec<String> = (0..6).map(|i| format!("spam{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    match conn.request(&register("127.0.0.1:9", &names, &evil)) {
+        Err(Error::Rejected {
+            code: ErrorCode::Limited,
+            reason,
+        }) => assert!(reason.contains("at most 5 group names"), "{reason}"),
+        other => panic!("one key filled past its cap: {other:?}"),
+    }
+    conn.request(&register("127.0.0.1:9", &names[..5], &evil))
+        .unwrap();
+    assert_eq!(
+        code(conn.request(&register("127.0.0.1:10", &["more"], &evil))),
+        ErrorCode::Limited,
+        "a second address adds no names past the key's cap"
+    );
+    // Many keys can still fill the table (the answer to that is --allow-server), but the
+    // real server's name is bound to it, so its heartbeats are never refused.
+    for k in 0..2 {
+        let sybil = KeyPair::generate().unwrap();
+        let mut conn = rogue(&ctx, directory.endpoint(), &dir_keys.public, &sybil);
+        let names: Vec<String> = (0..5).map(|i| format!("sybil{k}-{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let _ = conn.request(&register(&format!("127.0.0.1:{}", 20 + k), &names, &sybil));
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mut alice = user(
+        &ctx,
+        &directory,
+        &dir_keys.public,
+        "alice",
+        &KeyPair::generate().unwrap(),
+        home.path(),
+    );
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    alice.send(&general, "still listed").unwrap();
+}
+
+#[test]
+fn a_flood_of_the_key_service_is_answered_in_bounded_turns() {
+    use zms::transport::{self, KEY_SERVICE_BATCH};
+    let ctx = zmq::Context::new();
+    let keys = KeyPair::generate().unwrap();
+    let (_router, endpoint, service) =
+        transport::bind_server(&ctx, "tcp://127.0.0.1:*", 1024, Some(&keys)).unwrap();
+    let service = service.unwrap();
+    let flood = raw_dealer(&ctx, &transport::key_service(&endpoint).unwrap());
+    const FLOOD: usize = 20 * KEY_SERVICE_BATCH;
+    for i in 0..FLOOD {
+        flood
+            .send(codec::encode_request(i as u32, &Request::Key), 0)
+            .unwrap();
+    }
+    // However much is queued, one turn answers at most a batch, so the server's own socket
+    // is polled again soon; every request is answered in the end.
+    let (mut answered, mut largest) = (0, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while answered < FLOOD && std::time::Instant::now() < deadline {
+        let mut items = [service.socket().as_poll_item(zmq::POLLIN)];
+        zmq::poll(&mut items, 100).unwrap();
+        let turn = service.serve();
+        largest = largest.max(turn);
+        answered += turn;
+    }
+    assert_eq!(answered, FLOOD);
+    assert!(largest <= KEY_SERVICE_BATCH, "one turn answered {largest}");
+    for _ in 0..FLOOD {
+        flood.recv_bytes(0).unwrap();
+    }
+}
+
+#[test]
+fn a_flood_of_a_group_servers_key_service_leaves_its_users_served() {
+    let w = world(&[], Vec::new());
+    let flood = raw_dealer(
+        &w.ctx,
+        &zms::transport::key_service(w.group.endpoint()).unwrap(),
+    );
+    flood.set_sndhwm(0).unwrap();
+    let mut alice = w.user("alice", &KeyPair::generate().unwrap());
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    for i in 0..20u64 {
+        for _ in 0..500 {
+            let _ = flood.send(codec::encode_request(1, &Request::Key), zmq::DONTWAIT);
+        }
+        assert_eq!(alice.send(&general, &format!("m{i}")).unwrap().0, i + 1);
+    }
 }

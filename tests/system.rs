@@ -569,3 +569,126 @@ fn members_see_others_join_and_leave() {
         ]
     );
 }
+
+/// A group server config for `groups` registering with `directory`, data in `data`.
+fn group_config(directory: &str, groups: &[&str], data: &std::path::Path) -> zms::group::Config {
+    zms::group::Config {
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        data: data.to_path_buf(),
+        directories: vec![directory.to_string()],
+        advertise: None,
+        durability: Default::default(),
+        security: None,
+    }
+}
+
+#[test]
+fn a_group_name_held_by_a_live_server_is_refused_to_another_unless_it_replaces() {
+    use zms::group::GroupServer;
+    let c = cluster(&["general"]);
+    let (mut alice, general) = c.member("alice", "general");
+    let data = tempfile::tempdir().unwrap();
+    let config = group_config(c.dir.endpoint(), &["general", "rust"], data.path());
+
+    // The second server is told why, and registers nothing (not even `rust`).
+    let err = GroupServer::bind(&c.ctx, "tcp://127.0.0.1:*", config.clone())
+        .unwrap()
+        .register(LIMIT)
+        .err()
+        .expect("a second holder of general is refused")
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "group 'general' is already hosted by the group server at {}",
+            c.grp.address()
+        )) && err.contains("--replace"),
+        "{err}"
+    );
+    let listed = |s: &mut zms::client::Session| -> Vec<String> {
+        s.list_groups()
+            .unwrap()
+            .iter()
+            .map(|g| format!("{}@{}", g.name, g.address))
+            .collect()
+    };
+    assert_eq!(listed(&mut alice), [format!("general@{}", c.grp.address())]);
+    alice.send(&general, "still served").unwrap();
+    let mut bob = c.session("bob");
+    let found = bob.resolve("general").unwrap();
+    bob.join(&found).unwrap();
+    bob.send(&found, "me too").unwrap();
+
+    // The same server restarting (same address) is itself, not a rival.
+    let address = c.grp.address();
+    c.grp.stop().unwrap();
+    let restarted = rebind(|| {
+        GroupServer::bind(
+            &c.ctx,
+            &format!("tcp://{address}"),
+            group_config(c.dir.endpoint(), &["general"], c.data.path()),
+        )
+    })
+    .register(LIMIT)
+    .unwrap()
+    .spawn(&c.ctx)
+    .unwrap();
+
+    // An operator's --replace takes the name over; the former holder is refused from then on.
+    let replacing = GroupServer::bind(&c.ctx, "tcp://127.0.0.1:*", config)
+        .unwrap()
+        .with_replace(true)
+        .register(LIMIT)
+        .unwrap();
+    let new_address = replacing.address().to_string();
+    let _replacing = replacing.spawn(&c.ctx).unwrap();
+    let wanted = [
+        format!("general@{new_address}"),
+        format!("rust@{new_address}"),
+    ];
+    assert!(eventually(LIMIT, || listed(&mut alice) == wanted));
+    assert!(
+        restarted.is_running(),
+        "the former holder serves on, unlisted"
+    );
+}
+
+#[test]
+fn a_group_server_says_it_is_not_registered_until_a_message_server_answers() {
+    use zms::directory::DirectoryServer;
+    use zms::group::GroupServer;
+    let ctx = zmq::Context::new();
+    // Bound but not yet serving: REGISTER arrives and waits unanswered.
+    let dir = rebind(|| DirectoryServer::bind(&ctx, "tcp://127.0.0.1:*"));
+    let data = tempfile::tempdir().unwrap();
+    let server = GroupServer::bind(
+        &ctx,
+        "tcp://127.0.0.1:*",
+        group_config(dir.endpoint(), &["general"], data.path()),
+    )
+    .unwrap()
+    .register(Duration::from_millis(200))
+    .unwrap();
+    let why = server
+        .unregistered()
+        .expect("not registered yet")
+        .to_string();
+    assert!(
+        why.contains(&format!(
+            "no answer from message server {}",
+            zms::transport::address(dir.endpoint())
+        )),
+        "{why}"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _grp = server
+        .on_registered(move || tx.send(()).unwrap())
+        .spawn(&ctx)
+        .unwrap();
+    assert!(
+        rx.try_recv().is_err(),
+        "not before a message server answered"
+    );
+    let _dir = dir.spawn(&ctx).unwrap();
+    rx.recv_timeout(LIMIT)
+        .expect("told once a message server acknowledged it");
+}
