@@ -203,6 +203,10 @@ pub struct GroupArgs {
     /// Connections receiving live messages, over all groups.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// With --secure: user names one key may hold on this server (so no one peer can fill a
+    /// group's member cap).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_names_per_key: usize,
 }
 
 impl GroupArgs {
@@ -218,6 +222,7 @@ impl GroupArgs {
             rate,
             max_members: self.max_members,
             max_connections: self.max_connections,
+            max_names_per_key: self.max_names_per_key,
         }
     }
 }

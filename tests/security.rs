@@ -791,3 +791,62 @@ fn a_flood_of_a_group_servers_key_service_leaves_its_users_served() {
         assert_eq!(alice.send(&general, &format!("m{i}")).unwrap().0, i + 1);
     }
 }
+
+#[test]
+fn one_key_cannot_fill_a_groups_member_cap() {
+    let ctx = zmq::Context::new();
+    let dir_keys = KeyPair::generate().unwrap();
+    let directory = secure_directory(&ctx, &dir_keys, Vec::new());
+    let data = tempfile::tempdir().unwrap();
+    let group_keys = KeyPair::generate().unwrap();
+    let setup = GroupSetup {
+        directory: &directory,
+        directory_key: &dir_keys.public,
+        keys: group_keys.clone(),
+        groups: &["general"],
+        private: &[],
+        allow: Vec::new(),
+        limits: Limits {
+            max_members: 3,
+            max_names_per_key: 2,
+            ..Default::default()
+        },
+    };
+    let group = secure_group(&ctx, setup, data.path());
+    let mut squatter = Conn::connect_with(
+        &ctx,
+        group.endpoint(),
+        "group server",
+        TIMEOUTS,
+        Some(zms::client::Curve {
+            keys: KeyPair::generate().unwrap(),
+            server_key: group_keys.public.clone(),
+        }),
+    )
+    .unwrap();
+    let join = |user: &str| Request::Join {
+        group: "general".into(),
+        user: user.into(),
+    };
+    squatter.request(&join("s1")).unwrap();
+    squatter.request(&join("s2")).unwrap();
+    match squatter.request(&join("s3")) {
+        Err(Error::Rejected {
+            code: ErrorCode::Limited,
+            reason,
+        }) => assert!(reason.contains("at most 2 names"), "{reason}"),
+        other => panic!("one key took a third name: {other:?}"),
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mut alice = user(
+        &ctx,
+        &directory,
+        &dir_keys.public,
+        "alice",
+        &KeyPair::generate().unwrap(),
+        home.path(),
+    );
+    let general = alice.resolve("general").unwrap();
+    alice.join(&general).unwrap();
+    assert_eq!(alice.send(&general, "there was room").unwrap().0, 1);
+}

@@ -18,6 +18,9 @@ pub struct Limits {
     pub max_members: usize,
     /// Connections receiving live messages, over all groups.
     pub max_connections: usize,
+    /// User names one key may hold on the server, with security: so one peer cannot fill a
+    /// group's member cap (members stay members, even across a restart).
+    pub max_names_per_key: usize,
 }
 
 impl Default for Limits {
@@ -27,6 +30,7 @@ impl Default for Limits {
             rate: None,
             max_members: 10_000,
             max_connections: 10_000,
+            max_names_per_key: 16,
         }
     }
 }

@@ -284,8 +284,8 @@ impl State {
             return out.push(refuse(ErrorCode::BadRequest, reason));
         }
         if self.secure {
-            if let Err(reason) = self.authenticate(store, &user, peer) {
-                return out.push(refuse(ErrorCode::Unauthorized, reason));
+            if let Err((code, reason)) = self.authenticate(store, &user, peer) {
+                return out.push(refuse(code, reason));
             }
         }
         let Some(group) = self.groups.get_mut(&group_name) else {
@@ -503,23 +503,29 @@ impl State {
     }
 
     /// Checks that `user` is the name of the key `peer` on this server, binding the name to the
-    /// key the first time it is used.
+    /// key the first time it is used, up to the key's cap of names.
     fn authenticate(
         &mut self,
         store: &mut Store,
         user: &str,
         peer: Option<&str>,
-    ) -> Result<(), String> {
-        let peer = peer.ok_or("this group server requires CURVE")?;
+    ) -> Result<(), (ErrorCode, String)> {
+        let unauthorized = |reason: String| (ErrorCode::Unauthorized, reason);
+        let peer = peer.ok_or_else(|| unauthorized("this group server requires CURVE".into()))?;
         match self.users.get(user) {
             Some(key) if key == peer => Ok(()),
-            Some(_) => Err(format!(
+            Some(_) => Err(unauthorized(format!(
                 "the name '{user}' belongs to another key on this server"
-            )),
+            ))),
             None => {
+                let max = self.limits.max_names_per_key;
+                if self.users.values().filter(|k| *k == peer).count() >= max {
+                    let reason = format!("one key may hold at most {max} names on this server");
+                    return Err((ErrorCode::Limited, reason));
+                }
                 store
                     .bind_user(user, peer, crate::time::now_ms())
-                    .map_err(|e| format!("cannot record the name '{user}': {e}"))?;
+                    .map_err(|e| unauthorized(format!("cannot record the name '{user}': {e}")))?;
                 info!(%user, key = %peer, "name bound to key");
                 self.users.insert(user.to_string(), peer.to_string());
                 Ok(())
