@@ -42,6 +42,15 @@ struct GroupSetup<'a> {
 }
 
 fn secure_group(ctx: &zmq::Context, setup: GroupSetup, data: &Path) -> ServerHandle {
+    secure_group_bound(ctx, setup, data)
+        .register(Duration::from_secs(2))
+        .unwrap()
+        .spawn(ctx)
+        .unwrap()
+}
+
+/// A secure group server, bound but neither registered nor running.
+fn secure_group_bound(ctx: &zmq::Context, setup: GroupSetup, data: &Path) -> GroupServer {
     let config = group::Config {
         groups: setup.groups.iter().map(|g| g.to_string()).collect(),
         data: data.to_path_buf(),
@@ -57,10 +66,6 @@ fn secure_group(ctx: &zmq::Context, setup: GroupSetup, data: &Path) -> ServerHan
     };
     rebind(|| GroupServer::bind(ctx, "tcp://127.0.0.1:*", config.clone()))
         .with_limits(setup.limits)
-        .unwrap()
-        .register(Duration::from_secs(2))
-        .unwrap()
-        .spawn(ctx)
         .unwrap()
 }
 
@@ -286,7 +291,15 @@ fn a_message_server_admits_only_allowed_group_servers_announcing_their_own_key()
         limits: Limits::default(),
     };
     let _good = secure_group(&ctx, setup(good.clone(), &["general"]), d1.path());
-    let _rogue = secure_group(&ctx, setup(rogue.clone(), &["phishing"]), d2.path());
+    let refused = secure_group_bound(&ctx, setup(rogue.clone(), &["phishing"]), d2.path())
+        .register(Duration::from_secs(2))
+        .err()
+        .expect("the rogue server is refused")
+        .to_string();
+    assert!(
+        refused.contains("admits only allowed group servers"),
+        "{refused}"
+    );
     let home = tempfile::tempdir().unwrap();
     let mut alice = user(
         &ctx,
