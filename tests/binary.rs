@@ -409,7 +409,23 @@ fn a_second_group_server_for_a_held_name_stops_with_the_reason() {
         "--data",
         data.path().to_str().unwrap(),
     ];
-    let second = zms(&args);
+    // Bounded: a server that wrongly went on serving would never exit on its own.
+    let mut child = Command::new(ZMS)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the second group server did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = child.wait_with_output().unwrap();
     assert!(!second.status.success());
     assert!(!String::from_utf8_lossy(&second.stdout).contains("listening on"));
     let err = String::from_utf8_lossy(&second.stderr);
