@@ -304,8 +304,10 @@ fn up(data: &tempfile::TempDir, extra: &[&str]) -> (Proc, String) {
         data,
     ]);
     let up = Proc::spawn(&args);
-    assert_eq!(up.line(), "zms is up");
-    let server = up.line().split_whitespace().last().unwrap().to_string();
+    while !up.line().contains("zms is up") {}
+    let server = up.line();
+    assert!(server.contains("message server"), "{server}");
+    let server = server.split_whitespace().last().unwrap().to_string();
     (up, server)
 }
 

@@ -28,7 +28,7 @@ fn check_text(text: &str) -> Result<()> {
             protocol::MAX_TEXT
         ));
     }
-    Ok(())
+    protocol::check_text(text).map_err(Error::Input)
 }
 
 /// How long a send waits out a server's rate limit before reporting LIMITED.

@@ -23,9 +23,11 @@ use super::command::{HistoryRange, Line, HELP, HISTORY_DEFAULT, MENU};
 use super::editor::{self, LineEditor};
 use super::outbox::{Outbox, Pending};
 use super::render::{self, Style};
+use super::safe;
+use super::say;
 use super::view::View;
 use crate::client::{GroupRef, Session, SessionEvent};
-use crate::protocol::{GroupEntry, Member, Message};
+use crate::protocol::{self, GroupEntry, Member, Message};
 use crate::{errinput, time, transport, Error, Result};
 
 pub use super::command::parse_line;
@@ -72,7 +74,7 @@ impl Input {
                     false => Ok(()),
                 });
             if let Err(err) = &ready {
-                println!("warning: no input history ({}: {err})", path.display());
+                say!("warning: no input history ({}: {err})", path.display());
             }
             ready.is_ok()
         });
@@ -102,7 +104,7 @@ impl Input {
                             let _ = editor.add_history_entry(line.trim_end());
                             if let Some(path) = history {
                                 if let Err(err) = editor.append_history(path) {
-                                    println!("warning: input history not saved: {err}");
+                                    say!("warning: input history not saved: {err}");
                                     *history = None;
                                 }
                             }
@@ -140,7 +142,7 @@ pub fn run(ctx: &zmq::Context, mut session: Session) -> Result<()> {
         true => Input::terminal(Arc::clone(&view), style.clone())?,
         false => (
             Input::Plain(std::io::stdin().lock()),
-            Box::new(|line| println!("{line}")) as Print,
+            Box::new(|line| say!("{line}")) as Print,
         ),
     };
 
@@ -155,11 +157,14 @@ pub fn run(ctx: &zmq::Context, mut session: Session) -> Result<()> {
     doorbell.connect(&pipe)?;
 
     match session.hello() {
-        Ok(()) => println!(
+        Ok(()) => say!(
             "connected to {} as {name}; /list shows groups, /join NAME joins one, /help for more",
             servers.join(",")
         ),
-        Err(err) => println!("warning: {err}; groups can still be joined by HOST:PORT"),
+        Err(err) => say!(
+            "warning: {}; groups can still be joined by HOST:PORT",
+            safe::field(&err.to_string())
+        ),
     }
 
     let (jobs, job_rx) = mpsc::channel::<Job>();
@@ -390,14 +395,14 @@ impl Shell {
                     }
                 }
                 Ok(line) => self.execute(line),
-                Err(usage) => println!("{usage}"),
+                Err(usage) => say!("{}", safe::field(&usage)),
             }
         }
     }
 
     /// The original numbered menu. Returns false when the user chose Quit.
     fn menu(&mut self, input: &mut Input) -> Result<bool> {
-        println!("{MENU}");
+        say!("{MENU}");
         let plain = |q: &str| (q.to_string(), q.to_string());
         let Some(choice) = input.read(&plain("choose 1-6: "), false)? else {
             return Ok(false);
@@ -420,7 +425,7 @@ impl Shell {
             },
             "6" => return Ok(false),
             other => {
-                println!("'{other}' is not on the menu");
+                say!("'{}' is not on the menu", safe::field(other));
                 return Ok(true);
             }
         };
@@ -431,7 +436,7 @@ impl Shell {
     /// Carries out one line, printing the outcome or one line of error.
     fn execute(&mut self, line: Line) {
         if let Err(err) = self.try_execute(line) {
-            println!("{}", self.style.error(&format!("error: {err}")));
+            say!("{}", self.style.error(&format!("error: {err}")));
         }
     }
 
@@ -439,6 +444,7 @@ impl Shell {
         match line {
             Line::Empty => {}
             Line::Say(text) => {
+                protocol::check_text(&text).map_err(|why| errinput!("not sent: {why}"))?;
                 let group = self.require_current()?;
                 self.submit(Job::Say(group, text))?;
             }
@@ -454,10 +460,11 @@ impl Shell {
                     let last = s.join(&group)?;
                     Ok((group, last))
                 })?;
+                let shown = safe::field(&group.to_string()).into_owned();
                 match last_seq {
-                    0 => println!("joined {group}: no messages yet"),
-                    1 => println!("joined {group}: 1 earlier message (/history shows it)"),
-                    n => println!("joined {group}: {n} earlier messages (/history shows them)"),
+                    0 => say!("joined {shown}: no messages yet"),
+                    1 => say!("joined {shown}: 1 earlier message (/history shows it)"),
+                    n => say!("joined {shown}: {n} earlier messages (/history shows them)"),
                 }
                 self.view().join(group);
             }
@@ -468,14 +475,14 @@ impl Shell {
                 };
                 let target = group.clone();
                 self.ask(move |s| s.leave(&target))?;
-                println!("left {group}");
+                say!("left {}", safe::field(&group.to_string()));
                 self.view().leave(&group);
             }
             Line::Switch(spec) => {
                 let group = self.view().find_joined(&spec).ok_or_else(|| {
                     errinput!("not joined to '{spec}' in this session; /join it first")
                 })?;
-                println!("now in {group}");
+                say!("now in {}", safe::field(&group.to_string()));
                 self.view().switch(group);
             }
             Line::History(range) => {
@@ -504,9 +511,13 @@ impl Shell {
                 let group = self.require_current()?;
                 let (target, invited) = (group.clone(), key.clone());
                 self.ask(move |s| s.invite(&target, &invited))?;
-                println!("invited {key} into {group}");
+                say!(
+                    "invited {} into {}",
+                    safe::field(&key),
+                    safe::field(&group.to_string())
+                );
             }
-            Line::Help => println!("{HELP}"),
+            Line::Help => say!("{HELP}"),
             Line::Menu | Line::Quit => {}
         }
         Ok(())
@@ -531,17 +542,17 @@ impl Shell {
 
     fn print_groups(&self, groups: &[GroupEntry]) {
         if groups.is_empty() {
-            println!("no groups are registered with the message server");
+            say!("no groups are registered with the message server");
         }
         let joined: Vec<GroupRef> = self.view().joined().to_vec();
         for g in groups {
             let joined = joined
                 .iter()
                 .any(|j| j.name == g.name && j.address == g.address);
-            println!(
+            say!(
                 "  {:<20} {}{}",
-                g.name,
-                g.address,
+                safe::field(&g.name),
+                safe::field(&g.address),
                 if joined { "  (joined)" } else { "" }
             );
         }
@@ -549,14 +560,14 @@ impl Shell {
 
     fn print_history(&self, group: &GroupRef, messages: &[Message]) {
         if messages.is_empty() {
-            println!("no messages in {}", group.name);
+            say!("no messages in {}", safe::field(&group.name));
         }
         let now = time::now_ms();
         for m in messages {
             if self.terminal {
-                println!("{}", self.style.history(m, now));
+                say!("{}", self.style.history(m, now));
             } else {
-                println!("{}", render::plain_history(m));
+                say!("{}", render::plain_history(m));
             }
         }
     }
@@ -564,13 +575,13 @@ impl Shell {
     fn print_members(&self, group: &GroupRef, members: &[Member]) {
         let online = members.iter().filter(|m| m.online).count();
         let s = if members.len() == 1 { "" } else { "s" };
-        println!(
+        say!(
             "{} member{s} of {}, {online} online:",
             members.len(),
-            group.name
+            safe::field(&group.name)
         );
         for m in members {
-            println!("{}", self.style.member(m));
+            say!("{}", self.style.member(m));
         }
     }
 }
