@@ -89,7 +89,8 @@ pub enum Command {
     /// Print a group's stored messages, oldest first.
     History {
         group: String,
-        /// Only messages at or after TIME: RFC 3339, unix milliseconds, or a duration ago (10m, 2h).
+        /// Only messages at or after TIME: RFC 3339, a local date or date-time (2026-11-24,
+        /// 2026-11-24T10:00), unix seconds or milliseconds, or a duration ago (10m, 2h).
         #[arg(long)]
         since: Option<String>,
         /// At most N messages: the first N since TIME, or without --since the last N.
