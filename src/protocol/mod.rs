@@ -378,10 +378,15 @@ pub fn check_user_name(name: &str) -> Result<(), String> {
     let quoted = name.escape_debug();
     if name
         .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c) || c == '@')
+        .any(|c| c.is_whitespace() || c.is_control() || c == '@')
     {
         return Err(format!(
-            "user name '{quoted}' may not hold spaces, '@', control or invisible characters"
+            "user name '{quoted}' may not hold spaces, control characters or '@'"
+        ));
+    }
+    if name.chars().any(is_invisible) {
+        return Err(format!(
+            "user name '{quoted}' may not hold invisible characters (bidi controls, zero-width)"
         ));
     }
     if !unicode_normalization::is_nfkc(name) {

@@ -83,7 +83,7 @@ def disguised_name_error(name: str) -> str | None:
     """Why a user name is refused (400) beyond zms.user_name_error: an invisible character,
     or a form other than Unicode NFKC ('ａｌｉｃｅ' may not pose as 'alice')."""
     if any(_invisible(c) or unicodedata.category(c) == "Cc" for c in name):
-        return f"user name {name!a} may not hold spaces, '@', control or invisible characters"
+        return f"user name {name!a} may not hold invisible characters (bidi controls, zero-width)"
     plain = unicodedata.normalize("NFKC", name)
     if plain != name:
         return f"user name {name!a} is not in its plain form (Unicode NFKC); write it as {plain!a}"
