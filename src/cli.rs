@@ -454,8 +454,7 @@ impl Command {
             } => up(&ctx, &bind, &group_bind, data, secure),
             Command::Keygen { out } => keygen(out),
             Command::Whoami { name } => {
-                zms::protocol::check_user_name(&name).map_err(zms::Error::Input)?;
-                let path = keys::user_key_path(&keys::config_dir()?, &name);
+                let path = keys::user_key_path(&keys::config_dir()?, &name)?;
                 println!("{}", KeyPair::load_or_create(&path)?.public);
                 Ok(())
             }
@@ -589,7 +588,7 @@ fn session(
     if let Some(key) = &secure.server_key {
         keys::raw(key)?;
     }
-    let keys = KeyPair::load_or_create(&keys::user_key_path(&dir, name))?;
+    let keys = KeyPair::load_or_create(&keys::user_key_path(&dir, name)?)?;
     Ok(session.with_security(ClientSecurity {
         keys,
         pins,
