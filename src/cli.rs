@@ -79,10 +79,14 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Send TEXT to a group (without TEXT, send each line of stdin).
+    /// Send TEXT to a group (without TEXT, send each line of stdin). Sends of this user to
+    /// this group whose outcome is unknown (no answer) are kept and sent again first.
     Send {
         group: String,
         text: Option<String>,
+        /// The message's client id: sending it again under the same id stores it at most once.
+        #[arg(long, requires = "text")]
+        id: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -428,8 +432,9 @@ impl Command {
             Command::Send {
                 group,
                 text,
+                id,
                 client,
-            } => client.run(&ctx, Action::Send(group, text)),
+            } => client.run(&ctx, Action::Send { group, text, id }),
             Command::History {
                 group,
                 since,

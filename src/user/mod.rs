@@ -4,6 +4,7 @@
 pub mod command;
 pub mod complete;
 pub mod editor;
+pub mod kept;
 pub mod outbox;
 pub mod output;
 pub mod render;
@@ -15,8 +16,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::client::{Session, SessionEvent};
-use crate::{errinput, protocol, time, Result};
+use crate::client::{GroupRef, Session, SessionEvent};
+use crate::protocol::Outgoing;
+use crate::{errinput, keys, protocol, time, Error, Result};
 use output::Format;
 
 /// What a one-shot command does.
@@ -25,8 +27,12 @@ pub enum Action {
     List,
     Join(String),
     Leave(String),
-    /// `None` text: send each line of stdin.
-    Send(String, Option<String>),
+    /// `None` text: send each line of stdin. `id`: the client id of the one message.
+    Send {
+        group: String,
+        text: Option<String>,
+        id: Option<String>,
+    },
     History {
         group: String,
         since: Option<String>,
@@ -74,23 +80,47 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
                 ),
             }
         }
-        Action::Send(spec, text) => {
+        Action::Send {
+            group: spec,
+            text,
+            id,
+        } => {
             let group = session.resolve(&spec)?;
-            let print = |(seq, ts): (u64, i64)| match format {
-                Format::Plain => println!("sent {group} #{seq} at {}", time::rfc3339(ts)),
+            let print = |(seq, ts): (u64, i64), again: bool| match format {
+                Format::Plain => {
+                    let again = if again {
+                        " (kept from an earlier try)"
+                    } else {
+                        ""
+                    };
+                    println!("sent {group} #{seq} at {}{again}", time::rfc3339(ts))
+                }
                 Format::Json => println!(
                     "{}",
                     json!({"group": group.name, "seq": seq, "ts": time::rfc3339(ts)})
                 ),
             };
+            let kept = keys::config_dir()
+                .ok()
+                .map(|dir| kept::Kept::new(&dir, session.name()));
+            // What earlier runs could not confirm goes first, under its ids: in order, once.
+            let refused = send_kept(&mut session, kept.as_ref(), &group, id.as_deref(), |s| {
+                print(s, true)
+            })?;
             match text {
-                Some(text) => print(session.send(&group, &text)?),
+                Some(text) => {
+                    let client_id = id.unwrap_or_else(|| session.next_client_id());
+                    let message = Outgoing { client_id, text };
+                    send_keeping(&mut session, kept.as_ref(), &group, &[message])?
+                        .into_iter()
+                        .for_each(|s| print(s, false));
+                }
                 // Lines of stdin go as batches (SENDS) of what has arrived, so a file is sent
                 // in few round trips and never held whole, and a line of a live stream (`tail
                 // -f log |`) goes as soon as the input pauses after it.
                 None => {
                     let mut input = BufReader::new(std::io::stdin().lock());
-                    let mut batch: Vec<String> = Vec::new();
+                    let mut batch: Vec<Outgoing> = Vec::new();
                     loop {
                         let mut line = String::new();
                         let end = input.read_line(&mut line)? == 0;
@@ -99,14 +129,17 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
                             if let Some(text) = line.strip_suffix('\n') {
                                 line = text.strip_suffix('\r').unwrap_or(text).to_string();
                             }
-                            batch.push(line);
+                            let client_id = session.next_client_id();
+                            batch.push(Outgoing {
+                                client_id,
+                                text: line,
+                            });
                         }
                         let waits = end || !input.buffer().contains(&b'\n');
                         if !batch.is_empty() && (waits || batch.len() >= protocol::MAX_BATCH) {
-                            session
-                                .send_many(&group, &batch)?
+                            send_keeping(&mut session, kept.as_ref(), &group, &batch)?
                                 .into_iter()
-                                .for_each(print);
+                                .for_each(|s| print(s, false));
                             batch.clear();
                         }
                         if end {
@@ -114,6 +147,9 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
                         }
                     }
                 }
+            }
+            if let Some(err) = refused {
+                return Err(err);
             }
         }
         Action::History {
@@ -162,6 +198,128 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sends `messages` to `group` under their ids, kept on disk (when there is a config
+/// directory) until the server answers: stored, or refused. Without an answer they stay kept,
+/// and the error says so and how to retry without a duplicate.
+///
+/// # Errors
+/// The server's refusal, or its silence (the outcome then unknown, said in the message).
+fn send_keeping(
+    session: &mut Session,
+    kept: Option<&kept::Kept>,
+    group: &GroupRef,
+    messages: &[Outgoing],
+) -> Result<Vec<(u64, i64)>> {
+    let entry = kept.and_then(|k| {
+        k.keep(group, messages)
+            .map_err(|err| tracing::warn!(%err, "cannot keep the send for a retry"))
+            .ok()
+    });
+    let sent = match messages {
+        [one] => session
+            .send_with_id(group, &one.client_id, &one.text)
+            .map(|s| vec![s]),
+        many => session.send_outgoing(group, many),
+    };
+    // Answered (stored, or refused: nothing of a refused request is stored): forgotten.
+    let answered = matches!(sent, Ok(_) | Err(Error::Rejected { .. }));
+    if let (true, Some(entry)) = (answered, entry.as_ref()) {
+        entry.forget();
+    }
+    match sent {
+        Ok(stored) => Ok(stored),
+        Err(err @ Error::Rejected { .. }) => Err(err),
+        Err(err) => Err(unknown_outcome(
+            err,
+            session.name(),
+            group,
+            messages,
+            entry.is_some(),
+        )),
+    }
+}
+
+/// Sends again what earlier runs kept for `group` (but the message under `skip_id`, which
+/// is about to be sent). Returns the refusal of a kept message, if any, after sending the
+/// others; a kept send that gets no answer again stops everything, to keep the order.
+///
+/// # Errors
+/// The server's silence, or a kept directory that cannot be listed.
+fn send_kept(
+    session: &mut Session,
+    kept: Option<&kept::Kept>,
+    group: &GroupRef,
+    skip_id: Option<&str>,
+    mut print: impl FnMut((u64, i64)),
+) -> Result<Option<Error>> {
+    let Some(kept) = kept else { return Ok(None) };
+    let mut refused = None;
+    for entry in kept.for_group(group)? {
+        let messages: Vec<Outgoing> = entry
+            .messages
+            .iter()
+            .filter(|m| Some(m.client_id.as_str()) != skip_id)
+            .cloned()
+            .collect();
+        let sent = match messages.as_slice() {
+            [] => Ok(Vec::new()),
+            [one] => session
+                .send_with_id(group, &one.client_id, &one.text)
+                .map(|s| vec![s]),
+            many => session.send_outgoing(group, many),
+        };
+        match sent {
+            Ok(stored) => {
+                entry.forget();
+                stored.into_iter().for_each(&mut print);
+            }
+            Err(Error::Rejected { code, reason }) => {
+                entry.forget();
+                let s = if messages.len() == 1 { "" } else { "s" };
+                refused = Some(errinput!(
+                    "{} kept message{s} refused by {group}: {reason} ({code})",
+                    messages.len()
+                ));
+            }
+            Err(err) => return Err(unknown_outcome(err, session.name(), group, &messages, true)),
+        }
+    }
+    Ok(refused)
+}
+
+/// The error of a send that got no answer: what happened, that the outcome is unknown, and
+/// how to retry without storing anything twice.
+fn unknown_outcome(
+    err: Error,
+    user: &str,
+    group: &GroupRef,
+    messages: &[Outgoing],
+    kept: bool,
+) -> Error {
+    let (what, them, ids) = match messages {
+        [_] => ("the message was".to_string(), "it", "id"),
+        many => (format!("these {} messages were", many.len()), "them", "ids"),
+    };
+    let retry = match (kept, messages) {
+        (true, [one]) => format!(
+            "kept, the next `zms send {} --name {user}` sends it again first under the same \
+             id, stored at most once (or send it yourself with --id {})",
+            group.name, one.client_id
+        ),
+        (true, _) => format!(
+            "kept, the next `zms send {} --name {user}` sends {them} again first under the \
+             same {ids}, stored at most once",
+            group.name
+        ),
+        (false, [one]) => format!(
+            "to retry without a duplicate, send the same text with --id {}",
+            one.client_id
+        ),
+        (false, _) => "sending them again may store some twice".to_string(),
+    };
+    Error::Timeout(format!("{err}; whether {what} stored is unknown: {retry}"))
 }
 
 /// Asks on the terminal, showing `default`; an empty answer takes it.
