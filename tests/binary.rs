@@ -465,6 +465,22 @@ fn a_send_to_a_frozen_server_is_kept_and_sent_again_once_never_twice() {
         assert!(out.contains("#4 at"), "{out}");
     }
     assert_eq!(history().len(), 4);
+    let kept = home.path().join("unconfirmed").join("alice");
+    assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 0, "all answered");
+
+    // A refused send was not stored, so it is not kept either.
+    let as_bob = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &s, "--name", "bob"]);
+        zms_at(home.path(), &all)
+    };
+    assert!(!as_bob(&["send", "general", "not a member yet"])
+        .status
+        .success());
+    stdout(&as_bob(&["join", "general"]));
+    stdout(&as_bob(&["send", "general", "now a member"]));
+    assert_eq!(history().len(), 5);
+    assert!(!history().contains(&"not a member yet".to_string()));
 }
 
 #[test]

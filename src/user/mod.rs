@@ -223,14 +223,15 @@ fn send_keeping(
             .map(|s| vec![s]),
         many => session.send_outgoing(group, many),
     };
-    // Answered (stored, or refused: nothing of a refused request is stored): forgotten.
-    let answered = matches!(sent, Ok(_) | Err(Error::Rejected { .. }));
-    if let (true, Some(entry)) = (answered, entry.as_ref()) {
+    // Known: stored, refused (nothing of a refused request is stored), or never sent (a
+    // text over the limit). Only then is the send forgotten.
+    let known = matches!(sent, Ok(_) | Err(Error::Rejected { .. } | Error::Input(_)));
+    if let (true, Some(entry)) = (known, entry.as_ref()) {
         entry.forget();
     }
     match sent {
         Ok(stored) => Ok(stored),
-        Err(err @ Error::Rejected { .. }) => Err(err),
+        Err(err @ (Error::Rejected { .. } | Error::Input(_))) => Err(err),
         Err(err) => Err(unknown_outcome(
             err,
             session.name(),
@@ -275,11 +276,11 @@ fn send_kept(
                 entry.forget();
                 stored.into_iter().for_each(&mut print);
             }
-            Err(Error::Rejected { code, reason }) => {
+            Err(err @ (Error::Rejected { .. } | Error::Input(_))) => {
                 entry.forget();
                 let s = if messages.len() == 1 { "" } else { "s" };
                 refused = Some(errinput!(
-                    "{} kept message{s} refused by {group}: {reason} ({code})",
+                    "{} kept message{s} not sent to {group}: {err}",
                     messages.len()
                 ));
             }
