@@ -165,10 +165,12 @@ impl Store {
         // both private; one left readable by an earlier version is made private here.
         private_file(&path)
             .map_err(|e| errinput!("cannot create database {}: {e}", path.display()))?;
-        let wal = dir.join("zms.db-wal");
-        if wal.exists() {
-            private_file(&wal)
-                .map_err(|e| errinput!("cannot make {} private: {e}", wal.display()))?;
+        // A log left by a crash, and the index file an earlier version mapped.
+        for left in ["zms.db-wal", "zms.db-shm"].map(|f| dir.join(f)) {
+            if left.exists() {
+                private_file(&left)
+                    .map_err(|e| errinput!("cannot make {} private: {e}", left.display()))?;
+            }
         }
         let conn = open_connection(&path)?;
         let check: String = conn
@@ -1348,8 +1350,11 @@ mod tests {
             .unwrap()
             .execute_batch("CREATE TABLE t (x)")
             .unwrap();
-        std::fs::set_permissions(dir.join("zms.db"), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
+        std::fs::write(dir.join("zms.db-shm"), [0u8; 32]).unwrap();
+        for file in ["zms.db", "zms.db-shm"] {
+            std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
         let fresh = parent.path().join("fresh").join("data");
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         for dir in [&dir, &fresh] {
@@ -1360,6 +1365,7 @@ mod tests {
                 assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
             }
         }
+        assert_eq!(mode(&dir.join("zms.db-shm")), 0o600, "an earlier version's");
         assert_eq!(mode(&fresh), 0o700, "a data directory it makes");
     }
 
