@@ -79,10 +79,14 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Send TEXT to a group (without TEXT, send each line of stdin).
+    /// Send TEXT to a group (without TEXT, send each line of stdin). Sends of this user to
+    /// this group whose outcome is unknown (no answer) are kept and sent again first.
     Send {
         group: String,
         text: Option<String>,
+        /// The message's client id: sending it again under the same id stores it at most once.
+        #[arg(long, requires = "text")]
+        id: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -435,8 +439,9 @@ impl Command {
             Command::Send {
                 group,
                 text,
+                id,
                 client,
-            } => client.run(&ctx, Action::Send(group, text)),
+            } => client.run(&ctx, Action::Send { group, text, id }),
             Command::History {
                 group,
                 since,
@@ -461,8 +466,7 @@ impl Command {
             } => up(&ctx, &bind, &group_bind, data, secure),
             Command::Keygen { out } => keygen(out),
             Command::Whoami { name } => {
-                zms::protocol::check_user_name(&name).map_err(zms::Error::Input)?;
-                let path = keys::user_key_path(&keys::config_dir()?, &name);
+                let path = keys::user_key_path(&keys::config_dir()?, &name)?;
                 output::emit(&KeyPair::load_or_create(&path)?.public)?;
                 Ok(())
             }
@@ -638,7 +642,7 @@ fn session(
     if let Some(key) = &secure.server_key {
         keys::raw(key)?;
     }
-    let keys = KeyPair::load_or_create(&keys::user_key_path(&dir, name))?;
+    let keys = KeyPair::load_or_create(&keys::user_key_path(&dir, name)?)?;
     Ok(session.with_security(ClientSecurity {
         keys,
         pins,

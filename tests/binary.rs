@@ -2,15 +2,28 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{deploy, start_group, Proc, RogueGroup, ZMS};
 
 fn zms(args: &[&str]) -> Output {
+    zms_at(home(), args)
+}
+
+/// The config directory of these tests' users (pins, kept sends), not the real one.
+fn home() -> &'static Path {
+    static HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// `zms ARGS` with `home` as its config directory.
+fn zms_at(home: &Path, args: &[&str]) -> Output {
     Command::new(ZMS)
         .args(args)
+        .env("ZMS_HOME", home)
         .stdin(Stdio::null())
         .output()
         .expect("zms runs")
@@ -185,6 +198,7 @@ fn tail_follows_live_messages() {
 fn piped_send(server: &str, name: &str) -> std::process::Child {
     Command::new(ZMS)
         .args(["send", "general", "--server", server, "--name", name])
+        .env("ZMS_HOME", home())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -379,6 +393,121 @@ fn a_secure_deployment_works_unchanged_once_the_key_is_pinned() {
     assert!(pins.contains(&server), "{pins}");
     up.signal("-INT");
     assert_eq!(up.wait(), Some(0));
+}
+
+#[test]
+fn a_send_to_a_frozen_server_is_kept_and_sent_again_once_never_twice() {
+    let d = deploy();
+    let s = d.server.clone();
+    let home = tempfile::tempdir().unwrap();
+    let as_alice = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &s, "--name", "alice"]);
+        zms_at(home.path(), &all)
+    };
+    let history = || -> Vec<String> {
+        stdout(&as_alice(&["history", "general"]))
+            .lines()
+            .map(|l| l.split_once(": ").unwrap().1.to_string())
+            .collect()
+    };
+    stdout(&as_alice(&["join", "general"]));
+    let mut send = Command::new(ZMS)
+        .args(["send", "general", "--server", &s, "--name", "alice"])
+        .env("ZMS_HOME", home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = send.stdin.take().unwrap();
+    let mut output = BufReader::new(send.stdout.take().unwrap());
+    input.write_all(b"before\n").unwrap();
+    input.flush().unwrap();
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    assert!(line.contains(" #1 at "), "{line}");
+    // Frozen for longer than the client waits (3 tries of 2 s): the line reaches the server
+    // on the open connection, and no answer comes back.
+    d.group.signal("-STOP");
+    input.write_all(b"while frozen\n").unwrap();
+    drop(input);
+    let mut err = String::new();
+    send.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!send.wait().unwrap().success());
+    d.group.signal("-CONT");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("error: no answer")
+            && err.contains("unknown")
+            && err.contains("zms send general --name alice"),
+        "{err}"
+    );
+    // Resumed, the server stores it: the send failed, yet the line is there.
+    assert!(
+        common::eventually(Duration::from_secs(30), || history().len() == 2),
+        "the frozen line was stored once the server resumed"
+    );
+    // Doing as the error says: the next send sends the kept line again first, under its id.
+    let next = stdout(&as_alice(&["send", "general", "after"]));
+    assert_eq!(next.lines().count(), 2, "{next}");
+    assert!(
+        next.lines().next().unwrap().contains("#2 at") && next.contains("kept from an earlier try"),
+        "{next}"
+    );
+    assert_eq!(history(), ["before", "while frozen", "after"]);
+
+    // By hand: a message sent under one id twice is stored once.
+    for _ in 0..2 {
+        let out = stdout(&as_alice(&["send", "general", "by hand", "--id", "my-1"]));
+        assert!(out.contains("#4 at"), "{out}");
+    }
+    assert_eq!(history().len(), 4);
+    let kept = home.path().join("unconfirmed").join("alice");
+    assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 0, "all answered");
+
+    // A refused send was not stored, so it is not kept either.
+    let as_bob = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &s, "--name", "bob"]);
+        zms_at(home.path(), &all)
+    };
+    assert!(!as_bob(&["send", "general", "not a member yet"])
+        .status
+        .success());
+    stdout(&as_bob(&["join", "general"]));
+    stdout(&as_bob(&["send", "general", "now a member"]));
+    assert_eq!(history().len(), 5);
+    assert!(!history().contains(&"not a member yet".to_string()));
+}
+
+#[test]
+fn a_user_name_cannot_write_a_key_outside_the_keys_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("a").join("b");
+    std::fs::create_dir_all(&config).unwrap();
+    let out = zms_at(&config, &["whoami", "--name", "../../escaped"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.starts_with("error: ") && err.contains("'/'"), "{err}");
+    let mut files = Vec::new();
+    let mut dirs = vec![home.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert_eq!(files, Vec::<std::path::PathBuf>::new(), "no file written");
+    assert!(stdout(&zms_at(&config, &["whoami", "--name", "alice"])).len() > 40);
 }
 
 #[test]

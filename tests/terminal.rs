@@ -446,10 +446,16 @@ fn messages_typed_while_the_server_is_away_are_sent_when_it_is_back() {
     tmux.wait_for(
         w,
         &format!(
-            "not sent ({} did not come back): [general] never sent",
+            "not confirmed ({} did not answer; it may be stored): [general] never sent -- kept",
             d.group_address
         ),
     );
+    // Kept with its id, for the next `zms send general` to send again.
+    let kept = home.path().join("config/zms/unconfirmed/alice");
+    let files: Vec<_> = std::fs::read_dir(&kept).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let entry = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    assert!(entry.contains("\"text\":\"never sent\""), "{entry}");
 }
 
 #[test]

@@ -323,11 +323,30 @@ impl Network {
         }
     }
 
-    /// At exit: whatever is still queued is reported, never dropped silently.
+    /// At exit: whatever is still queued is reported, never dropped silently, and kept on
+    /// disk with its id: a try may have been stored, so only a send under the same id is safe.
     fn finish(mut self) {
+        let kept = crate::keys::config_dir()
+            .ok()
+            .map(|dir| super::kept::Kept::new(&dir, self.session.name()));
         for p in self.outbox.drain() {
+            let message = crate::protocol::Outgoing {
+                client_id: p.client_id.clone(),
+                text: p.text.clone(),
+            };
+            let retry = match kept.as_ref().map(|k| k.keep(&p.group, &[message])) {
+                Some(Ok(_)) => format!(
+                    "kept: `zms send {} --name {}` sends it again, stored at most once",
+                    p.group.name,
+                    self.session.name()
+                ),
+                _ => format!(
+                    "to retry without a duplicate, send it with --id {}",
+                    p.client_id
+                ),
+            };
             (self.print)(self.style.error(&format!(
-                "not sent ({} did not come back): [{}] {}",
+                "not confirmed ({} did not answer; it may be stored): [{}] {} -- {retry}",
                 p.group.address, p.group.name, p.text
             )));
         }
