@@ -259,7 +259,8 @@ impl DirectoryServer {
                     return Err((
                         ErrorCode::Unauthorized,
                         format!(
-                            "group '{g}' is already hosted by the group server at {holder}; stop                              that one first, or start this one with --replace to take it over"
+                            "group '{g}' is already hosted by the group server at {holder}; stop \
+                             that one first, or start this one with --replace to take it over"
                         ),
                     ));
                 }
@@ -270,7 +271,8 @@ impl DirectoryServer {
                 return Err((
                     ErrorCode::Unauthorized,
                     format!(
-                        "only an operator key may --replace; start the message server with                          --operator {key} to allow this group server to"
+                        "only an operator key may --replace; start the message server with \
+                         --operator {key} to allow this group server to"
                     ),
                 ));
             }
