@@ -224,6 +224,7 @@ impl GroupArgs {
             max_members: self.max_members,
             max_connections: self.max_connections,
             max_names_per_key: self.max_names_per_key,
+            ..Limits::default()
         }
     }
 }

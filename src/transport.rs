@@ -438,6 +438,37 @@ pub fn recv_envelope(router: &zmq::Socket, with_key: bool) -> Result<Option<Enve
     }))
 }
 
+/// The descriptor of the TCP connection a received frame came over; `None` for inproc.
+pub fn source_fd(frame: &mut zmq::Message) -> Option<i32> {
+    // libzmq's private property behind the deprecated ZMQ_SRCFD.
+    frame.gets("__fd").and_then(|fd| fd.parse().ok())
+}
+
+/// The IP address of the peer a received frame came from; `None` for inproc.
+pub fn peer_address(frame: &mut zmq::Message) -> Option<String> {
+    frame
+        .gets("Peer-Address")
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+}
+
+/// Whether a ROUTER still has a connection routed as `route` (a draft libzmq call, which the
+/// vendored build has).
+pub fn peer_connected(router: &mut zmq::Socket, route: &[u8]) -> bool {
+    extern "C" {
+        fn zmq_socket_get_peer_state(
+            socket: *mut std::ffi::c_void,
+            routing_id: *const std::ffi::c_void,
+            routing_id_size: usize,
+        ) -> std::ffi::c_int;
+    }
+    // SAFETY: the socket is live and used on this thread only; the id is read for its length.
+    let state = unsafe {
+        zmq_socket_get_peer_state(router.as_mut_ptr(), route.as_ptr().cast(), route.len())
+    };
+    state >= 0
+}
+
 /// Messages queued per peer before a server stops sending to that peer (a slow reader then
 /// misses pushes and repairs the gap from history, so the server's memory stays bounded).
 pub const SERVER_SNDHWM: i32 = 10_000;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use crate::backlog::Backlogs;
 use crate::keys::{self, KeyPair};
 use crate::protocol::codec::{self, DecodeError};
 use crate::protocol::{self, Reply, Request};
@@ -25,7 +26,7 @@ use crate::shutdown::ServerHandle;
 use crate::transport::{KeyService, SharedFrame};
 use crate::{errinput, transport, zap, Result};
 use limits::Limits;
-use state::{Outbound, Route, State};
+use state::{Outbound, Route, Sender, State};
 use store::{Durability, Store};
 
 /// Most requests read per wake-up; they share one transaction. Past a few hundred, a larger
@@ -83,6 +84,10 @@ pub struct GroupServer {
     drained: Instant,
     /// The plaintext KEY service beside a secure server.
     key_service: Option<KeyService>,
+    /// What each peer has not read yet: large requests and pushes wait on it.
+    backlogs: Backlogs,
+    /// Read each sender's IP address (for the send rate without security).
+    rate_by_address: bool,
     /// The ZAP handler this server started (none if another server of the process runs it).
     _zap: Option<ServerHandle>,
     /// The `HOST:PORT` of each directory, for messages.
@@ -175,6 +180,8 @@ impl GroupServer {
             next_req: 0,
             drained: Instant::now(),
             key_service,
+            backlogs: Backlogs::new(Limits::default().backlog),
+            rate_by_address: false,
             _zap: zap,
             directory_addresses: config
                 .directories
@@ -211,6 +218,8 @@ impl GroupServer {
                 protocol::MAX_TEXT
             ));
         }
+        self.backlogs = Backlogs::new(limits.backlog);
+        self.rate_by_address = limits.rate.is_some() && self.key_service.is_none();
         self.state.set_limits(limits);
         Ok(self)
     }
@@ -323,6 +332,7 @@ impl GroupServer {
                     self.drained = now;
                 }
                 self.state.expire(self.drained, ttl);
+                self.forget_gone_peers();
                 next_beat = now + heartbeat;
             }
             let mut items = Vec::with_capacity(3 + self.directories.len());
@@ -416,7 +426,16 @@ impl GroupServer {
                 break;
             };
             let route = envelope.route;
-            let (req_id, request) = match codec::decode_message(&envelope.frames) {
+            let mut frames = envelope.frames;
+            if !self.backlogs.knows(&route) {
+                let fd = frames.first_mut().and_then(transport::source_fd);
+                self.backlogs.watch(&route, fd);
+            }
+            let address = match frames.first_mut() {
+                Some(first) if self.rate_by_address => transport::peer_address(first),
+                _ => None,
+            };
+            let (req_id, request) = match codec::decode_message(&frames) {
                 Ok(decoded) => decoded,
                 Err(DecodeError {
                     req_id,
@@ -455,14 +474,33 @@ impl GroupServer {
             }
             messages += sent(&request);
             debug!(peer = %transport::hex(&route), request = request.name(), "request");
-            let peer = envelope.peer_key.as_deref();
-            // A page of history is sent as soon as it is read: nothing in it waits on a commit
-            // (one open before it was settled above), and a reader asking for pages ahead gets
-            // each while the server reads the next.
-            let page = matches!(request, Request::History { .. });
+            let sender = Sender {
+                key: envelope.peer_key.as_deref(),
+                address: address.as_deref(),
+            };
+            // An answer that can be large (a page of history, a member or group list) is sent
+            // as soon as it is made: nothing in it waits on a commit (one open before it was
+            // settled above), a reader asking for pages ahead gets each while the server reads
+            // the next, and the next such request of the batch sees it counted as unread.
+            let large = matches!(
+                request,
+                Request::History { .. } | Request::Members { .. } | Request::List
+            );
+            if large {
+                if let Err(reason) = self.backlogs.check(&route, Instant::now()) {
+                    debug!(peer = %transport::hex(&route), %reason, "request held back");
+                    let refusal = Reply::Error {
+                        code: protocol::ErrorCode::Limited,
+                        reason,
+                    };
+                    let frame = codec::encode_reply(req_id, &refusal);
+                    out.push(Outbound::Reply { route, frame });
+                    continue;
+                }
+            }
             self.state
-                .handle(&mut self.store, &route, req_id, request, peer, &mut out);
-            if page {
+                .handle(&mut self.store, &route, req_id, request, sender, &mut out);
+            if large {
                 self.flush(std::mem::take(&mut out));
             }
         }
@@ -486,8 +524,9 @@ impl GroupServer {
             if let Outbound::Reply { route, frame } | Outbound::Durable { route, frame, .. } =
                 answer
             {
-                if let Err(err) = send_to(&self.router, &route, &frame) {
-                    debug!(peer = %transport::hex(&route), %err, "reply not delivered");
+                match send_to(&self.router, &route, &frame) {
+                    Ok(()) => self.backlogs.sent(&route, frame.len()),
+                    Err(err) => debug!(peer = %transport::hex(&route), %err, "reply not delivered"),
                 }
             }
         }
@@ -500,6 +539,11 @@ impl GroupServer {
             // One buffer for every member's copy of the push.
             let mut shared = SharedFrame::new(&frame);
             for route in self.state.subscribers(&group) {
+                // A member that has not read its earlier pushes misses this one and repairs
+                // the gap from history once it reads again.
+                if !self.backlogs.push(route, frame.len()) {
+                    continue;
+                }
                 let sent = self
                     .router
                     .send(route.as_slice(), zmq::SNDMORE | zmq::DONTWAIT)
@@ -514,6 +558,20 @@ impl GroupServer {
         for route in gone {
             debug!(peer = %transport::hex(&route), "peer gone");
             self.state.drop_conn(&route);
+            self.backlogs.forget(&route);
+        }
+    }
+
+    /// Stops counting the unread answers of peers whose connections are gone.
+    fn forget_gone_peers(&mut self) {
+        let gone: Vec<Route> = self
+            .backlogs
+            .routes()
+            .filter(|route| !transport::peer_connected(&mut self.router, route))
+            .cloned()
+            .collect();
+        for route in gone {
+            self.backlogs.forget(&route);
         }
     }
 }
