@@ -286,6 +286,10 @@ impl Command {
     /// # Errors
     /// Whatever stopped it, as one line for the user.
     pub fn run(self) -> Result<()> {
+        match zms::transport::raise_fd_limit() {
+            Ok(limit) => tracing::debug!(limit, "open descriptors"),
+            Err(err) => tracing::warn!(%err, "cannot raise the limit on open descriptors"),
+        }
         let ctx = zmq::Context::new();
         let interactive = std::io::stdin().is_terminal();
         match self {

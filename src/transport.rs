@@ -98,6 +98,7 @@ pub fn bind_router(
     router.set_router_mandatory(true)?;
     router.set_sndhwm(SERVER_SNDHWM)?;
     router.set_rcvhwm(SERVER_RCVHWM)?;
+    router.set_handshake_ivl(SERVER_HANDSHAKE_MS)?;
     set_in_batch_size(&mut router, SERVER_IN_BATCH)?;
     if let Some(keys) = curve {
         // Every peer must complete a CURVE handshake; ZAP (see `zap`) names it by its key.
@@ -474,6 +475,40 @@ pub fn peer_connected(router: &mut zmq::Socket, route: &[u8]) -> bool {
 pub const SERVER_SNDHWM: i32 = 10_000;
 /// Messages queued inbound per peer before libzmq stops reading that peer's connection.
 pub const SERVER_RCVHWM: i32 = 10_000;
+
+/// How long a server waits for a new connection to finish its ZMTP (and CURVE) handshake before
+/// closing it (libzmq's default is 30 s): a connection that never speaks holds a descriptor.
+pub const SERVER_HANDSHAKE_MS: i32 = 5_000;
+
+/// Raises this process's soft limit on open descriptors to its hard limit, so a server's
+/// connections are bounded by its own caps rather than by a low default (often 1,024), past
+/// which libzmq fails every accept. Returns the limit now in force.
+///
+/// # Errors
+/// When the limit cannot be read or set.
+pub fn raise_fd_limit() -> Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            limit = raised;
+        }
+    }
+    Ok(limit.rlim_cur as u64)
+}
 
 /// Bytes libzmq reads from a server connection at a time (8 KiB by default). Its buffer is
 /// kept per connection, and a group server's thousand members send little: PINGs, the odd

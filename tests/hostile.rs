@@ -299,3 +299,75 @@ fn one_connection_cannot_multiply_its_send_rate_with_names() {
         Reply::Ack { .. }
     )));
 }
+
+/// The soft and hard limits on open files of process `pid`.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_string(), fields[4].to_string())
+}
+
+#[test]
+fn a_server_raises_its_descriptor_limit_to_the_hard_limit() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // Started under a low soft limit, as a default shell would start it.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -Sn 64 && exec \"$0\" message-server --bind 127.0.0.1:0",
+            ZMS,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let server = Proc { child, lines };
+    assert!(server.listening().contains("127.0.0.1:"));
+    let (soft, hard) = open_file_limits(server.child.id());
+    assert_eq!(soft, hard, "the soft limit is raised to the hard one");
+}
+
+#[test]
+fn a_connection_that_never_completes_its_handshake_is_closed() {
+    use std::io::Read;
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let group = server(&ctx, data.path(), Limits::default());
+    let address = zms::transport::address(group.endpoint());
+    let mut silent = std::net::TcpStream::connect(&address).unwrap();
+    // Well past the server's handshake interval, well short of libzmq's default of 30 s.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let closed = loop {
+        match silent.read(&mut buf) {
+            Ok(0) => break true,
+            // The server's greeting: it waits for ours, which never comes.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        closed,
+        "the server still holds a connection that never spoke"
+    );
+    // A normal user is served all along.
+    let alice = raw_member(&ctx, group.endpoint(), "general", "alice");
+    assert!(matches!(ask(&alice, 2, &Request::Ping), Reply::Pong { .. }));
+}
