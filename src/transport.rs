@@ -507,7 +507,7 @@ pub fn raise_fd_limit() -> Result<u64> {
             limit = raised;
         }
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
 
 /// Bytes libzmq reads from a server connection at a time (8 KiB by default). Its buffer is
