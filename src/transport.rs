@@ -470,6 +470,50 @@ pub fn peer_connected(router: &mut zmq::Socket, route: &[u8]) -> bool {
     state >= 0
 }
 
+/// The IP address of the peer of TCP connection `fd`; `None` if it has none (closed, not TCP).
+pub fn fd_peer_address(fd: i32) -> Option<String> {
+    // SAFETY: zeroed storage is a valid sockaddr_storage; the kernel writes at most `len`.
+    let (storage, len) = unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let rc = libc::getpeername(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        );
+        if rc != 0 {
+            return None;
+        }
+        (storage, len as usize)
+    };
+    match i32::from(storage.ss_family) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let v4 =
+                unsafe { *(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)).to_string())
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let v6 = unsafe {
+                *(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            Some(std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr).to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Closes TCP connection `fd` under libzmq's feet, which then sees it end and cleans up as for
+/// any lost peer: the only way to close one connection of a ROUTER. The descriptor itself stays
+/// libzmq's to close, so it cannot be reused meanwhile.
+pub fn shut_down(fd: i32) {
+    // SAFETY: shutdown touches only the connection; a bad fd is an error return.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
 /// Messages queued per peer before a server stops sending to that peer (a slow reader then
 /// misses pushes and repairs the gap from history, so the server's memory stays bounded).
 pub const SERVER_SNDHWM: i32 = 10_000;
@@ -508,6 +552,17 @@ pub fn raise_fd_limit() -> Result<u64> {
         }
     }
     Ok(limit.rlim_cur)
+}
+
+/// This process's (soft) limit on open descriptors, if it has one.
+pub fn fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// Bytes libzmq reads from a server connection at a time (8 KiB by default). Its buffer is

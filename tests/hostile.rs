@@ -371,3 +371,78 @@ fn a_connection_that_never_completes_its_handshake_is_closed() {
     let alice = raw_member(&ctx, group.endpoint(), "general", "alice");
     assert!(matches!(ask(&alice, 2, &Request::Ping), Reply::Pong { .. }));
 }
+
+#[test]
+fn connections_over_the_per_address_cap_are_closed_and_others_served() {
+    use zms::group::peers::PeerCaps;
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        peers: PeerCaps {
+            per_address: 3,
+            ..PeerCaps::default()
+        },
+        ..Limits::default()
+    };
+    let group = server(&ctx, data.path(), limits);
+    let pinged = |socket: &zmq::Socket, id: u32| {
+        socket
+            .send(codec::encode_request(id, &Request::Ping), 0)
+            .unwrap();
+        socket.recv_bytes(0).is_ok()
+    };
+    let admitted: Vec<zmq::Socket> = (0..3)
+        .map(|_| {
+            let socket = raw_dealer(&ctx, group.endpoint());
+            assert!(pinged(&socket, 1), "within the cap");
+            socket
+        })
+        .collect();
+    let fourth = raw_dealer(&ctx, group.endpoint());
+    fourth.set_rcvtimeo(2000).unwrap();
+    assert!(
+        !pinged(&fourth, 1),
+        "a fourth connection from one address is closed"
+    );
+    for (i, socket) in admitted.iter().enumerate() {
+        assert!(pinged(socket, 2 + i as u32), "the first three are served");
+    }
+    // Once one of them leaves, the fourth gets in (it reconnects on its own).
+    drop(admitted);
+    let mut id = 10;
+    assert!(eventually(Duration::from_secs(30), || {
+        id += 1;
+        pinged(&fourth, id)
+    }));
+}
+
+#[test]
+fn a_connection_that_never_sends_a_request_is_closed() {
+    use zms::group::peers::PeerCaps;
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        peers: PeerCaps {
+            idle: Duration::from_secs(1),
+            ..PeerCaps::default()
+        },
+        ..Limits::default()
+    };
+    let group = server(&ctx, data.path(), limits);
+    let idle = ctx.socket(zmq::DEALER).unwrap();
+    idle.set_linger(0).unwrap();
+    idle.monitor(
+        "inproc://idle-monitor",
+        zmq::SocketEvent::DISCONNECTED.to_raw() as i32,
+    )
+    .unwrap();
+    let events = ctx.socket(zmq::PAIR).unwrap();
+    events.set_rcvtimeo(20_000).unwrap();
+    events.connect("inproc://idle-monitor").unwrap();
+    idle.connect(group.endpoint()).unwrap();
+    // A user meanwhile is served, and not closed: she sent a request.
+    let alice = raw_member(&ctx, group.endpoint(), "general", "alice");
+    let event = events.recv_multipart(0);
+    assert!(event.is_ok(), "the idle connection was not closed");
+    assert!(matches!(ask(&alice, 2, &Request::Ping), Reply::Pong { .. }));
+}

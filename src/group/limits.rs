@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::peers::PeerCaps;
 use crate::backlog::Budget;
 use crate::protocol;
 
@@ -29,6 +30,8 @@ pub struct Limits {
     pub presence_rate: Option<u32>,
     /// Unread answers a peer, and all peers, may leave before large requests are refused.
     pub backlog: Budget,
+    /// Connections per IP address and in all, and how long one may stay without a request.
+    pub peers: PeerCaps,
 }
 
 impl Default for Limits {
@@ -41,6 +44,7 @@ impl Default for Limits {
             max_names_per_key: 16,
             presence_rate: Some(10),
             backlog: Budget::default(),
+            peers: PeerCaps::default(),
         }
     }
 }

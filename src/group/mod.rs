@@ -10,6 +10,7 @@
 
 pub mod fanout;
 pub mod limits;
+pub mod peers;
 pub mod state;
 pub mod store;
 
@@ -26,6 +27,7 @@ use crate::shutdown::ServerHandle;
 use crate::transport::{KeyService, SharedFrame};
 use crate::{errinput, transport, zap, Result};
 use limits::Limits;
+use peers::Peers;
 use state::{Outbound, Route, Sender, State};
 use store::{Durability, Store};
 
@@ -86,6 +88,10 @@ pub struct GroupServer {
     key_service: Option<KeyService>,
     /// What each peer has not read yet: large requests and pushes wait on it.
     backlogs: Backlogs,
+    /// libzmq's reports of the ROUTER's connections opening and closing.
+    monitor: zmq::Socket,
+    /// Every connection, to close those over a cap or idle.
+    peers: Peers,
     /// Read each sender's IP address (for the send rate without security).
     rate_by_address: bool,
     /// The ZAP handler this server started (none if another server of the process runs it).
@@ -146,6 +152,7 @@ impl GroupServer {
             protocol::MAX_BATCH_FRAME as i64,
             keys.as_ref(),
         )?;
+        let monitor = monitor(ctx, &router)?;
         let address = match &config.advertise {
             Some(a) => transport::address(&transport::endpoint(a)?),
             None => advertised(&endpoint),
@@ -181,6 +188,8 @@ impl GroupServer {
             drained: Instant::now(),
             key_service,
             backlogs: Backlogs::new(Limits::default().backlog),
+            monitor,
+            peers: Peers::new(Limits::default().peers.within(transport::fd_limit())),
             rate_by_address: false,
             _zap: zap,
             directory_addresses: config
@@ -219,6 +228,7 @@ impl GroupServer {
             ));
         }
         self.backlogs = Backlogs::new(limits.backlog);
+        self.peers = Peers::new(limits.peers.within(transport::fd_limit()));
         self.rate_by_address = limits.rate.is_some() && self.key_service.is_none();
         self.state.set_limits(limits);
         Ok(self)
@@ -333,11 +343,16 @@ impl GroupServer {
                 }
                 self.state.expire(self.drained, ttl);
                 self.forget_gone_peers();
+                for fd in self.peers.idle(now) {
+                    debug!(fd, "connection idle since it was accepted; closing it");
+                    transport::shut_down(fd);
+                }
                 next_beat = now + heartbeat;
             }
-            let mut items = Vec::with_capacity(3 + self.directories.len());
+            let mut items = Vec::with_capacity(4 + self.directories.len());
             items.push(control.as_poll_item(zmq::POLLIN));
             items.push(self.router.as_poll_item(zmq::POLLIN));
+            items.push(self.monitor.as_poll_item(zmq::POLLIN));
             items.extend(self.directories.iter().map(|d| d.as_poll_item(zmq::POLLIN)));
             if let Some(service) = &self.key_service {
                 items.push(service.socket().as_poll_item(zmq::POLLIN));
@@ -347,11 +362,15 @@ impl GroupServer {
                 break;
             }
             let router_ready = items[1].is_readable();
+            let monitor_ready = items[2].is_readable();
             let dirs = self.directories.len();
             let dirs_ready: Vec<bool> =
-                items[2..2 + dirs].iter().map(|i| i.is_readable()).collect();
-            let keys_asked = items.get(2 + dirs).is_some_and(|i| i.is_readable());
+                items[3..3 + dirs].iter().map(|i| i.is_readable()).collect();
+            let keys_asked = items.get(3 + dirs).is_some_and(|i| i.is_readable());
             drop(items);
+            if monitor_ready {
+                self.watch_connections();
+            }
             if router_ready {
                 self.serve_batch()?;
             }
@@ -411,6 +430,8 @@ impl GroupServer {
     /// Reads up to [`BATCH`] requests, stores their writes in one transaction, then sends
     /// every answer and push. Reads that follow writes in the batch see them committed first.
     fn serve_batch(&mut self) -> Result<()> {
+        // Every connection whose requests are read below is known by then.
+        self.watch_connections();
         let mut out: Vec<Outbound> = Vec::new();
         let mut open_from: Option<usize> = None;
         let mut unwritable: Option<Reply> = None;
@@ -430,6 +451,9 @@ impl GroupServer {
             if !self.backlogs.knows(&route) {
                 let fd = frames.first_mut().and_then(transport::source_fd);
                 self.backlogs.watch(&route, fd);
+                if let Some(fd) = fd {
+                    self.peers.active(fd);
+                }
             }
             let address = match frames.first_mut() {
                 Some(first) if self.rate_by_address => transport::peer_address(first),
@@ -562,6 +586,31 @@ impl GroupServer {
         }
     }
 
+    /// Takes in libzmq's reports of connections opened and closed, then closes those over a
+    /// cap (after all reports are in, so a descriptor closed and reused meanwhile is not hit).
+    fn watch_connections(&mut self) {
+        let mut refused = std::collections::HashSet::new();
+        let now = Instant::now();
+        while let Ok(event) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+            let Some((event, fd)) = monitor_event(&event) else {
+                continue;
+            };
+            if event == zmq::SocketEvent::ACCEPTED.to_raw() {
+                let address = transport::fd_peer_address(fd).unwrap_or_default();
+                if !self.peers.accepted(fd, address.clone(), now) {
+                    debug!(fd, %address, "connection over a cap; closing it");
+                    refused.insert(fd);
+                }
+            } else {
+                self.peers.closed(fd);
+                refused.remove(&fd);
+            }
+        }
+        for fd in refused {
+            transport::shut_down(fd);
+        }
+    }
+
     /// Stops counting the unread answers of peers whose connections are gone.
     fn forget_gone_peers(&mut self) {
         let gone: Vec<Route> = self
@@ -574,6 +623,28 @@ impl GroupServer {
             self.backlogs.forget(&route);
         }
     }
+}
+
+/// A socket reporting `router`'s connections as they are accepted and closed.
+fn monitor(ctx: &zmq::Context, router: &zmq::Socket) -> Result<zmq::Socket> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let endpoint = format!("inproc://zms-group-monitor-{n}");
+    let events = zmq::SocketEvent::ACCEPTED.to_raw()
+        | zmq::SocketEvent::CLOSED.to_raw()
+        | zmq::SocketEvent::DISCONNECTED.to_raw();
+    router.monitor(&endpoint, i32::from(events))?;
+    let pair = transport::socket(ctx, zmq::PAIR)?;
+    pair.connect(&endpoint)?;
+    Ok(pair)
+}
+
+/// A monitor report: its event and value (a descriptor for those asked for).
+fn monitor_event(frames: &[Vec<u8>]) -> Option<(u16, i32)> {
+    let head = frames.first()?;
+    let event = u16::from_ne_bytes(head.get(0..2)?.try_into().ok()?);
+    let value = u32::from_ne_bytes(head.get(2..6)?.try_into().ok()?);
+    Some((event, value as i32))
 }
 
 /// Messages a request sends: a SENDS its batch's, a SEND one, any other none.
