@@ -132,7 +132,8 @@ impl Backlogs {
     /// for an ERROR 429.
     pub fn check(&mut self, route: &[u8], now: Instant) -> Result<(), String> {
         let per_peer = self.budget.per_peer;
-        if self.backlog(route) > 0 && self.refreshed(route) >= per_peer {
+        // The count only ever overstates, so the kernel is asked only when it says "over".
+        if self.backlog(route) >= per_peer && self.refreshed(route) >= per_peer {
             return Err(format!(
                 "{} bytes of earlier answers are still unread (the limit is {per_peer}); read them first",
                 self.backlog(route)

@@ -446,3 +446,65 @@ fn a_connection_that_never_sends_a_request_is_closed() {
     assert!(event.is_ok(), "the idle connection was not closed");
     assert!(matches!(ask(&alice, 2, &Request::Ping), Reply::Pong { .. }));
 }
+
+/// A process's peak resident memory, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+/// The attack as first reported, on the real binary with its default limits: 1,000 requests
+/// for a 1 MiB page of history that are never read. Before the byte budget this took a group
+/// server from 10 to 983 MiB. Prints the server's peak memory.
+/// `cargo test --release --test hostile -- --ignored --nocapture unread_megabyte_pages`
+#[test]
+#[ignore]
+fn unread_megabyte_pages_cost_a_group_server_little_memory() {
+    let deployment = deploy();
+    let endpoint = zms::transport::endpoint(&deployment.group_address).unwrap();
+    let ctx = zmq::Context::new();
+    let alice = raw_member(&ctx, &endpoint, "general", "alice");
+    for (i, chunk) in (0..1000).collect::<Vec<_>>().chunks(50).enumerate() {
+        let messages = chunk
+            .iter()
+            .map(|k| Outgoing {
+                client_id: format!("fill-{k}"),
+                text: "x".repeat(1000),
+            })
+            .collect();
+        let batch = Request::SendBatch {
+            group: "general".into(),
+            user: "alice".into(),
+            messages,
+        };
+        assert!(matches!(
+            ask(&alice, 100 + i as u32, &batch),
+            Reply::Acks(_)
+        ));
+    }
+    let pid = deployment.group.child.id();
+    let before = peak_rss_mib(pid);
+    let attacker = raw_member(&ctx, &endpoint, "general", "mallory");
+    attacker.set_rcvtimeo(30_000).unwrap();
+    const PAGES: u32 = 1000;
+    for id in 0..PAGES {
+        attacker
+            .send(codec::encode_request(10 + id, &history("mallory", 1000)), 0)
+            .unwrap();
+    }
+    // Read every answer only now: the peak is taken while they were all unread.
+    let (mut pages, mut refused) = (0, 0);
+    while pages + refused < PAGES {
+        let frame = attacker.recv_bytes(0).expect("an answer");
+        match codec::decode_incoming(&frame) {
+            Ok(Incoming::Reply(_, Reply::Messages { .. })) => pages += 1,
+            Ok(Incoming::Reply(_, Reply::Error { .. })) => refused += 1,
+            _ => {}
+        }
+    }
+    let peak = peak_rss_mib(pid);
+    println!("{pages} pages sent, {refused} refused; peak RSS {before} -> {peak} MiB");
+    assert!(peak < before + 200, "peak RSS {before} -> {peak} MiB");
+}

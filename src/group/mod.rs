@@ -343,6 +343,8 @@ impl GroupServer {
                 }
                 self.state.expire(self.drained, ttl);
                 self.forget_gone_peers();
+                // Closes reported first, so no descriptor reused meanwhile is taken for idle.
+                self.watch_connections();
                 for fd in self.peers.idle(now) {
                     debug!(fd, "connection idle since it was accepted; closing it");
                     transport::shut_down(fd);
