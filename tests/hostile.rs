@@ -102,6 +102,9 @@ fn a_peer_that_never_reads_its_history_is_refused_rather_than_queued() {
     let attacker = ctx.socket(zmq::DEALER).unwrap();
     attacker.set_linger(0).unwrap();
     attacker.set_rcvbuf(4096).unwrap();
+    // Nor does its libzmq read ahead for it: what it reads ahead is its own memory, not the
+    // server's, and would look like reading.
+    attacker.set_rcvhwm(1).unwrap();
     attacker.set_rcvtimeo(5000).unwrap();
     attacker.connect(group.endpoint()).unwrap();
     let join = Request::Join {
@@ -488,6 +491,8 @@ fn unread_megabyte_pages_cost_a_group_server_little_memory() {
     let before = peak_rss_mib(pid);
     let attacker = raw_member(&ctx, &endpoint, "general", "mallory");
     attacker.set_rcvtimeo(30_000).unwrap();
+    // Set before the connection is made, the high-water mark would bound its libzmq's read-ahead;
+    // with the default, the attacker holds up to 1,000 pages itself (not the server's memory).
     const PAGES: u32 = 1000;
     for id in 0..PAGES {
         attacker
