@@ -228,6 +228,7 @@ impl GroupArgs {
             max_members: self.max_members,
             max_connections: self.max_connections,
             max_names_per_key: self.max_names_per_key,
+            ..Limits::default()
         }
     }
 }
@@ -289,6 +290,10 @@ impl Command {
     /// # Errors
     /// Whatever stopped it, as one line for the user.
     pub fn run(self) -> Result<()> {
+        match zms::transport::raise_fd_limit() {
+            Ok(limit) => tracing::debug!(limit, "open descriptors"),
+            Err(err) => tracing::warn!(%err, "cannot raise the limit on open descriptors"),
+        }
         let ctx = zmq::Context::new();
         let interactive = std::io::stdin().is_terminal();
         match self {

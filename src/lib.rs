@@ -14,6 +14,7 @@
 //! - [`user`]: the terminal client and the one-shot commands; the only module that prints.
 //! - [`transport`], [`shutdown`], [`time`], [`error`]: the small shared pieces.
 
+pub mod backlog;
 pub mod bench;
 pub mod client;
 pub mod directory;

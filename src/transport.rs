@@ -98,6 +98,7 @@ pub fn bind_router(
     router.set_router_mandatory(true)?;
     router.set_sndhwm(SERVER_SNDHWM)?;
     router.set_rcvhwm(SERVER_RCVHWM)?;
+    router.set_handshake_ivl(SERVER_HANDSHAKE_MS)?;
     set_in_batch_size(&mut router, SERVER_IN_BATCH)?;
     if let Some(keys) = curve {
         // Every peer must complete a CURVE handshake; ZAP (see `zap`) names it by its key.
@@ -438,11 +439,131 @@ pub fn recv_envelope(router: &zmq::Socket, with_key: bool) -> Result<Option<Enve
     }))
 }
 
+/// The descriptor of the TCP connection a received frame came over; `None` for inproc.
+pub fn source_fd(frame: &mut zmq::Message) -> Option<i32> {
+    // libzmq's private property behind the deprecated ZMQ_SRCFD.
+    frame.gets("__fd").and_then(|fd| fd.parse().ok())
+}
+
+/// The IP address of the peer a received frame came from; `None` for inproc.
+pub fn peer_address(frame: &mut zmq::Message) -> Option<String> {
+    frame
+        .gets("Peer-Address")
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+}
+
+/// Whether a ROUTER still has a connection routed as `route` (a draft libzmq call, which the
+/// vendored build has).
+pub fn peer_connected(router: &mut zmq::Socket, route: &[u8]) -> bool {
+    extern "C" {
+        fn zmq_socket_get_peer_state(
+            socket: *mut std::ffi::c_void,
+            routing_id: *const std::ffi::c_void,
+            routing_id_size: usize,
+        ) -> std::ffi::c_int;
+    }
+    // SAFETY: the socket is live and used on this thread only; the id is read for its length.
+    let state = unsafe {
+        zmq_socket_get_peer_state(router.as_mut_ptr(), route.as_ptr().cast(), route.len())
+    };
+    state >= 0
+}
+
+/// The IP address of the peer of TCP connection `fd`; `None` if it has none (closed, not TCP).
+pub fn fd_peer_address(fd: i32) -> Option<String> {
+    // SAFETY: zeroed storage is a valid sockaddr_storage; the kernel writes at most `len`.
+    let (storage, len) = unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let rc = libc::getpeername(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        );
+        if rc != 0 {
+            return None;
+        }
+        (storage, len as usize)
+    };
+    match i32::from(storage.ss_family) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let v4 =
+                unsafe { *(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)).to_string())
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let v6 = unsafe {
+                *(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            Some(std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr).to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Closes TCP connection `fd` under libzmq's feet, which then sees it end and cleans up as for
+/// any lost peer: the only way to close one connection of a ROUTER. The descriptor itself stays
+/// libzmq's to close, so it cannot be reused meanwhile.
+pub fn shut_down(fd: i32) {
+    // SAFETY: shutdown touches only the connection; a bad fd is an error return.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
 /// Messages queued per peer before a server stops sending to that peer (a slow reader then
 /// misses pushes and repairs the gap from history, so the server's memory stays bounded).
 pub const SERVER_SNDHWM: i32 = 10_000;
 /// Messages queued inbound per peer before libzmq stops reading that peer's connection.
 pub const SERVER_RCVHWM: i32 = 10_000;
+
+/// How long a server waits for a new connection to finish its ZMTP (and CURVE) handshake before
+/// closing it (libzmq's default is 30 s): a connection that never speaks holds a descriptor.
+pub const SERVER_HANDSHAKE_MS: i32 = 5_000;
+
+/// Raises this process's soft limit on open descriptors to its hard limit, so a server's
+/// connections are bounded by its own caps rather than by a low default (often 1,024), past
+/// which libzmq fails every accept. Returns the limit now in force.
+///
+/// # Errors
+/// When the limit cannot be read or set.
+pub fn raise_fd_limit() -> Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            limit = raised;
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// This process's (soft) limit on open descriptors, if it has one.
+pub fn fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
 
 /// Bytes libzmq reads from a server connection at a time (8 KiB by default). Its buffer is
 /// kept per connection, and a group server's thousand members send little: PINGs, the odd

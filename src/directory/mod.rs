@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use crate::backlog::{Backlogs, Budget};
 use crate::keys::KeyPair;
 use crate::protocol::codec::{self, DecodeError};
 use crate::protocol::{self, ErrorCode, Reply, Request};
@@ -51,6 +52,8 @@ pub struct DirectoryServer {
     operators: Vec<String>,
     /// The plaintext KEY service beside a secure server.
     key_service: Option<KeyService>,
+    /// What each peer has not read yet: a LIST waits on it (a list can be megabytes).
+    backlogs: Backlogs,
     /// The ZAP handler this server started (none if another server of the process runs it).
     _zap: Option<ServerHandle>,
 }
@@ -91,6 +94,7 @@ impl DirectoryServer {
             owners: Owners::in_memory(),
             security,
             key_service,
+            backlogs: Backlogs::new(Budget::default()),
             _zap: zap,
         })
     }
@@ -127,6 +131,12 @@ impl DirectoryServer {
         self
     }
 
+    /// Bounds the unread answers a peer, and all peers, may leave before LIST is refused.
+    pub fn with_backlog(mut self, budget: Budget) -> DirectoryServer {
+        self.backlogs = Backlogs::new(budget);
+        self
+    }
+
     /// The bound endpoint, with the real port.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
@@ -148,8 +158,13 @@ impl DirectoryServer {
     pub fn run(mut self, control: zmq::Socket) -> Result<()> {
         let _span = tracing::info_span!("directory", endpoint = %self.endpoint).entered();
         info!(secure = self.security.is_some(), "serving");
+        let mut next_sweep = Instant::now();
         loop {
             let now = Instant::now();
+            if now >= next_sweep {
+                self.forget_gone_peers();
+                next_sweep = now + Duration::from_secs(1);
+            }
             let wait = self
                 .registry
                 .next_expiry()
@@ -189,9 +204,25 @@ impl DirectoryServer {
     }
 
     /// Answers one request.
-    fn serve(&mut self, envelope: Envelope) {
+    fn serve(&mut self, mut envelope: Envelope) {
         let route = &envelope.route;
+        if !self.backlogs.knows(route) {
+            let fd = envelope.frames.first_mut().and_then(transport::source_fd);
+            self.backlogs.watch(route, fd);
+        }
         let reply = match codec::decode_message(&envelope.frames) {
+            Ok((req_id, request)) if matches!(request, Request::List) => {
+                match self.backlogs.check(route, Instant::now()) {
+                    Ok(()) => self.handle(req_id, request, None),
+                    Err(reason) => {
+                        let refusal = Reply::Error {
+                            code: ErrorCode::Limited,
+                            reason,
+                        };
+                        codec::encode_reply(req_id, &refusal)
+                    }
+                }
+            }
             Ok((req_id, request)) => {
                 debug!(peer = %transport::hex(route), ?request, "request");
                 self.handle(req_id, request, envelope.peer_key.as_deref())
@@ -205,11 +236,25 @@ impl DirectoryServer {
                 codec::encode_reply(req_id, &Reply::Error { code, reason })
             }
         };
-        if let Err(err) = self
+        match self
             .router
             .send_multipart([route.as_slice(), reply.as_slice()], zmq::DONTWAIT)
         {
-            debug!(peer = %transport::hex(route), %err, "reply not sent");
+            Ok(()) => self.backlogs.sent(route, reply.len()),
+            Err(err) => debug!(peer = %transport::hex(route), %err, "reply not sent"),
+        }
+    }
+
+    /// Stops counting the unread answers of peers whose connections are gone.
+    fn forget_gone_peers(&mut self) {
+        let gone: Vec<Vec<u8>> = self
+            .backlogs
+            .routes()
+            .filter(|route| !transport::peer_connected(&mut self.router, route))
+            .cloned()
+            .collect();
+        for route in gone {
+            self.backlogs.forget(&route);
         }
     }
 

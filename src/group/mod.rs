@@ -10,6 +10,7 @@
 
 pub mod fanout;
 pub mod limits;
+pub mod peers;
 pub mod state;
 pub mod store;
 
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use crate::backlog::Backlogs;
 use crate::keys::{self, KeyPair};
 use crate::protocol::codec::{self, DecodeError};
 use crate::protocol::{self, Reply, Request};
@@ -25,7 +27,8 @@ use crate::shutdown::ServerHandle;
 use crate::transport::{KeyService, SharedFrame};
 use crate::{errinput, transport, zap, Result};
 use limits::Limits;
-use state::{Outbound, Route, State};
+use peers::Peers;
+use state::{Outbound, Route, Sender, State};
 use store::{Durability, Store};
 
 /// Most requests read per wake-up; they share one transaction. Past a few hundred, a larger
@@ -83,6 +86,14 @@ pub struct GroupServer {
     drained: Instant,
     /// The plaintext KEY service beside a secure server.
     key_service: Option<KeyService>,
+    /// What each peer has not read yet: large requests and pushes wait on it.
+    backlogs: Backlogs,
+    /// libzmq's reports of the ROUTER's connections opening and closing.
+    monitor: zmq::Socket,
+    /// Every connection, to close those over a cap or idle.
+    peers: Peers,
+    /// Read each sender's IP address (for the send rate without security).
+    rate_by_address: bool,
     /// The ZAP handler this server started (none if another server of the process runs it).
     _zap: Option<ServerHandle>,
     /// The `HOST:PORT` of each directory, for messages.
@@ -141,6 +152,7 @@ impl GroupServer {
             protocol::MAX_BATCH_FRAME as i64,
             keys.as_ref(),
         )?;
+        let monitor = monitor(ctx, &router)?;
         let address = match &config.advertise {
             Some(a) => transport::address(&transport::endpoint(a)?),
             None => advertised(&endpoint),
@@ -175,6 +187,10 @@ impl GroupServer {
             next_req: 0,
             drained: Instant::now(),
             key_service,
+            backlogs: Backlogs::new(Limits::default().backlog),
+            monitor,
+            peers: Peers::new(Limits::default().peers.within(transport::fd_limit())),
+            rate_by_address: false,
             _zap: zap,
             directory_addresses: config
                 .directories
@@ -211,6 +227,9 @@ impl GroupServer {
                 protocol::MAX_TEXT
             ));
         }
+        self.backlogs = Backlogs::new(limits.backlog);
+        self.peers = Peers::new(limits.peers.within(transport::fd_limit()));
+        self.rate_by_address = limits.rate.is_some() && self.key_service.is_none();
         self.state.set_limits(limits);
         Ok(self)
     }
@@ -323,11 +342,19 @@ impl GroupServer {
                     self.drained = now;
                 }
                 self.state.expire(self.drained, ttl);
+                self.forget_gone_peers();
+                // Closes reported first, so no descriptor reused meanwhile is taken for idle.
+                self.watch_connections();
+                for fd in self.peers.idle(now) {
+                    debug!(fd, "connection idle since it was accepted; closing it");
+                    transport::shut_down(fd);
+                }
                 next_beat = now + heartbeat;
             }
-            let mut items = Vec::with_capacity(3 + self.directories.len());
+            let mut items = Vec::with_capacity(4 + self.directories.len());
             items.push(control.as_poll_item(zmq::POLLIN));
             items.push(self.router.as_poll_item(zmq::POLLIN));
+            items.push(self.monitor.as_poll_item(zmq::POLLIN));
             items.extend(self.directories.iter().map(|d| d.as_poll_item(zmq::POLLIN)));
             if let Some(service) = &self.key_service {
                 items.push(service.socket().as_poll_item(zmq::POLLIN));
@@ -337,11 +364,15 @@ impl GroupServer {
                 break;
             }
             let router_ready = items[1].is_readable();
+            let monitor_ready = items[2].is_readable();
             let dirs = self.directories.len();
             let dirs_ready: Vec<bool> =
-                items[2..2 + dirs].iter().map(|i| i.is_readable()).collect();
-            let keys_asked = items.get(2 + dirs).is_some_and(|i| i.is_readable());
+                items[3..3 + dirs].iter().map(|i| i.is_readable()).collect();
+            let keys_asked = items.get(3 + dirs).is_some_and(|i| i.is_readable());
             drop(items);
+            if monitor_ready {
+                self.watch_connections();
+            }
             if router_ready {
                 self.serve_batch()?;
             }
@@ -401,6 +432,8 @@ impl GroupServer {
     /// Reads up to [`BATCH`] requests, stores their writes in one transaction, then sends
     /// every answer and push. Reads that follow writes in the batch see them committed first.
     fn serve_batch(&mut self) -> Result<()> {
+        // Every connection whose requests are read below is known by then.
+        self.watch_connections();
         let mut out: Vec<Outbound> = Vec::new();
         let mut open_from: Option<usize> = None;
         let mut unwritable: Option<Reply> = None;
@@ -416,7 +449,19 @@ impl GroupServer {
                 break;
             };
             let route = envelope.route;
-            let (req_id, request) = match codec::decode_message(&envelope.frames) {
+            let mut frames = envelope.frames;
+            if !self.backlogs.knows(&route) {
+                let fd = frames.first_mut().and_then(transport::source_fd);
+                self.backlogs.watch(&route, fd);
+                if let Some(fd) = fd {
+                    self.peers.active(fd);
+                }
+            }
+            let address = match frames.first_mut() {
+                Some(first) if self.rate_by_address => transport::peer_address(first),
+                _ => None,
+            };
+            let (req_id, request) = match codec::decode_message(&frames) {
                 Ok(decoded) => decoded,
                 Err(DecodeError {
                     req_id,
@@ -455,14 +500,33 @@ impl GroupServer {
             }
             messages += sent(&request);
             debug!(peer = %transport::hex(&route), request = request.name(), "request");
-            let peer = envelope.peer_key.as_deref();
-            // A page of history is sent as soon as it is read: nothing in it waits on a commit
-            // (one open before it was settled above), and a reader asking for pages ahead gets
-            // each while the server reads the next.
-            let page = matches!(request, Request::History { .. });
+            let sender = Sender {
+                key: envelope.peer_key.as_deref(),
+                address: address.as_deref(),
+            };
+            // An answer that can be large (a page of history, a member or group list) is sent
+            // as soon as it is made: nothing in it waits on a commit (one open before it was
+            // settled above), a reader asking for pages ahead gets each while the server reads
+            // the next, and the next such request of the batch sees it counted as unread.
+            let large = matches!(
+                request,
+                Request::History { .. } | Request::Members { .. } | Request::List
+            );
+            if large {
+                if let Err(reason) = self.backlogs.check(&route, Instant::now()) {
+                    debug!(peer = %transport::hex(&route), %reason, "request held back");
+                    let refusal = Reply::Error {
+                        code: protocol::ErrorCode::Limited,
+                        reason,
+                    };
+                    let frame = codec::encode_reply(req_id, &refusal);
+                    out.push(Outbound::Reply { route, frame });
+                    continue;
+                }
+            }
             self.state
-                .handle(&mut self.store, &route, req_id, request, peer, &mut out);
-            if page {
+                .handle(&mut self.store, &route, req_id, request, sender, &mut out);
+            if large {
                 self.flush(std::mem::take(&mut out));
             }
         }
@@ -486,8 +550,9 @@ impl GroupServer {
             if let Outbound::Reply { route, frame } | Outbound::Durable { route, frame, .. } =
                 answer
             {
-                if let Err(err) = send_to(&self.router, &route, &frame) {
-                    debug!(peer = %transport::hex(&route), %err, "reply not delivered");
+                match send_to(&self.router, &route, &frame) {
+                    Ok(()) => self.backlogs.sent(&route, frame.len()),
+                    Err(err) => debug!(peer = %transport::hex(&route), %err, "reply not delivered"),
                 }
             }
         }
@@ -500,6 +565,11 @@ impl GroupServer {
             // One buffer for every member's copy of the push.
             let mut shared = SharedFrame::new(&frame);
             for route in self.state.subscribers(&group) {
+                // A member that has not read its earlier pushes misses this one and repairs
+                // the gap from history once it reads again.
+                if !self.backlogs.push(route, frame.len()) {
+                    continue;
+                }
                 let sent = self
                     .router
                     .send(route.as_slice(), zmq::SNDMORE | zmq::DONTWAIT)
@@ -514,8 +584,69 @@ impl GroupServer {
         for route in gone {
             debug!(peer = %transport::hex(&route), "peer gone");
             self.state.drop_conn(&route);
+            self.backlogs.forget(&route);
         }
     }
+
+    /// Takes in libzmq's reports of connections opened and closed, then closes those over a
+    /// cap (after all reports are in, so a descriptor closed and reused meanwhile is not hit).
+    fn watch_connections(&mut self) {
+        let mut refused = std::collections::HashSet::new();
+        let now = Instant::now();
+        while let Ok(event) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+            let Some((event, fd)) = monitor_event(&event) else {
+                continue;
+            };
+            if event == zmq::SocketEvent::ACCEPTED.to_raw() {
+                let address = transport::fd_peer_address(fd).unwrap_or_default();
+                if !self.peers.accepted(fd, address.clone(), now) {
+                    debug!(fd, %address, "connection over a cap; closing it");
+                    refused.insert(fd);
+                }
+            } else {
+                self.peers.closed(fd);
+                refused.remove(&fd);
+            }
+        }
+        for fd in refused {
+            transport::shut_down(fd);
+        }
+    }
+
+    /// Stops counting the unread answers of peers whose connections are gone.
+    fn forget_gone_peers(&mut self) {
+        let gone: Vec<Route> = self
+            .backlogs
+            .routes()
+            .filter(|route| !transport::peer_connected(&mut self.router, route))
+            .cloned()
+            .collect();
+        for route in gone {
+            self.backlogs.forget(&route);
+        }
+    }
+}
+
+/// A socket reporting `router`'s connections as they are accepted and closed.
+fn monitor(ctx: &zmq::Context, router: &zmq::Socket) -> Result<zmq::Socket> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let endpoint = format!("inproc://zms-group-monitor-{n}");
+    let events = zmq::SocketEvent::ACCEPTED.to_raw()
+        | zmq::SocketEvent::CLOSED.to_raw()
+        | zmq::SocketEvent::DISCONNECTED.to_raw();
+    router.monitor(&endpoint, i32::from(events))?;
+    let pair = transport::socket(ctx, zmq::PAIR)?;
+    pair.connect(&endpoint)?;
+    Ok(pair)
+}
+
+/// A monitor report: its event and value (a descriptor for those asked for).
+fn monitor_event(frames: &[Vec<u8>]) -> Option<(u16, i32)> {
+    let head = frames.first()?;
+    let event = u16::from_ne_bytes(head.get(0..2)?.try_into().ok()?);
+    let value = u32::from_ne_bytes(head.get(2..6)?.try_into().ok()?);
+    Some((event, value as i32))
 }
 
 /// Messages a request sends: a SENDS its batch's, a SEND one, any other none.

@@ -19,6 +19,15 @@ use crate::Result;
 /// A peer's ZeroMQ routing id.
 pub type Route = Vec<u8>;
 
+/// Who sent a request, beyond its routing id.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sender<'a> {
+    /// The peer's CURVE public key (Z85), as ZAP authenticated it; `None` without security.
+    pub key: Option<&'a str>,
+    /// The peer's IP address, when a limit needs it (the send rate without security).
+    pub address: Option<&'a str>,
+}
+
 /// A frame to send once the current batch is settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
@@ -210,9 +219,10 @@ impl State {
         route: &Route,
         req_id: u32,
         mut request: Request,
-        peer: Option<&str>,
+        sender: Sender<'_>,
         out: &mut Vec<Outbound>,
     ) {
+        let peer = sender.key;
         let now = Instant::now();
         if let Some(conn) = self.conns.get_mut(route) {
             conn.last_seen = now;
@@ -340,7 +350,7 @@ impl State {
                     group: group_name.clone(),
                     last_seq,
                 }));
-                if !is_member {
+                if !is_member && self.announce_presence(&group_name, now) {
                     out.push(presence(&group_name, &user, true));
                 }
             }
@@ -369,15 +379,18 @@ impl State {
                     self.unsubscribe(&r, &group_name);
                 }
                 out.push(durable(Reply::Ok));
-                out.push(presence(&group_name, &user, false));
+                if self.announce_presence(&group_name, now) {
+                    out.push(presence(&group_name, &user, false));
+                }
             }
             Request::Send {
                 client_id, text, ..
             } => {
                 let now_ms = crate::time::now_ms();
                 let texts = std::slice::from_ref(&text);
+                let who = rate_keys(route, sender);
                 if let Some((code, reason)) =
-                    refusal(&self.limits, &mut self.rates, &user, texts, now)
+                    refusal(&self.limits, &mut self.rates, &who, texts, now)
                 {
                     return out.push(refuse(code, reason));
                 }
@@ -401,8 +414,9 @@ impl State {
             Request::SendBatch { messages, .. } => {
                 let now_ms = crate::time::now_ms();
                 let texts: Vec<&String> = messages.iter().map(|m| &m.text).collect();
+                let who = rate_keys(route, sender);
                 if let Some((code, reason)) =
-                    refusal(&self.limits, &mut self.rates, &user, &texts, now)
+                    refusal(&self.limits, &mut self.rates, &who, &texts, now)
                 {
                     return out.push(refuse(code, reason));
                 }
@@ -530,6 +544,15 @@ impl State {
                 self.users.insert(user.to_string(), peer.to_string());
                 Ok(())
             }
+        }
+    }
+
+    /// Whether a change of `group`'s members may be pushed now: each PRESENCE costs a push to
+    /// every subscriber, so a storm of joins would cost the square of its size.
+    fn announce_presence(&mut self, group: &str, now: Instant) -> bool {
+        match self.limits.presence_rate {
+            Some(rate) => self.rates.allow(&format!("presence {group}"), rate, now),
+            None => true,
         }
     }
 
@@ -671,7 +694,7 @@ pub fn unwritable(err: &str) -> Reply {
 fn refusal<T: AsRef<str>>(
     limits: &Limits,
     rates: &mut RateLimiter,
-    user: &str,
+    who: &[String],
     texts: &[T],
     now: Instant,
 ) -> Option<(ErrorCode, String)> {
@@ -700,7 +723,7 @@ fn refusal<T: AsRef<str>>(
         }
     }
     let rate = limits.rate?;
-    if rates.allow_n(user, rate, texts.len(), now) {
+    if rates.allow_all(who, rate, texts.len(), now) {
         return None;
     }
     let reason = if texts.len() as f64 > f64::from(rate) * 2.0 {
@@ -710,9 +733,26 @@ fn refusal<T: AsRef<str>>(
             u64::from(rate) * 2
         )
     } else {
-        format!("slow down: at most {rate} messages a second per user")
+        let per = if who.len() > 1 {
+            "connection and per address"
+        } else {
+            "key"
+        };
+        format!("slow down: at most {rate} messages a second per {per}")
     };
     Some((ErrorCode::Limited, reason))
+}
+
+/// The buckets a sender's messages are counted in: its key with security (a key may use any
+/// number of names); otherwise its connection and, apart, its IP address (names are free, and
+/// a new connection is cheap).
+fn rate_keys(route: &Route, sender: Sender<'_>) -> Vec<String> {
+    if let Some(key) = sender.key {
+        return vec![format!("key {key}")];
+    }
+    let mut keys = vec![format!("conn {}", crate::transport::hex(route))];
+    keys.extend(sender.address.map(|a| format!("addr {a}")));
+    keys
 }
 
 /// Stores one message of `sender` in `group` under `client_id`, with the group's next seq, or
@@ -799,7 +839,14 @@ mod tests {
     fn run(state: &mut State, store: &mut Store, route: &[u8], request: Request) -> Vec<Outbound> {
         let mut out = Vec::new();
         store.begin().unwrap();
-        state.handle(store, &route.to_vec(), 1, request, None, &mut out);
+        state.handle(
+            store,
+            &route.to_vec(),
+            1,
+            request,
+            Sender::default(),
+            &mut out,
+        );
         state.settle(store, &mut out);
         out
     }
@@ -1035,7 +1082,7 @@ mod tests {
             &b"a".to_vec(),
             1,
             join("general", "alice"),
-            None,
+            Sender::default(),
             &mut out,
         );
         state.batch_failed = Some("disk full".into());
@@ -1077,7 +1124,7 @@ mod tests {
             &b"a".to_vec(),
             5,
             send("alice", "x", "lost"),
-            None,
+            Sender::default(),
             &mut out,
         );
         state.batch_failed = Some("disk full".into());
@@ -1200,7 +1247,8 @@ mod tests {
         let mut out = Vec::new();
         store.begin().unwrap();
         let lost = batch("alice", &[("l1", "lost"), ("l2", "lost too")]);
-        state.handle(&mut store, &b"a".to_vec(), 9, lost, None, &mut out);
+        let none = Sender::default();
+        state.handle(&mut store, &b"a".to_vec(), 9, lost, none, &mut out);
         state.batch_failed = Some("disk full".into());
         state.settle(&mut store, &mut out);
         assert_eq!(out.len(), 1, "the pushes are dropped");
