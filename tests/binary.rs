@@ -525,6 +525,22 @@ fn servers_bind_and_register_by_host_name() {
     assert!(listed.contains(&address), "{listed}");
 }
 
+/// A group server killed and started again at another address (port 0 picks a new one) is
+/// not refused for its own groups: its old entry expires within a registration's TTL, and
+/// until then it asks again rather than stop.
+#[test]
+fn a_group_server_killed_and_restarted_at_another_address_takes_its_groups_back() {
+    let mut d = deploy();
+    d.group.signal("-KILL");
+    d.group.wait();
+    let again = start_group(&d.server, "127.0.0.1:0", d.data.path());
+    let address = again.listening();
+    assert_ne!(address, d.group_address, "port 0 gave another port");
+    let listed = stdout(&zms(&["list", "--server", &d.server]));
+    assert!(listed.contains(&address), "{listed}");
+    assert!(!listed.contains(&d.group_address), "{listed}");
+}
+
 #[test]
 fn a_second_group_server_for_a_held_name_stops_with_the_reason() {
     let d = deploy();

@@ -269,10 +269,33 @@ impl GroupServer {
     /// A directory that does not answer is only logged (see [`GroupServer::unregistered`]):
     /// the heartbeat keeps trying.
     ///
+    /// A refusal is asked again every heartbeat until it has lasted a registration's TTL plus
+    /// one heartbeat, so a server restarted at another address outlives its own old entry.
+    ///
     /// # Errors
-    /// A directory's refusal (a group name held by another group server, a key not allowed, a
-    /// limit), naming that directory; a libzmq failure.
+    /// A directory's refusal that lasted (a group name held by another group server, a key
+    /// not allowed, a limit), naming that directory; a libzmq failure.
     pub fn register(mut self, wait: Duration) -> Result<GroupServer> {
+        // A refusal may name this server's own entry from before a restart at another address,
+        // which lives until its registration's TTL ends: only a refusal that outlasts it is final.
+        let patience = Duration::from_millis(
+            u64::from(protocol::REGISTRATION_TTL_MS) + protocol::HEARTBEAT_MS,
+        );
+        let started = Instant::now();
+        loop {
+            match self.register_once(wait) {
+                Err(crate::Error::Rejected { reason, .. }) if started.elapsed() < patience => {
+                    warn!(%reason, "refused; asking again until an earlier entry would have expired");
+                    std::thread::sleep(Duration::from_millis(protocol::HEARTBEAT_MS));
+                }
+                Err(err) => return Err(err),
+                Ok(()) => return Ok(self),
+            }
+        }
+    }
+
+    /// One round of [`GroupServer::register`].
+    fn register_once(&mut self, wait: Duration) -> Result<()> {
         // IMMEDIATE refuses to queue before the TCP handshake, so the first REGISTER waits
         // (up to `wait`) for the connection; the heartbeat's later ones never block.
         for dir in &self.directories {
@@ -312,7 +335,7 @@ impl GroupServer {
                 all => format!("no answer from message server {}", all.join(", ")),
             });
         }
-        Ok(self)
+        Ok(())
     }
 
     /// Runs the server on its own thread.
