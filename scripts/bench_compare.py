@@ -530,7 +530,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--zms", default=str(ROOT / "target" / "release" / "zms"))
+    parser.add_argument("--zms", default=str(ROOT / "target" / "profiling" / "zms"))
     parser.add_argument("--out", default=str(ROOT / "scripts" / "results"))
     parser.add_argument("--quick", action="store_true", help="tiny counts, to check the script")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per zms bench call")
@@ -546,7 +546,7 @@ def main():
         sys.exit("nats-server not found: apt-get update && apt-get install -y nats-server")
     zms = Path(args.zms)
     if not zms.exists():
-        sys.exit(f"{zms} not found: cargo build --release")
+        sys.exit(f"{zms} not found: cargo build --profile profiling")
     redis = shutil.which("redis-server") is not None
     if not redis:
         print("redis-server not found (apt-get install -y redis-server): skipping the Redis rows",

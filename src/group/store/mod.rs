@@ -215,7 +215,7 @@ impl Store {
         Self::init(Connection::open_in_memory()?, Durability::Process, None)
     }
 
-    fn init(conn: Connection, durability: Durability, lock: Option<File>) -> Result<Store> {
+    fn init(mut conn: Connection, durability: Durability, lock: Option<File>) -> Result<Store> {
         let sync = match durability {
             Durability::Process => "NORMAL",
             Durability::Power => "FULL",
@@ -961,7 +961,7 @@ fn checkpoint(
 /// SIGBUS at the next write; a failed write to the log is an error SQLite returns, and a send
 /// gets UNAVAILABLE. The data directory's lock already keeps other servers out.
 fn open_connection(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), "unix-excl")?;
+    let mut conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), "unix-excl")?;
     // Take the write lock in the other connection's first pause, not after a sleep of
     // milliseconds.
     conn.busy_handler(Some(wait_briefly))?;
