@@ -43,6 +43,19 @@ pub enum Action {
 /// # Errors
 /// Whatever went wrong, as one line for the user.
 pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
+    let result = act(&mut session, format, action);
+    tell_trusted(&mut session);
+    result
+}
+
+/// Tells on stderr which server keys were trusted on first use, and where they were pinned.
+fn tell_trusted(session: &mut Session) {
+    for trusted in session.take_trusted() {
+        eprintln!("{trusted}");
+    }
+}
+
+fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
     match action {
         Action::List => {
             for g in session.list_groups()? {
@@ -147,6 +160,7 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
         Action::Tail(spec) => {
             let group = session.resolve(&spec)?;
             session.subscribe(&group)?;
+            tell_trusted(session);
             loop {
                 match session.next_event(Duration::from_secs(3600))? {
                     Some(SessionEvent::Message(d)) => {
@@ -156,6 +170,9 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
                         eprintln!("group server {a} is not answering; reconnecting…")
                     }
                     Some(SessionEvent::ServerBack(a)) => eprintln!("group server {a} is back"),
+                    Some(SessionEvent::MembershipEnded(g)) => {
+                        return Err(errinput!("no longer a member of {g}"))
+                    }
                     Some(SessionEvent::Presence { .. }) | None => {}
                 }
             }
@@ -164,25 +181,29 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
     Ok(())
 }
 
-/// Asks on the terminal, showing `default`; an empty answer takes it.
+/// Asks on the terminal, showing `default`; an empty answer takes it, or without a default
+/// asks again.
 ///
 /// # Errors
 /// When stdin closes.
 pub fn prompt(question: &str, default: Option<&str>) -> Result<String> {
     use std::io::Write;
-    match default {
-        Some(d) => print!("{question} [{d}]: "),
-        None => print!("{question}: "),
-    }
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    if std::io::stdin().read_line(&mut line)? == 0 {
-        return Err(errinput!("no answer to '{question}'"));
-    }
-    let answer = line.trim();
-    match (answer.is_empty(), default) {
-        (true, Some(d)) => Ok(d.to_string()),
-        (true, None) => Err(errinput!("'{question}' needs an answer")),
-        (false, _) => Ok(answer.to_string()),
+    // Each round reads a line or ends at end of input: bounded by what the user types.
+    loop {
+        match default {
+            Some(d) => print!("{question} [{d}]: "),
+            None => print!("{question}: "),
+        }
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line)? == 0 {
+            return Err(errinput!("no answer to '{question}'"));
+        }
+        let answer = line.trim();
+        match (answer.is_empty(), default) {
+            (true, Some(d)) => return Ok(d.to_string()),
+            (true, None) => println!("'{question}' needs an answer (Ctrl-D gives up)"),
+            (false, _) => return Ok(answer.to_string()),
+        }
     }
 }
