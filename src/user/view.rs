@@ -246,6 +246,7 @@ mod tests {
         v.join(random.clone());
         let plain = Style::new(false, jiff::tz::TimeZone::UTC);
         assert_eq!(v.prompt(&plain).0, "[random]> ");
+        v.prompted();
         assert_eq!(v.status(), "");
         for _ in 0..3 {
             v.message(&general, "bob");
@@ -255,12 +256,19 @@ mod tests {
         assert_eq!(v.status(), "general(3)");
         v.switch(general.clone());
         assert_eq!(v.prompt(&plain).0, "[general]> ");
+        v.prompted();
         assert_eq!(v.status(), "");
         v.message(&random, "carol");
         assert_eq!(v.status(), "random(1)");
         v.leave(&general);
         assert_eq!(v.current(), Some(&random));
-        assert_eq!(v.status(), "", "the group made current is read");
+        assert_eq!(
+            v.status(),
+            "now in random",
+            "the group made current is read"
+        );
+        v.prompted();
+        assert_eq!(v.status(), "");
         v.leave(&random);
         assert_eq!(v.prompt(&plain).0, "> ");
     }
@@ -296,6 +304,7 @@ mod tests {
         let mut v = View::new("alice");
         v.join(g("dev", "h:2"));
         v.join(g("general", "h:1"));
+        v.prompted();
         v.set_lost("h:1", true);
         assert_eq!(v.status(), "reconnecting… h:1");
         v.set_lost("h:2", true);
