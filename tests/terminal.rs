@@ -70,13 +70,19 @@ impl Tmux {
     /// Starts `command` (already shell-quoted) in a new 120x40 window `session`; the pane stays
     /// after the program exits, so its last words can be read.
     fn start(&self, session: &str, command: &str) {
+        self.start_sized(session, command, 120);
+    }
+
+    /// As [`Tmux::start`], `columns` wide.
+    fn start_sized(&self, session: &str, command: &str, columns: u16) {
+        let columns = columns.to_string();
         self.run(&[
             "new-session",
             "-d",
             "-s",
             session,
             "-x",
-            "120",
+            &columns,
             "-y",
             "40",
             command,
@@ -586,7 +592,9 @@ fn a_long_paste_is_sent_intact_and_the_prompt_stays_usable() {
     let home = tempfile::tempdir().unwrap();
     let tmux = Tmux::new();
     let w = "alice";
-    tmux.start(w, &user_command(s, home.path(), false));
+    // Wide: the editor redraws the whole line each time it wraps to a new row, so fewer rows
+    // keep this test short in a debug build; the paths taken are the same.
+    tmux.start_sized(w, &user_command(s, home.path(), false), 400);
     tmux.wait_for(w, "connected to");
     tmux.type_text(w, "/join general");
     tmux.press(w, &["Enter"]);

@@ -152,7 +152,7 @@ impl Input {
 /// # Errors
 /// Only failures of the terminal or of libzmq itself; server errors are printed and the
 /// client goes on.
-pub fn run(ctx: &zmq::Context, mut session: Session, log: Option<&Path>) -> Result<()> {
+pub fn run(ctx: &zmq::Context, session: Session, log: Option<&Path>) -> Result<()> {
     let name = session.name().to_string();
     let servers = session.directories();
     let view = Arc::new(Mutex::new(View::new(&name)));
@@ -177,18 +177,6 @@ pub fn run(ctx: &zmq::Context, mut session: Session, log: Option<&Path>) -> Resu
     let doorbell = transport::socket(ctx, zmq::PAIR)?;
     doorbell.connect(&pipe)?;
 
-    let hello = session.hello();
-    for trusted in session.take_trusted() {
-        println!("{}", style.quiet(&format!("-- {trusted}")));
-    }
-    match hello {
-        Ok(()) => println!(
-            "connected to {} as {name}; /list shows groups, /join NAME joins one, /help for more",
-            servers.join(",")
-        ),
-        Err(err) => println!("warning: {err}; groups can still be joined by HOST:PORT"),
-    }
-
     let (jobs, job_rx) = mpsc::channel::<Job>();
     let network = Network {
         session,
@@ -199,9 +187,11 @@ pub fn run(ctx: &zmq::Context, mut session: Session, log: Option<&Path>) -> Resu
         terminal,
         log: log.map(Path::to_path_buf),
     };
+    // The network thread says hello first: a message server that does not answer keeps
+    // nobody from typing.
     let network = std::thread::Builder::new()
         .name("network".into())
-        .spawn(move || network.run(bell, job_rx))?;
+        .spawn(move || network.run(&servers, bell, job_rx))?;
     let mut shell = Shell {
         jobs,
         doorbell,
@@ -229,8 +219,19 @@ struct Network {
 }
 
 impl Network {
-    /// Live events out, jobs in, until the job channel closes.
-    fn run(mut self, bell: zmq::Socket, jobs: mpsc::Receiver<Job>) {
+    /// Hello to the message server (`servers`), then live events out, jobs in, until the
+    /// job channel closes.
+    fn run(mut self, servers: &[String], bell: zmq::Socket, jobs: mpsc::Receiver<Job>) {
+        let hello = self.session.hello();
+        self.tell_trusted();
+        (self.print)(match hello {
+            Ok(()) => format!(
+                "connected to {} as {}; /list shows groups, /join NAME joins one, /help for more",
+                servers.join(","),
+                self.session.name()
+            ),
+            Err(err) => format!("warning: {err}; groups can still be joined by HOST:PORT"),
+        });
         loop {
             // Wakes at least every second to retry queued messages.
             match self
@@ -721,9 +722,11 @@ impl<'fd> EchoOff<'fd> {
         let saved = termios::tcgetattr(fd).ok();
         if let Some(saved) = &saved {
             let mut quiet = saved.clone();
-            quiet
-                .local_flags
-                .remove(termios::LocalFlags::ECHO | termios::LocalFlags::ICANON);
+            // ISIG too: Ctrl-C is then a key for the editor (clearing the line), not a signal
+            // that would end the client.
+            quiet.local_flags.remove(
+                termios::LocalFlags::ECHO | termios::LocalFlags::ICANON | termios::LocalFlags::ISIG,
+            );
             let _ = termios::tcsetattr(fd, termios::SetArg::TCSANOW, &quiet);
         }
         EchoOff { fd, saved }
