@@ -1,7 +1,7 @@
 //! The command line: clap definitions, turned into library calls. Kept out of the library so
 //! the library stays usable without clap.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use zms::directory::{owners::Owners, DirectorySecurity, DirectoryServer};
 use zms::group::{self, limits::Limits, store::Durability, GroupSecurity, GroupServer};
 use zms::keys::{self, KeyPair, Pins};
 use zms::shutdown::ServerHandle;
-use zms::user::{self, output::Format, Action};
+use zms::user::{self, output, output::Format, safe, Action};
 use zms::{errinput, transport, Result};
 
 /// zms: durable group messaging on ZeroMQ.
@@ -79,17 +79,22 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Send TEXT to a group (without TEXT, send each line of stdin).
+    /// Send TEXT to a group (without TEXT, send each line of stdin). Sends of this user to
+    /// this group whose outcome is unknown (no answer) are kept and sent again first.
     Send {
         group: String,
         text: Option<String>,
+        /// The message's client id: sending it again under the same id stores it at most once.
+        #[arg(long, requires = "text")]
+        id: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Print a group's stored messages, oldest first.
     History {
         group: String,
-        /// Only messages at or after TIME: RFC 3339, unix milliseconds, or a duration ago (10m, 2h).
+        /// Only messages at or after TIME: RFC 3339, a local date or date-time (2026-11-24,
+        /// 2026-11-24T10:00), unix seconds or milliseconds, or a duration ago (10m, 2h).
         #[arg(long)]
         since: Option<String>,
         /// At most N messages: the first N since TIME, or without --since the last N.
@@ -375,9 +380,12 @@ impl Command {
                     server = server.with_owners(owners);
                 }
                 let server = server.with_max_groups(max_groups);
-                println!("listening on {}", transport::address(server.endpoint()));
+                announce(&format!(
+                    "listening on {}",
+                    transport::address(server.endpoint())
+                ));
                 if let Some(public) = public {
-                    println!("public key {public}");
+                    announce(&format!("public key {public}"));
                 }
                 serve_until_signal(vec![server.spawn(&ctx)?])
             }
@@ -433,9 +441,12 @@ impl Command {
                 let server = server.register(Duration::from_secs(1))?;
                 let address = server.address().to_string();
                 if let Some(why) = server.unregistered() {
-                    println!("serving on {address} but not registered yet ({why}); retrying every second");
+                    announce(&format!(
+                        "serving on {address} but not registered yet ({why}); retrying every second"
+                    ));
                 }
-                let server = server.on_registered(move || println!("listening on {address}"));
+                let server =
+                    server.on_registered(move || announce(&format!("listening on {address}")));
                 let handle = server.spawn(&ctx)?;
                 serve_until_signal(vec![handle])
             }
@@ -467,8 +478,9 @@ impl Command {
             Command::Send {
                 group,
                 text,
+                id,
                 client,
-            } => client.run(&ctx, Action::Send(group, text)),
+            } => client.run(&ctx, Action::Send { group, text, id }),
             Command::History {
                 group,
                 since,
@@ -494,9 +506,8 @@ impl Command {
             Command::Keygen { out } => keygen(out),
             Command::KnownServers { action, file } => known_servers(action, file),
             Command::Whoami { name } => {
-                zms::protocol::check_user_name(&name).map_err(zms::Error::Input)?;
-                let path = keys::user_key_path(&keys::config_dir()?, &name);
-                println!("{}", KeyPair::load_or_create(&path)?.public);
+                let path = keys::user_key_path(&keys::config_dir()?, &name)?;
+                output::emit(&KeyPair::load_or_create(&path)?.public)?;
                 Ok(())
             }
             Command::Bench(args) => zms::bench::run(args),
@@ -581,26 +592,68 @@ fn up(ctx: &zmq::Context, bind: &str, group_bind: &str, data: PathBuf, secure: b
     let group = GroupServer::bind(ctx, &transport::endpoint(group_bind)?, config)?;
     let group_address = group.address().to_string();
     let group_handle = group.register(Duration::from_secs(1))?.spawn(ctx)?;
-    println!("zms is up");
-    println!("  message server  {dir_address}");
-    println!(
-        "  group server    {group_address}  (groups: general, random; data in {})",
-        data.display()
-    );
+    let mut banner = vec![
+        format!("  message server  {dir_address}"),
+        format!(
+            "  group server    {group_address}  (groups: general, random; data in {})",
+            data.display()
+        ),
+    ];
     let flag = match &dir_keys {
         Some(keys) => {
-            println!(
+            banner.push(format!(
                 "  secure: CURVE on every connection; message server key {}",
                 keys.public
-            );
+            ));
             " --secure"
         }
         None => "",
     };
-    println!("connect a user from another terminal:");
-    println!("  cargo run --release -- user --server {dir_address} --name alice{flag}");
-    println!("Ctrl-C stops.");
+    let zms = invocation(
+        std::env::var_os("CARGO").is_some()
+            && std::env::var("CARGO_PKG_NAME").as_deref() == Ok("zms"),
+        &std::env::args().next().unwrap_or_default(),
+        std::env::current_exe().ok().as_deref(),
+    );
+    banner.extend([
+        String::new(),
+        "  connect a user from another terminal:".to_string(),
+        format!("    {zms} user --server {dir_address} --name alice{flag}"),
+        String::new(),
+        "  Ctrl-C stops; the servers' log follows.".to_string(),
+    ]);
+    // Set apart from the log lines (stderr) that go to the same terminal: a blank line and a
+    // rule above and below.
+    announce(&format!("\n─── zms is up {}", "─".repeat(58)));
+    banner.iter().for_each(|line| announce(line));
+    announce(&format!("{}\n", "─".repeat(72)));
     serve_until_signal(vec![group_handle, dir_handle])
+}
+
+/// How a user runs this binary from another terminal: `cargo run --release --` when cargo
+/// started it (`cargo_run`), else the name it was run by when found on PATH (`argv0` without
+/// a `/`), else its full path `exe` (quoted for a shell where needed).
+fn invocation(cargo_run: bool, argv0: &str, exe: Option<&std::path::Path>) -> String {
+    if cargo_run {
+        return match cfg!(debug_assertions) {
+            true => "cargo run --".to_string(),
+            false => "cargo run --release --".to_string(),
+        };
+    }
+    if !argv0.is_empty() && !argv0.contains('/') {
+        return argv0.to_string();
+    }
+    let path = exe.map_or_else(|| argv0.to_string(), |p| p.display().to_string());
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    match path.chars().all(plain) {
+        true => path,
+        false => format!("'{}'", path.replace('\'', r"'\''")),
+    }
+}
+
+/// A line of a server's own on stdout. A server goes on serving when nobody reads it.
+fn announce(line: &str) {
+    let _ = output::emit(line);
 }
 
 /// A client session for `name`: with CURVE when asked to (`--secure`, `--server-key`) or when
@@ -629,7 +682,7 @@ fn session(
     if let Some(key) = &secure.server_key {
         keys::raw(key)?;
     }
-    let keys = KeyPair::load_or_create(&keys::user_key_path(&dir, name))?;
+    let keys = KeyPair::load_or_create(&keys::user_key_path(&dir, name)?)?;
     Ok(session.with_security(ClientSecurity {
         keys,
         pins,
@@ -696,25 +749,31 @@ fn known_servers(action: Option<PinAction>, file: Option<PathBuf>) -> Result<()>
     let mut pins = Pins::load(&path)?;
     // As clients write it: HOST:PORT, whatever form was typed.
     let canonical = |a: &str| transport::endpoint(a).map(|e| transport::address(&e));
+    // Pinned addresses may be ones a server listed: shown harmlessly.
+    let emit = |line: String| output::emit(&safe::field(&line));
     match action {
         None => {
             if pins.list().next().is_none() {
-                eprintln!("no server keys pinned in {}", path.display());
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "no server keys pinned in {}",
+                    path.display()
+                );
             }
             for (address, key) in pins.list() {
-                println!("{address} {key}");
+                emit(format!("{address} {key}"))?;
             }
         }
         Some(PinAction::Forget { address }) => {
             let address = canonical(&address)?;
             let key = pins.forget(&address)?;
-            println!("forgot {address} {key}");
+            emit(format!("forgot {address} {key}"))?;
         }
         Some(PinAction::Pin { address, key }) => {
             let address = canonical(&address)?;
             match pins.replace(&address, &key)? {
-                Some(old) if old != key => println!("pinned {address} {key} (was {old})"),
-                _ => println!("pinned {address} {key}"),
+                Some(old) if old != key => emit(format!("pinned {address} {key} (was {old})"))?,
+                _ => emit(format!("pinned {address} {key}"))?,
             }
         }
     }
@@ -727,15 +786,15 @@ fn keygen(out: Option<PathBuf>) -> Result<()> {
     match out {
         Some(path) => {
             pair.save(&path)?;
-            println!("{}", pair.public);
+            output::emit(&pair.public)?;
             eprintln!(
                 "key pair written to {} (keep it secret; the line above is the public key)",
                 path.display()
             );
         }
         None => {
-            println!("public = \"{}\"", pair.public);
-            println!("secret = \"{}\"", pair.secret);
+            output::emit(&format!("public = \"{}\"", pair.public))?;
+            output::emit(&format!("secret = \"{}\"", pair.secret))?;
         }
     }
     Ok(())
@@ -764,4 +823,25 @@ fn serve_until_signal(handles: Vec<ServerHandle>) -> Result<()> {
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_up_banner_names_the_command_as_the_user_can_run_it() {
+        let exe = std::path::Path::new("/opt/zms tools/bin/zms");
+        assert_eq!(invocation(false, "zms", Some(exe)), "zms");
+        assert_eq!(
+            invocation(false, "./target/release/zms", Some(exe)),
+            "'/opt/zms tools/bin/zms'"
+        );
+        let plain = std::path::Path::new("/home/a/zms/target/release/zms");
+        assert_eq!(
+            invocation(false, "target/release/zms", Some(plain)),
+            "/home/a/zms/target/release/zms"
+        );
+        assert!(invocation(true, "target/debug/zms", Some(plain)).starts_with("cargo run "));
+    }
 }

@@ -73,8 +73,7 @@ impl KeyPair {
     /// When the file cannot be written.
     pub fn save(&self, path: &Path) -> Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)
-                .map_err(|e| errinput!("cannot create {}: {e}", dir.display()))?;
+            create_private_dir(dir)?;
         }
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -144,9 +143,53 @@ pub fn config_dir() -> Result<PathBuf> {
         .ok_or_else(|| errinput!("no HOME, XDG_CONFIG_HOME or ZMS_HOME to keep keys in"))
 }
 
-/// The file holding user `name`'s key pair in `dir`.
-pub fn user_key_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join("keys").join(format!("{name}.key"))
+/// The file holding user `name`'s key pair in `dir`: `dir/keys/NAME.key`.
+///
+/// # Errors
+/// [`crate::Error::Input`] for a name that is not a valid user name, or that holds `/` and so
+/// would name a file outside `dir/keys`.
+pub fn user_key_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    protocol::check_user_name(name).map_err(crate::Error::Input)?;
+    if name.contains('/') {
+        return Err(errinput!(
+            "user name '{name}' cannot have a key file: it may not hold '/'"
+        ));
+    }
+    Ok(dir.join("keys").join(format!("{name}.key")))
+}
+
+/// Creates `dir` and its missing parents, each new one readable by its owner only (keys and
+/// pins live there; a directory that exists is left as it is).
+///
+/// # Errors
+/// When it cannot be created.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| errinput!("cannot create {}: {e}", dir.display()))
+}
+
+/// Writes `text` to `path` (replacing it), readable by its owner only.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        // One made by an earlier version may be readable by others.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(text.as_bytes())
+    };
+    write().map_err(|e| errinput!("cannot write {}: {e}", path.display()))
 }
 
 /// Pinned server keys, by `HOST:PORT`, kept in a file: the first key seen for an address is
@@ -249,15 +292,13 @@ impl Pins {
 
     fn save(&self) -> Result<()> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)
-                .map_err(|e| errinput!("cannot create {}: {e}", dir.display()))?;
+            create_private_dir(dir)?;
         }
         let mut text = String::from("# zms: server keys trusted on first use (HOST:PORT KEY)\n");
         for (address, key) in &self.keys {
             text.push_str(&format!("{address} {key}\n"));
         }
-        fs::write(&self.path, text)
-            .map_err(|e| errinput!("cannot write {}: {e}", self.path.display()))
+        write_private(&self.path, &text)
     }
 }
 
@@ -310,6 +351,40 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no valid `public"));
+    }
+
+    #[test]
+    fn a_user_name_cannot_put_a_key_file_outside_the_keys_directory() {
+        let dir = Path::new("/home/a/.config/zms");
+        assert_eq!(
+            user_key_path(dir, "alice").unwrap(),
+            dir.join("keys").join("alice.key")
+        );
+        for name in ["../../escaped", "a/b", "/etc/x"] {
+            let err = user_key_path(dir, name).unwrap_err().to_string();
+            assert!(err.contains("may not hold '/'"), "{name}: {err}");
+        }
+        assert!(user_key_path(dir, "bad name").is_err());
+    }
+
+    #[test]
+    fn directories_and_pins_it_makes_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let dir = home.path().join("cfg").join("zms");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        KeyPair::load_or_create(&user_key_path(&dir, "alice").unwrap()).unwrap();
+        assert_eq!(mode(&dir.join("keys")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        let key = KeyPair::generate().unwrap().public;
+        let pins_path = dir.join("known_servers");
+        fs::write(&pins_path, "").unwrap();
+        fs::set_permissions(&pins_path, fs::Permissions::from_mode(0o644)).unwrap();
+        Pins::load(&pins_path)
+            .unwrap()
+            .check_or_pin("h:1", &key)
+            .unwrap();
+        assert_eq!(mode(&pins_path), 0o600);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 mod cli;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -17,7 +17,8 @@ fn main() {
     let log_file = cli.log_file().and_then(|path| match open_log(&path) {
         Ok(file) => Some((path, file)),
         Err(err) => {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "warning: logging to stderr: cannot open {}: {err}",
                 path.display()
             );
@@ -39,7 +40,13 @@ fn main() {
             .init(),
     }
     if let Err(err) = cli.command.run(log.as_deref()) {
-        eprintln!("error: {err}");
+        // Its reader gone (`zms list | head -1`), a command has nothing left to do: as `cat`.
+        if zms::user::output::is_closed_pipe(&err) {
+            std::process::exit(0);
+        }
+        // Errors may quote a server's words: shown harmlessly, never as terminal control.
+        let line = zms::user::safe::field(&err.to_string()).into_owned();
+        let _ = writeln!(std::io::stderr(), "error: {line}");
         std::process::exit(1);
     }
 }

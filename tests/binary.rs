@@ -2,15 +2,28 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{deploy, start_group, Proc, ZMS};
+use common::{deploy, start_group, Proc, RogueGroup, ZMS};
 
 fn zms(args: &[&str]) -> Output {
+    zms_at(home(), args)
+}
+
+/// The config directory of these tests' users (pins, kept sends), not the real one.
+fn home() -> &'static Path {
+    static HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// `zms ARGS` with `home` as its config directory.
+fn zms_at(home: &Path, args: &[&str]) -> Output {
     Command::new(ZMS)
         .args(args)
+        .env("ZMS_HOME", home)
         .stdin(Stdio::null())
         .output()
         .expect("zms runs")
@@ -185,6 +198,7 @@ fn tail_follows_live_messages() {
 fn piped_send(server: &str, name: &str) -> std::process::Child {
     Command::new(ZMS)
         .args(["send", "general", "--server", server, "--name", name])
+        .env("ZMS_HOME", home())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -304,8 +318,10 @@ fn up(data: &tempfile::TempDir, extra: &[&str]) -> (Proc, String) {
         data,
     ]);
     let up = Proc::spawn(&args);
-    assert_eq!(up.line(), "zms is up");
-    let server = up.line().split_whitespace().last().unwrap().to_string();
+    while !up.line().contains("zms is up") {}
+    let server = up.line();
+    assert!(server.contains("message server"), "{server}");
+    let server = server.split_whitespace().last().unwrap().to_string();
     (up, server)
 }
 
@@ -377,6 +393,121 @@ fn a_secure_deployment_works_unchanged_once_the_key_is_pinned() {
     assert!(pins.contains(&server), "{pins}");
     up.signal("-INT");
     assert_eq!(up.wait(), Some(0));
+}
+
+#[test]
+fn a_send_to_a_frozen_server_is_kept_and_sent_again_once_never_twice() {
+    let d = deploy();
+    let s = d.server.clone();
+    let home = tempfile::tempdir().unwrap();
+    let as_alice = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &s, "--name", "alice"]);
+        zms_at(home.path(), &all)
+    };
+    let history = || -> Vec<String> {
+        stdout(&as_alice(&["history", "general"]))
+            .lines()
+            .map(|l| l.split_once(": ").unwrap().1.to_string())
+            .collect()
+    };
+    stdout(&as_alice(&["join", "general"]));
+    let mut send = Command::new(ZMS)
+        .args(["send", "general", "--server", &s, "--name", "alice"])
+        .env("ZMS_HOME", home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = send.stdin.take().unwrap();
+    let mut output = BufReader::new(send.stdout.take().unwrap());
+    input.write_all(b"before\n").unwrap();
+    input.flush().unwrap();
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    assert!(line.contains(" #1 at "), "{line}");
+    // Frozen for longer than the client waits (3 tries of 2 s): the line reaches the server
+    // on the open connection, and no answer comes back.
+    d.group.signal("-STOP");
+    input.write_all(b"while frozen\n").unwrap();
+    drop(input);
+    let mut err = String::new();
+    send.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!send.wait().unwrap().success());
+    d.group.signal("-CONT");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("error: no answer")
+            && err.contains("unknown")
+            && err.contains("zms send general --name alice"),
+        "{err}"
+    );
+    // Resumed, the server stores it: the send failed, yet the line is there.
+    assert!(
+        common::eventually(Duration::from_secs(30), || history().len() == 2),
+        "the frozen line was stored once the server resumed"
+    );
+    // Doing as the error says: the next send sends the kept line again first, under its id.
+    let next = stdout(&as_alice(&["send", "general", "after"]));
+    assert_eq!(next.lines().count(), 2, "{next}");
+    assert!(
+        next.lines().next().unwrap().contains("#2 at") && next.contains("kept from an earlier try"),
+        "{next}"
+    );
+    assert_eq!(history(), ["before", "while frozen", "after"]);
+
+    // By hand: a message sent under one id twice is stored once.
+    for _ in 0..2 {
+        let out = stdout(&as_alice(&["send", "general", "by hand", "--id", "my-1"]));
+        assert!(out.contains("#4 at"), "{out}");
+    }
+    assert_eq!(history().len(), 4);
+    let kept = home.path().join("unconfirmed").join("alice");
+    assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 0, "all answered");
+
+    // A refused send was not stored, so it is not kept either.
+    let as_bob = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &s, "--name", "bob"]);
+        zms_at(home.path(), &all)
+    };
+    assert!(!as_bob(&["send", "general", "not a member yet"])
+        .status
+        .success());
+    stdout(&as_bob(&["join", "general"]));
+    stdout(&as_bob(&["send", "general", "now a member"]));
+    assert_eq!(history().len(), 5);
+    assert!(!history().contains(&"not a member yet".to_string()));
+}
+
+#[test]
+fn a_user_name_cannot_write_a_key_outside_the_keys_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("a").join("b");
+    std::fs::create_dir_all(&config).unwrap();
+    let out = zms_at(&config, &["whoami", "--name", "../../escaped"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.starts_with("error: ") && err.contains("'/'"), "{err}");
+    let mut files = Vec::new();
+    let mut dirs = vec![home.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert_eq!(files, Vec::<std::path::PathBuf>::new(), "no file written");
+    assert!(stdout(&zms_at(&config, &["whoami", "--name", "alice"])).len() > 40);
 }
 
 #[test]
@@ -524,4 +655,219 @@ fn trusted_keys_are_told_listed_forgotten_and_replaced() {
     assert!(stderr(&retrusted).contains(&line), "{}", stderr(&retrusted));
     up.signal("-INT");
     assert_eq!(up.wait(), Some(0));
+}
+
+/// `zms args` with its stdout a pipe whose reader has already gone, as after `| head -1`.
+fn with_closed_stdout(args: &[&str]) -> std::process::Child {
+    let mut child = Command::new(ZMS)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("zms runs");
+    drop(child.stdout.take());
+    child
+}
+
+#[test]
+fn a_closed_pipe_ends_every_command_quietly() {
+    let d = deploy();
+    let s = d.server.as_str();
+    stdout(&zms(&["join", "general", "--server", s, "--name", "alice"]));
+    stdout(&zms(&[
+        "send", "general", "one", "--server", s, "--name", "alice",
+    ]));
+    let quiet = |child: std::process::Child, what: &str| {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert!(out.status.success(), "{what}: {} {stderr}", out.status);
+    };
+    for args in [
+        &["list"][..],
+        &["history", "general"],
+        &["history", "general", "--json"],
+        &["members", "general"],
+        &["send", "general", "two"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--server", s, "--name", "alice"]);
+        quiet(with_closed_stdout(&args), &args.join(" "));
+    }
+    // Still sent, though nobody read the confirmation.
+    let history = stdout(&zms(&[
+        "history", "general", "--server", s, "--name", "alice",
+    ]));
+    assert!(history.contains("alice: two"), "{history}");
+
+    // `tail` ends at the first message it cannot print.
+    let mut tail = with_closed_stdout(&["tail", "general", "--server", s, "--name", "alice"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tail.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "tail did not end");
+        stdout(&zms(&[
+            "send", "general", "more", "--server", s, "--name", "alice",
+        ]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    quiet(tail, "tail");
+}
+
+#[test]
+fn one_shot_commands_show_network_text_harmlessly_and_json_exactly() {
+    let rogue = RogueGroup::start();
+    let group = format!("general@{}", rogue.address);
+    let plain = stdout(&zms(&["history", &group, "--name", "alice"]));
+    for control in ['\x1b', '\x07', '\r'] {
+        assert!(!plain.contains(control), "{control:?} in:\n{plain}");
+    }
+    assert!(
+        plain.contains(" #1 mallory: hi␍␛[K07:42:00 bob: the deploy key is in #team"),
+        "{plain}"
+    );
+    assert!(
+        plain.contains(" #3 mal␛[31mlory␛[1A: first line\n  | 07:42:01 bob: a second message?\n"),
+        "{plain}"
+    );
+    assert!(!plain.lines().any(|l| l.starts_with("07:42")), "{plain}");
+    let json = zms(&["history", &group, "--name", "alice", "--json"]);
+    assert!(!json.stdout.contains(&0x1b), "raw escape in JSON output");
+    let texts: Vec<serde_json::Value> = json_lines(&json)
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
+    assert_eq!(texts, [common::FORGED, common::CLEARS, common::TWO_LINES]);
+    let members = stdout(&zms(&["members", &group, "--name", "alice"]));
+    assert_eq!(members, "mal␛[31mlory␛[1A (online)\nmallory\n");
+}
+
+#[test]
+fn empty_messages_are_refused_everywhere_with_one_clear_line() {
+    let d = deploy();
+    let s = d.server.as_str();
+    stdout(&zms(&["join", "general", "--server", s, "--name", "alice"]));
+    for text in ["", "  \t "] {
+        let out = zms(&["send", "general", text, "--server", s, "--name", "alice"]);
+        assert!(!out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "error: not sent: message is empty (or only spaces); nothing to send\n"
+        );
+    }
+    let mut send = Command::new(ZMS)
+        .args(["send", "general", "--server", s, "--name", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = send.stdin.take().unwrap();
+    input.write_all(b"one\n\n  \ntwo\n").unwrap();
+    drop(input);
+    let out = send.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "empty lines are reported in the exit status"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with("error: line 2 not sent: message is empty"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("error: line 3 not sent: message is empty"),
+        "{stderr}"
+    );
+    assert_eq!(lines[2], "error: 2 lines not sent (see above)");
+    let history = json_lines(&zms(&[
+        "history", "general", "--server", s, "--name", "alice", "--json",
+    ]));
+    let texts: Vec<&str> = history
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["one", "two"]);
+}
+
+#[test]
+fn since_takes_seconds_milliseconds_dates_and_local_times() {
+    let d = deploy();
+    let s = d.server.as_str();
+    stdout(&zms(&["join", "general", "--server", s, "--name", "alice"]));
+    stdout(&zms(&[
+        "send", "general", "hello", "--server", s, "--name", "alice",
+    ]));
+    let history = |since: &str, tz: &str| -> usize {
+        let out = Command::new(ZMS)
+            .args(["history", "general", "--server", s, "--name", "alice"])
+            .args(["--json", "--since", since])
+            .env("TZ", tz)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        json_lines(&out).len()
+    };
+    let all = json_lines(&zms(&[
+        "history", "general", "--server", s, "--name", "alice", "--json",
+    ]));
+    let ts_ms = all[0]["ts_ms"].as_i64().unwrap();
+    let stamp = jiff::Timestamp::from_millisecond(ts_ms).unwrap();
+    let seconds = ts_ms.div_euclid(1000);
+    // Unix seconds and milliseconds.
+    assert_eq!(history(&(seconds - 3600).to_string(), "UTC"), 1);
+    assert_eq!(history(&(seconds + 3600).to_string(), "UTC"), 0);
+    assert_eq!(history(&(ts_ms - 1).to_string(), "UTC"), 1);
+    assert_eq!(history(&(ts_ms + 1000).to_string(), "UTC"), 0);
+    // A plain date is local midnight.
+    let utc = stamp.to_zoned_datetime(jiff::tz::TimeZone::UTC);
+    let day = utc.date();
+    assert_eq!(history(&day.to_string(), "UTC"), 1);
+    assert_eq!(history(&day.tomorrow().unwrap().to_string(), "UTC"), 0);
+    // A date-time without a zone is local: in UTC it is before the message, read five hours
+    // behind UTC (Etc/GMT+5) it is after.
+    let before = utc.datetime().strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    assert_eq!(history(&before, "UTC"), 1);
+    assert_eq!(history(&before, "Etc/GMT+5"), 0);
+    // RFC 3339 and durations, as before.
+    assert_eq!(history(&format!("{:.0}", stamp), "UTC"), 1);
+    assert_eq!(history("10m", "UTC"), 1);
+}
+
+#[test]
+fn up_names_the_binary_the_user_runs_apart_from_the_log() {
+    let data = tempfile::tempdir().unwrap();
+    let mut command = Command::new(ZMS);
+    command
+        .args([
+            "up",
+            "--bind",
+            "127.0.0.1:0",
+            "--group-bind",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(data.path())
+        // As when run from a shell, not by `cargo run` (cargo sets these for its tests too).
+        .env_remove("CARGO")
+        .env_remove("CARGO_PKG_NAME");
+    let up = Proc::from_command(command);
+    let mut lines = Vec::new();
+    while !lines
+        .last()
+        .is_some_and(|l: &String| l.contains(" user --server "))
+    {
+        lines.push(up.line());
+    }
+    let connect = lines.last().unwrap().trim();
+    assert!(
+        connect.starts_with(&format!("{ZMS} user --server ")),
+        "{connect}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("cargo")), "{lines:?}");
+    // A blank line and a rule set the banner apart from the log lines around it.
+    assert_eq!(lines[0], "", "{lines:?}");
+    assert!(lines[1].starts_with("─── zms is up ───"), "{lines:?}");
 }

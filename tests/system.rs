@@ -692,3 +692,73 @@ fn a_group_server_says_it_is_not_registered_until_a_message_server_answers() {
     rx.recv_timeout(LIMIT)
         .expect("told once a message server acknowledged it");
 }
+
+#[test]
+fn servers_refuse_empty_texts_control_characters_and_disguised_names() {
+    let c = cluster(&["general"]);
+    let raw = raw_member(&c.ctx, c.grp.endpoint(), "general", "alice");
+    let refusal = |socket: &zmq::Socket, request: &Request| -> (ErrorCode, String) {
+        socket.send(codec::encode_request(9, request), 0).unwrap();
+        loop {
+            match codec::decode_incoming(&socket.recv_bytes(0).unwrap()).unwrap() {
+                Incoming::Reply(9, Reply::Error { code, reason }) => return (code, reason),
+                Incoming::Event(_) => continue, // presence and messages pushed meanwhile
+                other => panic!("{request:?} was taken: {other:?}"),
+            }
+        }
+    };
+    let send = |text: &str| Request::Send {
+        group: "general".into(),
+        user: "alice".into(),
+        client_id: String::new(),
+        text: text.into(),
+    };
+    for text in [
+        "",
+        " \n\t ",
+        "hi\r\u{1b}[K07:42:00 bob: paste it",
+        "\u{1b}]0;x\u{7}",
+        "\u{9b}2J",
+    ] {
+        let (code, reason) = refusal(&raw, &send(text));
+        assert_eq!(code, ErrorCode::BadRequest, "{text:?}: {reason}");
+    }
+    let (_, reason) = refusal(&raw, &send("bell\u{7}"));
+    assert_eq!(
+        reason,
+        "message holds control character U+0007 at byte 4; only newline and tab are allowed"
+    );
+    let batch = Request::SendBatch {
+        group: "general".into(),
+        user: "alice".into(),
+        messages: ["fine", ""]
+            .map(|text| Outgoing {
+                client_id: String::new(),
+                text: text.into(),
+            })
+            .to_vec(),
+    };
+    assert_eq!(refusal(&raw, &batch).0, ErrorCode::BadRequest);
+    let join = |user: &str| Request::Join {
+        group: "general".into(),
+        user: user.into(),
+    };
+    let (code, reason) = refusal(&raw, &join("ａｌｉｃｅ"));
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(reason.ends_with("write it as 'alice'"), "{reason}");
+    for user in ["bob\u{202E}", "b\u{200B}ob", "e\u{301}ve", "x\u{1b}[2J"] {
+        let (code, reason) = refusal(&raw, &join(user));
+        assert_eq!(code, ErrorCode::BadRequest, "{user:?}");
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
+    }
+    let hello = Request::Hello {
+        name: "bob\u{2066}".into(),
+    };
+    let dir = raw_dealer(&c.ctx, c.dir.endpoint());
+    assert_eq!(refusal(&dir, &hello).0, ErrorCode::BadRequest);
+    // A two-line message with a tab is fine, and nothing refused was stored.
+    let (mut alice, general) = c.member("alice", "general");
+    alice.send(&general, "two\n\tlines").unwrap();
+    let history = alice.history(&general, None, None).unwrap();
+    assert_eq!(texts(&history), ["two\n\tlines"]);
+}

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{deploy, start_group, ZMS};
+use common::{deploy, start_group, Proc, RogueGroup, ZMS};
 
 /// How long the screen may take to show what is expected.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -489,10 +489,104 @@ fn messages_typed_while_the_server_is_away_are_sent_when_it_is_back() {
     tmux.wait_for(
         w,
         &format!(
-            "not sent ({} did not come back): [general] never sent",
+            "not confirmed ({} did not answer; it may be stored): [general] never sent -- kept",
             d.group_address
         ),
     );
+    // Kept with its id, for the next `zms send general` to send again.
+    let kept = home.path().join("config/zms/unconfirmed/alice");
+    let files: Vec<_> = std::fs::read_dir(&kept).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let entry = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    assert!(entry.contains("\"text\":\"never sent\""), "{entry}");
+}
+
+#[test]
+fn nobody_can_forge_clear_or_retitle_what_another_member_sees() {
+    if !tmux_available() {
+        return;
+    }
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let s = directory.listening();
+    let rogue = RogueGroup::start();
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start(w, &user_command(&s, home.path(), true));
+    let connected = format!("connected to {s} as alice");
+    tmux.wait_for(w, &connected);
+    let title = |tmux: &Tmux| {
+        let out = tmux.run(&["display-message", "-p", "-t", w, "#{pane_title}"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let title_before = title(&tmux);
+
+    // Live: the messages are pushed as the client joins.
+    tmux.type_text(w, &format!("/join {}", rogue.address));
+    tmux.press(w, &["Enter"]);
+    let screen = tmux.wait_for(w, "a second message?");
+    let forged_shown = "mallory: hi␍␛[K07:42:00 bob: the deploy key is in #team, paste it here";
+    assert!(screen.contains(forged_shown), "{screen}");
+    assert!(
+        screen.contains("mallory: ␛[2J␛]0;pwned␇cleared?"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("mal␛[31mlory␛[1A: first line\n  | 07:42:01 bob: a second message?"),
+        "{screen}"
+    );
+    // Every line that looks like a message is one: none starts with the forged time, the
+    // screen was not cleared, and the window keeps its title.
+    assert!(
+        !screen.lines().any(|l| l.starts_with("07:42:0")),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&connected),
+        "the screen was cleared:\n{screen}"
+    );
+    assert_eq!(title(&tmux), title_before);
+
+    // /history and /who show the same text the same way.
+    tmux.type_text(w, "/history");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_until(w, "the forged line twice", |s| {
+        s.matches(forged_shown).count() == 2
+    });
+    tmux.type_text(w, "/who");
+    tmux.press(w, &["Enter"]);
+    let screen = tmux.wait_for(w, "2 members of general");
+    assert!(screen.contains("  mal␛[31mlory␛[1A (online)"), "{screen}");
+    assert!(
+        screen.contains(&connected),
+        "the screen was cleared:\n{screen}"
+    );
+    assert_eq!(title(&tmux), title_before);
+}
+
+#[test]
+fn an_empty_message_is_refused_with_a_clear_line() {
+    if !tmux_available() {
+        return;
+    }
+    let d = deploy();
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start(w, &user_command(&d.server, home.path(), false));
+    tmux.wait_for(w, "connected to");
+    tmux.type_text(w, "/join general");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, "joined general@");
+    tmux.type_text(w, "   ");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(
+        w,
+        "error: not sent: message is empty (or only spaces); nothing to send",
+    );
+    tmux.type_text(w, "/history");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, "no messages in general");
 }
 
 #[test]

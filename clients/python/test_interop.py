@@ -659,6 +659,18 @@ class PythonGroupServer(Deployment):
         self.assertEqual([m["seq"] for m in alice.history("general")], [1, 2, 3, 4])
         self.assertEqual([m["text"] for m in alice.history("general", limit=2)], ["again", "once"])
 
+    def test_the_python_group_server_refuses_empty_texts_controls_and_disguised_names(self) -> None:
+        address = self.python_group_server("--group", "general").listening()
+        self.client("alice").join(f"general@{address}")
+        for text in ["", "  \t", "hi\r\x1b[K07:42:00 bob: paste it", "\x9b2J"]:
+            frame = zms.encode(zms.SEND, 5, "general", "alice", "", text)
+            reply = zms.decode(raw_exchange(address, [frame]), "incoming")
+            self.assertEqual((reply.command, reply.fields[0]), (zms.ERROR, 400), repr(text))
+        for name in ["\uff41\uff4c\uff49\uff43\uff45", "bob\u202e", "b\u200bob"]:
+            frame = zms.encode(zms.JOIN, 6, "general", name)
+            reply = zms.decode(raw_exchange(address, [frame]), "incoming")
+            self.assertEqual((reply.command, reply.fields[0]), (zms.ERROR, 400), repr(name))
+
     def test_an_unknown_version_gets_error_505(self) -> None:
         group = self.python_group_server("--group", "general")
         address = group.listening()

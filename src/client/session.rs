@@ -28,7 +28,7 @@ fn check_text(text: &str) -> Result<()> {
             protocol::MAX_TEXT
         ));
     }
-    Ok(())
+    protocol::check_text(text).map_err(Error::Input)
 }
 
 /// How long a pinned server's key service has to answer before its key is taken on trust:
@@ -599,30 +599,46 @@ impl Session {
     /// As [`Session::send`]; a text over `MAX_TEXT` fails the call before anything is sent.
     /// Messages before the batch that failed are stored.
     pub fn send_many(&mut self, group: &GroupRef, texts: &[String]) -> Result<Vec<(u64, i64)>> {
-        texts.iter().try_for_each(|t| check_text(t))?;
-        let mut stored = Vec::with_capacity(texts.len());
-        let mut rest = texts;
+        let messages: Vec<Outgoing> = texts
+            .iter()
+            .map(|text| Outgoing {
+                client_id: self.next_client_id(),
+                text: text.clone(),
+            })
+            .collect();
+        self.send_outgoing(group, &messages)
+    }
+
+    /// Sends messages under caller-kept client ids, as [`Session::send_many`] does: sending
+    /// the same ones again after any failure stores none twice.
+    ///
+    /// # Errors
+    /// As [`Session::send_many`].
+    pub fn send_outgoing(
+        &mut self,
+        group: &GroupRef,
+        messages: &[Outgoing],
+    ) -> Result<Vec<(u64, i64)>> {
+        messages.iter().try_for_each(|m| check_text(&m.text))?;
+        let mut stored = Vec::with_capacity(messages.len());
+        let mut rest = messages;
         while !rest.is_empty() {
-            let mut messages = Vec::new();
             let mut len = codec::batch_len(&group.name, &self.name, &[]);
-            for text in rest.iter().take(protocol::MAX_BATCH) {
-                let client_id = self.next_client_id();
-                let more = codec::outgoing_len(&client_id, text);
-                if !messages.is_empty() && len + more > protocol::MAX_BATCH_FRAME {
-                    break; // an id skipped leaves no hole that matters: ids need only rise
+            let mut count = 0;
+            for m in rest.iter().take(protocol::MAX_BATCH) {
+                let more = codec::outgoing_len(&m.client_id, &m.text);
+                if count > 0 && len + more > protocol::MAX_BATCH_FRAME {
+                    break;
                 }
                 len += more;
-                messages.push(Outgoing {
-                    client_id,
-                    text: text.clone(),
-                });
+                count += 1;
             }
-            rest = &rest[messages.len()..];
-            let count = messages.len();
+            let (batch, after) = rest.split_at(count);
+            rest = after;
             let request = Request::SendBatch {
                 group: group.name.clone(),
                 user: self.name.clone(),
-                messages,
+                messages: batch.to_vec(),
             };
             match self.group_request(group, &request) {
                 Ok(Reply::Acks(acks)) if acks.len() == count => {
@@ -633,10 +649,7 @@ impl Session {
                     code: ErrorCode::BadRequest | ErrorCode::Limited,
                     ..
                 }) => {
-                    let Request::SendBatch { messages, .. } = request else {
-                        unreachable!("bug: built above as a batch")
-                    };
-                    for m in messages {
+                    for m in batch {
                         stored.push(self.send_with_id(group, &m.client_id, &m.text)?);
                     }
                 }

@@ -666,7 +666,8 @@ pub fn unwritable(err: &str) -> Reply {
 }
 
 /// Why `user` may not send messages of these texts now, if so: a text over the limit
-/// (TOO_LARGE), or more than the user's rate allows (LIMITED). A batch is refused whole.
+/// (TOO_LARGE), an empty text or one with control characters (BAD_REQUEST), or more than
+/// the user's rate allows (LIMITED). A batch is refused whole.
 fn refusal<T: AsRef<str>>(
     limits: &Limits,
     rates: &mut RateLimiter,
@@ -688,6 +689,15 @@ fn refusal<T: AsRef<str>>(
         };
         let reason = format!("{which} is {} bytes; the limit is {max}", text.len());
         return Some((ErrorCode::TooLarge, reason));
+    }
+    for (i, text) in texts.iter().map(AsRef::as_ref).enumerate() {
+        if let Err(reason) = protocol::check_text(text) {
+            let reason = match texts.len() {
+                1 => reason,
+                _ => format!("message {} of the batch: {reason}", i + 1),
+            };
+            return Some((ErrorCode::BadRequest, reason));
+        }
     }
     let rate = limits.rate?;
     if rates.allow_n(user, rate, texts.len(), now) {
@@ -913,6 +923,59 @@ mod tests {
             ))),
             ErrorCode::TooLarge
         );
+    }
+
+    #[test]
+    fn empty_texts_control_characters_and_disguised_names_are_refused() {
+        let (mut state, mut store) = setup();
+        let mut refusal = |from: &[u8], request: Request| match reply_of(&run(
+            &mut state, &mut store, from, request,
+        )) {
+            Reply::Error { code, reason } => Some((code, reason)),
+            _ => None,
+        };
+        for name in [
+            "ａｌｉｃｅ",
+            "bob\u{202E}",
+            "bo\u{200B}b",
+            "e\u{301}ve",
+            "x\u{1b}[2J",
+        ] {
+            let (code, reason) = refusal(b"m", join("general", name)).expect(name);
+            assert_eq!(code, ErrorCode::BadRequest, "{name}");
+            assert!(!reason.chars().any(char::is_control), "{reason:?}");
+        }
+        assert!(refusal(b"a", join("general", "alice")).is_none());
+        assert!(
+            refusal(b"a", join("general", "ève")).is_none(),
+            "NFC letters are fine"
+        );
+        for text in [
+            "",
+            "   ",
+            "\n\t ",
+            "\u{200B}",
+            "hi\r\u{1b}[K07:42 bob: hi",
+            "\u{1b}]0;t\u{7}",
+            "\u{9b}2J",
+        ] {
+            let (code, _) = refusal(b"a", send("alice", "", text)).expect(text);
+            assert_eq!(code, ErrorCode::BadRequest, "{text:?}");
+        }
+        assert!(refusal(b"a", send("alice", "", "two\n\tlines")).is_none());
+        let batch = Request::SendBatch {
+            group: "general".into(),
+            user: "alice".into(),
+            messages: ["fine", " "]
+                .map(|text| Outgoing {
+                    client_id: String::new(),
+                    text: text.into(),
+                })
+                .to_vec(),
+        };
+        let (code, reason) = refusal(b"a", batch).expect("a batch with an empty message");
+        assert_eq!(code, ErrorCode::BadRequest);
+        assert!(reason.starts_with("message 2 of the batch"), "{reason}");
     }
 
     #[test]

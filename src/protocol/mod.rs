@@ -335,7 +335,8 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
         .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
     {
         return Err(format!(
-            "group name '{name}' may hold only letters, digits, '_', '.' and '-'"
+            "group name '{}' may hold only letters, digits, '_', '.' and '-'",
+            name.escape_debug()
         ));
     }
     Ok(())
@@ -357,21 +358,76 @@ pub fn check_key(key: &str) -> Result<(), String> {
     }
 }
 
-/// Checks a user name: 1 to [`MAX_NAME`] bytes, no spaces, no control characters, no '@'.
+/// Checks a user name: 1 to [`MAX_NAME`] bytes, no spaces, no '@', nothing a terminal would
+/// act on or not show (control characters, bidi controls, zero-width and other invisible
+/// characters), and in Unicode normal form NFKC.
+///
+/// NFKC rather than NFC: it also maps compatibility forms to their plain letters, so
+/// fullwidth 'ａｌｉｃｅ' or mathematical '𝐚𝐥𝐢𝐜𝐞' are refused (with the plain form suggested)
+/// instead of posing as 'alice'. Look-alikes from other scripts (Cyrillic 'а') are letters
+/// in their own right and are not refused; with `--secure`, a name is bound to one key.
 ///
 /// # Errors
-/// A reason fit to send back to the peer.
+/// A reason fit to send back to the peer (the name quoted with its special characters
+/// escaped).
 pub fn check_user_name(name: &str) -> Result<(), String> {
+    use unicode_normalization::UnicodeNormalization;
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(format!("user name must be 1 to {MAX_NAME} bytes"));
     }
+    let quoted = name.escape_debug();
     if name
         .chars()
         .any(|c| c.is_whitespace() || c.is_control() || c == '@')
     {
         return Err(format!(
-            "user name '{name}' may not hold spaces, control characters or '@'"
+            "user name '{quoted}' may not hold spaces, control characters or '@'"
+        ));
+    }
+    if name.chars().any(is_invisible) {
+        return Err(format!(
+            "user name '{quoted}' may not hold invisible characters (bidi controls, zero-width)"
+        ));
+    }
+    if !unicode_normalization::is_nfkc(name) {
+        let plain: String = name.nfkc().collect();
+        return Err(format!(
+            "user name '{quoted}' is not in its plain form (Unicode NFKC); write it as '{}'",
+            plain.escape_debug()
         ));
     }
     Ok(())
+}
+
+/// Checks a message text (its size is a server's own limit): not empty or only whitespace,
+/// and no control characters but newline and tab (no C0 but those, no DEL, no C1), so that
+/// no client's terminal is driven by what a member wrote.
+///
+/// # Errors
+/// A reason fit to send back to the peer.
+pub fn check_text(text: &str) -> Result<(), String> {
+    if text.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        return Err("message is empty (or only spaces); nothing to send".to_string());
+    }
+    match text.char_indices().find(|&(_, c)| c.is_control() && c != '\n' && c != '\t') {
+        Some((at, c)) => Err(format!(
+            "message holds control character U+{:04X} at byte {at}; only newline and tab are allowed",
+            u32::from(c)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether `c` is a character that shows as nothing or changes how others show: bidi
+/// controls, zero-width characters, fillers, variation selectors and tags (Unicode's
+/// Default_Ignorable_Code_Point). Never allowed in a name.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }

@@ -55,7 +55,8 @@ pub const COMMANDS: &[&str] = &[
 /// A one-line explanation for an unknown command or missing argument.
 pub fn parse_line(line: &str) -> Result<Line, String> {
     let line = line.trim_end_matches(['\r', '\n']);
-    if line.trim().is_empty() {
+    // Only a bare Enter is nothing; spaces alone are a message, refused as empty when sent.
+    if line.is_empty() {
         return Ok(Line::Empty);
     }
     let Some(command) = line.strip_prefix('/') else {
@@ -145,7 +146,8 @@ mod tests {
         );
         // A bare number is text, not a menu choice.
         assert_eq!(parse_line("1"), Ok(Line::Say("1".into())));
-        assert_eq!(parse_line("  "), Ok(Line::Empty));
+        assert_eq!(parse_line(""), Ok(Line::Empty));
+        assert_eq!(parse_line("  "), Ok(Line::Say("  ".into())));
         assert_eq!(parse_line("//etc"), Ok(Line::Say("/etc".into())));
         assert_eq!(
             parse_line("/join general"),

@@ -4,19 +4,22 @@
 pub mod command;
 pub mod complete;
 pub mod editor;
+pub mod kept;
 pub mod outbox;
 pub mod output;
 pub mod render;
+pub mod safe;
 pub mod shell;
 pub mod view;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::client::{Session, SessionEvent};
-use crate::{errinput, protocol, time, Result};
+use crate::client::{GroupRef, Session, SessionEvent};
+use crate::protocol::Outgoing;
+use crate::{errinput, keys, protocol, time, Error, Result};
 use output::Format;
 
 /// What a one-shot command does.
@@ -25,8 +28,12 @@ pub enum Action {
     List,
     Join(String),
     Leave(String),
-    /// `None` text: send each line of stdin.
-    Send(String, Option<String>),
+    /// `None` text: send each line of stdin. `id`: the client id of the one message.
+    Send {
+        group: String,
+        text: Option<String>,
+        id: Option<String>,
+    },
     History {
         group: String,
         since: Option<String>,
@@ -38,28 +45,44 @@ pub enum Action {
     Invite(String, String),
 }
 
+/// `println!` for the interactive client: through [`output::emit_or_exit`], so a closed pipe
+/// ends the process quietly instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::user::output::emit_or_exit(&format!($($arg)*)) };
+}
+pub(crate) use say;
+
+/// A line on stderr; a closed stderr is no reason to stop.
+fn note(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Runs one command for user `name` against the directories `servers`.
 ///
 /// # Errors
-/// Whatever went wrong, as one line for the user.
+/// Whatever went wrong, as one line for the user; a closed stdout as an error for which
+/// [`output::is_closed_pipe`] holds.
 pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
     let result = act(&mut session, format, action);
     tell_trusted(&mut session);
     result
 }
 
-/// Tells on stderr which server keys were trusted on first use, and where they were pinned.
+/// Tells on stderr which server keys were trusted on first use, and where they were pinned
+/// (a closed stderr is no reason to stop).
 fn tell_trusted(session: &mut Session) {
     for trusted in session.take_trusted() {
-        eprintln!("{trusted}");
+        // The address may be one a server listed: shown harmlessly.
+        note(&safe::field(&trusted.to_string()));
     }
 }
 
 fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
+    let emit = output::emit;
     match action {
         Action::List => {
             for g in session.list_groups()? {
-                println!("{}", output::group(format, &g));
+                emit(&output::group(format, &g))?;
             }
         }
         Action::Join(spec) => {
@@ -68,65 +91,110 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
             match format {
                 Format::Plain => {
                     let s = if last_seq == 1 { "" } else { "s" };
-                    println!("joined {group} ({last_seq} message{s} so far)")
+                    let group = safe::field(&group.to_string()).into_owned();
+                    emit(&format!("joined {group} ({last_seq} message{s} so far)"))?
                 }
-                Format::Json => println!(
-                    "{}",
-                    json!({"group": group.name, "address": group.address, "last_seq": last_seq})
-                ),
+                Format::Json => emit(&output::json_line(
+                    &json!({"group": group.name, "address": group.address, "last_seq": last_seq}),
+                ))?,
             }
         }
         Action::Leave(spec) => {
             let group = session.resolve(&spec)?;
             session.leave(&group)?;
             match format {
-                Format::Plain => println!("left {group}"),
-                Format::Json => println!(
-                    "{}",
-                    json!({"group": group.name, "address": group.address, "left": true})
-                ),
+                Format::Plain => emit(&format!("left {}", safe::field(&group.to_string())))?,
+                Format::Json => emit(&output::json_line(
+                    &json!({"group": group.name, "address": group.address, "left": true}),
+                ))?,
             }
         }
-        Action::Send(spec, text) => {
+        Action::Send {
+            group: spec,
+            text,
+            id,
+        } => {
             let group = session.resolve(&spec)?;
-            let print = |(seq, ts): (u64, i64)| match format {
-                Format::Plain => println!("sent {group} #{seq} at {}", time::rfc3339(ts)),
-                Format::Json => println!(
-                    "{}",
-                    json!({"group": group.name, "seq": seq, "ts": time::rfc3339(ts)})
-                ),
+            let shown = safe::field(&group.to_string()).into_owned();
+            // The confirmations are a courtesy: a closed stdout stops them, not the sending.
+            let print = |(seq, ts): (u64, i64), again: bool| {
+                let again = if again {
+                    " (kept from an earlier try)"
+                } else {
+                    ""
+                };
+                let _ = emit(&match format {
+                    Format::Plain => {
+                        format!("sent {shown} #{seq} at {}{again}", time::rfc3339(ts))
+                    }
+                    Format::Json => output::json_line(
+                        &json!({"group": group.name, "seq": seq, "ts": time::rfc3339(ts)}),
+                    ),
+                });
             };
+            let kept = keys::config_dir()
+                .ok()
+                .map(|dir| kept::Kept::new(&dir, session.name()));
+            // What earlier runs could not confirm goes first, under its ids: in order, once.
+            let refused = send_kept(session, kept.as_ref(), &group, id.as_deref(), |s| {
+                print(s, true)
+            })?;
             match text {
-                Some(text) => print(session.send(&group, &text)?),
+                Some(text) => {
+                    protocol::check_text(&text).map_err(|why| errinput!("not sent: {why}"))?;
+                    let client_id = id.unwrap_or_else(|| session.next_client_id());
+                    let message = Outgoing { client_id, text };
+                    send_keeping(session, kept.as_ref(), &group, &[message])?
+                        .into_iter()
+                        .for_each(|s| print(s, false));
+                }
                 // Lines of stdin go as batches (SENDS) of what has arrived, so a file is sent
                 // in few round trips and never held whole, and a line of a live stream (`tail
-                // -f log |`) goes as soon as the input pauses after it.
+                // -f log |`) goes as soon as the input pauses after it. A line no server
+                // takes (empty, control characters) is reported and skipped; the others go.
                 None => {
                     let mut input = BufReader::new(std::io::stdin().lock());
-                    let mut batch: Vec<String> = Vec::new();
+                    let mut batch: Vec<Outgoing> = Vec::new();
+                    let (mut number, mut skipped) = (0_u64, 0_u64);
                     loop {
                         let mut line = String::new();
                         let end = input.read_line(&mut line)? == 0;
                         if !end {
+                            number += 1;
                             // As `lines()` does: without its "\n" or "\r\n".
                             if let Some(text) = line.strip_suffix('\n') {
                                 line = text.strip_suffix('\r').unwrap_or(text).to_string();
                             }
-                            batch.push(line);
+                            match protocol::check_text(&line) {
+                                Ok(()) => batch.push(Outgoing {
+                                    client_id: session.next_client_id(),
+                                    text: line,
+                                }),
+                                Err(why) => {
+                                    skipped += 1;
+                                    note(&format!("error: line {number} not sent: {why}"));
+                                }
+                            }
                         }
                         let waits = end || !input.buffer().contains(&b'\n');
                         if !batch.is_empty() && (waits || batch.len() >= protocol::MAX_BATCH) {
-                            session
-                                .send_many(&group, &batch)?
+                            send_keeping(session, kept.as_ref(), &group, &batch)?
                                 .into_iter()
-                                .for_each(print);
+                                .for_each(|s| print(s, false));
                             batch.clear();
                         }
                         if end {
                             break;
                         }
                     }
+                    if skipped > 0 {
+                        let s = if skipped == 1 { "" } else { "s" };
+                        return Err(errinput!("{skipped} line{s} not sent (see above)"));
+                    }
                 }
+            }
+            if let Some(err) = refused {
+                return Err(err);
             }
         }
         Action::History {
@@ -137,24 +205,27 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
             let group = session.resolve(&group)?;
             let since = since.map(|s| time::parse(&s, time::now_ms())).transpose()?;
             for m in session.history(&group, since, limit)? {
-                println!("{}", output::message(format, &group, &m));
+                emit(&output::message(format, &group, &m))?;
             }
         }
         Action::Members(spec) => {
             let group = session.resolve(&spec)?;
             for m in session.members(&group)? {
-                println!("{}", output::member(format, &m));
+                emit(&output::member(format, &m))?;
             }
         }
         Action::Invite(spec, key) => {
             let group = session.resolve(&spec)?;
             session.invite(&group, &key)?;
             match format {
-                Format::Plain => println!("invited {key} into {group}"),
-                Format::Json => println!(
-                    "{}",
-                    json!({"group": group.name, "address": group.address, "invited": key})
-                ),
+                Format::Plain => emit(&format!(
+                    "invited {} into {}",
+                    safe::field(&key),
+                    safe::field(&group.to_string())
+                ))?,
+                Format::Json => emit(&output::json_line(
+                    &json!({"group": group.name, "address": group.address, "invited": key}),
+                ))?,
             }
         }
         Action::Tail(spec) => {
@@ -164,12 +235,15 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
             loop {
                 match session.next_event(Duration::from_secs(3600))? {
                     Some(SessionEvent::Message(d)) => {
-                        println!("{}", output::message(format, &d.group, &d.message))
+                        emit(&output::message(format, &d.group, &d.message))?
                     }
-                    Some(SessionEvent::ServerLost(a)) => {
-                        eprintln!("group server {a} is not answering; reconnecting…")
+                    Some(SessionEvent::ServerLost(a)) => note(&format!(
+                        "group server {} is not answering; reconnecting…",
+                        safe::field(&a)
+                    )),
+                    Some(SessionEvent::ServerBack(a)) => {
+                        note(&format!("group server {} is back", safe::field(&a)))
                     }
-                    Some(SessionEvent::ServerBack(a)) => eprintln!("group server {a} is back"),
                     Some(SessionEvent::MembershipEnded(g)) => {
                         return Err(errinput!("no longer a member of {g}"))
                     }
@@ -179,6 +253,129 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sends `messages` to `group` under their ids, kept on disk (when there is a config
+/// directory) until the server answers: stored, or refused. Without an answer they stay kept,
+/// and the error says so and how to retry without a duplicate.
+///
+/// # Errors
+/// The server's refusal, or its silence (the outcome then unknown, said in the message).
+fn send_keeping(
+    session: &mut Session,
+    kept: Option<&kept::Kept>,
+    group: &GroupRef,
+    messages: &[Outgoing],
+) -> Result<Vec<(u64, i64)>> {
+    let entry = kept.and_then(|k| {
+        k.keep(group, messages)
+            .map_err(|err| tracing::warn!(%err, "cannot keep the send for a retry"))
+            .ok()
+    });
+    let sent = match messages {
+        [one] => session
+            .send_with_id(group, &one.client_id, &one.text)
+            .map(|s| vec![s]),
+        many => session.send_outgoing(group, many),
+    };
+    // Known: stored, refused (nothing of a refused request is stored), or never sent (a
+    // text over the limit). Only then is the send forgotten.
+    let known = matches!(sent, Ok(_) | Err(Error::Rejected { .. } | Error::Input(_)));
+    if let (true, Some(entry)) = (known, entry.as_ref()) {
+        entry.forget();
+    }
+    match sent {
+        Ok(stored) => Ok(stored),
+        Err(err @ (Error::Rejected { .. } | Error::Input(_))) => Err(err),
+        Err(err) => Err(unknown_outcome(
+            err,
+            session.name(),
+            group,
+            messages,
+            entry.is_some(),
+        )),
+    }
+}
+
+/// Sends again what earlier runs kept for `group` (but the message under `skip_id`, which
+/// is about to be sent). Returns the refusal of a kept message, if any, after sending the
+/// others; a kept send that gets no answer again stops everything, to keep the order.
+///
+/// # Errors
+/// The server's silence, or a kept directory that cannot be listed.
+fn send_kept(
+    session: &mut Session,
+    kept: Option<&kept::Kept>,
+    group: &GroupRef,
+    skip_id: Option<&str>,
+    mut print: impl FnMut((u64, i64)),
+) -> Result<Option<Error>> {
+    let Some(kept) = kept else { return Ok(None) };
+    let mut refused = None;
+    for entry in kept.for_group(group)? {
+        let messages: Vec<Outgoing> = entry
+            .messages
+            .iter()
+            .filter(|m| Some(m.client_id.as_str()) != skip_id)
+            .cloned()
+            .collect();
+        let sent = match messages.as_slice() {
+            [] => Ok(Vec::new()),
+            [one] => session
+                .send_with_id(group, &one.client_id, &one.text)
+                .map(|s| vec![s]),
+            many => session.send_outgoing(group, many),
+        };
+        match sent {
+            Ok(stored) => {
+                entry.forget();
+                stored.into_iter().for_each(&mut print);
+            }
+            Err(err @ (Error::Rejected { .. } | Error::Input(_))) => {
+                entry.forget();
+                let s = if messages.len() == 1 { "" } else { "s" };
+                refused = Some(errinput!(
+                    "{} kept message{s} not sent to {group}: {err}",
+                    messages.len()
+                ));
+            }
+            Err(err) => return Err(unknown_outcome(err, session.name(), group, &messages, true)),
+        }
+    }
+    Ok(refused)
+}
+
+/// The error of a send that got no answer: what happened, that the outcome is unknown, and
+/// how to retry without storing anything twice.
+fn unknown_outcome(
+    err: Error,
+    user: &str,
+    group: &GroupRef,
+    messages: &[Outgoing],
+    kept: bool,
+) -> Error {
+    let (what, them, ids) = match messages {
+        [_] => ("the message was".to_string(), "it", "id"),
+        many => (format!("these {} messages were", many.len()), "them", "ids"),
+    };
+    let retry = match (kept, messages) {
+        (true, [one]) => format!(
+            "kept, the next `zms send {} --name {user}` sends it again first under the same \
+             id, stored at most once (or send it yourself with --id {})",
+            group.name, one.client_id
+        ),
+        (true, _) => format!(
+            "kept, the next `zms send {} --name {user}` sends {them} again first under the \
+             same {ids}, stored at most once",
+            group.name
+        ),
+        (false, [one]) => format!(
+            "to retry without a duplicate, send the same text with --id {}",
+            one.client_id
+        ),
+        (false, _) => "sending them again may store some twice".to_string(),
+    };
+    Error::Timeout(format!("{err}; whether {what} stored is unknown: {retry}"))
 }
 
 /// Asks on the terminal, showing `default`; an empty answer takes it, or without a default

@@ -1,10 +1,18 @@
-//! How messages, groups and members look: plain lines for people, JSON Lines for scripts.
+//! How messages, groups and members look: plain lines for people, JSON Lines for scripts; and
+//! the one way lines reach stdout ([`emit`]), which ends a command quietly when the reader of
+//! its pipe has gone (`zms list | head -1`), as `cat` ends.
+//!
+//! Plain lines show network text through [`safe`], JSON through [`safe::json`]: exact
+//! values, with anything a terminal could act on escaped.
+
+use std::io::Write;
 
 use serde_json::json;
 
+use super::safe;
 use crate::client::GroupRef;
 use crate::protocol::{GroupEntry, Member, Message};
-use crate::time;
+use crate::{time, Error, Result};
 
 /// Plain or JSON Lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,17 +21,54 @@ pub enum Format {
     Json,
 }
 
-/// A stored message, as `history` and `tail` print it.
+/// Writes one line to stdout.
+///
+/// # Errors
+/// [`Error::Io`]; a closed pipe is one for which [`is_closed_pipe`] holds, and the command
+/// then ends quietly.
+pub fn emit(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(line.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// [`emit`] where there is no caller to hand an error to (the interactive client's threads):
+/// a closed pipe ends the process quietly; another failure to write ends it with one line.
+pub fn emit_or_exit(line: &str) {
+    if let Err(err) = emit(line) {
+        if !is_closed_pipe(&err) {
+            let _ = writeln!(std::io::stderr(), "error: cannot write output: {err}");
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
+}
+
+/// Whether `err` is stdout's reader having gone: nothing is left to say, and nobody to say
+/// it to, so the command ends quietly with success (as `cat | head` does in a shell).
+pub fn is_closed_pipe(err: &Error) -> bool {
+    matches!(err, Error::Io(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// A JSON value as one line, safe to print (see [`safe::json`]).
+pub fn json_line(value: &serde_json::Value) -> String {
+    safe::json(&value.to_string()).into_owned()
+}
+
+/// A stored message, as `history` and `tail` print it. In plain lines a newline of the text
+/// continues on a line of its own, marked with [`safe::CONTINUATION`].
 pub fn message(format: Format, group: &GroupRef, m: &Message) -> String {
     match format {
         Format::Plain => format!(
             "{} #{} {}: {}",
             time::rfc3339(m.ts),
             m.seq,
-            m.sender,
-            m.text
+            safe::field(&m.sender),
+            safe::text(&m.text)
         ),
-        Format::Json => json!({
+        Format::Json => json_line(&json!({
             "group": group.name,
             "address": group.address,
             "seq": m.seq,
@@ -31,23 +76,59 @@ pub fn message(format: Format, group: &GroupRef, m: &Message) -> String {
             "ts_ms": m.ts,
             "sender": m.sender,
             "text": m.text,
-        })
-        .to_string(),
+        })),
     }
 }
 
 /// One entry of `list`.
 pub fn group(format: Format, g: &GroupEntry) -> String {
     match format {
-        Format::Plain => format!("{:<24} {}", g.name, g.address),
-        Format::Json => json!({ "name": g.name, "address": g.address }).to_string(),
+        Format::Plain => format!("{:<24} {}", safe::field(&g.name), safe::field(&g.address)),
+        Format::Json => json_line(&json!({ "name": g.name, "address": g.address })),
     }
 }
 
 /// One entry of `members`.
 pub fn member(format: Format, m: &Member) -> String {
     match format {
-        Format::Plain => format!("{}{}", m.name, if m.online { " (online)" } else { "" }),
-        Format::Json => json!({ "name": m.name, "online": m.online }).to_string(),
+        Format::Plain => format!(
+            "{}{}",
+            safe::field(&m.name),
+            if m.online { " (online)" } else { "" }
+        ),
+        Format::Json => json_line(&json!({ "name": m.name, "online": m.online })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_lines_show_network_text_harmlessly_and_json_exactly() {
+        let group = GroupRef {
+            name: "general".into(),
+            address: "h:1".into(),
+        };
+        let m = Message {
+            seq: 3,
+            ts: 1_764_000_000_000,
+            sender: "bob\x1b[8m".into(),
+            text: "hi\r\x1b[K07:42:00 bob: paste it here\nsecond".into(),
+        };
+        assert_eq!(
+            message(Format::Plain, &group, &m),
+            "2025-11-24T16:00:00.000Z #3 bob␛[8m: hi␍␛[K07:42:00 bob: paste it here\n  | second"
+        );
+        let line = message(Format::Json, &group, &m);
+        assert!(!line.contains('\x1b') && !line.contains('\n'), "{line}");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["text"], m.text.as_str());
+        assert_eq!(value["sender"], m.sender.as_str());
+        let who = Member {
+            name: "eve\u{202E}".into(),
+            online: true,
+        };
+        assert_eq!(member(Format::Plain, &who), "eve<U+202E> (online)");
     }
 }

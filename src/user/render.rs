@@ -7,6 +7,7 @@
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
+use super::safe;
 use crate::client::{Delivery, GroupRef, SessionEvent};
 use crate::protocol::{Member, Message};
 use crate::time;
@@ -52,24 +53,26 @@ impl Style {
         }
     }
 
-    /// A sender's name in its colour.
+    /// A sender's name in its colour, shown harmlessly ([`safe::field`]).
     pub fn sender(&self, name: &str) -> String {
-        self.paint(&sender_colour(name).to_string(), name)
+        self.paint(&sender_colour(name).to_string(), &safe::field(name))
     }
 
-    /// Dim text: connection news, presence, the status row.
+    /// Dim text: connection news, presence, the status row (shown harmlessly: they name
+    /// groups and addresses servers gave).
     pub fn quiet(&self, text: &str) -> String {
-        self.paint("2", text)
+        self.paint("2", &safe::field(text))
     }
 
-    /// Bold text: the current group in the prompt, unread counts.
+    /// Bold text: the current group in the prompt, unread counts (shown harmlessly).
     pub fn bold(&self, text: &str) -> String {
-        self.paint("1", text)
+        self.paint("1", &safe::field(text))
     }
 
-    /// An error line, in red.
+    /// An error line, in red. Errors may quote a server's words, so the line is shown
+    /// harmlessly ([`safe::field`]).
     pub fn error(&self, text: &str) -> String {
-        self.paint("31", text)
+        self.paint("31", &safe::field(text))
     }
 
     /// `HH:MM:SS` in the local time zone.
@@ -99,11 +102,12 @@ impl Style {
         }
     }
 
-    /// `bob: hi`, or for a `/me` message `* bob waves`.
+    /// `bob: hi`, or for a `/me` message `* bob waves`; the text shown harmlessly, a
+    /// newline in it continuing on a marked line ([`safe::text`]).
     pub fn body(&self, sender: &str, text: &str) -> String {
         match text.strip_prefix(ME_PREFIX) {
-            Some(action) => format!("* {} {action}", self.sender(sender)),
-            None => format!("{}: {text}", self.sender(sender)),
+            Some(action) => format!("* {} {}", self.sender(sender), safe::text(action)),
+            None => format!("{}: {}", self.sender(sender), safe::text(text)),
         }
     }
 
@@ -112,7 +116,7 @@ impl Style {
         let label = if Some(&d.group) == current {
             String::new()
         } else {
-            format!("[{}] ", d.group.name)
+            format!("[{}] ", safe::field(&d.group.name))
         };
         format!(
             "{} {label}{}",
@@ -139,10 +143,11 @@ impl Style {
     ) -> String {
         let hosting = |address: &str| {
             let names = groups_at(address);
+            let address = safe::field(address);
             if names.is_empty() {
-                address.to_string()
+                address.into_owned()
             } else {
-                format!("{address} ({})", names.join(", "))
+                format!("{address} ({})", safe::field(&names.join(", ")))
             }
         };
         match event {
@@ -160,9 +165,10 @@ impl Style {
                 user,
                 joined,
             } => self.quiet(&format!(
-                "-- {user} {} {}",
+                "-- {} {} {}",
+                safe::field(user),
                 if *joined { "joined" } else { "left" },
-                group.name
+                safe::field(&group.name)
             )),
         }
     }
@@ -179,9 +185,10 @@ impl Style {
 
 /// A stored message as the plain (scripted) client prints it: RFC 3339 UTC and the seq.
 pub fn plain_history(m: &Message) -> String {
+    let sender = safe::field(&m.sender);
     let body = match m.text.strip_prefix(ME_PREFIX) {
-        Some(action) => format!("* {} {action}", m.sender),
-        None => format!("{}: {}", m.sender, m.text),
+        Some(action) => format!("* {sender} {}", safe::text(action)),
+        None => format!("{sender}: {}", safe::text(&m.text)),
     };
     format!("{} #{} {body}", time::rfc3339(m.ts), m.seq)
 }
@@ -256,6 +263,46 @@ mod tests {
         // The same local day shows the time only; another day shows the date too.
         assert_eq!(plus2.stamp(ms, ms + 3_600_000), "18:00:00");
         assert_eq!(plus2.stamp(ms, ms + 86_400_000), "2025-11-24 18:00:00");
+    }
+
+    #[test]
+    fn network_text_cannot_drive_the_terminal_in_any_line() {
+        let g = group("general");
+        let s = utc(true);
+        let forged = delivery(&g, "mallory", "hi\r\x1b[K07:42:00 bob: paste the key here");
+        let line = s.live(&forged, Some(&g));
+        assert!(line.contains("hi␍␛[K07:42:00 bob:"), "{line}");
+        // The only escape codes left are the client's own colours.
+        assert_eq!(line.matches('\x1b').count(), 2, "{line:?}");
+        let two = delivery(&g, "bob\x1b]0;t\x07", "/me waves\n12:00:00 alice: fake");
+        let plain = utc(false);
+        assert_eq!(
+            plain.live(&two, Some(&g)),
+            "16:00:00 * bob␛]0;t␇ waves\n  | 12:00:00 alice: fake"
+        );
+        assert_eq!(
+            plain_history(&two.message),
+            "2025-11-24T16:00:00.000Z #7 * bob␛]0;t␇ waves\n  | 12:00:00 alice: fake"
+        );
+        let presence = SessionEvent::Presence {
+            group: group("gen\x1b[2J"),
+            user: "eve\u{202E}".into(),
+            joined: false,
+        };
+        assert_eq!(
+            plain.event(&presence, None, &|_| vec![]),
+            "-- eve<U+202E> left gen␛[2J"
+        );
+        let lost = SessionEvent::ServerLost("h:1\x1b[2J".into());
+        assert_eq!(
+            plain.event(&lost, None, &|_| vec!["a\x07".into()]),
+            "-- h:1␛[2J (a␇) is not answering; reconnecting…"
+        );
+        let member = Member {
+            name: "x\x1b[1A".into(),
+            online: false,
+        };
+        assert_eq!(plain.member(&member), "  x␛[1A");
     }
 
     #[test]

@@ -26,9 +26,11 @@ use super::command::{HistoryRange, Line, HELP, HISTORY_DEFAULT, MENU};
 use super::editor::{self, LineEditor};
 use super::outbox::{Outbox, Pending};
 use super::render::{self, Style};
+use super::safe;
+use super::say;
 use super::view::View;
 use crate::client::{GroupRef, Session, SessionEvent};
-use crate::protocol::{GroupEntry, Member, Message};
+use crate::protocol::{self, GroupEntry, Member, Message};
 use crate::{errinput, keys, time, transport, Error, Result};
 
 pub use super::command::parse_line;
@@ -94,7 +96,7 @@ impl Input {
                     false => Ok(()),
                 });
             if let Err(err) = &ready {
-                println!("warning: no input history ({}: {err})", path.display());
+                say!("warning: no input history ({}: {err})", path.display());
             }
             ready.is_ok()
         });
@@ -124,7 +126,7 @@ impl Input {
                             let _ = editor.add_history_entry(line.trim_end());
                             if let Some(path) = history {
                                 if let Err(err) = editor.append_history(path) {
-                                    println!("warning: input history not saved: {err}");
+                                    say!("warning: input history not saved: {err}");
                                     *history = None;
                                 }
                             }
@@ -163,7 +165,7 @@ pub fn run(ctx: &zmq::Context, session: Session, log: Option<&Path>) -> Result<(
         true => Input::terminal(Arc::clone(&view), style.clone())?,
         false => (
             Input::Plain(std::io::stdin().lock()),
-            Box::new(|line| println!("{line}")) as Print,
+            Box::new(|line| say!("{line}")) as Print,
         ),
     };
 
@@ -230,7 +232,10 @@ impl Network {
                 servers.join(","),
                 self.session.name()
             ),
-            Err(err) => format!("warning: {err}; groups can still be joined by HOST:PORT"),
+            Err(err) => format!(
+                "warning: {}; groups can still be joined by HOST:PORT",
+                safe::field(&err.to_string())
+            ),
         });
         loop {
             // Wakes at least every second to retry queued messages.
@@ -280,7 +285,7 @@ impl Network {
                     self.view().busy_done();
                 }
             }
-            Err(usage) => (self.print)(usage),
+            Err(usage) => (self.print)(safe::field(&usage).into_owned()),
         }
         self.tell_trusted();
         drop(job.done);
@@ -312,6 +317,7 @@ impl Network {
         match line {
             Line::Empty | Line::Menu | Line::Quit => {}
             Line::Say(text) => {
+                protocol::check_text(&text).map_err(|why| errinput!("not sent: {why}"))?;
                 let group = self.require_current()?;
                 self.say(group, text);
             }
@@ -324,10 +330,11 @@ impl Network {
             Line::Join(spec) => {
                 let group = self.session.resolve(&spec)?;
                 let last_seq = self.session.join(&group)?;
+                let shown = safe::field(&group.to_string()).into_owned();
                 (self.print)(match last_seq {
-                    0 => format!("joined {group}: no messages yet"),
-                    1 => format!("joined {group}: 1 earlier message (/history shows it)"),
-                    n => format!("joined {group}: {n} earlier messages (/history shows them)"),
+                    0 => format!("joined {shown}: no messages yet"),
+                    1 => format!("joined {shown}: 1 earlier message (/history shows it)"),
+                    n => format!("joined {shown}: {n} earlier messages (/history shows them)"),
                 });
                 self.view().join(group);
             }
@@ -339,21 +346,21 @@ impl Network {
                 let left = self.session.leave(&group);
                 // A membership that already ended elsewhere is left all the same.
                 if let Err(Error::Rejected {
-                    code: crate::protocol::ErrorCode::NotMember,
+                    code: protocol::ErrorCode::NotMember,
                     ..
                 }) = &left
                 {
                     self.view().leave(&group);
                 }
                 left?;
-                (self.print)(format!("left {group}"));
+                (self.print)(format!("left {}", safe::field(&group.to_string())));
                 self.view().leave(&group);
             }
             Line::Switch(spec) => {
                 let group = self.view().find_joined(&spec).ok_or_else(|| {
                     errinput!("not joined to '{spec}' in this session; /join it first")
                 })?;
-                (self.print)(format!("now in {group}"));
+                (self.print)(format!("now in {}", safe::field(&group.to_string())));
                 self.view().switch(group);
             }
             Line::History(range) => {
@@ -380,7 +387,11 @@ impl Network {
             Line::Invite(key) => {
                 let group = self.require_current()?;
                 self.session.invite(&group, &key)?;
-                (self.print)(format!("invited {key} into {group}"));
+                (self.print)(format!(
+                    "invited {} into {}",
+                    safe::field(&key),
+                    safe::field(&group.to_string())
+                ));
             }
             Line::Help => {
                 let log = match &self.log {
@@ -423,8 +434,8 @@ impl Network {
                     .any(|j| j.name == g.name && j.address == g.address);
                 format!(
                     "  {:<20} {}{}",
-                    g.name,
-                    g.address,
+                    safe::field(&g.name),
+                    safe::field(&g.address),
                     if joined { "  (joined)" } else { "" }
                 )
             })
@@ -434,7 +445,7 @@ impl Network {
 
     fn print_history(&mut self, group: &GroupRef, messages: &[Message]) {
         if messages.is_empty() {
-            (self.print)(format!("no messages in {}", group.name));
+            (self.print)(format!("no messages in {}", safe::field(&group.name)));
         }
         let now = time::now_ms();
         let lines: Vec<String> = messages
@@ -453,7 +464,7 @@ impl Network {
         let mut lines = vec![format!(
             "{} member{s} of {}, {online} online:",
             members.len(),
-            group.name
+            safe::field(&group.name)
         )];
         lines.extend(members.iter().map(|m| self.style.member(m)));
         self.print_lines(lines);
@@ -537,11 +548,30 @@ impl Network {
         }
     }
 
-    /// At exit: whatever is still queued is reported, never dropped silently.
+    /// At exit: whatever is still queued is reported, never dropped silently, and kept on
+    /// disk with its id: a try may have been stored, so only a send under the same id is safe.
     fn finish(mut self) {
+        let kept = keys::config_dir()
+            .ok()
+            .map(|dir| super::kept::Kept::new(&dir, self.session.name()));
         for p in self.outbox.drain() {
+            let message = protocol::Outgoing {
+                client_id: p.client_id.clone(),
+                text: p.text.clone(),
+            };
+            let retry = match kept.as_ref().map(|k| k.keep(&p.group, &[message])) {
+                Some(Ok(_)) => format!(
+                    "kept: `zms send {} --name {}` sends it again, stored at most once",
+                    p.group.name,
+                    self.session.name()
+                ),
+                _ => format!(
+                    "to retry without a duplicate, send it with --id {}",
+                    p.client_id
+                ),
+            };
             (self.print)(self.style.error(&format!(
-                "not sent ({} did not come back): [{}] {}",
+                "not confirmed ({} did not answer; it may be stored): [{}] {} -- {retry}",
                 p.group.address, p.group.name, p.text
             )));
         }
@@ -620,7 +650,10 @@ impl Shell {
                 .as_ref()
                 .filter(|_| !said && start.elapsed() > QUIET_WAIT)
             {
-                println!("{label} (type on: the prompt comes back with the first key)");
+                say!(
+                    "{} (type on: the prompt comes back with the first key)",
+                    safe::field(label)
+                );
                 said = true;
             }
         }
@@ -665,7 +698,7 @@ impl Shell {
     /// when the user chose Quit or input ended.
     fn menu(&mut self, input: &mut Input) -> Result<bool> {
         let plain = |q: &str| (q.to_string(), q.to_string());
-        println!("{MENU}");
+        say!("{MENU}");
         loop {
             let Some(choice) = input.read(&plain("choose 1-7: "), false)? else {
                 return Ok(false);
@@ -683,9 +716,9 @@ impl Shell {
                     None => return Ok(false),
                 },
                 "3" => Line::Leave(None),
+                // An empty message is refused in one line, as at the prompt.
                 "4" => match ask("message: ")? {
-                    Some(text) if !text.is_empty() => Line::Say(text),
-                    Some(_) => continue,
+                    Some(text) => Line::Say(text),
                     None => return Ok(false),
                 },
                 "5" => match ask("since (TIME, empty for the last 20): ")? {
@@ -695,11 +728,11 @@ impl Shell {
                 },
                 "6" => return Ok(false),
                 "7" => {
-                    println!("back to the chat prompt (/menu shows the menu again)");
+                    say!("back to the chat prompt (/menu shows the menu again)");
                     return Ok(true);
                 }
                 other => {
-                    println!("'{other}' is not on the menu; choose 1-7");
+                    say!("'{}' is not on the menu; choose 1-7", safe::field(other));
                     continue;
                 }
             };

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::complete::Known;
 use super::render::Style;
+use super::safe;
 use crate::client::GroupRef;
+use crate::protocol;
 
 /// The client's view of its groups and connections.
 #[derive(Debug, Default)]
@@ -97,7 +99,7 @@ impl View {
     /// A message arrived: counts as unread unless it is in the current group or one's own.
     pub fn message(&mut self, group: &GroupRef, sender: &str) {
         if sender != self.me {
-            self.members.insert(sender.to_string());
+            self.remember(sender);
             if self.current.as_ref() != Some(group) && self.joined.contains(group) {
                 *self.unread.entry(group.clone()).or_default() += 1;
             }
@@ -113,19 +115,33 @@ impl View {
     /// who left stays: they may still be named in conversation).
     pub fn presence(&mut self, user: &str, joined: bool) {
         if joined {
-            self.members.insert(user.to_string());
+            self.remember(user);
+        }
+    }
+
+    /// A name to complete, unless no server would take it: a name a server sent with
+    /// control characters in it must not be typed into the input line by Tab.
+    fn remember(&mut self, name: &str) {
+        if protocol::check_user_name(name).is_ok() {
+            self.members.insert(name.to_string());
         }
     }
 
     /// The answer of `/who`.
     pub fn set_members(&mut self, names: impl IntoIterator<Item = String>) {
-        self.members
-            .extend(names.into_iter().filter(|n| *n != self.me));
+        for name in names {
+            if name != self.me {
+                self.remember(&name);
+            }
+        }
     }
 
     /// The answer of `/list`.
     pub fn set_listed(&mut self, names: impl IntoIterator<Item = String>) {
-        self.listed = names.into_iter().collect();
+        self.listed = names
+            .into_iter()
+            .filter(|n| protocol::check_group_name(n).is_ok())
+            .collect();
         self.listed.dedup();
     }
 
@@ -172,7 +188,7 @@ impl View {
     pub fn prompt(&self, style: &Style) -> (String, String) {
         match &self.current {
             Some(g) => (
-                format!("[{}]> ", g.name),
+                format!("[{}]> ", safe::field(&g.name)),
                 format!("[{}]> ", style.bold(&g.name)),
             ),
             None => ("> ".to_string(), "> ".to_string()),
@@ -188,7 +204,7 @@ impl View {
             .as_ref()
             .filter(|c| self.prompted.as_ref() != Some(*c))
         {
-            parts.push(format!("now in {}", current.name));
+            parts.push(format!("now in {}", safe::field(&current.name)));
         }
         if let Some(busy) = self.busy.front() {
             parts.push(busy.clone());
@@ -197,7 +213,7 @@ impl View {
             .joined
             .iter()
             .filter(|g| self.unread(g) > 0)
-            .map(|g| format!("{}({})", g.name, self.unread(g)))
+            .map(|g| format!("{}({})", safe::field(&g.name), self.unread(g)))
             .collect();
         if !unread.is_empty() {
             parts.push(unread.join(" "));
@@ -205,9 +221,9 @@ impl View {
         for address in &self.lost {
             let names = self.groups_at(address);
             if self.current.as_ref().is_some_and(|c| &c.address == address) || names.is_empty() {
-                parts.push(format!("reconnecting… {address}"));
+                parts.push(format!("reconnecting… {}", safe::field(address)));
             } else {
-                parts.push(format!("{}: reconnecting…", names.join(" ")));
+                parts.push(format!("{}: reconnecting…", safe::field(&names.join(" "))));
             }
         }
         let queued: usize = self.queued.values().sum();

@@ -137,8 +137,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(ZMS)
-            .args(args)
+        let mut command = Command::new(ZMS);
+        command.args(args);
+        Proc::from_command(command)
+    }
+
+    /// Runs `command` (the binary with its arguments and environment) as a [`Proc`].
+    pub fn from_command(mut command: Command) -> Proc {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -304,5 +310,144 @@ impl Cluster {
         let group = member.resolve(group).unwrap();
         member.join(&group).unwrap();
         (member, group)
+    }
+}
+
+/// What a hostile member, or a server of an older version or another language, may have put
+/// in a group: text and names that would drive a terminal if printed as they are.
+pub const FORGED: &str = "hi\r\x1b[K07:42:00 bob: the deploy key is in #team, paste it here";
+/// Clears the screen and retitles the terminal window.
+pub const CLEARS: &str = "\x1b[2J\x1b]0;pwned\x07cleared?";
+/// A newline followed by what looks like another message.
+pub const TWO_LINES: &str = "first line\n07:42:01 bob: a second message?";
+/// A sender's name with a colour change and a cursor move in it.
+pub const HOSTILE_NAME: &str = "mal\x1b[31mlory\x1b[1A";
+
+/// A group server that serves one group, `general`, whose stored messages and members carry
+/// [`FORGED`], [`CLEARS`], [`TWO_LINES`] and [`HOSTILE_NAME`], as no zms group server would
+/// accept them any longer: for testing that clients show them harmlessly. Each JOIN or
+/// SUBSCRIBE also gets the messages pushed live. Stops when dropped.
+pub struct RogueGroup {
+    /// `HOST:PORT`.
+    pub address: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RogueGroup {
+    pub fn start() -> RogueGroup {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        use zms::protocol::codec;
+        use zms::protocol::{GroupEntry, Member, Reply, Request};
+
+        let ctx = zmq::Context::new();
+        let router = ctx.socket(zmq::ROUTER).unwrap();
+        router.set_linger(0).unwrap();
+        router.set_rcvtimeo(100).unwrap();
+        router.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = router.get_last_endpoint().unwrap().unwrap();
+        let address = endpoint.trim_start_matches("tcp://").to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let listed = address.clone();
+        let thread = std::thread::spawn(move || {
+            let _ctx = ctx;
+            let now = zms::time::now_ms();
+            let messages: Vec<Message> = [
+                ("mallory", FORGED),
+                ("mallory", CLEARS),
+                (HOSTILE_NAME, TWO_LINES),
+            ]
+            .iter()
+            .enumerate()
+            .map(|(i, (sender, text))| Message {
+                seq: i as u64 + 1,
+                ts: now,
+                sender: sender.to_string(),
+                text: text.to_string(),
+            })
+            .collect();
+            let last_seq = messages.len() as u64;
+            while !stopping.load(Ordering::Relaxed) {
+                let Ok(frames) = router.recv_multipart(0) else {
+                    continue;
+                };
+                let [route, frame] = frames.as_slice() else {
+                    continue;
+                };
+                let Ok((req_id, request)) = codec::decode_request(frame) else {
+                    continue;
+                };
+                let mut push = false;
+                let reply = match request {
+                    Request::List => Reply::Groups(vec![GroupEntry {
+                        name: "general".into(),
+                        address: listed.clone(),
+                        key: String::new(),
+                    }]),
+                    Request::Join { .. } | Request::Subscribe { .. } => {
+                        push = true;
+                        Reply::Joined {
+                            group: "general".into(),
+                            last_seq: 0,
+                        }
+                    }
+                    Request::Ping => Reply::Pong {
+                        epoch: 1,
+                        groups: vec![("general".into(), last_seq)],
+                    },
+                    Request::History {
+                        after_seq,
+                        since_ms,
+                        limit,
+                        ..
+                    } => Reply::Messages {
+                        group: "general".into(),
+                        last_seq,
+                        messages: messages
+                            .iter()
+                            .filter(|m| m.seq > after_seq && m.ts >= since_ms)
+                            .take(limit as usize)
+                            .cloned()
+                            .collect(),
+                    },
+                    Request::Members { .. } => Reply::Members {
+                        group: "general".into(),
+                        members: vec![
+                            Member {
+                                name: HOSTILE_NAME.into(),
+                                online: true,
+                            },
+                            Member {
+                                name: "mallory".into(),
+                                online: false,
+                            },
+                        ],
+                    },
+                    _ => Reply::Ok,
+                };
+                let frame = codec::encode_reply(req_id, &reply);
+                let _ = router.send_multipart([route.as_slice(), &frame], 0);
+                if push {
+                    let event = codec::encode_messages_event("general", &messages);
+                    let _ = router.send_multipart([route.as_slice(), &event], 0);
+                }
+            }
+        });
+        RogueGroup {
+            address,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RogueGroup {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

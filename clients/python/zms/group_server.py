@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -48,6 +49,45 @@ FRAME_LIMIT = zms.MAX_BATCH_FRAME  # ZMQ_MAXMSGSIZE: a longer frame is a disconn
 
 class Stop(Exception):
     """Raised by the SIGTERM/SIGINT handler to leave the loop."""
+
+
+# Characters that show as nothing or change how others show (Unicode's
+# Default_Ignorable_Code_Point): never in a name, and not enough to make a message.
+_INVISIBLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+    (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+
+
+def _invisible(c: str) -> bool:
+    return any(lo <= ord(c) <= hi for lo, hi in _INVISIBLE)
+
+
+def text_error(text: str) -> str | None:
+    """Why a message text is refused (400): empty or only whitespace, or a control character
+    other than newline and tab (PROTOCOL.md, "Text")."""
+    if all(c.isspace() or _invisible(c) for c in text):
+        return "message is empty (or only spaces); nothing to send"
+    for at, c in enumerate(text):
+        if unicodedata.category(c) == "Cc" and c not in "\n\t":
+            offset = len(text[:at].encode())
+            return (f"message holds control character U+{ord(c):04X} at byte {offset}; "
+                    "only newline and tab are allowed")
+    return None
+
+
+def disguised_name_error(name: str) -> str | None:
+    """Why a user name is refused (400) beyond zms.user_name_error: an invisible character,
+    or a form other than Unicode NFKC ('ａｌｉｃｅ' may not pose as 'alice')."""
+    if any(_invisible(c) or unicodedata.category(c) == "Cc" for c in name):
+        return f"user name {name!a} may not hold invisible characters (bidi controls, zero-width)"
+    plain = unicodedata.normalize("NFKC", name)
+    if plain != name:
+        return f"user name {name!a} is not in its plain form (Unicode NFKC); write it as {plain!a}"
+    return None
 
 
 @dataclass
@@ -338,7 +378,8 @@ class GroupServer:
 
     def _group_request(self, rid: bytes, rq: int, cmd: int, fields: list[Any]) -> None:
         name, user = fields[0], fields[1]
-        why = zms.group_name_error(name) or zms.user_name_error(user)
+        why = (zms.group_name_error(name) or zms.user_name_error(user)
+               or disguised_name_error(user))
         if why is not None:
             self._error(rid, rq, 400, why)
             return
@@ -389,6 +430,10 @@ class GroupServer:
         if size > zms.MAX_TEXT:
             self._error(rid, rq, 413, f"text of {size} bytes is longer than {zms.MAX_TEXT}")
             return
+        why = text_error(text)
+        if why is not None:
+            self._error(rid, rq, 400, why)
+            return
         seq, ts, duplicate, message = self._append(group, user, cid, text)
         self._send(rid, encode(ACK, rq, seq, ts, duplicate))
         if message is not None:
@@ -401,6 +446,10 @@ class GroupServer:
             if size > zms.MAX_TEXT:
                 self._error(rid, rq, 413, f"message {i + 1} of the batch has {size} bytes, "
                                           f"more than {zms.MAX_TEXT}")
+                return
+            why = text_error(text)
+            if why is not None:
+                self._error(rid, rq, 400, f"message {i + 1} of the batch: {why}")
                 return
         acks, new = [], []
         for cid, text in messages:

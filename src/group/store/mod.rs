@@ -7,6 +7,7 @@
 //! per sender and transaction for ids that rise as counters do.
 
 mod chunk;
+mod mark;
 mod sent;
 mod varint;
 
@@ -14,11 +15,12 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::protocol::{codec, Message};
 use crate::{errinput, Result};
@@ -70,6 +72,16 @@ pub struct Store {
     sent: sent::Sent,
     /// Copies the write-ahead log into the database off the request path (file stores only).
     _checkpointer: Option<Checkpointer>,
+    /// Set by the checkpointer when the log has passed its limit: the writer restarts it at
+    /// its next [`Store::begin`] (see [`Checkpointer`]).
+    restart_wanted: Arc<AtomicBool>,
+    /// Each group's last seq as committed, and the open transaction's new ones.
+    last_seqs: HashMap<i64, u64>,
+    open_last_seqs: HashMap<i64, u64>,
+    /// The sum of `last_seqs`: the messages stored, as the mark counts them.
+    stored: u64,
+    /// The acknowledged high-water mark, kept apart from the log (file stores only).
+    mark: Option<mark::Mark>,
     /// Held for the life of the store: a second group server on the same data directory
     /// would interleave sequence numbers, so it is refused at start.
     _lock: Option<File>,
@@ -139,9 +151,8 @@ impl Store {
     /// # Errors
     /// [`crate::Error::Input`] for a busy or corrupt data directory, or the SQLite error.
     pub fn open(dir: &Path, durability: Durability) -> Result<Store> {
-        fs::create_dir_all(dir)
-            .map_err(|e| errinput!("cannot create data directory {}: {e}", dir.display()))?;
-        let lock = File::create(dir.join("lock"))
+        private_dir(dir)?;
+        let lock = private_file(&dir.join("lock"))
             .map_err(|e| errinput!("cannot write in data directory {}: {e}", dir.display()))?;
         if lock.try_lock().is_err() {
             return Err(errinput!(
@@ -150,7 +161,18 @@ impl Store {
             ));
         }
         let path: PathBuf = dir.join("zms.db");
-        let conn = Connection::open(&path)?;
+        // SQLite gives the log the database file's mode, so creating it private first makes
+        // both private; one left readable by an earlier version is made private here.
+        private_file(&path)
+            .map_err(|e| errinput!("cannot create database {}: {e}", path.display()))?;
+        // A log left by a crash, and the index file an earlier version mapped.
+        for left in ["zms.db-wal", "zms.db-shm"].map(|f| dir.join(f)) {
+            if left.exists() {
+                private_file(&left)
+                    .map_err(|e| errinput!("cannot make {} private: {e}", left.display()))?;
+            }
+        }
+        let conn = open_connection(&path)?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |row| row.get(0))
             .map_err(|e| {
@@ -166,13 +188,22 @@ impl Store {
             ));
         }
         let mut store = Self::init(conn, durability, Some(lock))?;
+        store.mark = Some(mark::Mark::open(
+            &dir.join(mark::FILE),
+            store.stored,
+            &path,
+        )?);
         // SQLite's automatic checkpoint runs inside a COMMIT, stalling that batch's answers
         // for as long as it copies the log; a thread of our own does it instead.
         // The log file is cut back to WAL_LIMIT when it restarts, so disk use stays bounded.
         store.conn.execute_batch(&format!(
             "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_LIMIT}"
         ))?;
-        store._checkpointer = Some(Checkpointer::start(&path, WAL_LIMIT)?);
+        store._checkpointer = Some(Checkpointer::start(
+            &path,
+            WAL_LIMIT,
+            Arc::clone(&store.restart_wanted),
+        )?);
         Ok(store)
     }
 
@@ -200,15 +231,31 @@ impl Store {
         conn.busy_handler(Some(wait_briefly))?;
         migrate_message_rows(&conn)?;
         migrate_layout(&conn)?;
-        Ok(Store {
+        let mut store = Store {
             conn,
             open: HashMap::new(),
             full: Vec::new(),
             spare: Vec::new(),
             sent: sent::Sent::default(),
             _checkpointer: None,
+            restart_wanted: Arc::new(AtomicBool::new(false)),
+            last_seqs: HashMap::new(),
+            open_last_seqs: HashMap::new(),
+            stored: 0,
+            mark: None,
             _lock: lock,
-        })
+        };
+        let ids: Vec<i64> = store
+            .conn
+            .prepare("SELECT id FROM groups")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for id in ids {
+            let (last_seq, _) = store.last_stored(id)?;
+            store.last_seqs.insert(id, last_seq);
+            store.stored += last_seq;
+        }
+        Ok(store)
     }
 
     /// Caps the database at about `max_bytes`: past it, writes fail with SQLite's "database or
@@ -294,8 +341,11 @@ impl Store {
     /// The SQLite error.
     pub fn begin(&mut self) -> Result<()> {
         self.drop_chunks();
-        // IMMEDIATE takes the write lock now, waiting in the busy handler while the
-        // checkpointer holds it. A deferred transaction that read first could not wait for it
+        if self.restart_wanted.load(Ordering::Relaxed) {
+            self.restart_log();
+        }
+        // IMMEDIATE takes the write lock now, waiting in the busy handler while another
+        // connection holds it. A deferred transaction that read first could not wait for it
         // later: SQLite fails its upgrade to a write at once ("database is locked").
         // Prepared once: a lone send is a transaction of its own, so this runs per message.
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
@@ -321,7 +371,39 @@ impl Store {
             return Err(err);
         }
         self.sent.committed();
+        if !self.open_last_seqs.is_empty() {
+            for (group_id, seq) in self.open_last_seqs.drain() {
+                let before = self.last_seqs.insert(group_id, seq).unwrap_or(0);
+                self.stored = (self.stored + seq).saturating_sub(before);
+            }
+            if let Some(mark) = &mut self.mark {
+                mark.record(self.stored);
+            }
+        }
         Ok(())
+    }
+
+    /// Copies the rest of the log into the database and has the next write start it over
+    /// (SQLite's RESTART checkpoint), clearing [`Store::restart_wanted`] once done. Run by the
+    /// writer itself, between its transactions: the one moment nothing of the log is in
+    /// use, which a checkpointing thread would have to catch (and, against a writer that never
+    /// pauses, could miss for ever). Most of the log is already copied by the checkpointer,
+    /// so this costs the writer the last few frames and a sync, once per [`WAL_LIMIT`].
+    fn restart_log(&mut self) {
+        // Busy (0 or 1), frames in the log, frames copied. Busy only while the checkpointer
+        // is copying: then the next transaction tries again.
+        let done = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+        match done {
+            Ok(0) => self.restart_wanted.store(false, Ordering::Relaxed),
+            Ok(_) => {}
+            // Asked again by the checkpointer's next pass, not tried again before each batch.
+            Err(err) => {
+                self.restart_wanted.store(false, Ordering::Relaxed);
+                tracing::warn!(%err, "cannot restart the write-ahead log");
+            }
+        }
     }
 
     /// Abandons the transaction, if one is open.
@@ -384,6 +466,7 @@ impl Store {
                 .push((group_id, std::mem::replace(chunk, fresh())));
         }
         chunk.push(message);
+        self.open_last_seqs.insert(group_id, message.seq);
         Ok(Appended::New)
     }
 
@@ -406,6 +489,7 @@ impl Store {
     fn drop_chunks(&mut self) {
         self.open.clear();
         self.full.clear();
+        self.open_last_seqs.clear();
         self.sent.rollback();
     }
 
@@ -809,21 +893,20 @@ const CHECKPOINT_IDLE: Duration = Duration::from_millis(200);
 /// The longest wait before trying a failed checkpoint again.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
 
-/// The write-ahead log, in bytes, past which the checkpointer makes SQLite start it over.
+/// The write-ahead log, in bytes, past which the checkpointer asks the writer to start it over.
 const WAL_LIMIT: u64 = 64 << 20;
 
-/// A thread with its own connection that checkpoints the log until dropped: PASSIVE, which
-/// never blocks the writer, and RESTART once the log passes its limit.
+/// A thread with its own connection that copies the log into the database until dropped
+/// (PASSIVE checkpoints, which never block the writer), and that asks the writer to start the
+/// log over once it passes its limit ([`Store::restart_log`]).
 struct Checkpointer {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    fn start(path: &Path, limit: u64) -> Result<Checkpointer> {
-        let conn = Connection::open(path)?;
-        // Take the write lock in the writer's first pause, not after a sleep of milliseconds.
-        conn.busy_handler(Some(wait_briefly))?;
+    fn start(path: &Path, limit: u64, restart_wanted: Arc<AtomicBool>) -> Result<Checkpointer> {
+        let conn = open_connection(path)?;
         let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -831,7 +914,7 @@ impl Checkpointer {
             .spawn(move || {
                 let (mut wait, mut last) = (CHECKPOINT_BUSY, None);
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
-                    match checkpoint(&conn, page_size, limit) {
+                    match checkpoint(&conn, page_size, limit, &restart_wanted) {
                         // The log moved since last time: writes are going on.
                         Ok(log) if Some(log) != last => (wait, last) = (CHECKPOINT_BUSY, Some(log)),
                         Ok(_) => wait = (wait * 2).min(CHECKPOINT_IDLE),
@@ -853,24 +936,76 @@ impl Checkpointer {
 
 /// Copies the log into the database; returns its frames and how many are copied. SQLite
 /// starts the log over only when a write begins with every frame already copied, which a
-/// writer that never pauses prevents: the log would grow without bound. So past `limit` a
-/// RESTART checkpoint holds the writer back (through its busy handler) while it copies the
-/// last frames, and the next write starts the log afresh.
-fn checkpoint(conn: &Connection, page_size: u64, limit: u64) -> rusqlite::Result<(i64, i64)> {
+/// writer that never pauses prevents: the log would grow without bound. So past `limit` this
+/// sets `restart_wanted`, and the writer copies the last frames itself before its next
+/// transaction, which then starts the log afresh.
+fn checkpoint(
+    conn: &Connection,
+    page_size: u64,
+    limit: u64,
+    restart_wanted: &AtomicBool,
+) -> rusqlite::Result<(i64, i64)> {
     let log: (i64, i64) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok((r.get(1)?, r.get(2)?))
     })?;
     if log.0.max(0) as u64 * page_size > limit {
-        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+        restart_wanted.store(true, Ordering::Relaxed);
     }
     Ok(log)
+}
+
+/// Opens a connection to the store's database with SQLite's `unix-excl` VFS: the database is
+/// locked to this process, and the log's index (the `-shm` file other VFSes map into memory)
+/// is kept in this process's heap, shared by its connections. A mapped file that stops being
+/// writable (made immutable, or truncated, under a running server) kills the process with
+/// SIGBUS at the next write; a failed write to the log is an error SQLite returns, and a send
+/// gets UNAVAILABLE. The data directory's lock already keeps other servers out.
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), "unix-excl")?;
+    // Take the write lock in the other connection's first pause, not after a sleep of
+    // milliseconds.
+    conn.busy_handler(Some(wait_briefly))?;
+    Ok(conn)
+}
+
+/// Creates `dir` (and its parents) readable by its owner only; an existing one is left as it
+/// is, with a warning if others can read it (it may be shared on purpose: its files are
+/// private anyway).
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| errinput!("cannot create data directory {}: {e}", dir.display()))?;
+    let mode = fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777),
+            "data directory is open to other users; its files are not, but `chmod 700` it");
+    }
+    Ok(())
+}
+
+/// Opens (creating if need be) a file readable and writable by its owner only, making an
+/// existing one so.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// The longest a connection waits for the write lock before its write fails as busy.
 const BUSY_LIMIT: Duration = Duration::from_secs(5);
 
-/// The busy handler of both connections. A RESTART checkpoint and a write transaction each
-/// hold the write lock for a few milliseconds at most, and SQLite's default handler sleeps
+/// The busy handler of both connections. A checkpoint and a write transaction each hold
+/// their locks for a few milliseconds at most, and SQLite's default handler sleeps
 /// 1, 2, 5, 10 ms… in turn, overshooting that; retry every 50 µs instead, for up to
 /// [`BUSY_LIMIT`]. Timed by the clock, not by counting: a 50 µs sleep can take five times that.
 fn wait_briefly(attempt: i32) -> bool {
@@ -1102,41 +1237,186 @@ mod tests {
 
     #[test]
     fn the_log_starts_over_under_a_writer_that_never_pauses() {
-        // On tmpfs where there is one: the checkpointer's fsyncs of a fast-growing log would
-        // otherwise make its pace the disk's, and this test is about the policy.
-        let shm = Path::new("/dev/shm");
-        let dir = if shm.is_dir() {
-            tempfile::tempdir_in(shm).unwrap()
-        } else {
-            tempfile::tempdir().unwrap()
-        };
+        // The checkpointer's step, run here at the worst moment for it, always inside the
+        // writer's transaction (a thread could be scheduled anywhere): then no step ever
+        // finds the whole log copied, and SQLite alone would never start it over.
+        let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        store._checkpointer = None;
         let limit = 1 << 20;
         store
             .conn
             .execute_batch(&format!("PRAGMA journal_size_limit = {limit}"))
             .unwrap();
         let db = dir.path().join("zms.db");
-        store._checkpointer = Some(Checkpointer::start(&db, limit).unwrap());
+        let checkpointer = open_connection(&db).unwrap();
+        let page_size: u64 = checkpointer
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
         let g = store.ensure_group("g", 1).unwrap();
         let wal_size = || std::fs::metadata(db.with_extension("db-wal")).map_or(0, |m| m.len());
         // One message per transaction writes whole pages, some 8 KiB of log each: the log
-        // passes the limit every 130 or so, and only a restart ever shrinks it.
-        let (mut largest, mut restarted, mut seq) = (0, false, 0);
-        while !restarted && seq < 20_000 {
+        // passes the limit within 130 or so, and only a restart ever shrinks it.
+        let (mut largest, mut restarts, mut seq) = (0, 0, 0);
+        while restarts < 3 {
             seq += 1;
+            assert!(
+                seq < 2_000,
+                "the log restarted {restarts} times in {seq} writes ({largest} bytes)"
+            );
             store.begin().unwrap();
             store.append(g.id, &msg(seq, 1), "").unwrap();
+            let wanted = &store.restart_wanted;
+            checkpoint(&checkpointer, page_size, limit, wanted).unwrap();
             store.commit().unwrap();
             let size = wal_size();
-            restarted = size < largest && largest > 2 * limit;
+            if size < largest && largest > limit {
+                restarts += 1;
+                largest = 0;
+            }
             largest = largest.max(size);
+            assert!(largest < 2 * limit, "the log grew to {largest} bytes");
         }
-        assert!(
-            restarted,
-            "the log never restarted in {seq} writes ({largest} bytes)"
-        );
         assert_eq!(store.load_group(g.id).unwrap().last_seq, seq);
+    }
+
+    #[test]
+    fn the_checkpointer_thread_asks_for_a_restart_once_the_log_passes_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let db = dir.path().join("zms.db");
+        store._checkpointer = None;
+        let limit = 64 << 10;
+        let g = store.ensure_group("g", 1).unwrap();
+        store.begin().unwrap();
+        for seq in 1..=200 {
+            let text = "x".repeat(1_000);
+            store
+                .append(
+                    g.id,
+                    &Message {
+                        text,
+                        ..msg(seq, 1)
+                    },
+                    "",
+                )
+                .unwrap();
+        }
+        store.commit().unwrap();
+        assert!(!store.restart_wanted.load(Ordering::Relaxed));
+        let wanted = Arc::clone(&store.restart_wanted);
+        store._checkpointer = Some(Checkpointer::start(&db, limit, Arc::clone(&wanted)).unwrap());
+        // The event itself, waited for: the thread runs when the machine lets it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !wanted.load(Ordering::Relaxed) {
+            assert!(std::time::Instant::now() < deadline, "no restart asked for");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The writer's next transaction restarts the log and clears the request (with the
+        // thread stopped, which would ask again until that write).
+        store._checkpointer = None;
+        store.append(g.id, &msg(201, 1), "").unwrap();
+        assert!(!wanted.load(Ordering::Relaxed));
+        let frames: i64 = store
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .unwrap();
+        assert!(frames < 10, "the log started over: {frames} frames");
+    }
+
+    #[test]
+    fn the_store_maps_no_shared_memory_file() {
+        // A mapped -shm file made immutable or truncated under the server kills it with SIGBUS
+        // at the next write; the log's index lives in the heap instead.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        let g = store.ensure_group("g", 1).unwrap();
+        for seq in 1..=3 {
+            store.append(g.id, &msg(seq, 1), "").unwrap();
+        }
+        assert_eq!(store.fetch(g.id, 0, 0, 10).unwrap().len(), 3);
+        assert!(dir.path().join("zms.db-wal").exists());
+        assert!(!dir.path().join("zms.db-shm").exists());
+    }
+
+    #[test]
+    fn data_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        // An earlier version's database, left readable by everyone.
+        std::fs::create_dir(&dir).unwrap();
+        Connection::open(dir.join("zms.db"))
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        std::fs::write(dir.join("zms.db-shm"), [0u8; 32]).unwrap();
+        for file in ["zms.db", "zms.db-shm"] {
+            std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
+        let fresh = parent.path().join("fresh").join("data");
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        for dir in [&dir, &fresh] {
+            let mut store = Store::open(dir, Durability::Process).unwrap();
+            let g = store.ensure_group("g", 1).unwrap();
+            store.append(g.id, &msg(1, 1), "").unwrap();
+            for file in ["zms.db", "zms.db-wal", "lock", mark::FILE] {
+                assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+            }
+        }
+        assert_eq!(mode(&dir.join("zms.db-shm")), 0o600, "an earlier version's");
+        assert_eq!(mode(&fresh), 0o700, "a data directory it makes");
+    }
+
+    /// The files of a store killed now: what a crash leaves on disk.
+    fn copy_store(from: &Path, to: &Path) {
+        for file in ["zms.db", "zms.db-wal", mark::FILE] {
+            std::fs::copy(from.join(file), to.join(file)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_log_that_lost_acknowledged_messages_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+        // No checkpoints: every committed page stays in the log, as after a crash mid-load.
+        store._checkpointer = None;
+        let g = store.ensure_group("g", 1).unwrap();
+        let other = store.ensure_group("other", 1).unwrap();
+        for seq in 1..=5 {
+            store
+                .append(g.id, &msg(seq, 1), &format!("c{seq}"))
+                .unwrap();
+            store.append(other.id, &msg(seq, 1), "").unwrap();
+        }
+        let intact = tempfile::tempdir().unwrap();
+        copy_store(dir.path(), intact.path());
+        let damaged = tempfile::tempdir().unwrap();
+        copy_store(dir.path(), damaged.path());
+        // One byte of the last frame (the last commit, message 5 of `other`) changed: SQLite
+        // drops that commit and everything after it.
+        let wal = damaged.path().join("zms.db-wal");
+        let mut bytes = std::fs::read(&wal).unwrap();
+        let last = bytes.len() - 100;
+        bytes[last] ^= 0x55;
+        std::fs::write(&wal, bytes).unwrap();
+
+        let mut store = Store::open(intact.path(), Durability::Process).unwrap();
+        assert_eq!(store.load_group(other.id).unwrap().last_seq, 5);
+        drop(store);
+        let err = Store::open(damaged.path(), Durability::Process)
+            .err()
+            .expect("a store that lost acknowledged messages is refused");
+        let err = err.to_string();
+        assert!(
+            err.contains("holds 9 messages but 10 were acknowledged") && err.contains("delete"),
+            "{err}"
+        );
+        // The operator's way out: without the mark, what is left is served.
+        std::fs::remove_file(damaged.path().join(mark::FILE)).unwrap();
+        let mut store = Store::open(damaged.path(), Durability::Process).unwrap();
+        assert_eq!(store.load_group(other.id).unwrap().last_seq, 4);
     }
 
     /// A sender's message `seq`, sent under `id`.
