@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{deploy, start_group, Proc, RogueGroup, ZMS};
+use common::{deploy, start_group, Proc, RogueGroup, HOSTILE_GROUP, ZMS};
 
 /// How long the screen may take to show what is expected.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -557,6 +557,46 @@ fn nobody_can_forge_clear_or_retitle_what_another_member_sees() {
     tmux.press(w, &["Enter"]);
     let screen = tmux.wait_for(w, "2 members of general");
     assert!(screen.contains("  mal␛[31mlory␛[1A (online)"), "{screen}");
+    assert!(
+        screen.contains(&connected),
+        "the screen was cleared:\n{screen}"
+    );
+    assert_eq!(title(&tmux), title_before);
+}
+
+#[test]
+fn group_names_from_servers_are_shown_harmlessly_in_every_line() {
+    if !tmux_available() {
+        return;
+    }
+    // The rogue answers as message server and group server, its group named to clear the
+    // screen and retitle the window.
+    let rogue = RogueGroup::named(HOSTILE_GROUP);
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start(w, &user_command(&rogue.address, home.path(), false));
+    let connected = format!("connected to {} as alice", rogue.address);
+    tmux.wait_for(w, &connected);
+    let title = |tmux: &Tmux| {
+        let out = tmux.run(&["display-message", "-p", "-t", w, "#{pane_title}"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let title_before = title(&tmux);
+    let shown = "gen␛[2J␛]0;pwned␇eral";
+
+    tmux.type_text(w, "/list");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, &format!("  {shown} {}", rogue.address));
+    tmux.type_text(w, &format!("/join {}", rogue.address));
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, &format!("joined {shown}@{}", rogue.address));
+    tmux.type_text(w, "/who");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, &format!("2 members of {shown}, 1 online:"));
+    tmux.type_text(w, "/leave");
+    tmux.press(w, &["Enter"]);
+    let screen = tmux.wait_for(w, &format!("left {shown}@{}", rogue.address));
     assert!(
         screen.contains(&connected),
         "the screen was cleared:\n{screen}"
