@@ -1,7 +1,7 @@
 //! The command line: clap definitions, turned into library calls. Kept out of the library so
 //! the library stays usable without clap.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use zms::directory::{owners::Owners, DirectorySecurity, DirectoryServer};
 use zms::group::{self, limits::Limits, store::Durability, GroupSecurity, GroupServer};
 use zms::keys::{self, KeyPair, Pins};
 use zms::shutdown::ServerHandle;
-use zms::user::{self, output, output::Format, Action};
+use zms::user::{self, output, output::Format, safe, Action};
 use zms::{errinput, transport, Result};
 
 /// zms: durable group messaging on ZeroMQ.
@@ -144,6 +144,15 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// List the server keys trusted so far (pinned on first use), or forget or replace one.
+    KnownServers {
+        #[command(subcommand)]
+        action: Option<PinAction>,
+        /// The pin file; default: known_servers in the config directory (a group server keeps
+        /// its own in DATA/known_servers).
+        #[arg(long, value_name = "FILE", global = true)]
+        file: Option<PathBuf>,
+    },
     /// Print the public key of a user (made on first use), to give to whoever invites you.
     Whoami {
         /// Your display name.
@@ -153,6 +162,23 @@ pub enum Command {
     /// Load-test zms (fanout, latency, rtt, ingest, history, scale), bare libzmq (raw), NATS
     /// or Redis; one JSON line per workload.
     Bench(zms::bench::BenchArgs),
+}
+
+/// What `zms known-servers` does besides listing.
+#[derive(Debug, Subcommand)]
+pub enum PinAction {
+    /// Forget a server's key: the next connection with --secure trusts the key it offers.
+    Forget {
+        /// The server, HOST:PORT.
+        address: String,
+    },
+    /// Pin KEY for a server, replacing the key pinned (a key replaced on purpose).
+    Pin {
+        /// The server, HOST:PORT.
+        address: String,
+        /// Its new public key (what the server prints as `public key`).
+        key: String,
+    },
 }
 
 /// Flags of a group server.
@@ -276,6 +302,19 @@ pub struct ClientArgs {
     secure: ClientSecureArgs,
 }
 
+impl Cli {
+    /// Where the log goes instead of stderr: an interactive `zms user` writes it to a file,
+    /// so log lines never land on the prompt, unless `--log` (or ZMS_LOG) asks for stderr.
+    pub fn log_file(&self) -> Option<PathBuf> {
+        match (&self.command, &self.log) {
+            (Command::User { .. }, None) if std::io::stdin().is_terminal() => {
+                user::shell::log_path()
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Command {
     /// The log level when none is given: servers tell what they do, clients keep quiet.
     pub fn default_log(&self) -> &'static str {
@@ -285,11 +324,11 @@ impl Command {
         }
     }
 
-    /// Runs the command.
+    /// Runs the command; `log` is the file the log goes to instead of stderr, if any.
     ///
     /// # Errors
     /// Whatever stopped it, as one line for the user.
-    pub fn run(self) -> Result<()> {
+    pub fn run(self, log: Option<&std::path::Path>) -> Result<()> {
         match zms::transport::raise_fd_limit() {
             Ok(limit) => tracing::debug!(limit, "open descriptors"),
             Err(err) => tracing::warn!(%err, "cannot raise the limit on open descriptors"),
@@ -436,7 +475,7 @@ impl Command {
                         ))
                     }
                 };
-                user::shell::run(&ctx, session(&ctx, &server, &name, secure)?)
+                user::shell::run(&ctx, session(&ctx, &server, &name, secure)?, log)
             }
             Command::List(c) => c.run(&ctx, Action::List),
             Command::Join { group, client } => client.run(&ctx, Action::Join(group)),
@@ -470,6 +509,7 @@ impl Command {
                 secure,
             } => up(&ctx, &bind, &group_bind, data, secure),
             Command::Keygen { out } => keygen(out),
+            Command::KnownServers { action, file } => known_servers(action, file),
             Command::Whoami { name } => {
                 let path = keys::user_key_path(&keys::config_dir()?, &name)?;
                 output::emit(&KeyPair::load_or_create(&path)?.public)?;
@@ -703,6 +743,46 @@ fn group_security(
         private,
         allow,
     }))
+}
+
+/// `zms known-servers`: list, forget or replace pinned server keys.
+fn known_servers(action: Option<PinAction>, file: Option<PathBuf>) -> Result<()> {
+    let path = match file {
+        Some(path) => path,
+        None => keys::config_dir()?.join("known_servers"),
+    };
+    let mut pins = Pins::load(&path)?;
+    // As clients write it: HOST:PORT, whatever form was typed.
+    let canonical = |a: &str| transport::endpoint(a).map(|e| transport::address(&e));
+    // Pinned addresses may be ones a server listed: shown harmlessly.
+    let emit = |line: String| output::emit(&safe::field(&line));
+    match action {
+        None => {
+            if pins.list().next().is_none() {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "no server keys pinned in {}",
+                    path.display()
+                );
+            }
+            for (address, key) in pins.list() {
+                emit(format!("{address} {key}"))?;
+            }
+        }
+        Some(PinAction::Forget { address }) => {
+            let address = canonical(&address)?;
+            let key = pins.forget(&address)?;
+            emit(format!("forgot {address} {key}"))?;
+        }
+        Some(PinAction::Pin { address, key }) => {
+            let address = canonical(&address)?;
+            match pins.replace(&address, &key)? {
+                Some(old) if old != key => emit(format!("pinned {address} {key} (was {old})"))?,
+                _ => emit(format!("pinned {address} {key}"))?,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `zms keygen`.

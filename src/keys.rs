@@ -233,6 +233,41 @@ impl Pins {
         self.keys.get(address).map(String::as_str)
     }
 
+    /// The file the pins are kept in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every pin, `(HOST:PORT, KEY)`, by address.
+    pub fn list(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.keys.iter().map(|(a, k)| (a.as_str(), k.as_str()))
+    }
+
+    /// Forgets the pin of `address`, so its key is trusted anew on next use; returns the key
+    /// it had.
+    ///
+    /// # Errors
+    /// No pin for `address`; a failure to write the file.
+    pub fn forget(&mut self, address: &str) -> Result<String> {
+        let key = self.keys.remove(address).ok_or_else(|| {
+            errinput!("no key is pinned for {address} in {}", self.path.display())
+        })?;
+        self.save()?;
+        Ok(key)
+    }
+
+    /// Pins `key` for `address`, replacing any pin it had (a key replaced on purpose);
+    /// returns the key replaced.
+    ///
+    /// # Errors
+    /// A malformed key; a failure to write the file.
+    pub fn replace(&mut self, address: &str, key: &str) -> Result<Option<String>> {
+        raw(key)?;
+        let old = self.keys.insert(address.to_string(), key.to_string());
+        self.save()?;
+        Ok(old)
+    }
+
     /// Accepts `key` for `address`: pins it if the address is new, agrees if it matches the pin,
     /// and refuses a different key with a warning that says what to do.
     ///
@@ -244,7 +279,7 @@ impl Pins {
             Some(pinned) => Err(errinput!(
                 "WARNING: the key of {address} has CHANGED (pinned {pinned}, now offered {key}). \
                  Someone may be impersonating it; refusing to connect. If the server's key was \
-                 replaced on purpose, remove its line from {}",
+                 replaced on purpose: zms known-servers forget {address} (pins in {})",
                 self.path.display()
             )),
             None => {
@@ -264,6 +299,29 @@ impl Pins {
             text.push_str(&format!("{address} {key}\n"));
         }
         write_private(&self.path, &text)
+    }
+}
+
+/// A server key trusted on first use: what the user is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trusted {
+    /// The server's `HOST:PORT`.
+    pub address: String,
+    /// Its public key (Z85), as `zms known-servers` lists it.
+    pub key: String,
+    /// The pin file it was written to.
+    pub path: PathBuf,
+}
+
+impl std::fmt::Display for Trusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "trusted {} on first use: key {}, pinned in {}",
+            self.address,
+            self.key,
+            self.path.display()
+        )
     }
 }
 
@@ -344,8 +402,35 @@ mod tests {
         assert_eq!(again.get("h:1"), Some(a.as_str()));
         let err = again.check_or_pin("h:1", &b).unwrap_err().to_string();
         assert!(
-            err.contains("CHANGED") && err.contains("known_servers"),
+            err.contains("CHANGED") && err.contains("zms known-servers forget h:1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pins_are_listed_forgotten_and_replaced_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_servers");
+        let (a, b) = (
+            KeyPair::generate().unwrap().public,
+            KeyPair::generate().unwrap().public,
+        );
+        let mut pins = Pins::load(&path).unwrap();
+        pins.check_or_pin("h:1", &a).unwrap();
+        pins.check_or_pin("h:2", &a).unwrap();
+        assert_eq!(
+            pins.list().collect::<Vec<_>>(),
+            [("h:1", a.as_str()), ("h:2", a.as_str())]
+        );
+        assert_eq!(pins.forget("h:1").unwrap(), a);
+        assert!(pins
+            .forget("h:1")
+            .unwrap_err()
+            .to_string()
+            .contains("no key"));
+        assert_eq!(pins.replace("h:2", &b).unwrap(), Some(a.clone()));
+        assert!(pins.replace("h:2", "not a key").is_err());
+        let again = Pins::load(&path).unwrap();
+        assert_eq!(again.list().collect::<Vec<_>>(), [("h:2", b.as_str())]);
     }
 }

@@ -610,6 +610,69 @@ fn a_second_group_server_for_a_held_name_stops_with_the_reason() {
     );
 }
 
+#[test]
+fn trusted_keys_are_told_listed_forgotten_and_replaced() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (mut up, server) = up(&data, &["--secure"]);
+    let as_user = |args: &[&str]| {
+        Command::new(ZMS)
+            .args(args)
+            .env("ZMS_HOME", home.path())
+            .env_remove("ZMS_SERVER_KEY")
+            .env_remove("ZMS_SECURE")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let pins = home.path().join("known_servers");
+
+    // First use: one line says which key was trusted, and where it was pinned.
+    let first = as_user(&["list", "--secure", "--server", &server]);
+    assert!(stdout(&first).contains("general"));
+    let told = stderr(&first);
+    let line = format!("trusted {server} on first use: key ");
+    assert!(
+        told.contains(&line) && told.contains(&format!("pinned in {}", pins.display())),
+        "{told}"
+    );
+    let key = told.split(&line).nth(1).unwrap()[..40].to_string();
+    assert_eq!(
+        stdout(&as_user(&["known-servers"])),
+        format!("{server} {key}\n")
+    );
+    // Trusted once: not told again.
+    let again = as_user(&["list", "--server", &server]);
+    assert!(stdout(&again).contains("general"));
+    assert!(!stderr(&again).contains("trusted"), "{}", stderr(&again));
+
+    // A pin that no longer matches (as when the server's key changes) is refused, with the
+    // command that fixes it.
+    let other = zms::keys::KeyPair::generate().unwrap().public;
+    let pinned = stdout(&as_user(&["known-servers", "pin", &server, &other]));
+    assert_eq!(pinned, format!("pinned {server} {other} (was {key})\n"));
+    let refused = as_user(&["list", "--server", &server]);
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(
+        err.contains("CHANGED") && err.contains(&format!("zms known-servers forget {server}")),
+        "{err}"
+    );
+
+    // Forgotten, the key is trusted anew on next use.
+    let forgot = stdout(&as_user(&["known-servers", "forget", &server]));
+    assert_eq!(forgot, format!("forgot {server} {other}\n"));
+    let unknown = as_user(&["known-servers", "forget", &server]);
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("no key is pinned"));
+    let retrusted = as_user(&["list", "--secure", "--server", &server]);
+    assert!(stdout(&retrusted).contains("general"));
+    assert!(stderr(&retrusted).contains(&line), "{}", stderr(&retrusted));
+    up.signal("-INT");
+    assert_eq!(up.wait(), Some(0));
+}
+
 /// `zms args` with its stdout a pipe whose reader has already gone, as after `| head -1`.
 fn with_closed_stdout(args: &[&str]) -> std::process::Child {
     let mut child = Command::new(ZMS)

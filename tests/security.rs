@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use zms::client::{ClientSecurity, Conn, Session};
+use zms::client::{ClientSecurity, Conn, Session, Timeouts};
 use zms::directory::owners::Owners;
 use zms::directory::{DirectorySecurity, DirectoryServer};
 use zms::group::limits::Limits;
@@ -379,6 +379,29 @@ fn keys_are_trusted_on_first_use_and_a_changed_key_is_refused() {
         err.contains("CHANGED") && err.contains("known_servers"),
         "{err}"
     );
+
+    // Refused at once: a client with patient timeouts (100 tries of 5 s) is not made to wait
+    // them out before it is told, since the key service names the new key first.
+    let (told, refusal) = std::sync::mpsc::channel();
+    let patient = Timeouts {
+        request: Duration::from_secs(5),
+        tries: 100,
+    };
+    let mut client = Session::new(&ctx, vec![endpoint.clone()], "alice", patient)
+        .unwrap()
+        .with_security(ClientSecurity {
+            keys: KeyPair::generate().unwrap(),
+            pins: Pins::load(&home.path().join("known_servers")).unwrap(),
+            server_key: None,
+            trust_on_first_use: true,
+        });
+    std::thread::spawn(move || drop(told.send(client.list_groups().map(drop))));
+    let err = refusal
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a changed key is refused without waiting out the retries")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("CHANGED"), "{err}");
 }
 
 #[test]

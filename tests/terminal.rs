@@ -12,10 +12,12 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{deploy, start_group, Proc, RogueGroup, ZMS};
+use common::{deploy, start_group, Proc, RogueGroup, HOSTILE_GROUP, ZMS};
 
 /// How long the screen may take to show what is expected.
 const DEADLINE: Duration = Duration::from_secs(10);
+/// How long for what waits out a client's timeouts (a silent server: 3 tries of 2 s).
+const LONG_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Whether tmux runs here; without it, a test skips (or fails when CI requires tmux).
 fn tmux_available() -> bool {
@@ -68,13 +70,19 @@ impl Tmux {
     /// Starts `command` (already shell-quoted) in a new 120x40 window `session`; the pane stays
     /// after the program exits, so its last words can be read.
     fn start(&self, session: &str, command: &str) {
+        self.start_sized(session, command, 120);
+    }
+
+    /// As [`Tmux::start`], `columns` wide.
+    fn start_sized(&self, session: &str, command: &str, columns: u16) {
+        let columns = columns.to_string();
         self.run(&[
             "new-session",
             "-d",
             "-s",
             session,
             "-x",
-            "120",
+            &columns,
             "-y",
             "40",
             command,
@@ -122,6 +130,22 @@ impl Tmux {
         }
     }
 
+    /// As [`Tmux::wait_until`], with a longer deadline for what takes a client's timeouts.
+    fn wait_long(&self, session: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LONG_DEADLINE;
+        loop {
+            let screen = self.screen(session);
+            if check(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Polls until `text` is on the screen.
     fn wait_for(&self, session: &str, text: &str) -> String {
         self.wait_until(session, &format!("{text:?}"), |s| s.contains(text))
@@ -165,15 +189,34 @@ fn quote(s: &str) -> String {
 
 /// The shell command running `zms user` as alice with its own HOME and config directory.
 fn user_command(server: &str, home: &Path, colour: bool) -> String {
+    format!(
+        "{} --name alice",
+        user_command_unnamed(server, home, colour)
+    )
+}
+
+/// As [`user_command`], without a name (it is asked for), and no log settings inherited.
+fn user_command_unnamed(server: &str, home: &Path, colour: bool) -> String {
     let config: PathBuf = home.join("config");
     let colour = if colour { "-u NO_COLOR" } else { "NO_COLOR=1" };
     format!(
-        "env {colour} HOME={} XDG_CONFIG_HOME={} {} user --server {} --name alice",
+        "env -u ZMS_NAME -u ZMS_LOG {colour} HOME={} XDG_CONFIG_HOME={} {} user --server {}",
         quote(home.to_str().unwrap()),
         quote(config.to_str().unwrap()),
         quote(ZMS),
         quote(server)
     )
+}
+
+/// A one-shot `zms` command; its stdout.
+fn zms_out(args: &[&str]) -> String {
+    let out = Command::new(ZMS).args(args).output().expect("zms runs");
+    assert!(
+        out.status.success(),
+        "zms {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The last input line on the screen, from its prompt on.
@@ -522,6 +565,46 @@ fn nobody_can_forge_clear_or_retitle_what_another_member_sees() {
 }
 
 #[test]
+fn group_names_from_servers_are_shown_harmlessly_in_every_line() {
+    if !tmux_available() {
+        return;
+    }
+    // The rogue answers as message server and group server, its group named to clear the
+    // screen and retitle the window.
+    let rogue = RogueGroup::named(HOSTILE_GROUP);
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start(w, &user_command(&rogue.address, home.path(), false));
+    let connected = format!("connected to {} as alice", rogue.address);
+    tmux.wait_for(w, &connected);
+    let title = |tmux: &Tmux| {
+        let out = tmux.run(&["display-message", "-p", "-t", w, "#{pane_title}"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let title_before = title(&tmux);
+    let shown = "gen␛[2J␛]0;pwned␇eral";
+
+    tmux.type_text(w, "/list");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, &format!("  {shown} {}", rogue.address));
+    tmux.type_text(w, &format!("/join {}", rogue.address));
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, &format!("joined {shown}@{}", rogue.address));
+    tmux.type_text(w, "/who");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, &format!("2 members of {shown}, 1 online:"));
+    tmux.type_text(w, "/leave");
+    tmux.press(w, &["Enter"]);
+    let screen = tmux.wait_for(w, &format!("left {shown}@{}", rogue.address));
+    assert!(
+        screen.contains(&connected),
+        "the screen was cleared:\n{screen}"
+    );
+    assert_eq!(title(&tmux), title_before);
+}
+
+#[test]
 fn an_empty_message_is_refused_with_a_clear_line() {
     if !tmux_available() {
         return;
@@ -544,4 +627,228 @@ fn an_empty_message_is_refused_with_a_clear_line() {
     tmux.type_text(w, "/history");
     tmux.press(w, &["Enter"]);
     tmux.wait_for(w, "no messages in general");
+}
+
+#[test]
+fn a_membership_ended_elsewhere_ends_in_one_line_and_logs_stay_off_the_screen() {
+    if !tmux_available() {
+        return;
+    }
+    let d = deploy();
+    let s = d.server.as_str();
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start(w, &user_command(s, home.path(), false));
+    tmux.wait_for(w, "connected to");
+    tmux.type_text(w, "/join general");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, "joined general@");
+
+    // alice leaves from another shell: the client says so once and lets the group go.
+    zms(&["leave", "general", "--server", s, "--name", "alice"]);
+    let ended = format!(
+        "-- you are no longer a member of general@{} (left elsewhere, or removed)",
+        d.group_address
+    );
+    tmux.wait_for(w, &ended);
+    // A line after it: by then a client still trying to follow the group would have logged
+    // over the prompt. /help says where the log goes instead.
+    tmux.type_text(w, "/help");
+    tmux.press(w, &["Enter"]);
+    let log = home.path().join("config/zms/user.log");
+    let told = format!("log: warnings go to {}", log.display());
+    let screen = tmux.wait_until(w, "the log file and a prompt without a group", |s| {
+        s.contains(&told) && input_line(s) == ">"
+    });
+    assert_eq!(screen.matches(&ended).count(), 1, "{screen}");
+    assert!(
+        !screen.contains("WARN"),
+        "a log line on the screen:\n{screen}"
+    );
+    tmux.type_text(w, "/leave general");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, "error: 'alice' is not a member of 'general'");
+    tmux.type_text(w, "/quit");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_exit(w);
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!logged.contains("resubscribe failed"), "{logged}");
+}
+
+#[test]
+fn typing_goes_on_while_a_join_waits_for_a_silent_server() {
+    if !tmux_available() {
+        return;
+    }
+    let d = deploy();
+    // A port that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let spec = format!("general@{}", silent.local_addr().unwrap());
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start(w, &user_command(&d.server, home.path(), false));
+    tmux.wait_for(w, "connected to");
+    tmux.type_text(w, &format!("/join {spec}"));
+    tmux.press(w, &["Enter"]);
+    // The prompt is back with the first key, the line intact, the join shown under way.
+    tmux.type_text(w, "still typing");
+    let screen = tmux.wait_until(w, "the line typed during the join", |s| {
+        input_line(s) == "> still typing"
+    });
+    assert!(
+        screen.contains(&format!("joining {spec}…")),
+        "the join under way:\n{screen}"
+    );
+    // It fails in its own time, above the line, which stays as typed.
+    tmux.wait_long(w, "the join failing", |s| {
+        s.contains("error: no answer from the group server") && input_line(s) == "> still typing"
+    });
+    tmux.type_text(w, " on");
+    tmux.wait_until(w, "typing on", |s| input_line(s) == "> still typing on");
+    tmux.press(w, &["C-u"]);
+    tmux.type_text(w, "/join general");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_until(w, "the group's prompt", |s| input_line(s) == "[general]>");
+    tmux.type_text(w, "/quit");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_exit(w);
+}
+
+#[test]
+fn a_long_paste_is_sent_intact_and_the_prompt_stays_usable() {
+    if !tmux_available() {
+        return;
+    }
+    let d = deploy();
+    let s = d.server.as_str();
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    // Wide: the editor redraws the whole line each time it wraps to a new row, so fewer rows
+    // keep this test short in a debug build; the paths taken are the same.
+    tmux.start_sized(w, &user_command(s, home.path(), false), 400);
+    tmux.wait_for(w, "connected to");
+    tmux.type_text(w, "/join general");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, "joined general@");
+    zms(&["join", "general", "--server", s, "--name", "bob"]);
+
+    // 60,000 characters, pasted as a terminal without bracketed paste delivers them: as keys.
+    let text: String = (0..60_000)
+        .map(|i| char::from(b"abcdefghij klmnopqrstuvwxyz0123456789"[i % 37]))
+        .collect();
+    let file = home.path().join("paste.txt");
+    std::fs::write(&file, &text).unwrap();
+    tmux.run(&["load-buffer", file.to_str().unwrap()]);
+    tmux.run(&["paste-buffer", "-t", w]);
+    tmux.press(w, &["Enter"]);
+    let history = |limit: &str| {
+        zms_out(&[
+            "history", "general", "--server", s, "--name", "bob", "--json", "--limit", limit,
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let sent = loop {
+        let last = history("1");
+        if let Some(line) = last.lines().next() {
+            break serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the paste was never sent");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(sent["sender"], "alice");
+    assert!(sent["text"] == text.as_str(), "the paste arrived changed");
+
+    // The prompt takes the next line as usual.
+    tmux.type_text(w, "after the paste");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_long(w, "the next message", |s| {
+        s.contains(" alice: after the paste")
+    });
+    assert_eq!(history("5").lines().count(), 2, "one message each");
+}
+
+#[test]
+fn the_menu_stays_a_menu_until_left() {
+    if !tmux_available() {
+        return;
+    }
+    let d = deploy();
+    let s = d.server.as_str();
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start(w, &user_command(s, home.path(), false));
+    tmux.wait_for(w, "connected to");
+    tmux.type_text(w, "/join general");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, "joined general@");
+    tmux.type_text(w, "/menu");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, "7. Leave the menu");
+    let choose = |s: &str| input_line_menu(s);
+    tmux.wait_until(w, "the menu's question", choose);
+
+    // One number after another chooses actions; an empty answer asks again.
+    tmux.type_text(w, "1");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, &format!("  general              {}", d.group_address));
+    tmux.press(w, &["Enter"]);
+    tmux.type_text(w, "4");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_until(w, "the message question", |s| {
+        s.lines().map(str::trim_end).rfind(|l| !l.is_empty()) == Some("message:")
+    });
+    tmux.type_text(w, "sent from the menu");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, " alice: sent from the menu");
+    tmux.wait_until(w, "the menu's question again", choose);
+    tmux.type_text(w, "7");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, "back to the chat prompt");
+    tmux.type_text(w, "after the menu");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, " alice: after the menu");
+
+    let history = zms_out(&["history", "general", "--server", s, "--name", "alice"]);
+    let texts: Vec<&str> = history
+        .lines()
+        .map(|l| l.split_once(" alice: ").unwrap().1)
+        .collect();
+    assert_eq!(texts, ["sent from the menu", "after the menu"], "{history}");
+}
+
+/// Whether the last prompt on the screen is the menu's question.
+fn input_line_menu(screen: &str) -> bool {
+    screen
+        .lines()
+        .rev()
+        .map(str::trim_end)
+        .find(|l| !l.is_empty())
+        .is_some_and(|l| l == "choose 1-7:")
+}
+
+#[test]
+fn an_empty_answer_asks_again() {
+    if !tmux_available() {
+        return;
+    }
+    let d = deploy();
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "nameless";
+    tmux.start(w, &user_command_unnamed(&d.server, home.path(), false));
+    tmux.wait_for(w, "Your name:");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_until(w, "the question again", |s| {
+        s.contains("'Your name' needs an answer") && s.trim_end().ends_with("Your name:")
+    });
+    tmux.type_text(w, "carol");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_for(w, "as carol;");
+    tmux.type_text(w, "/quit");
+    tmux.press(w, &["Enter"]);
+    tmux.wait_exit(w);
 }

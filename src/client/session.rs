@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{unexpected, Conn, Curve, Timeouts};
-use crate::keys::{KeyPair, Pins};
+use crate::keys::{KeyPair, Pins, Trusted};
 use crate::protocol::codec;
 use crate::protocol::{
     self, ErrorCode, Event, GroupEntry, Member, Message, Outgoing, Reply, Request,
@@ -30,6 +30,10 @@ fn check_text(text: &str) -> Result<()> {
     }
     protocol::check_text(text).map_err(Error::Input)
 }
+
+/// How long a pinned server's key service has to answer before its key is taken on trust:
+/// a loopback or LAN answer takes milliseconds.
+const KEY_CHECK_WAIT: Duration = Duration::from_millis(500);
 
 /// How long a send waits out a server's rate limit before reporting LIMITED.
 const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(10);
@@ -69,6 +73,9 @@ pub enum SessionEvent {
         user: String,
         joined: bool,
     },
+    /// This user is no longer a member of a subscribed group (they left from elsewhere, or
+    /// were removed): the session stops following it.
+    MembershipEnded(GroupRef),
 }
 
 /// Heartbeat state of one group server connection.
@@ -106,6 +113,10 @@ pub struct Session {
     security: Option<ClientSecurity>,
     /// Group server keys as the (trusted) message server listed them, by address.
     listed_keys: HashMap<String, String>,
+    /// Keys trusted on first use and not yet told ([`Session::take_trusted`]).
+    trusted: Vec<Trusted>,
+    /// Addresses whose pinned key was checked against their key service this session.
+    checked: Vec<String>,
 }
 
 /// How a session authenticates itself and its servers.
@@ -163,6 +174,8 @@ impl Session {
             sent: 0,
             security: None,
             listed_keys: HashMap::new(),
+            trusted: Vec::new(),
+            checked: Vec::new(),
         })
     }
 
@@ -197,11 +210,28 @@ impl Session {
         };
         let server_key = match (given.or(listed), security.pins.get(&address)) {
             (Some(key), _) => key,
-            (None, Some(pinned)) => pinned.to_string(),
+            (None, Some(pinned)) if self.checked.contains(&address) => pinned.to_string(),
+            (None, Some(pinned)) => {
+                // A changed key fails the CURVE handshake, which looks like silence: ask the
+                // key service first, briefly, so a changed key is refused at once rather
+                // than after every try has timed out. No answer: go on with the pin.
+                let pinned = pinned.to_string();
+                let quick = self.timeouts.request.min(KEY_CHECK_WAIT);
+                if let Ok(key) = transport::fetch_key(&self.ctx, &address, quick) {
+                    security.pins.check_or_pin(&address, &key)?;
+                }
+                self.checked.push(address);
+                pinned
+            }
             (None, None) if security.trust_on_first_use => {
                 let key = transport::fetch_key(&self.ctx, &address, self.timeouts.request)?;
                 security.pins.check_or_pin(&address, &key)?;
-                tracing::warn!(%address, %key, "trusting this server's key on first use; pinned");
+                tracing::info!(%address, %key, "trusting this server's key on first use; pinned");
+                self.trusted.push(Trusted {
+                    address,
+                    key: key.clone(),
+                    path: security.pins.path().to_path_buf(),
+                });
                 key
             }
             (None, None) => {
@@ -214,6 +244,11 @@ impl Session {
             keys: security.keys.clone(),
             server_key,
         }))
+    }
+
+    /// The server keys trusted on first use since the last call, for the user to be told.
+    pub fn take_trusted(&mut self) -> Vec<Trusted> {
+        std::mem::take(&mut self.trusted)
     }
 
     /// The user's name.
@@ -485,9 +520,19 @@ impl Session {
             group: group.name.clone(),
             user: self.name.clone(),
         };
-        let reply = self.group_request(group, &request)?;
-        self.subs.remove(group);
-        expect_ok(reply, "OK")
+        let reply = self.group_request(group, &request);
+        // Not a member (any more) ends the subscription as leaving does.
+        if matches!(
+            reply,
+            Ok(_)
+                | Err(Error::Rejected {
+                    code: ErrorCode::NotMember,
+                    ..
+                })
+        ) {
+            self.subs.remove(group);
+        }
+        expect_ok(reply?, "OK")
     }
 
     /// Sends a message; returns its seq and server timestamp once it is stored. A retried
@@ -1026,6 +1071,14 @@ impl Session {
                     };
                     match self.attach(&group, &request) {
                         Ok(last_seq) => self.repair(&group, last_seq),
+                        // Left from elsewhere, or removed: following it again cannot work.
+                        Err(Error::Rejected {
+                            code: ErrorCode::NotMember,
+                            ..
+                        }) => {
+                            self.subs.remove(&group);
+                            self.ready.push_back(SessionEvent::MembershipEnded(group));
+                        }
                         Err(err) => {
                             tracing::warn!(%err, group = %group, "resubscribe failed; will retry")
                         }

@@ -116,21 +116,23 @@ commands:
   /who [GROUP]                 members, and who is online
   /me ACTION                   send an action: * you ACTION
   /invite KEY                  let a user's key into the current private group (secure servers)
-  /menu                        the original numbered menu
+  /menu                        the original numbered menu (7 leaves it)
   /quit                        leave the client (memberships stay)
   anything else                is sent to the current group (start with // to send a leading /)
 keys: Tab completes commands, groups and names; Up/Down and Ctrl-R search earlier input;
       Ctrl-A/E/W/U/K edit as in a shell; Ctrl-D on an empty line quits.
 below the input: unread messages in other groups, servers being reconnected, queued messages.";
 
-/// The original client's numbered menu, reachable with `/menu`.
+/// The original client's numbered menu, reachable with `/menu`: numbers choose actions until
+/// 7 leaves it.
 pub const MENU: &str = "\
 1. Get the list of groups
 2. Join a group (name or IP:port)
 3. Leave the current group
 4. Send a message to the current group
 5. Receive messages from the current group (optionally since a time)
-6. Quit";
+6. Quit
+7. Leave the menu (back to the chat prompt)";
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,8 @@
 //! cannot change width while a line is edited; the hint, however, is drawn afresh (through
 //! [`Highlighter::highlight_hint`]) every time the line is redrawn, which includes every live
 //! message printed above it. rustyline erases the hint when a line is entered, so the row never
-//! stays in the scrollback.
+//! stays in the scrollback. Under a line longer than [`STATUS_ROW_UNTIL`] (a paste) there is
+//! no status row, so each key typed at its end is drawn alone.
 
 use std::borrow::Cow;
 use std::ffi::OsString;
@@ -35,6 +36,9 @@ use crate::{errinput, Result};
 
 /// The editor type of the interactive client.
 pub type LineEditor = Editor<ZmsHelper, FileHistory>;
+
+/// The status row shows under input lines up to this many bytes (a few rows), not longer.
+pub const STATUS_ROW_UNTIL: usize = 1000;
 
 /// How many input lines the history file keeps.
 const HISTORY_SIZE: usize = 1000;
@@ -162,7 +166,10 @@ impl Hinter for ZmsHelper {
     fn hint(&self, line: &str, _pos: usize, _ctx: &Context<'_>) -> Option<StatusHint> {
         // Always a hint while the status row is on, even an empty one: the row must exist for
         // highlight_hint to fill it in when a live message redraws the line.
-        if !self.status.load(Ordering::Relaxed) {
+        // Nor on a long line: with a hint, rustyline redraws the whole line for every key,
+        // and a paste the terminal does not bracket (thousands of keys) would take minutes.
+        // Without one, a key at the end of the line is one character written.
+        if !self.status.load(Ordering::Relaxed) || line.len() > STATUS_ROW_UNTIL {
             return None;
         }
         let columns = self.columns.load(Ordering::Relaxed);

@@ -63,6 +63,21 @@ fn note(line: &str) {
 /// Whatever went wrong, as one line for the user; a closed stdout as an error for which
 /// [`output::is_closed_pipe`] holds.
 pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
+    let result = act(&mut session, format, action);
+    tell_trusted(&mut session);
+    result
+}
+
+/// Tells on stderr which server keys were trusted on first use, and where they were pinned
+/// (a closed stderr is no reason to stop).
+fn tell_trusted(session: &mut Session) {
+    for trusted in session.take_trusted() {
+        // The address may be one a server listed: shown harmlessly.
+        note(&safe::field(&trusted.to_string()));
+    }
+}
+
+fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
     let emit = output::emit;
     match action {
         Action::List => {
@@ -121,7 +136,7 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
                 .ok()
                 .map(|dir| kept::Kept::new(&dir, session.name()));
             // What earlier runs could not confirm goes first, under its ids: in order, once.
-            let refused = send_kept(&mut session, kept.as_ref(), &group, id.as_deref(), |s| {
+            let refused = send_kept(session, kept.as_ref(), &group, id.as_deref(), |s| {
                 print(s, true)
             })?;
             match text {
@@ -129,7 +144,7 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
                     protocol::check_text(&text).map_err(|why| errinput!("not sent: {why}"))?;
                     let client_id = id.unwrap_or_else(|| session.next_client_id());
                     let message = Outgoing { client_id, text };
-                    send_keeping(&mut session, kept.as_ref(), &group, &[message])?
+                    send_keeping(session, kept.as_ref(), &group, &[message])?
                         .into_iter()
                         .for_each(|s| print(s, false));
                 }
@@ -163,7 +178,7 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
                         }
                         let waits = end || !input.buffer().contains(&b'\n');
                         if !batch.is_empty() && (waits || batch.len() >= protocol::MAX_BATCH) {
-                            send_keeping(&mut session, kept.as_ref(), &group, &batch)?
+                            send_keeping(session, kept.as_ref(), &group, &batch)?
                                 .into_iter()
                                 .for_each(|s| print(s, false));
                             batch.clear();
@@ -216,6 +231,7 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
         Action::Tail(spec) => {
             let group = session.resolve(&spec)?;
             session.subscribe(&group)?;
+            tell_trusted(session);
             loop {
                 match session.next_event(Duration::from_secs(3600))? {
                     Some(SessionEvent::Message(d)) => {
@@ -227,6 +243,9 @@ pub fn run(mut session: Session, format: Format, action: Action) -> Result<()> {
                     )),
                     Some(SessionEvent::ServerBack(a)) => {
                         note(&format!("group server {} is back", safe::field(&a)))
+                    }
+                    Some(SessionEvent::MembershipEnded(g)) => {
+                        return Err(errinput!("no longer a member of {g}"))
                     }
                     Some(SessionEvent::Presence { .. }) | None => {}
                 }
@@ -359,25 +378,29 @@ fn unknown_outcome(
     Error::Timeout(format!("{err}; whether {what} stored is unknown: {retry}"))
 }
 
-/// Asks on the terminal, showing `default`; an empty answer takes it.
+/// Asks on the terminal, showing `default`; an empty answer takes it, or without a default
+/// asks again.
 ///
 /// # Errors
 /// When stdin closes.
 pub fn prompt(question: &str, default: Option<&str>) -> Result<String> {
     use std::io::Write;
-    match default {
-        Some(d) => print!("{question} [{d}]: "),
-        None => print!("{question}: "),
-    }
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    if std::io::stdin().read_line(&mut line)? == 0 {
-        return Err(errinput!("no answer to '{question}'"));
-    }
-    let answer = line.trim();
-    match (answer.is_empty(), default) {
-        (true, Some(d)) => Ok(d.to_string()),
-        (true, None) => Err(errinput!("'{question}' needs an answer")),
-        (false, _) => Ok(answer.to_string()),
+    // Each round reads a line or ends at end of input: bounded by what the user types.
+    loop {
+        match default {
+            Some(d) => print!("{question} [{d}]: "),
+            None => print!("{question}: "),
+        }
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line)? == 0 {
+            return Err(errinput!("no answer to '{question}'"));
+        }
+        let answer = line.trim();
+        match (answer.is_empty(), default) {
+            (true, Some(d)) => return Ok(d.to_string()),
+            (true, None) => println!("'{question}' needs an answer (Ctrl-D gives up)"),
+            (false, _) => return Ok(answer.to_string()),
+        }
     }
 }

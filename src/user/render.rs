@@ -157,6 +157,9 @@ impl Style {
                 hosting(a)
             )),
             SessionEvent::ServerBack(a) => self.quiet(&format!("-- {} is back", hosting(a))),
+            SessionEvent::MembershipEnded(g) => self.quiet(&format!(
+                "-- you are no longer a member of {g} (left elsewhere, or removed)"
+            )),
             SessionEvent::Presence {
                 group,
                 user,

@@ -1,16 +1,19 @@
 //! `zms user`: the interactive client.
 //!
 //! Two threads. The network thread owns the [`Session`] (ZeroMQ sockets belong to one thread):
-//! it prints live messages above the prompt through rustyline's external printer, so they never
-//! garble the line being typed, keeps the shared [`View`] (unread counts, servers being
-//! reconnected) up to date, and sends typed messages, queueing them in the [`Outbox`] while
-//! their group server is away. The input thread reads lines ([`editor`] on a terminal), parses
-//! them ([`parse_line`]) and hands the network thread jobs, ringing an inproc doorbell so it
-//! wakes at once. With stdin not a terminal, lines are read plainly and everything prints as
-//! plain lines without colour, so the client can be scripted.
+//! it carries out every typed line in order (requests, sends, switching groups), prints what
+//! comes of them and the live messages above the prompt through rustyline's external printer,
+//! so they never garble the line being typed, keeps the shared [`View`] (unread counts, servers
+//! being reconnected, requests under way) up to date, and queues typed messages in the
+//! [`Outbox`] while their group server is away. The input thread reads lines ([`editor`] on a
+//! terminal), parses them ([`parse_line`]) and hands them over, ringing an inproc doorbell so
+//! the network thread wakes at once; it never waits for the network while keys are typed (see
+//! [`Shell::settle`]). With stdin not a terminal, lines are read plainly and everything prints
+//! as plain lines without colour, so the client can be scripted.
 
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,16 +31,35 @@ use super::say;
 use super::view::View;
 use crate::client::{GroupRef, Session, SessionEvent};
 use crate::protocol::{self, GroupEntry, Member, Message};
-use crate::{errinput, time, transport, Error, Result};
+use crate::{errinput, keys, time, transport, Error, Result};
 
 pub use super::command::parse_line;
 
-/// A job for the network thread.
-enum Job {
-    /// Runs on the session; the closure sends its answer back itself.
-    Ask(Box<dyn FnOnce(&mut Session) + Send>),
-    /// Text for a group: sent now, or queued while its server is away.
-    Say(GroupRef, String),
+/// A job for the network thread: a typed line, carried out in its turn. Dropping `done` tells
+/// the input thread it is over.
+struct Job {
+    /// The parsed line, or the usage message of a line that did not parse.
+    line: std::result::Result<Line, String>,
+    done: mpsc::Sender<()>,
+}
+
+/// Where the log of `zms user` goes unless `--log` asks for stderr: `user.log` in the config
+/// directory (see [`keys::config_dir`]), so log lines never land on the prompt.
+pub fn log_path() -> Option<PathBuf> {
+    keys::config_dir().ok().map(|dir| dir.join("user.log"))
+}
+
+/// What the status row says while `line` is carried out, for lines that wait for a server.
+fn busy_label(line: &Line) -> Option<String> {
+    match line {
+        Line::Join(spec) => Some(format!("joining {spec}…")),
+        Line::Leave(_) => Some("leaving…".into()),
+        Line::List => Some("listing groups…".into()),
+        Line::History(_) => Some("fetching history…".into()),
+        Line::Who(_) => Some("asking for members…".into()),
+        Line::Invite(_) => Some("inviting…".into()),
+        _ => None,
+    }
 }
 
 /// Where the network thread's lines go: above the prompt, or plain stdout.
@@ -126,12 +148,13 @@ impl Input {
     }
 }
 
-/// Runs the interactive client until /quit or end of input.
+/// Runs the interactive client until /quit or end of input. `log` is the file the log goes
+/// to, when it is not stderr (named by /help).
 ///
 /// # Errors
 /// Only failures of the terminal or of libzmq itself; server errors are printed and the
 /// client goes on.
-pub fn run(ctx: &zmq::Context, mut session: Session) -> Result<()> {
+pub fn run(ctx: &zmq::Context, session: Session, log: Option<&Path>) -> Result<()> {
     let name = session.name().to_string();
     let servers = session.directories();
     let view = Arc::new(Mutex::new(View::new(&name)));
@@ -156,17 +179,6 @@ pub fn run(ctx: &zmq::Context, mut session: Session) -> Result<()> {
     let doorbell = transport::socket(ctx, zmq::PAIR)?;
     doorbell.connect(&pipe)?;
 
-    match session.hello() {
-        Ok(()) => say!(
-            "connected to {} as {name}; /list shows groups, /join NAME joins one, /help for more",
-            servers.join(",")
-        ),
-        Err(err) => say!(
-            "warning: {}; groups can still be joined by HOST:PORT",
-            safe::field(&err.to_string())
-        ),
-    }
-
     let (jobs, job_rx) = mpsc::channel::<Job>();
     let network = Network {
         session,
@@ -174,10 +186,14 @@ pub fn run(ctx: &zmq::Context, mut session: Session) -> Result<()> {
         style: style.clone(),
         print,
         outbox: Outbox::default(),
+        terminal,
+        log: log.map(Path::to_path_buf),
     };
+    // The network thread says hello first: a message server that does not answer keeps
+    // nobody from typing.
     let network = std::thread::Builder::new()
         .name("network".into())
-        .spawn(move || network.run(bell, job_rx))?;
+        .spawn(move || network.run(&servers, bell, job_rx))?;
     let mut shell = Shell {
         jobs,
         doorbell,
@@ -198,11 +214,29 @@ struct Network {
     style: Style,
     print: Print,
     outbox: Outbox,
+    /// Whether output is for a person at a terminal (local times) or a script (RFC 3339).
+    terminal: bool,
+    /// The log file, named by /help.
+    log: Option<PathBuf>,
 }
 
 impl Network {
-    /// Live events out, jobs in, until the job channel closes.
-    fn run(mut self, bell: zmq::Socket, jobs: mpsc::Receiver<Job>) {
+    /// Hello to the message server (`servers`), then live events out, jobs in, until the
+    /// job channel closes.
+    fn run(mut self, servers: &[String], bell: zmq::Socket, jobs: mpsc::Receiver<Job>) {
+        let hello = self.session.hello();
+        self.tell_trusted();
+        (self.print)(match hello {
+            Ok(()) => format!(
+                "connected to {} as {}; /list shows groups, /join NAME joins one, /help for more",
+                servers.join(","),
+                self.session.name()
+            ),
+            Err(err) => format!(
+                "warning: {}; groups can still be joined by HOST:PORT",
+                safe::field(&err.to_string())
+            ),
+        });
         loop {
             // Wakes at least every second to retry queued messages.
             match self
@@ -214,8 +248,7 @@ impl Network {
                     while bell.recv_bytes(zmq::DONTWAIT).is_ok() {}
                     loop {
                         match jobs.try_recv() {
-                            Ok(Job::Ask(job)) => job(&mut self.session),
-                            Ok(Job::Say(group, text)) => self.say(group, text),
+                            Ok(job) => self.job(job),
                             Err(mpsc::TryRecvError::Empty) => break,
                             Err(mpsc::TryRecvError::Disconnected) => return self.finish(),
                         }
@@ -224,12 +257,38 @@ impl Network {
                 }
                 Err(err) => (self.print)(self.style.error(&format!("error: {err}"))),
             }
+            self.tell_trusted();
         }
     }
 
     fn view(&self) -> MutexGuard<'_, View> {
         // A panic elsewhere must not take the client's display down with it.
         self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Says which server keys were trusted on first use, and where they were pinned.
+    fn tell_trusted(&mut self) {
+        for trusted in self.session.take_trusted() {
+            (self.print)(self.style.quiet(&format!("-- {trusted}")));
+        }
+    }
+
+    /// Carries out one line; the status row shows it under way meanwhile.
+    fn job(&mut self, job: Job) {
+        match job.line {
+            Ok(line) => {
+                let busy = busy_label(&line).is_some();
+                if let Err(err) = self.execute(line) {
+                    (self.print)(self.style.error(&format!("error: {err}")));
+                }
+                if busy {
+                    self.view().busy_done();
+                }
+            }
+            Err(usage) => (self.print)(safe::field(&usage).into_owned()),
+        }
+        self.tell_trusted();
+        drop(job.done);
     }
 
     /// Updates the view, then prints the event's line (never holding the lock while printing:
@@ -242,6 +301,7 @@ impl Network {
                 SessionEvent::ServerLost(a) => view.set_lost(a, true),
                 SessionEvent::ServerBack(a) => view.set_lost(a, false),
                 SessionEvent::Presence { user, joined, .. } => view.presence(user, *joined),
+                SessionEvent::MembershipEnded(group) => view.leave(group),
             }
             self.style
                 .event(&event, view.current(), &|a| view.groups_at(a))
@@ -249,6 +309,171 @@ impl Network {
         (self.print)(line);
         if let SessionEvent::ServerBack(address) = &event {
             self.flush(address);
+        }
+    }
+
+    /// Carries out one line, printing its outcome.
+    fn execute(&mut self, line: Line) -> Result<()> {
+        match line {
+            Line::Empty | Line::Menu | Line::Quit => {}
+            Line::Say(text) => {
+                protocol::check_text(&text).map_err(|why| errinput!("not sent: {why}"))?;
+                let group = self.require_current()?;
+                self.say(group, text);
+            }
+            Line::List => {
+                let groups = self.session.list_groups()?;
+                self.view()
+                    .set_listed(groups.iter().map(|g| g.name.clone()));
+                self.print_groups(&groups);
+            }
+            Line::Join(spec) => {
+                let group = self.session.resolve(&spec)?;
+                let last_seq = self.session.join(&group)?;
+                let shown = safe::field(&group.to_string()).into_owned();
+                (self.print)(match last_seq {
+                    0 => format!("joined {shown}: no messages yet"),
+                    1 => format!("joined {shown}: 1 earlier message (/history shows it)"),
+                    n => format!("joined {shown}: {n} earlier messages (/history shows them)"),
+                });
+                self.view().join(group);
+            }
+            Line::Leave(spec) => {
+                let group = match spec {
+                    Some(spec) => self.joined_or_resolve(spec)?,
+                    None => self.require_current()?,
+                };
+                let left = self.session.leave(&group);
+                // A membership that already ended elsewhere is left all the same.
+                if let Err(Error::Rejected {
+                    code: protocol::ErrorCode::NotMember,
+                    ..
+                }) = &left
+                {
+                    self.view().leave(&group);
+                }
+                left?;
+                (self.print)(format!("left {}", safe::field(&group.to_string())));
+                self.view().leave(&group);
+            }
+            Line::Switch(spec) => {
+                let group = self.view().find_joined(&spec).ok_or_else(|| {
+                    errinput!("not joined to '{spec}' in this session; /join it first")
+                })?;
+                (self.print)(format!("now in {}", safe::field(&group.to_string())));
+                self.view().switch(group);
+            }
+            Line::History(range) => {
+                let group = self.require_current()?;
+                let messages = match range {
+                    HistoryRange::Last(n) => self.session.history(&group, None, Some(n))?,
+                    HistoryRange::Since(t) => {
+                        let since = time::parse(&t, time::now_ms())?;
+                        self.session.history(&group, Some(since), None)?
+                    }
+                };
+                self.print_history(&group, &messages);
+            }
+            Line::Who(spec) => {
+                let group = match spec {
+                    Some(spec) => self.joined_or_resolve(spec)?,
+                    None => self.require_current()?,
+                };
+                let members = self.session.members(&group)?;
+                self.view()
+                    .set_members(members.iter().map(|m| m.name.clone()));
+                self.print_members(&group, &members);
+            }
+            Line::Invite(key) => {
+                let group = self.require_current()?;
+                self.session.invite(&group, &key)?;
+                (self.print)(format!(
+                    "invited {} into {}",
+                    safe::field(&key),
+                    safe::field(&group.to_string())
+                ));
+            }
+            Line::Help => {
+                let log = match &self.log {
+                    Some(path) => format!("\nlog: warnings go to {}", path.display()),
+                    None => String::new(),
+                };
+                (self.print)(format!("{HELP}{log}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A joined group by name, or else whatever the name resolves to.
+    fn joined_or_resolve(&mut self, spec: String) -> Result<GroupRef> {
+        // Bound first: the view must not stay locked while the session works.
+        let joined = self.view().find_joined(&spec);
+        match joined {
+            Some(group) => Ok(group),
+            None => self.session.resolve(&spec),
+        }
+    }
+
+    fn require_current(&self) -> Result<GroupRef> {
+        self.view()
+            .current()
+            .cloned()
+            .ok_or_else(|| errinput!("no current group; /join one first (/list shows them)"))
+    }
+
+    fn print_groups(&mut self, groups: &[GroupEntry]) {
+        if groups.is_empty() {
+            (self.print)("no groups are registered with the message server".into());
+        }
+        let joined: Vec<GroupRef> = self.view().joined().to_vec();
+        let lines: Vec<String> = groups
+            .iter()
+            .map(|g| {
+                let joined = joined
+                    .iter()
+                    .any(|j| j.name == g.name && j.address == g.address);
+                format!(
+                    "  {:<20} {}{}",
+                    safe::field(&g.name),
+                    safe::field(&g.address),
+                    if joined { "  (joined)" } else { "" }
+                )
+            })
+            .collect();
+        self.print_lines(lines);
+    }
+
+    fn print_history(&mut self, group: &GroupRef, messages: &[Message]) {
+        if messages.is_empty() {
+            (self.print)(format!("no messages in {}", safe::field(&group.name)));
+        }
+        let now = time::now_ms();
+        let lines: Vec<String> = messages
+            .iter()
+            .map(|m| match self.terminal {
+                true => self.style.history(m, now),
+                false => render::plain_history(m),
+            })
+            .collect();
+        self.print_lines(lines);
+    }
+
+    fn print_members(&mut self, group: &GroupRef, members: &[Member]) {
+        let online = members.iter().filter(|m| m.online).count();
+        let s = if members.len() == 1 { "" } else { "s" };
+        let mut lines = vec![format!(
+            "{} member{s} of {}, {online} online:",
+            members.len(),
+            safe::field(&group.name)
+        )];
+        lines.extend(members.iter().map(|m| self.style.member(m)));
+        self.print_lines(lines);
+    }
+
+    /// Prints lines as one block: one redraw of the prompt, not one per line.
+    fn print_lines(&mut self, lines: Vec<String>) {
+        if !lines.is_empty() {
+            (self.print)(lines.join("\n"));
         }
     }
 
@@ -326,11 +551,11 @@ impl Network {
     /// At exit: whatever is still queued is reported, never dropped silently, and kept on
     /// disk with its id: a try may have been stored, so only a send under the same id is safe.
     fn finish(mut self) {
-        let kept = crate::keys::config_dir()
+        let kept = keys::config_dir()
             .ok()
             .map(|dir| super::kept::Kept::new(&dir, self.session.name()));
         for p in self.outbox.drain() {
-            let message = crate::protocol::Outgoing {
+            let message = protocol::Outgoing {
                 client_id: p.client_id.clone(),
                 text: p.text.clone(),
             };
@@ -359,7 +584,7 @@ struct Shell {
     doorbell: zmq::Socket,
     view: Arc<Mutex<View>>,
     style: Style,
-    /// Whether output is for a person at a terminal (local times) or a script (RFC 3339).
+    /// Whether input comes from a person at a terminal (see [`Shell::settle`]).
     terminal: bool,
 }
 
@@ -372,37 +597,75 @@ impl Drop for Shell {
     }
 }
 
+/// How long [`Shell::settle`] waits quietly before saying what it waits for.
+const QUIET_WAIT: Duration = Duration::from_millis(500);
+
+/// The longest [`Shell::settle`] waits: every request inside has its own timeouts, so this
+/// bound only guards against a bug.
+const LONGEST_WAIT: Duration = Duration::from_secs(120);
+
 impl Shell {
     fn view(&self) -> MutexGuard<'_, View> {
         self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn submit(&self, job: Job) -> Result<()> {
+    /// Hands a line (or its usage message) to the network thread; returns what tells when it
+    /// is over.
+    fn submit(&self, line: std::result::Result<Line, String>) -> Result<mpsc::Receiver<()>> {
+        if let Some(label) = line.as_ref().ok().and_then(busy_label) {
+            self.view().busy(label);
+        }
+        let (done, over) = mpsc::channel();
         self.jobs
-            .send(job)
+            .send(Job { line, done })
             .map_err(|_| errinput!("the network thread has stopped"))?;
         match self.doorbell.send("", zmq::DONTWAIT) {
             // A full doorbell has rung already.
-            Ok(()) | Err(zmq::Error::EAGAIN) => Ok(()),
+            Ok(()) | Err(zmq::Error::EAGAIN) => Ok(over),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Runs `f` on the network thread and waits for its result.
-    fn ask<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Session) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let (tx, rx) = mpsc::channel();
-        self.submit(Job::Ask(Box::new(move |session| drop(tx.send(f(session))))))?;
-        // Every request inside has its own timeouts; this bound only guards against a bug.
-        rx.recv_timeout(Duration::from_secs(120))
-            .map_err(|_| Error::Timeout("no answer from the network thread".into()))?
+    /// Before the next prompt, gives a line the chance to finish, so the prompt shows its
+    /// outcome (`[general]> ` after `/join general`) — but only until a key is typed: then
+    /// the editor takes over at once, the line goes on in the background ("joining…" in the
+    /// status row) and its outcome prints above the prompt. Meanwhile the terminal does not
+    /// echo, so keys typed wait for the editor instead of landing raw on the screen.
+    fn settle(&self, over: mpsc::Receiver<()>, label: Option<String>) {
+        if !self.terminal {
+            return;
+        }
+        let stdin = std::io::stdin();
+        let _quiet = EchoOff::new(stdin.as_fd());
+        let start = Instant::now();
+        let mut said = false;
+        while start.elapsed() < LONGEST_WAIT {
+            if let Err(mpsc::TryRecvError::Disconnected) = over.try_recv() {
+                return;
+            }
+            if typed(stdin.as_fd(), Duration::from_millis(20)) {
+                return;
+            }
+            if let Some(label) = label
+                .as_ref()
+                .filter(|_| !said && start.elapsed() > QUIET_WAIT)
+            {
+                say!(
+                    "{} (type on: the prompt comes back with the first key)",
+                    safe::field(label)
+                );
+                said = true;
+            }
+        }
     }
 
     fn read_loop(&mut self, input: &mut Input) -> Result<()> {
         loop {
-            let prompt = self.view().prompt(&self.style);
+            let prompt = {
+                let mut view = self.view();
+                view.prompted();
+                view.prompt(&self.style)
+            };
             let Some(line) = input.read(&prompt, true)? else {
                 return Ok(());
             };
@@ -413,194 +676,108 @@ impl Shell {
                         return Ok(());
                     }
                 }
-                Ok(line) => self.execute(line),
-                Err(usage) => say!("{}", safe::field(&usage)),
+                Ok(Line::Empty) => {}
+                parsed => self.run_line(parsed)?,
             }
         }
     }
 
-    /// The original numbered menu. Returns false when the user chose Quit.
-    fn menu(&mut self, input: &mut Input) -> Result<bool> {
-        say!("{MENU}");
-        let plain = |q: &str| (q.to_string(), q.to_string());
-        let Some(choice) = input.read(&plain("choose 1-6: "), false)? else {
-            return Ok(false);
-        };
-        let mut ask = |q: &str| -> Result<String> {
-            Ok(input
-                .read(&plain(q), false)?
-                .unwrap_or_default()
-                .trim()
-                .to_string())
-        };
-        let line = match choice.trim() {
-            "1" => Line::List,
-            "2" => Line::Join(ask("group name or IP:port: ")?),
-            "3" => Line::Leave(None),
-            "4" => Line::Say(ask("message: ")?),
-            "5" => match ask("since (TIME, empty for the last 20): ")? {
-                s if s.is_empty() => Line::History(HistoryRange::Last(HISTORY_DEFAULT)),
-                s => Line::History(HistoryRange::Since(s)),
-            },
-            "6" => return Ok(false),
-            other => {
-                say!("'{}' is not on the menu", safe::field(other));
-                return Ok(true);
-            }
-        };
-        self.execute(line);
-        Ok(true)
-    }
-
-    /// Carries out one line, printing the outcome or one line of error.
-    fn execute(&mut self, line: Line) {
-        if let Err(err) = self.try_execute(line) {
-            say!("{}", self.style.error(&format!("error: {err}")));
-        }
-    }
-
-    fn try_execute(&mut self, line: Line) -> Result<()> {
-        match line {
-            Line::Empty => {}
-            Line::Say(text) => {
-                protocol::check_text(&text).map_err(|why| errinput!("not sent: {why}"))?;
-                let group = self.require_current()?;
-                self.submit(Job::Say(group, text))?;
-            }
-            Line::List => {
-                let groups = self.ask(|s| s.list_groups())?;
-                self.view()
-                    .set_listed(groups.iter().map(|g| g.name.clone()));
-                self.print_groups(&groups);
-            }
-            Line::Join(spec) => {
-                let (group, last_seq) = self.ask(move |s| {
-                    let group = s.resolve(&spec)?;
-                    let last = s.join(&group)?;
-                    Ok((group, last))
-                })?;
-                let shown = safe::field(&group.to_string()).into_owned();
-                match last_seq {
-                    0 => say!("joined {shown}: no messages yet"),
-                    1 => say!("joined {shown}: 1 earlier message (/history shows it)"),
-                    n => say!("joined {shown}: {n} earlier messages (/history shows them)"),
-                }
-                self.view().join(group);
-            }
-            Line::Leave(spec) => {
-                let group = match spec {
-                    Some(spec) => self.joined_or_resolve(spec)?,
-                    None => self.require_current()?,
-                };
-                let target = group.clone();
-                self.ask(move |s| s.leave(&target))?;
-                say!("left {}", safe::field(&group.to_string()));
-                self.view().leave(&group);
-            }
-            Line::Switch(spec) => {
-                let group = self.view().find_joined(&spec).ok_or_else(|| {
-                    errinput!("not joined to '{spec}' in this session; /join it first")
-                })?;
-                say!("now in {}", safe::field(&group.to_string()));
-                self.view().switch(group);
-            }
-            Line::History(range) => {
-                let group = self.require_current()?;
-                let target = group.clone();
-                let messages = self.ask(move |s| match range {
-                    HistoryRange::Last(n) => s.history(&target, None, Some(n)),
-                    HistoryRange::Since(t) => {
-                        s.history(&target, Some(time::parse(&t, time::now_ms())?), None)
-                    }
-                })?;
-                self.print_history(&group, &messages);
-            }
-            Line::Who(spec) => {
-                let group = match spec {
-                    Some(spec) => self.joined_or_resolve(spec)?,
-                    None => self.require_current()?,
-                };
-                let target = group.clone();
-                let members = self.ask(move |s| s.members(&target))?;
-                self.view()
-                    .set_members(members.iter().map(|m| m.name.clone()));
-                self.print_members(&group, &members);
-            }
-            Line::Invite(key) => {
-                let group = self.require_current()?;
-                let (target, invited) = (group.clone(), key.clone());
-                self.ask(move |s| s.invite(&target, &invited))?;
-                say!(
-                    "invited {} into {}",
-                    safe::field(&key),
-                    safe::field(&group.to_string())
-                );
-            }
-            Line::Help => say!("{HELP}"),
-            Line::Menu | Line::Quit => {}
+    /// Hands a line over; a line that waits for a server gets [`Shell::settle`]d.
+    fn run_line(&self, line: std::result::Result<Line, String>) -> Result<()> {
+        let says = matches!(line, Ok(Line::Say(_)));
+        let label = line.as_ref().ok().and_then(busy_label);
+        let over = self.submit(line)?;
+        // A message needs no wait: its echo comes back live.
+        if !says {
+            self.settle(over, label);
         }
         Ok(())
     }
 
-    /// A joined group by name, or else whatever the name resolves to.
-    fn joined_or_resolve(&self, spec: String) -> Result<GroupRef> {
-        // Bound first: the view must not stay locked while the network thread works.
-        let joined = self.view().find_joined(&spec);
-        match joined {
-            Some(group) => Ok(group),
-            None => self.ask(move |s| s.resolve(&spec)),
+    /// The original numbered menu, until the user leaves it (7) or quits (6). Returns false
+    /// when the user chose Quit or input ended.
+    fn menu(&mut self, input: &mut Input) -> Result<bool> {
+        let plain = |q: &str| (q.to_string(), q.to_string());
+        say!("{MENU}");
+        loop {
+            let Some(choice) = input.read(&plain("choose 1-7: "), false)? else {
+                return Ok(false);
+            };
+            let mut ask = |q: &str| -> Result<Option<String>> {
+                Ok(input.read(&plain(q), false)?.map(|a| a.trim().to_string()))
+            };
+            let line = match choice.trim() {
+                // An empty answer asks again.
+                "" => continue,
+                "1" => Line::List,
+                "2" => match ask("group name or IP:port: ")? {
+                    Some(spec) if !spec.is_empty() => Line::Join(spec),
+                    Some(_) => continue,
+                    None => return Ok(false),
+                },
+                "3" => Line::Leave(None),
+                // An empty message is refused in one line, as at the prompt.
+                "4" => match ask("message: ")? {
+                    Some(text) => Line::Say(text),
+                    None => return Ok(false),
+                },
+                "5" => match ask("since (TIME, empty for the last 20): ")? {
+                    Some(s) if s.is_empty() => Line::History(HistoryRange::Last(HISTORY_DEFAULT)),
+                    Some(s) => Line::History(HistoryRange::Since(s)),
+                    None => return Ok(false),
+                },
+                "6" => return Ok(false),
+                "7" => {
+                    say!("back to the chat prompt (/menu shows the menu again)");
+                    return Ok(true);
+                }
+                other => {
+                    say!("'{}' is not on the menu; choose 1-7", safe::field(other));
+                    continue;
+                }
+            };
+            self.run_line(Ok(line))?;
         }
     }
+}
 
-    fn require_current(&self) -> Result<GroupRef> {
-        self.view()
-            .current()
-            .cloned()
-            .ok_or_else(|| errinput!("no current group; /join one first (/list shows them)"))
-    }
+/// Terminal echo and line editing off while the guard lives (nothing when stdin is no
+/// terminal); restored on drop.
+struct EchoOff<'fd> {
+    fd: std::os::fd::BorrowedFd<'fd>,
+    saved: Option<termios::Termios>,
+}
 
-    fn print_groups(&self, groups: &[GroupEntry]) {
-        if groups.is_empty() {
-            say!("no groups are registered with the message server");
-        }
-        let joined: Vec<GroupRef> = self.view().joined().to_vec();
-        for g in groups {
-            let joined = joined
-                .iter()
-                .any(|j| j.name == g.name && j.address == g.address);
-            say!(
-                "  {:<20} {}{}",
-                safe::field(&g.name),
-                safe::field(&g.address),
-                if joined { "  (joined)" } else { "" }
+use nix::sys::termios;
+
+impl<'fd> EchoOff<'fd> {
+    fn new(fd: std::os::fd::BorrowedFd<'fd>) -> EchoOff<'fd> {
+        let saved = termios::tcgetattr(fd).ok();
+        if let Some(saved) = &saved {
+            let mut quiet = saved.clone();
+            // ISIG too: Ctrl-C is then a key for the editor (clearing the line), not a signal
+            // that would end the client.
+            quiet.local_flags.remove(
+                termios::LocalFlags::ECHO | termios::LocalFlags::ICANON | termios::LocalFlags::ISIG,
             );
+            let _ = termios::tcsetattr(fd, termios::SetArg::TCSANOW, &quiet);
         }
+        EchoOff { fd, saved }
     }
+}
 
-    fn print_history(&self, group: &GroupRef, messages: &[Message]) {
-        if messages.is_empty() {
-            say!("no messages in {}", safe::field(&group.name));
-        }
-        let now = time::now_ms();
-        for m in messages {
-            if self.terminal {
-                say!("{}", self.style.history(m, now));
-            } else {
-                say!("{}", render::plain_history(m));
-            }
+impl Drop for EchoOff<'_> {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let _ = termios::tcsetattr(self.fd, termios::SetArg::TCSANOW, saved);
         }
     }
+}
 
-    fn print_members(&self, group: &GroupRef, members: &[Member]) {
-        let online = members.iter().filter(|m| m.online).count();
-        let s = if members.len() == 1 { "" } else { "s" };
-        say!(
-            "{} member{s} of {}, {online} online:",
-            members.len(),
-            safe::field(&group.name)
-        );
-        for m in members {
-            say!("{}", self.style.member(m));
-        }
-    }
+/// Whether a key is waiting on `fd`, waiting up to `wait` for one.
+fn typed(fd: std::os::fd::BorrowedFd<'_>, wait: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
+    poll(&mut fds, timeout).is_ok_and(|n| n > 0)
 }

@@ -3,7 +3,7 @@
 //! reconnected, queued messages, and the names Tab completes. The prompt and the status row are
 //! pure functions of it, so they are tested here.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::complete::Known;
 use super::render::Style;
@@ -27,6 +27,11 @@ pub struct View {
     listed: Vec<String>,
     /// Names from the last `/who` and senders seen, for completion.
     members: BTreeSet<String>,
+    /// Lines handed to the network thread that wait for a server, oldest (under way) first.
+    busy: VecDeque<String>,
+    /// The group the prompt being edited shows: a line that changes the current group may
+    /// finish while the prompt (fixed for the line) still shows the old one.
+    prompted: Option<GroupRef>,
 }
 
 impl View {
@@ -163,6 +168,21 @@ impl View {
         }
     }
 
+    /// A line that waits for a server was handed over; `label` says it in the status row.
+    pub fn busy(&mut self, label: String) {
+        self.busy.push_back(label);
+    }
+
+    /// The oldest line handed over is done.
+    pub fn busy_done(&mut self) {
+        self.busy.pop_front();
+    }
+
+    /// A prompt is about to show the current group.
+    pub fn prompted(&mut self) {
+        self.prompted = self.current.clone();
+    }
+
     /// The input prompt: `[general]> `, or `> ` with no group. Its width stays fixed while a
     /// line is edited; what changes meanwhile goes in the [`View::status`] row.
     pub fn prompt(&self, style: &Style) -> (String, String) {
@@ -179,6 +199,16 @@ impl View {
     /// of the other joined groups (`random(3)`), servers being reconnected, queued messages.
     pub fn status(&self) -> String {
         let mut parts = Vec::new();
+        if let Some(current) = self
+            .current
+            .as_ref()
+            .filter(|c| self.prompted.as_ref() != Some(*c))
+        {
+            parts.push(format!("now in {}", safe::field(&current.name)));
+        }
+        if let Some(busy) = self.busy.front() {
+            parts.push(busy.clone());
+        }
         let unread: Vec<String> = self
             .joined
             .iter()
@@ -232,6 +262,7 @@ mod tests {
         v.join(random.clone());
         let plain = Style::new(false, jiff::tz::TimeZone::UTC);
         assert_eq!(v.prompt(&plain).0, "[random]> ");
+        v.prompted();
         assert_eq!(v.status(), "");
         for _ in 0..3 {
             v.message(&general, "bob");
@@ -241,14 +272,37 @@ mod tests {
         assert_eq!(v.status(), "general(3)");
         v.switch(general.clone());
         assert_eq!(v.prompt(&plain).0, "[general]> ");
+        v.prompted();
         assert_eq!(v.status(), "");
         v.message(&random, "carol");
         assert_eq!(v.status(), "random(1)");
         v.leave(&general);
         assert_eq!(v.current(), Some(&random));
-        assert_eq!(v.status(), "", "the group made current is read");
+        assert_eq!(
+            v.status(),
+            "now in random",
+            "the group made current is read"
+        );
+        v.prompted();
+        assert_eq!(v.status(), "");
         v.leave(&random);
         assert_eq!(v.prompt(&plain).0, "> ");
+    }
+
+    #[test]
+    fn the_status_shows_lines_under_way_and_a_prompt_left_behind() {
+        let mut v = View::new("alice");
+        v.prompted();
+        v.busy("joining general…".into());
+        v.busy("listing groups…".into());
+        assert_eq!(v.status(), "joining general…");
+        // The join ends while "> " is being edited: the row says where text goes now.
+        v.join(g("general", "h:1"));
+        v.busy_done();
+        assert_eq!(v.status(), "now in general · listing groups…");
+        v.busy_done();
+        v.prompted();
+        assert_eq!(v.status(), "");
     }
 
     #[test]
@@ -266,6 +320,7 @@ mod tests {
         let mut v = View::new("alice");
         v.join(g("dev", "h:2"));
         v.join(g("general", "h:1"));
+        v.prompted();
         v.set_lost("h:1", true);
         assert_eq!(v.status(), "reconnecting… h:1");
         v.set_lost("h:2", true);

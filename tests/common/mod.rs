@@ -322,11 +322,14 @@ pub const CLEARS: &str = "\x1b[2J\x1b]0;pwned\x07cleared?";
 pub const TWO_LINES: &str = "first line\n07:42:01 bob: a second message?";
 /// A sender's name with a colour change and a cursor move in it.
 pub const HOSTILE_NAME: &str = "mal\x1b[31mlory\x1b[1A";
+/// A group name that clears the screen and retitles the terminal window.
+pub const HOSTILE_GROUP: &str = "gen\x1b[2J\x1b]0;pwned\x07eral";
 
-/// A group server that serves one group, `general`, whose stored messages and members carry
-/// [`FORGED`], [`CLEARS`], [`TWO_LINES`] and [`HOSTILE_NAME`], as no zms group server would
-/// accept them any longer: for testing that clients show them harmlessly. Each JOIN or
-/// SUBSCRIBE also gets the messages pushed live. Stops when dropped.
+/// A group server that serves one group (`general` unless [`RogueGroup::named`]), whose
+/// stored messages and members carry [`FORGED`], [`CLEARS`], [`TWO_LINES`] and
+/// [`HOSTILE_NAME`], as no zms group server would accept them any longer: for testing that clients show them harmlessly. Each JOIN or
+/// SUBSCRIBE also gets the messages pushed live. It answers as a message server too (HELLO,
+/// LIST), so a client can take it for one. Stops when dropped.
 pub struct RogueGroup {
     /// `HOST:PORT`.
     pub address: String,
@@ -336,6 +339,11 @@ pub struct RogueGroup {
 
 impl RogueGroup {
     pub fn start() -> RogueGroup {
+        RogueGroup::named("general")
+    }
+
+    /// As [`RogueGroup::start`], its one group called `group` (which may be hostile too).
+    pub fn named(group: &str) -> RogueGroup {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::Arc;
         use zms::protocol::codec;
@@ -351,6 +359,7 @@ impl RogueGroup {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let listed = address.clone();
+        let group = group.to_string();
         let thread = std::thread::spawn(move || {
             let _ctx = ctx;
             let now = zms::time::now_ms();
@@ -382,20 +391,20 @@ impl RogueGroup {
                 let mut push = false;
                 let reply = match request {
                     Request::List => Reply::Groups(vec![GroupEntry {
-                        name: "general".into(),
+                        name: group.clone(),
                         address: listed.clone(),
                         key: String::new(),
                     }]),
                     Request::Join { .. } | Request::Subscribe { .. } => {
                         push = true;
                         Reply::Joined {
-                            group: "general".into(),
+                            group: group.clone(),
                             last_seq: 0,
                         }
                     }
                     Request::Ping => Reply::Pong {
                         epoch: 1,
-                        groups: vec![("general".into(), last_seq)],
+                        groups: vec![(group.clone(), last_seq)],
                     },
                     Request::History {
                         after_seq,
@@ -403,7 +412,7 @@ impl RogueGroup {
                         limit,
                         ..
                     } => Reply::Messages {
-                        group: "general".into(),
+                        group: group.clone(),
                         last_seq,
                         messages: messages
                             .iter()
@@ -413,7 +422,7 @@ impl RogueGroup {
                             .collect(),
                     },
                     Request::Members { .. } => Reply::Members {
-                        group: "general".into(),
+                        group: group.clone(),
                         members: vec![
                             Member {
                                 name: HOSTILE_NAME.into(),
@@ -430,7 +439,7 @@ impl RogueGroup {
                 let frame = codec::encode_reply(req_id, &reply);
                 let _ = router.send_multipart([route.as_slice(), &frame], 0);
                 if push {
-                    let event = codec::encode_messages_event("general", &messages);
+                    let event = codec::encode_messages_event(&group, &messages);
                     let _ = router.send_multipart([route.as_slice(), &event], 0);
                 }
             }
