@@ -628,10 +628,10 @@ fn up(ctx: &zmq::Context, bind: &str, group_bind: &str, data: PathBuf, secure: b
         "  Ctrl-C stops; the servers' log follows.".to_string(),
     ]);
     // Set apart from the log lines (stderr) that go to the same terminal: a blank line and a
-    // rule above and below.
-    announce(&format!("\n─── zms is up {}", "─".repeat(58)));
-    banner.iter().for_each(|line| announce(line));
-    announce(&format!("{}\n", "─".repeat(72)));
+    // rule above and below, written at once so no server thread's log line lands inside it.
+    banner.insert(0, format!("\n─── zms is up {}", "─".repeat(58)));
+    banner.push(format!("{}\n", "─".repeat(72)));
+    announce(&banner.join("\n"));
     serve_until_signal(vec![group_handle, dir_handle])
 }
 
