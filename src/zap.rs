@@ -28,6 +28,10 @@ pub fn start(ctx: &zmq::Context) -> Result<Option<ServerHandle>> {
         ];
         transport::poll(&mut items, std::time::Duration::from_secs(3600))?;
         if items[0].is_readable() {
+            // Now, not when libzmq's reaper gets to the socket: a server restarted in this
+            // context binds the endpoint next, and must not find it taken by a handler on
+            // its way out (it would then run with none, and name no peer).
+            let _ = rep.unbind(ENDPOINT);
             return Ok(());
         }
         if items[1].is_readable() {

@@ -438,7 +438,10 @@ fn a_send_to_a_frozen_server_is_kept_and_sent_again_once_never_twice() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert!(!send.wait().unwrap().success());
+    let status = send.wait().unwrap();
+    let mut rest = String::new();
+    output.read_to_string(&mut rest).unwrap();
+    assert!(!status.success(), "{status}: {err} / {rest}");
     d.group.signal("-CONT");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(
