@@ -1,5 +1,6 @@
 //! Attacks a peer can make with nothing but a socket, each injected while a normal user goes on
-//! being served: replies it never reads, join storms, one connection with many names. Each
+//! being served: replies it never reads, join storms, one connection or address with many names,
+//! connections that pile up or stay silent, on group and message servers alike. Each
 //! server is given small limits so the attack is small; the code paths are the defaults'.
 
 mod common;
@@ -544,6 +545,24 @@ fn a_message_server_closes_connections_that_never_send_a_request() {
     assert_eq!(closed_peers(&attack, 20), 20, "every idle one is closed");
     // Alice has been connected longer than the idle time, but she sent a request.
     assert!(listed(&alice, 2), "the user is not closed");
+}
+
+#[test]
+fn the_connection_cap_flags_are_obeyed() {
+    let server = Proc::spawn(&[
+        "message-server",
+        "--bind",
+        "127.0.0.1:0",
+        "--max-connections-per-address",
+        "3",
+    ]);
+    let address = server.listening().rsplit(' ').next().unwrap().to_string();
+    let endpoint = zms::transport::endpoint(&address).unwrap();
+    let ctx = zmq::Context::new();
+    let attack = silent_peers(&ctx, &endpoint, "127.0.0.2", 8);
+    assert_eq!(closed_peers(&attack, 5), 5, "all but 3 are closed");
+    let alice = raw_dealer(&ctx, &endpoint);
+    assert!(listed(&alice, 1));
 }
 
 /// CPU time process `pid` has used, user and system, in clock ticks.
