@@ -165,6 +165,16 @@ impl Connections {
         })
     }
 
+    /// Stops `router`'s reports; to be called before `router` is closed. libzmq sends them
+    /// from its I/O thread with a blocking send, so a report sent once this end is closed
+    /// would stall every socket of the context.
+    pub fn stop(&self, router: &mut zmq::Socket) {
+        // SAFETY: the socket is live; a null endpoint is libzmq's way to stop monitoring.
+        unsafe {
+            zmq_sys::zmq_socket_monitor(router.as_mut_ptr(), std::ptr::null(), 0);
+        }
+    }
+
     /// Holds connections to `caps` from now on (kept within the descriptor limit).
     pub fn set_caps(&mut self, caps: PeerCaps) {
         self.peers.caps = Some(caps.within(transport::fd_limit()));

@@ -61,6 +61,12 @@ pub struct DirectoryServer {
     _zap: Option<ServerHandle>,
 }
 
+impl Drop for DirectoryServer {
+    fn drop(&mut self) {
+        self.connections.stop(&mut self.router);
+    }
+}
+
 impl DirectoryServer {
     /// Binds the directory's ROUTER to `endpoint` (`tcp://HOST:PORT`, port `*` for any),
     /// without security.

@@ -102,6 +102,12 @@ pub struct GroupServer {
     on_registered: Option<Box<dyn FnOnce() + Send>>,
 }
 
+impl Drop for GroupServer {
+    fn drop(&mut self) {
+        self.connections.stop(&mut self.router);
+    }
+}
+
 impl GroupServer {
     /// Opens the store, loads the groups and binds the ROUTER to `endpoint`.
     ///
