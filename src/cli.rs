@@ -12,6 +12,7 @@ use zms::client::{ClientSecurity, Session, Timeouts};
 use zms::directory::{owners::Owners, DirectorySecurity, DirectoryServer};
 use zms::group::{self, limits::Limits, store::Durability, GroupSecurity, GroupServer};
 use zms::keys::{self, KeyPair, Pins};
+use zms::peers::PeerCaps;
 use zms::shutdown::ServerHandle;
 use zms::user::{self, output, output::Format, safe, Action};
 use zms::{errinput, transport, Result};
@@ -51,6 +52,8 @@ pub enum Command {
         /// (message-server.db); default: the config directory's `message-server`.
         #[arg(long, env = "ZMS_DATA", value_name = "DIR")]
         data: Option<PathBuf>,
+        #[command(flatten)]
+        connections: ConnectionArgs,
     },
     /// Run a group server hosting groups and register them with the message server(s).
     GroupServer(GroupArgs),
@@ -232,12 +235,18 @@ pub struct GroupArgs {
     #[arg(long, default_value_t = 10_000)]
     max_members: usize,
     /// Connections receiving live messages, over all groups.
-    #[arg(long, default_value_t = 10_000)]
-    max_connections: usize,
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    max_live_connections: usize,
     /// With --secure: user names one key may hold on this server (so no one peer can fill a
     /// group's member cap).
     #[arg(long, default_value_t = 16, value_name = "N")]
     max_names_per_key: usize,
+    /// Without --secure: user names one IP address may make members on this server (so no one
+    /// peer can fill a group's member cap).
+    #[arg(long, default_value_t = Limits::default().max_names_per_address, value_name = "N")]
+    max_names_per_address: usize,
+    #[command(flatten)]
+    connections: ConnectionArgs,
 }
 
 impl GroupArgs {
@@ -252,9 +261,33 @@ impl GroupArgs {
             max_text: self.max_message_kib.saturating_mul(1024),
             rate,
             max_members: self.max_members,
-            max_connections: self.max_connections,
+            max_connections: self.max_live_connections,
             max_names_per_key: self.max_names_per_key,
+            max_names_per_address: self.max_names_per_address,
+            peers: self.connections.caps(),
             ..Limits::default()
+        }
+    }
+}
+
+/// Connection caps of a server.
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// Connections in all (at most 3/4 of the open-descriptor limit); more are closed at once.
+    #[arg(long, default_value_t = PeerCaps::default().total, value_name = "N")]
+    max_connections: usize,
+    /// Connections from one IP address; more are closed at once.
+    #[arg(long, default_value_t = PeerCaps::default().per_address, value_name = "N")]
+    max_connections_per_address: usize,
+}
+
+impl ConnectionArgs {
+    /// The caps these flags ask for.
+    fn caps(&self) -> PeerCaps {
+        PeerCaps {
+            total: self.max_connections,
+            per_address: self.max_connections_per_address,
+            ..PeerCaps::default()
         }
     }
 }
@@ -343,6 +376,7 @@ impl Command {
                 max_groups,
                 operators,
                 data,
+                connections,
             } => {
                 let bind = ask_or(
                     bind,
@@ -380,7 +414,8 @@ impl Command {
                 let public = security.as_ref().map(|s| s.keys.public.clone());
                 let mut server =
                     DirectoryServer::bind_with(&ctx, &transport::endpoint(&bind)?, security)?
-                        .with_operators(operators);
+                        .with_operators(operators)
+                        .with_peer_caps(connections.caps());
                 if let Some(owners) = owners {
                     server = server.with_owners(owners);
                 }

@@ -12,7 +12,8 @@
 //! - [`client`]: the blocking client library ([`client::Session`]) with retries and gap repair.
 //! - [`protocol`]: the ZMS/1 messages and their one-frame encoding; PROTOCOL.md specifies it.
 //! - [`user`]: the terminal client and the one-shot commands; the only module that prints.
-//! - [`transport`], [`shutdown`], [`time`], [`error`]: the small shared pieces.
+//! - [`transport`], [`peers`], [`backlog`], [`shutdown`], [`time`], [`error`]: the small shared
+//!   pieces.
 
 pub mod backlog;
 pub mod bench;
@@ -21,6 +22,7 @@ pub mod directory;
 pub mod error;
 pub mod group;
 pub mod keys;
+pub mod peers;
 pub mod protocol;
 pub mod shutdown;
 pub mod time;

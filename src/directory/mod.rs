@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::backlog::{Backlogs, Budget};
 use crate::keys::KeyPair;
+use crate::peers::{Connections, PeerCaps};
 use crate::protocol::codec::{self, DecodeError};
 use crate::protocol::{self, ErrorCode, Reply, Request};
 use crate::shutdown::ServerHandle;
@@ -54,8 +55,16 @@ pub struct DirectoryServer {
     key_service: Option<KeyService>,
     /// What each peer has not read yet: a LIST waits on it (a list can be megabytes).
     backlogs: Backlogs,
+    /// Every connection, to close those over a cap or idle.
+    connections: Connections,
     /// The ZAP handler this server started (none if another server of the process runs it).
     _zap: Option<ServerHandle>,
+}
+
+impl Drop for DirectoryServer {
+    fn drop(&mut self) {
+        self.connections.stop(&mut self.router);
+    }
 }
 
 impl DirectoryServer {
@@ -85,6 +94,7 @@ impl DirectoryServer {
         let keys = security.as_ref().map(|s| &s.keys);
         let (router, endpoint, key_service) =
             transport::bind_server(ctx, endpoint, protocol::MAX_FRAME, keys)?;
+        let connections = Connections::watch(ctx, &router, PeerCaps::default())?;
         Ok(DirectoryServer {
             router,
             endpoint,
@@ -95,6 +105,7 @@ impl DirectoryServer {
             security,
             key_service,
             backlogs: Backlogs::new(Budget::default()),
+            connections,
             _zap: zap,
         })
     }
@@ -137,6 +148,13 @@ impl DirectoryServer {
         self
     }
 
+    /// Caps connections per IP address and in all, and how long one may stay without a
+    /// request (the defaults otherwise; the total is kept within the descriptor limit).
+    pub fn with_peer_caps(mut self, caps: PeerCaps) -> DirectoryServer {
+        self.connections.set_caps(caps);
+        self
+    }
+
     /// The bound endpoint, with the real port.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
@@ -163,6 +181,7 @@ impl DirectoryServer {
             let now = Instant::now();
             if now >= next_sweep {
                 self.forget_gone_peers();
+                self.connections.close_idle();
                 next_sweep = now + Duration::from_secs(1);
             }
             let wait = self
@@ -174,17 +193,23 @@ impl DirectoryServer {
             let mut items = vec![
                 control.as_poll_item(zmq::POLLIN),
                 self.router.as_poll_item(zmq::POLLIN),
+                self.connections.socket().as_poll_item(zmq::POLLIN),
             ];
             if let Some(service) = &self.key_service {
                 items.push(service.socket().as_poll_item(zmq::POLLIN));
             }
             transport::poll(&mut items, wait)?;
             let (stop, requests) = (items[0].is_readable(), items[1].is_readable());
-            let keys_asked = items.get(2).is_some_and(|i| i.is_readable());
+            let reports = items[2].is_readable();
+            let keys_asked = items.get(3).is_some_and(|i| i.is_readable());
             drop(items);
             if stop {
                 info!("stopping");
                 return Ok(());
+            }
+            // Also before requests: every connection whose requests are read is known by then.
+            if reports || requests {
+                self.connections.take_reports();
             }
             if requests {
                 for _ in 0..BATCH {
@@ -209,6 +234,9 @@ impl DirectoryServer {
         if !self.backlogs.knows(route) {
             let fd = envelope.frames.first_mut().and_then(transport::source_fd);
             self.backlogs.watch(route, fd);
+            if let Some(fd) = fd {
+                self.connections.active(fd);
+            }
         }
         let reply = match codec::decode_message(&envelope.frames) {
             Ok((req_id, request)) if matches!(request, Request::List) => {

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::peers::PeerCaps;
 use crate::backlog::Budget;
+use crate::peers::PeerCaps;
 use crate::protocol;
 
 /// What a group server allows. Every limit answers with LIMITED (or TOO_LARGE) and a reason.
@@ -24,6 +24,10 @@ pub struct Limits {
     /// User names one key may hold on the server, with security: so one peer cannot fill a
     /// group's member cap (members stay members, even across a restart).
     pub max_names_per_key: usize,
+    /// User names one IP address may make members on the server, without security: so one
+    /// peer cannot fill a group's member cap. High, for many users behind one address (a
+    /// shared machine, a NAT); loopback is an address like any other.
+    pub max_names_per_address: usize,
     /// PRESENCE pushes per second per group, with bursts of twice that; past it joins and
     /// leaves go unannounced (MEMBERS still shows them), so a storm of N joins costs O(N)
     /// pushes, not N²/2. `None` is no limit.
@@ -42,6 +46,7 @@ impl Default for Limits {
             max_members: 10_000,
             max_connections: 10_000,
             max_names_per_key: 16,
+            max_names_per_address: 64,
             presence_rate: Some(10),
             backlog: Budget::default(),
             peers: PeerCaps::default(),

@@ -10,7 +10,6 @@
 
 pub mod fanout;
 pub mod limits;
-pub mod peers;
 pub mod state;
 pub mod store;
 
@@ -21,13 +20,13 @@ use tracing::{debug, info, warn};
 
 use crate::backlog::Backlogs;
 use crate::keys::{self, KeyPair};
+use crate::peers::Connections;
 use crate::protocol::codec::{self, DecodeError};
 use crate::protocol::{self, Reply, Request};
 use crate::shutdown::ServerHandle;
 use crate::transport::{KeyService, SharedFrame};
 use crate::{errinput, transport, zap, Result};
 use limits::Limits;
-use peers::Peers;
 use state::{Outbound, Route, Sender, State};
 use store::{Durability, Store};
 
@@ -88,12 +87,8 @@ pub struct GroupServer {
     key_service: Option<KeyService>,
     /// What each peer has not read yet: large requests and pushes wait on it.
     backlogs: Backlogs,
-    /// libzmq's reports of the ROUTER's connections opening and closing.
-    monitor: zmq::Socket,
     /// Every connection, to close those over a cap or idle.
-    peers: Peers,
-    /// Read each sender's IP address (for the send rate without security).
-    rate_by_address: bool,
+    connections: Connections,
     /// The ZAP handler this server started (none if another server of the process runs it).
     _zap: Option<ServerHandle>,
     /// The `HOST:PORT` of each directory, for messages.
@@ -105,6 +100,12 @@ pub struct GroupServer {
     /// Called once, when the first directory acknowledges a REGISTER after
     /// [`GroupServer::register`] found none had.
     on_registered: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for GroupServer {
+    fn drop(&mut self) {
+        self.connections.stop(&mut self.router);
+    }
 }
 
 impl GroupServer {
@@ -152,7 +153,7 @@ impl GroupServer {
             protocol::MAX_BATCH_FRAME as i64,
             keys.as_ref(),
         )?;
-        let monitor = monitor(ctx, &router)?;
+        let connections = Connections::watch(ctx, &router, Limits::default().peers)?;
         let address = match &config.advertise {
             Some(a) => transport::address(&transport::endpoint(a)?),
             None => advertised(&endpoint),
@@ -188,9 +189,7 @@ impl GroupServer {
             drained: Instant::now(),
             key_service,
             backlogs: Backlogs::new(Limits::default().backlog),
-            monitor,
-            peers: Peers::new(Limits::default().peers.within(transport::fd_limit())),
-            rate_by_address: false,
+            connections,
             _zap: zap,
             directory_addresses: config
                 .directories
@@ -228,8 +227,7 @@ impl GroupServer {
             ));
         }
         self.backlogs = Backlogs::new(limits.backlog);
-        self.peers = Peers::new(limits.peers.within(transport::fd_limit()));
-        self.rate_by_address = limits.rate.is_some() && self.key_service.is_none();
+        self.connections.set_caps(limits.peers);
         self.state.set_limits(limits);
         Ok(self)
     }
@@ -366,18 +364,13 @@ impl GroupServer {
                 }
                 self.state.expire(self.drained, ttl);
                 self.forget_gone_peers();
-                // Closes reported first, so no descriptor reused meanwhile is taken for idle.
-                self.watch_connections();
-                for fd in self.peers.idle(now) {
-                    debug!(fd, "connection idle since it was accepted; closing it");
-                    transport::shut_down(fd);
-                }
+                self.connections.close_idle();
                 next_beat = now + heartbeat;
             }
             let mut items = Vec::with_capacity(4 + self.directories.len());
             items.push(control.as_poll_item(zmq::POLLIN));
             items.push(self.router.as_poll_item(zmq::POLLIN));
-            items.push(self.monitor.as_poll_item(zmq::POLLIN));
+            items.push(self.connections.socket().as_poll_item(zmq::POLLIN));
             items.extend(self.directories.iter().map(|d| d.as_poll_item(zmq::POLLIN)));
             if let Some(service) = &self.key_service {
                 items.push(service.socket().as_poll_item(zmq::POLLIN));
@@ -394,7 +387,7 @@ impl GroupServer {
             let keys_asked = items.get(3 + dirs).is_some_and(|i| i.is_readable());
             drop(items);
             if monitor_ready {
-                self.watch_connections();
+                self.connections.take_reports();
             }
             if router_ready {
                 self.serve_batch()?;
@@ -456,7 +449,7 @@ impl GroupServer {
     /// every answer and push. Reads that follow writes in the batch see them committed first.
     fn serve_batch(&mut self) -> Result<()> {
         // Every connection whose requests are read below is known by then.
-        self.watch_connections();
+        self.connections.take_reports();
         let mut out: Vec<Outbound> = Vec::new();
         let mut open_from: Option<usize> = None;
         let mut unwritable: Option<Reply> = None;
@@ -477,11 +470,12 @@ impl GroupServer {
                 let fd = frames.first_mut().and_then(transport::source_fd);
                 self.backlogs.watch(&route, fd);
                 if let Some(fd) = fd {
-                    self.peers.active(fd);
+                    self.connections.active(fd);
                 }
             }
+            // Without security a peer is known by its IP address (names per address, rates).
             let address = match frames.first_mut() {
-                Some(first) if self.rate_by_address => transport::peer_address(first),
+                Some(first) if !secure => transport::peer_address(first),
                 _ => None,
             };
             let (req_id, request) = match codec::decode_message(&frames) {
@@ -611,31 +605,6 @@ impl GroupServer {
         }
     }
 
-    /// Takes in libzmq's reports of connections opened and closed, then closes those over a
-    /// cap (after all reports are in, so a descriptor closed and reused meanwhile is not hit).
-    fn watch_connections(&mut self) {
-        let mut refused = std::collections::HashSet::new();
-        let now = Instant::now();
-        while let Ok(event) = self.monitor.recv_multipart(zmq::DONTWAIT) {
-            let Some((event, fd)) = monitor_event(&event) else {
-                continue;
-            };
-            if event == zmq::SocketEvent::ACCEPTED.to_raw() {
-                let address = transport::fd_peer_address(fd).unwrap_or_default();
-                if !self.peers.accepted(fd, address.clone(), now) {
-                    debug!(fd, %address, "connection over a cap; closing it");
-                    refused.insert(fd);
-                }
-            } else {
-                self.peers.closed(fd);
-                refused.remove(&fd);
-            }
-        }
-        for fd in refused {
-            transport::shut_down(fd);
-        }
-    }
-
     /// Stops counting the unread answers of peers whose connections are gone.
     fn forget_gone_peers(&mut self) {
         let gone: Vec<Route> = self
@@ -648,28 +617,6 @@ impl GroupServer {
             self.backlogs.forget(&route);
         }
     }
-}
-
-/// A socket reporting `router`'s connections as they are accepted and closed.
-fn monitor(ctx: &zmq::Context, router: &zmq::Socket) -> Result<zmq::Socket> {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let endpoint = format!("inproc://zms-group-monitor-{n}");
-    let events = zmq::SocketEvent::ACCEPTED.to_raw()
-        | zmq::SocketEvent::CLOSED.to_raw()
-        | zmq::SocketEvent::DISCONNECTED.to_raw();
-    router.monitor(&endpoint, i32::from(events))?;
-    let pair = transport::socket(ctx, zmq::PAIR)?;
-    pair.connect(&endpoint)?;
-    Ok(pair)
-}
-
-/// A monitor report: its event and value (a descriptor for those asked for).
-fn monitor_event(frames: &[Vec<u8>]) -> Option<(u16, i32)> {
-    let head = frames.first()?;
-    let event = u16::from_ne_bytes(head.get(0..2)?.try_into().ok()?);
-    let value = u32::from_ne_bytes(head.get(2..6)?.try_into().ok()?);
-    Some((event, value as i32))
 }
 
 /// Messages a request sends: a SENDS its batch's, a SEND one, any other none.

@@ -24,7 +24,7 @@ pub type Route = Vec<u8>;
 pub struct Sender<'a> {
     /// The peer's CURVE public key (Z85), as ZAP authenticated it; `None` without security.
     pub key: Option<&'a str>,
-    /// The peer's IP address, when a limit needs it (the send rate without security).
+    /// The peer's IP address, without security (names per address, the send rate).
     pub address: Option<&'a str>,
 }
 
@@ -108,6 +108,11 @@ pub struct State {
     users: HashMap<String, String>,
     /// Keys the operator allowed into every private group.
     allow: Vec<String>,
+    /// Without security: user name → the IP address that made it a member, for names made
+    /// members since the server started.
+    name_address: HashMap<String, String>,
+    /// Without security: how many names of `name_address` each address made members.
+    names_per_address: HashMap<String, usize>,
     limits: Limits,
     rates: RateLimiter,
 }
@@ -145,6 +150,8 @@ impl State {
             secure: false,
             users: HashMap::new(),
             allow: Vec::new(),
+            name_address: HashMap::new(),
+            names_per_address: HashMap::new(),
             limits: Limits::default(),
             rates: RateLimiter::default(),
         })
@@ -336,6 +343,21 @@ impl State {
                 );
                 out.push(refuse(ErrorCode::Limited, reason));
             }
+            Request::Join { .. }
+                if !is_member
+                    && !self.secure
+                    && sender.address.is_some_and(|a| {
+                        !self.name_address.contains_key(&user)
+                            && self.names_per_address.get(a).copied().unwrap_or(0)
+                                >= self.limits.max_names_per_address
+                    }) =>
+            {
+                let reason = format!(
+                    "one address may make at most {} names members on this server",
+                    self.limits.max_names_per_address
+                );
+                out.push(refuse(ErrorCode::Limited, reason));
+            }
             Request::Join { .. } => {
                 if !is_member {
                     if let Err(err) = store.add_member(group.id, &user, crate::time::now_ms()) {
@@ -345,6 +367,9 @@ impl State {
                     info!(group = %group_name, %user, "joined");
                 }
                 let last_seq = group.last_seq;
+                if let (false, false, Some(address)) = (is_member, self.secure, sender.address) {
+                    self.count_name(&user, address);
+                }
                 self.subscribe(route, &group_name, &user, now);
                 out.push(durable(Reply::Joined {
                     group: group_name.clone(),
@@ -377,6 +402,9 @@ impl State {
                     .collect();
                 for r in routes {
                     self.unsubscribe(&r, &group_name);
+                }
+                if !self.groups.values().any(|g| g.members.contains(&user)) {
+                    self.uncount_name(&user);
                 }
                 out.push(durable(Reply::Ok));
                 if self.announce_presence(&group_name, now) {
@@ -543,6 +571,31 @@ impl State {
                 info!(%user, key = %peer, "name bound to key");
                 self.users.insert(user.to_string(), peer.to_string());
                 Ok(())
+            }
+        }
+    }
+
+    /// Counts `user`, just made a member, against `address` (once, whatever its groups).
+    fn count_name(&mut self, user: &str, address: &str) {
+        if !self.name_address.contains_key(user) {
+            self.name_address
+                .insert(user.to_string(), address.to_string());
+            *self
+                .names_per_address
+                .entry(address.to_string())
+                .or_default() += 1;
+        }
+    }
+
+    /// Stops counting `user`, a member of no group any more, against its address.
+    fn uncount_name(&mut self, user: &str) {
+        let Some(address) = self.name_address.remove(user) else {
+            return;
+        };
+        if let Some(n) = self.names_per_address.get_mut(&address) {
+            *n -= 1;
+            if *n == 0 {
+                self.names_per_address.remove(&address);
             }
         }
     }

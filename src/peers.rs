@@ -1,11 +1,15 @@
-//! Every TCP connection of a group server, from accept to close, and which to close early: one
-//! over a cap (per IP address, or in all), or one that never sent a request. Pure: the poll loop
-//! feeds it libzmq's monitor events and the time, and closes what it names.
+//! Every TCP connection of a server's ROUTER, from accept to close, and which to close early:
+//! one over a cap (per IP address, or in all), or one that never sent a request. Both servers
+//! use it. [`Peers`] is the pure decision, fed libzmq's monitor events and the time;
+//! [`Connections`] is the I/O around it: the monitor socket, and closing what [`Peers`] names.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use tracing::debug;
+
 use crate::backlog::Fd;
+use crate::{transport, Result};
 
 /// Caps on a server's connections, whatever they do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +134,104 @@ impl Peers {
     pub fn is_empty(&self) -> bool {
         self.by_fd.is_empty()
     }
+}
+
+/// A ROUTER's connections as libzmq reports them, with those over a cap or idle closed.
+pub struct Connections {
+    /// libzmq's reports of the ROUTER's connections opening and closing.
+    monitor: zmq::Socket,
+    peers: Peers,
+}
+
+impl Connections {
+    /// Watches `router`'s connections against `caps`, kept within the descriptor limit (see
+    /// [`PeerCaps::within`]).
+    ///
+    /// # Errors
+    /// A libzmq failure.
+    pub fn watch(ctx: &zmq::Context, router: &zmq::Socket, caps: PeerCaps) -> Result<Connections> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let endpoint = format!("inproc://zms-monitor-{n}");
+        let events = zmq::SocketEvent::ACCEPTED.to_raw()
+            | zmq::SocketEvent::CLOSED.to_raw()
+            | zmq::SocketEvent::DISCONNECTED.to_raw();
+        router.monitor(&endpoint, i32::from(events))?;
+        let monitor = transport::socket(ctx, zmq::PAIR)?;
+        monitor.connect(&endpoint)?;
+        Ok(Connections {
+            monitor,
+            peers: Peers::new(caps.within(transport::fd_limit())),
+        })
+    }
+
+    /// Stops `router`'s reports; to be called before `router` is closed. libzmq sends them
+    /// from its I/O thread with a blocking send, so a report sent once this end is closed
+    /// would stall every socket of the context.
+    pub fn stop(&self, router: &mut zmq::Socket) {
+        // SAFETY: the socket is live; a null endpoint is libzmq's way to stop monitoring.
+        unsafe {
+            zmq_sys::zmq_socket_monitor(router.as_mut_ptr(), std::ptr::null(), 0);
+        }
+    }
+
+    /// Holds connections to `caps` from now on (kept within the descriptor limit).
+    pub fn set_caps(&mut self, caps: PeerCaps) {
+        self.peers.caps = Some(caps.within(transport::fd_limit()));
+    }
+
+    /// The socket to poll: readable when there are reports to take in.
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.monitor
+    }
+
+    /// The connection `fd` sent a request: it is not idle.
+    pub fn active(&mut self, fd: Fd) {
+        self.peers.active(fd);
+    }
+
+    /// Takes in libzmq's reports of connections opened and closed, then closes those over a
+    /// cap (after all reports are in, so a descriptor closed and reused meanwhile is not hit).
+    pub fn take_reports(&mut self) {
+        let mut refused = HashSet::new();
+        let now = Instant::now();
+        while let Ok(event) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+            let Some((event, fd)) = monitor_event(&event) else {
+                continue;
+            };
+            if event == zmq::SocketEvent::ACCEPTED.to_raw() {
+                let address = transport::fd_peer_address(fd).unwrap_or_default();
+                if !self.peers.accepted(fd, address.clone(), now) {
+                    debug!(fd, %address, "connection over a cap; closing it");
+                    refused.insert(fd);
+                }
+            } else {
+                self.peers.closed(fd);
+                refused.remove(&fd);
+            }
+        }
+        for fd in refused {
+            transport::shut_down(fd);
+        }
+    }
+
+    /// Closes the connections that have sent no request within the idle time, after taking
+    /// in the latest reports (so no descriptor reused meanwhile is taken for idle).
+    pub fn close_idle(&mut self) {
+        self.take_reports();
+        for fd in self.peers.idle(Instant::now()) {
+            debug!(fd, "connection idle since it was accepted; closing it");
+            transport::shut_down(fd);
+        }
+    }
+}
+
+/// A monitor report: its event and value (a descriptor for those asked for).
+fn monitor_event(frames: &[Vec<u8>]) -> Option<(u16, i32)> {
+    let head = frames.first()?;
+    let event = u16::from_ne_bytes(head.get(0..2)?.try_into().ok()?);
+    let value = u32::from_ne_bytes(head.get(2..6)?.try_into().ok()?);
+    Some((event, value as i32))
 }
 
 #[cfg(test)]
