@@ -429,7 +429,7 @@ fn a_send_to_a_frozen_server_is_kept_and_sent_again_once_never_twice() {
     assert!(line.contains(" #1 at "), "{line}");
     // Frozen for longer than the client waits (3 tries of 2 s): the line reaches the server
     // on the open connection, and no answer comes back.
-    d.group.signal("-STOP");
+    d.group.freeze();
     input.write_all(b"while frozen\n").unwrap();
     drop(input);
     let mut err = String::new();

@@ -184,6 +184,24 @@ impl Proc {
         assert!(status.success());
     }
 
+    /// Stops the process (SIGSTOP) and waits (bounded) until the kernel shows it stopped: a
+    /// signal is only queued when `kill` returns, and each of its threads stops once it runs.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+        let tasks = format!("/proc/{}/task", self.child.id());
+        // Every thread's state, after "tid (comm) " (comm may hold spaces: look past the ')').
+        let thread_stopped = |entry: std::fs::DirEntry| {
+            std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            })
+        };
+        let stopped = || {
+            std::fs::read_dir(&tasks).is_ok_and(|dir| dir.map_while(Result::ok).all(thread_stopped))
+        };
+        assert!(eventually(LIMIT, stopped), "the process did not stop");
+    }
+
     /// Waits (bounded) for the process to exit; returns its exit code.
     pub fn wait(&mut self) -> Option<i32> {
         let deadline = std::time::Instant::now() + LIMIT;
