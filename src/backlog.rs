@@ -174,9 +174,17 @@ impl Backlogs {
         }
     }
 
-    /// Every counted route, for a server to find the gone ones.
-    pub fn routes(&self) -> impl Iterator<Item = &Vec<u8>> {
-        self.peers.keys()
+    /// Stops counting for every route whose connection on `router` is gone.
+    pub fn forget_gone(&mut self, router: &mut zmq::Socket) {
+        let gone: Vec<Vec<u8>> = self
+            .peers
+            .keys()
+            .filter(|route| !crate::transport::peer_connected(router, route))
+            .cloned()
+            .collect();
+        for route in gone {
+            self.forget(&route);
+        }
     }
 
     /// What `route` has not read, as last counted.

@@ -275,15 +275,7 @@ impl DirectoryServer {
 
     /// Stops counting the unread answers of peers whose connections are gone.
     fn forget_gone_peers(&mut self) {
-        let gone: Vec<Vec<u8>> = self
-            .backlogs
-            .routes()
-            .filter(|route| !transport::peer_connected(&mut self.router, route))
-            .cloned()
-            .collect();
-        for route in gone {
-            self.backlogs.forget(&route);
-        }
+        self.backlogs.forget_gone(&mut self.router);
     }
 
     /// With security: may the peer holding `peer` register (or unregister) `address`

@@ -8,7 +8,7 @@
 //! [`Outbox`] while their group server is away. The input thread reads lines ([`editor`] on a
 //! terminal), parses them ([`parse_line`]) and hands them over, ringing an inproc doorbell so
 //! the network thread wakes at once; it never waits for the network while keys are typed (see
-//! [`Shell::settle`]). With stdin not a terminal, lines are read plainly and everything prints
+//! `Shell::settle`). With stdin not a terminal, lines are read plainly and everything prints
 //! as plain lines without colour, so the client can be scripted.
 
 use std::io::{BufRead, IsTerminal};
