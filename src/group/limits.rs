@@ -76,21 +76,7 @@ impl RateLimiter {
     /// Takes `n` tokens for `user` (a batch of `n` messages), or none when fewer are left:
     /// `false` then. A batch larger than the burst never passes.
     pub fn allow_n(&mut self, user: &str, rate: u32, n: usize, now: Instant) -> bool {
-        let burst = f64::from(rate) * 2.0;
-        let bucket = self.buckets.entry(user.to_string()).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        let refill = now.saturating_duration_since(bucket.last).as_secs_f64() * f64::from(rate);
-        bucket.tokens = (bucket.tokens + refill).min(burst);
-        bucket.last = now;
-        let n = n as f64;
-        if bucket.tokens >= n {
-            bucket.tokens -= n;
-            true
-        } else {
-            false
-        }
+        self.allow_all(&[user.to_string()], rate, n, now)
     }
 
     /// Takes `n` tokens from every one of `keys`' buckets, or none when any has fewer: `false`
