@@ -6,9 +6,16 @@
 //! a stale request cannot answer a new one. [`Session`] is a user across many groups on many
 //! group servers, with live delivery and gap repair.
 
+mod directory;
+mod history;
+mod sending;
+mod sequencer;
 mod session;
+mod trust;
 
-pub use session::{ClientSecurity, Delivery, GroupRef, Session, SessionEvent};
+pub use sequencer::{Gap, Sequencer, Verdict};
+pub use session::{Delivery, GroupRef, Session, SessionEvent};
+pub use trust::ClientSecurity;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
