@@ -157,3 +157,36 @@ impl Session {
         Ok(stored)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outgoing(count: usize, text_len: usize) -> Vec<Outgoing> {
+        (0..count)
+            .map(|i| Outgoing {
+                client_id: format!("id-{i:06}"),
+                text: "x".repeat(text_len),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_holds_as_many_as_the_count_and_the_frame_allow_and_never_none() {
+        assert_eq!(batch_count("g", "ann", &outgoing(3, 10)), 3);
+        let many = outgoing(protocol::MAX_BATCH + 5, 10);
+        assert_eq!(batch_count("g", "ann", &many), protocol::MAX_BATCH);
+        // Texts at the limit: one a frame, and the first always goes, whatever its size.
+        let big = outgoing(3, protocol::MAX_TEXT);
+        assert_eq!(batch_count("g", "ann", &big), 1);
+        let half = outgoing(5, protocol::MAX_TEXT / 2);
+        let count = batch_count("g", "ann", &half);
+        assert!((1..5).contains(&count), "{count}");
+        let len: usize = codec::batch_len("g", "ann", &[])
+            + half[..count]
+                .iter()
+                .map(|m| codec::outgoing_len(&m.client_id, &m.text))
+                .sum::<usize>();
+        assert!(len <= protocol::MAX_BATCH_FRAME);
+    }
+}
