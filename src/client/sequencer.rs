@@ -14,7 +14,7 @@ use crate::protocol::Message;
 /// Messages held past a gap at most. Beyond it a message is dropped, not lost: the repair
 /// that fills the gap reads it from history too. Keeps a server that jumps far ahead (or
 /// pushes garbage seqs) from growing the client without bound.
-pub const MAX_HELD: usize = 1000;
+const MAX_HELD: usize = 1000;
 
 /// Seqs `from..=to` of a group are missing and are to be read from history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub enum Verdict {
     /// Already delivered (or before the subscription): drop it.
     Stale,
     /// Messages before it are missing: repair this gap from history, then call
-    /// [`Sequencer::fill`]. The message is held until then (up to [`MAX_HELD`]).
+    /// [`Sequencer::fill`]. The message is held until then (up to a thousand such).
     Gap(Gap),
 }
 
