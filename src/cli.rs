@@ -24,8 +24,49 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log filter for stderr (e.g. info, debug, zms=trace); servers default to info, clients to warn.
-    #[arg(long, global = true, env = "ZMS_LOG")]
+    #[arg(long, global = true, env = "ZMS_LOG", value_name = "FILTER", value_parser = log_filter)]
     pub log: Option<String>,
+    /// Log lines as text for people, or as JSON objects, one a line, for machines.
+    #[arg(
+        long,
+        global = true,
+        env = "ZMS_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: LogFormat,
+    /// Options from this TOML file (`zms config example` prints one); flags and ZMS_*
+    /// variables win over it.
+    #[arg(long, global = true, env = "ZMS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event.
+    #[default]
+    Text,
+    /// One JSON object per line, its fields at the top (group, peer, user, code…).
+    Json,
+}
+
+/// A log filter as `--log` takes it: levels (`info`) and `TARGET=LEVEL` directives. A bare word
+/// that is not a level is taken for a typo rather than a target (`zms` and `zms::…` aside).
+pub fn log_filter(filter: &str) -> std::result::Result<String, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let plain = !directive.contains(['=', '[', ':']);
+        let known = LEVELS.contains(&directive.to_lowercase().as_str()) || directive == "zms";
+        if plain && !known {
+            return Err(format!(
+                "'{directive}' is not a level ({}) nor TARGET=LEVEL",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(filter.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,7 +90,7 @@ pub enum Command {
         #[arg(long = "operator", value_name = "KEY")]
         operators: Vec<String>,
         /// With --secure: where the bindings of names and addresses to keys are kept
-        /// (message-server.db); default: the config directory's `message-server`.
+        /// (message-server.db); default: the data directory's `message-server`.
         #[arg(long, env = "ZMS_DATA", value_name = "DIR")]
         data: Option<PathBuf>,
         #[command(flatten)]
@@ -162,9 +203,28 @@ pub enum Command {
         #[arg(long, env = "ZMS_NAME")]
         name: String,
     },
+    /// Config files of the servers (`zms config example`).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Print the completion script for SHELL (e.g. `zms completions bash > /etc/bash_completion.d/zms`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (`zms man > zms.1; man ./zms.1`).
+    Man,
     /// Load-test zms (fanout, latency, rtt, ingest, history, scale), bare libzmq (raw), NATS
     /// or Redis; one JSON line per workload.
     Bench(zms::bench::BenchArgs),
+}
+
+/// What `zms config` does.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print a commented config file with every server option, set to its default.
+    Example,
 }
 
 /// What `zms known-servers` does besides listing.
@@ -407,7 +467,7 @@ impl Command {
                 let owners = match &security {
                     Some(_) => Some(Owners::open(&match data {
                         Some(dir) => dir,
-                        None => keys::config_dir()?.join("message-server"),
+                        None => zms::dirs::data_path("message-server")?,
                     })?),
                     None => None,
                 };
@@ -550,6 +610,11 @@ impl Command {
                 output::emit(&KeyPair::load_or_create(&path)?.public)?;
                 Ok(())
             }
+            Command::Config {
+                action: ConfigAction::Example,
+            } => output::emit(crate::config::example().trim_end()),
+            Command::Completions { shell } => crate::packaging::completions(shell),
+            Command::Man => crate::packaging::man(),
             Command::Bench(args) => zms::bench::run(args),
         }
     }
@@ -649,12 +714,7 @@ fn up(ctx: &zmq::Context, bind: &str, group_bind: &str, data: PathBuf, secure: b
         }
         None => "",
     };
-    let zms = invocation(
-        std::env::var_os("CARGO").is_some()
-            && std::env::var("CARGO_PKG_NAME").as_deref() == Ok("zms"),
-        &std::env::args().next().unwrap_or_default(),
-        std::env::current_exe().ok().as_deref(),
-    );
+    let zms = zms::program::name();
     banner.extend([
         String::new(),
         "  connect a user from another terminal:".to_string(),
@@ -668,27 +728,6 @@ fn up(ctx: &zmq::Context, bind: &str, group_bind: &str, data: PathBuf, secure: b
     banner.push(format!("{}\n", "─".repeat(72)));
     announce(&banner.join("\n"));
     serve_until_signal(vec![group_handle, dir_handle])
-}
-
-/// How a user runs this binary from another terminal: `cargo run --release --` when cargo
-/// started it (`cargo_run`), else the name it was run by when found on PATH (`argv0` without
-/// a `/`), else its full path `exe` (quoted for a shell where needed).
-fn invocation(cargo_run: bool, argv0: &str, exe: Option<&std::path::Path>) -> String {
-    if cargo_run {
-        return match cfg!(debug_assertions) {
-            true => "cargo run --".to_string(),
-            false => "cargo run --release --".to_string(),
-        };
-    }
-    if !argv0.is_empty() && !argv0.contains('/') {
-        return argv0.to_string();
-    }
-    let path = exe.map_or_else(|| argv0.to_string(), |p| p.display().to_string());
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
-    match path.chars().all(plain) {
-        true => path,
-        false => format!("'{}'", path.replace('\'', r"'\''")),
-    }
 }
 
 /// A line of a server's own on stdout. A server goes on serving when nobody reads it.
@@ -863,25 +902,4 @@ fn serve_until_signal(handles: Vec<ServerHandle>) -> Result<()> {
         }
     }
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_up_banner_names_the_command_as_the_user_can_run_it() {
-        let exe = std::path::Path::new("/opt/zms tools/bin/zms");
-        assert_eq!(invocation(false, "zms", Some(exe)), "zms");
-        assert_eq!(
-            invocation(false, "./target/release/zms", Some(exe)),
-            "'/opt/zms tools/bin/zms'"
-        );
-        let plain = std::path::Path::new("/home/a/zms/target/release/zms");
-        assert_eq!(
-            invocation(false, "target/release/zms", Some(plain)),
-            "/home/a/zms/target/release/zms"
-        );
-        assert!(invocation(true, "target/debug/zms", Some(plain)).starts_with("cargo run "));
-    }
 }

@@ -250,7 +250,10 @@ impl Pins {
     /// No pin for `address`; a failure to write the file.
     pub fn forget(&mut self, address: &str) -> Result<String> {
         let key = self.keys.remove(address).ok_or_else(|| {
-            errinput!("no key is pinned for {address} in {}", self.path.display())
+            crate::Error::NotFound(format!(
+                "no key is pinned for {address} in {}",
+                self.path.display()
+            ))
         })?;
         self.save()?;
         Ok(key)
@@ -279,7 +282,8 @@ impl Pins {
             Some(pinned) => Err(errinput!(
                 "WARNING: the key of {address} has CHANGED (pinned {pinned}, now offered {key}). \
                  Someone may be impersonating it; refusing to connect. If the server's key was \
-                 replaced on purpose: zms known-servers forget {address} (pins in {})",
+                 replaced on purpose: {} known-servers forget {address} (pins in {})",
+                crate::program::name(),
                 self.path.display()
             )),
             None => {

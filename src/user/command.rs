@@ -82,7 +82,10 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
         "leave" | "part" => Line::Leave(optional()),
         "switch" | "g" => Line::Switch(one("GROUP")?),
         "who" | "members" => Line::Who(optional()),
-        "invite" => Line::Invite(one("KEY (what `zms whoami` prints for the invited user)")?),
+        "invite" => Line::Invite(one(&format!(
+            "KEY (what `{} whoami` prints for the invited user)",
+            crate::program::name()
+        ))?),
         "history" | "h" => match rest.as_slice() {
             [] => Line::History(HistoryRange::Last(HISTORY_DEFAULT)),
             ["since", time @ ..] if !time.is_empty() => {

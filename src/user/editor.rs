@@ -1,5 +1,5 @@
 //! The line editor of `zms user` on a terminal: rustyline with Emacs keys, input history kept
-//! across runs in the config directory, Tab completion, and a status row under the input line.
+//! across runs in the state directory, Tab completion, and a status row under the input line.
 //!
 //! Why rustyline rather than reedline: the project already uses it; its `ExternalPrinter`
 //! prints live messages above the line being edited and redraws that line intact (rustyline 19;
@@ -14,8 +14,6 @@
 //! no status row, so each key typed at its end is drawn alone.
 
 use std::borrow::Cow;
-use std::ffi::OsString;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -42,14 +40,6 @@ pub const STATUS_ROW_UNTIL: usize = 1000;
 
 /// How many input lines the history file keeps.
 const HISTORY_SIZE: usize = 1000;
-
-/// Where input history lives: `$XDG_CONFIG_HOME/zms/history`, else `~/.config/zms/history`.
-/// `None` when neither variable gives an absolute directory.
-pub fn history_path(xdg_config_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
-    let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
-    let config = absolute(xdg_config_home).or_else(|| absolute(home).map(|h| h.join(".config")))?;
-    Some(config.join("zms").join("history"))
-}
 
 /// The editor: Emacs keys, history without duplicates or space-led lines, and Tab completion
 /// that cycles through the choices, as irssi does. (rustyline's bash-like list prints the
@@ -237,31 +227,6 @@ impl rustyline::Helper for ZmsHelper {}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn history_lives_in_the_config_directory() {
-        let path = |x: Option<&str>, h: Option<&str>| {
-            history_path(x.map(OsString::from), h.map(OsString::from))
-        };
-        assert_eq!(
-            path(Some("/x/cfg"), Some("/home/a")),
-            Some(PathBuf::from("/x/cfg/zms/history"))
-        );
-        assert_eq!(
-            path(None, Some("/home/a")),
-            Some(PathBuf::from("/home/a/.config/zms/history"))
-        );
-        // An empty or relative XDG_CONFIG_HOME is ignored, as the spec says.
-        assert_eq!(
-            path(Some(""), Some("/home/a")),
-            Some(PathBuf::from("/home/a/.config/zms/history"))
-        );
-        assert_eq!(
-            path(Some("rel"), Some("/home/a")),
-            Some(PathBuf::from("/home/a/.config/zms/history"))
-        );
-        assert_eq!(path(None, None), None);
-    }
 
     #[test]
     fn the_status_row_is_one_row_that_never_wraps() {

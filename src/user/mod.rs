@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::client::{GroupRef, Session, SessionEvent};
 use crate::protocol::Outgoing;
-use crate::{errinput, keys, protocol, time, Error, Result};
+use crate::{errinput, protocol, time, Error, Result};
 use output::Format;
 
 /// What a one-shot command does.
@@ -132,7 +132,7 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
                     ),
                 });
             };
-            let kept = keys::config_dir()
+            let kept = crate::dirs::state_home_of("unconfirmed")
                 .ok()
                 .map(|dir| kept::Kept::new(&dir, session.name()));
             // What earlier runs could not confirm goes first, under its ids: in order, once.
@@ -358,14 +358,15 @@ fn unknown_outcome(
         [_] => ("the message was".to_string(), "it", "id"),
         many => (format!("these {} messages were", many.len()), "them", "ids"),
     };
+    let zms = crate::program::name();
     let retry = match (kept, messages) {
         (true, [one]) => format!(
-            "kept, the next `zms send {} --name {user}` sends it again first under the same \
+            "kept, the next `{zms} send {} --name {user}` sends it again first under the same \
              id, stored at most once (or send it yourself with --id {})",
             group.name, one.client_id
         ),
         (true, _) => format!(
-            "kept, the next `zms send {} --name {user}` sends {them} again first under the \
+            "kept, the next `{zms} send {} --name {user}` sends {them} again first under the \
              same {ids}, stored at most once",
             group.name
         ),

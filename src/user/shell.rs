@@ -31,7 +31,7 @@ use super::say;
 use super::view::View;
 use crate::client::{GroupRef, Session, SessionEvent};
 use crate::protocol::{self, GroupEntry, Member, Message};
-use crate::{errinput, keys, time, transport, Error, Result};
+use crate::{errinput, time, transport, Error, Result};
 
 pub use super::command::parse_line;
 
@@ -43,10 +43,12 @@ struct Job {
     done: mpsc::Sender<()>,
 }
 
-/// Where the log of `zms user` goes unless `--log` asks for stderr: `user.log` in the config
-/// directory (see [`keys::config_dir`]), so log lines never land on the prompt.
+/// Where the log of `zms user` goes unless `--log` asks for stderr: `user.log` in the state
+/// directory (see [`crate::dirs`]), so log lines never land on the prompt.
 pub fn log_path() -> Option<PathBuf> {
-    keys::config_dir().ok().map(|dir| dir.join("user.log"))
+    crate::dirs::state_home_of("user.log")
+        .ok()
+        .map(|dir| dir.join("user.log"))
 }
 
 /// What the status row says while `line` is carried out, for lines that wait for a server.
@@ -82,10 +84,9 @@ impl Input {
         let mut printer = editor
             .create_external_printer()
             .map_err(|e| errinput!("terminal: {e}"))?;
-        let history = editor::history_path(
-            std::env::var_os("XDG_CONFIG_HOME"),
-            std::env::var_os("HOME"),
-        );
+        let history = crate::dirs::state_home_of("history")
+            .ok()
+            .map(|dir| dir.join("history"));
         let history = history.filter(|path| {
             let ready = path
                 .parent()
@@ -551,7 +552,7 @@ impl Network {
     /// At exit: whatever is still queued is reported, never dropped silently, and kept on
     /// disk with its id: a try may have been stored, so only a send under the same id is safe.
     fn finish(mut self) {
-        let kept = keys::config_dir()
+        let kept = crate::dirs::state_home_of("unconfirmed")
             .ok()
             .map(|dir| super::kept::Kept::new(&dir, self.session.name()));
         for p in self.outbox.drain() {
@@ -561,7 +562,8 @@ impl Network {
             };
             let retry = match kept.as_ref().map(|k| k.keep(&p.group, &[message])) {
                 Some(Ok(_)) => format!(
-                    "kept: `zms send {} --name {}` sends it again, stored at most once",
+                    "kept: `{} send {} --name {}` sends it again, stored at most once",
+                    crate::program::name(),
                     p.group.name,
                     self.session.name()
                 ),
