@@ -32,7 +32,7 @@ pub fn data_dir() -> Result<PathBuf> {
 /// # Errors
 /// As [`state_dir`].
 pub fn state_home_of(name: &str) -> Result<PathBuf> {
-    moved(state_dir()?, name)
+    Ok(moved(state_dir()?, crate::keys::config_dir().ok(), name))
 }
 
 /// The path of data `name`, as [`state_home_of`] finds it but in the data directory.
@@ -40,19 +40,16 @@ pub fn state_home_of(name: &str) -> Result<PathBuf> {
 /// # Errors
 /// As [`data_dir`].
 pub fn data_path(name: &str) -> Result<PathBuf> {
-    Ok(moved(data_dir()?, name)?.join(name))
+    let dir = moved(data_dir()?, crate::keys::config_dir().ok(), name);
+    Ok(dir.join(name))
 }
 
-/// `dir`, unless `name` is only in the config directory, where earlier versions kept it.
-fn moved(dir: PathBuf, name: &str) -> Result<PathBuf> {
-    if !dir.join(name).exists() {
-        if let Ok(old) = crate::keys::config_dir() {
-            if old.join(name).exists() {
-                return Ok(old);
-            }
-        }
+/// `dir`, unless `name` is only in `old`, where earlier versions kept it.
+fn moved(dir: PathBuf, old: Option<PathBuf>, name: &str) -> PathBuf {
+    match old {
+        Some(old) if !dir.join(name).exists() && old.join(name).exists() => old,
+        _ => dir,
     }
-    Ok(dir)
 }
 
 /// `$ZMS_HOME`, else `$XDG` + `zms`, else `$HOME` + `under` + `zms`. An empty or relative XDG
@@ -105,5 +102,19 @@ mod tests {
             p("/h/.local/share/zms")
         );
         assert_eq!(pick(None, None, None, &state), None);
+    }
+
+    #[test]
+    fn a_file_an_earlier_version_kept_with_the_config_is_used_there() {
+        let root = tempfile::tempdir().unwrap();
+        let (state, config) = (root.path().join("state"), root.path().join("config"));
+        let find = || moved(state.clone(), Some(config.clone()), "history");
+        assert_eq!(find(), state, "new users: the state directory");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(config.join("history"), "/list\n").unwrap();
+        assert_eq!(find(), config, "an earlier version's file where it is");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("history"), "").unwrap();
+        assert_eq!(find(), state, "once in the state directory, there");
     }
 }

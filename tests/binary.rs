@@ -890,3 +890,179 @@ fn up_names_the_binary_the_user_runs_apart_from_the_log() {
     assert_eq!(lines[0], "", "{lines:?}");
     assert!(lines[1].starts_with("─── zms is up ───"), "{lines:?}");
 }
+
+/// Exit status of `out`, with its stderr when it is not `code`.
+fn assert_status(out: &Output, code: i32, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{what}: {err}");
+}
+
+#[test]
+fn exit_statuses_say_what_kind_of_failure_it_was() {
+    let d = deploy();
+    let s = d.server.as_str();
+    // 2: usage, whether clap, the command or a value finds the mistake.
+    assert_status(&zms(&["list", "--no-such-flag"]), 2, "unknown flag");
+    assert_status(&zms(&["--log", "verbose", "list"]), 2, "bad --log");
+    let bad_name = zms(&["join", "general", "--server", s, "--name", "a b"]);
+    assert_status(&bad_name, 2, "bad name");
+    // 5: not found.
+    let unknown = format!("nosuch@{}", d.group_address);
+    let history = zms(&["history", &unknown, "--server", s, "--name", "alice"]);
+    assert_status(&history, 5, "a group the server does not host");
+    let forget = zms(&["known-servers", "forget", "192.0.2.1:5555"]);
+    assert_status(&forget, 5, "no such pin");
+    // 4: refused, a group server whose group is held by another.
+    let data = tempfile::tempdir().unwrap();
+    let mut second = Proc::spawn(&[
+        "group-server",
+        "--server",
+        s,
+        "--bind",
+        "127.0.0.1:0",
+        "--group",
+        "general",
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    assert_eq!(second.wait(), Some(4), "a refused registration");
+    // 3: unreachable, a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nobody = format!("127.0.0.1:{port}");
+    assert_status(&zms(&["list", "--server", &nobody]), 3, "no server");
+    // 0: the rest.
+    assert_status(&zms(&["list", "--server", s]), 0, "a list");
+}
+
+#[test]
+fn completions_and_the_man_page_name_every_command() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = stdout(&zms(&["completions", shell]));
+        for command in [
+            "message-server",
+            "group-server",
+            "known-servers",
+            "completions",
+        ] {
+            assert!(script.contains(command), "{shell} completes {command}");
+        }
+    }
+    let page = stdout(&zms(&["man"]));
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH zms 1"),
+        "roff: {page:.200}"
+    );
+    // roff writes a hyphen as `\-`.
+    for command in [
+        "message\\-server",
+        "group\\-server",
+        "known\\-servers",
+        "config",
+    ] {
+        assert!(page.contains(command), "the page names {command}");
+    }
+    assert_status(&zms(&["completions", "tcsh"]), 2, "an unknown shell");
+}
+
+/// A child `zms` with `envs` set, its stdout lines on a channel and its stderr in `log`.
+fn spawn_logging(args: &[&str], envs: &[(&str, &str)], log: &Path) -> Proc {
+    let mut command = Command::new(ZMS);
+    command.args(args).envs(envs.iter().copied());
+    Proc::logging_to(command, std::fs::File::create(log).unwrap())
+}
+
+#[test]
+fn a_config_file_sets_the_servers_and_flags_and_variables_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zms.toml");
+    std::fs::write(
+        &config,
+        "[log]\nformat = \"json\"\n\n[message-server]\nbind = \"127.0.0.1:0\"\n\n\
+         [group-server]\nbind = \"127.0.0.1:0\"\ngroup = [\"ops\"]\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let log = dir.path().join("message-server.log");
+    let directory = spawn_logging(&["--config", config, "message-server"], &[], &log);
+    let server = directory.listening();
+    let data = dir.path().join("data");
+    let group = Proc::spawn(&[
+        "--config",
+        config,
+        "group-server",
+        "--server",
+        &server,
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let group_address = group.listening();
+    let listed = json_lines(&zms(&["list", "--server", &server, "--json"]));
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["name"], "ops", "the file's groups");
+    assert_eq!(listed[0]["address"], group_address.as_str());
+
+    // JSON log lines, one object each, with the fields an operator filters on.
+    let registered = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|line| {
+                let event: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+                event["message"] == "group server registered"
+                    && event["address"] == group_address.as_str()
+                    && event["level"] == "INFO"
+            })
+    };
+    assert!(common::eventually(Duration::from_secs(30), registered));
+
+    // A variable wins over the file, a flag over both.
+    let out = zms(&["--config", config, "message-server", "--bind", "nonsense"]);
+    assert_status(&out, 2, "the flag's address is used (and is bad)");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be HOST:PORT"));
+    let text = dir.path().join("text.log");
+    let plain = spawn_logging(
+        &["--config", config, "message-server"],
+        &[("ZMS_LOG_FORMAT", "text"), ("ZMS_BIND", "127.0.0.1:0")],
+        &text,
+    );
+    plain.listening();
+    let serving = || std::fs::read_to_string(&text).is_ok_and(|t| t.contains("serving"));
+    assert!(common::eventually(Duration::from_secs(30), serving));
+    let logged = std::fs::read_to_string(&text).unwrap();
+    assert!(
+        !logged.trim_start().starts_with('{'),
+        "text, not JSON: {logged}"
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_one_line_naming_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zms.toml");
+    std::fs::write(&config, "[group-server]\nmax-members = -3\n").unwrap();
+    let out = zms(&["--config", config.to_str().unwrap(), "group-server"]);
+    assert_status(&out, 2, "a bad value");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("zms.toml") && err.contains("[group-server] max-members"),
+        "{err}"
+    );
+
+    let example = stdout(&zms(&["config", "example"]));
+    std::fs::write(&config, example).unwrap();
+    let out = zms(&["--config", config.to_str().unwrap(), "config", "example"]);
+    assert_status(&out, 0, "the example is a valid config file");
+}
+
+#[test]
+fn the_deployment_example_config_is_valid() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/zms.toml");
+    let out = zms(&["--config", config, "config", "example"]);
+    assert_status(&out, 0, "deploy/zms.toml");
+}

@@ -200,8 +200,9 @@ fn user_command_unnamed(server: &str, home: &Path, colour: bool) -> String {
     let config: PathBuf = home.join("config");
     let colour = if colour { "-u NO_COLOR" } else { "NO_COLOR=1" };
     format!(
-        "env -u ZMS_NAME -u ZMS_LOG {colour} HOME={} XDG_CONFIG_HOME={} {} user --server {}",
+        "env -u ZMS_NAME -u ZMS_LOG {colour} HOME={} XDG_CONFIG_HOME={} XDG_STATE_HOME={} {} user --server {}",
         quote(home.to_str().unwrap()),
+        quote(config.to_str().unwrap()),
         quote(config.to_str().unwrap()),
         quote(ZMS),
         quote(server)

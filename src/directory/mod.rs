@@ -389,17 +389,15 @@ impl DirectoryServer {
                         match registered {
                             Ok(()) => Reply::Ok,
                             Err((code, reason)) => {
-                                warn!(%address, %reason, "registration refused");
+                                warn!(%address, %code, %reason, "registration refused");
                                 Reply::Error { code, reason }
                             }
                         }
                     }
                     Err(reason) => {
-                        warn!(%address, %reason, "registration refused");
-                        Reply::Error {
-                            code: ErrorCode::Unauthorized,
-                            reason,
-                        }
+                        let code = ErrorCode::Unauthorized;
+                        warn!(%address, %code, %reason, "registration refused");
+                        Reply::Error { code, reason }
                     }
                 },
                 Err(reason) => Reply::Error {

@@ -146,7 +146,11 @@ impl Registry {
         for (address, r) in self.servers.iter_mut() {
             if address != except && r.lists(name) {
                 r.groups.retain(|g| g != name);
-                tracing::info!(address, name, "group handed over to another group server");
+                tracing::info!(
+                    address,
+                    group = name,
+                    "group handed over to another group server"
+                );
                 self.version += 1;
             }
         }

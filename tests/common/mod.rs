@@ -143,11 +143,16 @@ impl Proc {
     }
 
     /// Runs `command` (the binary with its arguments and environment) as a [`Proc`].
-    pub fn from_command(mut command: Command) -> Proc {
+    pub fn from_command(command: Command) -> Proc {
+        Proc::logging_to(command, Stdio::null())
+    }
+
+    /// As [`Proc::from_command`], its stderr (the log) going to `stderr`.
+    pub fn logging_to(mut command: Command, stderr: impl Into<Stdio>) -> Proc {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("zms runs");
         let stdout = child.stdout.take().unwrap();
