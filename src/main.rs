@@ -15,6 +15,7 @@ use zms::error::exit;
 use cli::LogFormat;
 
 fn main() {
+    zms::program::find_name();
     let cli = match config::parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         // Usage and help as clap prints them: help and version exit 0, mistakes 2.

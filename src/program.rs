@@ -5,17 +5,24 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// The command that runs this binary, as a user would type it (worked out once).
+/// What [`name`] says, once the binary has worked it out ([`find_name`]).
+static NAME: OnceLock<String> = OnceLock::new();
+
+/// The command that runs this binary, as a user would type it: `zms` until the binary has
+/// called [`find_name`] (a library in another program names the installed command).
 pub fn name() -> &'static str {
-    static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| {
-        invocation(
-            std::env::var_os("CARGO").is_some()
-                && std::env::var("CARGO_PKG_NAME").as_deref() == Ok("zms"),
-            &std::env::args().next().unwrap_or_default(),
-            std::env::current_exe().ok().as_deref(),
-        )
-    })
+    NAME.get().map_or("zms", String::as_str)
+}
+
+/// Works out, from how this process was started, the name [`name`] gives from now on.
+pub fn find_name() {
+    let found = invocation(
+        std::env::var_os("CARGO").is_some()
+            && std::env::var("CARGO_PKG_NAME").as_deref() == Ok("zms"),
+        &std::env::args().next().unwrap_or_default(),
+        std::env::current_exe().ok().as_deref(),
+    );
+    let _ = NAME.set(found);
 }
 
 /// How a user runs this binary from another terminal: `cargo run --release --` when cargo

@@ -415,6 +415,8 @@ fn a_send_to_a_frozen_server_is_kept_and_sent_again_once_never_twice() {
     let mut send = Command::new(ZMS)
         .args(["send", "general", "--server", &s, "--name", "alice"])
         .env("ZMS_HOME", home.path())
+        // As when run from a shell, its hints naming it `…/zms`, not `cargo run --`.
+        .env_remove("CARGO")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -624,6 +626,8 @@ fn trusted_keys_are_told_listed_forgotten_and_replaced() {
             .env("ZMS_HOME", home.path())
             .env_remove("ZMS_SERVER_KEY")
             .env_remove("ZMS_SECURE")
+            // As when run from a shell, its hints naming it `…/zms`, not `cargo run --`.
+            .env_remove("CARGO")
             .stdin(Stdio::null())
             .output()
             .unwrap()
