@@ -162,9 +162,6 @@ pub enum Command {
         #[arg(long, env = "ZMS_NAME")]
         name: String,
     },
-    /// Load-test zms (fanout, latency, rtt, ingest, history, scale), bare libzmq (raw), NATS
-    /// or Redis; one JSON line per workload.
-    Bench(zms::bench::BenchArgs),
 }
 
 /// What `zms known-servers` does besides listing.
@@ -550,7 +547,6 @@ impl Command {
                 output::emit(&KeyPair::load_or_create(&path)?.public)?;
                 Ok(())
             }
-            Command::Bench(args) => zms::bench::run(args),
         }
     }
 }
