@@ -1,4 +1,4 @@
-//! `scale`: the sizes the issue names. 10,000 groups in the message server's list (registered
+//! `scale`: zms at size. 10,000 groups in the message server's list (registered
 //! by the bench as synthetic group servers, with the same REGISTER frames a group server
 //! sends), LIST latency; 1,000,000 messages stored and 1,000 connected members on one group
 //! server, fan-out throughput; and the peak RSS (VmHWM) of both servers afterwards.

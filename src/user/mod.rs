@@ -240,15 +240,15 @@ fn send_lines(
 ) -> Result<u64> {
     let mut pipeline = session.pipeline(group)?.with_window(1);
     let mut input = BufReader::new(std::io::stdin().lock());
+    let empty_len = codec::batch_len(&group.name, session.name(), &[]);
     let mut batch: Vec<Outgoing> = Vec::new();
-    let mut batch_len = codec::batch_len(&group.name, session.name(), &[]);
+    let mut batch_len = empty_len;
     // The batch in flight: its kept entry and its messages.
     let mut in_flight: Option<(Option<kept::Entry>, Vec<Outgoing>)> = None;
     let (mut number, mut skipped) = (0_u64, 0_u64);
     loop {
         let mut line = String::new();
         let end = input.read_line(&mut line)? == 0;
-        let mut full = false;
         if !end {
             number += 1;
             // As `lines()` does: without its "\n" or "\r\n".
@@ -256,15 +256,38 @@ fn send_lines(
                 line = text.strip_suffix('\r').unwrap_or(text).to_string();
             }
             match protocol::check_text(&line) {
+                Ok(()) if line.len() > protocol::MAX_TEXT => {
+                    // Nothing of the batch it would have joined is sent; what is in flight is
+                    // confirmed first.
+                    settle(session, &mut pipeline, group, &mut in_flight, &mut print)?;
+                    return Err(errinput!(
+                        "message is {} bytes; the limit is {}",
+                        line.len(),
+                        protocol::MAX_TEXT
+                    ));
+                }
                 Ok(()) => {
                     let message = Outgoing {
                         client_id: session.next_client_id(),
                         text: line,
                     };
-                    batch_len += codec::outgoing_len(&message.client_id, &message.text);
+                    let more = codec::outgoing_len(&message.client_id, &message.text);
+                    // A SENDS stays within the frame a group server takes.
+                    if !batch.is_empty() && batch_len + more > protocol::MAX_BATCH_FRAME {
+                        let full = std::mem::take(&mut batch);
+                        batch_len = empty_len;
+                        dispatch(
+                            session,
+                            &mut pipeline,
+                            kept,
+                            group,
+                            &mut in_flight,
+                            full,
+                            &mut print,
+                        )?;
+                    }
+                    batch_len += more;
                     batch.push(message);
-                    full = batch.len() >= protocol::MAX_BATCH
-                        || batch_len + codec::outgoing_len("", "") > protocol::MAX_BATCH_FRAME;
                 }
                 Err(why) => {
                     skipped += 1;
@@ -273,50 +296,68 @@ fn send_lines(
             }
         }
         let waits = end || !input.buffer().contains(&b'\n');
-        if !batch.is_empty() && (waits || full) {
-            if let Some(text) = batch
-                .iter()
-                .map(|m| &m.text)
-                .find(|t| t.len() > protocol::MAX_TEXT)
-            {
-                return Err(errinput!(
-                    "message is {} bytes; the limit is {}",
-                    text.len(),
-                    protocol::MAX_TEXT
-                ));
-            }
-            // The batch before is answered first: one in flight (see above).
-            if let Some((entry, messages)) = in_flight.take() {
-                settle(session, &mut pipeline, group, entry, &messages)?
-                    .into_iter()
-                    .for_each(&mut print);
-            }
-            let messages = std::mem::take(&mut batch);
-            batch_len = codec::batch_len(&group.name, session.name(), &[]);
-            let entry = keep(kept, group, &messages);
-            if let Err(err) = pipeline.send_messages(&group.name, session.name(), &messages) {
-                return Err(unknown_outcome(
-                    err,
-                    session.name(),
-                    group,
-                    &messages,
-                    entry.is_some(),
-                ));
-            }
-            in_flight = Some((entry, messages));
+        if !batch.is_empty() && (waits || batch.len() >= protocol::MAX_BATCH) {
+            let full = std::mem::take(&mut batch);
+            batch_len = empty_len;
+            dispatch(
+                session,
+                &mut pipeline,
+                kept,
+                group,
+                &mut in_flight,
+                full,
+                &mut print,
+            )?;
         }
         // Before waiting for more input, what was sent is confirmed.
         if waits {
-            if let Some((entry, messages)) = in_flight.take() {
-                settle(session, &mut pipeline, group, entry, &messages)?
-                    .into_iter()
-                    .for_each(&mut print);
-            }
+            settle(session, &mut pipeline, group, &mut in_flight, &mut print)?;
         }
         if end {
             return Ok(skipped);
         }
     }
+}
+
+/// Sends `messages` (kept first) once the batch before is answered: one in flight.
+fn dispatch(
+    session: &mut Session,
+    pipeline: &mut Pipeline,
+    kept: Option<&kept::Kept>,
+    group: &GroupRef,
+    in_flight: &mut Option<(Option<kept::Entry>, Vec<Outgoing>)>,
+    messages: Vec<Outgoing>,
+    print: &mut impl FnMut((u64, i64)),
+) -> Result<()> {
+    settle(session, pipeline, group, in_flight, print)?;
+    let entry = keep(kept, group, &messages);
+    if let Err(err) = pipeline.send_messages(&group.name, session.name(), &messages) {
+        return Err(unknown_outcome(
+            err,
+            session.name(),
+            group,
+            &messages,
+            entry.is_some(),
+        ));
+    }
+    *in_flight = Some((entry, messages));
+    Ok(())
+}
+
+/// Waits for the answer to the batch in flight, if any, and prints what it stored.
+fn settle(
+    session: &mut Session,
+    pipeline: &mut Pipeline,
+    group: &GroupRef,
+    in_flight: &mut Option<(Option<kept::Entry>, Vec<Outgoing>)>,
+    print: &mut impl FnMut((u64, i64)),
+) -> Result<()> {
+    if let Some((entry, messages)) = in_flight.take() {
+        answered(session, pipeline, group, entry, &messages)?
+            .into_iter()
+            .for_each(print);
+    }
+    Ok(())
 }
 
 /// Writes `messages` down before they are sent, when there is a place to keep them.
@@ -335,7 +376,7 @@ fn keep(kept: Option<&kept::Kept>, group: &GroupRef, messages: &[Outgoing]) -> O
 ///
 /// # Errors
 /// As [`send_keeping`].
-fn settle(
+fn answered(
     session: &mut Session,
     pipeline: &mut Pipeline,
     group: &GroupRef,
