@@ -218,9 +218,6 @@ pub enum Command {
     },
     /// Print the man page (`zms man > zms.1; man ./zms.1`).
     Man,
-    /// Load-test zms (fanout, latency, rtt, ingest, history, scale), bare libzmq (raw), NATS
-    /// or Redis; one JSON line per workload.
-    Bench(zms::bench::BenchArgs),
 }
 
 /// What `zms config` does.
@@ -618,7 +615,6 @@ impl Command {
             } => output::emit(crate::config::example().trim_end()),
             Command::Completions { shell } => crate::packaging::completions(shell),
             Command::Man => crate::packaging::man(),
-            Command::Bench(args) => zms::bench::run(args),
         }
     }
 }

@@ -16,7 +16,6 @@
 //!   pieces.
 
 pub mod backlog;
-pub mod bench;
 pub mod client;
 pub mod directory;
 pub mod dirs;

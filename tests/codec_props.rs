@@ -1,5 +1,6 @@
-//! Property tests of every decoder: arbitrary and mutated bytes never panic, and every
-//! message survives encode → decode unchanged.
+//! Property tests of every decoder: arbitrary and mutated bytes never panic, every message
+//! survives encode → decode unchanged, and the in-place reader of MSG and MSGS frames
+//! ([`EventMessages`]) agrees with the allocating decoder on every frame.
 //!
 //! `cargo test --test codec_props` runs the default number of cases; a long run:
 //! `PROPTEST_CASES=1000000 cargo test --release --test codec_props`. Failing inputs are saved
@@ -8,7 +9,7 @@
 
 use proptest::prelude::*;
 use zms::protocol::codec::{self, decode_incoming, decode_request, Incoming};
-use zms::protocol::{ErrorCode, Event, GroupEntry, Member, Message, Reply, Request};
+use zms::protocol::{ErrorCode, Event, EventMessages, GroupEntry, Member, Message, Reply, Request};
 
 fn short() -> impl Strategy<Value = String> {
     // Short strings stay under the 255-byte `string` limit; the regex keeps generation cheap.
@@ -141,6 +142,32 @@ fn event() -> impl Strategy<Value = Event> {
     ]
 }
 
+/// A MSG or MSGS frame as [`EventMessages`] reads it: its group and messages, or the reason of
+/// its first fault; `None` for any other frame.
+fn read_in_place(frame: &[u8]) -> Option<Result<(String, Vec<Message>), String>> {
+    EventMessages::read(frame).map(|opened| {
+        let event = opened.map_err(|e| e.reason)?;
+        let group = event.group().to_string();
+        let messages = event
+            .map(|m| m.map(|m| m.to_message()).map_err(|e| e.reason))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((group, messages))
+    })
+}
+
+/// The same frame as [`decode_incoming`] reads it, in the same form.
+fn read_allocating(frame: &[u8]) -> Option<Result<(String, Vec<Message>), String>> {
+    if frame.len() < 5 || &frame[..4] != b"ZMS1" || !matches!(frame[4], 0xC0 | 0xC2) {
+        return None;
+    }
+    Some(match decode_incoming(frame) {
+        Ok(Incoming::Event(Event::Message { group, message })) => Ok((group, vec![message])),
+        Ok(Incoming::Event(Event::Messages { group, messages })) => Ok((group, messages)),
+        Ok(other) => Err(format!("not a message event: {other:?}")),
+        Err(e) => Err(e.reason),
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -148,6 +175,7 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_request(&bytes);
         let _ = decode_incoming(&bytes);
+        prop_assert_eq!(read_in_place(&bytes), read_allocating(&bytes));
     }
 
     #[test]
@@ -185,5 +213,34 @@ proptest! {
         frame.truncate(cut % (n + 1));
         let _ = decode_request(&frame);
         let _ = decode_incoming(&frame);
+    }
+
+    #[test]
+    fn events_read_in_place_as_decoded(event in event()) {
+        let frame = codec::encode_event(&event);
+        prop_assert_eq!(read_in_place(&frame), read_allocating(&frame));
+    }
+
+    #[test]
+    fn message_bodies_read_in_place_as_decoded(batch in any::<bool>(), body in prop::collection::vec(any::<u8>(), 0..256)) {
+        let mut frame = b"ZMS1".to_vec();
+        frame.push(if batch { 0xC2 } else { 0xC0 });
+        frame.extend(body);
+        prop_assert_eq!(read_in_place(&frame), read_allocating(&frame));
+    }
+
+    #[test]
+    fn mutated_events_read_in_place_as_decoded(event in event(), flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..6), cut in any::<usize>()) {
+        let mut frame = codec::encode_event(&event);
+        for (at, byte) in flips {
+            let n = frame.len();
+            // The header stays, so most frames reach the reader's fields.
+            if n > 5 {
+                frame[5 + at % (n - 5)] = byte;
+            }
+        }
+        let n = frame.len();
+        frame.truncate(cut % (n + 1));
+        prop_assert_eq!(read_in_place(&frame), read_allocating(&frame));
     }
 }

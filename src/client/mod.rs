@@ -4,15 +4,18 @@
 //! [`Conn`] is one DEALER to one server with request/reply matching, timeouts and Lazy Pirate
 //! retries (zguide ch. 4): on a timeout the socket is thrown away and a new one tries again, so
 //! a stale request cannot answer a new one. [`Session`] is a user across many groups on many
-//! group servers, with live delivery and gap repair.
+//! group servers, with live delivery and gap repair. [`Pipeline`] keeps many requests in flight
+//! on one connection, for a sender with many messages at hand.
 
 mod directory;
 mod history;
+mod pipeline;
 mod sending;
 mod sequencer;
 mod session;
 mod trust;
 
+pub use pipeline::Pipeline;
 pub use sequencer::{Gap, Sequencer, Verdict};
 pub use session::{Delivery, GroupRef, Session, SessionEvent};
 pub use trust::ClientSecurity;

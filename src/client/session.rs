@@ -145,7 +145,7 @@ impl Session {
 
     /// The CURVE settings for a server at `endpoint`, or `None` without security (see
     /// [`Trust::curve_for`]).
-    fn curve_for(&mut self, endpoint: &str, directory: bool) -> Result<Option<Curve>> {
+    pub(super) fn curve_for(&mut self, endpoint: &str, directory: bool) -> Result<Option<Curve>> {
         let address = transport::address(endpoint);
         if self.trust.is_secure() && !directory && !self.trust.is_listed(&address) {
             // Ask the message server first: it vouches for the group servers it lists.

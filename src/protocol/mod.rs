@@ -1,10 +1,14 @@
 //! The ZMS/1 wire protocol: the messages that cross sockets, their limits and error codes.
 //!
-//! This module owns *what* is said; [`codec`] owns the bytes. Nothing here touches a socket:
+//! This module owns *what* is said; [`codec`] owns the bytes, and [`EventMessages`] reads the
+//! messages of an event in place. Nothing here touches a socket:
 //! the servers and the client library turn frames into these types and back. PROTOCOL.md is
 //! the specification; the two must agree (the `wire` test sends its examples).
 
 pub mod codec;
+mod reader;
+
+pub use reader::{EventMessages, MessageRef};
 
 use std::fmt;
 

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::client::{GroupRef, Session, SessionEvent};
-use crate::protocol::Outgoing;
+use crate::client::{GroupRef, Pipeline, Session, SessionEvent};
+use crate::protocol::{codec, ErrorCode, Outgoing, Reply};
 use crate::{errinput, protocol, time, Error, Result};
 use output::Format;
 
@@ -153,40 +153,7 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
                 // -f log |`) goes as soon as the input pauses after it. A line no server
                 // takes (empty, control characters) is reported and skipped; the others go.
                 None => {
-                    let mut input = BufReader::new(std::io::stdin().lock());
-                    let mut batch: Vec<Outgoing> = Vec::new();
-                    let (mut number, mut skipped) = (0_u64, 0_u64);
-                    loop {
-                        let mut line = String::new();
-                        let end = input.read_line(&mut line)? == 0;
-                        if !end {
-                            number += 1;
-                            // As `lines()` does: without its "\n" or "\r\n".
-                            if let Some(text) = line.strip_suffix('\n') {
-                                line = text.strip_suffix('\r').unwrap_or(text).to_string();
-                            }
-                            match protocol::check_text(&line) {
-                                Ok(()) => batch.push(Outgoing {
-                                    client_id: session.next_client_id(),
-                                    text: line,
-                                }),
-                                Err(why) => {
-                                    skipped += 1;
-                                    note(&format!("error: line {number} not sent: {why}"));
-                                }
-                            }
-                        }
-                        let waits = end || !input.buffer().contains(&b'\n');
-                        if !batch.is_empty() && (waits || batch.len() >= protocol::MAX_BATCH) {
-                            send_keeping(session, kept.as_ref(), &group, &batch)?
-                                .into_iter()
-                                .for_each(|s| print(s, false));
-                            batch.clear();
-                        }
-                        if end {
-                            break;
-                        }
-                    }
+                    let skipped = send_lines(session, kept.as_ref(), &group, |s| print(s, false))?;
                     if skipped > 0 {
                         let s = if skipped == 1 { "" } else { "s" };
                         return Err(errinput!("{skipped} line{s} not sent (see above)"));
@@ -253,6 +220,217 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sends the lines of stdin to `group` through a [`Pipeline`], batch by batch, each kept on
+/// disk until answered (as [`send_keeping`] does); `print` is called with each stored
+/// message's seq and time, in order. Returns how many lines were skipped as no server would
+/// take them.
+///
+/// One batch is in flight at a time, while the next is read: with two, a server's refusal
+/// of one (its rate limit) could let a later one be stored first, out of order.
+///
+/// # Errors
+/// As [`send_keeping`], and a line that cannot be read.
+fn send_lines(
+    session: &mut Session,
+    kept: Option<&kept::Kept>,
+    group: &GroupRef,
+    mut print: impl FnMut((u64, i64)),
+) -> Result<u64> {
+    let mut pipeline = session.pipeline(group)?.with_window(1);
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let empty_len = codec::batch_len(&group.name, session.name(), &[]);
+    let mut batch: Vec<Outgoing> = Vec::new();
+    let mut batch_len = empty_len;
+    // The batch in flight: its kept entry and its messages.
+    let mut in_flight: Option<(Option<kept::Entry>, Vec<Outgoing>)> = None;
+    let (mut number, mut skipped) = (0_u64, 0_u64);
+    loop {
+        let mut line = String::new();
+        let end = input.read_line(&mut line)? == 0;
+        if !end {
+            number += 1;
+            // As `lines()` does: without its "\n" or "\r\n".
+            if let Some(text) = line.strip_suffix('\n') {
+                line = text.strip_suffix('\r').unwrap_or(text).to_string();
+            }
+            match protocol::check_text(&line) {
+                Ok(()) if line.len() > protocol::MAX_TEXT => {
+                    // Nothing of the batch it would have joined is sent; what is in flight is
+                    // confirmed first.
+                    settle(session, &mut pipeline, group, &mut in_flight, &mut print)?;
+                    return Err(errinput!(
+                        "message is {} bytes; the limit is {}",
+                        line.len(),
+                        protocol::MAX_TEXT
+                    ));
+                }
+                Ok(()) => {
+                    let message = Outgoing {
+                        client_id: session.next_client_id(),
+                        text: line,
+                    };
+                    let more = codec::outgoing_len(&message.client_id, &message.text);
+                    // A SENDS stays within the frame a group server takes.
+                    if !batch.is_empty() && batch_len + more > protocol::MAX_BATCH_FRAME {
+                        let full = std::mem::take(&mut batch);
+                        batch_len = empty_len;
+                        dispatch(
+                            session,
+                            &mut pipeline,
+                            kept,
+                            group,
+                            &mut in_flight,
+                            full,
+                            &mut print,
+                        )?;
+                    }
+                    batch_len += more;
+                    batch.push(message);
+                }
+                Err(why) => {
+                    skipped += 1;
+                    note(&format!("error: line {number} not sent: {why}"));
+                }
+            }
+        }
+        let waits = end || !input.buffer().contains(&b'\n');
+        if !batch.is_empty() && (waits || batch.len() >= protocol::MAX_BATCH) {
+            let full = std::mem::take(&mut batch);
+            batch_len = empty_len;
+            dispatch(
+                session,
+                &mut pipeline,
+                kept,
+                group,
+                &mut in_flight,
+                full,
+                &mut print,
+            )?;
+        }
+        // Before waiting for more input, what was sent is confirmed.
+        if waits {
+            settle(session, &mut pipeline, group, &mut in_flight, &mut print)?;
+        }
+        if end {
+            return Ok(skipped);
+        }
+    }
+}
+
+/// Sends `messages` (kept first) once the batch before is answered: one in flight.
+fn dispatch(
+    session: &mut Session,
+    pipeline: &mut Pipeline,
+    kept: Option<&kept::Kept>,
+    group: &GroupRef,
+    in_flight: &mut Option<(Option<kept::Entry>, Vec<Outgoing>)>,
+    messages: Vec<Outgoing>,
+    print: &mut impl FnMut((u64, i64)),
+) -> Result<()> {
+    settle(session, pipeline, group, in_flight, print)?;
+    let entry = keep(kept, group, &messages);
+    if let Err(err) = pipeline.send_messages(&group.name, session.name(), &messages) {
+        return Err(unknown_outcome(
+            err,
+            session.name(),
+            group,
+            &messages,
+            entry.is_some(),
+        ));
+    }
+    *in_flight = Some((entry, messages));
+    Ok(())
+}
+
+/// Waits for the answer to the batch in flight, if any, and prints what it stored.
+fn settle(
+    session: &mut Session,
+    pipeline: &mut Pipeline,
+    group: &GroupRef,
+    in_flight: &mut Option<(Option<kept::Entry>, Vec<Outgoing>)>,
+    print: &mut impl FnMut((u64, i64)),
+) -> Result<()> {
+    if let Some((entry, messages)) = in_flight.take() {
+        answered(session, pipeline, group, entry, &messages)?
+            .into_iter()
+            .for_each(print);
+    }
+    Ok(())
+}
+
+/// Writes `messages` down before they are sent, when there is a place to keep them.
+fn keep(kept: Option<&kept::Kept>, group: &GroupRef, messages: &[Outgoing]) -> Option<kept::Entry> {
+    kept.and_then(|k| {
+        k.keep(group, messages)
+            .map_err(|err| tracing::warn!(%err, "cannot keep the send for a retry"))
+            .ok()
+    })
+}
+
+/// Waits for the answer to the batch in flight on `pipeline`: its seqs and times once stored,
+/// its entry forgotten once the outcome is known. A SENDS the server does not take as a
+/// batch (ERROR 400, or its rate limit) goes one SEND at a time, as
+/// [`Session::send_outgoing`] sends it.
+///
+/// # Errors
+/// As [`send_keeping`].
+fn answered(
+    session: &mut Session,
+    pipeline: &mut Pipeline,
+    group: &GroupRef,
+    entry: Option<kept::Entry>,
+    messages: &[Outgoing],
+) -> Result<Vec<(u64, i64)>> {
+    let sent = match pipeline.next_answer() {
+        Ok(Some((_, reply))) => match (reply, messages) {
+            (Reply::Ack { seq, ts, .. }, [_]) => Ok(vec![(seq, ts)]),
+            (Reply::Acks(acks), _) if acks.len() == messages.len() => {
+                Ok(acks.iter().map(|a| (a.seq, a.ts)).collect())
+            }
+            (
+                Reply::Error {
+                    code: ErrorCode::Limited,
+                    ..
+                },
+                [one],
+            ) => session
+                .send_with_id(group, &one.client_id, &one.text)
+                .map(|s| vec![s]),
+            (
+                Reply::Error {
+                    code: ErrorCode::BadRequest | ErrorCode::Limited,
+                    ..
+                },
+                many,
+            ) if many.len() > 1 => many
+                .iter()
+                .map(|m| session.send_with_id(group, &m.client_id, &m.text))
+                .collect(),
+            (Reply::Error { code, reason }, _) => Err(Error::Rejected { code, reason }),
+            (other, _) => Err(Error::Protocol(format!(
+                "expected ACK or ACKS, got {other:?}"
+            ))),
+        },
+        Ok(None) => Err(Error::Protocol("bug: no send in flight to settle".into())),
+        Err(err) => Err(err),
+    };
+    let known = matches!(sent, Ok(_) | Err(Error::Rejected { .. } | Error::Input(_)));
+    if let (true, Some(entry)) = (known, entry.as_ref()) {
+        entry.forget();
+    }
+    match sent {
+        Ok(stored) => Ok(stored),
+        Err(err @ (Error::Rejected { .. } | Error::Input(_))) => Err(err),
+        Err(err) => Err(unknown_outcome(
+            err,
+            session.name(),
+            group,
+            messages,
+            entry.is_some(),
+        )),
+    }
 }
 
 /// Sends `messages` to `group` under their ids, kept on disk (when there is a config

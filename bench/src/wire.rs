@@ -1,12 +1,11 @@
-//! zms clients built for load, speaking ZMS/1 on raw DEALERs through [`crate::protocol::codec`].
+//! zms clients built for load, on the public client API.
 //!
-//! [`crate::client::Session::send`] waits for each ACK, so it cannot pipeline; the protocol
-//! matches replies to requests by id, so a client may keep many sends in flight. [`Pipeline`]
-//! does that with a bounded window. [`Members`] are members' connections, many per thread,
-//! counting deliveries by seq ([`Tally`]) and heartbeating as the protocol asks. Nothing here
-//! is special to the bench except what it measures: it is ordinary client code.
+//! [`Sender`] pipelines a sender's messages through [`zms::client::Pipeline`] (many in flight,
+//! matched to their ACKs by request id), gathering them into SENDS requests as a client with
+//! many messages at hand does. [`Members`] are members' connections, many per thread, counting
+//! deliveries by seq ([`Tally`]) as they read each MSG or MSGS frame in place
+//! ([`zms::protocol::EventMessages`]) and heartbeating as the protocol asks.
 
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -15,151 +14,22 @@ use std::time::{Duration, Instant};
 
 use super::flow::Credit;
 use super::payload;
-use crate::protocol::codec::{self, cmd, Incoming};
-use crate::protocol::{self, Outgoing, Reply, Request};
-use crate::{transport, Error, Result};
+use zms::client::{Pipeline, Timeouts};
+use zms::protocol::codec::{self, Incoming};
+use zms::protocol::{self, EventMessages, Outgoing, Reply, Request};
+use zms::{transport, Error, Result};
 
-/// Most messages a client DEALER queues inbound, as `client::Conn` sets it.
-const CLIENT_RCVHWM: i32 = 100_000;
-
-/// One DEALER to one zms server, with request ids.
-pub struct Wire {
-    socket: zmq::Socket,
-    /// Where replies are received, reused from one to the next.
-    frame: zmq::Message,
-    next_req: u32,
-    /// `HOST:PORT`, for errors.
-    address: String,
-}
-
-impl Wire {
-    /// Connects to `address` (`HOST:PORT`).
-    ///
-    /// # Errors
-    /// A bad address or a libzmq failure.
-    pub fn connect(ctx: &zmq::Context, address: &str) -> Result<Wire> {
-        let socket = transport::socket(ctx, zmq::DEALER)?;
-        socket.set_rcvhwm(CLIENT_RCVHWM)?;
-        // A send blocks only while the connection is being made; bound even that.
-        socket.set_sndtimeo(5000)?;
-        socket.connect(&transport::endpoint(address)?)?;
-        Ok(Wire {
-            socket,
-            frame: zmq::Message::new(),
-            next_req: 0,
-            address: address.to_string(),
-        })
-    }
-
-    /// The socket, for polling.
-    pub fn socket(&self) -> &zmq::Socket {
-        &self.socket
-    }
-
-    /// Sends `request` (blocking at most the send timeout); returns its request id.
-    ///
-    /// # Errors
-    /// [`Error::Timeout`] when the server cannot be reached; a libzmq failure.
-    pub fn send(&mut self, request: &Request) -> Result<u32> {
-        self.next_req = self.next_req.wrapping_add(1).max(1);
-        match self
-            .socket
-            .send(codec::encode_request(self.next_req, request), 0)
-        {
-            Ok(()) => Ok(self.next_req),
-            Err(zmq::Error::EAGAIN) => Err(Error::Timeout(format!(
-                "cannot send to {}: not connected within 5 s",
-                self.address
-            ))),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Sends `request` if it can leave at once (heartbeats).
-    ///
-    /// # Errors
-    /// A libzmq failure other than "would block".
-    pub fn send_nowait(&mut self, request: &Request) -> Result<()> {
-        self.next_req = self.next_req.wrapping_add(1).max(1);
-        match self
-            .socket
-            .send(codec::encode_request(self.next_req, request), zmq::DONTWAIT)
-        {
-            Ok(()) | Err(zmq::Error::EAGAIN) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The next reply, waiting up to `wait`; pushed events are skipped.
-    ///
-    /// # Errors
-    /// A libzmq failure or an undecodable frame.
-    pub fn next_reply(&mut self, wait: Duration) -> Result<Option<(u32, Reply)>> {
-        let deadline = Instant::now() + wait;
-        loop {
-            // Wait in the receive itself, as a REQ socket does, for what is left of `wait`
-            // (whole milliseconds, rounded up; none at all for a zero wait).
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout_ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            self.socket.set_rcvtimeo(timeout_ms)?;
-            match self.socket.recv(&mut self.frame, 0) {
-                Ok(()) => match codec::decode_incoming(&self.frame) {
-                    Ok(Incoming::Reply(id, reply)) => return Ok(Some((id, reply))),
-                    Ok(_) => continue, // pushed events
-                    Err(e) => {
-                        return Err(Error::Protocol(format!(
-                            "{} sent {}",
-                            self.address, e.reason
-                        )))
-                    }
-                },
-                Err(zmq::Error::EAGAIN) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Sends `request` and waits up to `wait` for its reply; an ERROR reply is an error.
-    ///
-    /// # Errors
-    /// [`Error::Rejected`], [`Error::Timeout`], or a transport failure.
-    pub fn call(&mut self, request: &Request, wait: Duration) -> Result<Reply> {
-        let id = self.send(request)?;
-        let deadline = Instant::now() + wait;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.next_reply(left)? {
-                Some((got, Reply::Error { code, reason })) if got == id => {
-                    return Err(Error::Rejected { code, reason })
-                }
-                Some((got, reply)) if got == id => return Ok(reply),
-                _ => {}
-            }
-        }
-        Err(Error::Timeout(format!(
-            "{} did not answer {} within {:.0} s",
-            self.address,
-            request.name(),
-            wait.as_secs_f64()
-        )))
-    }
-
-    /// The group's last seq (a HISTORY of zero messages), as `user`.
-    ///
-    /// # Errors
-    /// As [`Wire::call`].
-    pub fn last_seq(&mut self, group: &str, user: &str, wait: Duration) -> Result<u64> {
-        let request = Request::History {
-            group: group.to_string(),
-            user: user.to_string(),
-            after_seq: 0,
-            since_ms: 0,
-            limit: 0,
-        };
-        match self.call(&request, wait)? {
-            Reply::Messages { last_seq, .. } => Ok(last_seq),
-            other => Err(Error::Protocol(format!("expected MESSAGES, got {other:?}"))),
-        }
-    }
+/// A connection to `address` whose requests fail after `stall` of silence, with no retry: a
+/// bench reports a stalled server rather than waiting it out.
+///
+/// # Errors
+/// A bad address.
+pub fn connect(ctx: &zmq::Context, address: &str, stall: Duration) -> Result<Pipeline> {
+    let timeouts = Timeouts {
+        request: stall,
+        tries: 1,
+    };
+    Pipeline::connect(ctx, address, timeouts)
 }
 
 /// Makes `user` a member of `group` and returns the group's last seq. The JOIN goes over a
@@ -168,7 +38,7 @@ impl Wire {
 /// drops that subscription at its first push to the closed connection.
 ///
 /// # Errors
-/// As [`Wire::call`].
+/// A refusal or a stall.
 pub fn join(
     ctx: &zmq::Context,
     address: &str,
@@ -176,22 +46,39 @@ pub fn join(
     user: &str,
     wait: Duration,
 ) -> Result<u64> {
-    let mut wire = Wire::connect(ctx, address)?;
     let request = Request::Join {
         group: group.to_string(),
         user: user.to_string(),
     };
-    match wire.call(&request, wait)? {
+    match connect(ctx, address, wait)?.call(&request)? {
         Reply::Joined { last_seq, .. } => Ok(last_seq),
         other => Err(Error::Protocol(format!("expected JOINED, got {other:?}"))),
     }
 }
 
-/// A sender keeping up to `window` messages in flight, matching ACKs by request id. With a
-/// `batch` above 1 it gathers messages into SENDS requests of up to that many (sent when full,
-/// when the window would be, or at [`Pipeline::flush`]); with 1 each goes as a SEND at once.
-pub struct Pipeline {
-    wire: Wire,
+/// The group's last seq (a HISTORY of zero messages), as `user`.
+///
+/// # Errors
+/// A refusal or a stall.
+pub fn last_seq(pipeline: &mut Pipeline, group: &str, user: &str) -> Result<u64> {
+    let request = Request::History {
+        group: group.to_string(),
+        user: user.to_string(),
+        after_seq: 0,
+        since_ms: 0,
+        limit: 0,
+    };
+    match pipeline.call(&request)? {
+        Reply::Messages { last_seq, .. } => Ok(last_seq),
+        other => Err(Error::Protocol(format!("expected MESSAGES, got {other:?}"))),
+    }
+}
+
+/// A sender keeping up to `window` messages in flight. With a `batch` above 1 it gathers
+/// messages into SENDS requests of up to that many (sent when full, when the window would
+/// be, or at [`Sender::flush`]); with 1 each goes as a SEND at once.
+pub struct Sender {
+    pipeline: Pipeline,
     group: String,
     user: String,
     /// The SEND being made: from one to the next only its client id and text change.
@@ -203,20 +90,12 @@ pub struct Pipeline {
     /// Octets of a SENDS of no messages.
     header_len: usize,
     window: usize,
-    stall: Duration,
-    /// Messages of each unacknowledged request, by request id.
-    outstanding: HashMap<u32, usize>,
-    /// Messages sent and not yet acknowledged.
-    in_flight: usize,
     /// Client ids are `PREFIX-N`, unique per run, as `Session` makes them.
     client_prefix: String,
     sent: u64,
-    acked: u64,
-    /// Highest seq acknowledged.
-    last_seq: u64,
 }
 
-impl Pipeline {
+impl Sender {
     /// A sender for `user` (already a member) to `group` at `address`.
     ///
     /// # Errors
@@ -229,11 +108,11 @@ impl Pipeline {
         window: usize,
         batch: usize,
         stall: Duration,
-    ) -> Result<Pipeline> {
+    ) -> Result<Sender> {
         let window = window.max(1);
         let header_len = codec::batch_len(group, user, &[]);
-        Ok(Pipeline {
-            wire: Wire::connect(ctx, address)?,
+        Ok(Sender {
+            pipeline: connect(ctx, address, stall)?.with_window(window),
             group: group.to_string(),
             user: user.to_string(),
             request: Request::Send {
@@ -247,13 +126,8 @@ impl Pipeline {
             pending_len: header_len,
             header_len,
             window,
-            stall,
-            outstanding: HashMap::with_capacity(window),
-            in_flight: 0,
             client_prefix: format!("{user}-{:x}", payload::now_ns()),
             sent: 0,
-            acked: 0,
-            last_seq: 0,
         })
     }
 
@@ -275,11 +149,7 @@ impl Pipeline {
                 let _ = write!(client_id, "{}-{}", self.client_prefix, self.sent);
                 *to_send = text;
             }
-            while self.in_flight >= self.window {
-                self.wait_acks()?;
-            }
-            let id = self.wire.send(&self.request)?;
-            self.sent_request(id, 1);
+            self.pipeline.send(&self.request)?;
         } else {
             let client_id = format!("{}-{}", self.client_prefix, self.sent);
             let more = codec::outgoing_len(&client_id, &text);
@@ -289,37 +159,32 @@ impl Pipeline {
             self.pending_len += more;
             self.pending.push(Outgoing { client_id, text });
             if self.pending.len() >= self.batch
-                || self.in_flight + self.pending.len() >= self.window
+                || self.pipeline.in_flight() + self.pending.len() >= self.window
             {
                 self.flush()?;
             }
         }
         // Reading ACKs early keeps the window open without a blocking wait.
-        if self.in_flight * 2 >= self.window {
-            self.take_acks(Duration::ZERO)?;
+        if self.pipeline.in_flight() * 2 >= self.window {
+            self.pipeline.poll()?;
         }
-        Ok(())
+        self.check_answers()
     }
 
     /// Sends the gathered messages as one SENDS, once the window has room for them.
     ///
     /// # Errors
-    /// As [`Pipeline::send`].
+    /// As [`Sender::send`].
     pub fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        while self.in_flight > 0 && self.in_flight + self.pending.len() > self.window {
-            self.wait_acks()?;
-        }
-        let count = self.pending.len();
         let batch = Request::SendBatch {
             group: self.group.clone(),
             user: self.user.clone(),
             messages: std::mem::take(&mut self.pending),
         };
-        let id = self.wire.send(&batch)?;
-        self.sent_request(id, count);
+        self.pipeline.send(&batch)?;
         self.pending_len = self.header_len;
         // The next batch reuses the buffer.
         if let Request::SendBatch { mut messages, .. } = batch {
@@ -329,81 +194,35 @@ impl Pipeline {
         Ok(())
     }
 
-    fn sent_request(&mut self, id: u32, count: usize) {
-        self.outstanding.insert(id, count);
-        self.in_flight += count;
-    }
-
     /// Sends what is gathered, then waits until every send is acknowledged.
     ///
     /// # Errors
-    /// As [`Pipeline::send`].
+    /// As [`Sender::send`].
     pub fn finish(&mut self) -> Result<()> {
         self.flush()?;
-        while !self.outstanding.is_empty() {
-            self.wait_acks()?;
-        }
-        Ok(())
+        self.pipeline.finish()?;
+        self.check_answers()
     }
 
-    fn wait_acks(&mut self) -> Result<()> {
-        if self.take_acks(self.stall)? == 0 {
-            return Err(Error::Timeout(format!(
-                "no ACK from the group server for {:.0} s with {} sends in flight ({} acknowledged)",
-                self.stall.as_secs_f64(),
-                self.in_flight,
-                self.acked
-            )));
-        }
-        Ok(())
-    }
-
-    /// Takes the ACKs that arrive within `wait` (then those already queued); returns how many
-    /// messages they acknowledge.
-    fn take_acks(&mut self, wait: Duration) -> Result<usize> {
-        let mut taken = 0;
-        let mut wait = wait;
-        while let Some((id, reply)) = self.wire.next_reply(wait)? {
-            wait = Duration::ZERO;
-            let highest = match &reply {
-                Reply::Ack { seq, .. } => Some(*seq),
-                Reply::Acks(acks) => acks.iter().map(|a| a.seq).max(),
-                _ => None,
-            };
-            match (self.outstanding.remove(&id), highest) {
-                (Some(count), Some(seq)) => {
-                    self.in_flight -= count;
-                    self.acked += count as u64;
-                    self.last_seq = self.last_seq.max(seq);
-                    taken += count;
-                }
-                _ => {
-                    return Err(match reply {
-                        Reply::Error { code, reason } => Error::Rejected { code, reason },
-                        other => Error::Protocol(format!(
-                            "expected an ACK for one of {} requests, got {other:?} for #{id}",
-                            self.outstanding.len()
-                        )),
-                    })
+    /// Takes the answers received: each must acknowledge its messages.
+    fn check_answers(&mut self) -> Result<()> {
+        while let Some((id, reply)) = self.pipeline.take_answer() {
+            match reply {
+                Reply::Ack { .. } | Reply::Acks(_) => {}
+                Reply::Error { code, reason } => return Err(Error::Rejected { code, reason }),
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "expected an ACK, got {other:?} for #{id}"
+                    )))
                 }
             }
         }
-        Ok(taken)
-    }
-
-    /// Sends acknowledged so far.
-    pub fn acked(&self) -> u64 {
-        self.acked
-    }
-
-    /// Highest seq acknowledged.
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
+        Ok(())
     }
 
     /// The connection, for requests after the load.
-    pub fn wire(&mut self) -> &mut Wire {
-        &mut self.wire
+    pub fn pipeline(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
     }
 }
 
@@ -474,40 +293,6 @@ impl Tally {
     pub fn lost(&self) -> u64 {
         self.expect - self.distinct
     }
-}
-
-/// Calls `each` with the seq and text of every message of a MSG or MSGS event, read in place
-/// (the receivers' hot path: no allocation). `None` for any other frame; a frame cut short
-/// yields its whole messages, then `None`.
-pub fn each_msg(frame: &[u8], mut each: impl FnMut(u64, &[u8])) -> Option<()> {
-    if frame.len() < 6 || &frame[..3] != protocol::SIGNATURE || frame[3] != protocol::VERSION {
-        return None;
-    }
-    let batch = match frame[4] {
-        cmd::MSG => false,
-        cmd::MSGS => true,
-        _ => return None,
-    };
-    let mut at = 5;
-    let group_len = usize::from(*frame.get(at)?);
-    at += 1 + group_len;
-    let count = if batch {
-        at += 4;
-        u32::from_be_bytes(frame.get(at - 4..at)?.try_into().ok()?)
-    } else {
-        1
-    };
-    for _ in 0..count {
-        let seq = u64::from_be_bytes(frame.get(at..at + 8)?.try_into().ok()?);
-        at += 16; // seq, ts
-        let sender_len = usize::from(*frame.get(at)?);
-        at += 1 + sender_len;
-        let text_len = u32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?) as usize;
-        at += 4;
-        each(seq, frame.get(at..at + text_len)?);
-        at += text_len;
-    }
-    Some(())
 }
 
 /// What the member threads are to do.
@@ -621,36 +406,22 @@ fn member_thread(
     // many members is joined in milliseconds and none sits silent long enough to expire.
     let joined = (|| {
         let mut wires = Vec::new();
-        let mut ids = Vec::new();
         for user in &plan.users {
-            let mut wire = Wire::connect(ctx, &plan.address)?;
-            ids.push(wire.send(&Request::Join {
+            let mut wire = connect(ctx, &plan.address, plan.stall)?;
+            wire.send(&Request::Join {
                 group: plan.group.clone(),
                 user: user.clone(),
-            })?);
+            })?;
             wires.push(wire);
         }
         let mut bases = Vec::new();
-        for (wire, id) in wires.iter_mut().zip(ids) {
-            let deadline = Instant::now() + plan.stall;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match wire.next_reply(left)? {
-                    Some((got, Reply::Joined { last_seq, .. })) if got == id => {
-                        bases.push(last_seq);
-                        break;
-                    }
-                    Some((got, Reply::Error { code, reason })) if got == id => {
-                        return Err(Error::Rejected { code, reason })
-                    }
-                    Some(_) => {}
-                    None => {
-                        return Err(Error::Timeout(format!(
-                            "no answer to JOIN within {:.0} s",
-                            plan.stall.as_secs_f64()
-                        )))
-                    }
+        for wire in &mut wires {
+            match wire.next_answer()? {
+                Some((_, Reply::Joined { last_seq, .. })) => bases.push(last_seq),
+                Some((_, Reply::Error { code, reason })) => {
+                    return Err(Error::Rejected { code, reason })
                 }
+                other => return Err(Error::Protocol(format!("expected JOINED, got {other:?}"))),
             }
         }
         Ok((wires, bases))
@@ -703,18 +474,23 @@ fn member_thread(
                 let now = payload::now_ns();
                 let tally = &mut tallies[i];
                 let base = bases[i];
-                let pushed = each_msg(&msg, |seq, text| {
-                    if seq > base {
+                let Some(event) = EventMessages::read(&msg) else {
+                    check_pong(&msg, &plan.group, &plan.users[i])?;
+                    continue;
+                };
+                let garbled = |e: zms::protocol::codec::DecodeError| {
+                    Error::Protocol(format!("the group server sent {}", e.reason))
+                };
+                for message in event.map_err(garbled)? {
+                    let message = message.map_err(garbled)?;
+                    if message.seq > base {
                         let sent = if plan.latency {
-                            payload::parse(text).map_or(now, |(_, sent)| sent)
+                            payload::parse(message.text.as_bytes()).map_or(now, |(_, sent)| sent)
                         } else {
                             now
                         };
-                        tally.record(seq - base - 1, sent, now);
+                        tally.record(message.seq - base - 1, sent, now);
                     }
-                });
-                if pushed.is_none() {
-                    check_pong(&msg, &plan.group, &plan.users[i])?;
                 }
             }
         }
@@ -747,38 +523,6 @@ fn check_pong(frame: &[u8], group: &str, user: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Message;
-
-    #[test]
-    fn each_msg_reads_what_the_codec_writes() {
-        let messages: Vec<Message> = (77..80)
-            .map(|seq| Message {
-                seq,
-                ts: 5,
-                sender: "alice".into(),
-                text: payload::text(seq, 9, 40),
-            })
-            .collect();
-        let read = |frame: &[u8]| {
-            let mut got = Vec::new();
-            let whole = each_msg(frame, |seq, text| got.push((seq, text.to_vec())));
-            (whole, got)
-        };
-        let expected: Vec<(u64, Vec<u8>)> = messages
-            .iter()
-            .map(|m| (m.seq, m.text.as_bytes().to_vec()))
-            .collect();
-        let one = codec::encode_message_event("general", &messages[0]);
-        assert_eq!(read(&one), (Some(()), expected[..1].to_vec()));
-        let batch = codec::encode_messages_event("general", &messages);
-        assert_eq!(read(&batch), (Some(()), expected.clone()));
-        assert_eq!(
-            read(&batch[..batch.len() - 1]),
-            (None, expected[..2].to_vec())
-        );
-        assert_eq!(read(&one[..one.len() - 1]).0, None);
-        assert_eq!(read(&codec::encode_reply(1, &Reply::Ok)).0, None);
-    }
 
     #[test]
     fn tally_counts_losses_repeats_and_reorders() {

@@ -20,8 +20,8 @@ use super::stats::{self, per_s, Percentiles};
 use super::wire::Tally;
 use super::workloads::{join_tallies, Fan};
 use super::{payload, progress, time_calls, BenchArgs, Ticker};
-use crate::transport::{self, SERVER_SNDHWM};
-use crate::{Error, Result};
+use zms::transport::{self, SERVER_SNDHWM};
+use zms::{Error, Result};
 
 /// A subscriber queues as much as a zms client DEALER does.
 const SUB_RCVHWM: i32 = 100_000;

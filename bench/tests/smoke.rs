@@ -1,4 +1,4 @@
-//! `zms bench` through the real binary, with tiny counts: every workload runs, prints one JSON
+//! `zms-bench` through the real binaries, with tiny counts: every workload runs, prints one JSON
 //! line with its named fields, and loses nothing. Performance is never asserted here.
 
 use std::io::{BufRead, BufReader, Read};
@@ -8,9 +8,22 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-const ZMS: &str = env!("CARGO_BIN_EXE_zms");
+const BENCH: &str = env!("CARGO_BIN_EXE_zms-bench");
 /// A smoke run takes a second or two; this only bounds a hang.
 const LIMIT: Duration = Duration::from_secs(60);
+
+/// The `zms` binary the benchmark starts servers with: cargo builds it next to `zms-bench`
+/// when the workspace is tested (`cargo test` at the root).
+fn zms() -> std::path::PathBuf {
+    let path =
+        std::path::Path::new(BENCH).with_file_name(format!("zms{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "no zms binary at {}: run the tests from the workspace root (cargo test), which builds it",
+        path.display()
+    );
+    path
+}
 
 /// A child killed on drop, so a failing test leaves nothing behind.
 struct Proc(Child);
@@ -22,17 +35,17 @@ impl Drop for Proc {
     }
 }
 
-/// Runs `zms bench ARGS…` (bounded by [`LIMIT`]); returns exit success, stdout lines, stderr.
+/// Runs `zms-bench ARGS…` (bounded by [`LIMIT`]); returns exit success, stdout lines, stderr.
 fn run(args: &[&str]) -> (bool, Vec<String>, String) {
     let mut child = Proc(
-        Command::new(ZMS)
-            .arg("bench")
+        Command::new(BENCH)
             .args(args)
+            .env_remove("ZMS_BIN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("zms runs"),
+            .expect("zms-bench runs"),
     );
     let (mut stdout, mut stderr) = (
         child.0.stdout.take().unwrap(),
@@ -47,7 +60,7 @@ fn run(args: &[&str]) -> (bool, Vec<String>, String) {
     });
     let (out, err) = rx
         .recv_timeout(LIMIT)
-        .unwrap_or_else(|_| panic!("zms bench {args:?} did not finish within {LIMIT:?}"));
+        .unwrap_or_else(|_| panic!("zms-bench {args:?} did not finish within {LIMIT:?}"));
     let status = child.0.wait().unwrap();
     (
         status.success(),
@@ -59,7 +72,7 @@ fn run(args: &[&str]) -> (bool, Vec<String>, String) {
 /// The one JSON line of a successful run, checked for `fields` and for nothing lost.
 fn bench(args: &[&str], fields: &[&str]) -> Value {
     let (ok, lines, err) = run(args);
-    assert!(ok, "zms bench {args:?} failed: {err}");
+    assert!(ok, "zms-bench {args:?} failed: {err}");
     assert_eq!(lines.len(), 1, "one line of output: {lines:?}");
     let line: Value = serde_json::from_str(&lines[0]).expect("a JSON line");
     for field in fields {
@@ -191,7 +204,7 @@ fn raw_runs_the_same_workloads_on_bare_libzmq() {
 fn aims_at_a_running_deployment_and_fails_clearly() {
     let spawn = |args: &[&str]| {
         let mut child = Proc(
-            Command::new(ZMS)
+            Command::new(zms())
                 .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -251,4 +264,15 @@ fn aims_at_a_running_deployment_and_fails_clearly() {
         assert!(!ok && lines.is_empty(), "{args:?} should fail: {lines:?}");
         assert!(err.contains(expect), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn a_missing_zms_binary_is_one_clear_error() {
+    let (ok, lines, err) = run(&["rtt", "--zms", "/nonexistent/zms"]);
+    assert!(!ok && lines.is_empty(), "{lines:?}");
+    assert_eq!(
+        err.lines().last(),
+        Some("error: --zms /nonexistent/zms: no such file"),
+        "{err}"
+    );
 }

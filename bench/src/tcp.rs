@@ -10,7 +10,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use crate::{errinput, Error, Result};
+use zms::{errinput, Error, Result};
 
 /// How long a blocking read waits before the caller checks its deadline again.
 pub const READ_SLICE: Duration = Duration::from_millis(100);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result};
+use zms::{Error, Result};
 
 /// Shared between one sender and its receiver threads.
 pub struct Credit {

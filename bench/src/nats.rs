@@ -29,7 +29,7 @@ use super::tcp::{Conn, READ_SLICE};
 use super::wire::Tally;
 use super::workloads::{join_tallies, run_prefix, Fan};
 use super::{payload, progress, time_calls, BenchArgs, Ticker};
-use crate::{Error, Result};
+use zms::{Error, Result};
 
 /// One operation from the server. Ranges index [`Nats::slice`] until the next read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -562,7 +562,7 @@ mod tests {
 
     /// A scripted NATS server: sends `script`, then echoes nothing.
     fn server(script: &'static [u8]) -> (String, std::thread::JoinHandle<Vec<u8>>) {
-        crate::bench::tcp::one_peer(move |mut s| {
+        crate::tcp::one_peer(move |mut s| {
             s.write_all(b"INFO {\"server_id\":\"x\"}\r\n").unwrap();
             let mut got = Vec::new();
             let mut buf = [0u8; 4096];

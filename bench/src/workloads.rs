@@ -11,11 +11,11 @@ use serde_json::{json, Value};
 use super::deploy::Deployment;
 use super::flow::Credit;
 use super::stats::{self, per_s, round1, Percentiles};
-use super::wire::{self, MemberPlan, Members, Pipeline, Tally, Wire};
+use super::wire::{self, MemberPlan, Members, Sender, Tally};
 use super::{payload, progress, time_calls, BenchArgs, Ticker};
-use crate::client::{GroupRef, Session, Timeouts};
-use crate::protocol::{Reply, Request};
-use crate::{transport, Error, Result};
+use zms::client::{GroupRef, Session, Timeouts};
+use zms::protocol::{Reply, Request};
+use zms::{transport, Error, Result};
 
 /// Names unique to this run, so repeated runs against one deployment never collide.
 pub(crate) fn run_prefix() -> String {
@@ -202,7 +202,7 @@ pub(crate) fn fan(
     };
     let receivers = Members::start(&ctx, &plan, credit.clone())?;
     progress(label, format_args!("{members} members joined"));
-    let mut pipeline = Pipeline::new(
+    let mut pipeline = Sender::new(
         &ctx,
         &d.group_address,
         &d.group,
@@ -227,7 +227,7 @@ pub(crate) fn fan(
     pipeline.finish()?;
     let send_ns = payload::now_ns() - start;
     let tallies = receivers.finish()?;
-    let stored = pipeline.wire().last_seq(&d.group, &sender, stall)? - base;
+    let stored = wire::last_seq(pipeline.pipeline(), &d.group, &sender)? - base;
     Ok(Fan::new(messages, members, start, send_ns, tallies, stored))
 }
 
@@ -236,7 +236,7 @@ pub(crate) fn fan(
 /// # Errors
 /// A deployment that does not start, or a stalled or refused load.
 pub fn fanout(args: &BenchArgs) -> Result<Value> {
-    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let d = Deployment::start(args)?;
     let messages = args.messages.unwrap_or(200_000);
     let members = args.members.unwrap_or(10);
     let fan = fan(args, &d, "fanout", messages, members, None)?;
@@ -256,7 +256,7 @@ pub fn fanout(args: &BenchArgs) -> Result<Value> {
 /// # Errors
 /// As [`fanout`].
 pub fn latency(args: &BenchArgs) -> Result<Value> {
-    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let d = Deployment::start(args)?;
     let messages = args
         .messages
         .unwrap_or((args.rate as f64 * args.duration) as u64);
@@ -278,14 +278,14 @@ pub fn latency(args: &BenchArgs) -> Result<Value> {
 /// # Errors
 /// As [`fanout`].
 pub fn rtt(args: &BenchArgs) -> Result<Value> {
-    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let d = Deployment::start(args)?;
     let messages = args.messages.unwrap_or(20_000);
     let ctx = zmq::Context::new();
     let user = format!("{}-r", run_prefix());
     let stall = args.stall();
     let deadline = args.deadline();
     wire::join(&ctx, &d.group_address, &d.group, &user, stall)?;
-    let mut wire = Wire::connect(&ctx, &d.group_address)?;
+    let mut wire = wire::connect(&ctx, &d.group_address, stall)?;
     let send = |i: u64| Request::Send {
         group: d.group.clone(),
         user: user.clone(),
@@ -295,7 +295,7 @@ pub fn rtt(args: &BenchArgs) -> Result<Value> {
     let call = |i: u64| -> Result<u64> {
         let request = send(i);
         let t0 = payload::now_ns();
-        match wire.call(&request, stall)? {
+        match wire.call(&request)? {
             Reply::Ack { .. } => Ok(payload::now_ns() - t0),
             other => Err(Error::Protocol(format!("expected ACK, got {other:?}"))),
         }
@@ -338,7 +338,7 @@ pub(crate) fn ingest_into(
     let pipelines = users
         .iter()
         .map(|user| {
-            Pipeline::new(
+            Sender::new(
                 &ctx,
                 &d.group_address,
                 &d.group,
@@ -354,11 +354,11 @@ pub(crate) fn ingest_into(
         label,
         pipelines,
         messages,
-        Pipeline::send,
-        Pipeline::finish,
+        Sender::send,
+        Sender::finish,
     )?;
-    let mut wire = Wire::connect(&ctx, &d.group_address)?;
-    let stored = wire.last_seq(&d.group, &users[0], stall)? - base;
+    let mut wire = wire::connect(&ctx, &d.group_address, stall)?;
+    let stored = wire::last_seq(&mut wire, &d.group, &users[0])? - base;
     Ok(Ingest {
         ns,
         stored,
@@ -372,7 +372,7 @@ pub(crate) fn ingest_into(
 /// # Errors
 /// As [`fanout`].
 pub fn ingest(args: &BenchArgs) -> Result<Value> {
-    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let d = Deployment::start(args)?;
     let messages = args.messages.unwrap_or(200_000);
     let senders = args.senders.unwrap_or(4);
     let load = ingest_into(args, &d, "ingest", messages, senders)?;
@@ -419,7 +419,7 @@ fn median(values: &[f64]) -> f64 {
 /// # Errors
 /// As [`fanout`], or a read that returns the wrong number of messages.
 pub fn history(args: &BenchArgs) -> Result<Value> {
-    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let d = Deployment::start(args)?;
     let messages = args.messages.unwrap_or(100_000).max(2);
     let load = ingest_into(args, &d, "history", messages, args.senders.unwrap_or(4))?;
     progress(

@@ -1,17 +1,16 @@
-//! `zms bench`: a load generator for zms, like `nats bench` or `redis-benchmark`.
+//! `zms-bench`: a load generator for zms, like `nats bench` or `redis-benchmark`.
 //!
 //! Each workload prints ONE JSON line on stdout (progress goes to stderr) and returns an error
 //! when a message was lost, so scripts can rely on the exit status. By default every workload
-//! starts its own message server and group server as child processes of this very binary
+//! starts its own message server and group server as child processes of the `zms` binary
 //! ([`deploy`]), with production settings and a fresh data directory; `--server` aims it at a
 //! running deployment instead.
 //!
-//! This module owns the flags (clap derive lives here, not in `cli.rs`, because the bench is a
-//! command first) and the dispatch. The pieces:
+//! This file owns the flags and the dispatch. The pieces:
 //!
 //! - [`deploy`]: servers as child processes, their peak RSS, a temporary data directory.
-//! - [`wire`]: zms clients speaking the protocol on raw DEALERs: pipelined sends matched to
-//!   their ACKs by request id, and members counting deliveries by seq.
+//! - [`wire`]: zms clients on the public client API: senders pipelining through
+//!   [`zms::client::Pipeline`], and members counting deliveries by seq.
 //! - [`payload`], [`stats`], [`flow`]: what a message carries, percentiles, receiver-paced credit.
 //! - [`workloads`] (fanout, latency, rtt, ingest, history), [`scale`], [`raw`] (bare libzmq),
 //!   [`nats`] (the same workloads against a NATS server) and [`redis`] (ingest against a Redis
@@ -34,12 +33,14 @@ pub mod workloads;
 
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
 use serde_json::Value;
 
-use crate::{errinput, Error, Result};
+use zms::{errinput, Error, Result};
 
-/// What `zms bench` measures.
+/// What `zms-bench` measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
     /// 1 sender, N members: every message stored and delivered to every member.
@@ -64,8 +65,14 @@ pub enum Workload {
     All,
 }
 
-/// Flags of `zms bench`. Counts left unset take each workload's default (see `--help`).
-#[derive(Debug, Clone, Args)]
+/// Flags of `zms-bench`. Counts left unset take each workload's default (see `--help`).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "zms-bench",
+    version,
+    about = "Load-test zms (fanout, latency, rtt, ingest, history, scale), bare libzmq (raw), \
+             NATS or Redis; one JSON line per workload"
+)]
 pub struct BenchArgs {
     /// The workload: fanout, latency, rtt, ingest, history, scale, raw, nats, redis or all.
     #[arg(value_enum)]
@@ -78,6 +85,9 @@ pub struct BenchArgs {
         value_name = "WORKLOAD"
     )]
     pub workload_flag: Option<Workload>,
+    /// The `zms` binary that runs the servers [the one next to this program].
+    #[arg(long, env = "ZMS_BIN", value_name = "PATH")]
+    pub zms: Option<PathBuf>,
     /// Aim at a running deployment: its message server HOST:PORT (default: start our own).
     #[arg(long)]
     pub server: Option<String>,
@@ -109,7 +119,7 @@ pub struct BenchArgs {
     /// Messages per request of the fanout's and ingest's senders: up to this many go as one
     /// SENDS, as a client with many messages at hand sends them (the most a SENDS holds, by
     /// default); 1 sends each as a SEND. The paced latency workload and rtt send one at a time.
-    #[arg(long, default_value_t = crate::protocol::MAX_BATCH)]
+    #[arg(long, default_value_t = zms::protocol::MAX_BATCH)]
     pub batch: usize,
     /// Most messages a sender may run ahead of its slowest receiver: end-to-end credit that
     /// keeps every queue well under the 10,000-message high-water marks (libzmq learns what its
@@ -187,17 +197,17 @@ impl BenchArgs {
     }
 
     fn check(&self) -> Result<()> {
-        if self.size < payload::HEADER_LEN || self.size > crate::protocol::MAX_TEXT {
+        if self.size < payload::HEADER_LEN || self.size > zms::protocol::MAX_TEXT {
             return Err(errinput!(
                 "--size must be {} to {} bytes",
                 payload::HEADER_LEN,
-                crate::protocol::MAX_TEXT
+                zms::protocol::MAX_TEXT
             ));
         }
-        if self.batch == 0 || self.batch > crate::protocol::MAX_BATCH {
+        if self.batch == 0 || self.batch > zms::protocol::MAX_BATCH {
             return Err(errinput!(
                 "--batch must be 1 to {}",
-                crate::protocol::MAX_BATCH
+                zms::protocol::MAX_BATCH
             ));
         }
         if self.window == Some(0) || self.ahead == 0 || self.rate == 0 || self.duration <= 0.0 {
@@ -206,6 +216,15 @@ impl BenchArgs {
             ));
         }
         Ok(())
+    }
+}
+
+fn main() {
+    let args = BenchArgs::parse();
+    if let Err(err) = run(args) {
+        // Errors may quote a server's words: shown harmlessly, never as terminal control.
+        eprintln!("error: {}", zms::user::safe::field(&err.to_string()));
+        std::process::exit(1);
     }
 }
 
@@ -282,13 +301,13 @@ fn total_lost(value: &Value) -> u64 {
 }
 
 /// One progress line on stderr.
-pub(crate) fn progress(workload: &str, what: std::fmt::Arguments<'_>) {
+pub fn progress(workload: &str, what: std::fmt::Arguments<'_>) {
     eprintln!("bench {workload}: {what}");
 }
 
 /// The clock of a sending loop: it paces messages to a rate, fails the workload past its
 /// deadline, and prints progress on stderr at most once a second.
-pub(crate) struct Ticker {
+pub struct Ticker {
     label: &'static str,
     deadline: Instant,
     /// Whether it prints progress (one of several parallel senders speaks for all).
@@ -301,7 +320,7 @@ pub(crate) struct Ticker {
 }
 
 impl Ticker {
-    pub(crate) fn new(label: &'static str, deadline: Instant) -> Ticker {
+    pub fn new(label: &'static str, deadline: Instant) -> Ticker {
         let now = Instant::now();
         Ticker {
             label,
@@ -315,7 +334,7 @@ impl Ticker {
     }
 
     /// A ticker that paces and keeps the deadline but prints nothing.
-    pub(crate) fn quiet(label: &'static str, deadline: Instant) -> Ticker {
+    pub fn quiet(label: &'static str, deadline: Instant) -> Ticker {
         Ticker {
             reports: false,
             ..Ticker::new(label, deadline)
@@ -323,12 +342,12 @@ impl Ticker {
     }
 
     /// When the loop started, in [`payload::now_ns`] nanoseconds.
-    pub(crate) fn start_ns(&self) -> u64 {
+    pub fn start_ns(&self) -> u64 {
         self.start_ns
     }
 
     /// Sleeps until message `i` is due at `rate` messages a second; without a rate, at once.
-    pub(crate) fn pace(&self, i: u64, rate: Option<u64>) {
+    pub fn pace(&self, i: u64, rate: Option<u64>) {
         if let Some(rate) = rate {
             // Pacing, not synchronisation: message i is due i/rate seconds after the start.
             let due = self.start_ns + i * 1_000_000_000 / rate;
@@ -344,7 +363,7 @@ impl Ticker {
     ///
     /// # Errors
     /// The deadline passing.
-    pub(crate) fn tick(&mut self, done: u64, total: u64) -> Result<()> {
+    pub fn tick(&mut self, done: u64, total: u64) -> Result<()> {
         let check = self.calls.is_multiple_of(1024);
         self.calls += 1;
         if !check {
@@ -377,7 +396,7 @@ impl Ticker {
 ///
 /// # Errors
 /// The first failed call, or the deadline passing.
-pub(crate) fn time_calls(
+pub fn time_calls(
     label: &'static str,
     messages: u64,
     deadline: Instant,

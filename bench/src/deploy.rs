@@ -1,6 +1,6 @@
 //! The deployment a workload runs against: a message server and a group server started as
-//! child processes of this binary (`std::env::current_exe()`), exactly as an operator would
-//! start them, or a running deployment named with `--server`.
+//! child processes of the `zms` binary, exactly as an operator would start them, or a running
+//! deployment named with `--server`.
 //!
 //! Children are killed when the [`Deployment`] is dropped, so a failed workload leaves nothing
 //! running. Their stderr (the servers' logs) goes to files in the temporary data directory,
@@ -10,49 +10,39 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::{errinput, Error, Result};
+use tempfile::TempDir;
+use zms::{errinput, Error, Result};
+
+use crate::BenchArgs;
 
 /// How long a server may take to print `listening on HOST:PORT`.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A directory under the system's temporary directory, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates a new, empty directory named after `prefix`, this process and a counter.
-    ///
-    /// # Errors
-    /// When the directory cannot be created.
-    pub fn new(prefix: &str) -> Result<TempDir> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{nanos:x}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path)
-            .map_err(|e| errinput!("cannot create {}: {e}", path.display()))?;
-        Ok(TempDir(path))
+/// The `zms` binary: `--zms` (or `ZMS_BIN`), else the one next to this program (cargo builds
+/// both into one target directory).
+///
+/// # Errors
+/// [`Error::Input`] naming both places when there is none.
+pub fn zms_binary(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        return match path.is_file() {
+            true => Ok(path.to_path_buf()),
+            false => Err(errinput!("--zms {}: no such file", path.display())),
+        };
     }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
+    let exe = std::env::current_exe()?;
+    let beside = exe.with_file_name(format!("zms{}", std::env::consts::EXE_SUFFIX));
+    if beside.is_file() {
+        return Ok(beside);
     }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    Err(errinput!(
+        "cannot find the zms binary: not at {} and no --zms PATH (or ZMS_BIN) given; \
+         build it with `cargo build --release -p zms`",
+        beside.display()
+    ))
 }
 
 /// One server child process.
@@ -67,10 +57,9 @@ impl ServerProcess {
     ///
     /// # Errors
     /// When it cannot start, exits, or does not say where it listens in time.
-    pub fn start(args: &[&str], log: &Path) -> Result<ServerProcess> {
-        let exe = std::env::current_exe()?;
+    pub fn start(exe: &Path, args: &[&str], log: &Path) -> Result<ServerProcess> {
         let log_file = File::create(log)?;
-        let mut child = Command::new(&exe)
+        let mut child = Command::new(exe)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -175,17 +164,24 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Starts a message server and a group server hosting `group` on loopback ephemeral ports,
-    /// or with `server` resolves `group` through that running deployment's message server.
+    /// Starts a message server and a group server hosting `--group` on loopback ephemeral
+    /// ports, or with `--server` resolves the group through that running deployment's message
+    /// server.
     ///
     /// # Errors
-    /// A server that does not start, or a group the deployment does not know.
-    pub fn start(server: Option<&str>, group: &str, fsync: bool) -> Result<Deployment> {
-        if let Some(server) = server {
+    /// No `zms` binary, a server that does not start, or a group the deployment does not know.
+    pub fn start(args: &BenchArgs) -> Result<Deployment> {
+        let group = args.group.as_str();
+        if let Some(server) = &args.server {
             return Self::existing(server, group);
         }
-        let data = TempDir::new("zms-bench")?;
+        let zms = zms_binary(args.zms.as_deref())?;
+        let data = tempfile::Builder::new()
+            .prefix("zms-bench-")
+            .tempdir()
+            .map_err(|e| errinput!("cannot create a temporary directory: {e}"))?;
         let directory = ServerProcess::start(
+            &zms,
             &["message-server", "--bind", "127.0.0.1:0"],
             &data.path().join("message-server.log"),
         )?;
@@ -193,7 +189,7 @@ impl Deployment {
         let store = store
             .to_str()
             .ok_or_else(|| errinput!("the temporary directory {} is not UTF-8", store.display()))?;
-        let mut args = vec![
+        let mut server_args = vec![
             "group-server",
             "--server",
             directory.address(),
@@ -204,10 +200,11 @@ impl Deployment {
             "--data",
             store,
         ];
-        if fsync {
-            args.push("--fsync");
+        if args.fsync {
+            server_args.push("--fsync");
         }
-        let group_server = ServerProcess::start(&args, &data.path().join("group-server.log"))?;
+        let group_server =
+            ServerProcess::start(&zms, &server_args, &data.path().join("group-server.log"))?;
         Ok(Deployment {
             directory: directory.address().to_string(),
             group_address: group_server.address().to_string(),
@@ -220,16 +217,16 @@ impl Deployment {
 
     fn existing(server: &str, group: &str) -> Result<Deployment> {
         let ctx = zmq::Context::new();
-        let endpoints = crate::transport::endpoints(server)?;
-        let mut session = crate::client::Session::new(
+        let endpoints = zms::transport::endpoints(server)?;
+        let mut session = zms::client::Session::new(
             &ctx,
             endpoints.clone(),
             "zms-bench",
-            crate::client::Timeouts::default(),
+            zms::client::Timeouts::default(),
         )?;
         let found = session.resolve(group)?;
         Ok(Deployment {
-            directory: crate::transport::address(&endpoints[0]),
+            directory: zms::transport::address(&endpoints[0]),
             group_address: found.address,
             group: found.name,
             group_server: None,

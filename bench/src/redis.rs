@@ -25,7 +25,7 @@ use super::stats::per_s;
 use super::tcp::Conn;
 use super::workloads::{seconds, send_shares};
 use super::{progress, BenchArgs};
-use crate::{Error, Result};
+use zms::{Error, Result};
 
 /// The stream the workload writes. One fixed key, deleted before each run, so repeated runs
 /// against one server do not pile up entries (two benches at once on one server would collide).
@@ -490,7 +490,7 @@ mod tests {
     #[test]
     fn an_error_reply_fails_the_sender_with_its_message() {
         use std::io::{Read, Write};
-        let (address, server) = crate::bench::tcp::one_peer(|mut s| {
+        let (address, server) = crate::tcp::one_peer(|mut s| {
             let mut got = Vec::new();
             let mut buf = [0u8; 4096];
             // Answer the PING, then the first XADD with an id and the second with an error

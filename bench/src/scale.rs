@@ -1,4 +1,4 @@
-//! `scale`: the sizes the issue names. 10,000 groups in the message server's list (registered
+//! `scale`: zms at size. 10,000 groups in the message server's list (registered
 //! by the bench as synthetic group servers, with the same REGISTER frames a group server
 //! sends), LIST latency; 1,000,000 messages stored and 1,000 connected members on one group
 //! server, fan-out throughput; and the peak RSS (VmHWM) of both servers afterwards.
@@ -8,12 +8,12 @@ use serde_json::{json, Value};
 use super::deploy::Deployment;
 use super::payload;
 use super::stats::{per_s, round1, round2, Percentiles};
-use super::wire::Wire;
+use super::wire;
 use super::workloads::{fan, ingest_into, run_prefix};
 use super::{progress, BenchArgs};
-use crate::protocol::codec::{self, Incoming};
-use crate::protocol::{Reply, Request, MAX_GROUPS_PER_SERVER};
-use crate::{transport, Error, Result};
+use zms::protocol::codec::{self, Incoming};
+use zms::protocol::{Reply, Request, MAX_GROUPS_PER_SERVER};
+use zms::{transport, Error, Result};
 
 /// Groups per synthetic group server (a real one may announce up to 10,000).
 const GROUPS_PER_SERVER: usize = 1000;
@@ -25,13 +25,13 @@ const TTL_MS: u32 = 60_000;
 /// # Errors
 /// A refused registration, a short LIST, or a failed load.
 pub fn run(args: &BenchArgs) -> Result<Value> {
-    let d = Deployment::start(args.server.as_deref(), &args.group, args.fsync)?;
+    let d = Deployment::start(args)?;
     let ctx = zmq::Context::new();
     let stall = args.stall();
     let prefix = run_prefix();
 
     // 1. The directory with `groups` groups.
-    let mut dir = Wire::connect(&ctx, &d.directory)?;
+    let mut dir = wire::connect(&ctx, &d.directory, stall)?;
     let per_server = GROUPS_PER_SERVER.min(MAX_GROUPS_PER_SERVER);
     let servers: Vec<String> = (0..args.groups.div_ceil(per_server))
         .map(|k| format!("127.0.0.1:{}", 1 + k))
@@ -47,16 +47,20 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
             key: String::new(),
             replace: false,
         };
-        dir.call(&request, stall)?;
+        dir.call(&request)?;
     }
     // Timed to the whole reply on the wire, and again once decoded (what a client sees).
     let mut wire_ns = Vec::with_capacity(args.lists);
     let mut samples = Vec::with_capacity(args.lists);
     let (mut listed, mut list_bytes) = (0, 0);
-    for _ in 0..args.lists {
+    // LIST on a DEALER of its own, read raw: the time to the whole reply is apart from decoding.
+    let lister = transport::socket(&ctx, zmq::DEALER)?;
+    lister.connect(&transport::endpoint(&d.directory)?)?;
+    for i in 0..args.lists {
         let t0 = payload::now_ns();
-        let id = dir.send(&Request::List)?;
-        let frame = recv_frame(&dir, stall)?;
+        let id = i as u32 + 1;
+        lister.send(codec::encode_request(id, &Request::List), 0)?;
+        let frame = recv_frame(&lister, stall)?;
         wire_ns.push(payload::now_ns() - t0);
         match codec::decode_incoming(&frame) {
             Ok(Incoming::Reply(got, Reply::Groups(groups))) if got == id => {
@@ -95,7 +99,7 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
     let (group_rss, directory_rss) = d.peak_rss_mib();
 
     for address in servers {
-        let _ = dir.call(&Request::Unregister { address }, stall);
+        let _ = dir.call(&Request::Unregister { address });
     }
     Ok(json!({
         "groups": args.groups,
@@ -119,14 +123,14 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
     }))
 }
 
-/// The next frame on `wire`, waiting at most `stall`.
-fn recv_frame(wire: &Wire, stall: std::time::Duration) -> Result<Vec<u8>> {
-    let mut items = [wire.socket().as_poll_item(zmq::POLLIN)];
+/// The next frame on `socket`, waiting at most `stall`.
+fn recv_frame(socket: &zmq::Socket, stall: std::time::Duration) -> Result<Vec<u8>> {
+    let mut items = [socket.as_poll_item(zmq::POLLIN)];
     if transport::poll(&mut items, stall)? == 0 {
         return Err(Error::Timeout(format!(
             "the message server did not answer LIST within {:.0} s",
             stall.as_secs_f64()
         )));
     }
-    Ok(wire.socket().recv_bytes(0)?)
+    Ok(socket.recv_bytes(0)?)
 }

@@ -1,0 +1,319 @@
+//! The codec's own tests: every message round-trips, and bad frames get typed errors.
+
+use super::*;
+
+fn requests() -> Vec<Request> {
+    let (group, user) = ("general".to_string(), "alice".to_string());
+    vec![
+        Request::Register {
+            address: "127.0.0.1:6000".into(),
+            ttl_ms: 3000,
+            groups: vec![group.clone()],
+            key: "k".repeat(40),
+            replace: false,
+        },
+        Request::Register {
+            address: "127.0.0.1:6001".into(),
+            ttl_ms: 3000,
+            groups: vec![group.clone()],
+            key: String::new(),
+            replace: true,
+        },
+        Request::Invite {
+            group: group.clone(),
+            user: user.clone(),
+            key: "k".repeat(40),
+        },
+        Request::Key,
+        Request::Unregister {
+            address: "127.0.0.1:6000".into(),
+        },
+        Request::Hello { name: user.clone() },
+        Request::List,
+        Request::Ping,
+        Request::Join {
+            group: group.clone(),
+            user: user.clone(),
+        },
+        Request::Leave {
+            group: group.clone(),
+            user: user.clone(),
+        },
+        Request::Subscribe {
+            group: group.clone(),
+            user: user.clone(),
+        },
+        Request::Members {
+            group: group.clone(),
+            user: user.clone(),
+        },
+        Request::Send {
+            group: group.clone(),
+            user: user.clone(),
+            client_id: "c1".into(),
+            text: "héllo".into(),
+        },
+        Request::SendBatch {
+            group: group.clone(),
+            user: user.clone(),
+            messages: vec![
+                Outgoing {
+                    client_id: "c2".into(),
+                    text: "one".into(),
+                },
+                Outgoing {
+                    client_id: String::new(),
+                    text: String::new(),
+                },
+            ],
+        },
+        Request::History {
+            group,
+            user,
+            after_seq: 7,
+            since_ms: -1,
+            limit: 100,
+        },
+    ]
+}
+
+fn replies() -> Vec<Reply> {
+    let m = Message {
+        seq: 1,
+        ts: 1_700_000_000_000,
+        sender: "bob".into(),
+        text: "hi".into(),
+    };
+    vec![
+        Reply::Ok,
+        Reply::Error {
+            code: ErrorCode::NotMember,
+            reason: "not a member".into(),
+        },
+        Reply::Error {
+            code: ErrorCode::Other(499),
+            reason: String::new(),
+        },
+        Reply::Groups(vec![GroupEntry {
+            name: "general".into(),
+            address: "h:1".into(),
+            key: String::new(),
+        }]),
+        Reply::Key("k".repeat(40)),
+        Reply::Joined {
+            group: "g".into(),
+            last_seq: 9,
+        },
+        Reply::Ack {
+            seq: 3,
+            ts: 5,
+            duplicate: true,
+        },
+        Reply::Acks(vec![
+            Acked {
+                seq: 4,
+                ts: 6,
+                duplicate: false,
+            },
+            Acked {
+                seq: 2,
+                ts: 5,
+                duplicate: true,
+            },
+        ]),
+        Reply::Messages {
+            group: "g".into(),
+            last_seq: 1,
+            messages: vec![m],
+        },
+        Reply::Members {
+            group: "g".into(),
+            members: vec![Member {
+                name: "a".into(),
+                online: true,
+            }],
+        },
+        Reply::Pong {
+            epoch: 42,
+            groups: vec![("g".into(), 3)],
+        },
+    ]
+}
+
+#[test]
+fn requests_round_trip() {
+    for request in requests() {
+        let frame = encode_request(77, &request);
+        assert_eq!(decode_request(&frame), Ok((77, request)));
+    }
+}
+
+#[test]
+fn replies_and_events_round_trip() {
+    for reply in replies() {
+        let frame = encode_reply(5, &reply);
+        assert_eq!(decode_incoming(&frame), Ok(Incoming::Reply(5, reply)));
+    }
+    let event = Event::Message {
+        group: "g".into(),
+        message: Message {
+            seq: 2,
+            ts: 3,
+            sender: "s".into(),
+            text: "t".into(),
+        },
+    };
+    assert_eq!(
+        decode_incoming(&encode_event(&event)),
+        Ok(Incoming::Event(event))
+    );
+    let presence = Event::Presence {
+        group: "g".into(),
+        user: "u".into(),
+        joined: true,
+    };
+    assert_eq!(
+        decode_incoming(&encode_event(&presence)),
+        Ok(Incoming::Event(presence))
+    );
+    let batch = Event::Messages {
+        group: "g".into(),
+        messages: (1..=3)
+            .map(|seq| Message {
+                seq,
+                ts: 7,
+                sender: "s".into(),
+                text: "t".repeat(seq as usize),
+            })
+            .collect(),
+    };
+    let frame = encode_event(&batch);
+    assert_eq!(decode_incoming(&frame), Ok(Incoming::Event(batch)));
+    for cut in 5..frame.len() {
+        assert!(decode_incoming(&frame[..cut]).is_err(), "MSGS cut at {cut}");
+    }
+}
+
+#[test]
+fn a_batch_is_one_to_max_batch_messages_within_its_frame_limit() {
+    let batch = |n: usize, text: &str| Request::SendBatch {
+        group: "g".into(),
+        user: "u".into(),
+        messages: (0..n)
+            .map(|i| Outgoing {
+                client_id: format!("c{i}"),
+                text: text.into(),
+            })
+            .collect(),
+    };
+    for (n, text) in [(1, "x"), (MAX_BATCH, "x")] {
+        let request = batch(n, text);
+        let frame = encode_request(3, &request);
+        if let Request::SendBatch {
+            group,
+            user,
+            messages,
+        } = &request
+        {
+            assert_eq!(frame.len(), batch_len(group, user, messages));
+        }
+        assert_eq!(decode_request(&frame), Ok((3, request)));
+    }
+    for (n, text) in [(0, "x"), (MAX_BATCH + 1, "x")] {
+        let err = decode_request(&encode_request(3, &batch(n, text))).unwrap_err();
+        assert_eq!((err.req_id, err.code), (3, ErrorCode::BadRequest));
+        assert!(err.reason.contains("1 to 256 messages"), "{}", err.reason);
+    }
+    let long = "x".repeat(MAX_BATCH_FRAME / 2);
+    let err = decode_request(&encode_request(3, &batch(2, &long))).unwrap_err();
+    assert!(err.reason.contains("at most"), "{}", err.reason);
+}
+
+#[test]
+fn message_len_is_what_a_message_takes_in_a_frame() {
+    let message = Message {
+        seq: 1,
+        ts: 2,
+        sender: "alice".into(),
+        text: "héllo".into(),
+    };
+    let one = encode_messages_event("g", std::slice::from_ref(&message));
+    let none = encode_messages_event("g", &[]);
+    assert_eq!(one.len() - none.len(), message_len(&message));
+}
+
+#[test]
+fn every_truncation_is_an_error_not_a_panic() {
+    for request in requests() {
+        let frame = encode_request(9, &request);
+        // REGISTER's flags octet is optional: without it the frame is a plain REGISTER.
+        let optional = usize::from(matches!(request, Request::Register { replace: true, .. }));
+        for cut in 0..frame.len() - optional {
+            assert!(
+                decode_request(&frame[..cut]).is_err(),
+                "{request:?} cut at {cut}"
+            );
+        }
+    }
+    for reply in replies() {
+        let frame = encode_reply(9, &reply);
+        for cut in 0..frame.len() {
+            assert!(
+                decode_incoming(&frame[..cut]).is_err(),
+                "{reply:?} cut at {cut}"
+            );
+        }
+    }
+}
+
+#[test]
+fn trailing_bytes_are_rejected_with_the_request_id() {
+    let mut frame = encode_request(12, &Request::Ping);
+    frame.push(0);
+    let err = decode_request(&frame).unwrap_err();
+    assert_eq!((err.req_id, err.code), (12, ErrorCode::BadRequest));
+}
+
+#[test]
+fn other_versions_get_a_version_error_naming_ours() {
+    let mut frame = encode_request(1, &Request::List);
+    frame[3] = b'2';
+    let err = decode_request(&frame).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Version);
+    assert!(err.reason.contains("speaks version 1"), "{}", err.reason);
+}
+
+#[test]
+fn forged_list_counts_do_not_allocate() {
+    let mut frame = encode_request(
+        1,
+        &Request::Register {
+            address: "a".into(),
+            ttl_ms: 1,
+            groups: vec![],
+            key: String::new(),
+            replace: false,
+        },
+    );
+    // The group count sits just before the empty key's length octet.
+    let n = frame.len();
+    frame[n - 5..n - 1].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(decode_request(&frame)
+        .unwrap_err()
+        .reason
+        .contains("does not fit"));
+}
+
+#[test]
+fn invalid_utf8_and_unknown_commands_are_rejected() {
+    let mut frame = encode_request(1, &Request::Hello { name: "ab".into() });
+    let n = frame.len();
+    frame[n - 1] = 0xFF;
+    assert!(decode_request(&frame).unwrap_err().reason.contains("UTF-8"));
+    let mut frame = encode_request(1, &Request::List);
+    frame[4] = 0x7F;
+    assert!(decode_request(&frame)
+        .unwrap_err()
+        .reason
+        .contains("unknown command"));
+}
