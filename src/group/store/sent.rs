@@ -154,9 +154,9 @@ fn find_in_run(run: &[u8], id: &str) -> std::result::Result<Option<(u64, i64)>, 
     Ok(None)
 }
 
-/// Finds `id` in a stored run of client ids (a `sent_runs` row's `ids`): the reader of
-/// [`Run`]'s format, as the store uses it, for any bytes at all. An id above every id of the
-/// run reads it whole.
+/// Finds `id` in a stored run of client ids (a `sent_runs` row's `ids`): the reader of the
+/// run's format (`ids = %x00 1*entry`, given at `Run` in this module), as the store uses it,
+/// for any bytes at all. An id above every id of the run reads it whole.
 ///
 /// # Errors
 /// [`crate::Error::Store`] saying what does not decode; never a panic, whatever `run` holds.
