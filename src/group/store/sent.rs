@@ -48,8 +48,7 @@ fn order_key(id: &str) -> Vec<u8> {
     key
 }
 
-/// The first octet of a run's `ids` written as deltas. A run of the layout before starts with
-/// its first id's length, which is never 0 (an empty client id is not recorded).
+/// The first octet of a run's `ids`: it names the format, so that a later one can be told apart.
 const DELTAS: u8 = 0;
 
 /// The ids of a sender's run, each with its message's seq and ts, in increasing order.
@@ -62,8 +61,7 @@ const DELTAS: u8 = 0;
 /// Each id is the previous one's first `shared` octets followed by `suffix` (the first entry
 /// shares none), and seq and ts are the differences from the previous entry's (from 0 for the
 /// first), zigzag-encoded LEB128: a counter's next id, seq and ts take five octets or so,
-/// where written out they took fifty. (The layout before, still read: each entry its id's
-/// length, the id, seq and ts as big-endian u64 and i64.)
+/// where written out they would take fifty.
 #[derive(Debug, Default)]
 struct Run {
     /// The highest id of the (group, sender) in this transaction.
@@ -119,16 +117,17 @@ impl Run {
     }
 }
 
-/// The seq and ts of `id` among a run's entries.
-fn find_in_run(entries: &[u8], id: &str) -> std::result::Result<Option<(u64, i64)>, String> {
-    match entries.split_first() {
-        Some((&DELTAS, deltas)) => find_in_deltas(deltas, id),
-        _ => find_in_plain(entries, id),
-    }
-}
-
-/// [`find_in_run`] for a run written as deltas.
-fn find_in_deltas(entries: &[u8], id: &str) -> std::result::Result<Option<(u64, i64)>, String> {
+/// The seq and ts of `id` among a run's entries ([`Run`]'s format), reading them in order only
+/// as far as `id`'s place.
+fn find_in_run(run: &[u8], id: &str) -> std::result::Result<Option<(u64, i64)>, String> {
+    let entries = match run.split_first() {
+        Some((&DELTAS, entries)) => entries,
+        Some((&format, _)) => {
+            return Err(format!("a run of client ids of unknown format {format}"))
+        }
+        // A run whose entries were just written, in memory: it holds none.
+        None => return Ok(None),
+    };
     let truncated = || "a run of client ids is truncated".to_string();
     let mut current: Vec<u8> = Vec::with_capacity(64);
     let (mut seq, mut ts) = (0u64, 0i64);
@@ -155,24 +154,15 @@ fn find_in_deltas(entries: &[u8], id: &str) -> std::result::Result<Option<(u64, 
     Ok(None)
 }
 
-/// [`find_in_run`] for a run of the layout before deltas.
-fn find_in_plain(entries: &[u8], id: &str) -> std::result::Result<Option<(u64, i64)>, String> {
-    let mut rest = entries;
-    while let Some((&len, tail)) = rest.split_first() {
-        let len = usize::from(len);
-        if tail.len() < len + 16 {
-            return Err("a run of client ids is truncated".into());
-        }
-        let (entry_id, tail) = tail.split_at(len);
-        let seq = u64::from_be_bytes(tail[..8].try_into().expect("8 bytes"));
-        let ts = i64::from_be_bytes(tail[8..16].try_into().expect("8 bytes"));
-        match shortlex_bytes(entry_id, id.as_bytes()) {
-            Ordering::Less => rest = &tail[16..],
-            Ordering::Equal => return Ok(Some((seq, ts))),
-            Ordering::Greater => return Ok(None),
-        }
-    }
-    Ok(None)
+/// Finds `id` in a stored run of client ids (a `sent_runs` row's `ids`): the reader of the
+/// run's format (`ids = %x00 1*entry`, given at `Run` in this module), as the store uses it,
+/// for any bytes at all. An id above every id of the run reads it whole.
+///
+/// # Errors
+/// [`crate::Error::Store`] saying what does not decode; never a panic, whatever `run` holds.
+pub fn find_client_id(run: &[u8], id: &str) -> Result<Option<(u64, i64)>> {
+    find_in_run(run, id)
+        .map_err(|reason| undecodable(format!("a run of client ids does not decode: {reason}")))
 }
 
 /// How many leading octets `a` and `b` share (at most 255, as an id is at most that long).
@@ -352,42 +342,12 @@ impl Sent {
     }
 }
 
-/// Moves every row of `sent` into runs, in the sender's [`shortlex`] order, so the invariant
-/// holds for a store written before runs. Runs in one transaction; `sent` is left empty.
-pub fn move_to_runs(conn: &Connection) -> Result<()> {
-    let mut select = conn.prepare(
-        "SELECT group_id, sender, client_id, seq, ts FROM sent
-         ORDER BY group_id, sender, length(CAST(client_id AS BLOB)), client_id",
-    )?;
-    let mut rows = select.query([])?;
-    let mut current: Option<(i64, String, Run)> = None;
-    while let Some(row) = rows.next()? {
-        let (group_id, sender, id): (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        let same = current
-            .as_ref()
-            .is_some_and(|(g, s, run)| *g == group_id && *s == sender && run.count < RUN_MAX);
-        if !same {
-            if let Some((g, s, mut run)) = current.take() {
-                run.write(conn, g, &s)?;
-            }
-            current = Some((group_id, sender, Run::default()));
-        }
-        if let Some((_, _, run)) = current.as_mut() {
-            run.push(&id, row.get::<_, i64>(3)? as u64, row.get(4)?);
-        }
-    }
-    if let Some((g, s, mut run)) = current {
-        run.write(conn, g, &s)?;
-    }
-    drop(rows);
-    drop(select);
-    conn.execute("DELETE FROM sent", [])?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::store::tests::msg;
+    use crate::group::store::{Appended, Durability, Store};
+    use crate::protocol::Message;
 
     #[test]
     fn shortlex_is_the_order_counters_rise_in() {
@@ -415,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn a_counters_run_takes_a_few_octets_an_id_and_runs_before_deltas_are_still_read() {
+    fn a_counters_run_takes_a_few_octets_an_id() {
         let mut run = Run::default();
         let prefix = "alice-019abf2e5c1000012a3b0000";
         for n in 1..=1000u64 {
@@ -432,7 +392,7 @@ mod tests {
             find_in_run(&run.entries, &format!("{prefix}-001001")),
             Ok(None)
         );
-        // Seqs and times may fall as well as rise (old rows moved to runs in id order).
+        // The format takes any seq and ts, falling as well as rising.
         let mut odd = Run::default();
         odd.push("b1", u64::MAX >> 24, i64::MAX);
         odd.push("b2", 1, i64::MIN);
@@ -441,15 +401,186 @@ mod tests {
             find_in_run(&odd.entries, "b1"),
             Ok(Some((u64::MAX >> 24, i64::MAX)))
         );
+    }
 
-        let mut plain = Vec::new();
-        for (id, seq, ts) in [("c1", 10u64, 100i64), ("c22", 20, 200)] {
-            plain.push(id.len() as u8);
-            plain.extend_from_slice(id.as_bytes());
-            plain.extend_from_slice(&seq.to_be_bytes());
-            plain.extend_from_slice(&ts.to_be_bytes());
+    #[test]
+    fn a_stored_run_of_another_format_is_an_error() {
+        let mut run = Run::default();
+        run.push("c1", 1, 1);
+        assert_eq!(find_client_id(&run.entries, "c1").unwrap(), Some((1, 1)));
+        run.entries[0] = 7;
+        let err = find_client_id(&run.entries, "c1").unwrap_err();
+        assert!(err.to_string().contains("unknown format 7"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Whatever a stored run holds, reading it answers or fails; it never panics.
+        #[test]
+        fn any_bytes_read_as_a_run_give_an_answer_or_an_error(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            id in "[a-c0-9]{0,6}",
+        ) {
+            let mut run = bytes;
+            if let Some(first) = run.first_mut() {
+                // Mostly this format, so the reader goes past its first octet.
+                *first = if *first < 224 { DELTAS } else { *first };
+            }
+            let _ = find_client_id(&run, &id);
         }
-        assert_eq!(find_in_run(&plain, "c22"), Ok(Some((20, 200))));
-        assert_eq!(find_in_run(&plain, "c3"), Ok(None));
+    }
+
+    /// A sender's message `seq`, sent under `id`.
+    fn sent_as(sender: &str, seq: u64, id: &str) -> (Message, String) {
+        let message = Message {
+            sender: sender.into(),
+            ..msg(seq, seq as i64)
+        };
+        (message, id.to_string())
+    }
+
+    #[test]
+    fn rising_client_ids_take_a_row_per_transaction_and_are_all_found() {
+        let mut store = Store::open_in_memory().unwrap();
+        let g = store.ensure_group("g", 1).unwrap();
+        // 2,500 rising ids in one transaction (past a run's limit), then 10 in each of 20.
+        let mut seq = 0;
+        store.begin().unwrap();
+        for n in 1..=2_500 {
+            seq += 1;
+            let (m, id) = sent_as("alice", seq, &format!("a-{n}"));
+            assert_eq!(store.append(g.id, &m, &id).unwrap(), Appended::New);
+        }
+        // A retry within the transaction, of an id in a run already written and of one not.
+        for (n, original) in [(3, 3), (2_499, 2_499)] {
+            let (m, id) = sent_as("alice", seq + 1, &format!("a-{n}"));
+            assert_eq!(
+                store.append(g.id, &m, &id).unwrap(),
+                Appended::Duplicate {
+                    seq: original,
+                    ts: original as i64
+                }
+            );
+        }
+        store.commit().unwrap();
+        for n in 2_501..=2_700 {
+            if n % 10 == 1 {
+                store.begin().unwrap();
+            }
+            seq += 1;
+            let (m, id) = sent_as("alice", seq, &format!("a-{n}"));
+            assert_eq!(store.append(g.id, &m, &id).unwrap(), Appended::New);
+            if n % 10 == 0 {
+                store.commit().unwrap();
+            }
+        }
+        let count = |table: &str| -> i64 {
+            let sql = format!("SELECT COUNT(*) FROM {table}");
+            store.conn.query_row(&sql, [], |r| r.get(0)).unwrap()
+        };
+        assert_eq!((count("sent_runs"), count("sent")), (3 + 20, 0));
+        for n in [
+            1, 9, 10, 99, 100, 1_024, 1_025, 2_048, 2_049, 2_500, 2_501, 2_700,
+        ] {
+            let id = format!("a-{n}");
+            assert_eq!(
+                store.find_sent(g.id, "alice", &id).unwrap(),
+                Some((n, n as i64)),
+                "{id}"
+            );
+        }
+        for absent in ["a-0", "a-2701", "a-01", "b-1"] {
+            assert_eq!(store.find_sent(g.id, "alice", absent).unwrap(), None);
+        }
+        assert_eq!(store.find_sent(g.id, "bob", "a-1").unwrap(), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A sender's next id above its last (by 1 or 2), or any id of a small pool.
+        Send {
+            sender: usize,
+            rise: Option<u64>,
+            any: u64,
+        },
+        Commit,
+        Rollback,
+        /// Commit, close and open the store again: only the database remembers.
+        Reopen,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => (0..3usize, proptest::option::of(1..3u64), 0..300u64)
+                .prop_map(|(sender, rise, any)| Step::Send { sender, rise, any }),
+            2 => Just(Step::Commit),
+            1 => Just(Step::Rollback),
+            1 => Just(Step::Reopen),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Against a map of every committed (sender, id): each send is new exactly when its id
+        /// is new to its sender, and a duplicate answers with the first message's seq.
+        #[test]
+        fn client_ids_in_any_order_are_stored_once(steps in proptest::collection::vec(step(), 1..250)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(dir.path(), Durability::Process).unwrap();
+            let g = store.ensure_group("g", 1).unwrap().id;
+            let mut committed: HashMap<(usize, String), u64> = HashMap::new();
+            let mut open: HashMap<(usize, String), u64> = HashMap::new();
+            let mut counters = [0u64; 3];
+            let mut seq = 0;
+            for step in steps {
+                match step {
+                    Step::Send { sender, rise, any } => {
+                        if store.conn.is_autocommit() {
+                            store.begin().unwrap();
+                        }
+                        let id = match rise {
+                            Some(by) => {
+                                counters[sender] += by;
+                                format!("s{}", counters[sender])
+                            }
+                            None => format!("s{any}"),
+                        };
+                        seq += 1;
+                        let (m, _) = sent_as(&format!("user{sender}"), seq, &id);
+                        let key = (sender, id.clone());
+                        let want = match committed.get(&key).or(open.get(&key)) {
+                            Some(&first) => Appended::Duplicate { seq: first, ts: first as i64 },
+                            None => {
+                                open.insert(key, seq);
+                                Appended::New
+                            }
+                        };
+                        proptest::prop_assert_eq!(store.append(g, &m, &id).unwrap(), want, "{}", id);
+                    }
+                    Step::Commit => {
+                        if !store.conn.is_autocommit() {
+                            store.commit().unwrap();
+                        }
+                        committed.extend(open.drain());
+                    }
+                    Step::Rollback => {
+                        store.rollback();
+                        open.clear();
+                    }
+                    Step::Reopen => {
+                        if !store.conn.is_autocommit() {
+                            store.commit().unwrap();
+                        }
+                        committed.extend(open.drain());
+                        drop(store);
+                        store = Store::open(dir.path(), Durability::Process).unwrap();
+                    }
+                }
+            }
+            for ((sender, id), first) in &committed {
+                let found = store.find_sent(g, &format!("user{sender}"), id).unwrap();
+                proptest::prop_assert_eq!(found, Some((*first, *first as i64)));
+            }
+        }
     }
 }
