@@ -94,9 +94,10 @@ impl Batch {
             .find_map(|write| storage.write(write).err().map(|err| (write, err)));
         if let Some((write, err)) = failed {
             let reply = write.failure(&err.to_string());
+            let whole = write.fails_batch();
             self.effects.append = None;
             self.effects.read = None;
-            self.write_failed(state, storage, mark, from.route, req_id, reply, &err);
+            self.write_failed(state, storage, mark, from.route, req_id, reply, &err, whole);
         }
         // Kept for the next request's writes, empty.
         writes.clear();
@@ -106,7 +107,7 @@ impl Batch {
                 Ok(acks) => state.appended(append, acks, &mut self.effects.out),
                 Err(err) => {
                     let reply = unwritable(&err.to_string());
-                    self.write_failed(state, storage, mark, from.route, req_id, reply, &err);
+                    self.write_failed(state, storage, mark, from.route, req_id, reply, &err, true);
                 }
             }
         }
@@ -116,9 +117,10 @@ impl Batch {
         }
     }
 
-    /// Answers a request whose write failed with `reply`; the open transaction must then not
-    /// commit. A write outside one (a name bound by a read) left nothing else to undo but
-    /// memory.
+    /// Answers a request whose write failed with `reply`. If the failure is `whole`, the open
+    /// transaction must then not commit; otherwise (or outside a transaction: a name bound by a
+    /// read) only this request's decisions are undone, by reading memory back from the store,
+    /// whose reads see the transaction's writes so far.
     #[allow(clippy::too_many_arguments)]
     fn write_failed(
         &mut self,
@@ -129,12 +131,13 @@ impl Batch {
         req_id: u32,
         reply: Reply,
         err: &crate::Error,
+        whole: bool,
     ) {
         warn!(%err, "storage write failed");
         fail_request(&mut self.effects.out, mark, route, req_id, reply);
         match &mut self.open {
-            Some(open) => open.failed = Some(err.to_string()),
-            None => restore(state, storage),
+            Some(open) if whole => open.failed = Some(err.to_string()),
+            _ => restore(state, storage),
         }
     }
 

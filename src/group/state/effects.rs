@@ -52,7 +52,7 @@ pub struct Effects {
     /// Answers and pushes, in the order they were decided.
     pub out: Vec<Outbound>,
     /// Store writes, in the batch's transaction. If one fails, the request's answer is
-    /// [`Write::failure`] and the batch does not commit.
+    /// [`Write::failure`] and, as [`Write::fails_batch`] says, the batch does not commit.
     pub writes: Vec<Write>,
     /// Messages to store; once stored, [`State::appended`](super::State::appended) answers.
     pub append: Option<Append>,
@@ -137,6 +137,13 @@ impl Write {
             },
             _ => unwritable(err),
         }
+    }
+
+    /// Whether a failure of this write keeps the whole batch from committing. A name that
+    /// cannot be bound refuses only the request that used it: nothing else of the request was
+    /// written yet, and the rest of the batch does not depend on it.
+    pub fn fails_batch(&self) -> bool {
+        !matches!(self, Write::BindUser { .. })
     }
 }
 

@@ -941,21 +941,35 @@ fn with_security_a_name_belongs_to_the_first_key_that_uses_it() {
     );
     assert_eq!(code_of(&third), Some(ErrorCode::Limited), "{third:?}");
 
-    // A name whose binding is not stored is not bound.
+    // A name whose binding is not stored is not bound, and refuses only its own request.
+    let mut batch = Batch::default();
+    let sent = send("alice", "c1", "kept");
+    assert!(batch.admit(&sent, &mut state, &mut store).is_none());
+    batch.handle(&mut state, &mut store, now(), keyed(&route, &one), 1, sent);
     store.fail_writes = Some("disk full".into());
-    let lost = run_from(
-        &mut state,
-        &mut store,
-        keyed(&route, &two),
-        join("general", "bob"),
-    );
-    assert!(
-        matches!(reply_of(&lost), Reply::Error { code: ErrorCode::Unauthorized, ref reason }
-            if reason.contains("cannot record the name 'bob'")),
-        "{lost:?}"
-    );
-    assert_eq!(lost.len(), 1, "no presence pushed");
+    let joins = join("general", "bob");
+    assert!(batch.admit(&joins, &mut state, &mut store).is_none());
+    let b = b"b".to_vec();
+    batch.handle(&mut state, &mut store, now(), keyed(&b, &two), 2, joins);
     store.fail_writes = None;
+    batch.settle(&mut state, &mut store);
+    let out = batch.take_out();
+    assert!(
+        matches!(reply_of(&out), Reply::Ack { seq: 1, .. }),
+        "{out:?}"
+    );
+    let lost = &out[out.len() - 1..];
+    assert!(
+        matches!(reply_of(lost), Reply::Error { code: ErrorCode::Unauthorized, ref reason }
+            if reason.contains("cannot record the name 'bob'")),
+        "{out:?}"
+    );
+    assert_eq!(out.len(), 3, "alice's ack and push, bob's refusal: {out:?}");
+    assert_eq!(
+        state.subscribers("general").count(),
+        1,
+        "bob is not subscribed"
+    );
     let other = key('3');
     let bob = run_from(
         &mut state,
