@@ -10,7 +10,7 @@ use super::state::{
     fail_batch, fail_request, unwritable, Effects, Keys, Now, Outbound, Peer, Route, State,
 };
 use super::storage::Storage;
-use crate::protocol::{Reply, Request};
+use crate::protocol::{Acked, Reply, Request};
 use crate::Result;
 
 /// The open transaction.
@@ -29,6 +29,8 @@ pub struct Batch {
     /// Set when a transaction could not begin: the batch's other writes are refused at once
     /// rather than each waiting for the write lock again.
     unwritable: Option<Reply>,
+    /// Each append's acks, kept so a lone SEND's answer costs no vector of its own.
+    acks: Vec<Acked>,
 }
 
 impl Batch {
@@ -103,8 +105,9 @@ impl Batch {
         writes.clear();
         self.effects.writes = writes;
         if let Some(mut append) = self.effects.append.take() {
-            match storage.append_batch(&mut append) {
-                Ok(acks) => state.appended(append, acks, &mut self.effects.out),
+            self.acks.clear();
+            match storage.append_batch(&mut append, &mut self.acks) {
+                Ok(()) => state.appended(append, &mut self.acks, &mut self.effects.out),
                 Err(err) => {
                     let reply = unwritable(&err.to_string());
                     self.write_failed(state, storage, mark, from.route, req_id, reply, &err, true);

@@ -61,17 +61,17 @@ pub trait Storage: Send {
     fn append(&mut self, group_id: i64, message: &Message, client_id: &str) -> Result<Appended>;
 
     /// Appends a request's messages in order ([`Storage::append`] each): the new ones take
-    /// consecutive seqs from `append.first_seq`, a duplicate takes none. Returns each
-    /// message's seq, ts and whether it was a duplicate; leaves in `append.messages` only the
-    /// new ones, numbered.
+    /// consecutive seqs from `append.first_seq`, a duplicate takes none. Puts each message's
+    /// seq, ts and whether it was a duplicate in `acks` (empty before); leaves in
+    /// `append.messages` only the new ones, numbered.
     ///
     /// # Errors
     /// The store's error; the transaction must then not commit.
-    fn append_batch(&mut self, append: &mut Append) -> Result<Vec<Acked>> {
-        let mut acks = Vec::with_capacity(append.messages.len());
+    fn append_batch(&mut self, append: &mut Append, acks: &mut Vec<Acked>) -> Result<()> {
+        acks.reserve(append.messages.len());
         let mut next = append.first_seq;
-        let ids = &append.client_ids;
-        for (message, client_id) in append.messages.iter_mut().zip(ids) {
+        for (i, message) in append.messages.iter_mut().enumerate() {
+            let client_id = append.client_ids.get(i);
             message.seq = next;
             acks.push(match self.append(append.group_id, message, client_id)? {
                 Appended::New => {
@@ -96,7 +96,7 @@ pub trait Storage: Send {
                 .messages
                 .retain(|_| !duplicate.next().unwrap_or(false));
         }
-        Ok(acks)
+        Ok(())
     }
 
     /// Makes `user` a member (again).

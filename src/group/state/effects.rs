@@ -156,15 +156,31 @@ pub struct Append {
     pub req_id: u32,
     pub group: String,
     pub group_id: i64,
-    /// A SEND, answered ACK; otherwise a SENDS, answered ACKS.
-    pub single: bool,
     /// The seq the first new message takes.
     pub first_seq: u64,
     /// Each with its sender, text and ts; the store sets the seq of the new ones and drops
     /// the duplicates, so afterwards this holds exactly the messages to push.
     pub messages: Vec<Message>,
     /// Each message's client id (empty: no de-duplication).
-    pub client_ids: Vec<String>,
+    pub client_ids: ClientIds,
+}
+
+/// The client ids of an [`Append`]'s messages: a SEND's one (answered ACK) without a vector of
+/// its own, or a SENDS's (answered ACKS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIds {
+    One(String),
+    Each(Vec<String>),
+}
+
+impl ClientIds {
+    /// The client id of message `i`.
+    pub fn get(&self, i: usize) -> &str {
+        match self {
+            ClientIds::One(id) => id,
+            ClientIds::Each(ids) => ids.get(i).map_or("", String::as_str),
+        }
+    }
 }
 
 /// A page of a group's history to read.
@@ -251,13 +267,13 @@ pub fn fail_request(
     });
 }
 
-/// The answer to a SEND (ACK) or SENDS (ACKS) once stored.
-pub(super) fn acks_reply(single: bool, mut acks: Vec<Acked>) -> Reply {
-    match (single, acks.len()) {
-        (true, 1) => {
-            let Acked { seq, ts, duplicate } = acks.remove(0);
+/// The answer to a SEND (ACK) or SENDS (ACKS) once stored, taking the acks out of `acks`.
+pub(super) fn acks_reply(ids: &ClientIds, acks: &mut Vec<Acked>) -> Reply {
+    match (ids, acks.as_slice()) {
+        (ClientIds::One(_), &[Acked { seq, ts, duplicate }]) => {
+            acks.clear();
             Reply::Ack { seq, ts, duplicate }
         }
-        _ => Reply::Acks(acks),
+        _ => Reply::Acks(std::mem::take(acks)),
     }
 }

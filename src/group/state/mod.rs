@@ -21,7 +21,8 @@ use super::storage::StoredGroup;
 use crate::protocol::{Acked, Message};
 
 pub use effects::{
-    fail_batch, fail_request, unwritable, Append, Effects, Now, Outbound, Peer, Read, Route, Write,
+    fail_batch, fail_request, unwritable, Append, ClientIds, Effects, Now, Outbound, Peer, Read,
+    Route, Write,
 };
 
 /// One hosted group.
@@ -225,13 +226,14 @@ impl State {
 
     /// Answers an [`Append`] the store has carried out: `acks` says, for each of its messages,
     /// the seq it has (its original one if a duplicate), and `append.messages` now holds the
-    /// new ones. Advances the group's sequencing past them, answers the sender and pushes them.
-    pub fn appended(&mut self, append: Append, acks: Vec<Acked>, out: &mut Vec<Outbound>) {
+    /// new ones. Advances the group's sequencing past them, answers the sender (taking the
+    /// acks) and pushes them.
+    pub fn appended(&mut self, append: Append, acks: &mut Vec<Acked>, out: &mut Vec<Outbound>) {
         let Append {
             route,
             req_id,
             group,
-            single,
+            client_ids,
             messages,
             ..
         } = append;
@@ -242,7 +244,7 @@ impl State {
         out.push(Outbound::Durable {
             route,
             req_id,
-            reply: effects::acks_reply(single, acks),
+            reply: effects::acks_reply(&client_ids, acks),
         });
         if !messages.is_empty() {
             out.push(Outbound::Messages { group, messages });

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use tracing::info;
 
-use super::effects::{Append, Effects, Now, Outbound, Peer, Read, Route, Write};
+use super::effects::{Append, ClientIds, Effects, Now, Outbound, Peer, Read, Route, Write};
 use super::State;
 use crate::group::limits::{Limits, RateLimiter};
 use crate::protocol::{
@@ -233,7 +233,6 @@ impl State {
                     req_id,
                     group: group_name,
                     group_id: group.id,
-                    single: true,
                     first_seq: group.last_seq + 1,
                     messages: vec![Message {
                         seq: 0,
@@ -241,7 +240,7 @@ impl State {
                         sender: user,
                         text,
                     }],
-                    client_ids: vec![client_id],
+                    client_ids: ClientIds::One(client_id),
                 });
             }
             Request::SendBatch { messages, .. } => {
@@ -271,10 +270,9 @@ impl State {
                     req_id,
                     group: group_name,
                     group_id: group.id,
-                    single: false,
                     first_seq: group.last_seq + 1,
                     messages,
-                    client_ids,
+                    client_ids: ClientIds::Each(client_ids),
                 });
             }
             Request::History {

@@ -658,11 +658,8 @@ fn a_send_is_decided_without_a_store_and_numbered_from_the_groups_last_seq() {
     );
     assert!(effects.writes.is_empty() && effects.read.is_none());
     let mut append = effects.append.take().expect("an append");
-    assert_eq!(
-        (append.group_id, append.first_seq, append.single),
-        (3, 42, true)
-    );
-    assert_eq!(append.client_ids, ["c1"]);
+    assert_eq!((append.group_id, append.first_seq), (3, 42));
+    assert_eq!(append.client_ids, ClientIds::One("c1".into()));
     assert_eq!(
         append.messages[0].ts, 5_000,
         "a clock behind the group's last message does not take ts back"
@@ -674,7 +671,7 @@ fn a_send_is_decided_without_a_store_and_numbered_from_the_groups_last_seq() {
         ts: 5_000,
         duplicate: false,
     };
-    state.appended(append, vec![acked], &mut effects.out);
+    state.appended(append, &mut vec![acked], &mut effects.out);
     assert_eq!(
         reply_of(&effects.out),
         Reply::Ack {
@@ -714,9 +711,10 @@ fn a_duplicate_client_id_is_acked_with_the_original_seq_and_moves_nothing() {
     );
     let mut append = effects.append.take().unwrap();
     assert_eq!(append.first_seq, 2, "State cannot know it is a retry");
-    let acks = store.append_batch(&mut append).unwrap();
+    let mut acks = Vec::new();
+    store.append_batch(&mut append, &mut acks).unwrap();
     assert!(append.messages.is_empty(), "nothing new to push");
-    state.appended(append, acks, &mut effects.out);
+    state.appended(append, &mut acks, &mut effects.out);
     assert_eq!(effects.out.len(), 1);
     assert!(matches!(
         reply_of(&effects.out),
