@@ -21,7 +21,8 @@ struct Transaction {
     failed: Option<String>,
 }
 
-/// The requests of one wake-up, decided and carried out, with what to send.
+/// The requests of one wake-up, decided and carried out, with what to send; kept from one
+/// wake-up to the next for its buffers.
 #[derive(Default)]
 pub struct Batch {
     effects: Effects,
@@ -142,6 +143,14 @@ impl Batch {
             Some(open) if whole => open.failed = Some(err.to_string()),
             _ => restore(state, storage),
         }
+    }
+
+    /// Ends the wake-up: settles its transaction and takes what to send. The next wake-up may
+    /// try to begin a transaction again.
+    pub fn finish(&mut self, state: &mut State, storage: &mut dyn Storage) -> Vec<Outbound> {
+        self.settle(state, storage);
+        self.unwritable = None;
+        self.take_out()
     }
 
     /// Ends the open transaction, if any: commits it, or on any failure rolls it back, turns

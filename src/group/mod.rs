@@ -83,6 +83,8 @@ pub struct GroupServer {
     directories: Vec<zmq::Socket>,
     state: State,
     store: Box<dyn Storage>,
+    /// Kept between wake-ups so its buffers are: a lone SEND per wake-up allocates no acks.
+    batch: Batch,
     next_req: u32,
     /// When every request that had arrived was last read: silence is counted up to here, so
     /// a PING queued behind a stall of the server's own (a long checkpoint, a locked
@@ -197,6 +199,7 @@ impl GroupServer {
             directories,
             state,
             store: Box::new(store),
+            batch: Batch::default(),
             next_req: 0,
             drained: Instant::now(),
             key_service,
@@ -247,7 +250,7 @@ impl GroupServer {
     /// Caps the store at about `max_bytes` (see [`Storage::limit_size`]).
     ///
     /// # Errors
-    /// The SQLite error.
+    /// The store's error.
     pub fn limit_storage(mut self, max_bytes: u64) -> Result<GroupServer> {
         self.store.limit_size(max_bytes)?;
         Ok(self)
@@ -462,7 +465,7 @@ impl GroupServer {
     fn serve_batch(&mut self) -> Result<()> {
         // Every connection whose requests are read below is known by then.
         self.connections.take_reports();
-        let mut batch = Batch::default();
+        let mut batch = std::mem::take(&mut self.batch);
         let mut messages = 0;
         for _ in 0..BATCH {
             if messages >= BATCH_MESSAGES {
@@ -549,8 +552,9 @@ impl GroupServer {
                 self.flush(batch.take_out());
             }
         }
-        batch.settle(&mut self.state, self.store.as_mut());
-        self.flush(batch.take_out());
+        let out = batch.finish(&mut self.state, self.store.as_mut());
+        self.flush(out);
+        self.batch = batch;
         Ok(())
     }
 

@@ -29,6 +29,10 @@ struct Memory {
     before: Option<Stored>,
     fail_commit: Option<String>,
     fail_writes: Option<String>,
+    /// Transactions that cannot begin (the write lock is held elsewhere), and how many were
+    /// asked for.
+    fail_begin: Option<String>,
+    begins: usize,
 }
 
 impl Memory {
@@ -95,6 +99,10 @@ impl Storage for Memory {
     }
 
     fn begin(&mut self) -> crate::Result<()> {
+        self.begins += 1;
+        if let Some(reason) = &self.fail_begin {
+            return Err(crate::Error::Input(reason.clone()));
+        }
         self.before = Some(self.stored.clone());
         Ok(())
     }
@@ -222,8 +230,7 @@ fn run_from(
         }];
     }
     batch.handle(state, store, now(), from, 1, request);
-    batch.settle(state, store);
-    batch.take_out()
+    batch.finish(state, store)
 }
 
 fn reply_of(out: &[Outbound]) -> Reply {
@@ -1024,5 +1031,45 @@ fn a_failed_write_fails_its_whole_batch_and_state_is_read_back_from_the_store() 
     assert!(
         matches!(reply_of(&members), Reply::Members { ref members, .. } if members.len() == 1),
         "{members:?}"
+    );
+}
+
+#[test]
+fn a_batch_that_cannot_begin_refuses_its_writes_at_once_and_the_next_one_tries_again() {
+    let (mut state, mut store) = setup();
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    store.fail_begin = Some("database is locked".into());
+    let begins = store.begins;
+    let a = b"a".to_vec();
+    let mut batch = Batch::default();
+    for i in 0..3 {
+        let sent = send("alice", &format!("c{i}"), "hi");
+        let refusal = batch.admit(&sent, &mut state, &mut store);
+        assert!(
+            matches!(refusal, Some(Reply::Error { code: ErrorCode::Unavailable, ref reason })
+                if reason.contains("database is locked")),
+            "{refusal:?}"
+        );
+    }
+    let members = Request::Members {
+        group: "general".into(),
+        user: "alice".into(),
+    };
+    assert!(batch.admit(&members, &mut state, &mut store).is_none());
+    batch.handle(&mut state, &mut store, now(), peer(&a), 4, members);
+    assert_eq!(store.begins, begins + 1, "asked once for the whole batch");
+    assert!(matches!(
+        reply_of(&batch.finish(&mut state, &mut store)),
+        Reply::Members { .. }
+    ));
+
+    store.fail_begin = None;
+    let sent = send("alice", "c9", "later");
+    assert!(batch.admit(&sent, &mut state, &mut store).is_none());
+    batch.handle(&mut state, &mut store, now(), peer(&a), 5, sent);
+    let out = batch.finish(&mut state, &mut store);
+    assert!(
+        matches!(reply_of(&out), Reply::Ack { seq: 1, .. }),
+        "{out:?}"
     );
 }
