@@ -65,9 +65,9 @@ pub fn frames(pushes: impl IntoIterator<Item = Outbound>) -> Vec<Push> {
                     open.insert(group, at);
                 }
             }
-            Outbound::Push { group, frame } => {
+            Outbound::Event { group, event } => {
                 open.remove(&group);
-                pending.push((group, Pending::Frame(frame)));
+                pending.push((group, Pending::Frame(codec::encode_event(&event))));
             }
             Outbound::Reply { .. } | Outbound::Durable { .. } => {}
         }
@@ -106,13 +106,13 @@ mod tests {
     }
 
     fn presence(group: &str) -> Outbound {
-        Outbound::Push {
+        Outbound::Event {
             group: group.into(),
-            frame: codec::encode_event(&Event::Presence {
+            event: Event::Presence {
                 group: group.into(),
                 user: "bob".into(),
                 joined: true,
-            }),
+            },
         }
     }
 
@@ -199,7 +199,8 @@ mod tests {
     fn runs_stop_at_the_size_limit_and_answers_are_skipped() {
         let answer = Outbound::Reply {
             route: vec![1],
-            frame: vec![],
+            req_id: 0,
+            reply: crate::protocol::Reply::Ok,
         };
         let mut batch = vec![answer];
         batch.extend((1..=100).map(|seq| message("a", seq, 1000)));

@@ -6,11 +6,14 @@
 //! transaction before any acknowledgement or push leaves (group commit), then pushes each
 //! group's new messages of the batch in as few frames as it can ([`fanout`]); a page of
 //! history leaves as soon as it is read. A DEALER per directory carries REGISTER every
-//! heartbeat. Decisions live in [`state`], SQL in [`store`].
+//! heartbeat. Decisions live in [`state`], which is pure; [`batch`] carries them out through
+//! the [`storage::Storage`] trait, which [`store`] (SQLite, the only SQL) implements.
 
+pub mod batch;
 pub mod fanout;
 pub mod limits;
 pub mod state;
+pub mod storage;
 pub mod store;
 
 use std::path::PathBuf;
@@ -26,8 +29,10 @@ use crate::protocol::{self, Reply, Request};
 use crate::shutdown::ServerHandle;
 use crate::transport::{KeyService, SharedFrame};
 use crate::{errinput, transport, zap, Result};
+use batch::Batch;
 use limits::Limits;
-use state::{Outbound, Route, Sender, State};
+use state::{Now, Outbound, Peer, Route, State};
+use storage::Storage;
 use store::{Durability, Store};
 
 /// Most requests read per wake-up; they share one transaction. Past a few hundred, a larger
@@ -77,7 +82,9 @@ pub struct GroupServer {
     address: String,
     directories: Vec<zmq::Socket>,
     state: State,
-    store: Store,
+    store: Box<dyn Storage>,
+    /// Kept between wake-ups so its buffers are: a lone SEND per wake-up allocates no acks.
+    batch: Batch,
     next_req: u32,
     /// When every request that had arrived was last read: silence is counted up to here, so
     /// a PING queued behind a stall of the server's own (a long checkpoint, a locked
@@ -173,10 +180,17 @@ impl GroupServer {
             dealer.connect(dir)?;
             directories.push(dealer);
         }
-        let epoch = epoch();
-        let mut state = State::load(&mut store, &config.groups, address.clone(), epoch)?;
+        let now_ms = crate::time::now_ms();
+        let groups = config
+            .groups
+            .iter()
+            .map(|name| store.ensure_group(name, now_ms))
+            .collect::<Result<Vec<_>>>()?;
+        let mut state = State::new(groups, address.clone(), epoch());
         if let (Some(keys), Some(s)) = (&keys, security) {
-            state.secure(&mut store, keys.public.clone(), &s.private, &s.allow)?;
+            state.secure(keys.public.clone(), &s.private, &s.allow);
+            let stored = batch::read_keys(&state, &mut store)?;
+            state.restore(Vec::new(), Some(stored));
         }
         Ok(GroupServer {
             router,
@@ -184,7 +198,8 @@ impl GroupServer {
             address,
             directories,
             state,
-            store,
+            store: Box::new(store),
+            batch: Batch::default(),
             next_req: 0,
             drained: Instant::now(),
             key_service,
@@ -232,10 +247,10 @@ impl GroupServer {
         Ok(self)
     }
 
-    /// Caps the store at about `max_bytes` (see [`Store::limit_size`]).
+    /// Caps the store at about `max_bytes` (see [`Storage::limit_size`]).
     ///
     /// # Errors
-    /// The SQLite error.
+    /// The store's error.
     pub fn limit_storage(mut self, max_bytes: u64) -> Result<GroupServer> {
         self.store.limit_size(max_bytes)?;
         Ok(self)
@@ -450,9 +465,7 @@ impl GroupServer {
     fn serve_batch(&mut self) -> Result<()> {
         // Every connection whose requests are read below is known by then.
         self.connections.take_reports();
-        let mut out: Vec<Outbound> = Vec::new();
-        let mut open_from: Option<usize> = None;
-        let mut unwritable: Option<Reply> = None;
+        let mut batch = std::mem::take(&mut self.batch);
         let mut messages = 0;
         for _ in 0..BATCH {
             if messages >= BATCH_MESSAGES {
@@ -486,41 +499,25 @@ impl GroupServer {
                     reason,
                 }) => {
                     warn!(peer = %transport::hex(&route), %code, %reason, "bad request");
-                    let frame = codec::encode_reply(req_id, &Reply::Error { code, reason });
-                    out.push(Outbound::Reply { route, frame });
+                    let reply = Reply::Error { code, reason };
+                    batch.out().push(Outbound::Reply {
+                        route,
+                        req_id,
+                        reply,
+                    });
                     continue;
                 }
             };
-            if request.is_write() && open_from.is_none() && unwritable.is_none() {
-                match self.store.begin() {
-                    Ok(()) => open_from = Some(out.len()),
-                    Err(err) => {
-                        warn!(%err, "cannot begin a transaction");
-                        unwritable = Some(state::unwritable(&err.to_string()));
-                    }
-                }
-            }
-            if request.is_write() {
-                // Once a batch could not begin (the write lock was not free within the busy
-                // limit), its other writes are refused at once rather than each waiting again.
-                if let Some(reply) = &unwritable {
-                    let frame = codec::encode_reply(req_id, reply);
-                    out.push(Outbound::Reply { route, frame });
-                    continue;
-                }
-            } else {
-                if let Some(from) = open_from.take() {
-                    let mut tail = out.split_off(from);
-                    self.state.settle(&mut self.store, &mut tail);
-                    out.append(&mut tail);
-                }
+            if let Some(reply) = batch.admit(&request, &mut self.state, self.store.as_mut()) {
+                batch.out().push(Outbound::Reply {
+                    route,
+                    req_id,
+                    reply,
+                });
+                continue;
             }
             messages += sent(&request);
             debug!(peer = %transport::hex(&route), request = request.name(), "request");
-            let sender = Sender {
-                key: envelope.peer_key.as_deref(),
-                address: address.as_deref(),
-            };
             // An answer that can be large (a page of history, a member or group list) is sent
             // as soon as it is made: nothing in it waits on a commit (one open before it was
             // settled above), a reader asking for pages ahead gets each while the server reads
@@ -532,27 +529,32 @@ impl GroupServer {
             if large {
                 if let Err(reason) = self.backlogs.check(&route, Instant::now()) {
                     debug!(peer = %transport::hex(&route), %reason, "request held back");
-                    let refusal = Reply::Error {
+                    let reply = Reply::Error {
                         code: protocol::ErrorCode::Limited,
                         reason,
                     };
-                    let frame = codec::encode_reply(req_id, &refusal);
-                    out.push(Outbound::Reply { route, frame });
+                    batch.out().push(Outbound::Reply {
+                        route,
+                        req_id,
+                        reply,
+                    });
                     continue;
                 }
             }
-            self.state
-                .handle(&mut self.store, &route, req_id, request, sender, &mut out);
+            let from = Peer {
+                route: &route,
+                key: envelope.peer_key.as_deref(),
+                address: address.as_deref(),
+            };
+            let store = self.store.as_mut();
+            batch.handle(&mut self.state, store, Now::read(), from, req_id, request);
             if large {
-                self.flush(std::mem::take(&mut out));
+                self.flush(batch.take_out());
             }
         }
-        if let Some(from) = open_from {
-            let mut tail = out.split_off(from);
-            self.state.settle(&mut self.store, &mut tail);
-            out.append(&mut tail);
-        }
+        let out = batch.finish(&mut self.state, self.store.as_mut());
         self.flush(out);
+        self.batch = batch;
         Ok(())
     }
 
@@ -564,9 +566,18 @@ impl GroupServer {
         // Who receives a push was settled by the whole batch, so the order changes no one's.
         let (pushes, answers): (Vec<_>, Vec<_>) = out.into_iter().partition(Outbound::is_push);
         for answer in answers {
-            if let Outbound::Reply { route, frame } | Outbound::Durable { route, frame, .. } =
-                answer
+            if let Outbound::Reply {
+                route,
+                req_id,
+                reply,
+            }
+            | Outbound::Durable {
+                route,
+                req_id,
+                reply,
+            } = answer
             {
+                let frame = codec::encode_reply(req_id, &reply);
                 match send_to(&self.router, &route, &frame) {
                     Ok(()) => self.backlogs.sent(&route, frame.len()),
                     Err(err) => debug!(peer = %transport::hex(&route), %err, "reply not delivered"),

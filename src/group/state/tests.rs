@@ -1,0 +1,1075 @@
+//! State's decisions, with no SQLite and no sockets: requests go through [`Batch`] (the poll
+//! loop's transaction logic) onto [`Memory`], a store kept in maps, or straight to
+//! [`State::handle`] where the effects themselves are the point.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::group::batch::Batch;
+use crate::group::storage::{Appended, Storage};
+use crate::protocol::{self, Acked, ErrorCode, Member, Message, Outgoing, Reply, Request};
+
+/// What [`Memory`] holds.
+#[derive(Debug, Clone, Default)]
+struct Stored {
+    groups: Vec<StoredGroup>,
+    messages: Vec<(i64, Message)>,
+    sent: HashMap<(i64, String, String), (u64, i64)>,
+    users: Vec<(String, String)>,
+    invites: Vec<(i64, String)>,
+}
+
+/// A store in maps, with transactions, for State's tests: what the trait promises, nothing
+/// more. A failure is asked for by setting `fail_commit` or `fail_writes`.
+#[derive(Debug, Default)]
+struct Memory {
+    stored: Stored,
+    /// The state before the open transaction, to go back to on a rollback.
+    before: Option<Stored>,
+    fail_commit: Option<String>,
+    fail_writes: Option<String>,
+    /// Transactions that cannot begin (the write lock is held elsewhere), and how many were
+    /// asked for.
+    fail_begin: Option<String>,
+    begins: usize,
+}
+
+impl Memory {
+    fn group(&mut self, id: i64) -> &mut StoredGroup {
+        self.stored
+            .groups
+            .iter_mut()
+            .find(|g| g.id == id)
+            .expect("a group of the test")
+    }
+
+    fn written(&self) -> crate::Result<()> {
+        match &self.fail_writes {
+            Some(reason) => Err(crate::Error::Input(reason.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Storage for Memory {
+    fn ensure_group(&mut self, name: &str, _now_ms: i64) -> crate::Result<StoredGroup> {
+        if !self.stored.groups.iter().any(|g| g.name == name) {
+            let id = self.stored.groups.len() as i64 + 1;
+            self.stored.groups.push(StoredGroup {
+                id,
+                name: name.into(),
+                last_seq: 0,
+                last_ts: 0,
+                members: Vec::new(),
+            });
+        }
+        let id = self
+            .stored
+            .groups
+            .iter()
+            .find(|g| g.name == name)
+            .unwrap()
+            .id;
+        self.load_group(id)
+    }
+
+    fn load_group(&mut self, id: i64) -> crate::Result<StoredGroup> {
+        let (last_seq, last_ts) = self
+            .stored
+            .messages
+            .iter()
+            .filter(|(g, _)| *g == id)
+            .map(|(_, m)| (m.seq, m.ts))
+            .next_back()
+            .unwrap_or((0, 0));
+        let mut group = self.group(id).clone();
+        (group.last_seq, group.last_ts) = (last_seq, last_ts);
+        group.members.sort();
+        Ok(group)
+    }
+
+    fn users(&mut self) -> crate::Result<Vec<(String, String)>> {
+        Ok(self.stored.users.clone())
+    }
+
+    fn invites(&mut self, group_id: i64) -> crate::Result<Vec<String>> {
+        let invited = self.stored.invites.iter().filter(|(g, _)| *g == group_id);
+        Ok(invited.map(|(_, k)| k.clone()).collect())
+    }
+
+    fn begin(&mut self) -> crate::Result<()> {
+        self.begins += 1;
+        if let Some(reason) = &self.fail_begin {
+            return Err(crate::Error::Input(reason.clone()));
+        }
+        self.before = Some(self.stored.clone());
+        Ok(())
+    }
+
+    fn commit(&mut self) -> crate::Result<()> {
+        if let Some(reason) = self.fail_commit.take() {
+            self.rollback();
+            return Err(crate::Error::Input(reason));
+        }
+        self.before = None;
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        if let Some(before) = self.before.take() {
+            self.stored = before;
+        }
+    }
+
+    fn append(
+        &mut self,
+        group_id: i64,
+        message: &Message,
+        client_id: &str,
+    ) -> crate::Result<Appended> {
+        self.written()?;
+        let key = (group_id, message.sender.clone(), client_id.to_string());
+        if !client_id.is_empty() {
+            if let Some(&(seq, ts)) = self.stored.sent.get(&key) {
+                return Ok(Appended::Duplicate { seq, ts });
+            }
+            self.stored.sent.insert(key, (message.seq, message.ts));
+        }
+        self.stored.messages.push((group_id, message.clone()));
+        Ok(Appended::New)
+    }
+
+    fn add_member(&mut self, group_id: i64, user: &str, _now_ms: i64) -> crate::Result<()> {
+        self.written()?;
+        let members = &mut self.group(group_id).members;
+        if !members.iter().any(|m| m == user) {
+            members.push(user.into());
+        }
+        Ok(())
+    }
+
+    fn remove_member(&mut self, group_id: i64, user: &str) -> crate::Result<()> {
+        self.written()?;
+        self.group(group_id).members.retain(|m| m != user);
+        Ok(())
+    }
+
+    fn bind_user(&mut self, name: &str, key: &str, _now_ms: i64) -> crate::Result<()> {
+        self.written()?;
+        self.stored.users.push((name.into(), key.into()));
+        Ok(())
+    }
+
+    fn add_invite(&mut self, group_id: i64, key: &str, _now_ms: i64) -> crate::Result<()> {
+        self.written()?;
+        self.stored.invites.push((group_id, key.into()));
+        Ok(())
+    }
+
+    fn fetch(
+        &mut self,
+        group_id: i64,
+        after_seq: u64,
+        since_ms: i64,
+        limit: u32,
+    ) -> crate::Result<Vec<Message>> {
+        let page = self
+            .stored
+            .messages
+            .iter()
+            .filter(|(g, m)| *g == group_id && m.seq > after_seq && m.ts >= since_ms);
+        Ok(page.take(limit as usize).map(|(_, m)| m.clone()).collect())
+    }
+
+    fn limit_size(&mut self, _max_bytes: u64) -> crate::Result<()> {
+        Ok(())
+    }
+}
+
+fn setup() -> (State, Memory) {
+    let mut store = Memory::default();
+    let general = store.ensure_group("general", 0).unwrap();
+    let state = State::new(vec![general], "h:1".into(), 7);
+    (state, store)
+}
+
+/// A time for requests, the same for all: these tests are about decisions, not clocks.
+fn now() -> Now {
+    Now {
+        at: Instant::now(),
+        ms: 1_000,
+    }
+}
+
+fn peer(route: &Route) -> Peer<'_> {
+    Peer {
+        route,
+        key: None,
+        address: None,
+    }
+}
+
+/// One request of its own batch, from `route`, as the poll loop handles it.
+fn run(state: &mut State, store: &mut Memory, route: &[u8], request: Request) -> Vec<Outbound> {
+    run_from(state, store, peer(&route.to_vec()), request)
+}
+
+fn run_from(
+    state: &mut State,
+    store: &mut Memory,
+    from: Peer<'_>,
+    request: Request,
+) -> Vec<Outbound> {
+    let mut batch = Batch::default();
+    if let Some(reply) = batch.admit(&request, state, store) {
+        return vec![Outbound::Reply {
+            route: from.route.clone(),
+            req_id: 1,
+            reply,
+        }];
+    }
+    batch.handle(state, store, now(), from, 1, request);
+    batch.finish(state, store)
+}
+
+fn reply_of(out: &[Outbound]) -> Reply {
+    match &out[0] {
+        Outbound::Reply { reply, .. } | Outbound::Durable { reply, .. } => reply.clone(),
+        Outbound::Event { .. } | Outbound::Messages { .. } => panic!("push first"),
+    }
+}
+
+fn join(g: &str, u: &str) -> Request {
+    Request::Join {
+        group: g.into(),
+        user: u.into(),
+    }
+}
+fn send(u: &str, id: &str, text: &str) -> Request {
+    Request::Send {
+        group: "general".into(),
+        user: u.into(),
+        client_id: id.into(),
+        text: text.into(),
+    }
+}
+
+#[test]
+fn only_members_send_and_sends_are_sequenced_and_pushed() {
+    let (mut state, mut store) = setup();
+    let refused = reply_of(&run(&mut state, &mut store, b"a", send("alice", "1", "hi")));
+    assert!(
+        matches!(
+            refused,
+            Reply::Error {
+                code: ErrorCode::NotMember,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+
+    assert_eq!(
+        reply_of(&run(&mut state, &mut store, b"a", join("general", "alice"))),
+        Reply::Joined {
+            group: "general".into(),
+            last_seq: 0
+        }
+    );
+    let out = run(&mut state, &mut store, b"a", send("alice", "1", "hi"));
+    assert!(matches!(
+        reply_of(&out),
+        Reply::Ack {
+            seq: 1,
+            duplicate: false,
+            ..
+        }
+    ));
+    assert!(
+        matches!(&out[1], Outbound::Messages { group, messages } if group == "general" && messages[0].seq == 1)
+    );
+    assert_eq!(state.subscribers("general").count(), 1);
+
+    let retried = run(&mut state, &mut store, b"a", send("alice", "1", "hi"));
+    assert!(matches!(
+        reply_of(&retried),
+        Reply::Ack {
+            seq: 1,
+            duplicate: true,
+            ..
+        }
+    ));
+    assert_eq!(retried.len(), 1, "a duplicate is not pushed again");
+    assert!(matches!(
+        reply_of(&run(
+            &mut state,
+            &mut store,
+            b"a",
+            send("alice", "2", "again")
+        )),
+        Reply::Ack { seq: 2, .. }
+    ));
+}
+
+#[test]
+fn unknown_groups_bad_names_and_oversized_texts_are_refused() {
+    let (mut state, mut store) = setup();
+    let code = |r: Reply| match r {
+        Reply::Error { code, .. } => code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        code(reply_of(&run(
+            &mut state,
+            &mut store,
+            b"a",
+            join("nope", "alice")
+        ))),
+        ErrorCode::UnknownGroup
+    );
+    assert_eq!(
+        code(reply_of(&run(
+            &mut state,
+            &mut store,
+            b"a",
+            join("general", "a b")
+        ))),
+        ErrorCode::BadRequest
+    );
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    let big = "x".repeat(protocol::MAX_TEXT + 1);
+    assert_eq!(
+        code(reply_of(&run(
+            &mut state,
+            &mut store,
+            b"a",
+            send("alice", "", &big)
+        ))),
+        ErrorCode::TooLarge
+    );
+}
+
+#[test]
+fn empty_texts_control_characters_and_disguised_names_are_refused() {
+    let (mut state, mut store) = setup();
+    let mut refusal =
+        |from: &[u8], request: Request| match reply_of(&run(&mut state, &mut store, from, request))
+        {
+            Reply::Error { code, reason } => Some((code, reason)),
+            _ => None,
+        };
+    for name in [
+        "ａｌｉｃｅ",
+        "bob\u{202E}",
+        "bo\u{200B}b",
+        "e\u{301}ve",
+        "x\u{1b}[2J",
+    ] {
+        let (code, reason) = refusal(b"m", join("general", name)).expect(name);
+        assert_eq!(code, ErrorCode::BadRequest, "{name}");
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
+    }
+    assert!(refusal(b"a", join("general", "alice")).is_none());
+    assert!(
+        refusal(b"a", join("general", "ève")).is_none(),
+        "NFC letters are fine"
+    );
+    for text in [
+        "",
+        "   ",
+        "\n\t ",
+        "\u{200B}",
+        "hi\r\u{1b}[K07:42 bob: hi",
+        "\u{1b}]0;t\u{7}",
+        "\u{9b}2J",
+    ] {
+        let (code, _) = refusal(b"a", send("alice", "", text)).expect(text);
+        assert_eq!(code, ErrorCode::BadRequest, "{text:?}");
+    }
+    assert!(refusal(b"a", send("alice", "", "two\n\tlines")).is_none());
+    let batch = Request::SendBatch {
+        group: "general".into(),
+        user: "alice".into(),
+        messages: ["fine", " "]
+            .map(|text| Outgoing {
+                client_id: String::new(),
+                text: text.into(),
+            })
+            .to_vec(),
+    };
+    let (code, reason) = refusal(b"a", batch).expect("a batch with an empty message");
+    assert_eq!(code, ErrorCode::BadRequest);
+    assert!(reason.starts_with("message 2 of the batch"), "{reason}");
+}
+
+#[test]
+fn leave_unsubscribes_and_silent_connections_expire_keeping_membership() {
+    let (mut state, mut store) = setup();
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    run(&mut state, &mut store, b"b", join("general", "bob"));
+    assert_eq!(state.connections(), 2);
+    assert_eq!(
+        reply_of(&run(
+            &mut state,
+            &mut store,
+            b"a",
+            Request::Leave {
+                group: "general".into(),
+                user: "alice".into()
+            }
+        )),
+        Reply::Ok
+    );
+    assert_eq!(
+        state.subscribers("general").collect::<Vec<_>>(),
+        [&b"b".to_vec()]
+    );
+
+    let later = Instant::now() + Duration::from_secs(60);
+    assert_eq!(state.expire(later, Duration::from_secs(5)), 1);
+    assert_eq!(state.subscribers("general").count(), 0);
+    let members = reply_of(&run(
+        &mut state,
+        &mut store,
+        b"b",
+        Request::Members {
+            group: "general".into(),
+            user: "bob".into(),
+        },
+    ));
+    assert_eq!(
+        members,
+        Reply::Members {
+            group: "general".into(),
+            members: vec![Member {
+                name: "bob".into(),
+                online: false
+            }]
+        }
+    );
+}
+
+#[test]
+fn a_join_that_fails_to_commit_leaves_no_subscription() {
+    let (mut state, mut store) = setup();
+    store.fail_commit = Some("disk full".into());
+    let out = run(&mut state, &mut store, b"a", join("general", "alice"));
+    assert!(matches!(
+        reply_of(&out),
+        Reply::Error {
+            code: ErrorCode::Unavailable,
+            ..
+        }
+    ));
+    assert_eq!(state.subscribers("general").count(), 0);
+    assert_eq!(state.connections(), 0);
+}
+
+#[test]
+fn history_pages_stay_within_the_reply_limit() {
+    let m = |seq| Message {
+        seq,
+        ts: 0,
+        sender: "s".into(),
+        text: "x".repeat(1000),
+    };
+    let mut page: Vec<Message> = (1..=10).map(m).collect();
+    keep_within(&mut page, 3 * 1022);
+    assert_eq!(page.len(), 3);
+    keep_within(&mut page, 10);
+    assert_eq!(page.len(), 1, "always at least one, so paging advances");
+}
+
+#[test]
+fn a_failed_batch_turns_acks_into_errors_and_keeps_sequencing() {
+    let (mut state, mut store) = setup();
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    store.fail_commit = Some("disk full".into());
+    let out = run(&mut state, &mut store, b"a", send("alice", "x", "lost"));
+    assert_eq!(out.len(), 1, "the push is dropped");
+    assert!(matches!(
+        reply_of(&out),
+        Reply::Error {
+            code: ErrorCode::Unavailable,
+            ..
+        }
+    ));
+    let next = run(&mut state, &mut store, b"a", send("alice", "y", "kept"));
+    assert!(
+        matches!(reply_of(&next), Reply::Ack { seq: 1, .. }),
+        "seq 1 was never stored, so it is reused"
+    );
+}
+
+fn batch(u: &str, messages: &[(&str, &str)]) -> Request {
+    Request::SendBatch {
+        group: "general".into(),
+        user: u.into(),
+        messages: messages
+            .iter()
+            .map(|(id, text)| Outgoing {
+                client_id: id.to_string(),
+                text: text.to_string(),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_batch_is_sequenced_in_order_deduplicated_and_pushed_as_its_new_messages() {
+    let (mut state, mut store) = setup();
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    run(&mut state, &mut store, b"a", send("alice", "c1", "before"));
+    let out = run(
+        &mut state,
+        &mut store,
+        b"a",
+        batch(
+            "alice",
+            &[
+                ("c2", "two"),
+                ("c1", "again"),
+                ("c3", "three"),
+                ("c2", "twice"),
+            ],
+        ),
+    );
+    let Reply::Acks(acks) = reply_of(&out) else {
+        panic!("{out:?}")
+    };
+    let seqs: Vec<(u64, bool)> = acks.iter().map(|a| (a.seq, a.duplicate)).collect();
+    assert_eq!(
+        seqs,
+        [(2, false), (1, true), (3, false), (2, true)],
+        "new messages take the next seqs in order; retried ids answer with their original"
+    );
+    let pushed: Vec<(u64, &str)> = out[1..]
+        .iter()
+        .flat_map(|o| match o {
+            Outbound::Messages { messages, .. } => messages.iter(),
+            other => panic!("{other:?}"),
+        })
+        .map(|m| (m.seq, m.text.as_str()))
+        .collect();
+    assert_eq!(pushed, [(2, "two"), (3, "three")]);
+    let next = run(&mut state, &mut store, b"a", send("alice", "c4", "after"));
+    assert!(matches!(reply_of(&next), Reply::Ack { seq: 4, .. }));
+}
+
+#[test]
+fn a_batch_is_refused_whole_for_one_long_text_a_rate_or_a_failed_write() {
+    let (mut state, mut store) = setup();
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    let big = "x".repeat(protocol::MAX_TEXT + 1);
+    let out = run(
+        &mut state,
+        &mut store,
+        b"a",
+        batch("alice", &[("c1", "fine"), ("c2", &big)]),
+    );
+    assert!(
+        matches!(reply_of(&out), Reply::Error { code: ErrorCode::TooLarge, ref reason }
+            if reason.contains("message 2 of the batch")),
+        "{out:?}"
+    );
+    assert_eq!(out.len(), 1, "nothing stored, nothing pushed");
+
+    state.set_limits(Limits {
+        rate: Some(2),
+        ..Limits::default()
+    });
+    let five = [
+        ("r1", "a"),
+        ("r2", "b"),
+        ("r3", "c"),
+        ("r4", "d"),
+        ("r5", "e"),
+    ];
+    let out = run(&mut state, &mut store, b"a", batch("alice", &five));
+    assert!(
+        matches!(reply_of(&out), Reply::Error { code: ErrorCode::Limited, ref reason }
+            if reason.contains("send fewer at a time")),
+        "{out:?}"
+    );
+    let out = run(&mut state, &mut store, b"a", batch("alice", &five[..4]));
+    assert!(matches!(reply_of(&out), Reply::Acks(ref a) if a.len() == 4));
+    let out = run(&mut state, &mut store, b"a", batch("alice", &five[4..]));
+    assert!(
+        matches!(reply_of(&out), Reply::Error { code: ErrorCode::Limited, ref reason }
+            if reason.contains("slow down")),
+        "the burst of 4 is spent: {out:?}"
+    );
+
+    state.set_limits(Limits::default());
+    let lost = batch("alice", &[("l1", "lost"), ("l2", "lost too")]);
+    store.fail_commit = Some("disk full".into());
+    let out = run(&mut state, &mut store, b"a", lost);
+    assert_eq!(out.len(), 1, "the pushes are dropped");
+    assert!(matches!(
+        reply_of(&out),
+        Reply::Error {
+            code: ErrorCode::Unavailable,
+            ..
+        }
+    ));
+    let next = run(&mut state, &mut store, b"a", send("alice", "n1", "kept"));
+    assert!(
+        matches!(reply_of(&next), Reply::Ack { seq: 5, .. }),
+        "the failed batch's seqs are reused: {next:?}"
+    );
+}
+
+/// A key as ZAP hands it over: 40 characters of Z85.
+fn key(c: char) -> String {
+    c.to_string().repeat(40)
+}
+
+fn keyed<'a>(route: &'a Route, key: &'a str) -> Peer<'a> {
+    Peer {
+        route,
+        key: Some(key),
+        address: None,
+    }
+}
+
+fn code_of(out: &[Outbound]) -> Option<ErrorCode> {
+    match reply_of(out) {
+        Reply::Error { code, .. } => Some(code),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_send_is_decided_without_a_store_and_numbered_from_the_groups_last_seq() {
+    let general = StoredGroup {
+        id: 3,
+        name: "general".into(),
+        last_seq: 41,
+        last_ts: 5_000,
+        members: vec!["alice".into()],
+    };
+    let mut state = State::new(vec![general], "h:1".into(), 7);
+    let route = b"a".to_vec();
+    let mut effects = Effects::default();
+    state.handle(
+        now(),
+        peer(&route),
+        9,
+        send("alice", "c1", "hi"),
+        &mut effects,
+    );
+    assert!(
+        effects.out.is_empty(),
+        "nothing is answered before it is stored"
+    );
+    assert!(effects.writes.is_empty() && effects.read.is_none());
+    let mut append = effects.append.take().expect("an append");
+    assert_eq!((append.group_id, append.first_seq), (3, 42));
+    assert_eq!(append.client_ids, ClientIds::One("c1".into()));
+    assert_eq!(
+        append.messages[0].ts, 5_000,
+        "a clock behind the group's last message does not take ts back"
+    );
+
+    append.messages[0].seq = 42;
+    let acked = Acked {
+        seq: 42,
+        ts: 5_000,
+        duplicate: false,
+    };
+    state.appended(append, &mut vec![acked], &mut effects.out);
+    assert_eq!(
+        reply_of(&effects.out),
+        Reply::Ack {
+            seq: 42,
+            ts: 5_000,
+            duplicate: false
+        }
+    );
+    assert!(
+        matches!(&effects.out[1], Outbound::Messages { messages, .. } if messages[0].seq == 42)
+    );
+
+    let mut next = Effects::default();
+    state.handle(
+        now(),
+        peer(&route),
+        10,
+        send("alice", "c2", "more"),
+        &mut next,
+    );
+    assert_eq!(next.append.expect("an append").first_seq, 43);
+}
+
+#[test]
+fn a_duplicate_client_id_is_acked_with_the_original_seq_and_moves_nothing() {
+    let (mut state, mut store) = setup();
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    run(&mut state, &mut store, b"a", send("alice", "c1", "hi"));
+    let route = b"a".to_vec();
+    let mut effects = Effects::default();
+    state.handle(
+        now(),
+        peer(&route),
+        2,
+        send("alice", "c1", "hi"),
+        &mut effects,
+    );
+    let mut append = effects.append.take().unwrap();
+    assert_eq!(append.first_seq, 2, "State cannot know it is a retry");
+    let mut acks = Vec::new();
+    store.append_batch(&mut append, &mut acks).unwrap();
+    assert!(append.messages.is_empty(), "nothing new to push");
+    state.appended(append, &mut acks, &mut effects.out);
+    assert_eq!(effects.out.len(), 1);
+    assert!(matches!(
+        reply_of(&effects.out),
+        Reply::Ack {
+            seq: 1,
+            duplicate: true,
+            ..
+        }
+    ));
+    let next = run(&mut state, &mut store, b"a", send("alice", "c2", "new"));
+    assert!(matches!(reply_of(&next), Reply::Ack { seq: 2, .. }));
+}
+
+#[test]
+fn history_is_read_in_bounded_pages_and_an_empty_page_needs_no_read() {
+    let (mut state, mut store) = setup();
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    for i in 0..5 {
+        run(
+            &mut state,
+            &mut store,
+            b"a",
+            send("alice", &format!("c{i}"), "hi"),
+        );
+    }
+    let route = b"a".to_vec();
+    let history = |after_seq, limit| Request::History {
+        group: "general".into(),
+        user: "alice".into(),
+        after_seq,
+        since_ms: 0,
+        limit,
+    };
+    let mut effects = Effects::default();
+    state.handle(now(), peer(&route), 3, history(0, u32::MAX), &mut effects);
+    let read = effects.read.take().expect("a read");
+    assert_eq!(read.limit, protocol::HISTORY_PAGE_MAX);
+    assert_eq!(read.last_seq, 5);
+
+    state.handle(now(), peer(&route), 4, history(0, 0), &mut effects);
+    assert!(effects.read.is_none(), "a page of none is answered at once");
+    assert!(matches!(
+        reply_of(&effects.out),
+        Reply::Messages { last_seq: 5, ref messages, .. } if messages.is_empty()
+    ));
+
+    let out = run(&mut state, &mut store, b"a", history(2, 2));
+    let Reply::Messages { messages, .. } = reply_of(&out) else {
+        panic!("{out:?}")
+    };
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [3, 4]);
+
+    let failed = read.answer(Err(crate::Error::Input("disk gone".into())));
+    assert!(matches!(
+        failed,
+        Outbound::Reply { reply: Reply::Error { code: ErrorCode::Internal, ref reason }, .. }
+            if reason.contains("disk gone")
+    ));
+}
+
+#[test]
+fn a_gone_member_receives_no_pushes_and_stays_a_member() {
+    let (mut state, mut store) = setup();
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    run(&mut state, &mut store, b"b", join("general", "bob"));
+    // The loop found bob's connection gone (or too slow to keep) while pushing.
+    state.drop_conn(&b"b".to_vec());
+    assert_eq!(
+        state.subscribers("general").collect::<Vec<_>>(),
+        [&b"a".to_vec()]
+    );
+    let members = reply_of(&run(
+        &mut state,
+        &mut store,
+        b"a",
+        Request::Members {
+            group: "general".into(),
+            user: "alice".into(),
+        },
+    ));
+    let Reply::Members { members, .. } = members else {
+        panic!("{members:?}")
+    };
+    let online: Vec<(&str, bool)> = members
+        .iter()
+        .map(|m| (m.name.as_str(), m.online))
+        .collect();
+    assert_eq!(online, [("alice", true), ("bob", false)]);
+    let back = run(
+        &mut state,
+        &mut store,
+        b"c",
+        Request::Subscribe {
+            group: "general".into(),
+            user: "bob".into(),
+        },
+    );
+    assert!(matches!(reply_of(&back), Reply::Joined { .. }), "{back:?}");
+    assert_eq!(state.subscribers("general").count(), 2);
+}
+
+#[test]
+fn a_private_group_admits_allowed_and_invited_keys_only() {
+    let (mut state, mut store) = setup();
+    let (member, stranger) = (key('m'), key('s'));
+    state.secure(key('S'), &["general".into()], std::slice::from_ref(&member));
+    let (a, b) = (b"a".to_vec(), b"b".to_vec());
+    let refused = run_from(
+        &mut state,
+        &mut store,
+        keyed(&b, &stranger),
+        join("general", "sam"),
+    );
+    assert!(
+        matches!(reply_of(&refused), Reply::Error { code: ErrorCode::Unauthorized, ref reason }
+            if reason.contains("is private")),
+        "{refused:?}"
+    );
+    let joined = run_from(
+        &mut state,
+        &mut store,
+        keyed(&a, &member),
+        join("general", "mia"),
+    );
+    assert!(
+        matches!(reply_of(&joined), Reply::Joined { .. }),
+        "{joined:?}"
+    );
+    let invite = |key: &str| Request::Invite {
+        group: "general".into(),
+        user: "mia".into(),
+        key: key.into(),
+    };
+    let bad = run_from(&mut state, &mut store, keyed(&a, &member), invite("short"));
+    assert_eq!(code_of(&bad), Some(ErrorCode::BadRequest));
+    let ok = run_from(
+        &mut state,
+        &mut store,
+        keyed(&a, &member),
+        invite(&stranger),
+    );
+    assert_eq!(reply_of(&ok), Reply::Ok);
+    assert_eq!(store.stored.invites, [(1, stranger.clone())]);
+    let joined = run_from(
+        &mut state,
+        &mut store,
+        keyed(&b, &stranger),
+        join("general", "sam"),
+    );
+    assert!(
+        matches!(reply_of(&joined), Reply::Joined { .. }),
+        "{joined:?}"
+    );
+
+    // A server started again on the same store admits the invited key still.
+    let general = store.load_group(1).unwrap();
+    let mut again = State::new(vec![general], "h:1".into(), 8);
+    again.secure(key('S'), &["general".into()], &[]);
+    let keys = crate::group::batch::read_keys(&again, &mut store).unwrap();
+    again.restore(Vec::new(), Some(keys));
+    let c = b"c".to_vec();
+    let rejoin = run_from(
+        &mut again,
+        &mut store,
+        keyed(&c, &stranger),
+        join("general", "sam"),
+    );
+    assert!(
+        matches!(reply_of(&rejoin), Reply::Joined { .. }),
+        "{rejoin:?}"
+    );
+}
+
+#[test]
+fn with_security_a_name_belongs_to_the_first_key_that_uses_it() {
+    let (mut state, mut store) = setup();
+    state.secure(key('S'), &[], &[]);
+    state.set_limits(Limits {
+        max_names_per_key: 2,
+        ..Limits::default()
+    });
+    let (one, two) = (key('1'), key('2'));
+    let route = b"a".to_vec();
+    let joined = run_from(
+        &mut state,
+        &mut store,
+        keyed(&route, &one),
+        join("general", "alice"),
+    );
+    assert!(
+        matches!(reply_of(&joined), Reply::Joined { .. }),
+        "{joined:?}"
+    );
+    assert_eq!(store.stored.users, [("alice".to_string(), one.clone())]);
+
+    let taken = run_from(
+        &mut state,
+        &mut store,
+        keyed(&route, &two),
+        join("general", "alice"),
+    );
+    assert!(
+        matches!(reply_of(&taken), Reply::Error { code: ErrorCode::Unauthorized, ref reason }
+            if reason.contains("belongs to another key")),
+        "{taken:?}"
+    );
+    let plain = run(&mut state, &mut store, b"a", join("general", "alice"));
+    assert_eq!(code_of(&plain), Some(ErrorCode::Unauthorized));
+
+    run_from(
+        &mut state,
+        &mut store,
+        keyed(&route, &one),
+        join("general", "al"),
+    );
+    let third = run_from(
+        &mut state,
+        &mut store,
+        keyed(&route, &one),
+        join("general", "ally"),
+    );
+    assert_eq!(code_of(&third), Some(ErrorCode::Limited), "{third:?}");
+
+    // A name whose binding is not stored is not bound, and refuses only its own request.
+    let mut batch = Batch::default();
+    let sent = send("alice", "c1", "kept");
+    assert!(batch.admit(&sent, &mut state, &mut store).is_none());
+    batch.handle(&mut state, &mut store, now(), keyed(&route, &one), 1, sent);
+    store.fail_writes = Some("disk full".into());
+    let joins = join("general", "bob");
+    assert!(batch.admit(&joins, &mut state, &mut store).is_none());
+    let b = b"b".to_vec();
+    batch.handle(&mut state, &mut store, now(), keyed(&b, &two), 2, joins);
+    store.fail_writes = None;
+    batch.settle(&mut state, &mut store);
+    let out = batch.take_out();
+    assert!(
+        matches!(reply_of(&out), Reply::Ack { seq: 1, .. }),
+        "{out:?}"
+    );
+    let lost = &out[out.len() - 1..];
+    assert!(
+        matches!(reply_of(lost), Reply::Error { code: ErrorCode::Unauthorized, ref reason }
+            if reason.contains("cannot record the name 'bob'")),
+        "{out:?}"
+    );
+    assert_eq!(out.len(), 3, "alice's ack and push, bob's refusal: {out:?}");
+    assert_eq!(
+        state.subscribers("general").count(),
+        1,
+        "bob is not subscribed"
+    );
+    let other = key('3');
+    let bob = run_from(
+        &mut state,
+        &mut store,
+        keyed(&route, &other),
+        join("general", "bob"),
+    );
+    assert!(matches!(reply_of(&bob), Reply::Joined { .. }), "{bob:?}");
+}
+
+#[test]
+fn a_failed_write_fails_its_whole_batch_and_state_is_read_back_from_the_store() {
+    let (mut state, mut store) = setup();
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    let (a, b) = (b"a".to_vec(), b"b".to_vec());
+    let mut batch = Batch::default();
+    let sent = send("alice", "c1", "first");
+    assert!(batch.admit(&sent, &mut state, &mut store).is_none());
+    batch.handle(&mut state, &mut store, now(), peer(&a), 1, sent);
+    store.fail_writes = Some("disk full".into());
+    let joins = join("general", "bob");
+    assert!(batch.admit(&joins, &mut state, &mut store).is_none());
+    batch.handle(&mut state, &mut store, now(), peer(&b), 2, joins);
+    batch.settle(&mut state, &mut store);
+    let out = batch.take_out();
+    assert_eq!(out.len(), 2, "both answered, nothing pushed: {out:?}");
+    for o in &out {
+        assert!(
+            matches!(o, Outbound::Reply { reply: Reply::Error { code: ErrorCode::Unavailable, reason }, .. }
+                if reason.contains("disk full")),
+            "{o:?}"
+        );
+    }
+    assert_eq!(
+        state.subscribers("general").count(),
+        1,
+        "bob is not subscribed"
+    );
+    store.fail_writes = None;
+    let next = run(&mut state, &mut store, b"a", send("alice", "c2", "again"));
+    assert!(
+        matches!(reply_of(&next), Reply::Ack { seq: 1, .. }),
+        "seq 1 was never stored: {next:?}"
+    );
+    let members = run(
+        &mut state,
+        &mut store,
+        b"a",
+        Request::Members {
+            group: "general".into(),
+            user: "alice".into(),
+        },
+    );
+    assert!(
+        matches!(reply_of(&members), Reply::Members { ref members, .. } if members.len() == 1),
+        "{members:?}"
+    );
+}
+
+#[test]
+fn a_batch_that_cannot_begin_refuses_its_writes_at_once_and_the_next_one_tries_again() {
+    let (mut state, mut store) = setup();
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    store.fail_begin = Some("database is locked".into());
+    let begins = store.begins;
+    let a = b"a".to_vec();
+    let mut batch = Batch::default();
+    for i in 0..3 {
+        let sent = send("alice", &format!("c{i}"), "hi");
+        let refusal = batch.admit(&sent, &mut state, &mut store);
+        assert!(
+            matches!(refusal, Some(Reply::Error { code: ErrorCode::Unavailable, ref reason })
+                if reason.contains("database is locked")),
+            "{refusal:?}"
+        );
+    }
+    let members = Request::Members {
+        group: "general".into(),
+        user: "alice".into(),
+    };
+    assert!(batch.admit(&members, &mut state, &mut store).is_none());
+    batch.handle(&mut state, &mut store, now(), peer(&a), 4, members);
+    assert_eq!(store.begins, begins + 1, "asked once for the whole batch");
+    assert!(matches!(
+        reply_of(&batch.finish(&mut state, &mut store)),
+        Reply::Members { .. }
+    ));
+
+    store.fail_begin = None;
+    let sent = send("alice", "c9", "later");
+    assert!(batch.admit(&sent, &mut state, &mut store).is_none());
+    batch.handle(&mut state, &mut store, now(), peer(&a), 5, sent);
+    let out = batch.finish(&mut state, &mut store);
+    assert!(
+        matches!(reply_of(&out), Reply::Ack { seq: 1, .. }),
+        "{out:?}"
+    );
+}

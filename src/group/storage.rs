@@ -1,0 +1,228 @@
+//! What the group server's poll loop needs of a store, as a trait: open a group, begin, append
+//! a request's messages, write membership, names and invitations, commit, read a range of
+//! history and read back what memory mirrors. [`Store`] (SQLite) implements it here by
+//! delegating to its own methods; another backend can sit beside it without touching
+//! [`State`](super::state::State), which never calls a store.
+
+use super::state::{Append, Write};
+use super::store::Store;
+use crate::protocol::{Acked, Message};
+use crate::Result;
+
+pub use super::store::{Appended, StoredGroup};
+
+/// A group server's durable storage. Writes happen inside a transaction
+/// ([`Storage::begin`] … [`Storage::commit`]); one transaction holds a batch of requests.
+pub trait Storage: Send {
+    /// Creates the group if it is new, and returns it as stored.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn ensure_group(&mut self, name: &str, now_ms: i64) -> Result<StoredGroup>;
+
+    /// Reads a group's last seq, last ts and members.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn load_group(&mut self, id: i64) -> Result<StoredGroup>;
+
+    /// Every user name bound to a key, as `(name, key)`.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn users(&mut self) -> Result<Vec<(String, String)>>;
+
+    /// The keys invited into a group.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn invites(&mut self, group_id: i64) -> Result<Vec<String>>;
+
+    /// Starts a transaction.
+    ///
+    /// # Errors
+    /// The store's error (the write lock was not free in time, say).
+    fn begin(&mut self) -> Result<()>;
+
+    /// Commits the transaction; when this returns `Ok`, everything in it is durable.
+    ///
+    /// # Errors
+    /// The store's error; the transaction is then rolled back.
+    fn commit(&mut self) -> Result<()>;
+
+    /// Abandons the transaction, if one is open.
+    fn rollback(&mut self);
+
+    /// Appends one message, unless its sender already stored one with this `client_id` in the
+    /// group (an empty one asks for no de-duplication): then it says which.
+    ///
+    /// # Errors
+    /// The store's error; the transaction must then not commit.
+    fn append(&mut self, group_id: i64, message: &Message, client_id: &str) -> Result<Appended>;
+
+    /// Appends a request's messages in order ([`Storage::append`] each): the new ones take
+    /// consecutive seqs from `append.first_seq`, a duplicate takes none. Puts each message's
+    /// seq, ts and whether it was a duplicate in `acks` (empty before); leaves in
+    /// `append.messages` only the new ones, numbered.
+    ///
+    /// # Errors
+    /// The store's error; the transaction must then not commit.
+    fn append_batch(&mut self, append: &mut Append, acks: &mut Vec<Acked>) -> Result<()> {
+        acks.reserve(append.messages.len());
+        let mut next = append.first_seq;
+        for (i, message) in append.messages.iter_mut().enumerate() {
+            let client_id = append.client_ids.get(i);
+            message.seq = next;
+            acks.push(match self.append(append.group_id, message, client_id)? {
+                Appended::New => {
+                    next += 1;
+                    Acked {
+                        seq: message.seq,
+                        ts: message.ts,
+                        duplicate: false,
+                    }
+                }
+                // Stored before under this client id: answered with the original seq.
+                Appended::Duplicate { seq, ts } => Acked {
+                    seq,
+                    ts,
+                    duplicate: true,
+                },
+            });
+        }
+        if acks.iter().any(|a| a.duplicate) {
+            let mut duplicate = acks.iter().map(|a| a.duplicate);
+            append
+                .messages
+                .retain(|_| !duplicate.next().unwrap_or(false));
+        }
+        Ok(())
+    }
+
+    /// Makes `user` a member (again).
+    ///
+    /// # Errors
+    /// The store's error.
+    fn add_member(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()>;
+
+    /// Ends `user`'s membership.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn remove_member(&mut self, group_id: i64, user: &str) -> Result<()>;
+
+    /// Binds a user name to a key for good.
+    ///
+    /// # Errors
+    /// The store's error (the name is already bound, the store cannot write).
+    fn bind_user(&mut self, name: &str, key: &str, now_ms: i64) -> Result<()>;
+
+    /// Records an invitation of `key` into a group.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn add_invite(&mut self, group_id: i64, key: &str, now_ms: i64) -> Result<()>;
+
+    /// Carries out one of State's [`Write`]s.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn write(&mut self, write: &Write) -> Result<()> {
+        match write {
+            Write::AddMember {
+                group_id,
+                user,
+                now_ms,
+            } => self.add_member(*group_id, user, *now_ms),
+            Write::RemoveMember { group_id, user } => self.remove_member(*group_id, user),
+            Write::BindUser { user, key, now_ms } => self.bind_user(user, key, *now_ms),
+            Write::AddInvite {
+                group_id,
+                key,
+                now_ms,
+            } => self.add_invite(*group_id, key, *now_ms),
+        }
+    }
+
+    /// Messages with `seq > after_seq` and `ts >= since_ms`, in seq order, at most `limit`.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn fetch(
+        &mut self,
+        group_id: i64,
+        after_seq: u64,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>>;
+
+    /// Caps the store at about `max_bytes`: past it, writes fail as on a full disk.
+    ///
+    /// # Errors
+    /// The store's error, or a store that cannot be capped.
+    fn limit_size(&mut self, max_bytes: u64) -> Result<()>;
+}
+
+impl Storage for Store {
+    fn ensure_group(&mut self, name: &str, now_ms: i64) -> Result<StoredGroup> {
+        Store::ensure_group(self, name, now_ms)
+    }
+
+    fn load_group(&mut self, id: i64) -> Result<StoredGroup> {
+        Store::load_group(self, id)
+    }
+
+    fn users(&mut self) -> Result<Vec<(String, String)>> {
+        Store::users(self)
+    }
+
+    fn invites(&mut self, group_id: i64) -> Result<Vec<String>> {
+        Store::invites(self, group_id)
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        Store::begin(self)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        Store::commit(self)
+    }
+
+    fn rollback(&mut self) {
+        Store::rollback(self)
+    }
+
+    fn append(&mut self, group_id: i64, message: &Message, client_id: &str) -> Result<Appended> {
+        Store::append(self, group_id, message, client_id)
+    }
+
+    fn add_member(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()> {
+        Store::add_member(self, group_id, user, now_ms)
+    }
+
+    fn remove_member(&mut self, group_id: i64, user: &str) -> Result<()> {
+        Store::remove_member(self, group_id, user)
+    }
+
+    fn bind_user(&mut self, name: &str, key: &str, now_ms: i64) -> Result<()> {
+        Store::bind_user(self, name, key, now_ms)
+    }
+
+    fn add_invite(&mut self, group_id: i64, key: &str, now_ms: i64) -> Result<()> {
+        Store::add_invite(self, group_id, key, now_ms)
+    }
+
+    fn fetch(
+        &mut self,
+        group_id: i64,
+        after_seq: u64,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        Store::fetch(self, group_id, after_seq, since_ms, limit)
+    }
+
+    fn limit_size(&mut self, max_bytes: u64) -> Result<()> {
+        Store::limit_size(self, max_bytes)
+    }
+}
