@@ -9,7 +9,7 @@ Each run executes, on this machine and only on 127.0.0.1:
   zms-bench redis --redis R           ingest as pipelined XADDs (redis-server, append-only file
                                       written every second); skipped without redis-server
 
-zms-bench starts its servers from the `zms` binary beside it, so build both first:
+zms-bench starts its servers from the `zms` binary beside it (or $ZMS_BIN), so build both first:
   cargo build --release --workspace   # target/release/zms and target/release/zms-bench
 
 and writes into --out (default bench/results/):
@@ -559,9 +559,10 @@ def main():
     bench_bin = Path(args.bench_bin)
     if not bench_bin.exists():
         sys.exit(f"{bench_bin} not found: cargo build --release --workspace")
-    if not (bench_bin.parent / "zms").exists():
+    named = os.environ.get("ZMS_BIN") or any(a.startswith("--zms") for a in args.extra)
+    if not named and not (bench_bin.parent / "zms").exists():
         sys.exit(f"no zms beside {bench_bin} (zms-bench starts its servers from it): "
-                 f"cargo build --release --workspace")
+                 f"cargo build --release --workspace, or name one with ZMS_BIN")
     if shutil.which("nats-server") is None:
         sys.exit("nats-server not found: apt-get update && apt-get install -y nats-server")
     redis = shutil.which("redis-server") is not None
