@@ -568,8 +568,9 @@ pub fn fd_limit() -> Option<u64> {
 /// Bytes libzmq reads from a server connection at a time (8 KiB by default). Its buffer is
 /// kept per connection, and a group server's thousand members send little: PINGs, the odd
 /// SEND; larger frames are read straight into their message. With 1,000 members this saves
-/// 6 MiB, for 2–4 % of peak fan-out and ingest (BENCHMARKS.md). The send side's buffer is left
-/// at 8 KiB: 4 KiB saved 4 MiB more but cost fan-out 8–11 %.
+/// 6 MiB for a few percent of peak fan-out and ingest. The send side's buffer is left at
+/// 8 KiB: every push goes through it, and halving it would save 4 MiB more but cost fan-out
+/// about a tenth.
 pub const SERVER_IN_BATCH: i32 = 1024;
 
 /// Polls, retrying when a signal interrupts the wait.

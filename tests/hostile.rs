@@ -577,10 +577,10 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 /// A message server at its descriptor limit (256, set hard so it cannot raise it) while 300
 /// connections are made: it must not spin on failing accepts, and serves again once the
-/// silent connections are closed. Serving them costs well under 1 % of the window (0.05 s of
-/// 10 s); spinning uses whatever CPU the machine gives (5 s of 10 s on a busy machine, before
-/// connections were capped). Load only lowers what the server gets, so the bound (a fifth of
-/// the window) cannot fail a server that does not spin; it may miss a spin on a very busy one.
+/// silent connections are closed. Serving them costs well under 1 % of the window; a server
+/// spinning on failing accepts takes whatever CPU the machine gives it, half the window even on
+/// a busy machine. Load only lowers what the server gets, so the bound (a fifth of the window)
+/// cannot fail a server that does not spin; it may miss a spin on a very busy one.
 #[test]
 fn a_message_server_at_its_descriptor_limit_does_not_spin() {
     let mut command = std::process::Command::new("sh");

@@ -10,10 +10,9 @@ use crate::protocol::{self, Message, Reply, Request};
 use crate::Result;
 
 /// History pages in flight at once past the first (see [`Session::history`]), so the server
-/// reads the next pages while this client decodes the last. `zms-bench history`, three to six
-/// rounds each, alternately: all 100,000 one page at a time 78–98 ms, 1 ahead 72–90, 2: 56–77,
-/// 4: 56–80, 8: 52–74; since the midpoint 44–58, 40–57, 33–50, 31–46, 33–40 ms. Eight gained
-/// nothing on four and may hold twice as much, a page being up to a MiB.
+/// reads the next pages while this client decodes the last. Most of what reading ahead saves
+/// a long read is won by two pages ahead; eight win nothing over four and may hold twice as
+/// much, a page being up to a MiB.
 const HISTORY_AHEAD: usize = 4;
 
 impl Session {

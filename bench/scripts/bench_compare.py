@@ -1,25 +1,28 @@
 #!/usr/bin/env python3
-"""Run `zms bench` and the same workloads against NATS (core and JetStream) and Redis in one go.
+"""Run `zms-bench` and the same workloads against NATS (core and JetStream) and Redis in one go.
 
 Each run executes, on this machine and only on 127.0.0.1:
-  zms bench all                       fanout, latency, rtt, ingest, history, scale, raw libzmq
-  zms bench fanout|ingest --batch 1   the senders with one SEND per message, for reference
-  zms bench nats --nats CORE          core NATS (nats-server)
-  zms bench nats --nats JS --jetstream  JetStream, file storage (nats-server -js)
-  zms bench redis --redis R           ingest as pipelined XADDs (redis-server, append-only file
+  zms-bench all                       fanout, latency, rtt, ingest, history, scale, raw libzmq
+  zms-bench fanout|ingest --batch 1   the senders with one SEND per message, for reference
+  zms-bench nats --nats CORE          core NATS (nats-server)
+  zms-bench nats --nats JS --jetstream  JetStream, file storage (nats-server -js)
+  zms-bench redis --redis R           ingest as pipelined XADDs (redis-server, append-only file
                                       written every second); skipped without redis-server
 
-and writes into --out (default scripts/results/):
+zms-bench starts its servers from the `zms` binary beside it (or $ZMS_BIN), so build both first:
+  cargo build --release --workspace   # target/release/zms and target/release/zms-bench
+
+and writes into --out (default bench/results/):
   results.jsonl    every JSON line, tagged with its run number
   summary.md       machine, measured ranges, goals met/missed, the comparison table
   comparison.svg   fanout throughput and latency percentiles: zms, NATS core, JetStream, raw
 
-The NATS and Redis figures come from zms's own clients (src/bench/nats.rs, src/bench/redis.rs),
-so every system is driven by the same process, payload, credit and percentile code. Standard
-library only.
+The NATS and Redis figures come from zms-bench's own clients of those protocols, so every
+system is driven by the same process, payload, credit and percentile code. Standard library only.
 
-  python3 scripts/bench_compare.py --runs 3          # about 3 minutes a run on 2 cores
-  python3 scripts/bench_compare.py --quick --runs 1  # tiny counts: checks the script works
+  python3 bench/scripts/bench_compare.py --runs 3          # about 3 minutes a run on 2 cores
+  python3 bench/scripts/bench_compare.py --quick --runs 1  # tiny counts: checks the script works
+  python3 bench/scripts/bench_compare.py --bench-bin target/profiling/zms-bench  # another build
 """
 
 import argparse
@@ -36,7 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# The repository: this file is bench/scripts/bench_compare.py.
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--messages", "2000", "--duration", "0.5", "--stored", "20000", "--groups", "2000",
          "--lists", "50"]
 
@@ -78,9 +82,15 @@ def wait_redis(port, proc, log, limit=10.0):
     sys.exit(f"redis-server did not answer PING on {port} within {limit} s")
 
 
-def bench(zms, args, timeout):
-    """Runs `zms bench ARGS`, returns its JSON lines; stderr (progress) passes through."""
-    cmd = [str(zms), "bench", *args]
+def default_bench_bin():
+    """zms-bench in cargo's release directory ($CARGO_TARGET_DIR, else the repository's target/)."""
+    target = os.environ.get("CARGO_TARGET_DIR") or ROOT / "target"
+    return Path(target) / "release" / "zms-bench"
+
+
+def bench(bench_bin, args, timeout):
+    """Runs `zms-bench ARGS`, returns its JSON lines; stderr (progress) passes through."""
+    cmd = [str(bench_bin), *args]
     print("$", " ".join(cmd), file=sys.stderr, flush=True)
     out = subprocess.run(cmd, stdout=subprocess.PIPE, timeout=timeout, check=False, text=True)
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
@@ -99,7 +109,10 @@ def machine(commit=None):
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             mem_kib = int(line.split()[1])
-    nats = subprocess.run(["nats-server", "--version"], capture_output=True, text=True).stdout
+    nats = "nats-server not installed"
+    if shutil.which("nats-server"):
+        nats = subprocess.run(["nats-server", "--version"], capture_output=True,
+                              text=True).stdout
     redis = "redis-server not installed"
     if shutil.which("redis-server"):
         redis = subprocess.run(["redis-server", "--version"], capture_output=True,
@@ -134,9 +147,9 @@ def stolen_pct(before, after):
     return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
-def redis_run(zms, scratch, extra, quick, timeout):
+def redis_run(bench_bin, scratch, extra, quick, timeout):
     """One redis-server with durability like zms's default (a log written before the reply,
-    fsync'd once a second rather than per commit), `zms bench redis` against it, then stopped."""
+    fsync'd once a second rather than per commit), `zms-bench redis` against it, then stopped."""
     port = free_port()
     data = scratch / "redis"
     data.mkdir()
@@ -147,7 +160,7 @@ def redis_run(zms, scratch, extra, quick, timeout):
                                  "--dir", str(data)], stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_redis(port, proc, log)
-        lines = bench(zms, ["redis", "--redis", f"127.0.0.1:{port}", *extra,
+        lines = bench(bench_bin, ["redis", "--redis", f"127.0.0.1:{port}", *extra,
                             *(QUICK if quick else [])], timeout)
     finally:
         proc.terminate()
@@ -161,7 +174,7 @@ def redis_run(zms, scratch, extra, quick, timeout):
     return lines
 
 
-def one_run(zms, run, extra, quick, timeout, redis):
+def one_run(bench_bin, run, extra, quick, timeout, redis):
     lines = []
     scratch = Path(tempfile.mkdtemp(prefix="zms-bench-nats-"))
     core_port, js_port = free_port(), free_port()
@@ -179,23 +192,23 @@ def one_run(zms, run, extra, quick, timeout, redis):
         all_args = ["all", *extra]
         if quick:
             all_args += QUICK
-        lines += bench(zms, all_args, timeout)
+        lines += bench(bench_bin, all_args, timeout)
         # The same senders with one SEND per message instead of SENDS batches, for reference.
         for workload in ("fanout", "ingest"):
-            for line in bench(zms, [workload, "--batch", "1", *extra,
+            for line in bench(bench_bin, [workload, "--batch", "1", *extra,
                                     *(QUICK if quick else [])], timeout):
                 line["workload"] = f"{workload}-send"
                 lines.append(line)
         nats_args = [*extra, *(QUICK if quick else [])]
-        for line in bench(zms, ["nats", "--nats", f"127.0.0.1:{core_port}", *nats_args], timeout):
+        for line in bench(bench_bin, ["nats", "--nats", f"127.0.0.1:{core_port}", *nats_args], timeout):
             line["workload"] = "nats-core"
             lines.append(line)
-        for line in bench(zms, ["nats", "--nats", f"127.0.0.1:{js_port}", "--jetstream",
+        for line in bench(bench_bin, ["nats", "--nats", f"127.0.0.1:{js_port}", "--jetstream",
                                 *nats_args], timeout):
             line["workload"] = "nats-jetstream"
             lines.append(line)
         if redis:
-            lines += redis_run(zms, scratch, extra, quick, timeout)
+            lines += redis_run(bench_bin, scratch, extra, quick, timeout)
     finally:
         for proc in servers:
             proc.terminate()
@@ -283,7 +296,7 @@ def ratio(a, b):
 
 
 def goals(lines, runs):
-    """(goal, figure per run, met per run) for every goal of the issue."""
+    """(goal, figure per run, met per run) for every goal in bench/BENCHMARKS.md."""
     rows = []
 
     def per_run(f):
@@ -530,23 +543,28 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--zms", default=str(ROOT / "target" / "profiling" / "zms"))
-    parser.add_argument("--out", default=str(ROOT / "scripts" / "results"))
+    parser.add_argument("--bench-bin", default=str(default_bench_bin()),
+                        help="the zms-bench binary, with zms beside it (default: %(default)s)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--quick", action="store_true", help="tiny counts, to check the script")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds per zms bench call")
-    parser.add_argument("--commit", help="the commit --zms was built from (default: HEAD)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per zms-bench call")
+    parser.add_argument("--commit", help="the commit --bench-bin was built from (default: HEAD)")
     parser.add_argument("--from", dest="sources", nargs="+", metavar="JSONL",
                         help="summarize earlier results.jsonl files (runs renumbered) instead of "
                              "running anything")
-    parser.add_argument("extra", nargs="*", help="more flags for every zms bench call")
+    parser.add_argument("extra", nargs="*", help="more flags for every zms-bench call")
     args = parser.parse_args()
     if args.sources:
         return resummarize(args)
+    bench_bin = Path(args.bench_bin)
+    if not bench_bin.exists():
+        sys.exit(f"{bench_bin} not found: cargo build --release --workspace")
+    named = os.environ.get("ZMS_BIN") or any(a.startswith("--zms") for a in args.extra)
+    if not named and not (bench_bin.parent / "zms").exists():
+        sys.exit(f"no zms beside {bench_bin} (zms-bench starts its servers from it): "
+                 f"cargo build --release --workspace, or name one with ZMS_BIN")
     if shutil.which("nats-server") is None:
         sys.exit("nats-server not found: apt-get update && apt-get install -y nats-server")
-    zms = Path(args.zms)
-    if not zms.exists():
-        sys.exit(f"{zms} not found: cargo build --profile profiling")
     redis = shutil.which("redis-server") is not None
     if not redis:
         print("redis-server not found (apt-get install -y redis-server): skipping the Redis rows",
@@ -559,7 +577,7 @@ def main():
     for run in runs:
         print(f"== run {run} of {args.runs}", file=sys.stderr, flush=True)
         before = cpu_ticks()
-        lines += one_run(zms, run, args.extra, args.quick, args.timeout, redis)
+        lines += one_run(bench_bin, run, args.extra, args.quick, args.timeout, redis)
         # How busy the host was: on a shared VM, the time stolen for other guests is the noise.
         lines.append({"workload": "machine", "run": run,
                       "steal_pct": stolen_pct(before, cpu_ticks())})
