@@ -30,6 +30,20 @@ struct Registration {
     /// The group server's public key, listed with its groups.
     key: String,
     expires: Instant,
+    /// When it registered first (kept while it stays registered), for `zms status`.
+    since: Instant,
+    /// When its last REGISTER arrived.
+    heard: Instant,
+}
+
+/// A registered group server, as STATUS shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerView<'a> {
+    pub address: &'a str,
+    pub key: &'a str,
+    pub groups: &'a [String],
+    pub since: Instant,
+    pub heard: Instant,
 }
 
 impl Registration {
@@ -102,9 +116,13 @@ impl Registry {
         }
         let expires = now + ttl;
         match self.servers.get_mut(address) {
-            Some(reg) if reg.groups == groups && reg.key == key => reg.expires = expires,
-            _ => {
+            Some(reg) if reg.groups == groups && reg.key == key => {
+                reg.expires = expires;
+                reg.heard = now;
+            }
+            other => {
                 tracing::info!(address, ?groups, "group server registered");
+                let since = other.map_or(now, |r| r.since);
                 let key = key.to_string();
                 self.servers.insert(
                     address.to_string(),
@@ -112,6 +130,8 @@ impl Registry {
                         groups,
                         key,
                         expires,
+                        since,
+                        heard: now,
                     },
                 );
                 self.version += 1;
@@ -226,6 +246,17 @@ impl Registry {
             .collect();
         all.sort_by(|a, b| (&a.name, &a.address).cmp(&(&b.name, &b.address)));
         all
+    }
+
+    /// The registered group servers, by address.
+    pub fn servers(&self) -> impl Iterator<Item = ServerView<'_>> {
+        self.servers.iter().map(|(address, r)| ServerView {
+            address,
+            key: &r.key,
+            groups: &r.groups,
+            since: r.since,
+            heard: r.heard,
+        })
     }
 
     /// Changes whenever [`Registry::list`] would change.

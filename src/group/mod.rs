@@ -10,6 +10,7 @@
 
 pub mod fanout;
 pub mod limits;
+mod ops;
 pub mod state;
 pub mod store;
 
@@ -100,6 +101,8 @@ pub struct GroupServer {
     /// Called once, when the first directory acknowledges a REGISTER after
     /// [`GroupServer::register`] found none had.
     on_registered: Option<Box<dyn FnOnce() + Send>>,
+    /// Metrics, health and STATUS ([`ops`]).
+    ops: ops::Ops,
 }
 
 impl Drop for GroupServer {
@@ -142,6 +145,7 @@ impl GroupServer {
             s.allow.iter().try_for_each(|k| keys::raw(k).map(drop))?;
         }
         let mut store = Store::open(&config.data, config.durability)?;
+        let ops = ops::Ops::new(&mut store, &config.groups, &config.data)?;
         let zap = if keys.is_some() {
             zap::start(ctx)?
         } else {
@@ -199,6 +203,7 @@ impl GroupServer {
             replace: false,
             unregistered: Some("not registered yet".into()),
             on_registered: None,
+            ops,
         })
     }
 
@@ -365,6 +370,7 @@ impl GroupServer {
                 self.state.expire(self.drained, ttl);
                 self.forget_gone_peers();
                 self.connections.close_idle();
+                self.update_gauges();
                 next_beat = now + heartbeat;
             }
             let mut items = Vec::with_capacity(4 + self.directories.len());
@@ -406,6 +412,7 @@ impl GroupServer {
                 while let Ok(frame) = dir.recv_bytes(zmq::DONTWAIT) {
                     if log_directory_reply(&frame) && self.unregistered.take().is_some() {
                         info!("registered");
+                        self.ops.health.set_registration(None);
                         if let Some(f) = self.on_registered.take() {
                             f();
                         }
@@ -454,6 +461,7 @@ impl GroupServer {
         let mut open_from: Option<usize> = None;
         let mut unwritable: Option<Reply> = None;
         let mut messages = 0;
+        let mut requests = 0;
         for _ in 0..BATCH {
             if messages >= BATCH_MESSAGES {
                 break;
@@ -464,6 +472,7 @@ impl GroupServer {
                 self.drained = Instant::now();
                 break;
             };
+            requests += 1;
             let route = envelope.route;
             let mut frames = envelope.frames;
             if !self.backlogs.knows(&route) {
@@ -486,11 +495,13 @@ impl GroupServer {
                     reason,
                 }) => {
                     warn!(peer = %transport::hex(&route), %code, %reason, "bad request");
+                    self.ops.asked(req_id, "INVALID");
                     let frame = codec::encode_reply(req_id, &Reply::Error { code, reason });
                     out.push(Outbound::Reply { route, frame });
                     continue;
                 }
             };
+            self.ops.asked(req_id, request.name());
             if request.is_write() && open_from.is_none() && unwritable.is_none() {
                 match self.store.begin() {
                     Ok(()) => open_from = Some(out.len()),
@@ -511,9 +522,17 @@ impl GroupServer {
             } else {
                 if let Some(from) = open_from.take() {
                     let mut tail = out.split_off(from);
-                    self.state.settle(&mut self.store, &mut tail);
+                    self.settle(&mut tail);
                     out.append(&mut tail);
                 }
+            }
+            if let Request::History { group, .. } = &request {
+                self.ops.metrics.history(group);
+            }
+            if matches!(request, Request::Status) {
+                let frame = codec::encode_reply(req_id, &self.status());
+                out.push(Outbound::Reply { route, frame });
+                continue;
             }
             messages += sent(&request);
             debug!(peer = %transport::hex(&route), request = request.name(), "request");
@@ -549,10 +568,11 @@ impl GroupServer {
         }
         if let Some(from) = open_from {
             let mut tail = out.split_off(from);
-            self.state.settle(&mut self.store, &mut tail);
+            self.settle(&mut tail);
             out.append(&mut tail);
         }
         self.flush(out);
+        self.ops.metrics.batch(requests);
         Ok(())
     }
 
@@ -564,15 +584,19 @@ impl GroupServer {
         // Who receives a push was settled by the whole batch, so the order changes no one's.
         let (pushes, answers): (Vec<_>, Vec<_>) = out.into_iter().partition(Outbound::is_push);
         for answer in answers {
+            let durable = matches!(answer, Outbound::Durable { .. });
             if let Outbound::Reply { route, frame } | Outbound::Durable { route, frame, .. } =
                 answer
             {
+                self.ops.answered(&frame, durable);
                 match send_to(&self.router, &route, &frame) {
                     Ok(()) => self.backlogs.sent(&route, frame.len()),
                     Err(err) => debug!(peer = %transport::hex(&route), %err, "reply not delivered"),
                 }
             }
         }
+        self.ops.answers_done();
+        self.ops.stored(&pushes);
         // A group nobody follows live costs no encoding.
         let followed = pushes.into_iter().filter(|push| {
             push.group()
@@ -585,6 +609,7 @@ impl GroupServer {
                 // A member that has not read its earlier pushes misses this one and repairs
                 // the gap from history once it reads again.
                 if !self.backlogs.push(route, frame.len()) {
+                    self.ops.metrics.dropped(&group);
                     continue;
                 }
                 let sent = self
@@ -592,7 +617,7 @@ impl GroupServer {
                     .send(route.as_slice(), zmq::SNDMORE | zmq::DONTWAIT)
                     .and_then(|()| shared.send(&mut self.router, zmq::DONTWAIT));
                 match sent {
-                    Ok(()) => {}
+                    Ok(()) => self.ops.metrics.pushed(&group),
                     Err(zmq::Error::EHOSTUNREACH) => gone.push(route.clone()),
                     Err(err) => debug!(peer = %transport::hex(route), %err, "push dropped"),
                 }

@@ -278,6 +278,7 @@ impl State {
                 }));
             }
             Request::Key => return out.push(reply(Reply::Key(self.key.clone()))),
+            Request::Status => unreachable!("bug: the server answers STATUS itself"),
             Request::Register { .. } | Request::Unregister { .. } | Request::Hello { .. } => {
                 let reason = format!(
                     "{} is a message server request; this is a group server",
@@ -536,6 +537,7 @@ impl State {
             Request::List
             | Request::Ping
             | Request::Key
+            | Request::Status
             | Request::Register { .. }
             | Request::Unregister { .. }
             | Request::Hello { .. } => {
