@@ -318,6 +318,22 @@ mod tests {
     }
 
     #[test]
+    fn a_server_keeps_its_first_registration_time_and_shows_its_last_heartbeat() {
+        let t0 = Instant::now();
+        let (t1, t2) = (t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
+        let mut reg = Registry::new();
+        reg.register("a:1", vec!["g".into()], "", TTL, t0).unwrap();
+        reg.register("a:1", vec!["g".into()], "", TTL, t1).unwrap();
+        // A change of groups is a new entry for LIST, not a new server.
+        reg.register("a:1", vec!["g".into(), "h".into()], "", TTL, t2)
+            .unwrap();
+        let servers: Vec<ServerView> = reg.servers().collect();
+        assert_eq!(servers.len(), 1);
+        assert_eq!((servers[0].since, servers[0].heard), (t0, t2));
+        assert_eq!(servers[0].groups, ["g", "h"]);
+    }
+
+    #[test]
     fn hello_names_are_capped_and_expire() {
         let t0 = Instant::now();
         let mut reg = Registry::new().with_max_users(3);
