@@ -98,6 +98,9 @@ pub enum Command {
         data: Option<PathBuf>,
         #[command(flatten)]
         connections: ConnectionArgs,
+        /// Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz.
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics: Option<String>,
     },
     /// Run a group server hosting groups and register them with the message server(s).
     GroupServer(GroupArgs),
@@ -166,6 +169,14 @@ pub enum Command {
     Invite {
         group: String,
         key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show every server the message server(s) know and each group server's groups and health.
+    Status {
+        /// Redraw every SECONDS until interrupted (Ctrl-C).
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -307,6 +318,9 @@ pub struct GroupArgs {
     max_names_per_address: usize,
     #[command(flatten)]
     connections: ConnectionArgs,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
 }
 
 impl GroupArgs {
@@ -437,6 +451,7 @@ impl Command {
                 operators,
                 data,
                 connections,
+                metrics,
             } => {
                 let bind = ask_or(
                     bind,
@@ -479,11 +494,17 @@ impl Command {
                 if let Some(owners) = owners {
                     server = server.with_owners(owners);
                 }
-                let server = server.with_max_groups(max_groups);
+                let mut server = server.with_max_groups(max_groups);
+                if let Some(bind) = metrics {
+                    server = server.serve_metrics(&bind)?;
+                }
                 announce(&format!(
                     "listening on {}",
                     transport::address(server.endpoint())
                 ));
+                if let Some(address) = server.metrics_address() {
+                    announce(&format!("metrics on http://{address}/metrics"));
+                }
                 if let Some(public) = public {
                     announce(&format!("public key {public}"));
                 }
@@ -537,6 +558,12 @@ impl Command {
                     .with_replace(args.replace);
                 if let Some(mib) = args.max_storage_mib {
                     server = server.limit_storage(mib * 1024 * 1024)?;
+                }
+                if let Some(bind) = &args.metrics {
+                    server = server.serve_metrics(bind)?;
+                    if let Some(address) = server.metrics_address() {
+                        announce(&format!("metrics on http://{address}/metrics"));
+                    }
                 }
                 let server = server.register(Duration::from_secs(1))?;
                 let address = server.address().to_string();
@@ -597,6 +624,7 @@ impl Command {
             Command::Tail { group, client } => client.run(&ctx, Action::Tail(group)),
             Command::Members { group, client } => client.run(&ctx, Action::Members(group)),
             Command::Invite { group, key, client } => client.run(&ctx, Action::Invite(group, key)),
+            Command::Status { watch, client } => client.status(&ctx, watch),
             Command::Up {
                 bind,
                 group_bind,
@@ -620,6 +648,23 @@ impl Command {
 }
 
 impl ClientArgs {
+    /// `zms status`: one try of 2 s per server, so one that does not answer costs little.
+    fn status(self, ctx: &zmq::Context, watch: Option<u64>) -> Result<()> {
+        let name = self.name.unwrap_or_else(|| "status".to_string());
+        let format = if self.json {
+            Format::Json
+        } else {
+            Format::Plain
+        };
+        let session =
+            session(ctx, &self.server, &name, self.secure)?.with_timeouts(zms::client::Timeouts {
+                request: Duration::from_secs(2),
+                tries: 1,
+            });
+        let watch = watch.map(|s| Duration::from_secs(s.max(1)));
+        user::status::run(session, format, watch)
+    }
+
     fn run(self, ctx: &zmq::Context, action: Action) -> Result<()> {
         // LIST needs no name; everything else acts as someone.
         let name = match (self.name, &action) {

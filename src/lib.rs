@@ -11,6 +11,7 @@
 //! - [`group`]: the group server: membership, sequencing, storage ([`group::store`]) and push.
 //! - [`client`]: the blocking client library ([`client::Session`]) with retries and gap repair.
 //! - [`protocol`]: the ZMS/1 messages and their one-frame encoding; PROTOCOL.md specifies it.
+//! - [`ops`]: metrics, health and status for operators (`--metrics`, STATUS).
 //! - [`user`]: the terminal client and the one-shot commands; the only module that prints.
 //! - [`transport`], [`peers`], [`backlog`], [`shutdown`], [`time`], [`error`]: the small shared
 //!   pieces.
@@ -22,6 +23,7 @@ pub mod dirs;
 pub mod error;
 pub mod group;
 pub mod keys;
+pub mod ops;
 pub mod peers;
 pub mod program;
 pub mod protocol;

@@ -190,6 +190,11 @@ impl Connections {
         self.peers.active(fd);
     }
 
+    /// Open connections counted.
+    pub fn count(&self) -> usize {
+        self.peers.len()
+    }
+
     /// Takes in libzmq's reports of connections opened and closed, then closes those over a
     /// cap (after all reports are in, so a descriptor closed and reused meanwhile is not hit).
     pub fn take_reports(&mut self) {

@@ -53,6 +53,7 @@ fn request() -> impl Strategy<Value = Request> {
             key
         }),
         Just(Request::Key),
+        Just(Request::Status),
         short().prop_map(|address| Request::Unregister { address }),
         short().prop_map(|name| Request::Hello { name }),
         Just(Request::List),
@@ -94,6 +95,7 @@ fn reply() -> impl Strategy<Value = Reply> {
                 .collect()
         )),
         short().prop_map(Reply::Key),
+        short().prop_map(Reply::Status),
         (short(), any::<u64>()).prop_map(|(group, last_seq)| Reply::Joined { group, last_seq }),
         (any::<u64>(), any::<i64>(), any::<bool>()).prop_map(|(seq, ts, duplicate)| Reply::Ack {
             seq,

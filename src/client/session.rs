@@ -132,6 +132,12 @@ impl Session {
         })
     }
 
+    /// Waits and tries as `timeouts` says, for connections made from now on.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Session {
+        self.timeouts = timeouts;
+        self
+    }
+
     /// Uses CURVE for every connection, with these keys and trust rules.
     pub fn with_security(mut self, security: ClientSecurity) -> Session {
         self.trust.secure(security);
@@ -158,6 +164,31 @@ impl Session {
     /// The user's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A message server's STATUS (its JSON text), asked of `endpoint` alone.
+    ///
+    /// # Errors
+    /// The server not answering, or answering something else.
+    pub fn directory_status(&mut self, endpoint: &str) -> Result<String> {
+        let curve = self.curve_for(endpoint, true)?;
+        let mut conn =
+            Conn::connect_with(&self.ctx, endpoint, "message server", self.timeouts, curve)?;
+        match conn.request(&Request::Status)? {
+            Reply::Status(json) => Ok(json),
+            other => Err(unexpected(other, "STATUS")),
+        }
+    }
+
+    /// A group server's STATUS (its JSON text).
+    ///
+    /// # Errors
+    /// The server not answering, or answering something else.
+    pub fn server_status(&mut self, address: &str) -> Result<String> {
+        match self.server(address)?.conn.request(&Request::Status)? {
+            Reply::Status(json) => Ok(json),
+            other => Err(unexpected(other, "STATUS")),
+        }
     }
 
     /// The connection to the group server at `address`, made on first use.

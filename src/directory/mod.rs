@@ -9,12 +9,16 @@
 pub mod owners;
 pub mod registry;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
 use crate::backlog::{Backlogs, Budget};
 use crate::keys::KeyPair;
+use crate::ops::metrics::DirectoryMetrics;
+use crate::ops::status::{DirectoryStatus, RegisteredServer};
+use crate::ops::{http, Health};
 use crate::peers::{Connections, PeerCaps};
 use crate::protocol::codec::{self, DecodeError};
 use crate::protocol::{self, ErrorCode, Reply, Request};
@@ -59,6 +63,12 @@ pub struct DirectoryServer {
     connections: Connections,
     /// The ZAP handler this server started (none if another server of the process runs it).
     _zap: Option<ServerHandle>,
+    /// Counters for `/metrics`, updated by the loop.
+    metrics: Arc<DirectoryMetrics>,
+    /// The `--metrics` HTTP endpoint, when asked for.
+    ops: Option<http::Endpoint>,
+    /// When the server started, unix milliseconds (STATUS).
+    started_ms: i64,
 }
 
 impl Drop for DirectoryServer {
@@ -107,7 +117,26 @@ impl DirectoryServer {
             backlogs: Backlogs::new(Budget::default()),
             connections,
             _zap: zap,
+            metrics: Arc::new(DirectoryMetrics::default()),
+            ops: None,
+            started_ms: crate::time::now_ms(),
         })
+    }
+
+    /// Serves `/metrics` and `/healthz` over HTTP on `bind` (`HOST:PORT`), until the server
+    /// stops.
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub fn serve_metrics(mut self, bind: &str) -> Result<DirectoryServer> {
+        let metrics: Arc<dyn http::Exposed> = self.metrics.clone();
+        self.ops = Some(http::Endpoint::start(bind, metrics, Health::default())?);
+        Ok(self)
+    }
+
+    /// Where `/metrics` is served (`HOST:PORT`), if it is.
+    pub fn metrics_address(&self) -> Option<&str> {
+        self.ops.as_ref().map(http::Endpoint::address)
     }
 
     /// Caps the groups listed over all group servers; a REGISTER past it is refused (LIMITED).
@@ -182,6 +211,7 @@ impl DirectoryServer {
             if now >= next_sweep {
                 self.forget_gone_peers();
                 self.connections.close_idle();
+                self.update_gauges();
                 next_sweep = now + Duration::from_secs(1);
             }
             let wait = self
@@ -224,8 +254,49 @@ impl DirectoryServer {
                     service.serve();
                 }
             }
-            self.registry.expire(Instant::now());
+            let expired = self.registry.expire(Instant::now());
+            self.metrics.expired(expired.len());
         }
+    }
+
+    /// Sets the gauges of the table's size and the connections.
+    fn update_gauges(&self) {
+        let (servers, entries) = self
+            .registry
+            .servers()
+            .fold((0, 0), |(s, e), server| (s + 1, e + server.groups.len()));
+        self.metrics.table(servers, entries, self.registry.users());
+        self.metrics.peers(self.connections.count());
+    }
+
+    /// The STATUS reply: this server and the group servers registered.
+    fn status(&self) -> Reply {
+        let (now, now_ms) = (Instant::now(), crate::time::now_ms());
+        let ms_at = |t: Instant| now_ms - now.saturating_duration_since(t).as_millis() as i64;
+        let servers = self
+            .registry
+            .servers()
+            .map(|s| RegisteredServer {
+                address: s.address.to_string(),
+                key: s.key.to_string(),
+                groups: s.groups.to_vec(),
+                registered_since_ms: ms_at(s.since),
+                last_heartbeat_ms: ms_at(s.heard),
+            })
+            .collect();
+        let status = DirectoryStatus {
+            address: transport::address(&self.endpoint),
+            key: self
+                .security
+                .as_ref()
+                .map(|s| s.keys.public.clone())
+                .unwrap_or_default(),
+            up_since_ms: self.started_ms,
+            users: self.registry.users(),
+            connections: self.connections.count(),
+            servers,
+        };
+        Reply::Status(status.to_json())
     }
 
     /// Answers one request.
@@ -238,8 +309,10 @@ impl DirectoryServer {
                 self.connections.active(fd);
             }
         }
+        let mut command = "INVALID";
         let reply = match codec::decode_message(&envelope.frames) {
             Ok((req_id, request)) if matches!(request, Request::List) => {
+                command = request.name();
                 match self.backlogs.check(route, Instant::now()) {
                     Ok(()) => self.handle(req_id, request, None),
                     Err(reason) => {
@@ -253,6 +326,7 @@ impl DirectoryServer {
             }
             Ok((req_id, request)) => {
                 debug!(peer = %transport::hex(route), ?request, "request");
+                command = request.name();
                 self.handle(req_id, request, envelope.peer_key.as_deref())
             }
             Err(DecodeError {
@@ -264,6 +338,7 @@ impl DirectoryServer {
                 codec::encode_reply(req_id, &Reply::Error { code, reason })
             }
         };
+        self.metrics.answered(command, &reply);
         match self
             .router
             .send_multipart([route.as_slice(), reply.as_slice()], zmq::DONTWAIT)
@@ -436,6 +511,7 @@ impl DirectoryServer {
                 epoch: 0,
                 groups: vec![],
             },
+            Request::Status => self.status(),
             other => Reply::Error {
                 code: ErrorCode::BadRequest,
                 reason: format!(

@@ -30,6 +30,20 @@ struct Registration {
     /// The group server's public key, listed with its groups.
     key: String,
     expires: Instant,
+    /// When it registered first (kept while it stays registered), for `zms status`.
+    since: Instant,
+    /// When its last REGISTER arrived.
+    heard: Instant,
+}
+
+/// A registered group server, as STATUS shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerView<'a> {
+    pub address: &'a str,
+    pub key: &'a str,
+    pub groups: &'a [String],
+    pub since: Instant,
+    pub heard: Instant,
 }
 
 impl Registration {
@@ -102,9 +116,13 @@ impl Registry {
         }
         let expires = now + ttl;
         match self.servers.get_mut(address) {
-            Some(reg) if reg.groups == groups && reg.key == key => reg.expires = expires,
-            _ => {
+            Some(reg) if reg.groups == groups && reg.key == key => {
+                reg.expires = expires;
+                reg.heard = now;
+            }
+            other => {
                 tracing::info!(address, ?groups, "group server registered");
+                let since = other.map_or(now, |r| r.since);
                 let key = key.to_string();
                 self.servers.insert(
                     address.to_string(),
@@ -112,6 +130,8 @@ impl Registry {
                         groups,
                         key,
                         expires,
+                        since,
+                        heard: now,
                     },
                 );
                 self.version += 1;
@@ -228,6 +248,17 @@ impl Registry {
         all
     }
 
+    /// The registered group servers, by address.
+    pub fn servers(&self) -> impl Iterator<Item = ServerView<'_>> {
+        self.servers.iter().map(|(address, r)| ServerView {
+            address,
+            key: &r.key,
+            groups: &r.groups,
+            since: r.since,
+            heard: r.heard,
+        })
+    }
+
     /// Changes whenever [`Registry::list`] would change.
     pub fn version(&self) -> u64 {
         self.version
@@ -284,6 +315,22 @@ mod tests {
         assert_eq!(reg.holder("g", "b:2"), None);
         assert_ne!(reg.version(), v);
         assert!(!reg.is_refresh("a:1", &["g".into(), "h".into()], "K"));
+    }
+
+    #[test]
+    fn a_server_keeps_its_first_registration_time_and_shows_its_last_heartbeat() {
+        let t0 = Instant::now();
+        let (t1, t2) = (t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
+        let mut reg = Registry::new();
+        reg.register("a:1", vec!["g".into()], "", TTL, t0).unwrap();
+        reg.register("a:1", vec!["g".into()], "", TTL, t1).unwrap();
+        // A change of groups is a new entry for LIST, not a new server.
+        reg.register("a:1", vec!["g".into(), "h".into()], "", TTL, t2)
+            .unwrap();
+        let servers: Vec<ServerView> = reg.servers().collect();
+        assert_eq!(servers.len(), 1);
+        assert_eq!((servers[0].since, servers[0].heard), (t0, t2));
+        assert_eq!(servers[0].groups, ["g", "h"]);
     }
 
     #[test]

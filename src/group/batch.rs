@@ -4,6 +4,8 @@
 //! when that fails turns their answers into errors, drops their pushes and restores State from
 //! the store. No sockets here: the poll loop sends what [`Batch::out`] holds.
 
+use std::time::{Duration, Instant};
+
 use tracing::warn;
 
 use super::state::{
@@ -32,6 +34,8 @@ pub struct Batch {
     unwritable: Option<Reply>,
     /// Each append's acks, kept so a lone SEND's answer costs no vector of its own.
     acks: Vec<Acked>,
+    /// How long each commit of this wake-up took, for the loop's metrics to take.
+    pub commit_times: Vec<Duration>,
 }
 
 impl Batch {
@@ -164,7 +168,12 @@ impl Batch {
                 storage.rollback();
                 Some(reason)
             }
-            None => storage.commit().err().map(|e| e.to_string()),
+            None => {
+                let started = Instant::now();
+                let committed = storage.commit();
+                self.commit_times.push(started.elapsed());
+                committed.err().map(|e| e.to_string())
+            }
         };
         let Some(reason) = failure else { return };
         warn!(%reason, "batch not stored; its senders get an error");

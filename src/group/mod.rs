@@ -12,6 +12,7 @@
 pub mod batch;
 pub mod fanout;
 pub mod limits;
+mod ops;
 pub mod state;
 pub mod storage;
 pub mod store;
@@ -107,6 +108,8 @@ pub struct GroupServer {
     /// Called once, when the first directory acknowledges a REGISTER after
     /// [`GroupServer::register`] found none had.
     on_registered: Option<Box<dyn FnOnce() + Send>>,
+    /// Metrics, health and STATUS ([`ops`]).
+    ops: ops::Ops,
 }
 
 impl Drop for GroupServer {
@@ -149,6 +152,7 @@ impl GroupServer {
             s.allow.iter().try_for_each(|k| keys::raw(k).map(drop))?;
         }
         let mut store = Store::open(&config.data, config.durability)?;
+        let ops = ops::Ops::new(&mut store, &config.groups, &config.data)?;
         let zap = if keys.is_some() {
             zap::start(ctx)?
         } else {
@@ -214,6 +218,7 @@ impl GroupServer {
             replace: false,
             unregistered: Some("not registered yet".into()),
             on_registered: None,
+            ops,
         })
     }
 
@@ -380,6 +385,7 @@ impl GroupServer {
                 self.state.expire(self.drained, ttl);
                 self.forget_gone_peers();
                 self.connections.close_idle();
+                self.update_gauges();
                 next_beat = now + heartbeat;
             }
             let mut items = Vec::with_capacity(4 + self.directories.len());
@@ -421,6 +427,7 @@ impl GroupServer {
                 while let Ok(frame) = dir.recv_bytes(zmq::DONTWAIT) {
                     if log_directory_reply(&frame) && self.unregistered.take().is_some() {
                         info!("registered");
+                        self.ops.health.set_registration(None);
                         if let Some(f) = self.on_registered.take() {
                             f();
                         }
@@ -467,6 +474,7 @@ impl GroupServer {
         self.connections.take_reports();
         let mut batch = std::mem::take(&mut self.batch);
         let mut messages = 0;
+        let mut requests = 0;
         for _ in 0..BATCH {
             if messages >= BATCH_MESSAGES {
                 break;
@@ -477,6 +485,7 @@ impl GroupServer {
                 self.drained = Instant::now();
                 break;
             };
+            requests += 1;
             let route = envelope.route;
             let mut frames = envelope.frames;
             if !self.backlogs.knows(&route) {
@@ -499,6 +508,7 @@ impl GroupServer {
                     reason,
                 }) => {
                     warn!(peer = %transport::hex(&route), %code, %reason, "bad request");
+                    self.ops.asked(req_id, "INVALID");
                     let reply = Reply::Error { code, reason };
                     batch.out().push(Outbound::Reply {
                         route,
@@ -508,7 +518,20 @@ impl GroupServer {
                     continue;
                 }
             };
+            self.ops.asked(req_id, request.name());
             if let Some(reply) = batch.admit(&request, &mut self.state, self.store.as_mut()) {
+                batch.out().push(Outbound::Reply {
+                    route,
+                    req_id,
+                    reply,
+                });
+                continue;
+            }
+            if let Request::History { group, .. } = &request {
+                self.ops.metrics.history(group);
+            }
+            if matches!(request, Request::Status) {
+                let reply = self.status();
                 batch.out().push(Outbound::Reply {
                     route,
                     req_id,
@@ -553,8 +576,12 @@ impl GroupServer {
             }
         }
         let out = batch.finish(&mut self.state, self.store.as_mut());
+        for took in batch.commit_times.drain(..) {
+            self.ops.metrics.commit(took);
+        }
         self.flush(out);
         self.batch = batch;
+        self.ops.metrics.batch(requests);
         Ok(())
     }
 
@@ -566,6 +593,7 @@ impl GroupServer {
         // Who receives a push was settled by the whole batch, so the order changes no one's.
         let (pushes, answers): (Vec<_>, Vec<_>) = out.into_iter().partition(Outbound::is_push);
         for answer in answers {
+            let durable = matches!(answer, Outbound::Durable { .. });
             if let Outbound::Reply {
                 route,
                 req_id,
@@ -578,12 +606,15 @@ impl GroupServer {
             } = answer
             {
                 let frame = codec::encode_reply(req_id, &reply);
+                self.ops.answered(&frame, durable);
                 match send_to(&self.router, &route, &frame) {
                     Ok(()) => self.backlogs.sent(&route, frame.len()),
                     Err(err) => debug!(peer = %transport::hex(&route), %err, "reply not delivered"),
                 }
             }
         }
+        self.ops.answers_done();
+        self.ops.stored(&pushes);
         // A group nobody follows live costs no encoding.
         let followed = pushes.into_iter().filter(|push| {
             push.group()
@@ -596,6 +627,7 @@ impl GroupServer {
                 // A member that has not read its earlier pushes misses this one and repairs
                 // the gap from history once it reads again.
                 if !self.backlogs.push(route, frame.len()) {
+                    self.ops.metrics.dropped(&group);
                     continue;
                 }
                 let sent = self
@@ -603,7 +635,7 @@ impl GroupServer {
                     .send(route.as_slice(), zmq::SNDMORE | zmq::DONTWAIT)
                     .and_then(|()| shared.send(&mut self.router, zmq::DONTWAIT));
                 match sent {
-                    Ok(()) => {}
+                    Ok(()) => self.ops.metrics.pushed(&group),
                     Err(zmq::Error::EHOSTUNREACH) => gone.push(route.clone()),
                     Err(err) => debug!(peer = %transport::hex(route), %err, "push dropped"),
                 }

@@ -21,6 +21,7 @@ pub mod cmd {
     pub const HELLO: u8 = 0x03;
     pub const LIST: u8 = 0x04;
     pub const KEY: u8 = 0x05;
+    pub const STATUS: u8 = 0x06;
     pub const JOIN: u8 = 0x10;
     pub const LEAVE: u8 = 0x11;
     pub const SUBSCRIBE: u8 = 0x12;
@@ -40,6 +41,7 @@ pub mod cmd {
     pub const PONG: u8 = 0x87;
     pub const KEY_REPLY: u8 = 0x88;
     pub const ACKS: u8 = 0x89;
+    pub const STATUS_REPLY: u8 = 0x8A;
     pub const MSG: u8 = 0xC0;
     pub const PRESENCE: u8 = 0xC1;
     pub const MSGS: u8 = 0xC2;
@@ -107,7 +109,7 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
         }
         Request::Unregister { address } => w.string(address),
         Request::Hello { name } => w.string(name),
-        Request::List | Request::Ping | Request::Key => {}
+        Request::List | Request::Ping | Request::Key | Request::Status => {}
         Request::Join { group, user }
         | Request::Leave { group, user }
         | Request::Subscribe { group, user }
@@ -193,6 +195,7 @@ fn request_cmd(request: &Request) -> u8 {
         Request::Ping => cmd::PING,
         Request::Invite { .. } => cmd::INVITE,
         Request::Key => cmd::KEY,
+        Request::Status => cmd::STATUS,
     }
 }
 
@@ -238,6 +241,7 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
                 key: r.string()?,
             },
             cmd::KEY => Request::Key,
+            cmd::STATUS => Request::Status,
             cmd::UNREGISTER => Request::Unregister {
                 address: r.string()?,
             },
@@ -339,6 +343,7 @@ pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
         Reply::Members { .. } => cmd::MEMBER_LIST,
         Reply::Pong { .. } => cmd::PONG,
         Reply::Key(_) => cmd::KEY_REPLY,
+        Reply::Status(_) => cmd::STATUS_REPLY,
     };
     let room = match reply {
         Reply::Acks(acks) => 13 + ACKED_LEN * acks.len(),
@@ -349,6 +354,7 @@ pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
     match reply {
         Reply::Ok => {}
         Reply::Key(key) => w.string(key),
+        Reply::Status(json) => w.text(json),
         Reply::Error { code, reason } => {
             w.u16(code.value());
             w.text(reason);
@@ -549,6 +555,7 @@ pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
                 Reply::Groups(groups)
             }
             cmd::KEY_REPLY => Reply::Key(r.string()?),
+            cmd::STATUS_REPLY => Reply::Status(r.text()?),
             cmd::JOINED => Reply::Joined {
                 group: r.string()?,
                 last_seq: r.u64()?,

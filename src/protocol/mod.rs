@@ -107,6 +107,8 @@ pub enum Request {
     },
     /// Ask a server for its CURVE public key (answered on its plaintext key service).
     Key,
+    /// Ask a server how it is: answered with [`Reply::Status`] (`zms status`).
+    Status,
 }
 
 impl Request {
@@ -127,6 +129,7 @@ impl Request {
             Request::Ping => "PING",
             Request::Invite { .. } => "INVITE",
             Request::Key => "KEY",
+            Request::Status => "STATUS",
         }
     }
 
@@ -178,6 +181,8 @@ pub enum Reply {
     },
     /// A server's CURVE public key (Z85), or empty when it runs without security.
     Key(String),
+    /// A server's state as one JSON object (fields in PROTOCOL.md, "STATUS").
+    Status(String),
 }
 
 /// Something a group server pushes without being asked.
@@ -308,9 +313,10 @@ impl ErrorCode {
     }
 }
 
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
+impl ErrorCode {
+    /// The code's name as PROTOCOL.md spells it; `OTHER` for one this build does not know.
+    pub fn name(self) -> &'static str {
+        match self {
             ErrorCode::BadRequest => "BAD_REQUEST",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::NotMember => "NOT_MEMBER",
@@ -320,9 +326,17 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Version => "VERSION",
-            ErrorCode::Other(v) => return write!(f, "ERROR_{v}"),
-        };
-        f.write_str(name)
+            ErrorCode::Other(_) => "OTHER",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorCode::Other(v) => write!(f, "ERROR_{v}"),
+            known => f.write_str(known.name()),
+        }
     }
 }
 

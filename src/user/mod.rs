@@ -10,6 +10,7 @@ pub mod output;
 pub mod render;
 pub mod safe;
 pub mod shell;
+pub mod status;
 pub mod view;
 
 use std::io::{BufRead, BufReader, Write};

@@ -81,9 +81,10 @@ _clients = itertools.count()
 SIGNATURE = b"ZMS"
 VERSION = 0x31  # "1"
 
-REGISTER, UNREGISTER, HELLO, LIST, KEY = 0x01, 0x02, 0x03, 0x04, 0x05
+REGISTER, UNREGISTER, HELLO, LIST, KEY, STATUS = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, PING, INVITE, SENDS = range(0x10, 0x19)
 OK, ERROR, GROUPS, JOINED, ACK, MESSAGES, MEMBER_LIST, PONG, KEY_REPLY, ACKS = range(0x80, 0x8A)
+STATUS_REPLY = 0x8A
 MSG, PRESENCE, MSGS = 0xC0, 0xC1, 0xC2
 
 # Error codes.
@@ -104,6 +105,7 @@ REQUESTS: dict[int, Schema] = {
     HELLO: ("str",),
     LIST: (),
     KEY: (),
+    STATUS: (),
     JOIN: ("str", "str"),
     LEAVE: ("str", "str"),
     SUBSCRIBE: ("str", "str"),
@@ -126,6 +128,7 @@ REPLIES: dict[int, Schema] = {
     MEMBER_LIST: ("str", ("list", ("str", "bool"))),
     PONG: ("u64", ("list", ("str", "u64"))),
     KEY_REPLY: ("str",),
+    STATUS_REPLY: ("text",),  # one JSON object
 }
 #: Fields after the command octet (no request id), per event command.
 EVENTS: dict[int, Schema] = {
@@ -140,7 +143,7 @@ NAMES: dict[int, str] = {
     GROUPS: "GROUPS", JOINED: "JOINED", ACK: "ACK", MESSAGES: "MESSAGES",
     MEMBER_LIST: "MEMBERS", PONG: "PONG", KEY_REPLY: "KEY", ACKS: "ACKS", MSG: "MSG",
     PRESENCE: "PRESENCE",
-    MSGS: "MSGS",
+    MSGS: "MSGS", STATUS: "STATUS", STATUS_REPLY: "STATUS",
 }
 
 _FIXED = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "i64": 8, "bool": 1}

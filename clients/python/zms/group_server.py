@@ -373,8 +373,8 @@ class GroupServer:
                                    [(n, self.groups[n].last_seq) for n in names]))
         elif cmd in GROUP_REQUESTS:
             self._group_request(rid, rq, cmd, req.fields)
-        else:  # a request this server does not know (cannot happen: decode checks)
-            self._error(rid, rq, 400, f"unknown command 0x{cmd:02X}")
+        else:  # STATUS (PROTOCOL.md: this server does not implement it), or one unknown
+            self._error(rid, rq, 400, f"{req.name} is not implemented by this group server")
 
     def _group_request(self, rid: bytes, rq: int, cmd: int, fields: list[Any]) -> None:
         name, user = fields[0], fields[1]

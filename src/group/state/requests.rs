@@ -75,6 +75,11 @@ impl State {
                 }));
             }
             Request::Key => return out.push(reply(Reply::Key(self.key.clone()))),
+            // The poll loop answers STATUS from what only it knows (storage, health, rates).
+            Request::Status => {
+                let reason = "STATUS is answered by the server loop".to_string();
+                return out.push(refuse(ErrorCode::BadRequest, reason));
+            }
             Request::Register { .. } | Request::Unregister { .. } | Request::Hello { .. } => {
                 let reason = format!(
                     "{} is a message server request; this is a group server",
@@ -341,6 +346,7 @@ impl State {
             Request::List
             | Request::Ping
             | Request::Key
+            | Request::Status
             | Request::Register { .. }
             | Request::Unregister { .. }
             | Request::Hello { .. } => {

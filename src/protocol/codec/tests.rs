@@ -25,6 +25,7 @@ fn requests() -> Vec<Request> {
             key: "k".repeat(40),
         },
         Request::Key,
+        Request::Status,
         Request::Unregister {
             address: "127.0.0.1:6000".into(),
         },
@@ -100,6 +101,7 @@ fn replies() -> Vec<Reply> {
             key: String::new(),
         }]),
         Reply::Key("k".repeat(40)),
+        Reply::Status(r#"{"role":"group server"}"#.into()),
         Reply::Joined {
             group: "g".into(),
             last_seq: 9,
