@@ -274,10 +274,11 @@ fn a_locked_database_delays_then_refuses_a_send_and_members_keep_their_subscript
         client_id: "1".into(),
         text: "stalls".into(),
     };
+    // The clock starts before the SEND leaves, so the server's wait lies wholly within it.
+    let started = Instant::now();
     alice.send(codec::encode_request(2, &send), 0).unwrap();
     // bob keeps pinging every 300 ms; the server reads his PINGs only after the stall.
     let ping = codec::encode_request(3, &Request::Ping);
-    let started = Instant::now();
     let answer = 'stalled: loop {
         assert!(
             started.elapsed() < LIMIT,

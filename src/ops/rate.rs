@@ -6,7 +6,7 @@ use std::time::Instant;
 /// Seconds the rate is averaged over.
 const WINDOW: usize = 60;
 
-/// Counts of the last [`WINDOW`] seconds.
+/// Counts of the last `WINDOW` seconds.
 #[derive(Debug, Clone)]
 pub struct Rate {
     start: Instant,
