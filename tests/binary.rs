@@ -914,6 +914,8 @@ fn exit_statuses_say_what_kind_of_failure_it_was() {
     let unknown = format!("nosuch@{}", d.group_address);
     let history = zms(&["history", &unknown, "--server", s, "--name", "alice"]);
     assert_status(&history, 5, "a group the server does not host");
+    let join = zms(&["join", "nosuch", "--server", s, "--name", "alice"]);
+    assert_status(&join, 5, "a group no message server lists");
     let forget = zms(&["known-servers", "forget", "192.0.2.1:5555"]);
     assert_status(&forget, 5, "no such pin");
     // 4: refused, a group server whose group is held by another.

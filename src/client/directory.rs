@@ -185,9 +185,9 @@ impl Session {
                 } else {
                     names.join(", ")
                 };
-                Err(errinput!(
+                Err(Error::NotFound(format!(
                     "unknown group '{spec}' (the message server lists: {known})"
-                ))
+                )))
             }
             many => {
                 let at: Vec<String> = many
