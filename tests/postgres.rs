@@ -166,11 +166,11 @@ fn an_owner_whose_lease_was_taken_cannot_write_and_seqs_stay_gap_free() {
     assert_eq!(taken.last_seq, 2);
     send(&mut new, group.id, 3, &[("3", "")]).unwrap();
 
-    // The old owner, resumed, still believes seq 3 is next: its commit is refused whole.
-    let err = send(&mut old, group.id, 3, &[("stale", ""), ("stale 2", "")]).unwrap_err();
+    // The old owner, resumed, writes on at the seq that follows: only the epoch refuses it.
+    let err = send(&mut old, group.id, 4, &[("stale", ""), ("stale 2", "")]).unwrap_err();
     assert!(err.to_string().contains("lease"), "{err}");
-    // And even a seq that would follow on is refused: the epoch, not the seq, fences it.
-    assert!(send(&mut old, group.id, 4, &[("stale 3", "")]).is_err());
+    // Nor can it write at the seq it believed next.
+    assert!(send(&mut old, group.id, 3, &[("stale 3", "")]).is_err());
     assert_eq!(
         old.balance().unwrap().lost,
         Vec::<i64>::new(),

@@ -63,7 +63,7 @@ CREATE TABLE servers (
 "];
 
 /// Any number for the advisory lock that makes servers starting at once migrate one by one.
-const MIGRATION_LOCK: i64 = 0x7a6d_735f_6d69_67;
+const MIGRATION_LOCK: i64 = 0x007a_6d73_5f6d_6967;
 
 /// Brings the database's schema to the newest version, in one transaction.
 ///
