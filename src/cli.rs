@@ -196,6 +196,18 @@ pub enum Command {
         #[arg(long)]
         secure: bool,
     },
+    /// Create a group in a cluster's PostgreSQL database; a group server sharing it hosts the
+    /// group within a heartbeat.
+    CreateGroup {
+        /// The group's name.
+        name: String,
+        /// Only allowed or invited keys may join it (on secure group servers).
+        #[arg(long)]
+        private: bool,
+        /// The database, as the group servers' --store.
+        #[arg(long, env = "ZMS_STORE", value_name = "postgres://…")]
+        store: String,
+    },
     /// Make a CURVE key pair: print it, or write it to a file (kept secret: mode 0600).
     Keygen {
         /// Write the pair here instead of printing it.
@@ -321,6 +333,13 @@ pub struct GroupArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at /healthz.
     #[arg(long, value_name = "HOST:PORT")]
     metrics: Option<String>,
+    /// Cluster mode: keep groups, messages and leases in this PostgreSQL database (a URL or a
+    /// key=value string), shared with other group servers; each hosts its share of the groups.
+    #[arg(long, env = "ZMS_STORE", value_name = "postgres://…")]
+    store: Option<String>,
+    /// Cluster mode: how long a group's lease outlives its owner's last heartbeat, in ms.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    lease_ms: u64,
 }
 
 impl GroupArgs {
@@ -524,7 +543,7 @@ impl Command {
                     "This group server's address (IP:port)",
                     zms::DEFAULT_GROUP_BIND,
                 )?;
-                let groups = if args.groups.is_empty() {
+                let groups = if args.groups.is_empty() && args.store.is_none() {
                     vec!["general".to_string()]
                 } else {
                     args.groups
@@ -553,9 +572,21 @@ impl Command {
                 };
                 // Registered before saying so: "listening" means listed. A refusal ends here
                 // with its reason; a message server that is down is said, and retried.
-                let mut server = GroupServer::bind(&ctx, &transport::endpoint(&bind)?, config)?
-                    .with_limits(limits)?
-                    .with_replace(args.replace);
+                let endpoint = transport::endpoint(&bind)?;
+                let mut server = match &args.store {
+                    Some(url) => {
+                        let lease = Duration::from_millis(args.lease_ms);
+                        if lease.as_millis() < 2 * u128::from(zms::protocol::HEARTBEAT_MS) {
+                            return Err(zms::errinput!(
+                                "--lease-ms must be at least two heartbeats ({} ms)",
+                                2 * zms::protocol::HEARTBEAT_MS
+                            ));
+                        }
+                        GroupServer::bind_cluster(&ctx, &endpoint, config, url, lease)?
+                    }
+                    None => GroupServer::bind(&ctx, &endpoint, config)?.with_replace(args.replace),
+                }
+                .with_limits(limits)?;
                 if let Some(mib) = args.max_storage_mib {
                     server = server.limit_storage(mib * 1024 * 1024)?;
                 }
@@ -631,6 +662,11 @@ impl Command {
                 data,
                 secure,
             } => up(&ctx, &bind, &group_bind, data, secure),
+            Command::CreateGroup {
+                name,
+                private,
+                store,
+            } => create_group(&name, private, &store),
             Command::Keygen { out } => keygen(out),
             Command::KnownServers { action, file } => known_servers(action, file),
             Command::Whoami { name } => {
@@ -697,4 +733,17 @@ fn ask_or(
         None if interactive => user::prompt(question, Some(default)),
         None => Ok(default.to_string()),
     }
+}
+
+/// `zms create-group`: the group is made in the database, where the cluster's group servers
+/// find it.
+fn create_group(name: &str, private: bool, url: &str) -> Result<()> {
+    zms::protocol::check_group_name(name).map_err(zms::Error::Input)?;
+    let mut store = group::postgres::PgStore::connect(url, "create-group", Duration::from_secs(1))?;
+    if store.create_group(name, private, zms::time::now_ms())? {
+        println!("created group {name}");
+    } else {
+        println!("group {name} exists already");
+    }
+    Ok(())
 }

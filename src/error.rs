@@ -11,6 +11,9 @@ pub enum Error {
     /// The SQLite store failed.
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
+    /// The PostgreSQL store failed.
+    #[error("store: {0}")]
+    Postgres(#[from] postgres::Error),
     /// A peer sent bytes that are not a valid ZMS message.
     #[error("protocol violation: {0}")]
     Protocol(String),
@@ -61,7 +64,13 @@ impl Error {
             }
             | Error::NotFound(_) => exit::NOT_FOUND,
             Error::Rejected { .. } => exit::REFUSED,
-            Error::Zmq(_) | Error::Store(_) | Error::Protocol(_) | Error::Io(_) => exit::INTERNAL,
+            // No answer from the database (refused, closed): not one of its errors.
+            Error::Postgres(e) if e.as_db_error().is_none() => exit::UNREACHABLE,
+            Error::Zmq(_)
+            | Error::Store(_)
+            | Error::Postgres(_)
+            | Error::Protocol(_)
+            | Error::Io(_) => exit::INTERNAL,
         }
     }
 }

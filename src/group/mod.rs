@@ -13,6 +13,7 @@ pub mod batch;
 pub mod fanout;
 pub mod limits;
 mod ops;
+pub mod postgres;
 pub mod state;
 pub mod storage;
 pub mod store;
@@ -124,7 +125,37 @@ impl GroupServer {
     /// # Errors
     /// A bad group name, a busy or corrupt data directory, or an address that cannot be bound.
     pub fn bind(ctx: &zmq::Context, endpoint: &str, config: Config) -> Result<GroupServer> {
-        if config.groups.is_empty() {
+        let store = Store::open(&config.data, config.durability)?;
+        Self::bind_on(ctx, endpoint, config, Box::new(store), false)
+    }
+
+    /// Like [`GroupServer::bind`], in cluster mode: groups, messages and leases live in the
+    /// PostgreSQL database at `url`, which other group servers share. `config.groups` are
+    /// created there if new; this server hosts its fair share of all the database's groups,
+    /// holding each by a lease of `lease` renewed every heartbeat (see [`postgres::lease`]).
+    ///
+    /// # Errors
+    /// As [`GroupServer::bind`], or the database's error.
+    pub fn bind_cluster(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        config: Config,
+        url: &str,
+        lease: Duration,
+    ) -> Result<GroupServer> {
+        let owner = format!("{}-{:x}", std::process::id(), epoch());
+        let store = postgres::PgStore::connect(url, &owner, lease)?;
+        Self::bind_on(ctx, endpoint, config, Box::new(store), true)
+    }
+
+    fn bind_on(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        config: Config,
+        mut store: Box<dyn Storage>,
+        cluster: bool,
+    ) -> Result<GroupServer> {
+        if config.groups.is_empty() && !cluster {
             return Err(errinput!("a group server needs at least one group"));
         }
         for g in &config.groups {
@@ -144,15 +175,17 @@ impl GroupServer {
                     "a secure group server needs the key of every message server"
                 ));
             }
-            if let Some(g) = s.private.iter().find(|g| !config.groups.contains(g)) {
+            if let Some(g) = s
+                .private
+                .iter()
+                .find(|g| !cluster && !config.groups.contains(g))
+            {
                 return Err(errinput!(
                     "--private {g} names a group this server does not host"
                 ));
             }
             s.allow.iter().try_for_each(|k| keys::raw(k).map(drop))?;
         }
-        let mut store = Store::open(&config.data, config.durability)?;
-        let ops = ops::Ops::new(&mut store, &config.groups, &config.data)?;
         let zap = if keys.is_some() {
             zap::start(ctx)?
         } else {
@@ -185,15 +218,31 @@ impl GroupServer {
             directories.push(dealer);
         }
         let now_ms = crate::time::now_ms();
-        let groups = config
+        let mut groups = config
             .groups
             .iter()
             .map(|name| store.ensure_group(name, now_ms))
             .collect::<Result<Vec<_>>>()?;
+        let mut private: Vec<String> = security.map(|s| s.private.clone()).unwrap_or_default();
+        if cluster {
+            // The database says which groups exist; this server hosts its share of them.
+            let gained = store.balance()?.gained;
+            private.extend(
+                gained
+                    .iter()
+                    .filter(|h| h.private)
+                    .map(|h| h.group.name.clone()),
+            );
+            groups = gained.into_iter().map(|h| h.group).collect();
+        }
+        // Counted by the groups hosted at start (in cluster mode, groups gained later are
+        // served but not in the per-group metrics).
+        let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+        let ops = ops::Ops::new(store.as_mut(), &names, &config.data)?;
         let mut state = State::new(groups, address.clone(), epoch());
         if let (Some(keys), Some(s)) = (&keys, security) {
-            state.secure(keys.public.clone(), &s.private, &s.allow);
-            let stored = batch::read_keys(&state, &mut store)?;
+            state.secure(keys.public.clone(), &private, &s.allow);
+            let stored = batch::read_keys(&state, store.as_mut())?;
             state.restore(Vec::new(), Some(stored));
         }
         Ok(GroupServer {
@@ -202,7 +251,7 @@ impl GroupServer {
             address,
             directories,
             state,
-            store: Box::new(store),
+            store,
             batch: Batch::default(),
             next_req: 0,
             drained: Instant::now(),
@@ -215,7 +264,8 @@ impl GroupServer {
                 .iter()
                 .map(|d| transport::address(d))
                 .collect(),
-            replace: false,
+            // A group moves between servers sharing a database: its new owner takes the name.
+            replace: cluster,
             unregistered: Some("not registered yet".into()),
             on_registered: None,
             ops,
@@ -378,6 +428,7 @@ impl GroupServer {
         loop {
             let now = Instant::now();
             if now >= next_beat {
+                self.rebalance();
                 self.announce();
                 if !self.router.get_events()?.contains(zmq::POLLIN) {
                     self.drained = now;
@@ -443,6 +494,30 @@ impl GroupServer {
             let _ = dir.send(codec::encode_request(0, &bye), zmq::DONTWAIT);
         }
         Ok(())
+    }
+
+    /// Renews this server's hold on its groups where the store is shared, and starts or stops
+    /// hosting the groups it gained or lost (before REGISTER, which then lists them).
+    fn rebalance(&mut self) {
+        let balance = match self.store.balance() {
+            Ok(balance) => balance,
+            Err(err) => {
+                warn!(%err, "cannot renew group leases");
+                return;
+            }
+        };
+        for id in balance.lost {
+            self.state.unhost(id);
+        }
+        if balance.gained.is_empty() {
+            return;
+        }
+        for hosted in balance.gained {
+            self.state.host(hosted.group, hosted.private);
+        }
+        if self.state.is_secure() {
+            batch::restore(&mut self.state, self.store.as_mut());
+        }
     }
 
     /// Sends REGISTER to every directory (never blocks).

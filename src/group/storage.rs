@@ -161,6 +161,31 @@ pub trait Storage: Send {
     /// # Errors
     /// The store's error, or a store that cannot be capped.
     fn limit_size(&mut self, max_bytes: u64) -> Result<()>;
+
+    /// For a store shared by several group servers: renews this server's hold on its groups
+    /// and says which groups it gained or lost. A store of one server's own changes nothing.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn balance(&mut self) -> Result<Balance> {
+        Ok(Balance::default())
+    }
+}
+
+/// A group a server has begun to host.
+#[derive(Debug, Clone)]
+pub struct Hosted {
+    pub group: StoredGroup,
+    /// Only allowed or invited keys may join (with security).
+    pub private: bool,
+}
+
+/// What [`Storage::balance`] changed: groups to start and stop hosting.
+#[derive(Debug, Clone, Default)]
+pub struct Balance {
+    pub gained: Vec<Hosted>,
+    /// Store ids of the groups another server hosts now.
+    pub lost: Vec<i64>,
 }
 
 impl Storage for Store {

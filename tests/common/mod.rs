@@ -1,6 +1,8 @@
 //! Test harness: real servers on loopback ephemeral ports, SQLite in temporary directories.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

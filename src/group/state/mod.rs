@@ -119,6 +119,41 @@ impl State {
         }
     }
 
+    /// Starts hosting a group (one another server hosted until now, say): `private` ones
+    /// admit only allowed or invited keys (with security; their invitations come with the
+    /// next [`State::restore`]).
+    pub fn host(&mut self, stored: StoredGroup, private: bool) {
+        info!(group = %stored.name, last_seq = stored.last_seq, "group hosted");
+        let group = Group {
+            id: stored.id,
+            last_seq: stored.last_seq,
+            last_ts: stored.last_ts,
+            members: stored.members.into_iter().collect(),
+            subscribers: HashSet::new(),
+            private: private && self.secure,
+            allowed: self.allow.iter().cloned().collect(),
+        };
+        self.groups.insert(stored.name, group);
+    }
+
+    /// Stops hosting the group with store id `id`: its subscriptions end with it.
+    pub fn unhost(&mut self, id: i64) {
+        let Some(name) = self
+            .groups
+            .iter()
+            .find(|(_, g)| g.id == id)
+            .map(|(n, _)| n.clone())
+        else {
+            return;
+        };
+        let routes: Vec<Route> = self.subscribers(&name).cloned().collect();
+        for route in routes {
+            self.unsubscribe(&route, &name);
+        }
+        self.groups.remove(&name);
+        info!(group = %name, "group no longer hosted here");
+    }
+
     /// Sets the limits this server enforces.
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;

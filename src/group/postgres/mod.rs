@@ -1,0 +1,440 @@
+//! The PostgreSQL store: groups, messages, members, names and invitations in a database that
+//! any number of group servers share, each group owned by one of them at a time ([`lease`]).
+//!
+//! Like the SQLite store it leaves sequencing to the caller and keeps one transaction per batch:
+//! a transaction's messages of a group are written at commit by two statements, one that
+//! checks this server's lease epoch and advances the group's `last_seq` (so a server that lost
+//! the group writes nothing, and seqs stay gap-free), and one multi-row insert.
+
+pub mod lease;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use postgres::{Client, NoTls, Statement};
+
+use super::storage::{Appended, Storage, StoredGroup};
+use crate::protocol::Message;
+use crate::{errinput, Result};
+
+/// A group's messages appended in the open transaction, written at commit.
+#[derive(Default)]
+struct Pending {
+    /// The group's last seq before them.
+    after: i64,
+    seqs: Vec<i64>,
+    tss: Vec<i64>,
+    senders: Vec<String>,
+    texts: Vec<String>,
+    client_ids: Vec<String>,
+}
+
+/// Statements prepared once per connection: a batch costs no parsing.
+struct Statements {
+    advance: Statement,
+    insert: Statement,
+    find_sent: Statement,
+    fetch: Statement,
+}
+
+/// The PostgreSQL store of one group server.
+pub struct PgStore {
+    client: Client,
+    statements: Statements,
+    /// This server's name in `groups.owner`: unique per run, so a restarted server claims anew.
+    owner: String,
+    /// How long a claimed or renewed lease lasts without renewal.
+    lease_ttl: Duration,
+    /// The epoch of each group this server holds the lease of: appends to others are refused.
+    leases: HashMap<i64, i64>,
+    /// A transaction is open.
+    open: bool,
+    /// The open transaction's messages, by group.
+    pending: HashMap<i64, Pending>,
+    /// The open transaction's client ids, so a retry within one batch is found too.
+    pending_ids: HashMap<(i64, String, String), (u64, i64)>,
+}
+
+impl PgStore {
+    /// Connects to `url` (a libpq URL or key=value string, several hosts allowed), creates or
+    /// migrates the schema, and names this server `owner` in leases lasting `lease_ttl`.
+    ///
+    /// # Errors
+    /// A bad connection string, an unreachable database, or PostgreSQL's error.
+    pub fn connect(url: &str, owner: &str, lease_ttl: Duration) -> Result<PgStore> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| errinput!("bad PostgreSQL connection string: {e}"))?;
+        let mut client = config.connect(NoTls)?;
+        schema::migrate(&mut client)?;
+        let statements = Statements {
+            advance: client.prepare(
+                "UPDATE groups SET last_seq = $4, last_ts = $5
+                 WHERE id = $1 AND owner = $2 AND epoch = $3 AND last_seq = $6",
+            )?,
+            insert: client.prepare(
+                "INSERT INTO messages (group_id, seq, ts, sender, text, client_id)
+                 SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])",
+            )?,
+            find_sent: client.prepare(
+                "SELECT client_id, seq, ts FROM messages
+                 WHERE group_id = $1 AND sender = $2 AND client_id = ANY($3)",
+            )?,
+            fetch: client.prepare(
+                "SELECT seq, ts, sender, text FROM messages
+                 WHERE group_id = $1 AND seq > $2 AND ts >= $3 ORDER BY seq LIMIT $4",
+            )?,
+        };
+        Ok(PgStore {
+            client,
+            statements,
+            owner: owner.to_string(),
+            lease_ttl,
+            leases: HashMap::new(),
+            open: false,
+            pending: HashMap::new(),
+            pending_ids: HashMap::new(),
+        })
+    }
+
+    /// Creates a group if it is new (private or not), without hosting it: one of the group
+    /// servers sharing the database claims it at its next heartbeat.
+    ///
+    /// # Errors
+    /// PostgreSQL's error.
+    pub fn create_group(&mut self, name: &str, private: bool, now_ms: i64) -> Result<bool> {
+        let created = self.client.execute(
+            "INSERT INTO groups (name, private, created_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO NOTHING",
+            &[&name, &private, &now_ms],
+        )?;
+        Ok(created == 1)
+    }
+
+    /// Writes the open transaction's messages: per group, the fenced advance of its last seq,
+    /// then the rows.
+    fn write_pending(&mut self) -> Result<()> {
+        for (group_id, p) in self.pending.drain() {
+            let Some(&epoch) = self.leases.get(&group_id) else {
+                return Err(errinput!("group {group_id} is not hosted here"));
+            };
+            let (Some(&last_seq), Some(&last_ts)) = (p.seqs.last(), p.tss.last()) else {
+                continue;
+            };
+            let advanced = self.client.execute(
+                &self.statements.advance,
+                &[
+                    &group_id,
+                    &self.owner,
+                    &epoch,
+                    &last_seq,
+                    &last_ts,
+                    &p.after,
+                ],
+            )?;
+            if advanced != 1 {
+                // Another server claimed the group (or wrote to it): this one writes nothing more.
+                self.leases.remove(&group_id);
+                return Err(errinput!(
+                    "lease of group {group_id} lost to another group server; write refused"
+                ));
+            }
+            self.client.execute(
+                &self.statements.insert,
+                &[
+                    &group_id,
+                    &p.seqs,
+                    &p.tss,
+                    &p.senders,
+                    &p.texts,
+                    &p.client_ids,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn discard(&mut self) {
+        self.pending.clear();
+        self.pending_ids.clear();
+    }
+
+    /// Runs `write` in a transaction of its own unless one is open.
+    fn in_transaction<T>(&mut self, write: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.open {
+            return write(self);
+        }
+        self.begin()?;
+        match write(self) {
+            Ok(value) => self.commit().map(|()| value),
+            Err(err) => {
+                self.rollback();
+                Err(err)
+            }
+        }
+    }
+
+    /// Of `client_ids` (all from `sender`), those stored before in the group, with seq and ts.
+    fn sent_before(
+        &mut self,
+        group_id: i64,
+        sender: &str,
+        client_ids: &[&str],
+    ) -> Result<HashMap<String, (u64, i64)>> {
+        let mut found = HashMap::new();
+        let ask: Vec<&str> = client_ids
+            .iter()
+            .copied()
+            .filter(|c| !c.is_empty())
+            .collect();
+        if ask.is_empty() {
+            return Ok(found);
+        }
+        for row in self
+            .client
+            .query(&self.statements.find_sent, &[&group_id, &sender, &ask])?
+        {
+            let seq: i64 = row.get(1);
+            found.insert(row.get(0), (seq as u64, row.get(2)));
+        }
+        Ok(found)
+    }
+
+    fn push(&mut self, group_id: i64, message: &Message, client_id: &str) {
+        if !client_id.is_empty() {
+            let key = (group_id, message.sender.clone(), client_id.to_string());
+            self.pending_ids.insert(key, (message.seq, message.ts));
+        }
+        let p = self.pending.entry(group_id).or_insert_with(|| Pending {
+            after: message.seq as i64 - 1,
+            ..Pending::default()
+        });
+        p.seqs.push(message.seq as i64);
+        p.tss.push(message.ts);
+        p.senders.push(message.sender.clone());
+        p.texts.push(message.text.clone());
+        p.client_ids.push(client_id.to_string());
+    }
+
+    /// A stored duplicate of this message: from the open transaction or the database.
+    fn duplicate(
+        &self,
+        group_id: i64,
+        message: &Message,
+        client_id: &str,
+        stored: &HashMap<String, (u64, i64)>,
+    ) -> Option<(u64, i64)> {
+        if client_id.is_empty() {
+            return None;
+        }
+        let key = (group_id, message.sender.clone(), client_id.to_string());
+        self.pending_ids
+            .get(&key)
+            .or_else(|| stored.get(client_id))
+            .copied()
+    }
+}
+
+impl Storage for PgStore {
+    fn ensure_group(&mut self, name: &str, now_ms: i64) -> Result<StoredGroup> {
+        self.create_group(name, false, now_ms)?;
+        let row = self
+            .client
+            .query_one("SELECT id FROM groups WHERE name = $1", &[&name])?;
+        self.load_group(row.get(0))
+    }
+
+    fn load_group(&mut self, id: i64) -> Result<StoredGroup> {
+        let row = self.client.query_one(
+            "SELECT name, last_seq, last_ts FROM groups WHERE id = $1",
+            &[&id],
+        )?;
+        let last_seq: i64 = row.get(1);
+        let members = self
+            .client
+            .query(
+                "SELECT username FROM members WHERE group_id = $1 ORDER BY username",
+                &[&id],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(StoredGroup {
+            id,
+            name: row.get(0),
+            last_seq: last_seq as u64,
+            last_ts: row.get(2),
+            members,
+        })
+    }
+
+    fn users(&mut self) -> Result<Vec<(String, String)>> {
+        let rows = self.client.query("SELECT name, key FROM users", &[])?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn invites(&mut self, group_id: i64) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .query("SELECT key FROM invites WHERE group_id = $1", &[&group_id])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        self.discard();
+        self.client.batch_execute("BEGIN")?;
+        self.open = true;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        let committed = self
+            .write_pending()
+            .and_then(|()| Ok(self.client.batch_execute("COMMIT")?));
+        self.open = false;
+        self.discard();
+        if let Err(err) = committed {
+            let _ = self.client.batch_execute("ROLLBACK");
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        self.discard();
+        if self.open {
+            self.open = false;
+            let _ = self.client.batch_execute("ROLLBACK");
+        }
+    }
+
+    fn append(&mut self, group_id: i64, message: &Message, client_id: &str) -> Result<Appended> {
+        self.in_transaction(|store| {
+            let stored = store.sent_before(group_id, &message.sender, &[client_id])?;
+            if let Some((seq, ts)) = store.duplicate(group_id, message, client_id, &stored) {
+                return Ok(Appended::Duplicate { seq, ts });
+            }
+            store.push(group_id, message, client_id);
+            Ok(Appended::New)
+        })
+    }
+
+    /// One query finds every retried client id of the request (per sender), not one per message.
+    fn append_batch(
+        &mut self,
+        append: &mut super::state::Append,
+        acks: &mut Vec<crate::protocol::Acked>,
+    ) -> Result<()> {
+        let group_id = append.group_id;
+        let mut stored: HashMap<String, HashMap<String, (u64, i64)>> = HashMap::new();
+        for (i, message) in append.messages.iter().enumerate() {
+            let client_id = append.client_ids.get(i);
+            if !client_id.is_empty() && !stored.contains_key(&message.sender) {
+                let ids: Vec<&str> = (0..append.messages.len())
+                    .filter(|&j| append.messages[j].sender == message.sender)
+                    .map(|j| append.client_ids.get(j))
+                    .collect();
+                let found = self.sent_before(group_id, &message.sender, &ids)?;
+                stored.insert(message.sender.clone(), found);
+            }
+        }
+        let none = HashMap::new();
+        let mut next = append.first_seq;
+        let mut kept = Vec::with_capacity(append.messages.len());
+        for (i, mut message) in std::mem::take(&mut append.messages).into_iter().enumerate() {
+            let client_id = append.client_ids.get(i);
+            let before = stored.get(&message.sender).unwrap_or(&none);
+            if let Some((seq, ts)) = self.duplicate(group_id, &message, client_id, before) {
+                acks.push(crate::protocol::Acked {
+                    seq,
+                    ts,
+                    duplicate: true,
+                });
+                continue;
+            }
+            message.seq = next;
+            next += 1;
+            self.push(group_id, &message, client_id);
+            acks.push(crate::protocol::Acked {
+                seq: message.seq,
+                ts: message.ts,
+                duplicate: false,
+            });
+            kept.push(message);
+        }
+        append.messages = kept;
+        Ok(())
+    }
+
+    fn add_member(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()> {
+        self.client.execute(
+            "INSERT INTO members (group_id, username, joined_ms) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&group_id, &user, &now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn remove_member(&mut self, group_id: i64, user: &str) -> Result<()> {
+        self.client.execute(
+            "DELETE FROM members WHERE group_id = $1 AND username = $2",
+            &[&group_id, &user],
+        )?;
+        Ok(())
+    }
+
+    fn bind_user(&mut self, name: &str, key: &str, now_ms: i64) -> Result<()> {
+        self.client.execute(
+            "INSERT INTO users (name, key, bound_ms) VALUES ($1, $2, $3)",
+            &[&name, &key, &now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn add_invite(&mut self, group_id: i64, key: &str, now_ms: i64) -> Result<()> {
+        self.client.execute(
+            "INSERT INTO invites (group_id, key, invited_ms) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&group_id, &key, &now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn fetch(
+        &mut self,
+        group_id: i64,
+        after_seq: u64,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        // A read in the open transaction sees its messages, as with SQLite.
+        if self.open {
+            self.write_pending()?;
+        }
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let rows = self.client.query(
+            &self.statements.fetch,
+            &[&group_id, &after, &since_ms, &i64::from(limit)],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| Message {
+                seq: r.get::<_, i64>(0) as u64,
+                ts: r.get(1),
+                sender: r.get(2),
+                text: r.get(3),
+            })
+            .collect())
+    }
+
+    fn limit_size(&mut self, _max_bytes: u64) -> Result<()> {
+        Err(errinput!(
+            "--max-storage-mib applies to the SQLite store; cap a PostgreSQL database with its own quotas"
+        ))
+    }
+
+    fn balance(&mut self) -> Result<super::storage::Balance> {
+        lease::balance(self)
+    }
+}
