@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use zms::group::store::{chunk, Durability, Store};
+use zms::group::store::{Durability, Store};
 use zms::keys::KeyPair;
 use zms::protocol::codec::{self, encode_event, encode_reply, encode_request};
 use zms::protocol::{
@@ -31,6 +31,8 @@ fn main() {
         .collect();
     incoming.extend(events(&messages).iter().map(encode_event));
     write(&corpus, "incoming", &incoming);
+    // The in-place reader opens MSG and MSGS events; every other frame is one it refuses.
+    write(&corpus, "event_reader", &incoming);
 
     let mut lists = vec![Vec::new()];
     for n in [1, 2, messages.len()] {
@@ -43,12 +45,7 @@ fn main() {
     write(&corpus, "messages", &lists);
 
     let (chunks, runs) = stored_records(&messages);
-    // The chunk target reads two octets before the chunk: the seq to read from and how many.
-    let mut chunk_inputs: Vec<Vec<u8>> = chunks.iter().map(|c| [&[0, 0][..], c].concat()).collect();
-    chunk_inputs.extend(chunks.iter().map(|c| [&[1, 2][..], c].concat()));
-    // The layout before compact chunks: messages back to back.
-    chunk_inputs.push([&[0, 0][..], &lists[3]].concat());
-    write(&corpus, "chunk", &chunk_inputs);
+    write(&corpus, "chunk", &chunks);
 
     // The sent_run target reads the id to look up before the run.
     let mut run_inputs = Vec::new();
@@ -57,14 +54,6 @@ fn main() {
             run_inputs.push([&[id.len() as u8][..], id.as_bytes(), run].concat());
         }
     }
-    run_inputs.push(
-        [
-            &[7][..],
-            b"alice-1",
-            &plain_run(&[("alice-1", 1, 5), ("alice-2", 2, 6)]),
-        ]
-        .concat(),
-    );
     write(&corpus, "sent_run", &run_inputs);
 
     // A fixed pair (ZeroMQ's documented example keys), so the seeds are the same every time.
@@ -173,6 +162,7 @@ fn requests() -> Vec<Request> {
             user: s("alice"),
         },
         Request::Ping,
+        Request::Status,
         Request::Invite {
             group: s("secret"),
             user: s("alice"),
@@ -243,6 +233,7 @@ fn replies(messages: &[Message]) -> Vec<Reply> {
             groups: vec![(s("rust"), 4), (s("zeromq"), 0)],
         },
         Reply::Key(s("rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7")),
+        Reply::Status(s(r#"{"role":"group","members":2}"#)),
     ]
 }
 
@@ -303,28 +294,7 @@ fn stored_records(messages: &[Message]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         !chunks.is_empty() && !runs.is_empty(),
         "the store wrote records"
     );
-    // A chunk as `chunk::append` writes it, so the seed holds that layout even if the store's changes.
-    let mut compact = Vec::new();
-    let mut previous: Option<(i64, &str)> = None;
-    for m in messages {
-        chunk::append(&mut compact, previous, m);
-        previous = Some((m.ts, &m.sender));
-    }
-    let mut all = chunks;
-    all.push(compact);
-    (all, runs)
-}
-
-/// A run of the layout before deltas: each id's length and bytes, then seq and ts big-endian.
-fn plain_run(entries: &[(&str, u64, i64)]) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for (id, seq, ts) in entries {
-        bytes.push(id.len() as u8);
-        bytes.extend_from_slice(id.as_bytes());
-        bytes.extend_from_slice(&seq.to_be_bytes());
-        bytes.extend_from_slice(&ts.to_be_bytes());
-    }
-    bytes
+    (chunks, runs)
 }
 
 /// A fresh directory of this process's own.

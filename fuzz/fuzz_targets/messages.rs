@@ -1,6 +1,5 @@
-//! Messages written back to back (a MSGS frame's body, and chunks of the layout before the
-//! compact one): any bytes decode or are refused, and what decodes is the same bytes written
-//! again, octet for octet (the layout has one way to write each message).
+//! Messages written back to back (as a MSGS frame's body holds them): any bytes decode or
+//! are refused, and what decodes is the same bytes written again, octet for octet (the layout has one way to write each message).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
