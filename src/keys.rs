@@ -391,14 +391,19 @@ mod tests {
         assert_eq!(mode(&pins_path), 0o600);
     }
 
+    /// Two freshly generated public keys, as two servers' keys.
+    fn two_public_keys() -> (String, String) {
+        (
+            KeyPair::generate().unwrap().public,
+            KeyPair::generate().unwrap().public,
+        )
+    }
+
     #[test]
     fn pins_trust_the_first_key_and_refuse_a_changed_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_servers");
-        let (a, b) = (
-            KeyPair::generate().unwrap().public,
-            KeyPair::generate().unwrap().public,
-        );
+        let (a, b) = two_public_keys();
         let mut pins = Pins::load(&path).unwrap();
         assert!(pins.check_or_pin("h:1", &a).unwrap(), "first use pins");
         assert!(!pins.check_or_pin("h:1", &a).unwrap(), "same key agrees");
@@ -415,10 +420,7 @@ mod tests {
     fn pins_are_listed_forgotten_and_replaced_in_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("known_servers");
-        let (a, b) = (
-            KeyPair::generate().unwrap().public,
-            KeyPair::generate().unwrap().public,
-        );
+        let (a, b) = two_public_keys();
         let mut pins = Pins::load(&path).unwrap();
         pins.check_or_pin("h:1", &a).unwrap();
         pins.check_or_pin("h:2", &a).unwrap();

@@ -29,6 +29,16 @@ fn zms_at(home: &Path, args: &[&str]) -> Output {
         .expect("zms runs")
 }
 
+/// alice joins general at `server` and sends `text`, each command succeeding.
+fn alice_says(server: &str, text: &str) {
+    stdout(&zms(&[
+        "join", "general", "--server", server, "--name", "alice",
+    ]));
+    stdout(&zms(&[
+        "send", "general", text, "--server", server, "--name", "alice",
+    ]));
+}
+
 fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -361,15 +371,7 @@ fn a_secure_deployment_works_unchanged_once_the_key_is_pinned() {
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let (mut up, server) = up(&data, &["--secure"]);
-    let as_user = |args: &[&str]| {
-        Command::new(ZMS)
-            .args(args)
-            .args(["--server", &server])
-            .env("ZMS_HOME", home.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let as_user = |args: &[&str]| zms_at(home.path(), &[args, &["--server", &server]].concat());
     let plain = as_user(&["list"]);
     assert!(!plain.status.success(), "plaintext gets nothing");
     assert!(String::from_utf8_lossy(&plain.stderr).contains("--secure"));
@@ -697,10 +699,7 @@ fn with_closed_stdout(args: &[&str]) -> std::process::Child {
 fn a_closed_pipe_ends_every_command_quietly() {
     let d = deploy();
     let s = d.server.as_str();
-    stdout(&zms(&["join", "general", "--server", s, "--name", "alice"]));
-    stdout(&zms(&[
-        "send", "general", "one", "--server", s, "--name", "alice",
-    ]));
+    alice_says(s, "one");
     let quiet = |child: std::process::Child, what: &str| {
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -819,10 +818,7 @@ fn empty_messages_are_refused_everywhere_with_one_clear_line() {
 fn since_takes_seconds_milliseconds_dates_and_local_times() {
     let d = deploy();
     let s = d.server.as_str();
-    stdout(&zms(&["join", "general", "--server", s, "--name", "alice"]));
-    stdout(&zms(&[
-        "send", "general", "hello", "--server", s, "--name", "alice",
-    ]));
+    alice_says(s, "hello");
     let history = |since: &str, tz: &str| -> usize {
         let out = Command::new(ZMS)
             .args(["history", "general", "--server", s, "--name", "alice"])

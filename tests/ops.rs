@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, session, Proc, ZMS};
+use common::{eventually, session, Immutable, Proc, ZMS};
 use zms::client::GroupRef;
 use zms::protocol::codec::{self, Incoming};
 use zms::protocol::{ErrorCode, Reply, Request};
@@ -173,35 +173,6 @@ fn metrics_count_stored_and_pushed_messages_and_refusals_by_code() {
     assert_eq!(http_get(&metrics, "/nothing").0, 404);
 }
 
-/// Makes files immutable (`chattr +i`: even root cannot write them) until dropped.
-struct Immutable(Vec<std::path::PathBuf>);
-
-impl Immutable {
-    /// `None` where the filesystem or the user cannot (chattr needs ext4, xfs… and root).
-    fn make(paths: Vec<std::path::PathBuf>) -> Option<Immutable> {
-        let chattr = |flag: &str| {
-            Command::new("chattr")
-                .arg(flag)
-                .args(&paths)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if chattr("+i") {
-            Some(Immutable(paths))
-        } else {
-            chattr("-i");
-            None
-        }
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").args(&self.0).status();
-    }
-}
-
 #[test]
 fn healthz_turns_503_while_the_store_cannot_write_and_200_again_after() {
     let (_directory, server, _) = message_server();
@@ -215,12 +186,7 @@ fn healthz_turns_503_while_the_store_cannot_write_and_200_again_after() {
     let ctx = zmq::Context::new();
     let mut alice = session(&ctx, &format!("tcp://{server}"), "alice");
     alice.join(&general).unwrap();
-    let files: Vec<_> = ["zms.db", "zms.db-wal", "zms.db-shm"]
-        .iter()
-        .map(|f| data.path().join(f))
-        .filter(|p| p.exists())
-        .collect();
-    let Some(immutable) = Immutable::make(files) else {
+    let Some(immutable) = Immutable::store_in(data.path()) else {
         eprintln!("SKIPPED: chattr +i is not possible here (needs root on ext4 or xfs)");
         return;
     };

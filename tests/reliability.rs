@@ -29,6 +29,30 @@ fn spawn_group_server(directory: &str, bind: &str, data: &Path) -> Proc {
     ])
 }
 
+/// A message server and a group server process serving `general` from fresh data.
+struct Served {
+    data: tempfile::TempDir,
+    dir: zms::shutdown::ServerHandle,
+    server: Proc,
+    general: GroupRef,
+}
+
+fn serve_general(ctx: &zmq::Context) -> Served {
+    let data = tempfile::tempdir().unwrap();
+    let dir = directory(ctx);
+    let server = spawn_group_server(dir.endpoint(), "127.0.0.1:0", data.path());
+    let general = GroupRef {
+        name: "general".into(),
+        address: server.listening(),
+    };
+    Served {
+        data,
+        dir,
+        server,
+        general,
+    }
+}
+
 /// A member receiving live in its own thread until it has `expected` messages (once known).
 fn spawn_member(
     directory: String,
@@ -63,14 +87,13 @@ fn group_server_sigkilled_three_times_loses_and_duplicates_nothing() {
     const SENDERS: usize = 3;
     const PER_SENDER: usize = 1000;
     let ctx = zmq::Context::new();
-    let data = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let mut server = spawn_group_server(dir.endpoint(), "127.0.0.1:0", data.path());
-    let address = server.listening();
-    let general = GroupRef {
-        name: "general".into(),
-        address: address.clone(),
-    };
+    let Served {
+        data,
+        dir,
+        mut server,
+        general,
+    } = serve_general(&ctx);
+    let address = general.address.clone();
 
     let expected = Arc::new(AtomicUsize::new(usize::MAX));
     let members: Vec<_> = ["m1", "m2"]
@@ -547,14 +570,13 @@ fn hostile_peer(endpoint: &str, frames: usize, seed: u64, stop: &AtomicBool) -> 
 #[test]
 fn sigterm_stops_a_group_server_promptly_with_everything_on_disk() {
     let ctx = zmq::Context::new();
-    let data = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let mut server = spawn_group_server(dir.endpoint(), "127.0.0.1:0", data.path());
-    let address = server.listening();
-    let general = GroupRef {
-        name: "general".into(),
-        address: address.clone(),
-    };
+    let Served {
+        data,
+        dir,
+        mut server,
+        general,
+    } = serve_general(&ctx);
+    let address = general.address.clone();
     let mut alice = session(&ctx, dir.endpoint(), "alice");
     alice.join(&general).unwrap();
     for i in 0..500 {
@@ -574,59 +596,21 @@ fn sigterm_stops_a_group_server_promptly_with_everything_on_disk() {
     eprintln!("SIGTERM to exit: {took:?}");
 }
 
-/// Makes files immutable (`chattr +i`: even root cannot write them) until dropped.
-struct Immutable(Vec<std::path::PathBuf>);
-
-impl Immutable {
-    /// `None` where the filesystem or the user cannot (chattr needs ext4, xfs… and root).
-    fn make(paths: Vec<std::path::PathBuf>) -> Option<Immutable> {
-        let chattr = |flag: &str, paths: &[std::path::PathBuf]| {
-            std::process::Command::new("chattr")
-                .arg(flag)
-                .args(paths)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if chattr("+i", &paths) {
-            Some(Immutable(paths))
-        } else {
-            chattr("-i", &paths);
-            None
-        }
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr")
-            .arg("-i")
-            .args(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn immutable_database_files_get_sends_refused_while_reads_go_on() {
     let ctx = zmq::Context::new();
-    let data = tempfile::tempdir().unwrap();
-    let dir = directory(&ctx);
-    let server = spawn_group_server(dir.endpoint(), "127.0.0.1:0", data.path());
-    let general = GroupRef {
-        name: "general".into(),
-        address: server.listening(),
-    };
+    let Served {
+        data,
+        dir,
+        server: _server,
+        general,
+    } = serve_general(&ctx);
     let mut alice = session(&ctx, dir.endpoint(), "alice");
     let mut bob = session(&ctx, dir.endpoint(), "bob");
     alice.join(&general).unwrap();
     bob.join(&general).unwrap();
     alice.send(&general, "before").unwrap();
-    let files: Vec<_> = ["zms.db", "zms.db-wal", "zms.db-shm"]
-        .iter()
-        .map(|f| data.path().join(f))
-        .filter(|p| p.exists())
-        .collect();
-    let Some(immutable) = Immutable::make(files) else {
+    let Some(immutable) = Immutable::store_in(data.path()) else {
         eprintln!("SKIPPED: chattr +i is not possible here (needs root on ext4 or xfs)");
         return;
     };

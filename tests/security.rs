@@ -86,6 +86,24 @@ fn user(
     })
 }
 
+/// As [`user`], under a fresh key pair.
+fn fresh_user(
+    ctx: &zmq::Context,
+    directory: &ServerHandle,
+    directory_key: &str,
+    name: &str,
+    home: &Path,
+) -> Session {
+    user(
+        ctx,
+        directory,
+        directory_key,
+        name,
+        &KeyPair::generate().unwrap(),
+        home,
+    )
+}
+
 struct World {
     ctx: zmq::Context,
     dir_keys: KeyPair,
@@ -97,6 +115,11 @@ struct World {
 }
 
 fn world(private: &[&str], allow: Vec<String>) -> World {
+    world_with(&["general", "secret"], private, allow, Limits::default())
+}
+
+/// A secure message server and one secure group server serving `groups` under `limits`.
+fn world_with(groups: &[&str], private: &[&str], allow: Vec<String>, limits: Limits) -> World {
     let ctx = zmq::Context::new();
     let dir_keys = KeyPair::generate().unwrap();
     let directory = secure_directory(&ctx, &dir_keys, Vec::new());
@@ -106,10 +129,10 @@ fn world(private: &[&str], allow: Vec<String>) -> World {
         directory: &directory,
         directory_key: &dir_keys.public,
         keys: group_keys.clone(),
-        groups: &["general", "secret"],
+        groups,
         private,
         allow,
-        limits: Limits::default(),
+        limits,
     };
     let group = secure_group(&ctx, setup, data.path());
     World {
@@ -134,6 +157,38 @@ impl World {
             self.home.path(),
         )
     }
+
+    /// A raw protocol connection to the group server under a fresh key.
+    fn raw_conn(&self) -> Conn {
+        curve_conn(
+            &self.ctx,
+            self.group.endpoint(),
+            "group server",
+            &self.group_keys.public,
+            &KeyPair::generate().unwrap(),
+        )
+    }
+}
+
+/// A raw protocol connection to `endpoint` under `keys`, trusting `server_key`.
+fn curve_conn(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    role: &'static str,
+    server_key: &str,
+    keys: &KeyPair,
+) -> Conn {
+    Conn::connect_with(
+        ctx,
+        endpoint,
+        role,
+        TIMEOUTS,
+        Some(zms::client::Curve {
+            keys: keys.clone(),
+            server_key: server_key.to_string(),
+        }),
+    )
+    .unwrap()
 }
 
 fn code(result: Result<impl std::fmt::Debug, Error>) -> ErrorCode {
@@ -185,14 +240,7 @@ fn plaintext_peers_and_wrong_keys_get_nothing() {
 
     // A client that does not hold the server's key cannot complete the handshake.
     let wrong = KeyPair::generate().unwrap().public;
-    let mut eve = user(
-        &w.ctx,
-        &w.directory,
-        &wrong,
-        "eve",
-        &KeyPair::generate().unwrap(),
-        w.home.path(),
-    );
+    let mut eve = fresh_user(&w.ctx, &w.directory, &wrong, "eve", w.home.path());
     assert!(matches!(eve.list_groups(), Err(Error::Timeout(_))));
 }
 
@@ -301,14 +349,7 @@ fn a_message_server_admits_only_allowed_group_servers_announcing_their_own_key()
         "{refused}"
     );
     let home = tempfile::tempdir().unwrap();
-    let mut alice = user(
-        &ctx,
-        &directory,
-        &dir_keys.public,
-        "alice",
-        &KeyPair::generate().unwrap(),
-        home.path(),
-    );
+    let mut alice = fresh_user(&ctx, &directory, &dir_keys.public, "alice", home.path());
     let names: Vec<String> = alice
         .list_groups()
         .unwrap()
@@ -318,17 +359,13 @@ fn a_message_server_admits_only_allowed_group_servers_announcing_their_own_key()
     assert_eq!(names, ["general"], "the rogue server is not listed");
 
     // An allowed server cannot announce someone else's key.
-    let mut conn = zms::client::Conn::connect_with(
+    let mut conn = curve_conn(
         &ctx,
         directory.endpoint(),
         "message server",
-        TIMEOUTS,
-        Some(zms::client::Curve {
-            keys: good,
-            server_key: dir_keys.public.clone(),
-        }),
-    )
-    .unwrap();
+        &dir_keys.public,
+        &good,
+    );
     let lie = Request::Register {
         address: "127.0.0.1:9".into(),
         ttl_ms: 1000,
@@ -412,17 +449,7 @@ fn an_oversized_message_is_refused_and_the_server_goes_on() {
     alice.join(&general).unwrap();
     let big = "x".repeat(zms::protocol::MAX_TEXT + 1);
     assert!(alice.send(&general, &big).is_err(), "the client refuses it");
-    let mut raw = zms::client::Conn::connect_with(
-        &w.ctx,
-        w.group.endpoint(),
-        "group server",
-        TIMEOUTS,
-        Some(zms::client::Curve {
-            keys: KeyPair::generate().unwrap(),
-            server_key: w.group_keys.public.clone(),
-        }),
-    )
-    .unwrap();
+    let mut raw = w.raw_conn();
     raw.request(&Request::Join {
         group: "general".into(),
         user: "bob".into(),
@@ -447,49 +474,18 @@ fn an_oversized_message_is_refused_and_the_server_goes_on() {
 #[test]
 fn a_flooder_is_throttled_while_others_send_freely() {
     const RATE: u32 = 20;
-    let ctx = zmq::Context::new();
-    let dir_keys = KeyPair::generate().unwrap();
-    let directory = secure_directory(&ctx, &dir_keys, Vec::new());
-    let data = tempfile::tempdir().unwrap();
-    let group_keys = KeyPair::generate().unwrap();
-    let setup = GroupSetup {
-        directory: &directory,
-        directory_key: &dir_keys.public,
-        keys: group_keys.clone(),
-        groups: &["general"],
-        private: &[],
-        allow: Vec::new(),
-        limits: Limits {
-            rate: Some(RATE),
-            max_members: 2,
-            ..Default::default()
-        },
+    let limits = Limits {
+        rate: Some(RATE),
+        max_members: 2,
+        ..Default::default()
     };
-    let group = secure_group(&ctx, setup, data.path());
-    let home = tempfile::tempdir().unwrap();
-    let mut alice = user(
-        &ctx,
-        &directory,
-        &dir_keys.public,
-        "alice",
-        &KeyPair::generate().unwrap(),
-        home.path(),
-    );
+    let w = world_with(&["general"], &[], Vec::new(), limits);
+    let mut alice = w.user("alice", &KeyPair::generate().unwrap());
     let general = alice.resolve("general").unwrap();
     alice.join(&general).unwrap();
 
     // The flooder speaks the protocol directly, ignoring LIMITED, as fast as it can.
-    let mut flooder = zms::client::Conn::connect_with(
-        &ctx,
-        group.endpoint(),
-        "group server",
-        TIMEOUTS,
-        Some(zms::client::Curve {
-            keys: KeyPair::generate().unwrap(),
-            server_key: group_keys.public.clone(),
-        }),
-    )
-    .unwrap();
+    let mut flooder = w.raw_conn();
     flooder
         .request(&Request::Join {
             group: "general".into(),
@@ -546,14 +542,7 @@ fn a_flooder_is_throttled_while_others_send_freely() {
     assert_eq!(tail, batch);
 
     // The group holds at most two members.
-    let mut third = user(
-        &ctx,
-        &directory,
-        &dir_keys.public,
-        "carol",
-        &KeyPair::generate().unwrap(),
-        home.path(),
-    );
+    let mut third = w.user("carol", &KeyPair::generate().unwrap());
     assert_eq!(code(third.join(&general)), ErrorCode::Limited);
 }
 
@@ -578,17 +567,7 @@ fn secure_directory_at(
 
 /// A CURVE connection to the message server holding `keys`, to speak as a rogue group server.
 fn rogue(ctx: &zmq::Context, directory: &str, dir_key: &str, keys: &KeyPair) -> Conn {
-    Conn::connect_with(
-        ctx,
-        directory,
-        "message server",
-        TIMEOUTS,
-        Some(zms::client::Curve {
-            keys: keys.clone(),
-            server_key: dir_key.to_string(),
-        }),
-    )
-    .unwrap()
+    curve_conn(ctx, directory, "message server", dir_key, keys)
 }
 
 fn register(address: &str, groups: &[&str], keys: &KeyPair) -> Request {
@@ -599,6 +578,15 @@ fn register(address: &str, groups: &[&str], keys: &KeyPair) -> Request {
         key: keys.public.clone(),
         replace: false,
     }
+}
+
+/// The same registration, asking to take the names over from their owner.
+fn register_replacing(address: &str, groups: &[&str], keys: &KeyPair) -> Request {
+    let mut request = register(address, groups, keys);
+    if let Request::Register { replace, .. } = &mut request {
+        *replace = true;
+    }
+    request
 }
 
 #[test]
@@ -645,22 +633,12 @@ fn names_and_addresses_stay_with_their_first_key_across_a_message_server_restart
         }
     }
     // A rogue --replace needs an operator key.
-    let mut replace = register("127.0.0.1:9", &["general"], &evil);
-    if let Request::Register { replace, .. } = &mut replace {
-        *replace = true;
-    }
+    let replace = register_replacing("127.0.0.1:9", &["general"], &evil);
     assert_eq!(code(conn.request(&replace)), ErrorCode::Unauthorized);
 
     // Meanwhile the real server is listed again and serves its users.
     let home = tempfile::tempdir().unwrap();
-    let mut alice = user(
-        &ctx,
-        &directory,
-        &dir_keys.public,
-        "alice",
-        &KeyPair::generate().unwrap(),
-        home.path(),
-    );
+    let mut alice = fresh_user(&ctx, &directory, &dir_keys.public, "alice", home.path());
     assert!(eventually(Duration::from_secs(20), || {
         alice
             .list_groups()
@@ -689,19 +667,9 @@ fn names_and_addresses_stay_with_their_first_key_across_a_message_server_restart
         vec![operator.public.clone()],
     );
     let mut conn = rogue(&ctx, &endpoint, &dir_keys.public, &operator);
-    let mut moved = register("127.0.0.1:9", &["general"], &operator);
-    if let Request::Register { replace, .. } = &mut moved {
-        *replace = true;
-    }
+    let moved = register_replacing("127.0.0.1:9", &["general"], &operator);
     conn.request(&moved).unwrap();
-    let mut bob = user(
-        &ctx,
-        &directory,
-        &dir_keys.public,
-        "bob",
-        &KeyPair::generate().unwrap(),
-        home.path(),
-    );
+    let mut bob = fresh_user(&ctx, &directory, &dir_keys.public, "bob", home.path());
     assert!(eventually(Duration::from_secs(20), || {
         let list = bob.list_groups().unwrap();
         list.len() == 1 && list[0].address == "127.0.0.1:9"
@@ -763,14 +731,7 @@ fn one_key_cannot_fill_the_directory_and_owners_are_never_refused_for_room() {
         let _ = conn.request(&register(&format!("127.0.0.1:{}", 20 + k), &names, &sybil));
     }
     let home = tempfile::tempdir().unwrap();
-    let mut alice = user(
-        &ctx,
-        &directory,
-        &dir_keys.public,
-        "alice",
-        &KeyPair::generate().unwrap(),
-        home.path(),
-    );
+    let mut alice = fresh_user(&ctx, &directory, &dir_keys.public, "alice", home.path());
     let general = alice.resolve("general").unwrap();
     alice.join(&general).unwrap();
     alice.send(&general, "still listed").unwrap();
@@ -830,36 +791,13 @@ fn a_flood_of_a_group_servers_key_service_leaves_its_users_served() {
 
 #[test]
 fn one_key_cannot_fill_a_groups_member_cap() {
-    let ctx = zmq::Context::new();
-    let dir_keys = KeyPair::generate().unwrap();
-    let directory = secure_directory(&ctx, &dir_keys, Vec::new());
-    let data = tempfile::tempdir().unwrap();
-    let group_keys = KeyPair::generate().unwrap();
-    let setup = GroupSetup {
-        directory: &directory,
-        directory_key: &dir_keys.public,
-        keys: group_keys.clone(),
-        groups: &["general"],
-        private: &[],
-        allow: Vec::new(),
-        limits: Limits {
-            max_members: 3,
-            max_names_per_key: 2,
-            ..Default::default()
-        },
+    let limits = Limits {
+        max_members: 3,
+        max_names_per_key: 2,
+        ..Default::default()
     };
-    let group = secure_group(&ctx, setup, data.path());
-    let mut squatter = Conn::connect_with(
-        &ctx,
-        group.endpoint(),
-        "group server",
-        TIMEOUTS,
-        Some(zms::client::Curve {
-            keys: KeyPair::generate().unwrap(),
-            server_key: group_keys.public.clone(),
-        }),
-    )
-    .unwrap();
+    let w = world_with(&["general"], &[], Vec::new(), limits);
+    let mut squatter = w.raw_conn();
     let join = |user: &str| Request::Join {
         group: "general".into(),
         user: user.into(),
@@ -873,15 +811,7 @@ fn one_key_cannot_fill_a_groups_member_cap() {
         }) => assert!(reason.contains("at most 2 names"), "{reason}"),
         other => panic!("one key took a third name: {other:?}"),
     }
-    let home = tempfile::tempdir().unwrap();
-    let mut alice = user(
-        &ctx,
-        &directory,
-        &dir_keys.public,
-        "alice",
-        &KeyPair::generate().unwrap(),
-        home.path(),
-    );
+    let mut alice = w.user("alice", &KeyPair::generate().unwrap());
     let general = alice.resolve("general").unwrap();
     alice.join(&general).unwrap();
     assert_eq!(alice.send(&general, "there was room").unwrap().0, 1);

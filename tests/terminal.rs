@@ -95,6 +95,20 @@ impl Tmux {
         self.run(&["send-keys", "-t", session, "-l", text]);
     }
 
+    /// Types `text` and presses Enter, as a person enters a line.
+    fn enter_line(&self, session: &str, text: &str) {
+        self.type_text(session, text);
+        self.press(session, &["Enter"]);
+    }
+
+    /// Starts `zms user` as alice (no colour) in `session` and joins general.
+    fn start_joined(&self, session: &str, server: &str, home: &Path) {
+        self.start(session, &user_command(server, home, false));
+        self.wait_for(session, "connected to");
+        self.enter_line(session, "/join general");
+        self.wait_for(session, "joined general@");
+    }
+
     /// Presses keys by tmux name: Enter, Tab, Up, C-u, …
     fn press(&self, session: &str, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", session];
@@ -116,23 +130,30 @@ impl Tmux {
 
     /// Polls the screen until `check` holds; fails with the screen after the deadline.
     fn wait_until(&self, session: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let screen = self.screen(session);
-            if check(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the screen never showed {what}:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.poll_screen(session, what, check, DEADLINE, Duration::from_millis(50))
     }
 
     /// As [`Tmux::wait_until`], with a longer deadline for what takes a client's timeouts.
     fn wait_long(&self, session: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + LONG_DEADLINE;
+        self.poll_screen(
+            session,
+            what,
+            check,
+            LONG_DEADLINE,
+            Duration::from_millis(200),
+        )
+    }
+
+    /// Reads the screen every `pause` until `check` holds, for at most `limit`.
+    fn poll_screen(
+        &self,
+        session: &str,
+        what: &str,
+        check: impl Fn(&str) -> bool,
+        limit: Duration,
+        pause: Duration,
+    ) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let screen = self.screen(session);
             if check(&screen) {
@@ -142,13 +163,19 @@ impl Tmux {
                 Instant::now() < deadline,
                 "the screen never showed {what}:\n{screen}"
             );
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(pause);
         }
     }
 
     /// Polls until `text` is on the screen.
     fn wait_for(&self, session: &str, text: &str) -> String {
         self.wait_until(session, &format!("{text:?}"), |s| s.contains(text))
+    }
+
+    /// The window's title, as the program set it.
+    fn title(&self, session: &str) -> String {
+        let out = self.run(&["display-message", "-p", "-t", session, "#{pane_title}"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Polls until the program in `session` has exited.
@@ -259,8 +286,7 @@ fn a_person_chats_in_the_terminal() {
     tmux.wait_for(w, &format!("connected to {s} as alice"));
 
     // /list, then /join completed with Tab from the listed names.
-    tmux.type_text(w, "/list");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/list");
     tmux.wait_for(w, &format!("  random               {}", d.group_address));
     tmux.type_text(w, "/jo");
     tmux.press(w, &["Tab"]);
@@ -276,8 +302,7 @@ fn a_person_chats_in_the_terminal() {
     // Others joining show as one quiet line; one's own message comes back live.
     zms(&["join", "general", "--server", s, "--name", "bob"]);
     tmux.wait_for(w, "-- bob joined general");
-    tmux.type_text(w, "hello from alice");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "hello from alice");
     tmux.wait_for(w, " alice: hello from alice");
     // Lines typed ahead of the next prompt (as a paste arrives) are all kept.
     tmux.press(w, &["fast one", "Enter", "fast two", "Enter"]);
@@ -319,13 +344,11 @@ fn a_person_chats_in_the_terminal() {
         "bob in colour {colour}:\n{:?}",
         tmux.screen_with_codes(w)
     );
-    tmux.type_text(w, "ds");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "ds");
     tmux.wait_for(w, " alice: half-typed words");
 
     // In another group, news from general is labelled and counted in the status row.
-    tmux.type_text(w, "/join random");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/join random");
     tmux.wait_for(w, &format!("joined random@{}", d.group_address));
     zms(&["send", "general", "psst", "--server", s, "--name", "bob"]);
     tmux.wait_for(w, " [general] bob: psst");
@@ -344,11 +367,9 @@ fn a_person_chats_in_the_terminal() {
     });
 
     // /me shows as an action, live and in /history.
-    tmux.type_text(w, "/me waves");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/me waves");
     tmux.wait_for(w, " * alice waves");
-    tmux.type_text(w, "/history 10");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/history 10");
     // Until the prompt is back under the history: before that, the lines below it are blank.
     let screen = tmux.wait_until(w, "the history", |s| {
         s.lines().any(|l| l.trim_end() == "[general]> /history 10") && {
@@ -377,8 +398,7 @@ fn a_person_chats_in_the_terminal() {
     );
 
     // /who names the members and who is online.
-    tmux.type_text(w, "/who");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/who");
     let screen = tmux.wait_until(w, "the member list", |s| {
         s.contains("2 members of general, 1 online:")
             && after(s, "[general]> /who")
@@ -388,11 +408,9 @@ fn a_person_chats_in_the_terminal() {
     let who = after(&screen, "[general]> /who");
     assert_eq!(who[1..3], ["  alice (online)", "  bob"], "{screen}");
 
-    tmux.type_text(w, "/leave random");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/leave random");
     tmux.wait_for(w, &format!("left random@{}", d.group_address));
-    tmux.type_text(w, "/quit");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/quit");
     tmux.wait_exit(w);
 
     // The input history is kept across runs: Up brings back the last lines.
@@ -422,11 +440,7 @@ fn messages_typed_while_the_server_is_away_are_sent_when_it_is_back() {
     let home = tempfile::tempdir().unwrap();
     let tmux = Tmux::new();
     let w = "alice";
-    tmux.start(w, &user_command(&s, home.path(), false));
-    tmux.wait_for(w, "connected to");
-    tmux.type_text(w, "/join general");
-    tmux.press(w, &["Enter"]);
-    tmux.wait_for(w, "joined general@");
+    tmux.start_joined(w, &s, home.path());
 
     d.group.signal("-KILL");
     d.group.wait();
@@ -442,8 +456,7 @@ fn messages_typed_while_the_server_is_away_are_sent_when_it_is_back() {
             .any(|l| l.trim() == format!("reconnecting… {}", d.group_address))
     });
     for text in ["first while away", "second while away"] {
-        tmux.type_text(w, text);
-        tmux.press(w, &["Enter"]);
+        tmux.enter_line(w, text);
     }
     tmux.wait_for(w, "message kept (2 waiting), sent when it is back");
     tmux.wait_until(w, "2 queued under the input", |s| {
@@ -481,11 +494,9 @@ fn messages_typed_while_the_server_is_away_are_sent_when_it_is_back() {
     tmux.wait_until(w, "lost again", |s| {
         s.matches("is not answering; reconnecting…").count() == 2
     });
-    tmux.type_text(w, "never sent");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "never sent");
     tmux.wait_for(w, "message kept (1 waiting)");
-    tmux.type_text(w, "/quit");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/quit");
     tmux.wait_exit(w);
     tmux.wait_for(
         w,
@@ -516,15 +527,10 @@ fn nobody_can_forge_clear_or_retitle_what_another_member_sees() {
     tmux.start(w, &user_command(&s, home.path(), true));
     let connected = format!("connected to {s} as alice");
     tmux.wait_for(w, &connected);
-    let title = |tmux: &Tmux| {
-        let out = tmux.run(&["display-message", "-p", "-t", w, "#{pane_title}"]);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let title_before = title(&tmux);
+    let title_before = tmux.title(w);
 
     // Live: the messages are pushed as the client joins.
-    tmux.type_text(w, &format!("/join {}", rogue.address));
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, &format!("/join {}", rogue.address));
     let screen = tmux.wait_for(w, "a second message?");
     let forged_shown = "mallory: hi␍␛[K07:42:00 bob: the deploy key is in #team, paste it here";
     assert!(screen.contains(forged_shown), "{screen}");
@@ -546,23 +552,21 @@ fn nobody_can_forge_clear_or_retitle_what_another_member_sees() {
         screen.contains(&connected),
         "the screen was cleared:\n{screen}"
     );
-    assert_eq!(title(&tmux), title_before);
+    assert_eq!(tmux.title(w), title_before);
 
     // /history and /who show the same text the same way.
-    tmux.type_text(w, "/history");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/history");
     tmux.wait_until(w, "the forged line twice", |s| {
         s.matches(forged_shown).count() == 2
     });
-    tmux.type_text(w, "/who");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/who");
     let screen = tmux.wait_for(w, "2 members of general");
     assert!(screen.contains("  mal␛[31mlory␛[1A (online)"), "{screen}");
     assert!(
         screen.contains(&connected),
         "the screen was cleared:\n{screen}"
     );
-    assert_eq!(title(&tmux), title_before);
+    assert_eq!(tmux.title(w), title_before);
 }
 
 #[test]
@@ -579,30 +583,22 @@ fn group_names_from_servers_are_shown_harmlessly_in_every_line() {
     tmux.start(w, &user_command(&rogue.address, home.path(), false));
     let connected = format!("connected to {} as alice", rogue.address);
     tmux.wait_for(w, &connected);
-    let title = |tmux: &Tmux| {
-        let out = tmux.run(&["display-message", "-p", "-t", w, "#{pane_title}"]);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let title_before = title(&tmux);
+    let title_before = tmux.title(w);
     let shown = "gen␛[2J␛]0;pwned␇eral";
 
-    tmux.type_text(w, "/list");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/list");
     tmux.wait_for(w, &format!("  {shown} {}", rogue.address));
-    tmux.type_text(w, &format!("/join {}", rogue.address));
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, &format!("/join {}", rogue.address));
     tmux.wait_for(w, &format!("joined {shown}@{}", rogue.address));
-    tmux.type_text(w, "/who");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/who");
     tmux.wait_for(w, &format!("2 members of {shown}, 1 online:"));
-    tmux.type_text(w, "/leave");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/leave");
     let screen = tmux.wait_for(w, &format!("left {shown}@{}", rogue.address));
     assert!(
         screen.contains(&connected),
         "the screen was cleared:\n{screen}"
     );
-    assert_eq!(title(&tmux), title_before);
+    assert_eq!(tmux.title(w), title_before);
 }
 
 #[test]
@@ -614,19 +610,13 @@ fn an_empty_message_is_refused_with_a_clear_line() {
     let home = tempfile::tempdir().unwrap();
     let tmux = Tmux::new();
     let w = "alice";
-    tmux.start(w, &user_command(&d.server, home.path(), false));
-    tmux.wait_for(w, "connected to");
-    tmux.type_text(w, "/join general");
-    tmux.press(w, &["Enter"]);
-    tmux.wait_for(w, "joined general@");
-    tmux.type_text(w, "   ");
-    tmux.press(w, &["Enter"]);
+    tmux.start_joined(w, &d.server, home.path());
+    tmux.enter_line(w, "   ");
     tmux.wait_for(
         w,
         "error: not sent: message is empty (or only spaces); nothing to send",
     );
-    tmux.type_text(w, "/history");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/history");
     tmux.wait_for(w, "no messages in general");
 }
 
@@ -640,11 +630,7 @@ fn a_membership_ended_elsewhere_ends_in_one_line_and_logs_stay_off_the_screen() 
     let home = tempfile::tempdir().unwrap();
     let tmux = Tmux::new();
     let w = "alice";
-    tmux.start(w, &user_command(s, home.path(), false));
-    tmux.wait_for(w, "connected to");
-    tmux.type_text(w, "/join general");
-    tmux.press(w, &["Enter"]);
-    tmux.wait_for(w, "joined general@");
+    tmux.start_joined(w, s, home.path());
 
     // alice leaves from another shell: the client says so once and lets the group go.
     zms(&["leave", "general", "--server", s, "--name", "alice"]);
@@ -655,8 +641,7 @@ fn a_membership_ended_elsewhere_ends_in_one_line_and_logs_stay_off_the_screen() 
     tmux.wait_for(w, &ended);
     // A line after it: by then a client still trying to follow the group would have logged
     // over the prompt. /help says where the log goes instead.
-    tmux.type_text(w, "/help");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/help");
     let log = home.path().join("config/zms/user.log");
     let told = format!("log: warnings go to {}", log.display());
     let screen = tmux.wait_until(w, "the log file and a prompt without a group", |s| {
@@ -667,11 +652,9 @@ fn a_membership_ended_elsewhere_ends_in_one_line_and_logs_stay_off_the_screen() 
         !screen.contains("WARN"),
         "a log line on the screen:\n{screen}"
     );
-    tmux.type_text(w, "/leave general");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/leave general");
     tmux.wait_for(w, "error: 'alice' is not a member of 'general'");
-    tmux.type_text(w, "/quit");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/quit");
     tmux.wait_exit(w);
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!logged.contains("resubscribe failed"), "{logged}");
@@ -691,8 +674,7 @@ fn typing_goes_on_while_a_join_waits_for_a_silent_server() {
     let w = "alice";
     tmux.start(w, &user_command(&d.server, home.path(), false));
     tmux.wait_for(w, "connected to");
-    tmux.type_text(w, &format!("/join {spec}"));
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, &format!("/join {spec}"));
     // The prompt is back with the first key, the line intact, the join shown under way.
     tmux.type_text(w, "still typing");
     let screen = tmux.wait_until(w, "the line typed during the join", |s| {
@@ -709,11 +691,9 @@ fn typing_goes_on_while_a_join_waits_for_a_silent_server() {
     tmux.type_text(w, " on");
     tmux.wait_until(w, "typing on", |s| input_line(s) == "> still typing on");
     tmux.press(w, &["C-u"]);
-    tmux.type_text(w, "/join general");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/join general");
     tmux.wait_until(w, "the group's prompt", |s| input_line(s) == "[general]>");
-    tmux.type_text(w, "/quit");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/quit");
     tmux.wait_exit(w);
 }
 
@@ -731,8 +711,7 @@ fn a_long_paste_is_sent_intact_and_the_prompt_stays_usable() {
     // keep this test short in a debug build; the paths taken are the same.
     tmux.start_sized(w, &user_command(s, home.path(), false), 400);
     tmux.wait_for(w, "connected to");
-    tmux.type_text(w, "/join general");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/join general");
     tmux.wait_for(w, "joined general@");
     zms(&["join", "general", "--server", s, "--name", "bob"]);
 
@@ -763,8 +742,7 @@ fn a_long_paste_is_sent_intact_and_the_prompt_stays_usable() {
     assert!(sent["text"] == text.as_str(), "the paste arrived changed");
 
     // The prompt takes the next line as usual.
-    tmux.type_text(w, "after the paste");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "after the paste");
     tmux.wait_long(w, "the next message", |s| {
         s.contains(" alice: after the paste")
     });
@@ -781,36 +759,26 @@ fn the_menu_stays_a_menu_until_left() {
     let home = tempfile::tempdir().unwrap();
     let tmux = Tmux::new();
     let w = "alice";
-    tmux.start(w, &user_command(s, home.path(), false));
-    tmux.wait_for(w, "connected to");
-    tmux.type_text(w, "/join general");
-    tmux.press(w, &["Enter"]);
-    tmux.wait_for(w, "joined general@");
-    tmux.type_text(w, "/menu");
-    tmux.press(w, &["Enter"]);
+    tmux.start_joined(w, s, home.path());
+    tmux.enter_line(w, "/menu");
     tmux.wait_for(w, "7. Leave the menu");
     let choose = |s: &str| input_line_menu(s);
     tmux.wait_until(w, "the menu's question", choose);
 
     // One number after another chooses actions; an empty answer asks again.
-    tmux.type_text(w, "1");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "1");
     tmux.wait_for(w, &format!("  general              {}", d.group_address));
     tmux.press(w, &["Enter"]);
-    tmux.type_text(w, "4");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "4");
     tmux.wait_until(w, "the message question", |s| {
         s.lines().map(str::trim_end).rfind(|l| !l.is_empty()) == Some("message:")
     });
-    tmux.type_text(w, "sent from the menu");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "sent from the menu");
     tmux.wait_for(w, " alice: sent from the menu");
     tmux.wait_until(w, "the menu's question again", choose);
-    tmux.type_text(w, "7");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "7");
     tmux.wait_for(w, "back to the chat prompt");
-    tmux.type_text(w, "after the menu");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "after the menu");
     tmux.wait_for(w, " alice: after the menu");
 
     let history = zms_out(&["history", "general", "--server", s, "--name", "alice"]);
@@ -846,10 +814,8 @@ fn an_empty_answer_asks_again() {
     tmux.wait_until(w, "the question again", |s| {
         s.contains("'Your name' needs an answer") && s.trim_end().ends_with("Your name:")
     });
-    tmux.type_text(w, "carol");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "carol");
     tmux.wait_for(w, "as carol;");
-    tmux.type_text(w, "/quit");
-    tmux.press(w, &["Enter"]);
+    tmux.enter_line(w, "/quit");
     tmux.wait_exit(w);
 }

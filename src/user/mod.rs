@@ -417,8 +417,21 @@ fn answered(
         Ok(None) => Err(Error::Protocol("bug: no send in flight to settle".into())),
         Err(err) => Err(err),
     };
+    settled_send(sent, entry.as_ref(), session, group, messages)
+}
+
+/// Forgets the kept `entry` once the outcome of `sent` is known: stored, refused (nothing of
+/// a refused request is stored), or never sent (a text over the limit). Any other error
+/// leaves the outcome unknown, and says so and how to retry.
+fn settled_send(
+    sent: Result<Vec<(u64, i64)>>,
+    entry: Option<&kept::Entry>,
+    session: &Session,
+    group: &GroupRef,
+    messages: &[Outgoing],
+) -> Result<Vec<(u64, i64)>> {
     let known = matches!(sent, Ok(_) | Err(Error::Rejected { .. } | Error::Input(_)));
-    if let (true, Some(entry)) = (known, entry.as_ref()) {
+    if let (true, Some(entry)) = (known, entry) {
         entry.forget();
     }
     match sent {
@@ -457,23 +470,7 @@ fn send_keeping(
             .map(|s| vec![s]),
         many => session.send_outgoing(group, many),
     };
-    // Known: stored, refused (nothing of a refused request is stored), or never sent (a
-    // text over the limit). Only then is the send forgotten.
-    let known = matches!(sent, Ok(_) | Err(Error::Rejected { .. } | Error::Input(_)));
-    if let (true, Some(entry)) = (known, entry.as_ref()) {
-        entry.forget();
-    }
-    match sent {
-        Ok(stored) => Ok(stored),
-        Err(err @ (Error::Rejected { .. } | Error::Input(_))) => Err(err),
-        Err(err) => Err(unknown_outcome(
-            err,
-            session.name(),
-            group,
-            messages,
-            entry.is_some(),
-        )),
-    }
+    settled_send(sent, entry.as_ref(), session, group, messages)
 }
 
 /// Sends again what earlier runs kept for `group` (but the message under `skip_id`, which

@@ -485,3 +485,42 @@ impl Drop for RogueGroup {
         }
     }
 }
+
+/// Makes files immutable (`chattr +i`: even root cannot write them) until dropped.
+pub struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    /// `None` where the filesystem or the user cannot (chattr needs ext4, xfs… and root).
+    pub fn make(paths: Vec<std::path::PathBuf>) -> Option<Immutable> {
+        let chattr = |flag: &str| {
+            Command::new("chattr")
+                .arg(flag)
+                .args(&paths)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if chattr("+i") {
+            Some(Immutable(paths))
+        } else {
+            chattr("-i");
+            None
+        }
+    }
+
+    /// The SQLite files of the group store in `data` made immutable, as [`Immutable::make`].
+    pub fn store_in(data: &Path) -> Option<Immutable> {
+        let files: Vec<_> = ["zms.db", "zms.db-wal", "zms.db-shm"]
+            .iter()
+            .map(|f| data.join(f))
+            .filter(|p| p.exists())
+            .collect();
+        Immutable::make(files)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").args(&self.0).status();
+    }
+}

@@ -194,6 +194,13 @@ fn setup() -> (State, Memory) {
     (state, store)
 }
 
+/// As [`setup`], with alice a member of general on route `a`.
+fn setup_with_alice() -> (State, Memory) {
+    let (mut state, mut store) = setup();
+    run(&mut state, &mut store, b"a", join("general", "alice"));
+    (state, store)
+}
+
 /// A time for requests, the same for all: these tests are about decisions, not clocks.
 fn now() -> Now {
     Now {
@@ -231,6 +238,17 @@ fn run_from(
     }
     batch.handle(state, store, now(), from, 1, request);
     batch.finish(state, store)
+}
+
+/// As [`run`], with the store's commit failing as on a full disk.
+fn run_failing_commit(
+    state: &mut State,
+    store: &mut Memory,
+    route: &[u8],
+    request: Request,
+) -> Vec<Outbound> {
+    store.fail_commit = Some("disk full".into());
+    run(state, store, route, request)
 }
 
 fn reply_of(out: &[Outbound]) -> Reply {
@@ -405,8 +423,7 @@ fn empty_texts_control_characters_and_disguised_names_are_refused() {
 
 #[test]
 fn leave_unsubscribes_and_silent_connections_expire_keeping_membership() {
-    let (mut state, mut store) = setup();
-    run(&mut state, &mut store, b"a", join("general", "alice"));
+    let (mut state, mut store) = setup_with_alice();
     run(&mut state, &mut store, b"b", join("general", "bob"));
     assert_eq!(state.connections(), 2);
     assert_eq!(
@@ -453,15 +470,8 @@ fn leave_unsubscribes_and_silent_connections_expire_keeping_membership() {
 #[test]
 fn a_join_that_fails_to_commit_leaves_no_subscription() {
     let (mut state, mut store) = setup();
-    store.fail_commit = Some("disk full".into());
-    let out = run(&mut state, &mut store, b"a", join("general", "alice"));
-    assert!(matches!(
-        reply_of(&out),
-        Reply::Error {
-            code: ErrorCode::Unavailable,
-            ..
-        }
-    ));
+    let out = run_failing_commit(&mut state, &mut store, b"a", join("general", "alice"));
+    assert_eq!(code_of(&out), Some(ErrorCode::Unavailable));
     assert_eq!(state.subscribers("general").count(), 0);
     assert_eq!(state.connections(), 0);
 }
@@ -483,18 +493,10 @@ fn history_pages_stay_within_the_reply_limit() {
 
 #[test]
 fn a_failed_batch_turns_acks_into_errors_and_keeps_sequencing() {
-    let (mut state, mut store) = setup();
-    run(&mut state, &mut store, b"a", join("general", "alice"));
-    store.fail_commit = Some("disk full".into());
-    let out = run(&mut state, &mut store, b"a", send("alice", "x", "lost"));
+    let (mut state, mut store) = setup_with_alice();
+    let out = run_failing_commit(&mut state, &mut store, b"a", send("alice", "x", "lost"));
     assert_eq!(out.len(), 1, "the push is dropped");
-    assert!(matches!(
-        reply_of(&out),
-        Reply::Error {
-            code: ErrorCode::Unavailable,
-            ..
-        }
-    ));
+    assert_eq!(code_of(&out), Some(ErrorCode::Unavailable));
     let next = run(&mut state, &mut store, b"a", send("alice", "y", "kept"));
     assert!(
         matches!(reply_of(&next), Reply::Ack { seq: 1, .. }),
@@ -518,8 +520,7 @@ fn batch(u: &str, messages: &[(&str, &str)]) -> Request {
 
 #[test]
 fn a_batch_is_sequenced_in_order_deduplicated_and_pushed_as_its_new_messages() {
-    let (mut state, mut store) = setup();
-    run(&mut state, &mut store, b"a", join("general", "alice"));
+    let (mut state, mut store) = setup_with_alice();
     run(&mut state, &mut store, b"a", send("alice", "c1", "before"));
     let out = run(
         &mut state,
@@ -559,8 +560,7 @@ fn a_batch_is_sequenced_in_order_deduplicated_and_pushed_as_its_new_messages() {
 
 #[test]
 fn a_batch_is_refused_whole_for_one_long_text_a_rate_or_a_failed_write() {
-    let (mut state, mut store) = setup();
-    run(&mut state, &mut store, b"a", join("general", "alice"));
+    let (mut state, mut store) = setup_with_alice();
     let big = "x".repeat(protocol::MAX_TEXT + 1);
     let out = run(
         &mut state,
@@ -603,16 +603,9 @@ fn a_batch_is_refused_whole_for_one_long_text_a_rate_or_a_failed_write() {
 
     state.set_limits(Limits::default());
     let lost = batch("alice", &[("l1", "lost"), ("l2", "lost too")]);
-    store.fail_commit = Some("disk full".into());
-    let out = run(&mut state, &mut store, b"a", lost);
+    let out = run_failing_commit(&mut state, &mut store, b"a", lost);
     assert_eq!(out.len(), 1, "the pushes are dropped");
-    assert!(matches!(
-        reply_of(&out),
-        Reply::Error {
-            code: ErrorCode::Unavailable,
-            ..
-        }
-    ));
+    assert_eq!(code_of(&out), Some(ErrorCode::Unavailable));
     let next = run(&mut state, &mut store, b"a", send("alice", "n1", "kept"));
     assert!(
         matches!(reply_of(&next), Reply::Ack { seq: 5, .. }),
@@ -623,6 +616,17 @@ fn a_batch_is_refused_whole_for_one_long_text_a_rate_or_a_failed_write() {
 /// A key as ZAP hands it over: 40 characters of Z85.
 fn key(c: char) -> String {
     c.to_string().repeat(40)
+}
+
+/// `user` joins general from `route` under `key`, as [`run_from`] runs it.
+fn join_keyed(
+    state: &mut State,
+    store: &mut Memory,
+    route: &Route,
+    key: &str,
+    user: &str,
+) -> Vec<Outbound> {
+    run_from(state, store, keyed(route, key), join("general", user))
 }
 
 fn keyed<'a>(route: &'a Route, key: &'a str) -> Peer<'a> {
@@ -704,8 +708,7 @@ fn a_send_is_decided_without_a_store_and_numbered_from_the_groups_last_seq() {
 
 #[test]
 fn a_duplicate_client_id_is_acked_with_the_original_seq_and_moves_nothing() {
-    let (mut state, mut store) = setup();
-    run(&mut state, &mut store, b"a", join("general", "alice"));
+    let (mut state, mut store) = setup_with_alice();
     run(&mut state, &mut store, b"a", send("alice", "c1", "hi"));
     let route = b"a".to_vec();
     let mut effects = Effects::default();
@@ -737,8 +740,7 @@ fn a_duplicate_client_id_is_acked_with_the_original_seq_and_moves_nothing() {
 
 #[test]
 fn history_is_read_in_bounded_pages_and_an_empty_page_needs_no_read() {
-    let (mut state, mut store) = setup();
-    run(&mut state, &mut store, b"a", join("general", "alice"));
+    let (mut state, mut store) = setup_with_alice();
     for i in 0..5 {
         run(
             &mut state,
@@ -785,8 +787,7 @@ fn history_is_read_in_bounded_pages_and_an_empty_page_needs_no_read() {
 
 #[test]
 fn a_gone_member_receives_no_pushes_and_stays_a_member() {
-    let (mut state, mut store) = setup();
-    run(&mut state, &mut store, b"a", join("general", "alice"));
+    let (mut state, mut store) = setup_with_alice();
     run(&mut state, &mut store, b"b", join("general", "bob"));
     // The loop found bob's connection gone (or too slow to keep) while pushing.
     state.drop_conn(&b"b".to_vec());
@@ -830,23 +831,13 @@ fn a_private_group_admits_allowed_and_invited_keys_only() {
     let (member, stranger) = (key('m'), key('s'));
     state.secure(key('S'), &["general".into()], std::slice::from_ref(&member));
     let (a, b) = (b"a".to_vec(), b"b".to_vec());
-    let refused = run_from(
-        &mut state,
-        &mut store,
-        keyed(&b, &stranger),
-        join("general", "sam"),
-    );
+    let refused = join_keyed(&mut state, &mut store, &b, &stranger, "sam");
     assert!(
         matches!(reply_of(&refused), Reply::Error { code: ErrorCode::Unauthorized, ref reason }
             if reason.contains("is private")),
         "{refused:?}"
     );
-    let joined = run_from(
-        &mut state,
-        &mut store,
-        keyed(&a, &member),
-        join("general", "mia"),
-    );
+    let joined = join_keyed(&mut state, &mut store, &a, &member, "mia");
     assert!(
         matches!(reply_of(&joined), Reply::Joined { .. }),
         "{joined:?}"
@@ -866,12 +857,7 @@ fn a_private_group_admits_allowed_and_invited_keys_only() {
     );
     assert_eq!(reply_of(&ok), Reply::Ok);
     assert_eq!(store.stored.invites, [(1, stranger.clone())]);
-    let joined = run_from(
-        &mut state,
-        &mut store,
-        keyed(&b, &stranger),
-        join("general", "sam"),
-    );
+    let joined = join_keyed(&mut state, &mut store, &b, &stranger, "sam");
     assert!(
         matches!(reply_of(&joined), Reply::Joined { .. }),
         "{joined:?}"
@@ -884,12 +870,7 @@ fn a_private_group_admits_allowed_and_invited_keys_only() {
     let keys = crate::group::batch::read_keys(&again, &mut store).unwrap();
     again.restore(Vec::new(), Some(keys));
     let c = b"c".to_vec();
-    let rejoin = run_from(
-        &mut again,
-        &mut store,
-        keyed(&c, &stranger),
-        join("general", "sam"),
-    );
+    let rejoin = join_keyed(&mut again, &mut store, &c, &stranger, "sam");
     assert!(
         matches!(reply_of(&rejoin), Reply::Joined { .. }),
         "{rejoin:?}"
@@ -906,24 +887,14 @@ fn with_security_a_name_belongs_to_the_first_key_that_uses_it() {
     });
     let (one, two) = (key('1'), key('2'));
     let route = b"a".to_vec();
-    let joined = run_from(
-        &mut state,
-        &mut store,
-        keyed(&route, &one),
-        join("general", "alice"),
-    );
+    let joined = join_keyed(&mut state, &mut store, &route, &one, "alice");
     assert!(
         matches!(reply_of(&joined), Reply::Joined { .. }),
         "{joined:?}"
     );
     assert_eq!(store.stored.users, [("alice".to_string(), one.clone())]);
 
-    let taken = run_from(
-        &mut state,
-        &mut store,
-        keyed(&route, &two),
-        join("general", "alice"),
-    );
+    let taken = join_keyed(&mut state, &mut store, &route, &two, "alice");
     assert!(
         matches!(reply_of(&taken), Reply::Error { code: ErrorCode::Unauthorized, ref reason }
             if reason.contains("belongs to another key")),
@@ -932,18 +903,8 @@ fn with_security_a_name_belongs_to_the_first_key_that_uses_it() {
     let plain = run(&mut state, &mut store, b"a", join("general", "alice"));
     assert_eq!(code_of(&plain), Some(ErrorCode::Unauthorized));
 
-    run_from(
-        &mut state,
-        &mut store,
-        keyed(&route, &one),
-        join("general", "al"),
-    );
-    let third = run_from(
-        &mut state,
-        &mut store,
-        keyed(&route, &one),
-        join("general", "ally"),
-    );
+    join_keyed(&mut state, &mut store, &route, &one, "al");
+    let third = join_keyed(&mut state, &mut store, &route, &one, "ally");
     assert_eq!(code_of(&third), Some(ErrorCode::Limited), "{third:?}");
 
     // A name whose binding is not stored is not bound, and refuses only its own request.
@@ -976,19 +937,13 @@ fn with_security_a_name_belongs_to_the_first_key_that_uses_it() {
         "bob is not subscribed"
     );
     let other = key('3');
-    let bob = run_from(
-        &mut state,
-        &mut store,
-        keyed(&route, &other),
-        join("general", "bob"),
-    );
+    let bob = join_keyed(&mut state, &mut store, &route, &other, "bob");
     assert!(matches!(reply_of(&bob), Reply::Joined { .. }), "{bob:?}");
 }
 
 #[test]
 fn a_failed_write_fails_its_whole_batch_and_state_is_read_back_from_the_store() {
-    let (mut state, mut store) = setup();
-    run(&mut state, &mut store, b"a", join("general", "alice"));
+    let (mut state, mut store) = setup_with_alice();
     let (a, b) = (b"a".to_vec(), b"b".to_vec());
     let mut batch = Batch::default();
     let sent = send("alice", "c1", "first");
@@ -1036,8 +991,7 @@ fn a_failed_write_fails_its_whole_batch_and_state_is_read_back_from_the_store() 
 
 #[test]
 fn a_batch_that_cannot_begin_refuses_its_writes_at_once_and_the_next_one_tries_again() {
-    let (mut state, mut store) = setup();
-    run(&mut state, &mut store, b"a", join("general", "alice"));
+    let (mut state, mut store) = setup_with_alice();
     store.fail_begin = Some("database is locked".into());
     let begins = store.begins;
     let a = b"a".to_vec();
