@@ -454,7 +454,7 @@ pub fn encode_messages_event(group: &str, messages: &[Message]) -> Vec<u8> {
 }
 
 /// Appends `message` to `buf` as a `message` field, the octets a MSGS frame carries after its
-/// count (and the form in which group servers before the compact chunks stored them).
+/// count.
 pub fn append_message(buf: &mut Vec<u8>, message: &Message) {
     let mut w = Writer(std::mem::take(buf));
     w.message(message);
