@@ -14,6 +14,7 @@ pub mod fanout;
 pub mod limits;
 mod ops;
 pub mod postgres;
+pub mod retention;
 pub mod state;
 pub mod storage;
 pub mod store;
