@@ -184,6 +184,11 @@ impl State {
         self.groups.values().map(|g| g.id).collect()
     }
 
+    /// The store id of a hosted group.
+    pub fn group_id(&self, name: &str) -> Option<i64> {
+        self.groups.get(name).map(|g| g.id)
+    }
+
     /// The store ids of the private groups, whose invitations [`Keys`] holds.
     pub fn private_group_ids(&self) -> Vec<i64> {
         self.groups
