@@ -251,6 +251,9 @@ impl GroupServer {
         let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
         let ops = ops::Ops::new(store.as_mut(), &names, &config.data)?;
         let mut state = State::new(groups, address.clone(), epoch());
+        for id in state.group_ids() {
+            state.set_first_kept(id, store.first_kept(id)?);
+        }
         if let (Some(keys), Some(s)) = (&keys, security) {
             state.secure(keys.public.clone(), &private, &s.allow);
             let stored = batch::read_keys(&state, store.as_mut())?;
@@ -569,7 +572,7 @@ impl GroupServer {
             for (id, name, policy) in &self.retention {
                 match self.store.trim(*id, *policy, now_ms, TRIM_STEP_CHUNKS) {
                     Ok(0) => {}
-                    Ok(n) => trimmed.push((name.clone(), n, *policy)),
+                    Ok(n) => trimmed.push((*id, name.clone(), n, *policy)),
                     Err(err) => {
                         self.store.rollback();
                         return Err(err);
@@ -580,8 +583,12 @@ impl GroupServer {
         };
         match round() {
             Ok(()) => {
-                for (group, n, policy) in &trimmed {
+                for (id, group, n, policy) in &trimmed {
                     debug!(group, messages = n, keep = %policy, "trimmed");
+                    match self.store.first_kept(*id) {
+                        Ok(first) => self.state.set_first_kept(*id, first),
+                        Err(err) => warn!(%err, "cannot read where kept history starts"),
+                    }
                 }
                 self.trim_due = !trimmed.is_empty();
             }

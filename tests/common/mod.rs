@@ -473,6 +473,7 @@ impl RogueGroup {
                             .take(limit as usize)
                             .cloned()
                             .collect(),
+                        first_seq: 1,
                     },
                     Request::Members { .. } => Reply::Members {
                         group: group.clone(),
