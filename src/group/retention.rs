@@ -72,7 +72,7 @@ impl fmt::Display for Policy {
         let largest = |n: u64, units: &[(u64, &str)]| {
             let (factor, unit) = units
                 .iter()
-                .find(|(factor, _)| n % factor == 0)
+                .find(|(factor, _)| n.is_multiple_of(*factor))
                 .copied()
                 .unwrap_or((1, units[units.len() - 1].1));
             format!("{}{unit}", n / factor)
