@@ -251,6 +251,9 @@ def encode(command: int, request_id: int | None, *fields: Any) -> bytes:
     if schema is None and command not in REQUESTS and command not in REPLIES:
         raise ValueError(f"unknown command 0x{command:02X}")
     schema = schema or ()
+    optional = OPTIONAL_REPLY_FIELDS.get(command, ()) if command in REPLIES else ()
+    if len(fields) == len(schema) + len(optional):
+        schema += optional
     if len(fields) != len(schema):
         raise ValueError(f"{NAMES[command]} takes {len(schema)} fields, not {len(fields)}")
     out = bytearray(SIGNATURE)
