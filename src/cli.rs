@@ -72,6 +72,8 @@ pub fn log_filter(filter: &str) -> std::result::Result<String, String> {
     Ok(filter.to_string())
 }
 
+// Parsed once a run: the group server's many flags make its variant large, which costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a message server: the directory of groups (prompts for the bind address on a terminal).

@@ -554,7 +554,11 @@ impl GroupServer {
             return;
         }
         for hosted in balance.gained {
+            let id = hosted.group.id;
             self.state.host(hosted.group, hosted.private);
+            if let Ok(first) = self.store.first_kept(id) {
+                self.state.set_first_kept(id, first);
+            }
         }
         if self.state.is_secure() {
             batch::restore(&mut self.state, self.store.as_mut());

@@ -131,6 +131,7 @@ impl State {
             id: stored.id,
             last_seq: stored.last_seq,
             last_ts: stored.last_ts,
+            first_seq: 1,
             members: stored.members.into_iter().collect(),
             subscribers: HashSet::new(),
             private: private && self.secure,
