@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use zms::directory::{owners::Owners, DirectorySecurity, DirectoryServer};
-use zms::group::{self, limits::Limits, store::Durability, GroupServer};
+use zms::group::{self, limits::Limits, retention::Retention, store::Durability, GroupServer};
 use zms::keys::{self, KeyPair};
 use zms::peers::PeerCaps;
 use zms::user::{self, output, output::Format, Action};
@@ -72,6 +72,8 @@ pub fn log_filter(filter: &str) -> std::result::Result<String, String> {
     Ok(filter.to_string())
 }
 
+// Parsed once a run: the group server's many flags make its variant large, which costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a message server: the directory of groups (prompts for the bind address on a terminal).
@@ -291,6 +293,10 @@ pub struct GroupArgs {
     /// Refuse new messages once the database reaches this many MiB (reads go on).
     #[arg(long, value_name = "MIB")]
     max_storage_mib: Option<u64>,
+    /// Keep messages by age (30d, 12h), count (1000msgs) or size (100MiB), or forever (the
+    /// default); GROUP=POLICY for one group (repeat for more). Older ones are trimmed.
+    #[arg(long = "retain", value_name = "[GROUP=]POLICY")]
+    retain: Vec<String>,
     #[command(flatten)]
     secure: ServerSecureArgs,
     /// With --secure: the message server's key(s), comma-separated like --server; otherwise
@@ -531,6 +537,7 @@ impl Command {
             }
             Command::GroupServer(args) => {
                 let limits = args.limits();
+                let retention = Retention::parse(&args.retain)?;
                 let server = ask_or(
                     args.server,
                     interactive,
@@ -586,7 +593,8 @@ impl Command {
                     }
                     None => GroupServer::bind(&ctx, &endpoint, config)?.with_replace(args.replace),
                 }
-                .with_limits(limits)?;
+                .with_limits(limits)?
+                .with_retention(&retention);
                 if let Some(mib) = args.max_storage_mib {
                     server = server.limit_storage(mib * 1024 * 1024)?;
                 }

@@ -1068,3 +1068,40 @@ fn the_deployment_example_config_is_valid() {
     let out = zms(&["--config", config, "config", "example"]);
     assert_status(&out, 0, "deploy/zms.toml");
 }
+
+#[test]
+fn history_says_when_older_messages_were_trimmed() {
+    let c = common::cluster_retaining(&["log"], &["log=5msgs"]);
+    let (mut alice, log) = c.member("alice", "log");
+    for batch in 0..3 {
+        let texts: Vec<String> = (0..5).map(|i| format!("{}", batch * 5 + i)).collect();
+        alice.send_many(&log, &texts).unwrap();
+    }
+    let mut first = 1;
+    assert!(
+        common::eventually(Duration::from_secs(30), || {
+            first = alice.first_kept(&log).unwrap();
+            first > 1
+        }),
+        "the oldest messages were trimmed"
+    );
+    let server = c.dir.endpoint().trim_start_matches("tcp://");
+    let out = zms(&[
+        "history", "log", "--server", server, "--name", "alice", "--json",
+    ]);
+    let history = json_lines(&out);
+    assert_eq!(history[0]["seq"].as_u64(), Some(first));
+    assert_eq!(history.last().unwrap()["seq"].as_u64(), Some(15));
+    let note = format!("older messages were trimmed: kept history starts at seq {first}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&note),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The last few need no such line: nothing trimmed was asked for.
+    let out = zms(&[
+        "history", "log", "--server", server, "--name", "alice", "--limit", "2",
+    ]);
+    assert_eq!(stdout(&out).lines().count(), 2);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("trimmed"));
+}

@@ -105,12 +105,14 @@ fn reply() -> impl Strategy<Value = Reply> {
         (
             short(),
             any::<u64>(),
-            prop::collection::vec(message(), 0..5)
+            prop::collection::vec(message(), 0..5),
+            1..u64::MAX
         )
-            .prop_map(|(group, last_seq, messages)| Reply::Messages {
+            .prop_map(|(group, last_seq, messages, first_seq)| Reply::Messages {
                 group,
                 last_seq,
-                messages
+                messages,
+                first_seq
             }),
         (
             short(),

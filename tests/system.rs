@@ -762,3 +762,54 @@ fn servers_refuse_empty_texts_control_characters_and_disguised_names() {
     let history = alice.history(&general, None, None).unwrap();
     assert_eq!(texts(&history), ["two\n\tlines"]);
 }
+
+#[test]
+fn trimming_under_live_load_keeps_the_newest_and_members_catch_up_from_history() {
+    let c = cluster_retaining(&["log", "keep"], &["200msgs", "keep=forever"]);
+    let (mut alice, log) = c.member("alice", "log");
+    let (mut bob, _) = c.member("bob", "log");
+    let keep = alice.resolve("keep").unwrap();
+    alice.join(&keep).unwrap();
+    alice.send(&keep, "kept for good").unwrap();
+    // 40 SENDS of 25: a chunk each, trimmed behind the sender while it goes on.
+    let mut sent = Vec::new();
+    for batch in 0..40 {
+        let texts: Vec<String> = (0..25).map(|i| format!("{}", batch * 25 + i)).collect();
+        alice.send_many(&log, &texts).unwrap();
+        sent.extend(texts);
+    }
+    // The live member misses nothing while the store trims.
+    let live = receive(&mut bob, sent.len(), LIMIT);
+    assert_eq!(texts(&live), sent);
+    // Trimming runs while the server is idle: wait for it to reach the policy.
+    let kept_from = |s: &mut zms::client::Session| {
+        s.history_page(&log, 0, 0, 1)
+            .unwrap()
+            .0
+            .first()
+            .unwrap()
+            .seq
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || kept_from(&mut bob)
+            > 1_000 - 225),
+        "the oldest messages were trimmed"
+    );
+    // A member catching up reads the newest, at least 200, without gaps, to the last seq.
+    let mut carol = c.session("carol");
+    carol.join(&log).unwrap();
+    let history = carol.history(&log, None, None).unwrap();
+    let first = history[0].seq;
+    assert!(history.len() >= 200, "kept {}", history.len());
+    assert_eq!(seqs(&history), (first..=1_000).collect::<Vec<_>>());
+    assert_eq!(texts(&history), sent[first as usize - 1..]);
+    // HISTORY says where kept history starts, so a client waits for nothing before it.
+    assert_eq!(carol.first_kept(&log).unwrap(), first);
+    assert_eq!(alice.first_kept(&keep).unwrap(), 1);
+    // The last message stays, and sends go on from it; a group kept forever loses nothing.
+    assert_eq!(alice.send(&log, "after").unwrap().0, 1_001);
+    assert_eq!(
+        texts(&alice.history(&keep, None, None).unwrap()),
+        ["kept for good"]
+    );
+}

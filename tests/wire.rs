@@ -39,6 +39,7 @@ const REQUIRED: &[&str] = &[
     "group-send",
     "group-send-retry",
     "group-send-batch",
+    "group-history-trimmed",
     "group-subscribe",
     "group-history",
     "group-members",
@@ -630,6 +631,11 @@ fn examples_run_against_live_servers() -> zms::Result<()> {
     let to_group = dealer(&ctx, group.endpoint())?;
 
     for example in examples() {
+        // A trimmed group needs a store its retention has worked on: the codec test reads
+        // this example's bytes, and tests/system.rs runs trimming itself.
+        if example.name == "group-history-trimmed" {
+            continue;
+        }
         let at = example.at();
         let (socket, from_group) = if example.name.starts_with("dir-") {
             (&to_directory, false)

@@ -55,6 +55,18 @@ impl Session {
         }
     }
 
+    /// The group's first kept seq: 1 unless the server's retention trimmed older messages.
+    ///
+    /// # Errors
+    /// As [`Session::history_page`].
+    pub fn first_kept(&mut self, group: &GroupRef) -> Result<u64> {
+        let request = self.history_request(group, 0, 0, 0);
+        match self.group_request(group, &request)? {
+            Reply::Messages { first_seq, .. } => Ok(first_seq),
+            other => Err(unexpected(other, "MESSAGES")),
+        }
+    }
+
     /// Stored messages, oldest first: all of them, those since `since_ms`, or with `limit`
     /// the first `limit` since `since_ms` (or, without `since_ms`, the last `limit`).
     ///
@@ -166,8 +178,12 @@ impl Session {
             let Ok(server) = self.server(&group.address) else {
                 return;
             };
-            let messages = match server.conn.request(&request) {
-                Ok(Reply::Messages { messages, .. }) => messages,
+            let (messages, first_seq) = match server.conn.request(&request) {
+                Ok(Reply::Messages {
+                    messages,
+                    first_seq,
+                    ..
+                }) => (messages, first_seq),
                 Ok(other) => return tracing::warn!(?other, "unexpected reply to HISTORY"),
                 Err(err) => {
                     return tracing::warn!(%err, group = %group, "gap repair failed; will retry")
@@ -177,7 +193,10 @@ impl Session {
             let Some(sequencer) = self.subs.get_mut(group) else {
                 return;
             };
-            let delivered = sequencer.fill(gap.after(), messages);
+            // What the server trimmed counts as delivered, so the page follows on from it.
+            let mut delivered = sequencer.trimmed(first_seq);
+            let after = gap.after().max(first_seq.saturating_sub(1));
+            delivered.extend(sequencer.fill(after, messages));
             if delivered.is_empty() {
                 return;
             }

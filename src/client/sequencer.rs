@@ -128,6 +128,18 @@ impl Sequencer {
         out
     }
 
+    /// Takes the server's word that messages before `first_seq` were trimmed: they count as
+    /// delivered (missing for good), so no repair waits for them. Returns held messages that
+    /// then follow on.
+    pub fn trimmed(&mut self, first_seq: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        if first_seq > self.last + 1 {
+            self.last = first_seq - 1;
+            self.release(&mut out);
+        }
+        out
+    }
+
     /// Follows the server's last seq after a (re)subscription: a server that has fewer
     /// messages than were delivered (its store was replaced) numbers from there again, and
     /// what was held belongs to the old numbering.
@@ -286,6 +298,23 @@ mod tests {
         let mut s = Sequencer::new(2);
         assert!(s.fill(1, msgs(5..=6)).is_empty());
         assert_eq!(seqs(&s.fill(2, msgs([3, 4, 6]))), [3, 4]);
+    }
+
+    #[test]
+    fn trimmed_messages_count_as_delivered_and_release_what_follows() {
+        let mut s = Sequencer::new(2);
+        assert!(matches!(s.accept(msg(9)), Verdict::Gap(_)));
+        // The server kept 9 on: 3..8 will never come, and 9 is delivered at once.
+        assert_eq!(seqs(&s.trimmed(9)), [9]);
+        assert_eq!(s.last_seq(), 9);
+        assert_eq!(s.gap_to(9), None);
+        // A trim at or before what was delivered changes nothing.
+        assert!(s.trimmed(5).is_empty());
+        assert_eq!(s.last_seq(), 9);
+        // Trimmed past a held message: it is gone too, the gap moves to what is kept.
+        assert!(matches!(s.accept(msg(12)), Verdict::Gap(_)));
+        assert!(s.trimmed(14).is_empty());
+        assert_eq!(s.gap_to(15), Some(Gap { from: 14, to: 15 }));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod fanout;
 pub mod limits;
 mod ops;
 pub mod postgres;
+pub mod retention;
 pub mod state;
 pub mod storage;
 pub mod store;
@@ -33,6 +34,7 @@ use crate::transport::{KeyService, SharedFrame};
 use crate::{errinput, transport, zap, Result};
 use batch::Batch;
 use limits::Limits;
+use retention::{Policy, Retention};
 use state::{Now, Outbound, Peer, Route, State};
 use storage::Storage;
 use store::{Durability, Store};
@@ -46,6 +48,10 @@ const BATCH: usize = 512;
 /// Most messages a batch takes in, however few requests carry them: with SENDS of up to
 /// [`protocol::MAX_BATCH`] each, 512 requests could hold 131,072 messages and tens of MiB.
 const BATCH_MESSAGES: usize = 4096;
+
+/// Most chunks one trimming step deletes from a group: a step is its own short transaction
+/// between batches, so a send waits behind at most this much deleting, never a whole backlog.
+const TRIM_STEP_CHUNKS: usize = 16;
 
 /// How a group server is set up.
 #[derive(Debug, Clone)]
@@ -111,6 +117,11 @@ pub struct GroupServer {
     on_registered: Option<Box<dyn FnOnce() + Send>>,
     /// Metrics, health and STATUS ([`ops`]).
     ops: ops::Ops,
+    /// Each group that does not keep everything, by store id, with what it keeps.
+    retention: Vec<(i64, String, Policy)>,
+    /// Whether trimming may have work: set every heartbeat, cleared when a round of steps
+    /// deletes nothing. While set the loop polls without waiting and trims when idle.
+    trim_due: bool,
 }
 
 impl Drop for GroupServer {
@@ -240,6 +251,9 @@ impl GroupServer {
         let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
         let ops = ops::Ops::new(store.as_mut(), &names, &config.data)?;
         let mut state = State::new(groups, address.clone(), epoch());
+        for id in state.group_ids() {
+            state.set_first_kept(id, store.first_kept(id)?);
+        }
         if let (Some(keys), Some(s)) = (&keys, security) {
             state.secure(keys.public.clone(), &private, &s.allow);
             let stored = batch::read_keys(&state, store.as_mut())?;
@@ -269,6 +283,8 @@ impl GroupServer {
             unregistered: Some("not registered yet".into()),
             on_registered: None,
             ops,
+            retention: Vec::new(),
+            trim_due: false,
         })
     }
 
@@ -309,6 +325,23 @@ impl GroupServer {
     pub fn limit_storage(mut self, max_bytes: u64) -> Result<GroupServer> {
         self.store.limit_size(max_bytes)?;
         Ok(self)
+    }
+
+    /// Keeps each group's messages as `retention` says (everything, by default), trimming the
+    /// oldest in small steps while the server is idle.
+    pub fn with_retention(mut self, retention: &Retention) -> GroupServer {
+        self.retention = self
+            .state
+            .group_names()
+            .into_iter()
+            .filter_map(|name| {
+                let policy = retention.policy(&name);
+                let id = self.state.group_id(&name)?;
+                (policy != Policy::Forever).then_some((id, name, policy))
+            })
+            .collect();
+        self.trim_due = !self.retention.is_empty();
+        self
     }
 
     /// Asks the directories to hand this server's group names over to it from the group
@@ -437,6 +470,7 @@ impl GroupServer {
                 self.forget_gone_peers();
                 self.connections.close_idle();
                 self.update_gauges();
+                self.trim_due = !self.retention.is_empty();
                 next_beat = now + heartbeat;
             }
             let mut items = Vec::with_capacity(4 + self.directories.len());
@@ -447,7 +481,12 @@ impl GroupServer {
             if let Some(service) = &self.key_service {
                 items.push(service.socket().as_poll_item(zmq::POLLIN));
             }
-            transport::poll(&mut items, next_beat.saturating_duration_since(now))?;
+            let wait = if self.trim_due {
+                Duration::ZERO
+            } else {
+                next_beat.saturating_duration_since(now)
+            };
+            transport::poll(&mut items, wait)?;
             if items[0].is_readable() {
                 break;
             }
@@ -463,6 +502,8 @@ impl GroupServer {
             }
             if router_ready {
                 self.serve_batch()?;
+            } else if self.trim_due {
+                self.trim_step();
             }
             if keys_asked {
                 if let Some(service) = &self.key_service {
@@ -513,10 +554,52 @@ impl GroupServer {
             return;
         }
         for hosted in balance.gained {
+            let id = hosted.group.id;
             self.state.host(hosted.group, hosted.private);
+            if let Ok(first) = self.store.first_kept(id) {
+                self.state.set_first_kept(id, first);
+            }
         }
         if self.state.is_secure() {
             batch::restore(&mut self.state, self.store.as_mut());
+        }
+    }
+
+    /// One round of retention while no request waits: at most [`TRIM_STEP_CHUNKS`] chunks of
+    /// each trimming group, in one transaction. Stops the rounds once one deletes nothing, or
+    /// fails (a busy or full store: the next heartbeat tries again).
+    fn trim_step(&mut self) {
+        let now_ms = crate::time::now_ms();
+        let mut trimmed = Vec::new();
+        let mut round = || -> Result<()> {
+            self.store.begin()?;
+            for (id, name, policy) in &self.retention {
+                match self.store.trim(*id, *policy, now_ms, TRIM_STEP_CHUNKS) {
+                    Ok(0) => {}
+                    Ok(n) => trimmed.push((*id, name.clone(), n, *policy)),
+                    Err(err) => {
+                        self.store.rollback();
+                        return Err(err);
+                    }
+                }
+            }
+            self.store.commit()
+        };
+        match round() {
+            Ok(()) => {
+                for (id, group, n, policy) in &trimmed {
+                    debug!(group, messages = n, keep = %policy, "trimmed");
+                    match self.store.first_kept(*id) {
+                        Ok(first) => self.state.set_first_kept(*id, first),
+                        Err(err) => warn!(%err, "cannot read where kept history starts"),
+                    }
+                }
+                self.trim_due = !trimmed.is_empty();
+            }
+            Err(err) => {
+                warn!(%err, "trimming failed; retrying at the next heartbeat");
+                self.trim_due = false;
+            }
         }
     }
 

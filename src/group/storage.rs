@@ -4,6 +4,7 @@
 //! delegating to its own methods; another backend can sit beside it without touching
 //! [`State`](super::state::State), which never calls a store.
 
+use super::retention::Policy;
 use super::state::{Append, Write};
 use super::store::Store;
 use crate::protocol::{Acked, Message};
@@ -162,6 +163,27 @@ pub trait Storage: Send {
     /// The store's error, or a store that cannot be capped.
     fn limit_size(&mut self, max_bytes: u64) -> Result<()>;
 
+    /// Deletes up to `most` chunks of the group's oldest messages that `policy` lets go at
+    /// `now_ms`, inside the open transaction, never the last message; returns how many
+    /// messages went. A backend that does not trim (the PostgreSQL store, so far) keeps
+    /// everything.
+    ///
+    /// # Errors
+    /// The store's error; the transaction must then not commit.
+    fn trim(&mut self, group_id: i64, policy: Policy, now_ms: i64, most: usize) -> Result<u64> {
+        let _ = (group_id, policy, now_ms, most);
+        Ok(0)
+    }
+
+    /// The group's first stored seq: 1 until messages were trimmed, then the one after them.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn first_kept(&mut self, group_id: i64) -> Result<u64> {
+        let _ = group_id;
+        Ok(1)
+    }
+
     /// For a store shared by several group servers: renews this server's hold on its groups
     /// and says which groups it gained or lost. A store of one server's own changes nothing.
     ///
@@ -249,5 +271,13 @@ impl Storage for Store {
 
     fn limit_size(&mut self, max_bytes: u64) -> Result<()> {
         Store::limit_size(self, max_bytes)
+    }
+
+    fn trim(&mut self, group_id: i64, policy: Policy, now_ms: i64, most: usize) -> Result<u64> {
+        Store::trim(self, group_id, policy, now_ms, most)
+    }
+
+    fn first_kept(&mut self, group_id: i64) -> Result<u64> {
+        Store::first_kept(self, group_id)
     }
 }

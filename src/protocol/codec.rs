@@ -388,11 +388,16 @@ pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
             group,
             last_seq,
             messages,
+            first_seq,
         } => {
             w.string(group);
             w.u64(*last_seq);
             w.u32(messages.len() as u32);
             messages.iter().for_each(|m| w.message(m));
+            // Only after a trim: an untrimmed group's reply is the same as before the field.
+            if *first_seq > 1 {
+                w.u64(*first_seq);
+            }
         }
         Reply::Members { group, members } => {
             w.string(group);
@@ -583,10 +588,12 @@ pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
                 let last_seq = r.u64()?;
                 let count = r.count(MESSAGE_MIN_LEN)?;
                 let messages = (0..count).map(|_| r.message()).collect::<Result<_, _>>()?;
+                let first_seq = if r.is_empty() { 1 } else { r.u64()? };
                 Reply::Messages {
                     group,
                     last_seq,
                     messages,
+                    first_seq,
                 }
             }
             cmd::MEMBER_LIST => {

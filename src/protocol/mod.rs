@@ -170,6 +170,9 @@ pub enum Reply {
         group: String,
         last_seq: u64,
         messages: Vec<Message>,
+        /// The group's first kept seq: 1 unless older messages were trimmed (retention);
+        /// those before it will never come.
+        first_seq: u64,
     },
     Members {
         group: String,

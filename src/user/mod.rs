@@ -172,8 +172,13 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
         } => {
             let group = session.resolve(&group)?;
             let since = since.map(|s| time::parse(&s, time::now_ms())).transpose()?;
-            for m in session.history(&group, since, limit)? {
-                emit(&output::message(format, &group, &m))?;
+            let messages = session.history(&group, since, limit)?;
+            for m in &messages {
+                emit(&output::message(format, &group, m))?;
+            }
+            // To stderr: the output stays the messages, one object a line with --json.
+            if let Some(line) = output::trimmed_note(session.first_kept(&group)?, &messages) {
+                eprintln!("{line}");
             }
         }
         Action::Members(spec) => {

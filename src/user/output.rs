@@ -100,6 +100,14 @@ pub fn member(format: Format, m: &Member) -> String {
     }
 }
 
+/// The line that says a history listing reached where the server's retention trimmed older
+/// messages: `first_kept` is the group's first kept seq, `messages` what was listed.
+pub fn trimmed_note(first_kept: u64, messages: &[Message]) -> Option<String> {
+    let reached = messages.first().is_none_or(|m| m.seq <= first_kept);
+    (first_kept > 1 && reached)
+        .then(|| format!("older messages were trimmed: kept history starts at seq {first_kept}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -374,6 +374,10 @@ impl Network {
                     }
                 };
                 self.print_history(&group, &messages);
+                let first_kept = self.session.first_kept(&group)?;
+                if let Some(line) = super::output::trimmed_note(first_kept, &messages) {
+                    (self.print)(line);
+                }
             }
             Line::Who(spec) => {
                 let group = match spec {

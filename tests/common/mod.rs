@@ -295,6 +295,34 @@ pub fn cluster(groups: &[&str]) -> Cluster {
     }
 }
 
+/// A [`Cluster`] whose group server keeps messages as `retain` says (`--retain` values).
+pub fn cluster_retaining(groups: &[&str], retain: &[&str]) -> Cluster {
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let dir = directory(&ctx);
+    let config = group::Config {
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        data: data.path().to_path_buf(),
+        directories: vec![dir.endpoint().to_string()],
+        advertise: None,
+        durability: Default::default(),
+        security: None,
+    };
+    let retention = group::retention::Retention::parse(retain).unwrap();
+    let grp = rebind(|| GroupServer::bind(&ctx, "tcp://127.0.0.1:*", config.clone()))
+        .with_retention(&retention)
+        .register(Duration::from_secs(2))
+        .unwrap()
+        .spawn(&ctx)
+        .unwrap();
+    Cluster {
+        ctx,
+        dir,
+        grp,
+        data,
+    }
+}
+
 /// A bare DEALER connected to `endpoint`, for speaking the protocol frame by frame; every
 /// receive waits at most 5 s.
 pub fn raw_dealer(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
@@ -445,6 +473,7 @@ impl RogueGroup {
                             .take(limit as usize)
                             .cloned()
                             .collect(),
+                        first_seq: 1,
                     },
                     Request::Members { .. } => Reply::Members {
                         group: group.clone(),

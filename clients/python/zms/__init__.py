@@ -130,6 +130,11 @@ REPLIES: dict[int, Schema] = {
     KEY_REPLY: ("str",),
     STATUS_REPLY: ("text",),  # one JSON object
 }
+#: Fields a reply may end with, read when octets remain: MESSAGES's first kept seq, sent
+#: only once the server's retention trimmed the group (absent, it is 1).
+OPTIONAL_REPLY_FIELDS: dict[int, Schema] = {
+    MESSAGES: ("u64",),
+}
 #: Fields after the command octet (no request id), per event command.
 EVENTS: dict[int, Schema] = {
     MSG: ("str", "msg"),
@@ -246,6 +251,9 @@ def encode(command: int, request_id: int | None, *fields: Any) -> bytes:
     if schema is None and command not in REQUESTS and command not in REPLIES:
         raise ValueError(f"unknown command 0x{command:02X}")
     schema = schema or ()
+    optional = OPTIONAL_REPLY_FIELDS.get(command, ()) if command in REPLIES else ()
+    if len(fields) == len(schema) + len(optional):
+        schema += optional
     if len(fields) != len(schema):
         raise ValueError(f"{NAMES[command]} takes {len(schema)} fields, not {len(fields)}")
     out = bytearray(SIGNATURE)
@@ -337,6 +345,8 @@ def decode(data: bytes, expect: str = "any") -> Frame:
         kind = "request" if command < 0x80 else "reply"
     try:
         fields = [reader.read(k) for k in schema]
+        if kind == "reply" and reader.left():
+            fields += [reader.read(k) for k in OPTIONAL_REPLY_FIELDS.get(command, ())]
         if reader.left():
             raise DecodeError(f"{reader.left()} unexpected bytes after the last field")
     except DecodeError as err:
@@ -940,7 +950,7 @@ class Client:
         while limit is None or len(out) < limit:
             page = HISTORY_PAGE_MAX if limit is None else min(HISTORY_PAGE_MAX, limit - len(out))
             reply = self._request(conn, HISTORY, name, self.name, after, since_ms, page)
-            _, last_seq, messages = reply.fields
+            _, last_seq, messages, *_ = reply.fields
             fresh = [m for m in messages if m[0] > after]
             out += [self._message(name, conn.address, m) for m in fresh]
             if not fresh or fresh[-1][0] >= last_seq:
@@ -1261,8 +1271,14 @@ class Client:
             if err.retryable:
                 return
             raise
-        _, last_seq, messages = reply.fields
+        _, last_seq, messages, *trimmed = reply.fields
         progressed = False
+        first_seq = trimmed[0] if trimmed else 1
+        if first_seq > sub.last + 1:  # trimmed by the server's retention: never coming
+            sub.last = first_seq - 1
+            for seq in [s for s in sub.pending if s <= sub.last]:
+                del sub.pending[seq]
+            progressed = True
         for m in messages:
             if m[0] == sub.last + 1:
                 sub.ready.append(self._message(sub.group, conn.address, m))

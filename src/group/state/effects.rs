@@ -192,6 +192,8 @@ pub struct Read {
     pub group_id: i64,
     /// The group's last seq when asked, for the answer.
     pub last_seq: u64,
+    /// The group's first kept seq when asked, for the answer.
+    pub first_seq: u64,
     pub after_seq: u64,
     pub since_ms: i64,
     /// At most [`crate::protocol::HISTORY_PAGE_MAX`], and more than 0.
@@ -209,6 +211,7 @@ impl Read {
                     group: self.group,
                     last_seq: self.last_seq,
                     messages,
+                    first_seq: self.first_seq,
                 }
             }
             Err(err) => {

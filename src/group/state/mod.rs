@@ -31,6 +31,8 @@ struct Group {
     id: i64,
     last_seq: u64,
     last_ts: i64,
+    /// The first kept seq: 1 until retention trimmed older messages.
+    first_seq: u64,
     members: HashSet<String>,
     /// Connections that receive MSG events live.
     subscribers: HashSet<Route>,
@@ -95,6 +97,7 @@ impl State {
                     id: g.id,
                     last_seq: g.last_seq,
                     last_ts: g.last_ts,
+                    first_seq: 1,
                     members: g.members.into_iter().collect(),
                     subscribers: HashSet::new(),
                     private: false,
@@ -128,6 +131,7 @@ impl State {
             id: stored.id,
             last_seq: stored.last_seq,
             last_ts: stored.last_ts,
+            first_seq: 1,
             members: stored.members.into_iter().collect(),
             subscribers: HashSet::new(),
             private: private && self.secure,
@@ -182,6 +186,18 @@ impl State {
     /// The store ids of the hosted groups.
     pub fn group_ids(&self) -> Vec<i64> {
         self.groups.values().map(|g| g.id).collect()
+    }
+
+    /// The store id of a hosted group.
+    pub fn group_id(&self, name: &str) -> Option<i64> {
+        self.groups.get(name).map(|g| g.id)
+    }
+
+    /// Records where a group's kept history starts, after the store trimmed it.
+    pub fn set_first_kept(&mut self, group_id: i64, first_seq: u64) {
+        if let Some(g) = self.groups.values_mut().find(|g| g.id == group_id) {
+            g.first_seq = first_seq;
+        }
     }
 
     /// The store ids of the private groups, whose invitations [`Keys`] holds.

@@ -293,6 +293,7 @@ impl State {
                         group: group_name,
                         last_seq,
                         messages: Vec::new(),
+                        first_seq: group.first_seq,
                     }));
                 }
                 effects.read = Some(Read {
@@ -301,6 +302,7 @@ impl State {
                     group: group_name,
                     group_id: group.id,
                     last_seq,
+                    first_seq: group.first_seq,
                     after_seq,
                     since_ms,
                     limit,

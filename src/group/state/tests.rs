@@ -185,6 +185,20 @@ impl Storage for Memory {
     fn limit_size(&mut self, _max_bytes: u64) -> crate::Result<()> {
         Ok(())
     }
+
+    fn trim(
+        &mut self,
+        _group_id: i64,
+        _policy: crate::group::retention::Policy,
+        _now_ms: i64,
+        _most: usize,
+    ) -> crate::Result<u64> {
+        Ok(0)
+    }
+
+    fn first_kept(&mut self, _group_id: i64) -> crate::Result<u64> {
+        Ok(1)
+    }
 }
 
 fn setup() -> (State, Memory) {

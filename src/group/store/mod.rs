@@ -11,6 +11,7 @@
 //!   and transaction for ids that rise as counters do.
 //! - `checkpoint`: the thread that copies the write-ahead log into the database.
 //! - `mark`: the acknowledged high-water mark, which catches a log that lost its tail.
+//! - `trim`: retention, deleting a group's oldest chunks a few at a time.
 //! - `varint`: the compact integers of chunks and runs.
 //!
 //! Every reader of stored bytes returns an error, never panics, on any input: [`decode_chunk`],
@@ -21,6 +22,7 @@ mod chunk;
 mod mark;
 mod schema;
 mod sent;
+mod trim;
 mod varint;
 
 use std::collections::HashMap;
