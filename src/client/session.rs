@@ -301,6 +301,19 @@ impl Session {
         expect_ok(reply, "OK")
     }
 
+    /// Removes `user` from a group; for operators only.
+    ///
+    /// # Errors
+    /// UNAUTHORIZED for a client that is not an operator, NOT_MEMBER, or the server's silence.
+    pub fn kick(&mut self, group: &GroupRef, user: &str) -> Result<()> {
+        let request = Request::Kick {
+            group: group.name.clone(),
+            user: user.to_string(),
+        };
+        let reply = self.group_request(group, &request)?;
+        expect_ok(reply, "OK")
+    }
+
     /// A group's members and who is online.
     ///
     /// # Errors

@@ -109,6 +109,8 @@ pub enum Request {
     Key,
     /// Ask a server how it is: answered with [`Reply::Status`] (`zms status`).
     Status,
+    /// Operator → group server: remove `user` from `group` (they may join again).
+    Kick { group: String, user: String },
 }
 
 impl Request {
@@ -130,6 +132,7 @@ impl Request {
             Request::Invite { .. } => "INVITE",
             Request::Key => "KEY",
             Request::Status => "STATUS",
+            Request::Kick { .. } => "KICK",
         }
     }
 
@@ -142,6 +145,7 @@ impl Request {
                 | Request::Send { .. }
                 | Request::SendBatch { .. }
                 | Request::Invite { .. }
+                | Request::Kick { .. }
         )
     }
 }

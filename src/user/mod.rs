@@ -44,6 +44,8 @@ pub enum Action {
     Members(String),
     /// Invite a key into a private group.
     Invite(String, String),
+    /// Remove a user from a group (operators).
+    Kick(String, String),
 }
 
 /// `println!` for the interactive client: through [`output::emit_or_exit`], so a closed pipe
@@ -193,6 +195,20 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
                 ))?,
                 Format::Json => emit(&output::json_line(
                     &json!({"group": group.name, "address": group.address, "invited": key}),
+                ))?,
+            }
+        }
+        Action::Kick(spec, user) => {
+            let group = session.resolve(&spec)?;
+            session.kick(&group, &user)?;
+            match format {
+                Format::Plain => emit(&format!(
+                    "removed {} from {}",
+                    safe::field(&user),
+                    safe::field(&group.to_string())
+                ))?,
+                Format::Json => emit(&output::json_line(
+                    &json!({"group": group.name, "address": group.address, "kicked": user}),
                 ))?,
             }
         }

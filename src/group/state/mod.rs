@@ -6,6 +6,7 @@
 //! [`Storage`](super::storage::Storage), commits, and only then encodes and sends; after a
 //! batch that did not commit it reads the store back into [`State::restore`].
 
+mod admin;
 mod effects;
 mod requests;
 #[cfg(test)]
@@ -75,6 +76,8 @@ pub struct State {
     users: HashMap<String, String>,
     /// Keys the operator allowed into every private group.
     allow: Vec<String>,
+    /// Keys that may make administration requests (KICK), with security.
+    operators: Vec<String>,
     /// Without security: user name → the IP address that made it a member, for names made
     /// members since the server started.
     name_address: HashMap<String, String>,
@@ -112,6 +115,7 @@ impl State {
             secure: false,
             users: HashMap::new(),
             allow: Vec::new(),
+            operators: Vec::new(),
             name_address: HashMap::new(),
             names_per_address: HashMap::new(),
             limits: Limits::default(),
@@ -172,6 +176,12 @@ impl State {
                 group.allowed = allow.iter().cloned().collect();
             }
         }
+    }
+
+    /// Lets the holders of `keys` make administration requests (with security; without it,
+    /// loopback peers may).
+    pub fn set_operators(&mut self, keys: Vec<String>) {
+        self.operators = keys;
     }
 
     /// Whether names bind to keys (and [`Keys`] are to be read from the store).
@@ -308,6 +318,28 @@ impl State {
             if *n == 0 {
                 self.names_per_address.remove(&address);
             }
+        }
+    }
+
+    /// Takes `user` out of `group` in memory: no member any more, and none of their connections
+    /// follows it. The caller stores the removal and answers.
+    fn remove_member(&mut self, group: &str, user: &str) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        g.members.remove(user);
+        // Every connection of that user stops receiving the group.
+        let routes: Vec<Route> = g
+            .subscribers
+            .iter()
+            .filter(|r| self.conns.get(*r).is_some_and(|c| c.user == user))
+            .cloned()
+            .collect();
+        for r in routes {
+            self.unsubscribe(&r, group);
+        }
+        if !self.groups.values().any(|g| g.members.contains(user)) {
+            self.uncount_name(user);
         }
     }
 

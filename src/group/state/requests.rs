@@ -80,6 +80,10 @@ impl State {
                 let reason = "STATUS is answered by the server loop".to_string();
                 return out.push(refuse(ErrorCode::BadRequest, reason));
             }
+            Request::Kick { group, user } => {
+                let (group, user) = (std::mem::take(group), std::mem::take(user));
+                return self.kick(now, from, req_id, group, user, effects);
+            }
             Request::Register { .. } | Request::Unregister { .. } | Request::Hello { .. } => {
                 let reason = format!(
                     "{} is a message server request; this is a group server",
@@ -202,21 +206,8 @@ impl State {
                     group_id: group.id,
                     user: user.clone(),
                 });
-                group.members.remove(&user);
+                self.remove_member(&group_name, &user);
                 info!(group = %group_name, %user, "left");
-                // Every connection of that user stops receiving the group.
-                let routes: Vec<Route> = group
-                    .subscribers
-                    .iter()
-                    .filter(|r| self.conns.get(*r).is_some_and(|c| c.user == user))
-                    .cloned()
-                    .collect();
-                for r in routes {
-                    self.unsubscribe(&r, &group_name);
-                }
-                if !self.groups.values().any(|g| g.members.contains(&user)) {
-                    self.uncount_name(&user);
-                }
                 out.push(durable(Reply::Ok));
                 if self.announce_presence(&group_name, now.at) {
                     out.push(presence(&group_name, &user, false));
@@ -347,6 +338,7 @@ impl State {
             | Request::Ping
             | Request::Key
             | Request::Status
+            | Request::Kick { .. }
             | Request::Register { .. }
             | Request::Unregister { .. }
             | Request::Hello { .. } => {
@@ -452,7 +444,7 @@ fn rate_keys(route: &Route, from: Peer<'_>) -> Vec<String> {
 }
 
 /// A PRESENCE push for the group's subscribers.
-fn presence(group: &str, user: &str, joined: bool) -> Outbound {
+pub(super) fn presence(group: &str, user: &str, joined: bool) -> Outbound {
     Outbound::Event {
         group: group.to_string(),
         event: Event::Presence {

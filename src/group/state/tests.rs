@@ -1073,3 +1073,94 @@ fn a_batch_that_cannot_begin_refuses_its_writes_at_once_and_the_next_one_tries_a
         "{out:?}"
     );
 }
+
+fn kick(g: &str, u: &str) -> Request {
+    Request::Kick {
+        group: g.into(),
+        user: u.into(),
+    }
+}
+
+fn from_address<'a>(route: &'a Route, address: &'a str) -> Peer<'a> {
+    Peer {
+        route,
+        key: None,
+        address: Some(address),
+    }
+}
+
+#[test]
+fn without_security_only_loopback_peers_may_kick_and_the_kicked_stop_receiving() {
+    let (mut state, mut store) = setup();
+    let (bob, admin) = (b"b".to_vec(), b"o".to_vec());
+    run(&mut state, &mut store, &bob, join("general", "bob"));
+    assert_eq!(state.subscribers("general").count(), 1);
+
+    for remote in ["192.0.2.7", "not an address"] {
+        let refused = run_from(
+            &mut state,
+            &mut store,
+            from_address(&admin, remote),
+            kick("general", "bob"),
+        );
+        assert_eq!(code_of(&refused), Some(ErrorCode::Unauthorized), "{remote}");
+    }
+    let no_address = run(&mut state, &mut store, &admin, kick("general", "bob"));
+    assert_eq!(code_of(&no_address), Some(ErrorCode::Unauthorized));
+    assert_eq!(store.stored.groups[0].members, ["bob"]);
+
+    let local = from_address(&admin, "127.0.0.1");
+    let unknown = run_from(&mut state, &mut store, local, kick("nope", "bob"));
+    assert_eq!(code_of(&unknown), Some(ErrorCode::UnknownGroup));
+    let stranger = run_from(&mut state, &mut store, local, kick("general", "eve"));
+    assert_eq!(code_of(&stranger), Some(ErrorCode::NotMember));
+
+    let kicked = run_from(&mut state, &mut store, local, kick("general", "bob"));
+    assert_eq!(reply_of(&kicked), Reply::Ok);
+    assert!(store.stored.groups[0].members.is_empty());
+    assert_eq!(state.subscribers("general").count(), 0);
+    assert!(kicked.iter().any(|o| matches!(o, Outbound::Event { .. })));
+    // The kicked user's next request is a stranger's; joining again is allowed.
+    let after = run(&mut state, &mut store, &bob, send("bob", "c1", "hi"));
+    assert_eq!(code_of(&after), Some(ErrorCode::NotMember));
+    let v6 = from_address(&admin, "::1");
+    run(&mut state, &mut store, &bob, join("general", "bob"));
+    let again = run_from(&mut state, &mut store, v6, kick("general", "bob"));
+    assert_eq!(reply_of(&again), Reply::Ok);
+}
+
+#[test]
+fn with_security_only_operator_keys_may_kick() {
+    let (mut state, mut store) = setup();
+    state.secure(key('S'), &[], &[]);
+    state.set_operators(vec![key('o')]);
+    let (bob, admin) = (b"b".to_vec(), b"o".to_vec());
+    let bobs_key = key('b');
+    run_from(
+        &mut state,
+        &mut store,
+        keyed(&bob, &bobs_key),
+        join("general", "bob"),
+    );
+    // A loopback address means nothing with security, and a member's key is no operator's.
+    let member = run_from(
+        &mut state,
+        &mut store,
+        keyed(&bob, &bobs_key),
+        kick("general", "bob"),
+    );
+    assert!(
+        matches!(reply_of(&member), Reply::Error { code: ErrorCode::Unauthorized, ref reason }
+            if reason.contains("--operator")),
+        "{member:?}"
+    );
+    let operator = key('o');
+    let kicked = run_from(
+        &mut state,
+        &mut store,
+        keyed(&admin, &operator),
+        kick("general", "bob"),
+    );
+    assert_eq!(reply_of(&kicked), Reply::Ok);
+    assert!(store.stored.groups[0].members.is_empty());
+}
