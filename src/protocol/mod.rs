@@ -111,6 +111,8 @@ pub enum Request {
     Status,
     /// Operator → group server: remove `user` from `group` (they may join again).
     Kick { group: String, user: String },
+    /// Operator → group server: remove `user` from `group` and refuse their JOINs from now on.
+    Ban { group: String, user: String },
 }
 
 impl Request {
@@ -133,6 +135,7 @@ impl Request {
             Request::Key => "KEY",
             Request::Status => "STATUS",
             Request::Kick { .. } => "KICK",
+            Request::Ban { .. } => "BAN",
         }
     }
 
@@ -146,6 +149,7 @@ impl Request {
                 | Request::SendBatch { .. }
                 | Request::Invite { .. }
                 | Request::Kick { .. }
+                | Request::Ban { .. }
         )
     }
 }

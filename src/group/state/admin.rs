@@ -1,4 +1,4 @@
-//! Administration requests (KICK): allowed to operator keys with security, and to loopback
+//! Administration requests (KICK, BAN): allowed to operator keys with security, and to loopback
 //! peers without it, since an open server has no other way to tell its operator apart.
 
 use std::net::IpAddr;
@@ -11,17 +11,22 @@ use super::State;
 use crate::protocol::{self, ErrorCode, Reply};
 
 impl State {
-    /// KICK: removes `user` from `group` as LEAVE would, for an operator. The kicked user's
-    /// clients find out at their next heartbeat (the server no longer follows them).
-    pub(super) fn kick(
+    /// KICK and BAN: removes `user` from `group` as LEAVE would, for an operator; a BAN also
+    /// refuses the user's JOINs from now on, and may name a user who is not a member. The
+    /// removed user's clients find out at their next heartbeat (the server no longer follows
+    /// them).
+    #[allow(clippy::too_many_arguments)] // one request's parts, as State::handle has them
+    pub(super) fn remove(
         &mut self,
         now: Now,
         from: Peer<'_>,
         req_id: u32,
         group_name: String,
         user: String,
+        ban: bool,
         effects: &mut Effects,
     ) {
+        let what = if ban { "BAN" } else { "KICK" };
         let answer = |reply: Reply| Outbound::Reply {
             route: from.route.clone(),
             req_id,
@@ -31,7 +36,7 @@ impl State {
         let operator = match self.operator(from) {
             Ok(operator) => operator,
             Err(reason) => {
-                warn!(group = %group_name, %user, %reason, "KICK refused");
+                warn!(group = %group_name, %user, %reason, "{what} refused");
                 return effects.out.push(refuse(ErrorCode::Unauthorized, reason));
             }
         };
@@ -40,14 +45,31 @@ impl State {
         {
             return effects.out.push(refuse(ErrorCode::BadRequest, reason));
         }
-        let Some(group) = self.groups.get(&group_name) else {
+        let Some(group) = self.groups.get_mut(&group_name) else {
             let hosted = self.group_names().join(", ");
             let reason = format!("no group '{group_name}' on this server (it hosts: {hosted})");
             return effects.out.push(refuse(ErrorCode::UnknownGroup, reason));
         };
-        if !group.members.contains(&user) {
+        let is_member = group.members.contains(&user);
+        if !is_member && !ban {
             let reason = format!("'{user}' is not a member of '{group_name}'");
             return effects.out.push(refuse(ErrorCode::NotMember, reason));
+        }
+        if ban {
+            effects.writes.push(Write::AddBan {
+                group_id: group.id,
+                user: user.clone(),
+                now_ms: now.ms,
+            });
+            group.banned.insert(user.clone());
+            info!(group = %group_name, %user, by = %operator, "banned");
+        }
+        if !is_member {
+            return effects.out.push(Outbound::Durable {
+                route: from.route.clone(),
+                req_id,
+                reply: Reply::Ok,
+            });
         }
         effects.writes.push(Write::RemoveMember {
             group_id: group.id,

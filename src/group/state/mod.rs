@@ -39,6 +39,8 @@ struct Group {
     private: bool,
     /// Keys allowed into a private group: the server's allow list and the invited.
     allowed: HashSet<String>,
+    /// User names an operator banned: their JOINs are refused.
+    banned: HashSet<String>,
 }
 
 /// One connection that subscribes to at least one group.
@@ -102,6 +104,7 @@ impl State {
                     subscribers: HashSet::new(),
                     private: false,
                     allowed: HashSet::new(),
+                    banned: g.banned.into_iter().collect(),
                 };
                 (g.name, group)
             })
@@ -213,6 +216,7 @@ impl State {
                 group.last_seq = stored.last_seq;
                 group.last_ts = stored.last_ts;
                 group.members = stored.members.into_iter().collect();
+                group.banned = stored.banned.into_iter().collect();
             }
         }
         if let Some(keys) = keys.filter(|_| self.secure) {

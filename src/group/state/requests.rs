@@ -42,6 +42,7 @@ impl State {
         };
         let refuse = |code: ErrorCode, reason: String| reply(Reply::Error { code, reason });
 
+        let ban = matches!(request, Request::Ban { .. });
         let (group_name, user) = match &mut request {
             Request::List => {
                 let entries = self
@@ -80,9 +81,9 @@ impl State {
                 let reason = "STATUS is answered by the server loop".to_string();
                 return out.push(refuse(ErrorCode::BadRequest, reason));
             }
-            Request::Kick { group, user } => {
+            Request::Kick { group, user } | Request::Ban { group, user } => {
                 let (group, user) = (std::mem::take(group), std::mem::take(user));
-                return self.kick(now, from, req_id, group, user, effects);
+                return self.remove(now, from, req_id, group, user, ban, effects);
             }
             Request::Register { .. } | Request::Unregister { .. } | Request::Hello { .. } => {
                 let reason = format!(
@@ -126,6 +127,10 @@ impl State {
         if !is_member && !matches!(request, Request::Join { .. }) {
             let reason = format!("'{user}' is not a member of '{group_name}'");
             return out.push(refuse(ErrorCode::NotMember, reason));
+        }
+        if !is_member && group.banned.contains(&user) {
+            let reason = format!("'{user}' is banned from '{group_name}'");
+            return out.push(refuse(ErrorCode::Unauthorized, reason));
         }
         if !is_member && group.private && !peer.is_some_and(|k| group.allowed.contains(k)) {
             let reason = format!(
@@ -339,6 +344,7 @@ impl State {
             | Request::Key
             | Request::Status
             | Request::Kick { .. }
+            | Request::Ban { .. }
             | Request::Register { .. }
             | Request::Unregister { .. }
             | Request::Hello { .. } => {

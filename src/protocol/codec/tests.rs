@@ -30,6 +30,10 @@ fn requests() -> Vec<Request> {
             group: group.clone(),
             user: user.clone(),
         },
+        Request::Ban {
+            group: group.clone(),
+            user: user.clone(),
+        },
         Request::Unregister {
             address: "127.0.0.1:6000".into(),
         },
