@@ -173,6 +173,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Remove USER from GROUP and refuse their joins from now on (an operator, as for kick).
+    Ban {
+        group: String,
+        user: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Let a key into a private group (you must be a member); KEY is what `zms whoami` prints.
     Invite {
         group: String,
@@ -680,6 +687,11 @@ impl Command {
                 user,
                 client,
             } => client.run(&ctx, Action::Kick(group, user)),
+            Command::Ban {
+                group,
+                user,
+                client,
+            } => client.run(&ctx, Action::Ban(group, user)),
             Command::Up {
                 bind,
                 group_bind,

@@ -1125,3 +1125,20 @@ fn a_client_on_the_servers_host_kicks_a_member_whose_tail_then_ends() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("'bob' is not a member of 'general'"));
 }
+
+#[test]
+fn a_banned_user_is_removed_and_cannot_join_again() {
+    let d = deploy();
+    let s = d.server.as_str();
+    stdout(&zms(&["join", "general", "--server", s, "--name", "bob"]));
+    let banned = stdout(&zms(&[
+        "ban", "general", "bob", "--server", s, "--name", "root",
+    ]));
+    assert!(banned.contains("banned bob from general"), "{banned}");
+    let again = zms(&["join", "general", "--server", s, "--name", "bob"]);
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("'bob' is banned from 'general'"), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "one clear line: {said}");
+    stdout(&zms(&["join", "general", "--server", s, "--name", "carol"]));
+}
