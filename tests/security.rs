@@ -921,9 +921,12 @@ fn only_an_operator_key_kicks_even_from_the_servers_host() {
     mallory.join(&general).unwrap();
 
     // Loopback is no credential with security; membership is none either.
-    assert_eq!(code(mallory.kick(&general, "bob")), ErrorCode::Unauthorized);
+    assert_eq!(
+        code(mallory.remove(&general, "bob", false)),
+        ErrorCode::Unauthorized
+    );
     assert_eq!(bob.send(&general, "still here").unwrap().0, 1);
-    operator.kick(&general, "bob").unwrap();
+    operator.remove(&general, "bob", false).unwrap();
     assert_eq!(code(bob.send(&general, "gone")), ErrorCode::NotMember);
     let members = mallory.members(&general).unwrap();
     assert!(members.iter().all(|m| m.name != "bob"), "{members:?}");
