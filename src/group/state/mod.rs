@@ -139,6 +139,7 @@ impl State {
             subscribers: HashSet::new(),
             private: private && self.secure,
             allowed: self.allow.iter().cloned().collect(),
+            banned: stored.banned.into_iter().collect(),
         };
         self.groups.insert(stored.name, group);
     }
