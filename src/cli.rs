@@ -72,6 +72,8 @@ pub fn log_filter(filter: &str) -> std::result::Result<String, String> {
     Ok(filter.to_string())
 }
 
+// Parsed once per run: the size of the biggest variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a message server: the directory of groups (prompts for the bind address on a terminal).
