@@ -167,6 +167,21 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Remove USER from GROUP (an operator: with --secure, a key the group server names with
+    /// --operator; without, a client on the group server's host). They may join again.
+    Kick {
+        group: String,
+        user: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove USER from GROUP and refuse their joins from now on (an operator, as for kick).
+    Ban {
+        group: String,
+        user: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Let a key into a private group (you must be a member); KEY is what `zms whoami` prints.
     Invite {
         group: String,
@@ -309,6 +324,10 @@ pub struct GroupArgs {
     /// With --secure: a public key allowed into every private group (repeat for more).
     #[arg(long = "allow", value_name = "KEY")]
     allow: Vec<String>,
+    /// With --secure: a user key (what `zms whoami` prints) that may kick members; without
+    /// --secure, clients on this host may (repeat for more).
+    #[arg(long = "operator", value_name = "KEY")]
+    operators: Vec<String>,
     /// Take the groups over from the group servers that hold them on the message server
     /// (with --secure, only if this server's key is one of its --operator keys).
     #[arg(long)]
@@ -556,6 +575,12 @@ impl Command {
                     args.groups
                 };
                 let directories = transport::endpoints(&server)?;
+                if !args.operators.is_empty() && !args.secure.secure {
+                    return Err(errinput!("--operator needs --secure"));
+                }
+                args.operators
+                    .iter()
+                    .try_for_each(|k| keys::raw(k).map(drop))?;
                 let security = group_security(
                     &ctx,
                     &args.data,
@@ -594,7 +619,8 @@ impl Command {
                     None => GroupServer::bind(&ctx, &endpoint, config)?.with_replace(args.replace),
                 }
                 .with_limits(limits)?
-                .with_retention(&retention);
+                .with_retention(&retention)
+                .with_operators(args.operators);
                 if let Some(mib) = args.max_storage_mib {
                     server = server.limit_storage(mib * 1024 * 1024)?;
                 }
@@ -664,6 +690,16 @@ impl Command {
             Command::Members { group, client } => client.run(&ctx, Action::Members(group)),
             Command::Invite { group, key, client } => client.run(&ctx, Action::Invite(group, key)),
             Command::Status { watch, client } => client.status(&ctx, watch),
+            Command::Kick {
+                group,
+                user,
+                client,
+            } => client.run(&ctx, Action::Kick(group, user)),
+            Command::Ban {
+                group,
+                user,
+                client,
+            } => client.run(&ctx, Action::Ban(group, user)),
             Command::Up {
                 bind,
                 group_bind,

@@ -1105,3 +1105,73 @@ fn history_says_when_older_messages_were_trimmed() {
     assert_eq!(stdout(&out).lines().count(), 2);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("trimmed"));
 }
+
+#[test]
+fn a_client_on_the_servers_host_kicks_a_member_whose_tail_then_ends() {
+    let d = deploy();
+    let s = d.server.as_str();
+    stdout(&zms(&["join", "general", "--server", s, "--name", "bob"]));
+    stdout(&zms(&["join", "general", "--server", s, "--name", "alice"]));
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("tail.log");
+    let mut command = Command::new(ZMS);
+    command
+        .args(["tail", "general", "--server", s, "--name", "bob"])
+        .env("ZMS_HOME", home());
+    let mut tail = Proc::logging_to(command, std::fs::File::create(&log).unwrap());
+    // Send until the tail shows one: then it follows the group.
+    let mut following = false;
+    for i in 0..50 {
+        let text = format!("m{i}");
+        stdout(&zms(&[
+            "send", "general", &text, "--server", s, "--name", "alice",
+        ]));
+        if tail.lines.recv_timeout(Duration::from_millis(200)).is_ok() {
+            following = true;
+            break;
+        }
+    }
+    assert!(following, "tail printed a message");
+
+    let kicked = stdout(&zms(&[
+        "kick", "general", "bob", "--server", s, "--name", "alice",
+    ]));
+    assert!(kicked.contains("removed bob from general"), "{kicked}");
+    let members = stdout(&zms(&[
+        "members", "general", "--server", s, "--name", "alice",
+    ]));
+    assert!(!members.contains("bob"), "{members}");
+    // The tail learns at a heartbeat that it follows nothing any more, and says so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = tail.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "tail did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("no longer a member of general"), "{said}");
+
+    let again = zms(&["kick", "general", "bob", "--server", s, "--name", "alice"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("'bob' is not a member of 'general'"));
+}
+
+#[test]
+fn a_banned_user_is_removed_and_cannot_join_again() {
+    let d = deploy();
+    let s = d.server.as_str();
+    stdout(&zms(&["join", "general", "--server", s, "--name", "bob"]));
+    let banned = stdout(&zms(&[
+        "ban", "general", "bob", "--server", s, "--name", "root",
+    ]));
+    assert!(banned.contains("banned bob from general"), "{banned}");
+    let again = zms(&["join", "general", "--server", s, "--name", "bob"]);
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("'bob' is banned from 'general'"), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "one clear line: {said}");
+    stdout(&zms(&["join", "general", "--server", s, "--name", "carol"]));
+}

@@ -319,3 +319,29 @@ fn status_shows_servers_groups_and_a_frozen_group_server_as_unreachable() {
         .unwrap();
     assert_eq!(frozen["unreachable"], true, "{json}");
 }
+
+#[test]
+fn kicks_and_bans_are_counted_by_reply_code() {
+    let (_directory, server, _) = message_server();
+    let data = tempfile::tempdir().unwrap();
+    let (group, metrics) = group_server(&server, "general", data.path());
+    let general = GroupRef {
+        name: "general".into(),
+        address: group.listening(),
+    };
+    let ctx = zmq::Context::new();
+    let endpoint = format!("tcp://{server}");
+    let mut bob = session(&ctx, &endpoint, "bob");
+    let mut root = session(&ctx, &endpoint, "root");
+    bob.join(&general).unwrap();
+    root.remove(&general, "bob", false).unwrap();
+    root.remove(&general, "bob", true).unwrap();
+    assert!(root.remove(&general, "bob", false).is_err());
+    for series in [
+        r#"zms_requests_total{command="KICK",code="OK"}"#,
+        r#"zms_requests_total{command="BAN",code="OK"}"#,
+        r#"zms_requests_total{command="KICK",code="NOT_MEMBER"}"#,
+    ] {
+        assert!(metric_reaches(&metrics, series, 1.0), "{series}");
+    }
+}

@@ -816,3 +816,48 @@ fn one_key_cannot_fill_a_groups_member_cap() {
     alice.join(&general).unwrap();
     assert_eq!(alice.send(&general, "there was room").unwrap().0, 1);
 }
+
+#[test]
+fn only_an_operator_key_kicks_even_from_the_servers_host() {
+    let ctx = zmq::Context::new();
+    let dir_keys = KeyPair::generate().unwrap();
+    let directory = secure_directory(&ctx, &dir_keys, Vec::new());
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let operator_keys = KeyPair::generate().unwrap();
+    let setup = GroupSetup {
+        directory: &directory,
+        directory_key: &dir_keys.public,
+        keys: KeyPair::generate().unwrap(),
+        groups: &["general"],
+        private: &[],
+        allow: Vec::new(),
+        limits: Limits::default(),
+    };
+    let _group = secure_group_bound(&ctx, setup, data.path())
+        .with_operators(vec![operator_keys.public.clone()])
+        .register(Duration::from_secs(2))
+        .unwrap()
+        .spawn(&ctx)
+        .unwrap();
+    let as_user = |name: &str, keys: &KeyPair| {
+        user(&ctx, &directory, &dir_keys.public, name, keys, home.path())
+    };
+    let mut bob = as_user("bob", &KeyPair::generate().unwrap());
+    let mut mallory = as_user("mallory", &KeyPair::generate().unwrap());
+    let mut operator = as_user("root", &operator_keys);
+    let general = bob.resolve("general").unwrap();
+    bob.join(&general).unwrap();
+    mallory.join(&general).unwrap();
+
+    // Loopback is no credential with security; membership is none either.
+    assert_eq!(
+        code(mallory.remove(&general, "bob", false)),
+        ErrorCode::Unauthorized
+    );
+    assert_eq!(bob.send(&general, "still here").unwrap().0, 1);
+    operator.remove(&general, "bob", false).unwrap();
+    assert_eq!(code(bob.send(&general, "gone")), ErrorCode::NotMember);
+    let members = mallory.members(&general).unwrap();
+    assert!(members.iter().all(|m| m.name != "bob"), "{members:?}");
+}

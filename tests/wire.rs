@@ -401,6 +401,8 @@ fn tables_match_the_code() {
         (cmd::PING, "PING", "request"),
         (cmd::INVITE, "INVITE", "request"),
         (cmd::SENDS, "SENDS", "request"),
+        (cmd::KICK, "KICK", "request"),
+        (cmd::BAN, "BAN", "request"),
         (cmd::OK, "OK", "reply"),
         (cmd::ERROR, "ERROR", "reply"),
         (cmd::GROUPS, "GROUPS", "reply"),

@@ -301,6 +301,22 @@ impl Session {
         expect_ok(reply, "OK")
     }
 
+    /// Removes `user` from a group (KICK), and with `ban` refuses their joins from now on
+    /// (BAN); for operators only.
+    ///
+    /// # Errors
+    /// UNAUTHORIZED for a client that is not an operator, NOT_MEMBER (a kick of a stranger),
+    /// or the server's silence.
+    pub fn remove(&mut self, group: &GroupRef, user: &str, ban: bool) -> Result<()> {
+        let (name, user) = (group.name.clone(), user.to_string());
+        let request = match ban {
+            true => Request::Ban { group: name, user },
+            false => Request::Kick { group: name, user },
+        };
+        let reply = self.group_request(group, &request)?;
+        expect_ok(reply, "OK")
+    }
+
     /// A group's members and who is online.
     ///
     /// # Errors

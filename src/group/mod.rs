@@ -305,6 +305,13 @@ impl GroupServer {
     ///
     /// # Errors
     /// A text limit above the protocol's, or a libzmq failure.
+    /// Lets the holders of `keys` (Z85 public keys) make administration requests such as KICK;
+    /// only with security (without it, clients on this host may).
+    pub fn with_operators(mut self, keys: Vec<String>) -> GroupServer {
+        self.state.set_operators(keys);
+        self
+    }
+
     pub fn with_limits(mut self, limits: Limits) -> Result<GroupServer> {
         if limits.max_text > protocol::MAX_TEXT {
             return Err(errinput!(

@@ -124,6 +124,12 @@ pub trait Storage: Send {
     /// The store's error.
     fn add_invite(&mut self, group_id: i64, key: &str, now_ms: i64) -> Result<()>;
 
+    /// Bans a user name from a group for good.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn add_ban(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()>;
+
     /// Carries out one of State's [`Write`]s.
     ///
     /// # Errors
@@ -142,6 +148,11 @@ pub trait Storage: Send {
                 key,
                 now_ms,
             } => self.add_invite(*group_id, key, *now_ms),
+            Write::AddBan {
+                group_id,
+                user,
+                now_ms,
+            } => self.add_ban(*group_id, user, *now_ms),
         }
     }
 
@@ -257,6 +268,10 @@ impl Storage for Store {
 
     fn add_invite(&mut self, group_id: i64, key: &str, now_ms: i64) -> Result<()> {
         Store::add_invite(self, group_id, key, now_ms)
+    }
+
+    fn add_ban(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()> {
+        Store::add_ban(self, group_id, user, now_ms)
     }
 
     fn fetch(

@@ -31,6 +31,8 @@ pub mod cmd {
     pub const PING: u8 = 0x16;
     pub const INVITE: u8 = 0x17;
     pub const SENDS: u8 = 0x18;
+    pub const KICK: u8 = 0x19;
+    pub const BAN: u8 = 0x1A;
     pub const OK: u8 = 0x80;
     pub const ERROR: u8 = 0x81;
     pub const GROUPS: u8 = 0x82;
@@ -113,6 +115,8 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
         Request::Join { group, user }
         | Request::Leave { group, user }
         | Request::Subscribe { group, user }
+        | Request::Kick { group, user }
+        | Request::Ban { group, user }
         | Request::Members { group, user } => {
             w.string(group);
             w.string(user);
@@ -196,6 +200,8 @@ fn request_cmd(request: &Request) -> u8 {
         Request::Invite { .. } => cmd::INVITE,
         Request::Key => cmd::KEY,
         Request::Status => cmd::STATUS,
+        Request::Kick { .. } => cmd::KICK,
+        Request::Ban { .. } => cmd::BAN,
     }
 }
 
@@ -242,6 +248,14 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
             },
             cmd::KEY => Request::Key,
             cmd::STATUS => Request::Status,
+            cmd::KICK => Request::Kick {
+                group: r.string()?,
+                user: r.string()?,
+            },
+            cmd::BAN => Request::Ban {
+                group: r.string()?,
+                user: r.string()?,
+            },
             cmd::UNREGISTER => Request::Unregister {
                 address: r.string()?,
             },

@@ -109,6 +109,10 @@ pub enum Request {
     Key,
     /// Ask a server how it is: answered with [`Reply::Status`] (`zms status`).
     Status,
+    /// Operator → group server: remove `user` from `group` (they may join again).
+    Kick { group: String, user: String },
+    /// Operator → group server: remove `user` from `group` and refuse their JOINs from now on.
+    Ban { group: String, user: String },
 }
 
 impl Request {
@@ -130,6 +134,8 @@ impl Request {
             Request::Invite { .. } => "INVITE",
             Request::Key => "KEY",
             Request::Status => "STATUS",
+            Request::Kick { .. } => "KICK",
+            Request::Ban { .. } => "BAN",
         }
     }
 
@@ -142,6 +148,8 @@ impl Request {
                 | Request::Send { .. }
                 | Request::SendBatch { .. }
                 | Request::Invite { .. }
+                | Request::Kick { .. }
+                | Request::Ban { .. }
         )
     }
 }

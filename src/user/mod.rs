@@ -44,6 +44,10 @@ pub enum Action {
     Members(String),
     /// Invite a key into a private group.
     Invite(String, String),
+    /// Remove a user from a group (operators).
+    Kick(String, String),
+    /// Remove a user from a group and refuse their joins (operators).
+    Ban(String, String),
 }
 
 /// `println!` for the interactive client: through [`output::emit_or_exit`], so a closed pipe
@@ -201,6 +205,8 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
                 ))?,
             }
         }
+        Action::Kick(spec, user) => remove(session, format, &spec, &user, false)?,
+        Action::Ban(spec, user) => remove(session, format, &spec, &user, true)?,
         Action::Tail(spec) => {
             let group = session.resolve(&spec)?;
             session.subscribe(&group)?;
@@ -226,6 +232,26 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `zms kick` and `zms ban`: removes `user` from the group, and says so.
+fn remove(session: &mut Session, format: Format, spec: &str, user: &str, ban: bool) -> Result<()> {
+    let group = session.resolve(spec)?;
+    session.remove(&group, user, ban)?;
+    let (done, key) = match ban {
+        true => ("banned", "banned"),
+        false => ("removed", "kicked"),
+    };
+    match format {
+        Format::Plain => output::emit(&format!(
+            "{done} {} from {}",
+            safe::field(user),
+            safe::field(&group.to_string())
+        )),
+        Format::Json => output::emit(&output::json_line(
+            &json!({"group": group.name, "address": group.address, key: user}),
+        )),
+    }
 }
 
 /// Sends the lines of stdin to `group` through a [`Pipeline`], batch by batch, each kept on

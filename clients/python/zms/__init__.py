@@ -83,6 +83,7 @@ VERSION = 0x31  # "1"
 
 REGISTER, UNREGISTER, HELLO, LIST, KEY, STATUS = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, PING, INVITE, SENDS = range(0x10, 0x19)
+KICK, BAN = 0x19, 0x1A
 OK, ERROR, GROUPS, JOINED, ACK, MESSAGES, MEMBER_LIST, PONG, KEY_REPLY, ACKS = range(0x80, 0x8A)
 STATUS_REPLY = 0x8A
 MSG, PRESENCE, MSGS = 0xC0, 0xC1, 0xC2
@@ -115,6 +116,8 @@ REQUESTS: dict[int, Schema] = {
     MEMBERS: ("str", "str"),
     PING: (),
     INVITE: ("str", "str", "str"),
+    KICK: ("str", "str"),
+    BAN: ("str", "str"),
 }
 #: Fields after the request id, per reply command.
 REPLIES: dict[int, Schema] = {
@@ -148,7 +151,7 @@ NAMES: dict[int, str] = {
     GROUPS: "GROUPS", JOINED: "JOINED", ACK: "ACK", MESSAGES: "MESSAGES",
     MEMBER_LIST: "MEMBERS", PONG: "PONG", KEY_REPLY: "KEY", ACKS: "ACKS", MSG: "MSG",
     PRESENCE: "PRESENCE",
-    MSGS: "MSGS", STATUS: "STATUS", STATUS_REPLY: "STATUS",
+    MSGS: "MSGS", STATUS: "STATUS", STATUS_REPLY: "STATUS", KICK: "KICK", BAN: "BAN",
 }
 
 _FIXED = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "i64": 8, "bool": 1}

@@ -3,11 +3,13 @@
 It hosts the groups named with ``--group`` in memory (nothing survives a restart: each start
 is a new epoch with empty groups), registers them with every message server of ``--server``
 once a heartbeat, and answers LIST, JOIN, LEAVE, SUBSCRIBE, SEND, SENDS, HISTORY, MEMBERS, PING,
-KEY and INVITE on one ROUTER socket, pushing MSG, MSGS (a SENDS's new messages) and PRESENCE
+KEY, INVITE, KICK and BAN on one ROUTER socket, pushing MSG, MSGS (a SENDS's new messages) and PRESENCE
 to subscribed connections. It has no
 security: KEY answers an empty key and no group is private. Limits as PROTOCOL.md's security
 section gives them for a group server: text (413), frame size, members per group and live
-connections (429); no SEND rate limit, as an open server has none.
+connections (429); no SEND rate limit, as an open server has none. KICK and BAN come from
+operators, who are, without security, peers on the server's own host: this server takes them
+only when it is bound to a loopback address (so every peer is local), else ERROR 401.
 
     python3 -m zms.group_server --server 127.0.0.1:5555 --bind 127.0.0.1:0 --group general random
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import ipaddress
 import secrets
 import signal
 import sys
@@ -33,7 +36,7 @@ import zmq
 
 import zms
 from zms import (
-    ACK, ACKS, ERROR, GROUPS, HISTORY, INVITE, JOIN, JOINED, KEY, KEY_REPLY, LEAVE, LIST,
+    ACK, ACKS, BAN, ERROR, GROUPS, HISTORY, INVITE, JOIN, KICK, JOINED, KEY, KEY_REPLY, LEAVE, LIST,
     MEMBER_LIST, MEMBERS, MESSAGES, MSG, MSGS, OK, PING, PONG, PRESENCE, REGISTER, SEND, SENDS,
     SUBSCRIBE, UNREGISTER,
     DecodeError, decode, encode,
@@ -41,6 +44,7 @@ from zms import (
 
 # Requests that name a group and a user, checked in the spec's order before their own checks.
 GROUP_REQUESTS = {JOIN, LEAVE, SUBSCRIBE, SEND, SENDS, HISTORY, MEMBERS, INVITE}
+ADMIN_REQUESTS = {KICK, BAN}
 BATCH = 1024  # requests read per wake-up, so registration and expiry are never starved
 MAX_MEMBERS = 10000  # members per group: ERROR 429 on a JOIN past it
 MAX_CONNECTIONS = 10000  # subscribed connections: ERROR 429 on JOIN or SUBSCRIBE from another
@@ -90,6 +94,15 @@ def disguised_name_error(name: str) -> str | None:
     return None
 
 
+def local_only(bound: str) -> bool:
+    """Whether a server bound at ``bound`` (HOST:PORT) is reachable from its own host only."""
+    host = bound.rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 @dataclass
 class Group:
     name: str
@@ -98,6 +111,7 @@ class Group:
     members: set[str] = field(default_factory=set)
     client_ids: dict[tuple[str, str], int] = field(default_factory=dict)  # (sender, id) -> seq
     subscribers: set[bytes] = field(default_factory=set)  # routing ids
+    banned: set[str] = field(default_factory=set)  # users a BAN refuses to JOIN
 
     @property
     def last_seq(self) -> int:
@@ -373,6 +387,8 @@ class GroupServer:
                                    [(n, self.groups[n].last_seq) for n in names]))
         elif cmd in GROUP_REQUESTS:
             self._group_request(rid, rq, cmd, req.fields)
+        elif cmd in ADMIN_REQUESTS:
+            self._admin_request(rid, rq, cmd, req.fields)
         else:  # STATUS (PROTOCOL.md: this server does not implement it), or one unknown
             self._error(rid, rq, 400, f"{req.name} is not implemented by this group server")
 
@@ -390,6 +406,9 @@ class GroupServer:
             return
         if cmd != JOIN and user not in group.members:
             self._error(rid, rq, 403, f"'{user}' is not a member of '{name}'")
+            return
+        if cmd == JOIN and user not in group.members and user in group.banned:
+            self._error(rid, rq, 401, f"'{user}' is banned from '{name}'")
             return
 
         new_connection = rid not in self.conns
@@ -424,6 +443,34 @@ class GroupServer:
             self._send(rid, encode(MEMBER_LIST, rq, name, members))
         elif cmd == INVITE:
             self._error(rid, rq, 400, f"'{name}' is not a private group; anyone may join it")
+
+    def _admin_request(self, rid: bytes, rq: int, cmd: int, fields: list[Any]) -> None:
+        name, user = fields[0], fields[1]
+        if not local_only(self.bound):
+            self._error(rid, rq, 401, "without --secure, only a client on this host may do this")
+            return
+        why = (zms.group_name_error(name) or zms.user_name_error(user)
+               or disguised_name_error(user))
+        if why is not None:
+            self._error(rid, rq, 400, why)
+            return
+        group = self.groups.get(name)
+        if group is None:
+            hosted = ", ".join(self.groups)
+            self._error(rid, rq, 404, f"no group '{name}' on this server (it hosts: {hosted})")
+            return
+        if cmd == KICK and user not in group.members:
+            self._error(rid, rq, 403, f"'{user}' is not a member of '{name}'")
+            return
+        if cmd == BAN:
+            group.banned.add(user)
+        member = user in group.members
+        group.members.discard(user)
+        for sub in [r for r in group.subscribers if self.conns[r].user == user]:
+            self._unsubscribe(sub, group)
+        self._send(rid, encode(OK, rq))
+        if member:
+            self._push(group, encode(PRESENCE, None, name, user, False))
 
     def _store(self, rid: bytes, rq: int, group: Group, user: str, cid: str, text: str) -> None:
         size = len(text.encode())

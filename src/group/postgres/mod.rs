@@ -260,12 +260,22 @@ impl Storage for PgStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        let banned = self
+            .client
+            .query(
+                "SELECT username FROM bans WHERE group_id = $1 ORDER BY username",
+                &[&id],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         Ok(StoredGroup {
             id,
             name: row.get(0),
             last_seq: last_seq as u64,
             last_ts: row.get(2),
             members,
+            banned,
         })
     }
 
@@ -397,6 +407,15 @@ impl Storage for PgStore {
             "INSERT INTO invites (group_id, key, invited_ms) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
             &[&group_id, &key, &now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn add_ban(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()> {
+        self.client.execute(
+            "INSERT INTO bans (group_id, username, banned_ms) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&group_id, &user, &now_ms],
         )?;
         Ok(())
     }

@@ -8,7 +8,8 @@ use crate::Result;
 
 /// Migrations in order; `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Append
 /// only: a database records the version it is at, and a released migration never changes.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 -- A group and its lease. `last_seq`/`last_ts` are the counter every append advances in the
 -- statement that checks the lease (gap-free, unlike a SEQUENCE); `owner` and `epoch` say which
 -- group server may append, until `lease_until` (the database's clock, so servers' clocks may
@@ -60,7 +61,17 @@ CREATE TABLE servers (
     owner       TEXT PRIMARY KEY,
     alive_until TIMESTAMPTZ NOT NULL
 );
-"];
+",
+    // 1 → 2: user names an operator banned from a group.
+    "
+CREATE TABLE bans (
+    group_id  BIGINT NOT NULL REFERENCES groups(id),
+    username  TEXT NOT NULL,
+    banned_ms BIGINT NOT NULL,
+    PRIMARY KEY (group_id, username)
+);
+",
+];
 
 /// Any number for the advisory lock that makes servers starting at once migrate one by one.
 const MIGRATION_LOCK: i64 = 0x007a_6d73_5f6d_6967;

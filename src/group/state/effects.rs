@@ -125,6 +125,12 @@ pub enum Write {
         key: String,
         now_ms: i64,
     },
+    /// The user's JOINs to the group are refused from now on.
+    AddBan {
+        group_id: i64,
+        user: String,
+        now_ms: i64,
+    },
 }
 
 impl Write {

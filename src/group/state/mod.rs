@@ -6,6 +6,7 @@
 //! [`Storage`](super::storage::Storage), commits, and only then encodes and sends; after a
 //! batch that did not commit it reads the store back into [`State::restore`].
 
+mod admin;
 mod effects;
 mod requests;
 #[cfg(test)]
@@ -40,6 +41,8 @@ struct Group {
     private: bool,
     /// Keys allowed into a private group: the server's allow list and the invited.
     allowed: HashSet<String>,
+    /// User names an operator banned: their JOINs are refused.
+    banned: HashSet<String>,
 }
 
 /// One connection that subscribes to at least one group.
@@ -77,6 +80,8 @@ pub struct State {
     users: HashMap<String, String>,
     /// Keys the operator allowed into every private group.
     allow: Vec<String>,
+    /// Keys that may make administration requests (KICK), with security.
+    operators: Vec<String>,
     /// Without security: user name → the IP address that made it a member, for names made
     /// members since the server started.
     name_address: HashMap<String, String>,
@@ -102,6 +107,7 @@ impl State {
                     subscribers: HashSet::new(),
                     private: false,
                     allowed: HashSet::new(),
+                    banned: g.banned.into_iter().collect(),
                 };
                 (g.name, group)
             })
@@ -115,6 +121,7 @@ impl State {
             secure: false,
             users: HashMap::new(),
             allow: Vec::new(),
+            operators: Vec::new(),
             name_address: HashMap::new(),
             names_per_address: HashMap::new(),
             limits: Limits::default(),
@@ -136,6 +143,7 @@ impl State {
             subscribers: HashSet::new(),
             private: private && self.secure,
             allowed: self.allow.iter().cloned().collect(),
+            banned: stored.banned.into_iter().collect(),
         };
         self.groups.insert(stored.name, group);
     }
@@ -176,6 +184,12 @@ impl State {
                 group.allowed = allow.iter().cloned().collect();
             }
         }
+    }
+
+    /// Lets the holders of `keys` make administration requests (with security; without it,
+    /// loopback peers may).
+    pub fn set_operators(&mut self, keys: Vec<String>) {
+        self.operators = keys;
     }
 
     /// Whether names bind to keys (and [`Keys`] are to be read from the store).
@@ -219,6 +233,7 @@ impl State {
                 group.last_seq = stored.last_seq;
                 group.last_ts = stored.last_ts;
                 group.members = stored.members.into_iter().collect();
+                group.banned = stored.banned.into_iter().collect();
             }
         }
         if let Some(keys) = keys.filter(|_| self.secure) {
@@ -324,6 +339,28 @@ impl State {
             if *n == 0 {
                 self.names_per_address.remove(&address);
             }
+        }
+    }
+
+    /// Takes `user` out of `group` in memory: no member any more, and none of their connections
+    /// follows it. The caller stores the removal and answers.
+    fn remove_member(&mut self, group: &str, user: &str) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        g.members.remove(user);
+        // Every connection of that user stops receiving the group.
+        let routes: Vec<Route> = g
+            .subscribers
+            .iter()
+            .filter(|r| self.conns.get(*r).is_some_and(|c| c.user == user))
+            .cloned()
+            .collect();
+        for r in routes {
+            self.unsubscribe(&r, group);
+        }
+        if !self.groups.values().any(|g| g.members.contains(user)) {
+            self.uncount_name(user);
         }
     }
 

@@ -42,6 +42,7 @@ impl State {
         };
         let refuse = |code: ErrorCode, reason: String| reply(Reply::Error { code, reason });
 
+        let ban = matches!(request, Request::Ban { .. });
         let (group_name, user) = match &mut request {
             Request::List => {
                 let entries = self
@@ -79,6 +80,10 @@ impl State {
             Request::Status => {
                 let reason = "STATUS is answered by the server loop".to_string();
                 return out.push(refuse(ErrorCode::BadRequest, reason));
+            }
+            Request::Kick { group, user } | Request::Ban { group, user } => {
+                let (group, user) = (std::mem::take(group), std::mem::take(user));
+                return self.remove(now, from, req_id, group, user, ban, effects);
             }
             Request::Register { .. } | Request::Unregister { .. } | Request::Hello { .. } => {
                 let reason = format!(
@@ -122,6 +127,10 @@ impl State {
         if !is_member && !matches!(request, Request::Join { .. }) {
             let reason = format!("'{user}' is not a member of '{group_name}'");
             return out.push(refuse(ErrorCode::NotMember, reason));
+        }
+        if !is_member && group.banned.contains(&user) {
+            let reason = format!("'{user}' is banned from '{group_name}'");
+            return out.push(refuse(ErrorCode::Unauthorized, reason));
         }
         if !is_member && group.private && !peer.is_some_and(|k| group.allowed.contains(k)) {
             let reason = format!(
@@ -202,21 +211,8 @@ impl State {
                     group_id: group.id,
                     user: user.clone(),
                 });
-                group.members.remove(&user);
+                self.remove_member(&group_name, &user);
                 info!(group = %group_name, %user, "left");
-                // Every connection of that user stops receiving the group.
-                let routes: Vec<Route> = group
-                    .subscribers
-                    .iter()
-                    .filter(|r| self.conns.get(*r).is_some_and(|c| c.user == user))
-                    .cloned()
-                    .collect();
-                for r in routes {
-                    self.unsubscribe(&r, &group_name);
-                }
-                if !self.groups.values().any(|g| g.members.contains(&user)) {
-                    self.uncount_name(&user);
-                }
                 out.push(durable(Reply::Ok));
                 if self.announce_presence(&group_name, now.at) {
                     out.push(presence(&group_name, &user, false));
@@ -349,6 +345,8 @@ impl State {
             | Request::Ping
             | Request::Key
             | Request::Status
+            | Request::Kick { .. }
+            | Request::Ban { .. }
             | Request::Register { .. }
             | Request::Unregister { .. }
             | Request::Hello { .. } => {
@@ -454,7 +452,7 @@ fn rate_keys(route: &Route, from: Peer<'_>) -> Vec<String> {
 }
 
 /// A PRESENCE push for the group's subscribers.
-fn presence(group: &str, user: &str, joined: bool) -> Outbound {
+pub(super) fn presence(group: &str, user: &str, joined: bool) -> Outbound {
     Outbound::Event {
         group: group.to_string(),
         event: Event::Presence {

@@ -18,6 +18,7 @@ struct Stored {
     sent: HashMap<(i64, String, String), (u64, i64)>,
     users: Vec<(String, String)>,
     invites: Vec<(i64, String)>,
+    bans: Vec<(i64, String)>,
 }
 
 /// A store in maps, with transactions, for State's tests: what the trait promises, nothing
@@ -62,6 +63,7 @@ impl Storage for Memory {
                 last_seq: 0,
                 last_ts: 0,
                 members: Vec::new(),
+                banned: Vec::new(),
             });
         }
         let id = self
@@ -86,6 +88,8 @@ impl Storage for Memory {
         let mut group = self.group(id).clone();
         (group.last_seq, group.last_ts) = (last_seq, last_ts);
         group.members.sort();
+        let banned = self.stored.bans.iter().filter(|(g, _)| *g == id);
+        group.banned = banned.map(|(_, u)| u.clone()).collect();
         Ok(group)
     }
 
@@ -164,6 +168,12 @@ impl Storage for Memory {
     fn add_invite(&mut self, group_id: i64, key: &str, _now_ms: i64) -> crate::Result<()> {
         self.written()?;
         self.stored.invites.push((group_id, key.into()));
+        Ok(())
+    }
+
+    fn add_ban(&mut self, group_id: i64, user: &str, _now_ms: i64) -> crate::Result<()> {
+        self.written()?;
+        self.stored.bans.push((group_id, user.into()));
         Ok(())
     }
 
@@ -666,6 +676,7 @@ fn a_send_is_decided_without_a_store_and_numbered_from_the_groups_last_seq() {
         last_seq: 41,
         last_ts: 5_000,
         members: vec!["alice".into()],
+        banned: Vec::new(),
     };
     let mut state = State::new(vec![general], "h:1".into(), 7);
     let route = b"a".to_vec();
@@ -1040,4 +1051,139 @@ fn a_batch_that_cannot_begin_refuses_its_writes_at_once_and_the_next_one_tries_a
         matches!(reply_of(&out), Reply::Ack { seq: 1, .. }),
         "{out:?}"
     );
+}
+
+fn kick(g: &str, u: &str) -> Request {
+    Request::Kick {
+        group: g.into(),
+        user: u.into(),
+    }
+}
+
+fn from_address<'a>(route: &'a Route, address: &'a str) -> Peer<'a> {
+    Peer {
+        route,
+        key: None,
+        address: Some(address),
+    }
+}
+
+#[test]
+fn without_security_only_loopback_peers_may_kick_and_the_kicked_stop_receiving() {
+    let (mut state, mut store) = setup();
+    let (bob, admin) = (b"b".to_vec(), b"o".to_vec());
+    run(&mut state, &mut store, &bob, join("general", "bob"));
+    assert_eq!(state.subscribers("general").count(), 1);
+
+    for remote in ["192.0.2.7", "not an address"] {
+        let refused = run_from(
+            &mut state,
+            &mut store,
+            from_address(&admin, remote),
+            kick("general", "bob"),
+        );
+        assert_eq!(code_of(&refused), Some(ErrorCode::Unauthorized), "{remote}");
+    }
+    let no_address = run(&mut state, &mut store, &admin, kick("general", "bob"));
+    assert_eq!(code_of(&no_address), Some(ErrorCode::Unauthorized));
+    assert_eq!(store.stored.groups[0].members, ["bob"]);
+
+    let local = from_address(&admin, "127.0.0.1");
+    let unknown = run_from(&mut state, &mut store, local, kick("nope", "bob"));
+    assert_eq!(code_of(&unknown), Some(ErrorCode::UnknownGroup));
+    let stranger = run_from(&mut state, &mut store, local, kick("general", "eve"));
+    assert_eq!(code_of(&stranger), Some(ErrorCode::NotMember));
+
+    let kicked = run_from(&mut state, &mut store, local, kick("general", "bob"));
+    assert_eq!(reply_of(&kicked), Reply::Ok);
+    assert!(store.stored.groups[0].members.is_empty());
+    assert_eq!(state.subscribers("general").count(), 0);
+    assert!(kicked.iter().any(|o| matches!(o, Outbound::Event { .. })));
+    // The kicked user's next request is a stranger's; joining again is allowed.
+    let after = run(&mut state, &mut store, &bob, send("bob", "c1", "hi"));
+    assert_eq!(code_of(&after), Some(ErrorCode::NotMember));
+    let v6 = from_address(&admin, "::1");
+    run(&mut state, &mut store, &bob, join("general", "bob"));
+    let again = run_from(&mut state, &mut store, v6, kick("general", "bob"));
+    assert_eq!(reply_of(&again), Reply::Ok);
+}
+
+#[test]
+fn with_security_only_operator_keys_may_kick() {
+    let (mut state, mut store) = setup();
+    state.secure(key('S'), &[], &[]);
+    state.set_operators(vec![key('o')]);
+    let (bob, admin) = (b"b".to_vec(), b"o".to_vec());
+    let bobs_key = key('b');
+    run_from(
+        &mut state,
+        &mut store,
+        keyed(&bob, &bobs_key),
+        join("general", "bob"),
+    );
+    // A loopback address means nothing with security, and a member's key is no operator's.
+    let member = run_from(
+        &mut state,
+        &mut store,
+        keyed(&bob, &bobs_key),
+        kick("general", "bob"),
+    );
+    assert!(
+        matches!(reply_of(&member), Reply::Error { code: ErrorCode::Unauthorized, ref reason }
+            if reason.contains("--operator")),
+        "{member:?}"
+    );
+    let operator = key('o');
+    let kicked = run_from(
+        &mut state,
+        &mut store,
+        keyed(&admin, &operator),
+        kick("general", "bob"),
+    );
+    assert_eq!(reply_of(&kicked), Reply::Ok);
+    assert!(store.stored.groups[0].members.is_empty());
+}
+
+#[test]
+fn a_ban_removes_a_member_refuses_their_joins_and_outlives_a_restart() {
+    let (mut state, mut store) = setup();
+    let (bob, admin) = (b"b".to_vec(), b"o".to_vec());
+    let local = from_address(&admin, "127.0.0.1");
+    let ban = |u: &str| Request::Ban {
+        group: "general".into(),
+        user: u.into(),
+    };
+    run(&mut state, &mut store, &bob, join("general", "bob"));
+    let remote = run_from(
+        &mut state,
+        &mut store,
+        from_address(&admin, "192.0.2.7"),
+        ban("bob"),
+    );
+    assert_eq!(code_of(&remote), Some(ErrorCode::Unauthorized));
+    assert!(store.stored.bans.is_empty());
+
+    let banned = run_from(&mut state, &mut store, local, ban("bob"));
+    assert_eq!(reply_of(&banned), Reply::Ok);
+    assert!(store.stored.groups[0].members.is_empty());
+    assert_eq!(store.stored.bans, [(1, "bob".to_string())]);
+    assert_eq!(state.subscribers("general").count(), 0);
+    let refused = run(&mut state, &mut store, &bob, join("general", "bob"));
+    assert!(
+        matches!(reply_of(&refused), Reply::Error { code: ErrorCode::Unauthorized, ref reason }
+            if reason == "'bob' is banned from 'general'"),
+        "{refused:?}"
+    );
+    // A name that is no member may be banned ahead.
+    let ahead = run_from(&mut state, &mut store, local, ban("eve"));
+    assert_eq!(reply_of(&ahead), Reply::Ok);
+
+    let general = store.load_group(1).unwrap();
+    let mut again = State::new(vec![general], "h:1".into(), 8);
+    for user in ["bob", "eve"] {
+        let refused = run(&mut again, &mut store, &bob, join("general", user));
+        assert_eq!(code_of(&refused), Some(ErrorCode::Unauthorized), "{user}");
+    }
+    let others = run(&mut again, &mut store, &bob, join("general", "carol"));
+    assert!(matches!(reply_of(&others), Reply::Joined { .. }));
 }

@@ -74,6 +74,8 @@ pub struct StoredGroup {
     pub last_seq: u64,
     pub last_ts: i64,
     pub members: Vec<String>,
+    /// User names an operator banned from the group (BAN): their JOINs are refused.
+    pub banned: Vec<String>,
 }
 
 /// The SQLite store.
@@ -284,12 +286,19 @@ impl Store {
         let members = stmt
             .query_map([id], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT user FROM bans WHERE group_id = ?1 ORDER BY user")?;
+        let banned = stmt
+            .query_map([id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(StoredGroup {
             id,
             name,
             last_seq,
             last_ts,
             members,
+            banned,
         })
     }
 
@@ -544,6 +553,17 @@ impl Store {
         self.conn
             .prepare_cached("INSERT INTO invites (group_id, key, invited_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?
             .execute(params![group_id, key, now_ms])?;
+        Ok(())
+    }
+
+    /// Bans a user name from a group for good.
+    ///
+    /// # Errors
+    /// The SQLite error.
+    pub fn add_ban(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO bans (group_id, user, banned_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?
+            .execute(params![group_id, user, now_ms])?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The database's tables, and the version of their layout, kept in SQLite's `user_version`.
 //!
 //! A new database (version 0: SQLite's own start) gets [`TABLES`] at the current version (1,
-//! and one more for each of [`MIGRATIONS`]). One of an earlier version is brought up to date by [`MIGRATIONS`], in the transaction that
+//! and one more for each of [`MIGRATIONS`], so 2). One of an earlier version is brought up to date by [`MIGRATIONS`], in the transaction that
 //! opens it, so a store is never half moved. One of a later version, written by a newer zms,
 //! is refused: its rows may mean what this version would misread.
 
@@ -15,9 +15,20 @@ use crate::{errinput, Result};
 type Migration = fn(&Connection) -> Result<()>;
 
 /// The steps from each version to the next, in order: `MIGRATIONS[0]` brings version 1 to 2.
-/// None yet, as version 1 is the first layout. A change of layout adds its step here and
-/// changes [`TABLES`] to the layout the steps end in.
-const MIGRATIONS: &[Migration] = &[];
+/// A change of layout adds its step here and changes [`TABLES`] to the layout the steps end in.
+const MIGRATIONS: &[Migration] = &[
+    // 1 → 2: bans (as in TABLES).
+    |conn| {
+        Ok(conn.execute_batch(
+            "CREATE TABLE bans (
+                group_id  INTEGER NOT NULL,
+                user      TEXT NOT NULL,
+                banned_ms INTEGER NOT NULL,
+                PRIMARY KEY (group_id, user)
+            ) WITHOUT ROWID;",
+        )?)
+    },
+];
 
 /// The tables of the current layout, made in a new database.
 const TABLES: &str = "
@@ -75,6 +86,13 @@ CREATE TABLE invites (
     key        TEXT NOT NULL,
     invited_ms INTEGER NOT NULL,
     PRIMARY KEY (group_id, key)
+) WITHOUT ROWID;
+-- User names an operator banned from a group.
+CREATE TABLE bans (
+    group_id  INTEGER NOT NULL,
+    user      TEXT NOT NULL,
+    banned_ms INTEGER NOT NULL,
+    PRIMARY KEY (group_id, user)
 ) WITHOUT ROWID;
 ";
 
@@ -161,13 +179,29 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         prepare(&conn, Path::new("new")).unwrap();
         assert_eq!(version(&conn), VERSION);
-        assert_eq!(VERSION, 1, "the first layout");
+        assert_eq!(VERSION, 2, "the first layout, then bans");
+        assert_eq!(columns(&conn, "bans"), ["group_id", "user", "banned_ms"]);
         assert_eq!(
             columns(&conn, "chunks"),
             ["key", "last_seq", "last_ts", "messages"]
         );
         prepare(&conn, Path::new("new")).unwrap();
         assert_eq!(version(&conn), VERSION);
+    }
+
+    #[test]
+    fn a_database_of_the_first_layout_gets_bans() {
+        let conn = Connection::open_in_memory().unwrap();
+        // Version 1 is TABLES without the bans, which come last.
+        let first = TABLES
+            .split("-- User names an operator banned")
+            .next()
+            .unwrap();
+        conn.execute_batch(&format!("{first} PRAGMA user_version = 1;"))
+            .unwrap();
+        prepare(&conn, Path::new("old")).unwrap();
+        assert_eq!(version(&conn), 2);
+        assert_eq!(columns(&conn, "bans"), ["group_id", "user", "banned_ms"]);
     }
 
     #[test]
@@ -183,7 +217,8 @@ mod tests {
         let err = Store::open(dir.path(), Durability::Process).err().unwrap();
         let err = err.to_string();
         assert!(
-            err.contains("layout version 2") && err.contains("refusing to serve"),
+            err.contains(&format!("layout version {}", VERSION + 1))
+                && err.contains("refusing to serve"),
             "{err}"
         );
         let conn = Connection::open(dir.path().join("zms.db")).unwrap();

@@ -26,6 +26,14 @@ fn requests() -> Vec<Request> {
         },
         Request::Key,
         Request::Status,
+        Request::Kick {
+            group: group.clone(),
+            user: user.clone(),
+        },
+        Request::Ban {
+            group: group.clone(),
+            user: user.clone(),
+        },
         Request::Unregister {
             address: "127.0.0.1:6000".into(),
         },
