@@ -84,7 +84,7 @@ pub enum Command {
         #[command(flatten)]
         secure: ServerSecureArgs,
         /// With --secure: admit only group servers with this public key (repeat for more).
-        #[arg(long = "allow-server", value_name = "KEY")]
+        #[arg(long = "allow-server", value_name = "KEY", allow_hyphen_values = true)]
         allow_servers: Vec<String>,
         /// Most groups listed, over all group servers; more registrations are refused.
         #[arg(long, default_value_t = 100_000)]
@@ -92,7 +92,7 @@ pub enum Command {
         /// With --secure: a key that may take group names and addresses over from their owners
         /// (a group server started with --replace holding it); repeat for more. The message
         /// server's own key is always one.
-        #[arg(long = "operator", value_name = "KEY")]
+        #[arg(long = "operator", value_name = "KEY", allow_hyphen_values = true)]
         operators: Vec<String>,
         /// With --secure: where the bindings of names and addresses to keys are kept
         /// (message-server.db); default: the data directory's `message-server`.
@@ -185,6 +185,7 @@ pub enum Command {
     /// Let a key into a private group (you must be a member); KEY is what `zms whoami` prints.
     Invite {
         group: String,
+        #[arg(allow_hyphen_values = true)]
         key: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -280,6 +281,7 @@ pub enum PinAction {
         /// The server, HOST:PORT.
         address: String,
         /// Its new public key (what the server prints as `public key`).
+        #[arg(allow_hyphen_values = true)]
         key: String,
     },
 }
@@ -316,17 +318,22 @@ pub struct GroupArgs {
     secure: ServerSecureArgs,
     /// With --secure: the message server's key(s), comma-separated like --server; otherwise
     /// the pinned key, or the one it offers on first use (pinned in DATA/known_servers).
-    #[arg(long, env = "ZMS_SERVER_KEY", value_name = "KEY[,KEY…]")]
+    #[arg(
+        long,
+        env = "ZMS_SERVER_KEY",
+        value_name = "KEY[,KEY…]",
+        allow_hyphen_values = true
+    )]
     server_key: Option<String>,
     /// With --secure: a group only allowed or invited keys may join (repeat for more).
     #[arg(long = "private", value_name = "GROUP")]
     private: Vec<String>,
     /// With --secure: a public key allowed into every private group (repeat for more).
-    #[arg(long = "allow", value_name = "KEY")]
+    #[arg(long = "allow", value_name = "KEY", allow_hyphen_values = true)]
     allow: Vec<String>,
     /// With --secure: a user key (what `zms whoami` prints) that may kick members; without
     /// --secure, clients on this host may (repeat for more).
-    #[arg(long = "operator", value_name = "KEY")]
+    #[arg(long = "operator", value_name = "KEY", allow_hyphen_values = true)]
     operators: Vec<String>,
     /// Take the groups over from the group servers that hold them on the message server
     /// (with --secure, only if this server's key is one of its --operator keys).
@@ -433,7 +440,12 @@ pub struct ClientSecureArgs {
     #[arg(long, env = "ZMS_SECURE")]
     secure: bool,
     /// The message server's public key, instead of trusting it on first use.
-    #[arg(long, env = "ZMS_SERVER_KEY", value_name = "KEY")]
+    #[arg(
+        long,
+        env = "ZMS_SERVER_KEY",
+        value_name = "KEY",
+        allow_hyphen_values = true
+    )]
     server_key: Option<String>,
 }
 

@@ -658,7 +658,11 @@ fn trusted_keys_are_told_listed_forgotten_and_replaced() {
 
     // A pin that no longer matches (as when the server's key changes) is refused, with the
     // command that fixes it.
-    let other = zms::keys::KeyPair::generate().unwrap().public;
+    // One that starts with '-', as one key in 85 does: a key, not a flag.
+    let other = (0..100_000)
+        .map(|_| zms::keys::KeyPair::generate().unwrap().public)
+        .find(|key| key.starts_with('-'))
+        .unwrap();
     let pinned = stdout(&as_user(&["known-servers", "pin", &server, &other]));
     assert_eq!(pinned, format!("pinned {server} {other} (was {key})\n"));
     let refused = as_user(&["list", "--server", &server]);

@@ -143,7 +143,10 @@ fn the_store_appends_fetches_dedups_and_keeps_members_invites_and_names() {
         "a,b,c,d,e"
     );
     drop(PgStore::connect(&url, "two", Duration::from_secs(30)).unwrap());
-    assert_eq!(pg.psql("store", "SELECT version FROM zms_schema"), "1");
+    assert_eq!(
+        pg.psql("store", "SELECT version FROM zms_schema"),
+        zms::group::postgres::schema::VERSION.to_string()
+    );
 }
 
 #[test]

@@ -6,6 +6,9 @@ use postgres::Client;
 
 use crate::Result;
 
+/// The schema version this zms writes: one per migration.
+pub const VERSION: i32 = MIGRATIONS.len() as i32;
+
 /// Migrations in order; `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Append
 /// only: a database records the version it is at, and a released migration never changes.
 const MIGRATIONS: &[&str] = &[
@@ -88,16 +91,15 @@ pub fn migrate(client: &mut Client) -> Result<()> {
         .query_opt("SELECT version FROM zms_schema", &[])?
         .map(|row| row.get(0));
     let from = version.unwrap_or(0);
-    if from as usize > MIGRATIONS.len() {
+    if from > VERSION {
         return Err(crate::errinput!(
-            "the database's schema is version {from}, newer than this zms knows ({})",
-            MIGRATIONS.len()
+            "the database's schema is version {from}, newer than this zms knows ({VERSION})"
         ));
     }
     for migration in &MIGRATIONS[from as usize..] {
         tx.batch_execute(migration)?;
     }
-    let to = MIGRATIONS.len() as i32;
+    let to = VERSION;
     if version.is_none() {
         tx.execute("INSERT INTO zms_schema (version) VALUES ($1)", &[&to])?;
     } else {
