@@ -109,10 +109,26 @@ impl Batch {
         // Kept for the next request's writes, empty.
         writes.clear();
         self.effects.writes = writes;
+        if let Some(change) = self.effects.change.take() {
+            // Outside any transaction (`admit` settled the batch's): the store's own.
+            let done = storage.change(&change.what, now.ms);
+            state.changed(change, done, &mut self.effects.out);
+        }
         if let Some(mut append) = self.effects.append.take() {
             self.acks.clear();
-            match storage.append_batch(&mut append, &mut self.acks) {
-                Ok(()) => state.appended(append, &mut self.acks, &mut self.effects.out),
+            let appended = storage
+                .append_batch(&mut append, &mut self.acks)
+                .map(|()| imported_once(&append, &self.acks));
+            match appended {
+                Ok(None) => state.appended(append, &mut self.acks, &mut self.effects.out),
+                Ok(Some(reason)) => {
+                    let err = crate::Error::Input(reason.clone());
+                    let reply = Reply::Error {
+                        code: crate::protocol::ErrorCode::BadRequest,
+                        reason,
+                    };
+                    self.write_failed(state, storage, mark, from.route, req_id, reply, &err, true);
+                }
                 Err(err) => {
                     let reply = unwritable(&err.to_string());
                     self.write_failed(state, storage, mark, from.route, req_id, reply, &err, true);
@@ -182,6 +198,21 @@ impl Batch {
         self.effects.out.append(&mut tail);
         restore(state, storage);
     }
+}
+
+/// Refuses an IMPORT of which a message was stored before under its client id: the seqs after
+/// it would not be the ones imported.
+fn imported_once(append: &super::state::Append, acks: &[Acked]) -> Option<String> {
+    let i = acks
+        .iter()
+        .position(|a| a.duplicate)
+        .filter(|_| append.import)?;
+    Some(format!(
+        "the message imported as seq {} was stored before (seq {}) under its client id '{}'",
+        append.first_seq + i as u64,
+        acks[i].seq,
+        append.client_ids.get(i)
+    ))
 }
 
 /// Reads back into `state` what it mirrors of the store, after writes that were not stored.

@@ -119,6 +119,8 @@ pub struct GroupServer {
     ops: ops::Ops,
     /// Each group that does not keep everything, by store id, with what it keeps.
     retention: Vec<(i64, String, Policy)>,
+    /// The policies `retention` was made from, for groups created at runtime.
+    retention_policies: Retention,
     /// Whether trimming may have work: set every heartbeat, cleared when a round of steps
     /// deletes nothing. While set the loop polls without waiting and trims when idle.
     trim_due: bool,
@@ -229,12 +231,26 @@ impl GroupServer {
             directories.push(dealer);
         }
         let now_ms = crate::time::now_ms();
-        let mut groups = config
-            .groups
+        // The groups named by the flags, and those an operator created at runtime.
+        let mut names = config.groups.clone();
+        for added in store.added_groups()? {
+            if !names.contains(&added) {
+                names.push(added);
+            }
+        }
+        let mut groups = names
             .iter()
             .map(|name| store.ensure_group(name, now_ms))
             .collect::<Result<Vec<_>>>()?;
         let mut private: Vec<String> = security.map(|s| s.private.clone()).unwrap_or_default();
+        // What an operator set at runtime (CREATE, SET) wins over --private.
+        for g in &groups {
+            match g.private {
+                Some(true) if !private.contains(&g.name) => private.push(g.name.clone()),
+                Some(false) => private.retain(|p| p != &g.name),
+                _ => {}
+            }
+        }
         if cluster {
             // The database says which groups exist; this server hosts its share of them.
             let gained = store.balance()?.gained;
@@ -284,6 +300,7 @@ impl GroupServer {
             on_registered: None,
             ops,
             retention: Vec::new(),
+            retention_policies: Retention::default(),
             trim_due: false,
         })
     }
@@ -298,6 +315,13 @@ impl GroupServer {
         &self.address
     }
 
+    /// Lets the holders of `keys` (Z85 public keys) make administration requests such as KICK;
+    /// only with security (without it, clients on this host may).
+    pub fn with_operators(mut self, keys: Vec<String>) -> GroupServer {
+        self.state.set_operators(keys);
+        self
+    }
+
     /// Enforces `limits` (the defaults otherwise). libzmq's frame limit stays at
     /// [`protocol::MAX_BATCH_FRAME`] whatever the text limit, so that a batch of short messages
     /// still fits, and a text over a lowered limit is answered TOO_LARGE rather than costing
@@ -305,12 +329,6 @@ impl GroupServer {
     ///
     /// # Errors
     /// A text limit above the protocol's, or a libzmq failure.
-    /// Lets the holders of `keys` (Z85 public keys) make administration requests such as KICK;
-    /// only with security (without it, clients on this host may).
-    pub fn with_operators(mut self, keys: Vec<String>) -> GroupServer {
-        self.state.set_operators(keys);
-        self
-    }
 
     pub fn with_limits(mut self, limits: Limits) -> Result<GroupServer> {
         if limits.max_text > protocol::MAX_TEXT {
@@ -337,18 +355,35 @@ impl GroupServer {
     /// Keeps each group's messages as `retention` says (everything, by default), trimming the
     /// oldest in small steps while the server is idle.
     pub fn with_retention(mut self, retention: &Retention) -> GroupServer {
+        self.retention_policies = retention.clone();
+        self.apply_retention();
+        self
+    }
+
+    /// Chooses each hosted group's retention policy.
+    fn apply_retention(&mut self) {
+        let policies = &self.retention_policies;
         self.retention = self
             .state
             .group_names()
             .into_iter()
             .filter_map(|name| {
-                let policy = retention.policy(&name);
+                let policy = policies.policy(&name);
                 let id = self.state.group_id(&name)?;
                 (policy != Policy::Forever).then_some((id, name, policy))
             })
             .collect();
         self.trim_due = !self.retention.is_empty();
-        self
+    }
+
+    /// After an operator created, dropped or changed groups: their retention, the
+    /// invitations of a group made private, and the message servers told at once.
+    fn groups_changed(&mut self) {
+        self.apply_retention();
+        if self.state.is_secure() {
+            batch::restore(&mut self.state, self.store.as_mut());
+        }
+        self.announce();
     }
 
     /// Asks the directories to hand this server's group names over to it from the group
@@ -596,6 +631,7 @@ impl GroupServer {
             Ok(()) => {
                 for (id, group, n, policy) in &trimmed {
                     debug!(group, messages = n, keep = %policy, "trimmed");
+                    self.ops.metrics.trimmed(group, *n);
                     match self.store.first_kept(*id) {
                         Ok(first) => self.state.set_first_kept(*id, first),
                         Err(err) => warn!(%err, "cannot read where kept history starts"),
@@ -747,6 +783,9 @@ impl GroupServer {
         self.flush(out);
         self.batch = batch;
         self.ops.metrics.batch(requests);
+        if self.state.take_groups_changed() {
+            self.groups_changed();
+        }
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //! [`State`](super::state::State), which never calls a store.
 
 use super::retention::Policy;
-use super::state::{Append, Write};
+use super::state::{Append, GroupChange, Write};
 use super::store::Store;
 use crate::protocol::{Acked, Message};
 use crate::Result;
@@ -130,6 +130,56 @@ pub trait Storage: Send {
     /// The store's error.
     fn add_ban(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()>;
 
+    /// Lifts a ban.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn remove_ban(&mut self, group_id: i64, user: &str) -> Result<()>;
+
+    /// Creates a group at runtime (CREATE), in a transaction of its own, and returns it if
+    /// this server is to host it now. A store of one server's own takes up a group it holds
+    /// but did not host, history and all, and hosts it at every start from now on; a shared
+    /// store returns `None`, as the group servers' leases decide who hosts it.
+    ///
+    /// # Errors
+    /// [`crate::Error::Input`] for a group a shared store holds already; the store's error.
+    fn add_group(&mut self, name: &str, private: bool, now_ms: i64) -> Result<Option<StoredGroup>>;
+
+    /// Deletes a group and everything of it (messages, members, client ids, invitations,
+    /// bans), in a transaction of its own.
+    ///
+    /// # Errors
+    /// The store's error; then nothing was deleted.
+    fn drop_group(&mut self, group_id: i64) -> Result<()>;
+
+    /// Records that a group is private or public, overriding the server's `--private` flags.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn set_private(&mut self, group_id: i64, private: bool) -> Result<()>;
+
+    /// The groups CREATE made that this server hosts at every start (none for a shared store,
+    /// whose leases say).
+    ///
+    /// # Errors
+    /// The store's error.
+    fn added_groups(&mut self) -> Result<Vec<String>>;
+
+    /// Carries out one of State's [`GroupChange`]s (outside any batch's transaction): the
+    /// group created, if this server hosts it now.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn change(&mut self, change: &GroupChange, now_ms: i64) -> Result<Option<StoredGroup>> {
+        match change {
+            GroupChange::Create { name, private } => self.add_group(name, *private, now_ms),
+            GroupChange::Drop { group_id, .. } => self.drop_group(*group_id).map(|()| None),
+            GroupChange::Set {
+                group_id, private, ..
+            } => self.set_private(*group_id, *private).map(|()| None),
+        }
+    }
+
     /// Carries out one of State's [`Write`]s.
     ///
     /// # Errors
@@ -153,6 +203,7 @@ pub trait Storage: Send {
                 user,
                 now_ms,
             } => self.add_ban(*group_id, user, *now_ms),
+            Write::RemoveBan { group_id, user } => self.remove_ban(*group_id, user),
         }
     }
 
@@ -272,6 +323,26 @@ impl Storage for Store {
 
     fn add_ban(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()> {
         Store::add_ban(self, group_id, user, now_ms)
+    }
+
+    fn remove_ban(&mut self, group_id: i64, user: &str) -> Result<()> {
+        Store::remove_ban(self, group_id, user)
+    }
+
+    fn add_group(&mut self, name: &str, private: bool, now_ms: i64) -> Result<Option<StoredGroup>> {
+        Store::add_group(self, name, private, now_ms).map(Some)
+    }
+
+    fn drop_group(&mut self, group_id: i64) -> Result<()> {
+        Store::drop_group(self, group_id)
+    }
+
+    fn set_private(&mut self, group_id: i64, private: bool) -> Result<()> {
+        Store::set_private(self, group_id, private)
+    }
+
+    fn added_groups(&mut self) -> Result<Vec<String>> {
+        Store::added_groups(self)
     }
 
     fn fetch(

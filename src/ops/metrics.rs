@@ -78,6 +78,8 @@ pub struct GroupMetrics {
     groups: HashMap<String, GroupCounters>,
     commit_seconds: Histogram,
     batch_requests: Histogram,
+    /// Messages retention deleted, by group (made when a group is first trimmed).
+    trimmed: Family<GroupLabels, Counter>,
 }
 
 impl GroupMetrics {
@@ -135,11 +137,17 @@ impl GroupMetrics {
             "Requests read in one wake-up of the server (one batch)",
             batch_requests.clone(),
         );
+        let trimmed = family(
+            registry,
+            "trimmed_messages",
+            "Messages deleted by retention (--retain), by group",
+        );
         GroupMetrics {
             common,
             groups,
             commit_seconds,
             batch_requests,
+            trimmed,
         }
     }
 
@@ -158,6 +166,13 @@ impl GroupMetrics {
         if let Some(g) = self.groups.get(group) {
             g.stored.inc_by(n as u64);
         }
+    }
+
+    /// Counts `n` messages of `group` deleted by retention.
+    pub fn trimmed(&self, group: &str, n: u64) {
+        self.trimmed
+            .get_or_create(&[("group", group.to_string())])
+            .inc_by(n);
     }
 
     /// Counts a push handed to a member of `group`.
@@ -334,5 +349,13 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("unknown"), "{text}");
+        metrics.trimmed("general", 40);
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, metrics.registry())
+            .unwrap();
+        assert!(
+            text.contains("zms_trimmed_messages_total{group=\"general\"} 40"),
+            "{text}"
+        );
     }
 }

@@ -10,8 +10,8 @@
 
 use super::reader::{Fault, Reader, MESSAGE_MIN_LEN};
 use super::{
-    Acked, ErrorCode, Event, GroupEntry, Member, Message, Outgoing, Reply, Request, MAX_BATCH,
-    MAX_BATCH_FRAME, SIGNATURE, VERSION,
+    Acked, ErrorCode, Event, GroupEntry, Imported, Member, Message, Outgoing, Reply, Request,
+    MAX_BATCH, MAX_BATCH_FRAME, SIGNATURE, VERSION,
 };
 
 /// Command bytes, as in PROTOCOL.md.
@@ -33,6 +33,11 @@ pub mod cmd {
     pub const SENDS: u8 = 0x18;
     pub const KICK: u8 = 0x19;
     pub const BAN: u8 = 0x1A;
+    pub const CREATE: u8 = 0x1B;
+    pub const DROP: u8 = 0x1C;
+    pub const SET: u8 = 0x1D;
+    pub const UNBAN: u8 = 0x1E;
+    pub const IMPORT: u8 = 0x1F;
     pub const OK: u8 = 0x80;
     pub const ERROR: u8 = 0x81;
     pub const GROUPS: u8 = 0x82;
@@ -82,6 +87,7 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
             user,
             messages,
         } => batch_len(group, user, messages),
+        Request::Import { group, messages } => import_len(group, messages),
         _ => 64,
     };
     let mut w = Writer::with_room(request_cmd(request), room);
@@ -117,9 +123,23 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
         | Request::Subscribe { group, user }
         | Request::Kick { group, user }
         | Request::Ban { group, user }
+        | Request::Unban { group, user }
         | Request::Members { group, user } => {
             w.string(group);
             w.string(user);
+        }
+        Request::Create { group, private } | Request::Set { group, private } => {
+            w.string(group);
+            w.u8(if *private { GROUP_PRIVATE } else { 0 });
+        }
+        Request::Drop { group } => w.string(group),
+        Request::Import { group, messages } => {
+            w.string(group);
+            w.u32(messages.len() as u32);
+            for m in messages {
+                w.message(&m.message);
+                w.string(&m.client_id);
+            }
         }
         Request::Send {
             group,
@@ -177,6 +197,22 @@ pub fn outgoing_len(client_id: &str, text: &str) -> usize {
     OUTGOING_MIN_LEN + client_id.len() + text.len()
 }
 
+/// Octets an IMPORT of `messages` takes, header and all: a client keeps it within
+/// [`MAX_BATCH_FRAME`].
+pub fn import_len(group: &str, messages: &[Imported]) -> usize {
+    let each: usize = messages.iter().map(imported_len).sum();
+    IMPORT_HEADER_LEN + group.len() + each
+}
+
+/// Octets one message of an IMPORT takes: what it adds to [`import_len`].
+pub fn imported_len(m: &Imported) -> usize {
+    message_len(&m.message) + 1 + m.client_id.len()
+}
+
+/// Octets of an IMPORT before its messages, but for the group's name: the header, the request
+/// id, the name's length and the count.
+const IMPORT_HEADER_LEN: usize = 5 + 4 + 1 + 4;
+
 /// Octets of a SENDS before its messages, but for the group and user names: the header, the
 /// request id, the two names' lengths and the count.
 const BATCH_HEADER_LEN: usize = 5 + 4 + 1 + 1 + 4;
@@ -202,11 +238,28 @@ fn request_cmd(request: &Request) -> u8 {
         Request::Status => cmd::STATUS,
         Request::Kick { .. } => cmd::KICK,
         Request::Ban { .. } => cmd::BAN,
+        Request::Create { .. } => cmd::CREATE,
+        Request::Drop { .. } => cmd::DROP,
+        Request::Set { .. } => cmd::SET,
+        Request::Unban { .. } => cmd::UNBAN,
+        Request::Import { .. } => cmd::IMPORT,
     }
 }
 
 /// The REGISTER flag asking to take names over from the group servers that hold them.
 const REGISTER_REPLACE: u8 = 0x01;
+
+/// The CREATE and SET flag: the group is private.
+const GROUP_PRIVATE: u8 = 0x01;
+
+/// Reads the flags octet of CREATE and SET: whether the group is private.
+fn group_flags(r: &mut Reader<'_>, command: &str) -> Result<bool, Fault> {
+    match r.u8()? {
+        0 => Ok(false),
+        GROUP_PRIVATE => Ok(true),
+        flags => Err(Fault(format!("unknown {command} flags 0x{flags:02X}"))),
+    }
+}
 
 /// Decodes a request.
 ///
@@ -256,6 +309,42 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
                 group: r.string()?,
                 user: r.string()?,
             },
+            cmd::UNBAN => Request::Unban {
+                group: r.string()?,
+                user: r.string()?,
+            },
+            cmd::CREATE => Request::Create {
+                group: r.string()?,
+                private: group_flags(&mut r, "CREATE")?,
+            },
+            cmd::SET => Request::Set {
+                group: r.string()?,
+                private: group_flags(&mut r, "SET")?,
+            },
+            cmd::DROP => Request::Drop { group: r.string()? },
+            cmd::IMPORT => {
+                if frame.len() > MAX_BATCH_FRAME {
+                    return Err(Fault(format!(
+                        "an IMPORT frame is at most {MAX_BATCH_FRAME} octets"
+                    )));
+                }
+                let group = r.string()?;
+                let count = r.count(MESSAGE_MIN_LEN + 1)?;
+                if count == 0 || count > MAX_BATCH {
+                    return Err(Fault(format!(
+                        "an IMPORT carries 1 to {MAX_BATCH} messages, not {count}"
+                    )));
+                }
+                let messages = (0..count)
+                    .map(|_| {
+                        Ok(Imported {
+                            message: r.message()?,
+                            client_id: r.string()?,
+                        })
+                    })
+                    .collect::<Result<_, Fault>>()?;
+                Request::Import { group, messages }
+            }
             cmd::UNREGISTER => Request::Unregister {
                 address: r.string()?,
             },

@@ -113,6 +113,29 @@ pub enum Request {
     Kick { group: String, user: String },
     /// Operator → group server: remove `user` from `group` and refuse their JOINs from now on.
     Ban { group: String, user: String },
+    /// Operator → group server: host a new group (only allowed or invited keys may join a
+    /// `private` one, with security).
+    Create { group: String, private: bool },
+    /// Operator → group server: delete a group with its messages, members, invitations and bans.
+    Drop { group: String },
+    /// Operator → group server: make a group private or public.
+    Set { group: String, private: bool },
+    /// Operator → group server: lift a ban, so `user` may join `group` again.
+    Unban { group: String, user: String },
+    /// Operator → group server: store messages exported elsewhere, keeping their seqs and
+    /// times; they must follow the group's last seq without a gap. Answered as SENDS is.
+    Import {
+        group: String,
+        messages: Vec<Imported>,
+    },
+}
+
+/// One message of an IMPORT: as stored elsewhere, with the client id it was sent under (empty
+/// for none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    pub message: Message,
+    pub client_id: String,
 }
 
 impl Request {
@@ -136,6 +159,11 @@ impl Request {
             Request::Status => "STATUS",
             Request::Kick { .. } => "KICK",
             Request::Ban { .. } => "BAN",
+            Request::Create { .. } => "CREATE",
+            Request::Drop { .. } => "DROP",
+            Request::Set { .. } => "SET",
+            Request::Unban { .. } => "UNBAN",
+            Request::Import { .. } => "IMPORT",
         }
     }
 
@@ -150,6 +178,17 @@ impl Request {
                 | Request::Invite { .. }
                 | Request::Kick { .. }
                 | Request::Ban { .. }
+                | Request::Unban { .. }
+                | Request::Import { .. }
+        )
+    }
+
+    /// Whether the request changes which groups exist or how they admit (CREATE, DROP,
+    /// SET): carried out by the store in a transaction of its own, outside any batch's.
+    pub fn changes_groups(&self) -> bool {
+        matches!(
+            self,
+            Request::Create { .. } | Request::Drop { .. } | Request::Set { .. }
         )
     }
 }

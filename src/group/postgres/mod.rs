@@ -247,7 +247,7 @@ impl Storage for PgStore {
 
     fn load_group(&mut self, id: i64) -> Result<StoredGroup> {
         let row = self.client.query_one(
-            "SELECT name, last_seq, last_ts FROM groups WHERE id = $1",
+            "SELECT name, last_seq, last_ts, private FROM groups WHERE id = $1",
             &[&id],
         )?;
         let last_seq: i64 = row.get(1);
@@ -276,6 +276,7 @@ impl Storage for PgStore {
             last_ts: row.get(2),
             members,
             banned,
+            private: Some(row.get(3)),
         })
     }
 
@@ -418,6 +419,63 @@ impl Storage for PgStore {
             &[&group_id, &user, &now_ms],
         )?;
         Ok(())
+    }
+
+    fn remove_ban(&mut self, group_id: i64, user: &str) -> Result<()> {
+        self.client.execute(
+            "DELETE FROM bans WHERE group_id = $1 AND username = $2",
+            &[&group_id, &user],
+        )?;
+        Ok(())
+    }
+
+    /// The row only: whichever server's lease takes it hosts it, within a heartbeat.
+    fn add_group(&mut self, name: &str, private: bool, now_ms: i64) -> Result<Option<StoredGroup>> {
+        match self.create_group(name, private, now_ms)? {
+            true => Ok(None),
+            false => Err(errinput!(
+                "group '{name}' exists already in the cluster's database"
+            )),
+        }
+    }
+
+    /// Only by the group's lease holder: another server's group is not this one's to drop.
+    fn drop_group(&mut self, group_id: i64) -> Result<()> {
+        let Some(&epoch) = self.leases.get(&group_id) else {
+            return Err(errinput!("group {group_id} is not hosted here"));
+        };
+        self.in_transaction(|store| {
+            for table in ["messages", "members", "invites", "bans"] {
+                store.client.execute(
+                    &format!("DELETE FROM {table} WHERE group_id = $1"),
+                    &[&group_id],
+                )?;
+            }
+            let deleted = store.client.execute(
+                "DELETE FROM groups WHERE id = $1 AND owner = $2 AND epoch = $3",
+                &[&group_id, &store.owner, &epoch],
+            )?;
+            match deleted {
+                1 => Ok(()),
+                _ => Err(errinput!(
+                    "lease of group {group_id} lost to another group server; not dropped"
+                )),
+            }
+        })?;
+        self.leases.remove(&group_id);
+        Ok(())
+    }
+
+    fn set_private(&mut self, group_id: i64, private: bool) -> Result<()> {
+        self.client.execute(
+            "UPDATE groups SET private = $2 WHERE id = $1",
+            &[&group_id, &private],
+        )?;
+        Ok(())
+    }
+
+    fn added_groups(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 
     fn fetch(

@@ -58,6 +58,47 @@ pub struct Effects {
     pub append: Option<Append>,
     /// A page of history to read from the store and answer with [`Read::answer`].
     pub read: Option<Read>,
+    /// A group to create, drop or change, in a store transaction of its own; once done,
+    /// [`State::changed`](super::State::changed) answers.
+    pub change: Option<Change>,
+}
+
+/// A change of which groups exist or how one admits (CREATE, DROP, SET), decided by State and
+/// carried out by the store outside any batch's transaction, so memory changes only once the
+/// store has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub route: Route,
+    pub req_id: u32,
+    /// Who asked (an operator's key or loopback address), for the log.
+    pub operator: String,
+    pub what: GroupChange,
+}
+
+/// What a [`Change`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChange {
+    /// Make the group (or take up one the store holds) and host it.
+    Create { name: String, private: bool },
+    /// Delete the group and everything of it.
+    Drop { name: String, group_id: i64 },
+    /// Make the group private or public.
+    Set {
+        name: String,
+        group_id: i64,
+        private: bool,
+    },
+}
+
+impl GroupChange {
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        match self {
+            GroupChange::Create { name, .. }
+            | GroupChange::Drop { name, .. }
+            | GroupChange::Set { name, .. } => name,
+        }
+    }
 }
 
 /// Something to send once the current batch is settled.
@@ -131,6 +172,11 @@ pub enum Write {
         user: String,
         now_ms: i64,
     },
+    /// The user may join the group again.
+    RemoveBan {
+        group_id: i64,
+        user: String,
+    },
 }
 
 impl Write {
@@ -169,6 +215,9 @@ pub struct Append {
     pub messages: Vec<Message>,
     /// Each message's client id (empty: no de-duplication).
     pub client_ids: ClientIds,
+    /// An IMPORT: the messages carry their own seqs and times, so one stored before under
+    /// its client id (which would shift the seqs after it) fails the request.
+    pub import: bool,
 }
 
 /// The client ids of an [`Append`]'s messages: a SEND's one (answered ACK) without a vector of

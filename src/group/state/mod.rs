@@ -22,8 +22,8 @@ use super::storage::StoredGroup;
 use crate::protocol::{Acked, Message};
 
 pub use effects::{
-    fail_batch, fail_request, unwritable, Append, ClientIds, Effects, Now, Outbound, Peer, Read,
-    Route, Write,
+    fail_batch, fail_request, unwritable, Append, Change, ClientIds, Effects, GroupChange, Now,
+    Outbound, Peer, Read, Route, Write,
 };
 
 /// One hosted group.
@@ -89,6 +89,8 @@ pub struct State {
     names_per_address: HashMap<String, usize>,
     limits: Limits,
     rates: RateLimiter,
+    /// Groups were created, dropped or changed since the poll loop last asked.
+    groups_changed: bool,
 }
 
 impl State {
@@ -126,6 +128,7 @@ impl State {
             names_per_address: HashMap::new(),
             limits: Limits::default(),
             rates: RateLimiter::default(),
+            groups_changed: false,
         }
     }
 

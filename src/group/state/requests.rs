@@ -85,6 +85,13 @@ impl State {
                 let (group, user) = (std::mem::take(group), std::mem::take(user));
                 return self.remove(now, from, req_id, group, user, ban, effects);
             }
+            Request::Create { .. }
+            | Request::Drop { .. }
+            | Request::Set { .. }
+            | Request::Unban { .. }
+            | Request::Import { .. } => {
+                return self.administer(from, req_id, request, effects);
+            }
             Request::Register { .. } | Request::Unregister { .. } | Request::Hello { .. } => {
                 let reason = format!(
                     "{} is a message server request; this is a group server",
@@ -118,12 +125,15 @@ impl State {
                 Err((code, reason)) => return out.push(refuse(code, reason)),
             }
         }
+        // An operator reads any group's history without joining it (`zms export`).
+        let operator_reads =
+            matches!(request, Request::History { .. }) && self.operator(from).is_ok();
         let Some(group) = self.groups.get_mut(&group_name) else {
             let hosted = self.group_names().join(", ");
             let reason = format!("no group '{group_name}' on this server (it hosts: {hosted})");
             return out.push(refuse(ErrorCode::UnknownGroup, reason));
         };
-        let is_member = group.members.contains(&user);
+        let is_member = group.members.contains(&user) || operator_reads;
         if !is_member && !matches!(request, Request::Join { .. }) {
             let reason = format!("'{user}' is not a member of '{group_name}'");
             return out.push(refuse(ErrorCode::NotMember, reason));
@@ -242,6 +252,7 @@ impl State {
                         text,
                     }],
                     client_ids: ClientIds::One(client_id),
+                    import: false,
                 });
             }
             Request::SendBatch { messages, .. } => {
@@ -274,6 +285,7 @@ impl State {
                     first_seq: group.last_seq + 1,
                     messages,
                     client_ids: ClientIds::Each(client_ids),
+                    import: false,
                 });
             }
             Request::History {
@@ -347,6 +359,11 @@ impl State {
             | Request::Status
             | Request::Kick { .. }
             | Request::Ban { .. }
+            | Request::Create { .. }
+            | Request::Drop { .. }
+            | Request::Set { .. }
+            | Request::Unban { .. }
+            | Request::Import { .. }
             | Request::Register { .. }
             | Request::Unregister { .. }
             | Request::Hello { .. } => {

@@ -64,6 +64,7 @@ impl Storage for Memory {
                 last_ts: 0,
                 members: Vec::new(),
                 banned: Vec::new(),
+                private: None,
             });
         }
         let id = self
@@ -175,6 +176,45 @@ impl Storage for Memory {
         self.written()?;
         self.stored.bans.push((group_id, user.into()));
         Ok(())
+    }
+
+    fn remove_ban(&mut self, group_id: i64, user: &str) -> crate::Result<()> {
+        self.written()?;
+        self.stored
+            .bans
+            .retain(|(g, u)| (*g, u.as_str()) != (group_id, user));
+        Ok(())
+    }
+
+    fn add_group(
+        &mut self,
+        name: &str,
+        private: bool,
+        now_ms: i64,
+    ) -> crate::Result<Option<StoredGroup>> {
+        self.written()?;
+        let mut group = self.ensure_group(name, now_ms)?;
+        self.group(group.id).private = Some(private);
+        group.private = Some(private);
+        Ok(Some(group))
+    }
+
+    fn drop_group(&mut self, group_id: i64) -> crate::Result<()> {
+        self.written()?;
+        self.stored.groups.retain(|g| g.id != group_id);
+        self.stored.messages.retain(|(g, _)| *g != group_id);
+        self.stored.bans.retain(|(g, _)| *g != group_id);
+        Ok(())
+    }
+
+    fn set_private(&mut self, group_id: i64, private: bool) -> crate::Result<()> {
+        self.written()?;
+        self.group(group_id).private = Some(private);
+        Ok(())
+    }
+
+    fn added_groups(&mut self) -> crate::Result<Vec<String>> {
+        Ok(Vec::new())
     }
 
     fn fetch(
@@ -677,6 +717,7 @@ fn a_send_is_decided_without_a_store_and_numbered_from_the_groups_last_seq() {
         last_ts: 5_000,
         members: vec!["alice".into()],
         banned: Vec::new(),
+        private: None,
     };
     let mut state = State::new(vec![general], "h:1".into(), 7);
     let route = b"a".to_vec();
@@ -1186,4 +1227,198 @@ fn a_ban_removes_a_member_refuses_their_joins_and_outlives_a_restart() {
     }
     let others = run(&mut again, &mut store, &bob, join("general", "carol"));
     assert!(matches!(reply_of(&others), Reply::Joined { .. }));
+}
+
+fn imported(seq: u64, ts: i64, sender: &str, text: &str) -> protocol::Imported {
+    protocol::Imported {
+        message: Message {
+            seq,
+            ts,
+            sender: sender.into(),
+            text: text.into(),
+        },
+        client_id: format!("{sender}-{seq}"),
+    }
+}
+
+#[test]
+fn operators_create_set_and_drop_groups_and_the_loop_hears_of_it() {
+    let (mut state, mut store) = setup();
+    let admin = b"o".to_vec();
+    let local = from_address(&admin, "127.0.0.1");
+    let create = |g: &str| Request::Create {
+        group: g.into(),
+        private: false,
+    };
+    let remote = run_from(
+        &mut state,
+        &mut store,
+        from_address(&admin, "192.0.2.7"),
+        create("rust"),
+    );
+    assert_eq!(code_of(&remote), Some(ErrorCode::Unauthorized));
+    assert!(!state.take_groups_changed());
+    let bad = run_from(&mut state, &mut store, local, create("no spaces"));
+    assert_eq!(code_of(&bad), Some(ErrorCode::BadRequest));
+    let twice = run_from(&mut state, &mut store, local, create("general"));
+    assert_eq!(code_of(&twice), Some(ErrorCode::BadRequest));
+
+    let created = run_from(&mut state, &mut store, local, create("rust"));
+    assert_eq!(reply_of(&created), Reply::Ok);
+    assert_eq!(state.group_names(), ["general", "rust"]);
+    assert!(state.take_groups_changed());
+    let joined = run(&mut state, &mut store, b"b", join("rust", "bob"));
+    assert!(
+        matches!(reply_of(&joined), Reply::Joined { .. }),
+        "{joined:?}"
+    );
+
+    let set = Request::Set {
+        group: "rust".into(),
+        private: true,
+    };
+    assert_eq!(
+        reply_of(&run_from(&mut state, &mut store, local, set)),
+        Reply::Ok
+    );
+    assert_eq!(store.stored.groups[1].private, Some(true));
+
+    let drop = |g: &str| Request::Drop { group: g.into() };
+    let unknown = run_from(&mut state, &mut store, local, drop("nope"));
+    assert_eq!(code_of(&unknown), Some(ErrorCode::UnknownGroup));
+    assert_eq!(state.subscribers("rust").count(), 1);
+    let dropped = run_from(&mut state, &mut store, local, drop("rust"));
+    assert_eq!(reply_of(&dropped), Reply::Ok);
+    assert_eq!(state.group_names(), ["general"]);
+    assert_eq!(store.stored.groups.len(), 1);
+    let gone = run(&mut state, &mut store, b"b", send("bob", "c1", "hi"));
+    assert_eq!(code_of(&gone), Some(ErrorCode::NotMember));
+
+    // A store that cannot write: nothing changes in memory either.
+    store.fail_writes = Some("disk full".into());
+    let failed = run_from(&mut state, &mut store, local, create("ops"));
+    assert_eq!(code_of(&failed), Some(ErrorCode::BadRequest));
+    assert_eq!(state.group_names(), ["general"]);
+}
+
+#[test]
+fn an_unban_lets_the_user_join_again() {
+    let (mut state, mut store) = setup();
+    let admin = b"o".to_vec();
+    let local = from_address(&admin, "127.0.0.1");
+    let (ban, unban) = (
+        Request::Ban {
+            group: "general".into(),
+            user: "bob".into(),
+        },
+        Request::Unban {
+            group: "general".into(),
+            user: "bob".into(),
+        },
+    );
+    let not_banned = run_from(&mut state, &mut store, local, unban.clone());
+    assert_eq!(code_of(&not_banned), Some(ErrorCode::BadRequest));
+    run_from(&mut state, &mut store, local, ban);
+    let refused = run(&mut state, &mut store, b"b", join("general", "bob"));
+    assert_eq!(code_of(&refused), Some(ErrorCode::Unauthorized));
+    assert_eq!(
+        reply_of(&run_from(&mut state, &mut store, local, unban)),
+        Reply::Ok
+    );
+    assert!(store.stored.bans.is_empty());
+    let joined = run(&mut state, &mut store, b"b", join("general", "bob"));
+    assert!(
+        matches!(reply_of(&joined), Reply::Joined { .. }),
+        "{joined:?}"
+    );
+}
+
+#[test]
+fn an_import_keeps_seqs_and_times_and_must_follow_the_last_seq() {
+    let (mut state, mut store) = setup_with_alice();
+    let admin = b"o".to_vec();
+    let local = from_address(&admin, "127.0.0.1");
+    let import = |messages: Vec<protocol::Imported>| Request::Import {
+        group: "general".into(),
+        messages,
+    };
+    let remote = run_from(
+        &mut state,
+        &mut store,
+        from_address(&admin, "192.0.2.7"),
+        import(vec![imported(1, 5, "carol", "x")]),
+    );
+    assert_eq!(code_of(&remote), Some(ErrorCode::Unauthorized));
+    for (wrong, why) in [
+        (vec![imported(2, 5, "carol", "x")], "continues at seq 1"),
+        (
+            vec![imported(1, 5, "carol", "x"), imported(3, 6, "carol", "y")],
+            "seq 3 follows seq 1",
+        ),
+        (
+            vec![imported(1, 5, "carol", "x"), imported(2, 4, "carol", "y")],
+            "back in time",
+        ),
+    ] {
+        let refused = run_from(&mut state, &mut store, local, import(wrong));
+        assert!(
+            matches!(reply_of(&refused), Reply::Error { code: ErrorCode::BadRequest, ref reason }
+                if reason.contains(why)),
+            "{why}: {refused:?}"
+        );
+    }
+    assert!(store.stored.messages.is_empty());
+
+    let batch = vec![
+        imported(1, 500, "carol", "old"),
+        imported(2, 600, "dave", "older"),
+    ];
+    let done = run_from(&mut state, &mut store, local, import(batch));
+    assert!(
+        matches!(reply_of(&done), Reply::Acks(ref acks) if acks.len() == 2),
+        "{done:?}"
+    );
+    // Alice follows the group live: the imported messages are pushed to her.
+    assert!(done
+        .iter()
+        .any(|o| matches!(o, Outbound::Messages { messages, .. }
+        if messages.iter().map(|m| (m.seq, m.ts)).eq([(1, 500), (2, 600)]))));
+    let stored: Vec<(u64, i64, &str)> = store
+        .stored
+        .messages
+        .iter()
+        .map(|(_, m)| (m.seq, m.ts, m.sender.as_str()))
+        .collect();
+    assert_eq!(stored, [(1, 500, "carol"), (2, 600, "dave")]);
+    // Sends go on after them, and a message imported again (same client id) is refused.
+    let sent = run(&mut state, &mut store, b"a", send("alice", "c1", "new"));
+    assert!(
+        matches!(reply_of(&sent), Reply::Ack { seq: 3, .. }),
+        "{sent:?}"
+    );
+    let mut again = imported(4, 2_000, "carol", "old");
+    again.client_id = "carol-1".into();
+    let refused = run_from(&mut state, &mut store, local, import(vec![again]));
+    assert_eq!(code_of(&refused), Some(ErrorCode::BadRequest));
+    assert_eq!(store.stored.messages.len(), 3);
+}
+
+#[test]
+fn an_operator_reads_history_without_joining() {
+    let (mut state, mut store) = setup_with_alice();
+    run(&mut state, &mut store, b"a", send("alice", "c1", "hi"));
+    let history = Request::History {
+        group: "general".into(),
+        user: "root".into(),
+        after_seq: 0,
+        since_ms: 0,
+        limit: 10,
+    };
+    let admin = b"o".to_vec();
+    let remote = from_address(&admin, "192.0.2.7");
+    let refused = run_from(&mut state, &mut store, remote, history.clone());
+    assert_eq!(code_of(&refused), Some(ErrorCode::NotMember));
+    let local = from_address(&admin, "127.0.0.1");
+    let read = run_from(&mut state, &mut store, local, history);
+    assert!(matches!(reply_of(&read), Reply::Messages { ref messages, .. } if messages.len() == 1));
 }

@@ -11,12 +11,14 @@
 //!   and transaction for ids that rise as counters do.
 //! - `checkpoint`: the thread that copies the write-ahead log into the database.
 //! - `mark`: the acknowledged high-water mark, which catches a log that lost its tail.
+//! - `admin`: groups created and dropped at runtime, their private flag, bans lifted.
 //! - `trim`: retention, deleting a group's oldest chunks a few at a time.
 //! - `varint`: the compact integers of chunks and runs.
 //!
 //! Every reader of stored bytes returns an error, never panics, on any input: [`decode_chunk`],
 //! [`find_client_id`] and [`decode_mark`] are those readers, public for fuzzing.
 
+mod admin;
 mod checkpoint;
 mod chunk;
 mod mark;
@@ -76,6 +78,9 @@ pub struct StoredGroup {
     pub members: Vec<String>,
     /// User names an operator banned from the group (BAN): their JOINs are refused.
     pub banned: Vec<String>,
+    /// Whether an operator made the group private or public (CREATE, SET); `None`: as the
+    /// server's `--private` flags say.
+    pub private: Option<bool>,
 }
 
 /// The SQLite store.
@@ -299,6 +304,7 @@ impl Store {
             last_ts,
             members,
             banned,
+            private: self.private_setting(id)?,
         })
     }
 

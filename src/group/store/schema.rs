@@ -1,7 +1,7 @@
 //! The database's tables, and the version of their layout, kept in SQLite's `user_version`.
 //!
 //! A new database (version 0: SQLite's own start) gets [`TABLES`] at the current version (1,
-//! and one more for each of [`MIGRATIONS`], so 2). One of an earlier version is brought up to date by [`MIGRATIONS`], in the transaction that
+//! and one more for each of [`MIGRATIONS`], so 3). One of an earlier version is brought up to date by [`MIGRATIONS`], in the transaction that
 //! opens it, so a store is never half moved. One of a later version, written by a newer zms,
 //! is refused: its rows may mean what this version would misread.
 
@@ -28,7 +28,20 @@ const MIGRATIONS: &[Migration] = &[
             ) WITHOUT ROWID;",
         )?)
     },
+    // 2 → 3: group_settings (a new database gets it after TABLES).
+    |conn| Ok(conn.execute_batch(GROUP_SETTINGS)?),
 ];
+
+/// What an operator set of a group at runtime: `added`, made by CREATE (hosted at every start,
+/// whatever the flags say); `private`, set by CREATE or SET (it wins over `--private`; NULL:
+/// as the flags say).
+const GROUP_SETTINGS: &str = "
+CREATE TABLE group_settings (
+    group_id INTEGER PRIMARY KEY,
+    added    INTEGER NOT NULL DEFAULT 0,
+    private  INTEGER
+);
+";
 
 /// The tables of the current layout, made in a new database.
 const TABLES: &str = "
@@ -103,7 +116,7 @@ CREATE TABLE bans (
 /// [`crate::Error::Input`] for a database of a later layout, or a new one that already holds
 /// tables of the same names; the SQLite error, or a migration's.
 pub fn prepare(conn: &Connection, db: &Path) -> Result<()> {
-    prepare_with(conn, db, TABLES, MIGRATIONS)
+    prepare_with(conn, db, &format!("{TABLES}{GROUP_SETTINGS}"), MIGRATIONS)
 }
 
 /// [`prepare`] for a given layout: its tables and the steps that lead to it.
@@ -179,7 +192,14 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         prepare(&conn, Path::new("new")).unwrap();
         assert_eq!(version(&conn), VERSION);
-        assert_eq!(VERSION, 2, "the first layout, then bans");
+        assert_eq!(
+            VERSION, 3,
+            "the first layout, then bans, then group settings"
+        );
+        assert_eq!(
+            columns(&conn, "group_settings"),
+            ["group_id", "added", "private"]
+        );
         assert_eq!(columns(&conn, "bans"), ["group_id", "user", "banned_ms"]);
         assert_eq!(
             columns(&conn, "chunks"),
@@ -200,8 +220,12 @@ mod tests {
         conn.execute_batch(&format!("{first} PRAGMA user_version = 1;"))
             .unwrap();
         prepare(&conn, Path::new("old")).unwrap();
-        assert_eq!(version(&conn), 2);
+        assert_eq!(version(&conn), VERSION);
         assert_eq!(columns(&conn, "bans"), ["group_id", "user", "banned_ms"]);
+        assert_eq!(
+            columns(&conn, "group_settings"),
+            ["group_id", "added", "private"]
+        );
     }
 
     #[test]

@@ -314,6 +314,14 @@ impl Sent {
         }
     }
 
+    /// Forgets what it kept of a group that was deleted.
+    pub fn forget_group(&mut self, group_id: i64) {
+        if let Some(senders) = self.highest.remove(&group_id) {
+            self.cached = self.cached.saturating_sub(senders.len());
+        }
+        self.open.remove(&group_id);
+    }
+
     /// Writes the open transaction's runs (before its COMMIT).
     ///
     /// # Errors

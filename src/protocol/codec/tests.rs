@@ -34,6 +34,48 @@ fn requests() -> Vec<Request> {
             group: group.clone(),
             user: user.clone(),
         },
+        Request::Unban {
+            group: group.clone(),
+            user: user.clone(),
+        },
+        Request::Create {
+            group: group.clone(),
+            private: true,
+        },
+        Request::Create {
+            group: group.clone(),
+            private: false,
+        },
+        Request::Set {
+            group: group.clone(),
+            private: true,
+        },
+        Request::Drop {
+            group: group.clone(),
+        },
+        Request::Import {
+            group: group.clone(),
+            messages: vec![
+                Imported {
+                    message: Message {
+                        seq: 7,
+                        ts: 1_764_000_000_000,
+                        sender: user.clone(),
+                        text: "from elsewhere".into(),
+                    },
+                    client_id: "c-1".into(),
+                },
+                Imported {
+                    message: Message {
+                        seq: 8,
+                        ts: 1_764_000_000_001,
+                        sender: "bob".into(),
+                        text: String::new(),
+                    },
+                    client_id: String::new(),
+                },
+            ],
+        },
         Request::Unregister {
             address: "127.0.0.1:6000".into(),
         },
@@ -338,4 +380,39 @@ fn invalid_utf8_and_unknown_commands_are_rejected() {
         .unwrap_err()
         .reason
         .contains("unknown command"));
+}
+
+#[test]
+fn admin_flags_and_import_counts_are_checked() {
+    let frame = |cmd: u8, body: &[u8]| {
+        let mut f = b"ZMS1".to_vec();
+        f.push(cmd);
+        f.extend_from_slice(&[0, 0, 0, 9]);
+        f.extend_from_slice(body);
+        f
+    };
+    let err = decode_request(&frame(cmd::CREATE, b"\x01g\x02")).unwrap_err();
+    assert_eq!((err.req_id, err.code), (9, ErrorCode::BadRequest));
+    assert!(err.reason.contains("CREATE flags 0x02"), "{}", err.reason);
+    let err = decode_request(&frame(cmd::IMPORT, b"\x01g\x00\x00\x00\x00")).unwrap_err();
+    assert!(err.reason.contains("1 to 256"), "{}", err.reason);
+    let request = Request::Import {
+        group: "g".into(),
+        messages: vec![Imported {
+            message: Message {
+                seq: 1,
+                ts: 2,
+                sender: "a".into(),
+                text: "t".into(),
+            },
+            client_id: "c".into(),
+        }],
+    };
+    let Request::Import { group, messages } = &request else {
+        unreachable!()
+    };
+    assert_eq!(
+        encode_request(1, &request).len(),
+        import_len(group, messages)
+    );
 }
