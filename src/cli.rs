@@ -14,6 +14,7 @@ use zms::peers::PeerCaps;
 use zms::user::{self, output, output::Format, Action};
 use zms::{errinput, transport, Result};
 
+mod admin;
 mod security;
 mod serve;
 
@@ -214,18 +215,8 @@ pub enum Command {
         #[arg(long)]
         secure: bool,
     },
-    /// Create a group in a cluster's PostgreSQL database; a group server sharing it hosts the
-    /// group within a heartbeat.
-    CreateGroup {
-        /// The group's name.
-        name: String,
-        /// Only allowed or invited keys may join it (on secure group servers).
-        #[arg(long)]
-        private: bool,
-        /// The database, as the group servers' --store.
-        #[arg(long, env = "ZMS_STORE", value_name = "postgres://…")]
-        store: String,
-    },
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
     /// Make a CURVE key pair: print it, or write it to a file (kept secret: mode 0600).
     Keygen {
         /// Write the pair here instead of printing it.
@@ -718,11 +709,7 @@ impl Command {
                 data,
                 secure,
             } => up(&ctx, &bind, &group_bind, data, secure),
-            Command::CreateGroup {
-                name,
-                private,
-                store,
-            } => create_group(&name, private, &store),
+            Command::Admin(admin) => admin.run(&ctx),
             Command::Keygen { out } => keygen(out),
             Command::KnownServers { action, file } => known_servers(action, file),
             Command::Whoami { name } => {
@@ -789,17 +776,4 @@ fn ask_or(
         None if interactive => user::prompt(question, Some(default)),
         None => Ok(default.to_string()),
     }
-}
-
-/// `zms create-group`: the group is made in the database, where the cluster's group servers
-/// find it.
-fn create_group(name: &str, private: bool, url: &str) -> Result<()> {
-    zms::protocol::check_group_name(name).map_err(zms::Error::Input)?;
-    let mut store = group::postgres::PgStore::connect(url, "create-group", Duration::from_secs(1))?;
-    if store.create_group(name, private, zms::time::now_ms())? {
-        println!("created group {name}");
-    } else {
-        println!("group {name} exists already");
-    }
-    Ok(())
 }

@@ -7,6 +7,7 @@
 //! group servers, with live delivery and gap repair. [`Pipeline`] keeps many requests in flight
 //! on one connection, for a sender with many messages at hand.
 
+mod admin;
 mod directory;
 mod history;
 mod pipeline;

@@ -1,6 +1,7 @@
 //! What people and scripts run: the one-shot commands and the interactive [`shell`].
 //! The only module that prints.
 
+pub mod admin;
 pub mod command;
 pub mod complete;
 pub mod editor;
@@ -48,6 +49,18 @@ pub enum Action {
     Kick(String, String),
     /// Remove a user from a group and refuse their joins (operators).
     Ban(String, String),
+    /// Let a banned user join again (operators).
+    Unban(String, String),
+    /// Create a group on a group server (operators): name, private, the group server.
+    CreateGroup(String, bool, Option<String>),
+    /// Delete a group and its messages (operators).
+    DeleteGroup(String),
+    /// Make a group private or public (operators).
+    SetPrivate(String, bool),
+    /// Print every stored message of a group as JSON Lines (operators, or members).
+    Export(String),
+    /// Store the messages of an export, read from stdin (operators).
+    Import(String),
 }
 
 /// `println!` for the interactive client: through [`output::emit_or_exit`], so a closed pipe
@@ -207,6 +220,14 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
         }
         Action::Kick(spec, user) => remove(session, format, &spec, &user, false)?,
         Action::Ban(spec, user) => remove(session, format, &spec, &user, true)?,
+        Action::Unban(spec, user) => admin::unban(session, format, &spec, &user)?,
+        Action::CreateGroup(name, private, server) => {
+            admin::create(session, format, &name, private, server.as_deref())?
+        }
+        Action::DeleteGroup(spec) => admin::delete(session, format, &spec)?,
+        Action::SetPrivate(spec, private) => admin::set_private(session, format, &spec, private)?,
+        Action::Export(spec) => admin::export(session, &spec)?,
+        Action::Import(spec) => admin::import(session, format, &spec, std::io::stdin().lock())?,
         Action::Tail(spec) => {
             let group = session.resolve(&spec)?;
             session.subscribe(&group)?;

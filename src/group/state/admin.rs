@@ -266,6 +266,7 @@ impl State {
                 if let Some(stored) = stored {
                     self.host(stored, private);
                 }
+                self.dropped.remove(&group);
                 info!(%group, user = "", peer = %operator, code = "OK", private, "group created");
             }
             GroupChange::Drop { group_id, .. } => {
@@ -275,6 +276,7 @@ impl State {
                     .map(|g| g.members.iter().cloned().collect())
                     .unwrap_or_default();
                 self.unhost(group_id);
+                self.dropped.insert(group.clone());
                 for user in members {
                     if !self.groups.values().any(|g| g.members.contains(&user)) {
                         self.uncount_name(&user);

@@ -91,6 +91,9 @@ pub struct State {
     rates: RateLimiter,
     /// Groups were created, dropped or changed since the poll loop last asked.
     groups_changed: bool,
+    /// Groups an operator deleted since the server started: a request naming one is told
+    /// that its membership ended (NOT_MEMBER), not that the group is unknown here.
+    dropped: HashSet<String>,
 }
 
 impl State {
@@ -129,6 +132,7 @@ impl State {
             limits: Limits::default(),
             rates: RateLimiter::default(),
             groups_changed: false,
+            dropped: HashSet::new(),
         }
     }
 

@@ -129,6 +129,11 @@ impl State {
         let operator_reads =
             matches!(request, Request::History { .. }) && self.operator(from).is_ok();
         let Some(group) = self.groups.get_mut(&group_name) else {
+            if self.dropped.contains(&group_name) {
+                // Every membership ended with the group: its members' clients stop following it.
+                let reason = format!("group '{group_name}' was deleted by an operator");
+                return out.push(refuse(ErrorCode::NotMember, reason));
+            }
             let hosted = self.group_names().join(", ");
             let reason = format!("no group '{group_name}' on this server (it hosts: {hosted})");
             return out.push(refuse(ErrorCode::UnknownGroup, reason));
