@@ -55,6 +55,7 @@ fn send(
             .map(|(text, _)| message("alice", text, 1000))
             .collect(),
         client_ids: ClientIds::Each(texts.iter().map(|(_, id)| id.to_string()).collect()),
+        import: false,
     };
     let mut acks = Vec::new();
     store.begin()?;
@@ -310,4 +311,73 @@ fn a_frozen_group_server_loses_its_groups_and_resumed_cannot_write() {
         "1:1,2:2,3:3"
     );
     drop(b);
+}
+
+#[test]
+fn an_operator_creates_imports_into_sets_and_deletes_a_group_in_cluster_mode() {
+    let Some(pg) = postgres() else { return };
+    let url = pg.database("admin");
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let dir = directory.listening();
+    let (a, _) = cluster_server(&dir, &url, &["g1"]);
+    let home = tempfile::tempdir().unwrap();
+    let zms = |args: &[&str], stdin: std::process::Stdio| {
+        let out = std::process::Command::new(ZMS)
+            .env("ZMS_HOME", home.path())
+            .args(args)
+            .args(["--server", &dir, "--name", "root"])
+            .stdin(stdin)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {said}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let null = std::process::Stdio::null;
+    // Over the wire: the row is made, and the lease puts the group on the server.
+    let created = zms(&["create-group", "g2"], null());
+    assert!(created.contains("created group g2@"), "{created}");
+    assert!(eventually(LIMIT, || owned(&pg, "admin", a.child.id()) == 2));
+    let listed = || zms(&["list"], null()).contains("g2");
+    assert!(eventually(LIMIT, listed));
+
+    let files = tempfile::tempdir().unwrap();
+    let export = files.path().join("g2.jsonl");
+    std::fs::write(
+        &export,
+        "{\"seq\":1,\"ts_ms\":1000,\"sender\":\"carol\",\"text\":\"old\"}\n\
+         {\"seq\":2,\"ts_ms\":2000,\"sender\":\"dave\",\"text\":\"older\",\"client_id\":\"d-1\"}\n",
+    )
+    .unwrap();
+    let imported = zms(
+        &["import", "g2"],
+        std::fs::File::open(&export).unwrap().into(),
+    );
+    assert!(
+        imported.contains("imported 2 messages (seq 1 to 2)"),
+        "{imported}"
+    );
+    assert_eq!(
+        pg.psql(
+            "admin",
+            "SELECT string_agg(seq || ':' || ts || ':' || text || ':' || client_id, ',' ORDER BY seq) FROM messages"
+        ),
+        "1:1000:old:,2:2000:older:d-1"
+    );
+    let exported = zms(&["export", "g2"], null());
+    assert_eq!(exported.lines().count(), 2, "{exported}");
+    assert!(exported.contains("\"ts_ms\":2000"), "{exported}");
+
+    zms(&["set-private", "g2", "on"], null());
+    assert_eq!(
+        pg.psql("admin", "SELECT private FROM groups WHERE name = 'g2'"),
+        "t"
+    );
+    zms(&["delete-group", "g2"], null());
+    assert_eq!(
+        pg.psql("admin", "SELECT count(*) FROM groups WHERE name = 'g2'"),
+        "0"
+    );
+    assert_eq!(pg.psql("admin", "SELECT count(*) FROM messages"), "0");
+    assert!(eventually(LIMIT, || !listed()));
 }

@@ -861,3 +861,71 @@ fn only_an_operator_key_kicks_even_from_the_servers_host() {
     let members = mallory.members(&general).unwrap();
     assert!(members.iter().all(|m| m.name != "bob"), "{members:?}");
 }
+
+#[test]
+fn only_an_operator_key_creates_groups_and_sets_them_private_or_public() {
+    let ctx = zmq::Context::new();
+    let dir_keys = KeyPair::generate().unwrap();
+    let directory = secure_directory(&ctx, &dir_keys, Vec::new());
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let operator_keys = KeyPair::generate().unwrap();
+    let setup = GroupSetup {
+        directory: &directory,
+        directory_key: &dir_keys.public,
+        keys: KeyPair::generate().unwrap(),
+        groups: &["general"],
+        private: &[],
+        allow: Vec::new(),
+        limits: Limits::default(),
+    };
+    let _group = secure_group_bound(&ctx, setup, data.path())
+        .with_operators(vec![operator_keys.public.clone()])
+        .register(Duration::from_secs(2))
+        .unwrap()
+        .spawn(&ctx)
+        .unwrap();
+    let as_user = |name: &str, keys: &KeyPair| {
+        user(&ctx, &directory, &dir_keys.public, name, keys, home.path())
+    };
+    let mut bob = as_user("bob", &KeyPair::generate().unwrap());
+    let mut mallory = as_user("mallory", &KeyPair::generate().unwrap());
+    let mut operator = as_user("root", &operator_keys);
+    let general = bob.resolve("general").unwrap();
+    bob.join(&general).unwrap();
+    let set = |private: bool| Request::Set {
+        group: "general".into(),
+        private,
+    };
+    assert_eq!(
+        code(mallory.administer(&general, &set(true))),
+        ErrorCode::Unauthorized
+    );
+    operator.administer(&general, &set(true)).unwrap();
+    // Private now: a member stays one, a stranger's key is refused.
+    assert_eq!(bob.send(&general, "still in").unwrap().0, 1);
+    assert_eq!(code(mallory.join(&general)), ErrorCode::Unauthorized);
+    operator.administer(&general, &set(false)).unwrap();
+    mallory.join(&general).unwrap();
+
+    let team = zms::client::GroupRef {
+        name: "team".into(),
+        address: general.address.clone(),
+    };
+    let create = Request::Create {
+        group: "team".into(),
+        private: true,
+    };
+    assert_eq!(
+        code(mallory.administer(&team, &create)),
+        ErrorCode::Unauthorized
+    );
+    operator.administer(&team, &create).unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || bob
+            .list_groups()
+            .is_ok_and(|groups| groups.iter().any(|g| g.name == "team"))),
+        "team is listed"
+    );
+    assert_eq!(code(bob.join(&team)), ErrorCode::Unauthorized);
+}
