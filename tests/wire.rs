@@ -54,6 +54,11 @@ const REQUIRED: &[&str] = &[
     "group-version",
     "group-not-zms",
     "group-two-frames",
+    "group-create",
+    "group-set-private",
+    "group-unban-not-banned",
+    "group-import-gap",
+    "group-drop",
 ];
 
 /// One frame of an example, as the document writes it.
@@ -403,6 +408,11 @@ fn tables_match_the_code() {
         (cmd::SENDS, "SENDS", "request"),
         (cmd::KICK, "KICK", "request"),
         (cmd::BAN, "BAN", "request"),
+        (cmd::CREATE, "CREATE", "request"),
+        (cmd::DROP, "DROP", "request"),
+        (cmd::SET, "SET", "request"),
+        (cmd::UNBAN, "UNBAN", "request"),
+        (cmd::IMPORT, "IMPORT", "request"),
         (cmd::OK, "OK", "reply"),
         (cmd::ERROR, "ERROR", "reply"),
         (cmd::GROUPS, "GROUPS", "reply"),
