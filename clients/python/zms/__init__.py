@@ -84,6 +84,7 @@ VERSION = 0x31  # "1"
 REGISTER, UNREGISTER, HELLO, LIST, KEY, STATUS = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, PING, INVITE, SENDS = range(0x10, 0x19)
 KICK, BAN = 0x19, 0x1A
+CREATE, DROP, SET, UNBAN, IMPORT = 0x1B, 0x1C, 0x1D, 0x1E, 0x1F
 OK, ERROR, GROUPS, JOINED, ACK, MESSAGES, MEMBER_LIST, PONG, KEY_REPLY, ACKS = range(0x80, 0x8A)
 STATUS_REPLY = 0x8A
 MSG, PRESENCE, MSGS = 0xC0, 0xC1, 0xC2
@@ -118,6 +119,11 @@ REQUESTS: dict[int, Schema] = {
     INVITE: ("str", "str", "str"),
     KICK: ("str", "str"),
     BAN: ("str", "str"),
+    CREATE: ("str", "u8"),  # group, flags (bit 0: private)
+    DROP: ("str",),
+    SET: ("str", "u8"),  # group, flags (bit 0: private)
+    UNBAN: ("str", "str"),
+    IMPORT: ("str", ("list", ("msg", "str"))),  # group, [(message, client id)]
 }
 #: Fields after the request id, per reply command.
 REPLIES: dict[int, Schema] = {
@@ -152,6 +158,7 @@ NAMES: dict[int, str] = {
     MEMBER_LIST: "MEMBERS", PONG: "PONG", KEY_REPLY: "KEY", ACKS: "ACKS", MSG: "MSG",
     PRESENCE: "PRESENCE",
     MSGS: "MSGS", STATUS: "STATUS", STATUS_REPLY: "STATUS", KICK: "KICK", BAN: "BAN",
+    CREATE: "CREATE", DROP: "DROP", SET: "SET", UNBAN: "UNBAN", IMPORT: "IMPORT",
 }
 
 _FIXED = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "i64": 8, "bool": 1}

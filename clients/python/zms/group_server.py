@@ -3,12 +3,12 @@
 It hosts the groups named with ``--group`` in memory (nothing survives a restart: each start
 is a new epoch with empty groups), registers them with every message server of ``--server``
 once a heartbeat, and answers LIST, JOIN, LEAVE, SUBSCRIBE, SEND, SENDS, HISTORY, MEMBERS, PING,
-KEY, INVITE, KICK and BAN on one ROUTER socket, pushing MSG, MSGS (a SENDS's new messages) and PRESENCE
+KEY, INVITE, KICK, BAN, UNBAN, CREATE, DROP, SET and IMPORT on one ROUTER socket, pushing MSG, MSGS (a SENDS's new messages) and PRESENCE
 to subscribed connections. It has no
 security: KEY answers an empty key and no group is private. Limits as PROTOCOL.md's security
 section gives them for a group server: text (413), frame size, members per group and live
-connections (429); no SEND rate limit, as an open server has none. KICK and BAN come from
-operators, who are, without security, peers on the server's own host: this server takes them
+connections (429); no SEND rate limit, as an open server has none. KICK, BAN and the other
+administration requests come from operators, who are, without security, peers on the server's own host: this server takes them
 only when it is bound to a loopback address (so every peer is local), else ERROR 401.
 
     python3 -m zms.group_server --server 127.0.0.1:5555 --bind 127.0.0.1:0 --group general random
@@ -36,6 +36,7 @@ import zmq
 
 import zms
 from zms import (
+    CREATE, DROP, IMPORT, SET, UNBAN,
     ACK, ACKS, BAN, ERROR, GROUPS, HISTORY, INVITE, JOIN, KICK, JOINED, KEY, KEY_REPLY, LEAVE, LIST,
     MEMBER_LIST, MEMBERS, MESSAGES, MSG, MSGS, OK, PING, PONG, PRESENCE, REGISTER, SEND, SENDS,
     SUBSCRIBE, UNREGISTER,
@@ -44,7 +45,7 @@ from zms import (
 
 # Requests that name a group and a user, checked in the spec's order before their own checks.
 GROUP_REQUESTS = {JOIN, LEAVE, SUBSCRIBE, SEND, SENDS, HISTORY, MEMBERS, INVITE}
-ADMIN_REQUESTS = {KICK, BAN}
+ADMIN_REQUESTS = {KICK, BAN, UNBAN, CREATE, DROP, SET, IMPORT}
 BATCH = 1024  # requests read per wake-up, so registration and expiry are never starved
 MAX_MEMBERS = 10000  # members per group: ERROR 429 on a JOIN past it
 MAX_CONNECTIONS = 10000  # subscribed connections: ERROR 429 on JOIN or SUBSCRIBE from another
@@ -445,19 +446,47 @@ class GroupServer:
             self._error(rid, rq, 400, f"'{name}' is not a private group; anyone may join it")
 
     def _admin_request(self, rid: bytes, rq: int, cmd: int, fields: list[Any]) -> None:
-        name, user = fields[0], fields[1]
+        name = fields[0]
+        user = fields[1] if cmd in (KICK, BAN, UNBAN) else ""
         if not local_only(self.bound):
             self._error(rid, rq, 401, "without --secure, only a client on this host may do this")
             return
-        why = (zms.group_name_error(name) or zms.user_name_error(user)
-               or disguised_name_error(user))
+        why = zms.group_name_error(name) or (
+            user and (zms.user_name_error(user) or disguised_name_error(user)) or None)
         if why is not None:
             self._error(rid, rq, 400, why)
             return
         group = self.groups.get(name)
+        if cmd == CREATE and group is None:
+            # No security here: a private flag has nothing to admit by; it is accepted.
+            self.groups[name] = Group(name)
+            self._send(rid, encode(OK, rq))
+            return
+        if cmd == CREATE:
+            self._error(rid, rq, 400, f"group '{name}' exists already on this server")
+            return
         if group is None:
             hosted = ", ".join(self.groups)
             self._error(rid, rq, 404, f"no group '{name}' on this server (it hosts: {hosted})")
+            return
+        if cmd == DROP:
+            for sub in list(group.subscribers):
+                self._unsubscribe(sub, group)
+            del self.groups[name]
+            self._send(rid, encode(OK, rq))
+            return
+        if cmd == SET:
+            self._send(rid, encode(OK, rq))
+            return
+        if cmd == UNBAN:
+            if user not in group.banned:
+                self._error(rid, rq, 400, f"'{user}' is not banned from '{name}'")
+                return
+            group.banned.discard(user)
+            self._send(rid, encode(OK, rq))
+            return
+        if cmd == IMPORT:
+            self._import(rid, rq, group, fields[1])
             return
         if cmd == KICK and user not in group.members:
             self._error(rid, rq, 403, f"'{user}' is not a member of '{name}'")
@@ -471,6 +500,39 @@ class GroupServer:
         self._send(rid, encode(OK, rq))
         if member:
             self._push(group, encode(PRESENCE, None, name, user, False))
+
+    def _import(self, rid: bytes, rq: int, group: Group,
+                messages: list[tuple[tuple[int, int, str, str], str]]) -> None:
+        """IMPORT: messages that keep their seq and ts, following the group's last seq."""
+        last, ts = group.last_seq, group.stamps[-1] if group.stamps else 0
+        for (seq, stamp, sender, text), _ in messages:
+            if seq != last + 1:
+                reason = (f"the group holds messages up to seq {group.last_seq}, so an import "
+                          f"continues at seq {group.last_seq + 1}; this one starts at seq {seq}"
+                          if last == group.last_seq else f"not contiguous: seq {seq} follows seq {last}")
+                self._error(rid, rq, 400, reason)
+                return
+            if stamp < ts:
+                self._error(rid, rq, 400, f"seq {seq} goes back in time ({stamp} < {ts})")
+                return
+            why = zms.user_name_error(sender)
+            if why is not None or len(text.encode()) > zms.MAX_TEXT:
+                self._error(rid, rq, 400, f"seq {seq}: {why or 'text too long'}")
+                return
+            last, ts = seq, stamp
+        new = []
+        for message, cid in messages:
+            seq, stamp, sender, _ = message
+            group.messages.append(message)
+            group.stamps.append(stamp)
+            if cid:
+                group.client_ids[(sender, cid)] = seq
+            new.append(message)
+        self._send(rid, encode(ACKS, rq, [(m[0], m[1], False) for m in new]))
+        if len(new) == 1:
+            self._push(group, encode(MSG, None, group.name, new[0]))
+        else:
+            self._push(group, encode(MSGS, None, group.name, new))
 
     def _store(self, rid: bytes, rq: int, group: Group, user: str, cid: str, text: str) -> None:
         size = len(text.encode())
