@@ -32,7 +32,9 @@ fn the_units_name_options_that_exist_and_check_health_where_the_config_serves_it
         let start = unit_values(&unit, "ExecStart");
         assert_eq!(
             start,
-            [format!("/usr/local/bin/zms --config /etc/zms/zms.toml {role}")],
+            [format!(
+                "/usr/local/bin/zms --config /etc/zms/zms.toml {role}"
+            )],
             "{role}: runs the server with the example config's path"
         );
         let usage = help(&[role]);

@@ -345,3 +345,65 @@ fn kicks_and_bans_are_counted_by_reply_code() {
         assert!(metric_reaches(&metrics, series, 1.0), "{series}");
     }
 }
+
+#[test]
+fn administration_and_trims_are_counted() {
+    let (_directory, server, _) = message_server();
+    let data = tempfile::tempdir().unwrap();
+    let proc = Proc::spawn(&[
+        "group-server",
+        "--server",
+        &server,
+        "--bind",
+        "127.0.0.1:0",
+        "--group",
+        "general",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--retain",
+        "log=5msgs",
+    ]);
+    let metrics = metrics_address(&proc.line());
+    let address = proc.listening();
+    let ctx = zmq::Context::new();
+    let endpoint = format!("tcp://{server}");
+    let mut root = session(&ctx, &endpoint, "root");
+    let at = |name: &str| GroupRef {
+        name: name.into(),
+        address: address.clone(),
+    };
+    let create = |name: &str| zms::protocol::Request::Create {
+        group: name.into(),
+        private: false,
+    };
+    // A group created at runtime takes its retention policy.
+    root.administer(&at("log"), &create("log")).unwrap();
+    assert!(root.administer(&at("log"), &create("log")).is_err());
+    let unban = zms::protocol::Request::Unban {
+        group: "general".into(),
+        user: "bob".into(),
+    };
+    assert!(root.administer(&at("general"), &unban).is_err());
+    let log = at("log");
+    root.join(&log).unwrap();
+    for batch in 0..3 {
+        let texts: Vec<String> = (0..5).map(|i| format!("{}", batch * 5 + i)).collect();
+        root.send_many(&log, &texts).unwrap();
+    }
+    for (series, at_least) in [
+        (r#"zms_requests_total{command="CREATE",code="OK"}"#, 1.0),
+        (
+            r#"zms_requests_total{command="CREATE",code="BAD_REQUEST"}"#,
+            1.0,
+        ),
+        (
+            r#"zms_requests_total{command="UNBAN",code="BAD_REQUEST"}"#,
+            1.0,
+        ),
+        (r#"zms_trimmed_messages_total{group="log"}"#, 5.0),
+    ] {
+        assert!(metric_reaches(&metrics, series, at_least), "{series}");
+    }
+}

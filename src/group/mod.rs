@@ -329,7 +329,6 @@ impl GroupServer {
     ///
     /// # Errors
     /// A text limit above the protocol's, or a libzmq failure.
-
     pub fn with_limits(mut self, limits: Limits) -> Result<GroupServer> {
         if limits.max_text > protocol::MAX_TEXT {
             return Err(errinput!(

@@ -40,7 +40,8 @@ impl State {
         let operator = match self.operator(from) {
             Ok(operator) => operator,
             Err(reason) => {
-                warn!(group = %group_name, %user, %reason, "{what} refused");
+                let peer = peer_label(from);
+                warn!(group = %group_name, %user, %peer, code = "UNAUTHORIZED", %reason, "{what} refused");
                 return effects.out.push(refuse(ErrorCode::Unauthorized, reason));
             }
         };
@@ -66,7 +67,7 @@ impl State {
                 now_ms: now.ms,
             });
             group.banned.insert(user.clone());
-            info!(group = %group_name, %user, by = %operator, "banned");
+            info!(group = %group_name, %user, peer = %operator, code = "OK", "banned");
         }
         if !is_member {
             return effects.out.push(Outbound::Durable {
@@ -80,7 +81,7 @@ impl State {
             user: user.clone(),
         });
         self.remove_member(&group_name, &user);
-        info!(group = %group_name, %user, by = %operator, "kicked");
+        info!(group = %group_name, %user, peer = %operator, code = "OK", "kicked");
         effects.out.push(Outbound::Durable {
             route: from.route.clone(),
             req_id,
