@@ -1291,7 +1291,11 @@ fn operators_create_set_and_drop_groups_and_the_loop_hears_of_it() {
     assert_eq!(reply_of(&dropped), Reply::Ok);
     assert_eq!(state.group_names(), ["general"]);
     assert_eq!(store.stored.groups.len(), 1);
-    let gone = run(&mut state, &mut store, b"b", send("bob", "c1", "hi"));
+    let subscribe = Request::Subscribe {
+        group: "rust".into(),
+        user: "bob".into(),
+    };
+    let gone = run(&mut state, &mut store, b"b", subscribe);
     assert!(
         matches!(reply_of(&gone), Reply::Error { code: ErrorCode::NotMember, ref reason }
             if reason == "group 'rust' was deleted by an operator"),
