@@ -364,6 +364,8 @@ fn an_operator_creates_imports_into_sets_and_deletes_a_group_in_cluster_mode() {
         ),
         "1:1000:old:,2:2000:older:d-1"
     );
+    // Without --secure an export reads as a member.
+    zms(&["join", "g2"], null());
     let exported = zms(&["export", "g2"], null());
     assert_eq!(exported.lines().count(), 2, "{exported}");
     assert!(exported.contains("\"ts_ms\":2000"), "{exported}");

@@ -125,9 +125,12 @@ impl State {
                 Err((code, reason)) => return out.push(refuse(code, reason)),
             }
         }
-        // An operator reads any group's history without joining it (`zms export`).
-        let operator_reads =
-            matches!(request, Request::History { .. }) && self.operator(from).is_ok();
+        // An operator's key reads any group's history without joining it (`zms export`). Not
+        // without security, where every peer on the server's host counts as an operator, so
+        // that a non-member's HISTORY stays refused there.
+        let operator_reads = self.secure
+            && matches!(request, Request::History { .. })
+            && self.operator(from).is_ok();
         let Some(group) = self.groups.get_mut(&group_name) else {
             if self.dropped.contains(&group_name) {
                 // Every membership ended with the group: its members' clients stop following it.

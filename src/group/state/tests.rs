@@ -1412,7 +1412,7 @@ fn an_import_keeps_seqs_and_times_and_must_follow_the_last_seq() {
 }
 
 #[test]
-fn an_operator_reads_history_without_joining() {
+fn an_operator_key_reads_history_without_joining_and_loopback_does_not() {
     let (mut state, mut store) = setup_with_alice();
     run(&mut state, &mut store, b"a", send("alice", "c1", "hi"));
     let history = Request::History {
@@ -1423,10 +1423,23 @@ fn an_operator_reads_history_without_joining() {
         limit: 10,
     };
     let admin = b"o".to_vec();
-    let remote = from_address(&admin, "192.0.2.7");
-    let refused = run_from(&mut state, &mut store, remote, history.clone());
-    assert_eq!(code_of(&refused), Some(ErrorCode::NotMember));
+    // Open: a loopback peer may administer, but reads only as a member.
     let local = from_address(&admin, "127.0.0.1");
-    let read = run_from(&mut state, &mut store, local, history);
-    assert!(matches!(reply_of(&read), Reply::Messages { ref messages, .. } if messages.len() == 1));
+    let refused = run_from(&mut state, &mut store, local, history.clone());
+    assert_eq!(code_of(&refused), Some(ErrorCode::NotMember));
+
+    state.secure(key('S'), &[], &[]);
+    state.set_operators(vec![key('o')]);
+    let (stranger, operator) = (key('x'), key('o'));
+    let mut strangers = history.clone();
+    if let Request::History { user, .. } = &mut strangers {
+        *user = "mallory".into();
+    }
+    let refused = run_from(&mut state, &mut store, keyed(&admin, &stranger), strangers);
+    assert_eq!(code_of(&refused), Some(ErrorCode::NotMember));
+    let read = run_from(&mut state, &mut store, keyed(&admin, &operator), history);
+    assert!(
+        matches!(reply_of(&read), Reply::Messages { ref messages, .. } if messages.len() == 1),
+        "{read:?}"
+    );
 }
