@@ -905,6 +905,13 @@ fn only_an_operator_key_creates_groups_and_sets_them_private_or_public() {
     // Private now: a member stays one, a stranger's key is refused.
     assert_eq!(bob.send(&general, "still in").unwrap().0, 1);
     assert_eq!(code(mallory.join(&general)), ErrorCode::Unauthorized);
+    // An operator key reads (exports) history without joining; a stranger's does not.
+    let read = operator.history(&general, None, None).unwrap();
+    assert_eq!(texts(&read), ["still in"]);
+    assert_eq!(
+        code(mallory.history(&general, None, None)),
+        ErrorCode::NotMember
+    );
     operator.administer(&general, &set(false)).unwrap();
     mallory.join(&general).unwrap();
 
