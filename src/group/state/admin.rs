@@ -205,7 +205,7 @@ impl State {
                     .into_iter()
                     .map(|m| (m.message, m.client_id))
                     .unzip();
-                info!(group = %group_name, %peer, code = "OK", first_seq, count, "imported");
+                info!(group = %group_name, user = "", %peer, code = "OK", first_seq, count, "imported");
                 *append = Some(Append {
                     route: from.route.clone(),
                     req_id,
