@@ -403,6 +403,8 @@ fn administration_and_trims_are_counted() {
             1.0,
         ),
         (r#"zms_trimmed_messages_total{group="log"}"#, 5.0),
+        // Counted like a group hosted from the start.
+        (r#"zms_messages_stored_total{group="log"}"#, 15.0),
     ] {
         assert!(metric_reaches(&metrics, series, at_least), "{series}");
     }

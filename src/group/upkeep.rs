@@ -28,6 +28,7 @@ impl GroupServer {
     /// After an operator created, dropped or changed groups: their retention, the
     /// invitations of a group made private, and the message servers told at once.
     pub(super) fn groups_changed(&mut self) {
+        self.ops.metrics.hosting(&self.state.group_names());
         self.apply_retention();
         if self.state.is_secure() {
             batch::restore(&mut self.state, self.store.as_mut());
@@ -58,6 +59,7 @@ impl GroupServer {
                 self.state.set_first_kept(id, first);
             }
         }
+        self.ops.metrics.hosting(&self.state.group_names());
         if self.state.is_secure() {
             batch::restore(&mut self.state, self.store.as_mut());
         }

@@ -3,9 +3,10 @@
 //!
 //! Updates are atomic operations. A counter labelled by command and reply code is found
 //! under a read lock without allocating (both labels are static strings); a group's counters
-//! are made once, when the server starts, and kept.
+//! are made once, when the server starts or first hosts the group, and kept.
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -71,11 +72,36 @@ struct GroupCounters {
     online: Gauge,
 }
 
+/// The families a group's counters come from.
+#[derive(Debug)]
+struct GroupFamilies {
+    stored: Family<GroupLabels, Counter>,
+    pushed: Family<GroupLabels, Counter>,
+    dropped: Family<GroupLabels, Counter>,
+    history: Family<GroupLabels, Counter>,
+    online: Family<GroupLabels, Gauge>,
+}
+
+impl GroupFamilies {
+    fn counters(&self, group: &str) -> GroupCounters {
+        let labels = [("group", group.to_string())];
+        GroupCounters {
+            stored: self.stored.get_or_create_owned(&labels),
+            pushed: self.pushed.get_or_create_owned(&labels),
+            dropped: self.dropped.get_or_create_owned(&labels),
+            history: self.history.get_or_create_owned(&labels),
+            online: self.online.get_or_create_owned(&labels),
+        }
+    }
+}
+
 /// The group server's metrics.
 #[derive(Debug)]
 pub struct GroupMetrics {
     common: Common,
-    groups: HashMap<String, GroupCounters>,
+    families: GroupFamilies,
+    /// Written only when the server hosts a group it did not before; read on every count.
+    groups: RwLock<HashMap<String, GroupCounters>>,
     commit_seconds: Histogram,
     batch_requests: Histogram,
     /// Messages retention deleted, by group (made when a group is first trimmed).
@@ -110,19 +136,16 @@ impl GroupMetrics {
             "Connections subscribed to live messages, by group",
             online.clone(),
         );
+        let families = GroupFamilies {
+            stored,
+            pushed,
+            dropped,
+            history,
+            online,
+        };
         let groups = groups
             .iter()
-            .map(|g| {
-                let labels = [("group", g.clone())];
-                let counters = GroupCounters {
-                    stored: stored.get_or_create_owned(&labels),
-                    pushed: pushed.get_or_create_owned(&labels),
-                    dropped: dropped.get_or_create_owned(&labels),
-                    history: history.get_or_create_owned(&labels),
-                    online: online.get_or_create_owned(&labels),
-                };
-                (g.clone(), counters)
-            })
+            .map(|g| (g.clone(), families.counters(g)))
             .collect();
         // 100 µs to about 6.5 s: an in-memory commit up to an fsync on a slow disk.
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 17));
@@ -144,7 +167,8 @@ impl GroupMetrics {
         );
         GroupMetrics {
             common,
-            groups,
+            families,
+            groups: RwLock::new(groups),
             commit_seconds,
             batch_requests,
             trimmed,
@@ -156,6 +180,32 @@ impl GroupMetrics {
         &self.common.registry
     }
 
+    /// Makes the counters of each of `groups` the server did not host before (a group created
+    /// at runtime, or gained from another server in cluster mode). A group no longer hosted
+    /// keeps its counters: Prometheus counters do not go back.
+    pub fn hosting(&self, groups: &[String]) {
+        let known = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        let new: Vec<&String> = groups.iter().filter(|g| !known.contains_key(*g)).collect();
+        drop(known);
+        if new.is_empty() {
+            return;
+        }
+        let mut known = self.groups.write().unwrap_or_else(|e| e.into_inner());
+        for group in new {
+            known
+                .entry(group.clone())
+                .or_insert_with(|| self.families.counters(group));
+        }
+    }
+
+    /// Runs `count` on the counters of `group`, if the server hosts it.
+    fn with_group(&self, group: &str, count: impl FnOnce(&GroupCounters)) {
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = groups.get(group) {
+            count(g);
+        }
+    }
+
     /// Counts a request answered with `frame`.
     pub fn answered(&self, command: &'static str, frame: &[u8]) {
         self.common.answered(command, reply_code(frame));
@@ -163,9 +213,9 @@ impl GroupMetrics {
 
     /// Counts `n` messages stored in `group`.
     pub fn stored(&self, group: &str, n: usize) {
-        if let Some(g) = self.groups.get(group) {
+        self.with_group(group, |g| {
             g.stored.inc_by(n as u64);
-        }
+        });
     }
 
     /// Counts `n` messages of `group` deleted by retention.
@@ -177,30 +227,30 @@ impl GroupMetrics {
 
     /// Counts a push handed to a member of `group`.
     pub fn pushed(&self, group: &str) {
-        if let Some(g) = self.groups.get(group) {
+        self.with_group(group, |g| {
             g.pushed.inc();
-        }
+        });
     }
 
     /// Counts a push a slow member of `group` missed.
     pub fn dropped(&self, group: &str) {
-        if let Some(g) = self.groups.get(group) {
+        self.with_group(group, |g| {
             g.dropped.inc();
-        }
+        });
     }
 
     /// Counts a HISTORY request for `group`.
     pub fn history(&self, group: &str) {
-        if let Some(g) = self.groups.get(group) {
+        self.with_group(group, |g| {
             g.history.inc();
-        }
+        });
     }
 
     /// Sets the connections subscribed to `group`.
     pub fn online(&self, group: &str, n: usize) {
-        if let Some(g) = self.groups.get(group) {
+        self.with_group(group, |g| {
             g.online.set(n as i64);
-        }
+        });
     }
 
     /// Sets the open connections.
@@ -349,12 +399,24 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("unknown"), "{text}");
+        // A group hosted later is counted from then on.
+        metrics.hosting(&["general".into(), "later".into()]);
+        metrics.stored("later", 2);
+        metrics.stored("general", 1);
         metrics.trimmed("general", 40);
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, metrics.registry())
             .unwrap();
         assert!(
             text.contains("zms_trimmed_messages_total{group=\"general\"} 40"),
+            "{text}"
+        );
+        assert!(
+            text.contains("zms_messages_stored_total{group=\"later\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("zms_messages_stored_total{group=\"general\"} 4"),
             "{text}"
         );
     }
