@@ -155,9 +155,27 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Follow a group's new messages live until interrupted.
+    /// Send TEXT to USER in your conversation with them (without TEXT, each line of stdin).
+    Dm {
+        user: String,
+        text: Option<String>,
+        /// The message's client id: sending it again under the same id stores it at most once.
+        #[arg(long, requires = "text")]
+        id: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow groups' new messages live until interrupted (`@USER` for a conversation); with
+    /// several groups or --all each line starts with its group.
     Tail {
-        group: String,
+        #[arg(required_unless_present = "all")]
+        groups: Vec<String>,
+        /// Every group and conversation you are a member of.
+        #[arg(long, conflicts_with = "groups")]
+        all: bool,
+        /// Start with each group's last N messages.
+        #[arg(long, value_name = "N")]
+        last: Option<u64>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -698,7 +716,22 @@ impl Command {
                     limit,
                 },
             ),
-            Command::Tail { group, client } => client.run(&ctx, Action::Tail(group)),
+            Command::Dm {
+                user,
+                text,
+                id,
+                client,
+            } => {
+                // `zms dm @bob` reads as well as `zms dm bob`.
+                let group = format!("@{}", user.strip_prefix('@').unwrap_or(&user));
+                client.run(&ctx, Action::Send { group, text, id })
+            }
+            Command::Tail {
+                groups,
+                all,
+                last,
+                client,
+            } => client.run(&ctx, Action::Tail { groups, all, last }),
             Command::Members { group, client } => client.run(&ctx, Action::Members(group)),
             Command::Invite { group, key, client } => client.run(&ctx, Action::Invite(group, key)),
             Command::Status { watch, client } => client.status(&ctx, watch),

@@ -33,6 +33,7 @@ pub mod cmd {
     pub const SENDS: u8 = 0x18;
     pub const KICK: u8 = 0x19;
     pub const BAN: u8 = 0x1A;
+    pub const DM: u8 = 0x25;
     pub const OK: u8 = 0x80;
     pub const ERROR: u8 = 0x81;
     pub const GROUPS: u8 = 0x82;
@@ -111,6 +112,10 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
         }
         Request::Unregister { address } => w.string(address),
         Request::Hello { name } => w.string(name),
+        Request::Dm { user, peer } => {
+            w.string(user);
+            w.string(peer);
+        }
         Request::List | Request::Ping | Request::Key | Request::Status => {}
         Request::Join { group, user }
         | Request::Leave { group, user }
@@ -202,6 +207,7 @@ fn request_cmd(request: &Request) -> u8 {
         Request::Status => cmd::STATUS,
         Request::Kick { .. } => cmd::KICK,
         Request::Ban { .. } => cmd::BAN,
+        Request::Dm { .. } => cmd::DM,
     }
 }
 
@@ -255,6 +261,10 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
             cmd::BAN => Request::Ban {
                 group: r.string()?,
                 user: r.string()?,
+            },
+            cmd::DM => Request::Dm {
+                user: r.string()?,
+                peer: r.string()?,
             },
             cmd::UNREGISTER => Request::Unregister {
                 address: r.string()?,

@@ -40,7 +40,13 @@ pub enum Action {
         since: Option<String>,
         limit: Option<u64>,
     },
-    Tail(String),
+    /// Follow `groups` (or with `all` every group the user is a member of), after printing
+    /// each one's `last` messages.
+    Tail {
+        groups: Vec<String>,
+        all: bool,
+        last: Option<u64>,
+    },
     Members(String),
     /// Invite a key into a private group.
     Invite(String, String),
@@ -207,15 +213,26 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
         }
         Action::Kick(spec, user) => remove(session, format, &spec, &user, false)?,
         Action::Ban(spec, user) => remove(session, format, &spec, &user, true)?,
-        Action::Tail(spec) => {
-            let group = session.resolve(&spec)?;
-            session.subscribe(&group)?;
+        Action::Tail { groups, all, last } => {
+            let followed = follow(session, &groups, all)?;
+            // One group prints as it always has; several say on each line whose it is.
+            let labelled = all || followed.len() > 1;
+            let me = session.name().to_string();
+            let line = |group: &GroupRef, m: &protocol::Message| match labelled {
+                true => output::labelled_message(format, group, &me, m),
+                false => output::message(format, group, m),
+            };
+            for (group, last_seq) in &followed {
+                if let Some(n) = last {
+                    for m in last_messages(session, group, *last_seq, n)? {
+                        emit(&line(group, &m))?;
+                    }
+                }
+            }
             tell_trusted(session);
             loop {
                 match session.next_event(Duration::from_secs(3600))? {
-                    Some(SessionEvent::Message(d)) => {
-                        emit(&output::message(format, &d.group, &d.message))?
-                    }
+                    Some(SessionEvent::Message(d)) => emit(&line(&d.group, &d.message))?,
                     Some(SessionEvent::ServerLost(a)) => note(&format!(
                         "group server {} is not answering; reconnecting…",
                         safe::field(&a)
@@ -232,6 +249,72 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Subscribes to what `zms tail` follows: the groups named, or with `all` every group and
+/// conversation of the message server's list this user is a member of (the others answer
+/// NOT_MEMBER and are passed over). Returns each with its last seq at subscription.
+///
+/// # Errors
+/// A group that cannot be resolved or followed; with `all`, none to follow.
+fn follow(session: &mut Session, specs: &[String], all: bool) -> Result<Vec<(GroupRef, u64)>> {
+    let mut followed = Vec::new();
+    if !all {
+        for spec in specs {
+            let group = session.resolve(spec)?;
+            let last_seq = session.subscribe(&group)?;
+            followed.push((group, last_seq));
+        }
+        return Ok(followed);
+    }
+    let me = session.name().to_string();
+    for entry in session.list_groups()? {
+        // Another pair's conversation is not this user's to ask about.
+        if protocol::conversation_users(&entry.name).is_some_and(|(a, b)| a != me && b != me) {
+            continue;
+        }
+        let group = GroupRef {
+            name: entry.name,
+            address: entry.address,
+        };
+        match session.subscribe(&group) {
+            Ok(last_seq) => followed.push((group, last_seq)),
+            Err(Error::Rejected {
+                code: ErrorCode::NotMember | ErrorCode::UnknownGroup,
+                ..
+            }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    if followed.is_empty() {
+        return Err(Error::NotFound(format!(
+            "'{me}' is a member of no group the message server lists"
+        )));
+    }
+    Ok(followed)
+}
+
+/// The last `n` messages of `group` up to seq `upto` (what a subscription from `upto` does not
+/// bring), oldest first.
+///
+/// # Errors
+/// As [`Session::history_page`].
+fn last_messages(
+    session: &mut Session,
+    group: &GroupRef,
+    upto: u64,
+    n: u64,
+) -> Result<Vec<protocol::Message>> {
+    let mut after = upto.saturating_sub(n);
+    let mut out = Vec::new();
+    while after < upto {
+        let page = (upto - after).min(u64::from(protocol::HISTORY_PAGE_MAX)) as u32;
+        let (messages, _) = session.history_page(group, after, 0, page)?;
+        let Some(last) = messages.last() else { break };
+        after = last.seq;
+        out.extend(messages.into_iter().filter(|m| m.seq <= upto));
+    }
+    Ok(out)
 }
 
 /// `zms kick` and `zms ban`: removes `user` from the group, and says so.

@@ -85,7 +85,10 @@ impl State {
                 let (group, user) = (std::mem::take(group), std::mem::take(user));
                 return self.remove(now, from, req_id, group, user, ban, effects);
             }
-            Request::Register { .. } | Request::Unregister { .. } | Request::Hello { .. } => {
+            Request::Register { .. }
+            | Request::Unregister { .. }
+            | Request::Hello { .. }
+            | Request::Dm { .. } => {
                 let reason = format!(
                     "{} is a message server request; this is a group server",
                     request.name()
@@ -103,7 +106,7 @@ impl State {
             | Request::History { group, user, .. } => (std::mem::take(group), std::mem::take(user)),
         };
         if let Err(reason) =
-            protocol::check_group_name(&group_name).and(protocol::check_user_name(&user))
+            protocol::check_group_or_conversation(&group_name).and(protocol::check_user_name(&user))
         {
             return out.push(refuse(ErrorCode::BadRequest, reason));
         }
@@ -116,6 +119,14 @@ impl State {
                     now_ms: now.ms,
                 }),
                 Err((code, reason)) => return out.push(refuse(code, reason)),
+            }
+        }
+        // A conversation is its two users' only: no one else joins, reads or writes it, member
+        // or not (in secure mode, `user` was just proven to be the name's key).
+        if let Some((low, high)) = protocol::conversation_users(&group_name) {
+            if user != low && user != high {
+                let reason = format!("'{group_name}' is the conversation of {low} and {high}");
+                return out.push(refuse(ErrorCode::Unauthorized, reason));
             }
         }
         let Some(group) = self.groups.get_mut(&group_name) else {
@@ -349,7 +360,8 @@ impl State {
             | Request::Ban { .. }
             | Request::Register { .. }
             | Request::Unregister { .. }
-            | Request::Hello { .. } => {
+            | Request::Hello { .. }
+            | Request::Dm { .. } => {
                 unreachable!("bug: answered above")
             }
         }
