@@ -107,3 +107,141 @@ fn no_third_user_joins_or_reads_a_conversation() {
         ["between us"]
     );
 }
+
+/// `zms ARGS` (the real binary) with `home` as its config directory and `stdin` as input.
+fn zms(home: &std::path::Path, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(ZMS)
+        .args(args)
+        .env("ZMS_HOME", home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("zms runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "zms {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json_texts(lines: &str) -> Vec<String> {
+    lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].to_string())
+        .map(|t| t.trim_matches('"').to_string())
+        .collect()
+}
+
+#[test]
+fn zms_dm_sends_and_history_at_name_reads_the_conversation() {
+    let d = deploy();
+    let home = tempfile::tempdir().unwrap();
+    let (h, s) = (home.path(), d.server.as_str());
+    let sent = zms(
+        h,
+        &["dm", "bob", "hello bob", "--server", s, "--name", "alice"],
+        "",
+    );
+    assert!(sent.starts_with("sent @alice@bob@"), "{sent}");
+    // Without TEXT each line of stdin is a message, as with `zms send`.
+    zms(
+        h,
+        &["dm", "@bob", "--server", s, "--name", "alice"],
+        "two\nthree\n",
+    );
+    let read = zms(
+        h,
+        &[
+            "history", "@alice", "--server", s, "--name", "bob", "--json",
+        ],
+        "",
+    );
+    assert_eq!(json_texts(&read), ["hello bob", "two", "three"]);
+    let own = zms(
+        h,
+        &["history", "@bob", "--server", s, "--name", "alice"],
+        "",
+    );
+    assert!(
+        own.lines().last().unwrap().ends_with(" alice: three"),
+        "{own}"
+    );
+}
+
+#[test]
+fn tail_follows_every_group_of_the_user_from_the_last_messages() {
+    let d = deploy();
+    let home = tempfile::tempdir().unwrap();
+    let (h, s) = (home.path(), d.server.as_str());
+    for who in ["alice", "bob"] {
+        zms(h, &["join", "general", "--server", s, "--name", who], "");
+    }
+    zms(
+        h,
+        &["send", "general", "--server", s, "--name", "alice"],
+        "g1\ng2\ng3\n",
+    );
+    zms(
+        h,
+        &["dm", "bob", "--server", s, "--name", "alice"],
+        "d1\nd2\n",
+    );
+    // The group server lists a new conversation with its next REGISTER.
+    let listed = || zms(h, &["list", "--server", s], "").contains("@alice@bob");
+    assert!(
+        eventually(LIMIT, listed),
+        "the conversation was never listed"
+    );
+    // bob is in general and his conversation with alice, not in random.
+    let tail = Proc::spawn(&[
+        "tail", "--all", "--last", "2", "--server", s, "--name", "bob",
+    ]);
+    let mut lines: Vec<String> = (0..4).map(|_| tail.line()).collect();
+    lines.sort();
+    let shown: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let (label, rest) = l.split_once(' ').unwrap();
+            format!("{label} {}", rest.rsplit_once(": ").unwrap().1)
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        ["[@alice] d1", "[@alice] d2", "[general] g2", "[general] g3"]
+    );
+    // Then live, labelled the same way.
+    zms(
+        h,
+        &["send", "general", "g4", "--server", s, "--name", "alice"],
+        "",
+    );
+    let live = tail.line();
+    assert!(
+        live.starts_with("[general] ") && live.ends_with("alice: g4"),
+        "{live}"
+    );
+    // A conversation begun later is followed once listed, from its first message.
+    zms(
+        h,
+        &["dm", "bob", "--server", s, "--name", "carol"],
+        "c1\nc2\n",
+    );
+    let later: Vec<String> = (0..2)
+        .map(|_| tail.lines.recv_timeout(LIMIT).unwrap())
+        .collect();
+    assert!(
+        later[0].starts_with("[@carol] ") && later[0].ends_with("carol: c1"),
+        "{later:?}"
+    );
+    assert!(later[1].ends_with("carol: c2"), "{later:?}");
+}

@@ -13,8 +13,9 @@ pub mod shell;
 pub mod status;
 pub mod view;
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -22,6 +23,9 @@ use crate::client::{GroupRef, Pipeline, Session, SessionEvent};
 use crate::protocol::{codec, ErrorCode, Outgoing, Reply};
 use crate::{errinput, protocol, time, Error, Result};
 use output::Format;
+
+/// How often `zms tail --all` asks the message server for groups it does not follow yet.
+const TAIL_RESCAN: Duration = Duration::from_secs(3);
 
 /// What a one-shot command does.
 #[derive(Debug, Clone)]
@@ -214,7 +218,8 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
         Action::Kick(spec, user) => remove(session, format, &spec, &user, false)?,
         Action::Ban(spec, user) => remove(session, format, &spec, &user, true)?,
         Action::Tail { groups, all, last } => {
-            let followed = follow(session, &groups, all)?;
+            let started_ms = time::now_ms();
+            let mut followed = follow(session, &groups, all)?;
             // One group prints as it always has; several say on each line whose it is.
             let labelled = all || followed.len() > 1;
             let me = session.name().to_string();
@@ -222,16 +227,32 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
                 true => output::labelled_message(format, group, &me, m),
                 false => output::message(format, group, m),
             };
-            for (group, last_seq) in &followed {
-                if let Some(n) = last {
-                    for m in last_messages(session, group, *last_seq, n)? {
-                        emit(&line(group, &m))?;
-                    }
-                }
-            }
-            tell_trusted(session);
+            let mut known: HashSet<GroupRef> = HashSet::new();
+            let mut rescan = Instant::now() + TAIL_RESCAN;
             loop {
-                match session.next_event(Duration::from_secs(3600))? {
+                // What a subscription from its last seq does not bring: the last N, or for a
+                // group found after the start (a new conversation) what came since the start.
+                for (group, last_seq) in followed.drain(..) {
+                    let earlier = match (last, known.is_empty()) {
+                        (Some(n), _) => last_messages(session, &group, last_seq, n)?,
+                        (None, true) => Vec::new(),
+                        (None, false) => session
+                            .history(&group, Some(started_ms), None)?
+                            .into_iter()
+                            .filter(|m| m.seq <= last_seq)
+                            .collect(),
+                    };
+                    for m in &earlier {
+                        emit(&line(&group, m))?;
+                    }
+                    known.insert(group);
+                }
+                tell_trusted(session);
+                let wait = match all {
+                    true => rescan.saturating_duration_since(Instant::now()),
+                    false => Duration::from_secs(3600),
+                };
+                match session.next_event(wait)? {
                     Some(SessionEvent::Message(d)) => emit(&line(&d.group, &d.message))?,
                     Some(SessionEvent::ServerLost(a)) => note(&format!(
                         "group server {} is not answering; reconnecting…",
@@ -240,10 +261,25 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
                     Some(SessionEvent::ServerBack(a)) => {
                         note(&format!("group server {} is back", safe::field(&a)))
                     }
+                    Some(SessionEvent::MembershipEnded(g)) if all => {
+                        note(&format!(
+                            "no longer a member of {}",
+                            safe::field(&g.to_string())
+                        ));
+                        known.remove(&g);
+                    }
                     Some(SessionEvent::MembershipEnded(g)) => {
                         return Err(errinput!("no longer a member of {g}"))
                     }
                     Some(SessionEvent::Presence { .. }) | None => {}
+                }
+                // With --all, groups joined and conversations begun since are followed too.
+                if all && Instant::now() >= rescan {
+                    rescan = Instant::now() + TAIL_RESCAN;
+                    match follow_all(session, &known) {
+                        Ok(new) => followed = new,
+                        Err(err) => note(&format!("error: cannot list groups: {err}")),
+                    }
                 }
             }
         }
@@ -267,6 +303,23 @@ fn follow(session: &mut Session, specs: &[String], all: bool) -> Result<Vec<(Gro
         }
         return Ok(followed);
     }
+    followed = follow_all(session, &HashSet::new())?;
+    if followed.is_empty() {
+        return Err(Error::NotFound(format!(
+            "'{}' is a member of no group the message server lists",
+            session.name()
+        )));
+    }
+    Ok(followed)
+}
+
+/// Subscribes to every group and conversation of the message server's list that this user is
+/// a member of and that is not in `known`; returns each with its last seq.
+///
+/// # Errors
+/// The message server's silence, or a group server's refusal other than NOT_MEMBER.
+fn follow_all(session: &mut Session, known: &HashSet<GroupRef>) -> Result<Vec<(GroupRef, u64)>> {
+    let mut followed = Vec::new();
     let me = session.name().to_string();
     for entry in session.list_groups()? {
         // Another pair's conversation is not this user's to ask about.
@@ -277,6 +330,9 @@ fn follow(session: &mut Session, specs: &[String], all: bool) -> Result<Vec<(Gro
             name: entry.name,
             address: entry.address,
         };
+        if known.contains(&group) {
+            continue;
+        }
         match session.subscribe(&group) {
             Ok(last_seq) => followed.push((group, last_seq)),
             Err(Error::Rejected {
@@ -285,11 +341,6 @@ fn follow(session: &mut Session, specs: &[String], all: bool) -> Result<Vec<(Gro
             }) => {}
             Err(err) => return Err(err),
         }
-    }
-    if followed.is_empty() {
-        return Err(Error::NotFound(format!(
-            "'{me}' is a member of no group the message server lists"
-        )));
     }
     Ok(followed)
 }
