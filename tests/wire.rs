@@ -54,6 +54,9 @@ const REQUIRED: &[&str] = &[
     "group-version",
     "group-not-zms",
     "group-two-frames",
+    "dir-dm",
+    "group-join-conversation",
+    "group-join-conversation-other",
 ];
 
 /// One frame of an example, as the document writes it.
@@ -403,6 +406,7 @@ fn tables_match_the_code() {
         (cmd::SENDS, "SENDS", "request"),
         (cmd::KICK, "KICK", "request"),
         (cmd::BAN, "BAN", "request"),
+        (cmd::DM, "DM", "request"),
         (cmd::OK, "OK", "reply"),
         (cmd::ERROR, "ERROR", "reply"),
         (cmd::GROUPS, "GROUPS", "reply"),

@@ -130,7 +130,10 @@ impl State {
             }
         }
         let Some(group) = self.groups.get_mut(&group_name) else {
-            let hosted = self.group_names().join(", ");
+            // Conversations are not offered as an alternative to someone who mistyped.
+            let mut hosted = self.group_names();
+            hosted.retain(|name| !name.starts_with('@'));
+            let hosted = hosted.join(", ");
             let reason = format!("no group '{group_name}' on this server (it hosts: {hosted})");
             return out.push(refuse(ErrorCode::UnknownGroup, reason));
         };
