@@ -11,7 +11,7 @@ use zms::directory::{owners::Owners, DirectorySecurity, DirectoryServer};
 use zms::group::{self, limits::Limits, retention::Retention, store::Durability, GroupServer};
 use zms::keys::{self, KeyPair};
 use zms::peers::PeerCaps;
-use zms::user::{self, output, output::Format, Action};
+use zms::user::{self, mention::Notify, output, output::Format, Action};
 use zms::{errinput, transport, Result};
 
 mod security;
@@ -116,6 +116,14 @@ pub enum Command {
         name: Option<String>,
         #[command(flatten)]
         secure: ClientSecureArgs,
+        /// How a mention of you (@NAME) or a direct message gets your attention: the terminal
+        /// bell, a desktop notification (OSC 777 and 9, where the terminal supports them),
+        /// both, or none.
+        #[arg(long, env = "ZMS_NOTIFY", default_value_t = Notify::Both)]
+        notify: Notify,
+        /// No bell and no notification (as --notify none).
+        #[arg(long)]
+        quiet: bool,
     },
     /// List the groups the message server knows.
     List(ClientArgs),
@@ -176,6 +184,15 @@ pub enum Command {
         /// Start with each group's last N messages.
         #[arg(long, value_name = "N")]
         last: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the recent messages that mention you (@NAME), over every group you are in, oldest
+    /// first, each line starting with its group.
+    Mentions {
+        /// How many of each group's last messages to look through.
+        #[arg(long, value_name = "N", default_value_t = user::mention::SCAN_DEFAULT)]
+        last: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -676,7 +693,10 @@ impl Command {
                 server,
                 name,
                 secure,
+                notify,
+                quiet,
             } => {
+                let notify = if quiet { Notify::None } else { notify };
                 let server = ask_or(
                     server,
                     interactive,
@@ -692,7 +712,7 @@ impl Command {
                         ))
                     }
                 };
-                user::shell::run(&ctx, session(&ctx, &server, &name, secure)?, log)
+                user::shell::run(&ctx, session(&ctx, &server, &name, secure)?, log, notify)
             }
             Command::List(c) => c.run(&ctx, Action::List),
             Command::Join { group, client } => client.run(&ctx, Action::Join(group)),
@@ -732,6 +752,7 @@ impl Command {
                 last,
                 client,
             } => client.run(&ctx, Action::Tail { groups, all, last }),
+            Command::Mentions { last, client } => client.run(&ctx, Action::Mentions { last }),
             Command::Members { group, client } => client.run(&ctx, Action::Members(group)),
             Command::Invite { group, key, client } => client.run(&ctx, Action::Invite(group, key)),
             Command::Status { watch, client } => client.status(&ctx, watch),

@@ -5,12 +5,14 @@ pub mod command;
 pub mod complete;
 pub mod editor;
 pub mod kept;
+pub mod mention;
 pub mod outbox;
 pub mod output;
 pub mod render;
 pub mod safe;
 pub mod shell;
 pub mod status;
+pub mod tty;
 pub mod view;
 
 use std::collections::HashSet;
@@ -52,6 +54,10 @@ pub enum Action {
         last: Option<u64>,
     },
     Members(String),
+    /// The messages mentioning the user among the `last` of each of their groups.
+    Mentions {
+        last: u64,
+    },
     /// Invite a key into a private group.
     Invite(String, String),
     /// Remove a user from a group (operators).
@@ -193,6 +199,32 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
             // To stderr: the output stays the messages, one object a line with --json.
             if let Some(line) = output::trimmed_note(session.first_kept(&group)?, &messages) {
                 eprintln!("{line}");
+            }
+        }
+        Action::Mentions { last } => {
+            let me = session.name().to_string();
+            let mut scanned = Vec::new();
+            for entry in session.list_groups()? {
+                if protocol::conversation_users(&entry.name)
+                    .is_some_and(|(a, b)| a != me && b != me)
+                {
+                    continue;
+                }
+                let group = GroupRef {
+                    name: entry.name,
+                    address: entry.address,
+                };
+                match session.history(&group, None, Some(last)) {
+                    Ok(messages) => scanned.push((group, messages)),
+                    Err(Error::Rejected {
+                        code: ErrorCode::NotMember | ErrorCode::UnknownGroup,
+                        ..
+                    }) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            for (group, m) in mention::recent(scanned, &me, usize::MAX) {
+                emit(&output::labelled_message(format, &group, &me, &m))?;
             }
         }
         Action::Members(spec) => {

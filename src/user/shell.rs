@@ -24,10 +24,12 @@ use rustyline::ExternalPrinter as _;
 
 use super::command::{HistoryRange, Line, HELP, HISTORY_DEFAULT, MENU};
 use super::editor::{self, LineEditor};
+use super::mention::{self, Notify};
 use super::outbox::{Outbox, Pending};
 use super::render::{self, Style};
 use super::safe;
 use super::say;
+use super::tty::{typed, EchoOff};
 use super::view::View;
 use crate::client::{GroupRef, Session, SessionEvent};
 use crate::protocol::{self, GroupEntry, Member, Message};
@@ -60,6 +62,8 @@ fn busy_label(line: &Line) -> Option<String> {
         Line::History(_) => Some("fetching history…".into()),
         Line::Who(_) => Some("asking for members…".into()),
         Line::Invite(_) => Some("inviting…".into()),
+        Line::Query(name) => Some(format!("opening @{name}…")),
+        Line::Mentions => Some("looking for mentions…".into()),
         _ => None,
     }
 }
@@ -155,13 +159,13 @@ impl Input {
 /// # Errors
 /// Only failures of the terminal or of libzmq itself; server errors are printed and the
 /// client goes on.
-pub fn run(ctx: &zmq::Context, session: Session, log: Option<&Path>) -> Result<()> {
+pub fn run(ctx: &zmq::Context, session: Session, log: Option<&Path>, notify: Notify) -> Result<()> {
     let name = session.name().to_string();
     let servers = session.directories();
     let view = Arc::new(Mutex::new(View::new(&name)));
     let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let colour = terminal && render::colour_wanted(std::env::var_os("NO_COLOR").is_some(), true);
-    let style = Style::new(colour, jiff::tz::TimeZone::system());
+    let style = Style::new(colour, jiff::tz::TimeZone::system()).for_user(&name);
     let (mut input, print) = match terminal {
         true => Input::terminal(Arc::clone(&view), style.clone())?,
         false => (
@@ -189,6 +193,9 @@ pub fn run(ctx: &zmq::Context, session: Session, log: Option<&Path>) -> Result<(
         outbox: Outbox::default(),
         terminal,
         log: log.map(Path::to_path_buf),
+        // Only a person at a terminal is called; a script reads the lines.
+        notify: if terminal { notify } else { Notify::None },
+        conversations: Conversations::default(),
     };
     // The network thread says hello first: a message server that does not answer keeps
     // nobody from typing.
@@ -219,7 +226,23 @@ struct Network {
     terminal: bool,
     /// The log file, named by /help.
     log: Option<PathBuf>,
+    /// How a mention or a direct message gets the user's attention.
+    notify: Notify,
+    /// Conversations found in the message server's list, and when to look again.
+    conversations: Conversations,
 }
+
+/// What the network thread knows of the user's conversations beyond the view.
+#[derive(Default)]
+struct Conversations {
+    /// When to look at the message server's list again; `None` before the first look.
+    next_look: Option<Instant>,
+    /// Left in this run: not joined again when listed.
+    left: std::collections::HashSet<GroupRef>,
+}
+
+/// How often the interactive client looks for conversations others began with the user.
+const CONVERSATION_LOOK: Duration = Duration::from_secs(3);
 
 impl Network {
     /// Hello to the message server (`servers`), then live events out, jobs in, until the
@@ -255,6 +278,7 @@ impl Network {
                         }
                     }
                     self.retry_due();
+                    self.look_for_conversations();
                 }
                 Err(err) => (self.print)(self.style.error(&format!("error: {err}"))),
             }
@@ -295,10 +319,25 @@ impl Network {
     /// Updates the view, then prints the event's line (never holding the lock while printing:
     /// the printer may wait for the input thread, which reads the view to draw the status row).
     fn event(&mut self, event: SessionEvent) {
+        let mut call = String::new();
         let line = {
             let mut view = self.view();
             match &event {
-                SessionEvent::Message(d) => view.message(&d.group, &d.message.sender),
+                SessionEvent::Message(d) => {
+                    let (group, m) = (&d.group, &d.message);
+                    view.message(group, &m.sender);
+                    let me = self.session.name();
+                    if !mention::mentions(&m.text, me).is_empty() && m.sender != me {
+                        view.mention(group);
+                    }
+                    if mention::calls(&group.name, &m.sender, &m.text, me) {
+                        let title = match protocol::conversation_users(&group.name) {
+                            Some(_) => format!("{} wrote to you", m.sender),
+                            None => format!("{} mentioned you in {}", m.sender, group.name),
+                        };
+                        call = self.notify.sequence(&title);
+                    }
+                }
                 SessionEvent::ServerLost(a) => view.set_lost(a, true),
                 SessionEvent::ServerBack(a) => view.set_lost(a, false),
                 SessionEvent::Presence { user, joined, .. } => view.presence(user, *joined),
@@ -307,7 +346,8 @@ impl Network {
             self.style
                 .event(&event, view.current(), &|a| view.groups_at(a))
         };
-        (self.print)(line);
+        // The bell and notification go after the line, written as the line is.
+        (self.print)(format!("{line}{call}"));
         if let SessionEvent::ServerBack(address) = &event {
             self.flush(address);
         }
@@ -354,6 +394,7 @@ impl Network {
                     self.view().leave(&group);
                 }
                 left?;
+                self.conversations.left.insert(group.clone());
                 (self.print)(format!("left {}", safe::field(&group.to_string())));
                 self.view().leave(&group);
             }
@@ -389,6 +430,22 @@ impl Network {
                     .set_members(members.iter().map(|m| m.name.clone()));
                 self.print_members(&group, &members);
             }
+            Line::Msg(name, text) => {
+                protocol::check_text(&text).map_err(|why| errinput!("not sent: {why}"))?;
+                let group = self.session.conversation(&name)?;
+                self.view().add(group.clone());
+                self.say(group, text);
+            }
+            Line::Query(name) => {
+                let group = self.session.conversation(&name)?;
+                (self.print)(format!(
+                    "now talking with @{} (/history shows earlier messages)",
+                    safe::field(&name)
+                ));
+                self.conversations.left.remove(&group);
+                self.view().join(group);
+            }
+            Line::Mentions => self.print_mentions()?,
             Line::Invite(key) => {
                 let group = self.require_current()?;
                 self.session.invite(&group, &key)?;
@@ -406,6 +463,84 @@ impl Network {
                 (self.print)(format!("{HELP}{log}"));
             }
         }
+        Ok(())
+    }
+
+    /// Every few seconds, joins the conversations with the user that the message server lists
+    /// and this run has not joined: those there at the start quietly, as groups are; one begun
+    /// since from its first message, which then arrives as live ones do (and calls).
+    fn look_for_conversations(&mut self) {
+        let now = Instant::now();
+        let first = self.conversations.next_look.is_none();
+        if self.conversations.next_look.is_some_and(|at| now < at) {
+            return;
+        }
+        self.conversations.next_look = Some(now + CONVERSATION_LOOK);
+        // A message server that does not answer is told of by the lines that need it.
+        let Ok(listed) = self.session.list_groups() else {
+            return;
+        };
+        let me = self.session.name().to_string();
+        let joined = self.view().joined().to_vec();
+        for entry in listed {
+            let Some((low, high)) = protocol::conversation_users(&entry.name) else {
+                continue;
+            };
+            let group = GroupRef {
+                name: entry.name.clone(),
+                address: entry.address,
+            };
+            let mine = low == me || high == me;
+            if !mine || joined.contains(&group) || self.conversations.left.contains(&group) {
+                continue;
+            }
+            let other = if low == me { high } else { low };
+            let joined = match first {
+                true => self.session.join(&group),
+                false => self.session.join_from(&group, 0),
+            };
+            match joined {
+                Ok(_) => {
+                    self.view().add(group);
+                    if !first {
+                        (self.print)(self.style.quiet(&format!(
+                            "-- {other} began a conversation with you (/query {other})"
+                        )));
+                    }
+                }
+                Err(err) => tracing::warn!(%err, group = %entry.name, "cannot join a conversation"),
+            }
+        }
+    }
+
+    /// `/mentions`: the recent messages of the joined groups that mention the user.
+    fn print_mentions(&mut self) -> Result<()> {
+        let joined = self.view().joined().to_vec();
+        let mut scanned = Vec::new();
+        for group in joined {
+            let messages = self
+                .session
+                .history(&group, None, Some(mention::SCAN_DEFAULT))?;
+            scanned.push((group, messages));
+        }
+        let me = self.session.name().to_string();
+        let found = mention::recent(scanned, &me, mention::SHOW_DEFAULT);
+        if found.is_empty() {
+            (self.print)(format!("no recent mentions of @{}", safe::field(&me)));
+        }
+        let now = time::now_ms();
+        let lines: Vec<String> = found
+            .iter()
+            .map(|(group, m)| {
+                let label = super::output::group_label(&group.name, &me);
+                let line = match self.terminal {
+                    true => self.style.history(m, now),
+                    false => render::plain_history(m),
+                };
+                format!("[{}] {line}", safe::field(&label))
+            })
+            .collect();
+        self.print_lines(lines);
         Ok(())
     }
 
@@ -745,45 +880,4 @@ impl Shell {
             self.run_line(Ok(line))?;
         }
     }
-}
-
-/// Terminal echo and line editing off while the guard lives (nothing when stdin is no
-/// terminal); restored on drop.
-struct EchoOff<'fd> {
-    fd: std::os::fd::BorrowedFd<'fd>,
-    saved: Option<termios::Termios>,
-}
-
-use nix::sys::termios;
-
-impl<'fd> EchoOff<'fd> {
-    fn new(fd: std::os::fd::BorrowedFd<'fd>) -> EchoOff<'fd> {
-        let saved = termios::tcgetattr(fd).ok();
-        if let Some(saved) = &saved {
-            let mut quiet = saved.clone();
-            // ISIG too: Ctrl-C is then a key for the editor (clearing the line), not a signal
-            // that would end the client.
-            quiet.local_flags.remove(
-                termios::LocalFlags::ECHO | termios::LocalFlags::ICANON | termios::LocalFlags::ISIG,
-            );
-            let _ = termios::tcsetattr(fd, termios::SetArg::TCSANOW, &quiet);
-        }
-        EchoOff { fd, saved }
-    }
-}
-
-impl Drop for EchoOff<'_> {
-    fn drop(&mut self) {
-        if let Some(saved) = &self.saved {
-            let _ = termios::tcsetattr(self.fd, termios::SetArg::TCSANOW, saved);
-        }
-    }
-}
-
-/// Whether a key is waiting on `fd`, waiting up to `wait` for one.
-fn typed(fd: std::os::fd::BorrowedFd<'_>, wait: Duration) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
-    poll(&mut fds, timeout).is_ok_and(|n| n > 0)
 }
