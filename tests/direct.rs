@@ -245,3 +245,69 @@ fn tail_follows_every_group_of_the_user_from_the_last_messages() {
     );
     assert!(later[1].ends_with("carol: c2"), "{later:?}");
 }
+
+#[test]
+fn zms_mentions_lists_the_messages_naming_the_user_over_groups_and_conversations() {
+    let d = deploy();
+    let home = tempfile::tempdir().unwrap();
+    let (h, s) = (home.path(), d.server.as_str());
+    for (who, group) in [("alice", "general"), ("bob", "general"), ("bob", "random")] {
+        zms(h, &["join", group, "--server", s, "--name", who], "");
+    }
+    zms(
+        h,
+        &["send", "general", "--server", s, "--name", "alice"],
+        "hi @bob\nhi @bobby\nbob@example.org\n",
+    );
+    zms(
+        h,
+        &[
+            "send",
+            "random",
+            "@bob: random",
+            "--server",
+            s,
+            "--name",
+            "bob",
+        ],
+        "",
+    );
+    zms(
+        h,
+        &["dm", "bob", "psst @bob", "--server", s, "--name", "carol"],
+        "",
+    );
+    let listed = || zms(h, &["list", "--server", s], "").contains("@bob@carol");
+    assert!(
+        eventually(LIMIT, listed),
+        "the conversation was never listed"
+    );
+    let out = zms(
+        h,
+        &["mentions", "--json", "--server", s, "--name", "bob"],
+        "",
+    );
+    let found: Vec<(String, String)> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["group"].as_str().unwrap().into(),
+                v["text"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    // Not bob's own, not a longer name, not an address; oldest first.
+    assert_eq!(
+        found,
+        [
+            ("general".to_string(), "hi @bob".to_string()),
+            ("@bob@carol".to_string(), "psst @bob".to_string())
+        ]
+    );
+    let plain = zms(h, &["mentions", "--server", s, "--name", "bob"], "");
+    assert!(
+        plain.starts_with("[general] ") && plain.contains("\n[@carol] "),
+        "{plain}"
+    );
+}
