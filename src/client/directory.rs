@@ -179,7 +179,7 @@ impl Session {
     }
 
     /// Turns what a user typed into a group: `@USER` (the conversation with USER, opened as
-    /// [`Session::conversation`] does), `NAME@HOST:PORT`, a group server's `HOST:PORT` (when it
+    /// [`Session::conversation`] does), `NAME@HOST:PORT` (a conversation's name too), a group server's `HOST:PORT` (when it
     /// hosts exactly one group), or a name the message server knows.
     ///
     /// # Errors
@@ -187,6 +187,17 @@ impl Session {
     pub fn resolve(&mut self, spec: &str) -> Result<GroupRef> {
         let spec = spec.trim();
         if let Some(peer) = spec.strip_prefix('@') {
+            // `@alice@bob@HOST:PORT`: a conversation named where it lives, as any group.
+            if let Some((name, address)) = spec
+                .rsplit_once('@')
+                .filter(|(name, _)| protocol::conversation_users(name).is_some())
+            {
+                let address = transport::address(&transport::endpoint(address)?);
+                return Ok(GroupRef {
+                    name: name.to_string(),
+                    address,
+                });
+            }
             return self.conversation(peer);
         }
         if let Some((name, address)) = spec.split_once('@') {
