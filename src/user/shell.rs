@@ -24,6 +24,8 @@ use rustyline::ExternalPrinter as _;
 
 use super::command::{HistoryRange, Line, HELP, HISTORY_DEFAULT, MENU};
 use super::editor::{self, LineEditor};
+mod chat;
+
 use super::mention::{self, Notify};
 use super::outbox::{Outbox, Pending};
 use super::render::{self, Style};
@@ -34,6 +36,7 @@ use super::view::View;
 use crate::client::{GroupRef, Session, SessionEvent};
 use crate::protocol::{self, GroupEntry, Member, Message};
 use crate::{errinput, time, transport, Error, Result};
+use chat::Conversations;
 
 pub use super::command::parse_line;
 
@@ -231,18 +234,6 @@ struct Network {
     /// Conversations found in the message server's list, and when to look again.
     conversations: Conversations,
 }
-
-/// What the network thread knows of the user's conversations beyond the view.
-#[derive(Default)]
-struct Conversations {
-    /// When to look at the message server's list again; `None` before the first look.
-    next_look: Option<Instant>,
-    /// Left in this run: not joined again when listed.
-    left: std::collections::HashSet<GroupRef>,
-}
-
-/// How often the interactive client looks for conversations others began with the user.
-const CONVERSATION_LOOK: Duration = Duration::from_secs(3);
 
 impl Network {
     /// Hello to the message server (`servers`), then live events out, jobs in, until the
@@ -463,84 +454,6 @@ impl Network {
                 (self.print)(format!("{HELP}{log}"));
             }
         }
-        Ok(())
-    }
-
-    /// Every few seconds, joins the conversations with the user that the message server lists
-    /// and this run has not joined: those there at the start quietly, as groups are; one begun
-    /// since from its first message, which then arrives as live ones do (and calls).
-    fn look_for_conversations(&mut self) {
-        let now = Instant::now();
-        let first = self.conversations.next_look.is_none();
-        if self.conversations.next_look.is_some_and(|at| now < at) {
-            return;
-        }
-        self.conversations.next_look = Some(now + CONVERSATION_LOOK);
-        // A message server that does not answer is told of by the lines that need it.
-        let Ok(listed) = self.session.list_groups() else {
-            return;
-        };
-        let me = self.session.name().to_string();
-        let joined = self.view().joined().to_vec();
-        for entry in listed {
-            let Some((low, high)) = protocol::conversation_users(&entry.name) else {
-                continue;
-            };
-            let group = GroupRef {
-                name: entry.name.clone(),
-                address: entry.address,
-            };
-            let mine = low == me || high == me;
-            if !mine || joined.contains(&group) || self.conversations.left.contains(&group) {
-                continue;
-            }
-            let other = if low == me { high } else { low };
-            let joined = match first {
-                true => self.session.join(&group),
-                false => self.session.join_from(&group, 0),
-            };
-            match joined {
-                Ok(_) => {
-                    self.view().add(group);
-                    if !first {
-                        (self.print)(self.style.quiet(&format!(
-                            "-- {other} began a conversation with you (/query {other})"
-                        )));
-                    }
-                }
-                Err(err) => tracing::warn!(%err, group = %entry.name, "cannot join a conversation"),
-            }
-        }
-    }
-
-    /// `/mentions`: the recent messages of the joined groups that mention the user.
-    fn print_mentions(&mut self) -> Result<()> {
-        let joined = self.view().joined().to_vec();
-        let mut scanned = Vec::new();
-        for group in joined {
-            let messages = self
-                .session
-                .history(&group, None, Some(mention::SCAN_DEFAULT))?;
-            scanned.push((group, messages));
-        }
-        let me = self.session.name().to_string();
-        let found = mention::recent(scanned, &me, mention::SHOW_DEFAULT);
-        if found.is_empty() {
-            (self.print)(format!("no recent mentions of @{}", safe::field(&me)));
-        }
-        let now = time::now_ms();
-        let lines: Vec<String> = found
-            .iter()
-            .map(|(group, m)| {
-                let label = super::output::group_label(&group.name, &me);
-                let line = match self.terminal {
-                    true => self.style.history(m, now),
-                    false => render::plain_history(m),
-                };
-                format!("[{}] {line}", safe::field(&label))
-            })
-            .collect();
-        self.print_lines(lines);
         Ok(())
     }
 
