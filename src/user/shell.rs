@@ -616,7 +616,7 @@ impl Network {
                 Some(Ok(_)) => format!(
                     "kept: `{} send {} --name {}` sends it again, stored at most once",
                     crate::program::name(),
-                    p.group.name,
+                    super::output::group_label(&p.group.name, self.session.name()),
                     self.session.name()
                 ),
                 _ => format!(

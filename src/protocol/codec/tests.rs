@@ -34,6 +34,10 @@ fn requests() -> Vec<Request> {
             group: group.clone(),
             user: user.clone(),
         },
+        Request::Dm {
+            user: user.clone(),
+            peer: "bob".into(),
+        },
         Request::Unregister {
             address: "127.0.0.1:6000".into(),
         },
