@@ -926,6 +926,8 @@ fn direct_messages_and_mentions_in_the_terminal() {
     );
     tmux.start(b, &quiet);
     tmux.wait_for(b, "connected to");
+    // Conversations from before the client started are named once.
+    tmux.wait_for(b, "-- your conversations: @alice (/query NAME shows one)");
     tmux.enter_line(b, "/query alice");
     tmux.wait_for(b, "now talking with @alice");
     tmux.enter_line(w, "@bob are you there?");

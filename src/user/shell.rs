@@ -24,8 +24,6 @@ use rustyline::ExternalPrinter as _;
 
 use super::command::{HistoryRange, Line, HELP, HISTORY_DEFAULT, MENU};
 use super::editor::{self, LineEditor};
-mod chat;
-
 use super::mention::{self, Notify};
 use super::outbox::{Outbox, Pending};
 use super::render::{self, Style};
@@ -39,6 +37,8 @@ use crate::{errinput, time, transport, Error, Result};
 use chat::Conversations;
 
 pub use super::command::parse_line;
+
+mod chat;
 
 /// A job for the network thread: a typed line, carried out in its turn. Dropping `done` tells
 /// the input thread it is over.

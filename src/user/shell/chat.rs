@@ -39,6 +39,7 @@ impl Network {
         };
         let me = self.session.name().to_string();
         let joined = self.view().joined().to_vec();
+        let mut found = Vec::new();
         for entry in listed {
             let Some((low, high)) = protocol::conversation_users(&entry.name) else {
                 continue;
@@ -59,6 +60,7 @@ impl Network {
             match joined {
                 Ok(_) => {
                     self.view().add(group);
+                    found.push(format!("@{other}"));
                     if !first {
                         (self.print)(self.style.quiet(&format!(
                             "-- {other} began a conversation with you (/query {other})"
@@ -67,6 +69,13 @@ impl Network {
                 }
                 Err(err) => tracing::warn!(%err, group = %entry.name, "cannot join a conversation"),
             }
+        }
+        // Those from before this run are named once; /query or /g shows one.
+        if first && !found.is_empty() {
+            (self.print)(self.style.quiet(&format!(
+                "-- your conversations: {} (/query NAME shows one)",
+                found.join(" ")
+            )));
         }
     }
 
