@@ -11,7 +11,7 @@ use zms::directory::{owners::Owners, DirectorySecurity, DirectoryServer};
 use zms::group::{self, limits::Limits, retention::Retention, store::Durability, GroupServer};
 use zms::keys::{self, KeyPair};
 use zms::peers::PeerCaps;
-use zms::user::{self, output, output::Format, Action};
+use zms::user::{self, mention::Notify, output, output::Format, Action};
 use zms::{errinput, transport, Result};
 
 mod admin;
@@ -117,6 +117,14 @@ pub enum Command {
         name: Option<String>,
         #[command(flatten)]
         secure: ClientSecureArgs,
+        /// How a mention of you (@NAME) or a direct message gets your attention: the terminal
+        /// bell, a desktop notification (OSC 777 and 9, where the terminal supports them),
+        /// both, or none.
+        #[arg(long, env = "ZMS_NOTIFY", default_value_t = Notify::Both)]
+        notify: Notify,
+        /// No bell and no notification (as --notify none).
+        #[arg(long)]
+        quiet: bool,
     },
     /// List the groups the message server knows.
     List(ClientArgs),
@@ -156,9 +164,36 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Follow a group's new messages live until interrupted.
+    /// Send TEXT to USER in your conversation with them (without TEXT, each line of stdin).
+    Dm {
+        user: String,
+        text: Option<String>,
+        /// The message's client id: sending it again under the same id stores it at most once.
+        #[arg(long, requires = "text")]
+        id: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow groups' new messages live until interrupted (`@USER` for a conversation); with
+    /// several groups or --all each line starts with its group.
     Tail {
-        group: String,
+        #[arg(required_unless_present = "all")]
+        groups: Vec<String>,
+        /// Every group and conversation you are a member of.
+        #[arg(long, conflicts_with = "groups")]
+        all: bool,
+        /// Start with each group's last N messages.
+        #[arg(long, value_name = "N")]
+        last: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the recent messages that mention you (@NAME), over every group you are in, oldest
+    /// first, each line starting with its group.
+    Mentions {
+        /// How many of each group's last messages to look through.
+        #[arg(long, value_name = "N", default_value_t = user::mention::SCAN_DEFAULT)]
+        last: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -649,7 +684,10 @@ impl Command {
                 server,
                 name,
                 secure,
+                notify,
+                quiet,
             } => {
+                let notify = if quiet { Notify::None } else { notify };
                 let server = ask_or(
                     server,
                     interactive,
@@ -665,7 +703,7 @@ impl Command {
                         ))
                     }
                 };
-                user::shell::run(&ctx, session(&ctx, &server, &name, secure)?, log)
+                user::shell::run(&ctx, session(&ctx, &server, &name, secure)?, log, notify)
             }
             Command::List(c) => c.run(&ctx, Action::List),
             Command::Join { group, client } => client.run(&ctx, Action::Join(group)),
@@ -689,7 +727,23 @@ impl Command {
                     limit,
                 },
             ),
-            Command::Tail { group, client } => client.run(&ctx, Action::Tail(group)),
+            Command::Dm {
+                user,
+                text,
+                id,
+                client,
+            } => {
+                // `zms dm @bob` reads as well as `zms dm bob`.
+                let group = format!("@{}", user.strip_prefix('@').unwrap_or(&user));
+                client.run(&ctx, Action::Send { group, text, id })
+            }
+            Command::Tail {
+                groups,
+                all,
+                last,
+                client,
+            } => client.run(&ctx, Action::Tail { groups, all, last }),
+            Command::Mentions { last, client } => client.run(&ctx, Action::Mentions { last }),
             Command::Members { group, client } => client.run(&ctx, Action::Members(group)),
             Command::Invite { group, key, client } => client.run(&ctx, Action::Invite(group, key)),
             Command::Status { watch, client } => client.status(&ctx, watch),

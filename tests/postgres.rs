@@ -383,3 +383,40 @@ fn an_operator_creates_imports_into_sets_and_deletes_a_group_in_cluster_mode() {
     assert_eq!(pg.psql("admin", "SELECT count(*) FROM messages"), "0");
     assert!(eventually(LIMIT, || !listed()));
 }
+
+#[test]
+fn a_conversation_lives_on_any_server_of_the_pool() {
+    let Some(pg) = postgres() else { return };
+    let url = pg.database("conversations");
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let dir = directory.listening();
+    let (_a, _) = cluster_server(&dir, &url, &["general"]);
+    let (_b, _) = cluster_server(&dir, &url, &[]);
+    let home = tempfile::tempdir().unwrap();
+    let zms = |args: &[&str]| {
+        let out = std::process::Command::new(ZMS)
+            .env("ZMS_HOME", home.path())
+            .args(args)
+            .args(["--server", &dir])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Several pairs, so that some land on the server the pool's balance does not give them to
+    // at first: the client asks again until the one hosting it is listed.
+    for peer in ["bob", "carol", "dave", "erin"] {
+        zms(&["dm", peer, "hello", "--name", "alice"]);
+        let read = zms(&["history", "@alice", "--name", peer]);
+        assert!(read.ends_with(" alice: hello\n"), "{read}");
+    }
+    let stored = pg.psql(
+        "conversations",
+        "SELECT count(*) FROM groups WHERE name LIKE '@alice@%'",
+    );
+    assert_eq!(stored, "4");
+}

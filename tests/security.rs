@@ -936,3 +936,28 @@ fn only_an_operator_key_creates_groups_and_sets_them_private_or_public() {
     );
     assert_eq!(code(bob.join(&team)), ErrorCode::Unauthorized);
 }
+
+#[test]
+fn a_conversation_is_read_only_by_the_keys_of_its_two_names() {
+    let w = world(&[], Vec::new());
+    let (alice_keys, bob_keys) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+    let mut alice = w.user("alice", &alice_keys);
+    let with_bob = alice.conversation("bob").unwrap();
+    alice.send(&with_bob, "for bob only").unwrap();
+    let mut bob = w.user("bob", &bob_keys);
+    assert_eq!(bob.conversation("alice").unwrap(), with_bob);
+    assert_eq!(
+        texts(&bob.history(&with_bob, None, None).unwrap()),
+        ["for bob only"]
+    );
+    // Bob's name is his key's now: another key cannot read as bob, nor as alice.
+    for name in ["bob", "alice"] {
+        let mut mallory = w.user(name, &KeyPair::generate().unwrap());
+        assert_eq!(
+            code(mallory.history(&with_bob, None, None)),
+            ErrorCode::Unauthorized
+        );
+    }
+    let mut mallory = w.user("mallory", &KeyPair::generate().unwrap());
+    assert_eq!(code(mallory.join(&with_bob)), ErrorCode::Unauthorized);
+}

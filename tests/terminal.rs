@@ -819,3 +819,119 @@ fn an_empty_answer_asks_again() {
     tmux.enter_line(w, "/quit");
     tmux.wait_exit(w);
 }
+
+#[test]
+fn direct_messages_and_mentions_in_the_terminal() {
+    if !tmux_available() {
+        return;
+    }
+    let d = deploy();
+    let s = d.server.as_str();
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start(w, &user_command(s, home.path(), true));
+    tmux.wait_for(w, "connected to");
+    tmux.enter_line(w, "/join general");
+    tmux.wait_for(w, "joined general@");
+    zms(&["join", "general", "--server", s, "--name", "bob"]);
+
+    // A mention of alice stands out (reverse video), and rings the bell.
+    zms(&[
+        "send",
+        "general",
+        "hello @alice",
+        "--server",
+        s,
+        "--name",
+        "bob",
+    ]);
+    tmux.wait_for(w, " bob: hello @alice");
+    let codes = tmux.screen_with_codes(w);
+    assert!(
+        codes.contains("\u{1b}[7m@alice"),
+        "not highlighted:\n{codes}"
+    );
+    let bell = tmux.run(&["display-message", "-p", "-t", w, "#{window_bell_flag}"]);
+    assert_eq!(String::from_utf8_lossy(&bell.stdout).trim(), "1", "no bell");
+
+    // /msg writes to bob alone; bob reads it in their conversation.
+    tmux.enter_line(w, "/msg bob see you at noon");
+    tmux.wait_for(w, " [@bob] alice: see you at noon");
+    let read = zms_out(&["history", "@alice", "--server", s, "--name", "bob"]);
+    assert!(read.ends_with(" alice: see you at noon\n"), "{read}");
+
+    // /query makes the conversation current; general's mentions count apart.
+    tmux.enter_line(w, "/query bob");
+    tmux.wait_until(w, "the conversation current", |s| {
+        input_line(s) == "[@bob]>"
+    });
+    zms(&[
+        "send",
+        "general",
+        "@alice look",
+        "--server",
+        s,
+        "--name",
+        "bob",
+    ]);
+    zms(&[
+        "send",
+        "general",
+        "just chatting",
+        "--server",
+        s,
+        "--name",
+        "bob",
+    ]);
+    tmux.wait_for(w, " [general] bob: just chatting");
+    tmux.wait_for(w, "general(2,@1)");
+    tmux.enter_line(w, "now you know");
+    tmux.wait_for(w, " alice: now you know");
+
+    // A conversation carol begins shows up by itself, from its first message.
+    zms(&[
+        "dm",
+        "alice",
+        "knock knock",
+        "--server",
+        s,
+        "--name",
+        "carol",
+    ]);
+    tmux.wait_long(w, "carol's conversation", |s| {
+        s.contains("-- carol began a conversation with you (/query carol)")
+            && s.contains(" [@carol] carol: knock knock")
+    });
+    tmux.wait_for(w, "@carol(1)");
+
+    // /mentions lists them over the groups, with where each was.
+    tmux.enter_line(w, "/mentions");
+    let mentions = |screen: &str| -> Vec<String> {
+        after(screen, "[@bob]> /mentions")
+            .into_iter()
+            .filter(|l| l.starts_with("[general] "))
+            .map(str::to_string)
+            .collect()
+    };
+    let screen = tmux.wait_until(w, "two mentions listed", |s| mentions(s).len() == 2);
+    let listed = mentions(&screen);
+    assert!(listed[0].ends_with(" bob: hello @alice"), "{screen}");
+
+    // With --quiet, bob's client shows the same without a bell.
+    let b = "bob";
+    let quiet = format!(
+        "{} --name bob --quiet",
+        user_command_unnamed(s, home.path(), true)
+    );
+    tmux.start(b, &quiet);
+    tmux.wait_for(b, "connected to");
+    // Conversations from before the client started are named once.
+    tmux.wait_for(b, "-- your conversations: @alice (/query NAME shows one)");
+    tmux.enter_line(b, "/query alice");
+    tmux.wait_for(b, "now talking with @alice");
+    tmux.enter_line(w, "@bob are you there?");
+    tmux.wait_for(b, " alice: @bob are you there?");
+    let bell = tmux.run(&["display-message", "-p", "-t", b, "#{window_bell_flag}"]);
+    assert_eq!(String::from_utf8_lossy(&bell.stdout).trim(), "0", "a bell");
+}

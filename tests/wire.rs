@@ -59,6 +59,9 @@ const REQUIRED: &[&str] = &[
     "group-unban-not-banned",
     "group-import-gap",
     "group-drop",
+    "dir-dm",
+    "group-join-conversation",
+    "group-join-conversation-other",
 ];
 
 /// One frame of an example, as the document writes it.
@@ -413,6 +416,7 @@ fn tables_match_the_code() {
         (cmd::SET, "SET", "request"),
         (cmd::UNBAN, "UNBAN", "request"),
         (cmd::IMPORT, "IMPORT", "request"),
+        (cmd::DM, "DM", "request"),
         (cmd::OK, "OK", "reply"),
         (cmd::ERROR, "ERROR", "reply"),
         (cmd::GROUPS, "GROUPS", "reply"),

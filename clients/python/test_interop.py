@@ -258,6 +258,23 @@ class RustServers(Deployment):
         self.assertEqual(self.client("alice").members("general"),
                          [{"name": "alice", "online": False}])
 
+    def test_python_and_rust_clients_talk_directly(self) -> None:
+        alice = self.client("alice")
+        self.assertEqual(alice.conversation("bob"),
+                         {"group": "@alice@bob", "address": self.group_address})
+        self.assertEqual(alice.dm("bob", "psst, bob"), 1)
+        read = json_lines(self.cli("history", "@alice", "--json", name="bob"))
+        self.assertEqual([(m["group"], m["text"]) for m in read], [("@alice@bob", "psst, bob")])
+        self.cli("dm", "alice", "hi alice", name="bob")
+        self.assertEqual([m["text"] for m in alice.history("@bob")], ["psst, bob", "hi alice"])
+        # Nobody else reads it.
+        carol = self.client("carol")
+        with self.assertRaises(zms.ZmsError) as caught:
+            carol.history(f"@alice@bob@{self.group_address}")
+        self.assertEqual(caught.exception.code, 401)
+        self.assertEqual(zms.conversation_name("bob", "alice"), "@alice@bob")
+        self.assertIsNone(zms.conversation_users("@bob@alice"))
+
     def test_send_many_stores_a_list_in_order_in_few_requests(self) -> None:
         bob = self.client("bob")
         bob.join("general")
@@ -582,6 +599,14 @@ class PythonGroupServer(Deployment):
         group.signal(signal.SIGTERM)
         self.assertEqual(group.wait(), 0)
         self.assertEqual(json_lines(self.cli("list", "--json")), [])
+
+    def test_rust_clients_talk_directly_on_the_python_group_server(self) -> None:
+        address = self.python_group_server("--group", "general").listening()
+        self.assertIn("sent @alice@bob@", self.cli("dm", "bob", "hello bob", name="alice").stdout)
+        read = json_lines(self.cli("history", "@alice", "--json", name="bob"))
+        self.assertEqual([(m["address"], m["text"]) for m in read], [(address, "hello bob")])
+        refused = self.cli("join", f"@alice@bob@{address}", name="carol", ok=False)
+        self.assertIn("is the conversation of alice and bob", refused.stderr)
 
     def test_the_python_group_server_follows_the_worked_examples(self) -> None:
         """PROTOCOL.md's example session, frame for frame, as tests/wire.rs runs it against the

@@ -4,7 +4,9 @@
 use super::session::{expect_ok, GroupRef, Session};
 use super::trust::Trust;
 use super::{unexpected, Conn, Timeouts};
-use crate::protocol::{self, GroupEntry, Reply, Request};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{self, ErrorCode, GroupEntry, Reply, Request};
 use crate::{errinput, transport, Error, Result};
 
 /// The message servers a session may ask, and the connection to the one it asks now.
@@ -136,13 +138,68 @@ impl Session {
         }
     }
 
-    /// Turns what a user typed into a group: `NAME@HOST:PORT`, a group server's `HOST:PORT`
-    /// (when it hosts exactly one group), or a name the message server knows.
+    /// Where the conversation (direct messages) with `peer` lives, opened: the message
+    /// server names its group server (DM), and a JOIN there creates it if it is new (with
+    /// `peer` a member too) and subscribes this session to it. In cluster mode the pool may
+    /// hand a new conversation to another of its servers: then the message server is asked
+    /// again, for a few seconds.
+    ///
+    /// # Errors
+    /// A name that is not a user's (or this user's own), no group server registered, or the
+    /// group server's refusal.
+    pub fn conversation(&mut self, peer: &str) -> Result<GroupRef> {
+        protocol::conversation_name(&self.name, peer).map_err(Error::Input)?;
+        let request = Request::Dm {
+            user: self.name.clone(),
+            peer: peer.to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let entry = match self.directory_request(&request)? {
+                Reply::Groups(mut one) if one.len() == 1 => one.remove(0),
+                Reply::Error { code, reason } => return Err(Error::Rejected { code, reason }),
+                other => return Err(unexpected(other, "GROUPS")),
+            };
+            self.trust.remember_listed(std::slice::from_ref(&entry));
+            let group = GroupRef {
+                name: entry.name,
+                address: entry.address,
+            };
+            match self.join(&group) {
+                Ok(_) => return Ok(group),
+                Err(Error::Rejected {
+                    code: ErrorCode::Unavailable,
+                    ..
+                }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Turns what a user typed into a group: `@USER` (the conversation with USER, opened as
+    /// [`Session::conversation`] does), `NAME@HOST:PORT` (a conversation's name too), a group server's `HOST:PORT` (when it
+    /// hosts exactly one group), or a name the message server knows.
     ///
     /// # Errors
     /// [`Error::Input`] naming what is wrong: unknown, ambiguous, unreachable.
     pub fn resolve(&mut self, spec: &str) -> Result<GroupRef> {
         let spec = spec.trim();
+        if let Some(peer) = spec.strip_prefix('@') {
+            // `@alice@bob@HOST:PORT`: a conversation named where it lives, as any group.
+            if let Some((name, address)) = spec
+                .rsplit_once('@')
+                .filter(|(name, _)| protocol::conversation_users(name).is_some())
+            {
+                let address = transport::address(&transport::endpoint(address)?);
+                return Ok(GroupRef {
+                    name: name.to_string(),
+                    address,
+                });
+            }
+            return self.conversation(peer);
+        }
         if let Some((name, address)) = spec.split_once('@') {
             protocol::check_group_name(name).map_err(Error::Input)?;
             let address = transport::address(&transport::endpoint(address)?);

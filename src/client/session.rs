@@ -238,6 +238,31 @@ impl Session {
         self.attach(group, &request)
     }
 
+    /// Joins a group as [`Session::join`] does, and delivers its stored messages after
+    /// `after_seq` as if they had come live (in order, before any that follow): how a client
+    /// takes in a conversation someone else began. Returns the group's last seq.
+    ///
+    /// # Errors
+    /// The server's refusal or silence.
+    pub fn join_from(&mut self, group: &GroupRef, after_seq: u64) -> Result<u64> {
+        let new = !self.subs.contains_key(group);
+        if new {
+            self.subs.insert(group.clone(), Sequencer::new(after_seq));
+        }
+        match self.join(group) {
+            Ok(last_seq) => {
+                self.repair(group, last_seq);
+                Ok(last_seq)
+            }
+            Err(err) => {
+                if new {
+                    self.subs.remove(group);
+                }
+                Err(err)
+            }
+        }
+    }
+
     /// Starts receiving a group this user is already a member of, live from now.
     ///
     /// # Errors

@@ -512,6 +512,19 @@ impl DirectoryServer {
                 groups: vec![],
             },
             Request::Status => self.status(),
+            Request::Dm { user, peer } => match protocol::conversation_name(&user, &peer) {
+                Ok(name) => match self.registry.place(&name) {
+                    Some(entry) => Reply::Groups(vec![entry]),
+                    None => Reply::Error {
+                        code: ErrorCode::UnknownGroup,
+                        reason: "no group server is registered to hold the conversation".into(),
+                    },
+                },
+                Err(reason) => Reply::Error {
+                    code: ErrorCode::BadRequest,
+                    reason,
+                },
+            },
             other => Reply::Error {
                 code: ErrorCode::BadRequest,
                 reason: format!(
@@ -554,6 +567,6 @@ fn check_registration(address: &str, groups: &[String], key: &str) -> Result<Str
     }
     groups
         .iter()
-        .try_for_each(|g| protocol::check_group_name(g))?;
+        .try_for_each(|g| protocol::check_group_or_conversation(g))?;
     Ok(address)
 }

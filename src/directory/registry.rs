@@ -248,6 +248,27 @@ impl Registry {
         all
     }
 
+    /// Where group `name` lives: the group server listing it, or else the one it should be
+    /// created on, chosen by rendezvous hashing of the name over the live group servers (every
+    /// message server with the same registrations picks the same one, and a server coming or
+    /// going moves only the names that hash best to it). `None` when no group server is live.
+    pub fn place(&self, name: &str) -> Option<GroupEntry> {
+        let (address, r) = self
+            .servers
+            .iter()
+            .find(|(_, r)| r.lists(name))
+            .or_else(|| {
+                self.servers
+                    .iter()
+                    .max_by_key(|(address, _)| rendezvous(name, address))
+            })?;
+        Some(GroupEntry {
+            name: name.to_string(),
+            address: address.clone(),
+            key: r.key.clone(),
+        })
+    }
+
     /// The registered group servers, by address.
     pub fn servers(&self) -> impl Iterator<Item = ServerView<'_>> {
         self.servers.iter().map(|(address, r)| ServerView {
@@ -265,9 +286,47 @@ impl Registry {
     }
 }
 
+/// The weight of `address` for `name` in rendezvous hashing: FNV-1a 64 over both, a hash that
+/// is the same in every build (unlike std's), so every message server agrees.
+fn rendezvous(name: &str, address: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes().chain([0]).chain(address.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_placed_where_it_is_listed_or_else_by_rendezvous() {
+        let now = Instant::now();
+        let ttl = Duration::from_secs(3);
+        let mut reg = Registry::new();
+        assert_eq!(reg.place("@alice@bob"), None);
+        for address in ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"] {
+            reg.register(address, vec!["g".into()], "", ttl, now)
+                .unwrap();
+        }
+        // Unlisted: the same choice every time, and spread over the servers.
+        let chosen: std::collections::HashSet<String> = (0..30)
+            .map(|i| reg.place(&format!("@a{i}@b")).unwrap().address)
+            .collect();
+        assert_eq!(reg.place("@alice@bob"), reg.place("@alice@bob"));
+        assert!(chosen.len() > 1, "rendezvous put every name on one server");
+        // Listed: where it lives, whatever the hash says.
+        let hashed = reg.place("@alice@bob").unwrap().address;
+        let other = ["127.0.0.1:1", "127.0.0.1:2"]
+            .into_iter()
+            .find(|a| *a != hashed)
+            .unwrap();
+        reg.register(other, vec!["g".into(), "@alice@bob".into()], "", ttl, now)
+            .unwrap();
+        assert_eq!(reg.place("@alice@bob").unwrap().address, other);
+    }
 
     const TTL: Duration = Duration::from_secs(3);
 

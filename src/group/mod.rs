@@ -10,6 +10,7 @@
 //! the [`storage::Storage`] trait, which [`store`] (SQLite, the only SQL) implements.
 
 pub mod batch;
+mod conversation;
 pub mod fanout;
 pub mod limits;
 mod ops;
@@ -111,6 +112,8 @@ pub struct GroupServer {
     directory_addresses: Vec<String>,
     /// Asks directories to hand this server's names over from whoever holds them.
     replace: bool,
+    /// Groups live in a database shared with other group servers (`bind_cluster`).
+    cluster: bool,
     /// Why no directory has acknowledged a REGISTER yet; `None` once one has.
     unregistered: Option<String>,
     /// Called once, when the first directory acknowledges a REGISTER after
@@ -297,6 +300,7 @@ impl GroupServer {
                 .collect(),
             // A group moves between servers sharing a database: its new owner takes the name.
             replace: cluster,
+            cluster,
             unregistered: Some("not registered yet".into()),
             on_registered: None,
             ops,
@@ -627,6 +631,15 @@ impl GroupServer {
                 }
             };
             self.ops.asked(req_id, request.name());
+            if let Err((code, reason)) = self.open_conversation(&request, &mut batch) {
+                let reply = Reply::Error { code, reason };
+                batch.out().push(Outbound::Reply {
+                    route,
+                    req_id,
+                    reply,
+                });
+                continue;
+            }
             if let Some(reply) = batch.admit(&request, &mut self.state, self.store.as_mut()) {
                 batch.out().push(Outbound::Reply {
                     route,

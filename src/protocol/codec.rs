@@ -38,6 +38,7 @@ pub mod cmd {
     pub const SET: u8 = 0x1D;
     pub const UNBAN: u8 = 0x1E;
     pub const IMPORT: u8 = 0x1F;
+    pub const DM: u8 = 0x25;
     pub const OK: u8 = 0x80;
     pub const ERROR: u8 = 0x81;
     pub const GROUPS: u8 = 0x82;
@@ -117,6 +118,10 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
         }
         Request::Unregister { address } => w.string(address),
         Request::Hello { name } => w.string(name),
+        Request::Dm { user, peer } => {
+            w.string(user);
+            w.string(peer);
+        }
         Request::List | Request::Ping | Request::Key | Request::Status => {}
         Request::Join { group, user }
         | Request::Leave { group, user }
@@ -243,6 +248,7 @@ fn request_cmd(request: &Request) -> u8 {
         Request::Set { .. } => cmd::SET,
         Request::Unban { .. } => cmd::UNBAN,
         Request::Import { .. } => cmd::IMPORT,
+        Request::Dm { .. } => cmd::DM,
     }
 }
 
@@ -345,6 +351,10 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
                     .collect::<Result<_, Fault>>()?;
                 Request::Import { group, messages }
             }
+            cmd::DM => Request::Dm {
+                user: r.string()?,
+                peer: r.string()?,
+            },
             cmd::UNREGISTER => Request::Unregister {
                 address: r.string()?,
             },

@@ -128,6 +128,9 @@ pub enum Request {
         group: String,
         messages: Vec<Imported>,
     },
+    /// User → directory: where the conversation of `user` and `peer` lives, or will live once
+    /// either JOINs it ([`conversation_name`]); answered by GROUPS with one entry.
+    Dm { user: String, peer: String },
 }
 
 /// One message of an IMPORT: as stored elsewhere, with the client id it was sent under (empty
@@ -164,6 +167,7 @@ impl Request {
             Request::Set { .. } => "SET",
             Request::Unban { .. } => "UNBAN",
             Request::Import { .. } => "IMPORT",
+            Request::Dm { .. } => "DM",
         }
     }
 
@@ -410,6 +414,55 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The name of the conversation (direct messages) of two users: `@` and the two names in
+/// octet order, each after an `@` (`@alice@bob`). No group name holds an `@` and no user name
+/// does either, so the form cannot be taken by a group and reads back unambiguously.
+///
+/// # Errors
+/// A reason fit to send back to the peer: a name that is not a user name, or both the same.
+pub fn conversation_name(user: &str, peer: &str) -> Result<String, String> {
+    check_user_name(user)?;
+    check_user_name(peer)?;
+    if user == peer {
+        return Err(format!(
+            "a conversation needs two users; '{}' named themself",
+            user.escape_debug()
+        ));
+    }
+    let (low, high) = if user < peer {
+        (user, peer)
+    } else {
+        (peer, user)
+    };
+    Ok(format!("@{low}@{high}"))
+}
+
+/// The two users of a conversation name ([`conversation_name`]), in octet order; `None` for
+/// anything else (a group name, or a form with names out of order or invalid).
+pub fn conversation_users(name: &str) -> Option<(&str, &str)> {
+    let (low, high) = name.strip_prefix('@')?.split_once('@')?;
+    let valid = check_user_name(low).is_ok() && check_user_name(high).is_ok() && low < high;
+    valid.then_some((low, high))
+}
+
+/// Checks what a group server hosts: a group name ([`check_group_name`]) or, when it starts
+/// with `@`, a conversation name ([`conversation_name`]).
+///
+/// # Errors
+/// A reason fit to send back to the peer.
+pub fn check_group_or_conversation(name: &str) -> Result<(), String> {
+    if !name.starts_with('@') {
+        return check_group_name(name);
+    }
+    match conversation_users(name) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "'{}' is not a conversation name (@USER@USER, the two names in octet order)",
+            name.escape_debug()
+        )),
+    }
+}
+
 /// The characters of Z85, the text form of CURVE keys.
 const Z85: &[u8] =
     b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
@@ -498,4 +551,37 @@ pub fn is_invisible(c: char) -> bool {
         | '\u{2060}'..='\u{206F}'
         | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
         | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conversation_is_named_by_its_two_users_in_order() {
+        assert_eq!(conversation_name("bob", "alice").unwrap(), "@alice@bob");
+        assert_eq!(conversation_name("alice", "bob").unwrap(), "@alice@bob");
+        assert_eq!(conversation_users("@alice@bob"), Some(("alice", "bob")));
+        assert!(conversation_name("alice", "alice").is_err());
+        assert!(conversation_name("alice", "b ob").is_err());
+    }
+
+    #[test]
+    fn only_the_exact_form_is_a_conversation() {
+        for name in [
+            "@bob@alice",
+            "@alice",
+            "alice@bob",
+            "@alice@bob@carol",
+            "@@bob",
+            "@alice@",
+        ] {
+            assert_eq!(conversation_users(name), None, "{name}");
+            assert!(check_group_or_conversation(name).is_err(), "{name}");
+        }
+        assert!(check_group_or_conversation("@alice@bob").is_ok());
+        assert!(check_group_or_conversation("general").is_ok());
+        // No group name can take a conversation's form.
+        assert!(check_group_name("@alice@bob").is_err());
+    }
 }

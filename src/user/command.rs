@@ -18,6 +18,12 @@ pub enum Line {
     Who(Option<String>),
     /// Let a key into the current (private) group.
     Invite(String),
+    /// Send text to a user in your conversation with them (`/msg NAME TEXT`).
+    Msg(String, String),
+    /// Make the conversation with a user the current one (`/query NAME`).
+    Query(String),
+    /// Recent messages that mention you, over your groups.
+    Mentions,
     Menu,
     Help,
     Quit,
@@ -42,7 +48,10 @@ pub const COMMANDS: &[&str] = &[
     "/leave ",
     "/list",
     "/me ",
+    "/mentions",
     "/menu",
+    "/msg ",
+    "/query ",
     "/quit",
     "/switch ",
     "/g ",
@@ -99,6 +108,14 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
         },
         "send" | "say" if text.is_empty() => return Err("usage: /send TEXT".into()),
         "send" | "say" => Line::Say(text.to_string()),
+        "msg" | "m" => match text.split_once(char::is_whitespace) {
+            Some((name, said)) if !said.trim().is_empty() => {
+                Line::Msg(peer(name), said.trim_start().to_string())
+            }
+            _ => return Err("usage: /msg NAME TEXT".into()),
+        },
+        "query" => Line::Query(peer(&one("NAME")?)),
+        "mentions" => Line::Mentions,
         "me" if text.is_empty() => return Err("usage: /me ACTION (shows as * you ACTION)".into()),
         "me" => Line::Say(format!("{ME_PREFIX}{text}")),
         "menu" => Line::Menu,
@@ -106,6 +123,11 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
         "quit" | "exit" | "q" => Line::Quit,
         other => return Err(format!("unknown command /{other}; /help lists them")),
     })
+}
+
+/// A user as `/msg` and `/query` take one: `bob` or `@bob`.
+fn peer(name: &str) -> String {
+    name.strip_prefix('@').unwrap_or(name).to_string()
 }
 
 /// What `/help` prints.
@@ -118,13 +140,17 @@ commands:
   /history [N | since TIME]    the last N (20) messages, or those since TIME (10m, 2h, RFC 3339)
   /who [GROUP]                 members, and who is online
   /me ACTION                   send an action: * you ACTION
+  /msg NAME TEXT  (/m)         send TEXT to NAME alone, in your conversation with them
+  /query NAME                  make your conversation with NAME the current one (@NAME)
+  /mentions                    recent messages that mention you (@you), over your groups
   /invite KEY                  let a user's key into the current private group (secure servers)
   /menu                        the original numbered menu (7 leaves it)
   /quit                        leave the client (memberships stay)
   anything else                is sent to the current group (start with // to send a leading /)
 keys: Tab completes commands, groups and names; Up/Down and Ctrl-R search earlier input;
       Ctrl-A/E/W/U/K edit as in a shell; Ctrl-D on an empty line quits.
-below the input: unread messages in other groups, servers being reconnected, queued messages.";
+below the input: unread messages in other groups (general(3,@1): 3, one mentioning you),
+      servers being reconnected, queued messages. A mention or a direct message rings the bell.";
 
 /// The original client's numbered menu, reachable with `/menu`: numbers choose actions until
 /// 7 leaves it.
@@ -140,6 +166,24 @@ pub const MENU: &str = "\
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_messages_and_mentions_parse() {
+        assert_eq!(
+            parse_line("/msg bob see  you"),
+            Ok(Line::Msg("bob".into(), "see  you".into()))
+        );
+        assert_eq!(
+            parse_line("/m @bob hi"),
+            Ok(Line::Msg("bob".into(), "hi".into()))
+        );
+        assert!(parse_line("/msg bob").is_err());
+        assert!(parse_line("/msg bob   ").is_err());
+        assert_eq!(parse_line("/query @bob"), Ok(Line::Query("bob".into())));
+        assert!(parse_line("/query").is_err());
+        assert_eq!(parse_line("/q"), Ok(Line::Quit));
+        assert_eq!(parse_line("/mentions"), Ok(Line::Mentions));
+    }
 
     #[test]
     fn lines_parse_into_commands_or_text() {
@@ -212,6 +256,8 @@ mod tests {
             let line = match c.trim_end() {
                 "/join" | "/switch" | "/g" => format!("{c}general"),
                 "/me" => "/me waves".to_string(),
+                "/msg" => "/msg bob hi".to_string(),
+                "/query" => "/query bob".to_string(),
                 "/invite" => format!("{c}{}", "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"),
                 other => other.to_string(),
             };

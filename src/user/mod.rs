@@ -6,16 +6,19 @@ pub mod command;
 pub mod complete;
 pub mod editor;
 pub mod kept;
+pub mod mention;
 pub mod outbox;
 pub mod output;
 pub mod render;
 pub mod safe;
 pub mod shell;
 pub mod status;
+pub mod tty;
 pub mod view;
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -23,6 +26,9 @@ use crate::client::{GroupRef, Pipeline, Session, SessionEvent};
 use crate::protocol::{codec, ErrorCode, Outgoing, Reply};
 use crate::{errinput, protocol, time, Error, Result};
 use output::Format;
+
+/// How often `zms tail --all` asks the message server for groups it does not follow yet.
+const TAIL_RESCAN: Duration = Duration::from_secs(3);
 
 /// What a one-shot command does.
 #[derive(Debug, Clone)]
@@ -41,8 +47,18 @@ pub enum Action {
         since: Option<String>,
         limit: Option<u64>,
     },
-    Tail(String),
+    /// Follow `groups` (or with `all` every group the user is a member of), after printing
+    /// each one's `last` messages.
+    Tail {
+        groups: Vec<String>,
+        all: bool,
+        last: Option<u64>,
+    },
     Members(String),
+    /// The messages mentioning the user among the `last` of each of their groups.
+    Mentions {
+        last: u64,
+    },
     /// Invite a key into a private group.
     Invite(String, String),
     /// Remove a user from a group (operators).
@@ -198,6 +214,32 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
                 eprintln!("{line}");
             }
         }
+        Action::Mentions { last } => {
+            let me = session.name().to_string();
+            let mut scanned = Vec::new();
+            for entry in session.list_groups()? {
+                if protocol::conversation_users(&entry.name)
+                    .is_some_and(|(a, b)| a != me && b != me)
+                {
+                    continue;
+                }
+                let group = GroupRef {
+                    name: entry.name,
+                    address: entry.address,
+                };
+                match session.history(&group, None, Some(last)) {
+                    Ok(messages) => scanned.push((group, messages)),
+                    Err(Error::Rejected {
+                        code: ErrorCode::NotMember | ErrorCode::UnknownGroup,
+                        ..
+                    }) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            for (group, m) in mention::recent(scanned, &me, usize::MAX) {
+                emit(&output::labelled_message(format, &group, &me, &m))?;
+            }
+        }
         Action::Members(spec) => {
             let group = session.resolve(&spec)?;
             for m in session.members(&group)? {
@@ -228,15 +270,43 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
         Action::SetPrivate(spec, private) => admin::set_private(session, format, &spec, private)?,
         Action::Export(spec) => admin::export(session, &spec)?,
         Action::Import(spec) => admin::import(session, format, &spec, std::io::stdin().lock())?,
-        Action::Tail(spec) => {
-            let group = session.resolve(&spec)?;
-            session.subscribe(&group)?;
-            tell_trusted(session);
+        Action::Tail { groups, all, last } => {
+            let started_ms = time::now_ms();
+            let mut followed = follow(session, &groups, all)?;
+            // One group prints as it always has; several say on each line whose it is.
+            let labelled = all || followed.len() > 1;
+            let me = session.name().to_string();
+            let line = |group: &GroupRef, m: &protocol::Message| match labelled {
+                true => output::labelled_message(format, group, &me, m),
+                false => output::message(format, group, m),
+            };
+            let mut known: HashSet<GroupRef> = HashSet::new();
+            let mut rescan = Instant::now() + TAIL_RESCAN;
             loop {
-                match session.next_event(Duration::from_secs(3600))? {
-                    Some(SessionEvent::Message(d)) => {
-                        emit(&output::message(format, &d.group, &d.message))?
+                // What a subscription from its last seq does not bring: the last N, or for a
+                // group found after the start (a new conversation) what came since the start.
+                for (group, last_seq) in followed.drain(..) {
+                    let earlier = match (last, known.is_empty()) {
+                        (Some(n), _) => last_messages(session, &group, last_seq, n)?,
+                        (None, true) => Vec::new(),
+                        (None, false) => session
+                            .history(&group, Some(started_ms), None)?
+                            .into_iter()
+                            .filter(|m| m.seq <= last_seq)
+                            .collect(),
+                    };
+                    for m in &earlier {
+                        emit(&line(&group, m))?;
                     }
+                    known.insert(group);
+                }
+                tell_trusted(session);
+                let wait = match all {
+                    true => rescan.saturating_duration_since(Instant::now()),
+                    false => Duration::from_secs(3600),
+                };
+                match session.next_event(wait)? {
+                    Some(SessionEvent::Message(d)) => emit(&line(&d.group, &d.message))?,
                     Some(SessionEvent::ServerLost(a)) => note(&format!(
                         "group server {} is not answering; reconnecting…",
                         safe::field(&a)
@@ -244,15 +314,111 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
                     Some(SessionEvent::ServerBack(a)) => {
                         note(&format!("group server {} is back", safe::field(&a)))
                     }
+                    Some(SessionEvent::MembershipEnded(g)) if all => {
+                        note(&format!(
+                            "no longer a member of {}",
+                            safe::field(&g.to_string())
+                        ));
+                        known.remove(&g);
+                    }
                     Some(SessionEvent::MembershipEnded(g)) => {
                         return Err(errinput!("no longer a member of {g}"))
                     }
                     Some(SessionEvent::Presence { .. }) | None => {}
                 }
+                // With --all, groups joined and conversations begun since are followed too.
+                if all && Instant::now() >= rescan {
+                    rescan = Instant::now() + TAIL_RESCAN;
+                    match follow_all(session, &known) {
+                        Ok(new) => followed = new,
+                        Err(err) => note(&format!("error: cannot list groups: {err}")),
+                    }
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Subscribes to what `zms tail` follows: the groups named, or with `all` every group and
+/// conversation of the message server's list this user is a member of (the others answer
+/// NOT_MEMBER and are passed over). Returns each with its last seq at subscription.
+///
+/// # Errors
+/// A group that cannot be resolved or followed; with `all`, none to follow.
+fn follow(session: &mut Session, specs: &[String], all: bool) -> Result<Vec<(GroupRef, u64)>> {
+    let mut followed = Vec::new();
+    if !all {
+        for spec in specs {
+            let group = session.resolve(spec)?;
+            let last_seq = session.subscribe(&group)?;
+            followed.push((group, last_seq));
+        }
+        return Ok(followed);
+    }
+    followed = follow_all(session, &HashSet::new())?;
+    if followed.is_empty() {
+        return Err(Error::NotFound(format!(
+            "'{}' is a member of no group the message server lists",
+            session.name()
+        )));
+    }
+    Ok(followed)
+}
+
+/// Subscribes to every group and conversation of the message server's list that this user is
+/// a member of and that is not in `known`; returns each with its last seq.
+///
+/// # Errors
+/// The message server's silence, or a group server's refusal other than NOT_MEMBER.
+fn follow_all(session: &mut Session, known: &HashSet<GroupRef>) -> Result<Vec<(GroupRef, u64)>> {
+    let mut followed = Vec::new();
+    let me = session.name().to_string();
+    for entry in session.list_groups()? {
+        // Another pair's conversation is not this user's to ask about.
+        if protocol::conversation_users(&entry.name).is_some_and(|(a, b)| a != me && b != me) {
+            continue;
+        }
+        let group = GroupRef {
+            name: entry.name,
+            address: entry.address,
+        };
+        if known.contains(&group) {
+            continue;
+        }
+        match session.subscribe(&group) {
+            Ok(last_seq) => followed.push((group, last_seq)),
+            Err(Error::Rejected {
+                code: ErrorCode::NotMember | ErrorCode::UnknownGroup,
+                ..
+            }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(followed)
+}
+
+/// The last `n` messages of `group` up to seq `upto` (what a subscription from `upto` does not
+/// bring), oldest first.
+///
+/// # Errors
+/// As [`Session::history_page`].
+fn last_messages(
+    session: &mut Session,
+    group: &GroupRef,
+    upto: u64,
+    n: u64,
+) -> Result<Vec<protocol::Message>> {
+    let mut after = upto.saturating_sub(n);
+    let mut out = Vec::new();
+    while after < upto {
+        let page = (upto - after).min(u64::from(protocol::HISTORY_PAGE_MAX)) as u32;
+        let (messages, _) = session.history_page(group, after, 0, page)?;
+        let Some(last) = messages.last() else { break };
+        after = last.seq;
+        out.extend(messages.into_iter().filter(|m| m.seq <= upto));
+    }
+    Ok(out)
 }
 
 /// `zms kick` and `zms ban`: removes `user` from the group, and says so.

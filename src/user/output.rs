@@ -57,6 +57,27 @@ pub fn json_line(value: &serde_json::Value) -> String {
     safe::json(&value.to_string()).into_owned()
 }
 
+/// How a group is named to `me`: a conversation as `@` and the other user, a group by name.
+pub fn group_label(name: &str, me: &str) -> String {
+    match crate::protocol::conversation_users(name) {
+        Some((low, high)) => format!("@{}", if low == me { high } else { low }),
+        None => name.to_string(),
+    }
+}
+
+/// A stored message as `tail` prints it when it follows several groups: in plain lines
+/// [`message`] after the group's [`group_label`] in brackets; JSON names the group anyway.
+pub fn labelled_message(format: Format, group: &GroupRef, me: &str, m: &Message) -> String {
+    match format {
+        Format::Plain => format!(
+            "[{}] {}",
+            safe::field(&group_label(&group.name, me)),
+            message(format, group, m)
+        ),
+        Format::Json => message(format, group, m),
+    }
+}
+
 /// A stored message, as `history` and `tail` print it. In plain lines a newline of the text
 /// continues on a line of its own, marked with [`safe::CONTINUATION`].
 pub fn message(format: Format, group: &GroupRef, m: &Message) -> String {

@@ -37,12 +37,39 @@ pub fn sender_colour(name: &str) -> u8 {
 pub struct Style {
     colour: bool,
     tz: TimeZone,
+    /// The user reading: `@me` in a text is highlighted, conversations are named by the
+    /// other user. Empty until [`Style::for_user`].
+    me: String,
 }
 
 impl Style {
     /// A style; `tz` is normally [`TimeZone::system`] (reads `TZ`, then /etc/localtime).
     pub fn new(colour: bool, tz: TimeZone) -> Style {
-        Style { colour, tz }
+        Style {
+            colour,
+            tz,
+            me: String::new(),
+        }
+    }
+
+    /// The style as `me` reads: mentions of `me` stand out, conversations show as `@other`.
+    pub fn for_user(mut self, me: &str) -> Style {
+        self.me = me.to_string();
+        self
+    }
+
+    /// A message text shown harmlessly ([`safe::text`]), each mention of the user in reverse
+    /// video (in colour) so that it stands out.
+    fn text(&self, text: &str) -> String {
+        let mut shown = String::with_capacity(text.len());
+        let mut from = 0;
+        for at in super::mention::mentions(text, &self.me) {
+            shown.push_str(&safe::text(&text[from..at.start]));
+            shown.push_str(&self.paint("7", &safe::text(&text[at.clone()])));
+            from = at.end;
+        }
+        shown.push_str(&safe::text(&text[from..]));
+        shown
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -106,8 +133,8 @@ impl Style {
     /// newline in it continuing on a marked line ([`safe::text`]).
     pub fn body(&self, sender: &str, text: &str) -> String {
         match text.strip_prefix(ME_PREFIX) {
-            Some(action) => format!("* {} {}", self.sender(sender), safe::text(action)),
-            None => format!("{}: {}", self.sender(sender), safe::text(text)),
+            Some(action) => format!("* {} {}", self.sender(sender), self.text(action)),
+            None => format!("{}: {}", self.sender(sender), self.text(text)),
         }
     }
 
@@ -116,7 +143,8 @@ impl Style {
         let label = if Some(&d.group) == current {
             String::new()
         } else {
-            format!("[{}] ", safe::field(&d.group.name))
+            let label = super::output::group_label(&d.group.name, &self.me);
+            format!("[{}] ", safe::field(&label))
         };
         format!(
             "{} {label}{}",
@@ -219,6 +247,21 @@ mod tests {
             name: name.into(),
             address: "h:1".into(),
         }
+    }
+
+    #[test]
+    fn a_mention_of_the_reader_stands_out_and_a_conversation_names_the_other() {
+        let style = utc(true).for_user("bob");
+        let line = style.live(
+            &delivery(&group("general"), "alice", "hi @bob, @bobby"),
+            None,
+        );
+        assert!(line.ends_with("hi \x1b[7m@bob\x1b[0m, @bobby"), "{line:?}");
+        let line = style.live(&delivery(&group("@alice@bob"), "alice", "hi"), None);
+        assert!(line.contains(" [@alice] "), "{line:?}");
+        // Without colour the text is as sent, and harmless either way.
+        let plain = utc(false).for_user("bob");
+        assert!(plain.body("alice", "@bob \x1b[2J").ends_with("@bob ␛[2J"));
     }
 
     #[test]

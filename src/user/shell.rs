@@ -24,16 +24,21 @@ use rustyline::ExternalPrinter as _;
 
 use super::command::{HistoryRange, Line, HELP, HISTORY_DEFAULT, MENU};
 use super::editor::{self, LineEditor};
+use super::mention::{self, Notify};
 use super::outbox::{Outbox, Pending};
 use super::render::{self, Style};
 use super::safe;
 use super::say;
+use super::tty::{typed, EchoOff};
 use super::view::View;
 use crate::client::{GroupRef, Session, SessionEvent};
 use crate::protocol::{self, GroupEntry, Member, Message};
 use crate::{errinput, time, transport, Error, Result};
+use chat::Conversations;
 
 pub use super::command::parse_line;
+
+mod chat;
 
 /// A job for the network thread: a typed line, carried out in its turn. Dropping `done` tells
 /// the input thread it is over.
@@ -60,6 +65,8 @@ fn busy_label(line: &Line) -> Option<String> {
         Line::History(_) => Some("fetching history…".into()),
         Line::Who(_) => Some("asking for members…".into()),
         Line::Invite(_) => Some("inviting…".into()),
+        Line::Query(name) => Some(format!("opening @{name}…")),
+        Line::Mentions => Some("looking for mentions…".into()),
         _ => None,
     }
 }
@@ -155,13 +162,13 @@ impl Input {
 /// # Errors
 /// Only failures of the terminal or of libzmq itself; server errors are printed and the
 /// client goes on.
-pub fn run(ctx: &zmq::Context, session: Session, log: Option<&Path>) -> Result<()> {
+pub fn run(ctx: &zmq::Context, session: Session, log: Option<&Path>, notify: Notify) -> Result<()> {
     let name = session.name().to_string();
     let servers = session.directories();
     let view = Arc::new(Mutex::new(View::new(&name)));
     let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let colour = terminal && render::colour_wanted(std::env::var_os("NO_COLOR").is_some(), true);
-    let style = Style::new(colour, jiff::tz::TimeZone::system());
+    let style = Style::new(colour, jiff::tz::TimeZone::system()).for_user(&name);
     let (mut input, print) = match terminal {
         true => Input::terminal(Arc::clone(&view), style.clone())?,
         false => (
@@ -189,6 +196,9 @@ pub fn run(ctx: &zmq::Context, session: Session, log: Option<&Path>) -> Result<(
         outbox: Outbox::default(),
         terminal,
         log: log.map(Path::to_path_buf),
+        // Only a person at a terminal is called; a script reads the lines.
+        notify: if terminal { notify } else { Notify::None },
+        conversations: Conversations::default(),
     };
     // The network thread says hello first: a message server that does not answer keeps
     // nobody from typing.
@@ -219,6 +229,10 @@ struct Network {
     terminal: bool,
     /// The log file, named by /help.
     log: Option<PathBuf>,
+    /// How a mention or a direct message gets the user's attention.
+    notify: Notify,
+    /// Conversations found in the message server's list, and when to look again.
+    conversations: Conversations,
 }
 
 impl Network {
@@ -255,6 +269,7 @@ impl Network {
                         }
                     }
                     self.retry_due();
+                    self.look_for_conversations();
                 }
                 Err(err) => (self.print)(self.style.error(&format!("error: {err}"))),
             }
@@ -295,10 +310,25 @@ impl Network {
     /// Updates the view, then prints the event's line (never holding the lock while printing:
     /// the printer may wait for the input thread, which reads the view to draw the status row).
     fn event(&mut self, event: SessionEvent) {
+        let mut call = String::new();
         let line = {
             let mut view = self.view();
             match &event {
-                SessionEvent::Message(d) => view.message(&d.group, &d.message.sender),
+                SessionEvent::Message(d) => {
+                    let (group, m) = (&d.group, &d.message);
+                    view.message(group, &m.sender);
+                    let me = self.session.name();
+                    if !mention::mentions(&m.text, me).is_empty() && m.sender != me {
+                        view.mention(group);
+                    }
+                    if mention::calls(&group.name, &m.sender, &m.text, me) {
+                        let title = match protocol::conversation_users(&group.name) {
+                            Some(_) => format!("{} wrote to you", m.sender),
+                            None => format!("{} mentioned you in {}", m.sender, group.name),
+                        };
+                        call = self.notify.sequence(&title);
+                    }
+                }
                 SessionEvent::ServerLost(a) => view.set_lost(a, true),
                 SessionEvent::ServerBack(a) => view.set_lost(a, false),
                 SessionEvent::Presence { user, joined, .. } => view.presence(user, *joined),
@@ -307,7 +337,8 @@ impl Network {
             self.style
                 .event(&event, view.current(), &|a| view.groups_at(a))
         };
-        (self.print)(line);
+        // The bell and notification go after the line, written as the line is.
+        (self.print)(format!("{line}{call}"));
         if let SessionEvent::ServerBack(address) = &event {
             self.flush(address);
         }
@@ -354,6 +385,7 @@ impl Network {
                     self.view().leave(&group);
                 }
                 left?;
+                self.conversations.left.insert(group.clone());
                 (self.print)(format!("left {}", safe::field(&group.to_string())));
                 self.view().leave(&group);
             }
@@ -389,6 +421,22 @@ impl Network {
                     .set_members(members.iter().map(|m| m.name.clone()));
                 self.print_members(&group, &members);
             }
+            Line::Msg(name, text) => {
+                protocol::check_text(&text).map_err(|why| errinput!("not sent: {why}"))?;
+                let group = self.session.conversation(&name)?;
+                self.view().add(group.clone());
+                self.say(group, text);
+            }
+            Line::Query(name) => {
+                let group = self.session.conversation(&name)?;
+                (self.print)(format!(
+                    "now talking with @{} (/history shows earlier messages)",
+                    safe::field(&name)
+                ));
+                self.conversations.left.remove(&group);
+                self.view().join(group);
+            }
+            Line::Mentions => self.print_mentions()?,
             Line::Invite(key) => {
                 let group = self.require_current()?;
                 self.session.invite(&group, &key)?;
@@ -568,7 +616,7 @@ impl Network {
                 Some(Ok(_)) => format!(
                     "kept: `{} send {} --name {}` sends it again, stored at most once",
                     crate::program::name(),
-                    p.group.name,
+                    super::output::group_label(&p.group.name, self.session.name()),
                     self.session.name()
                 ),
                 _ => format!(
@@ -745,45 +793,4 @@ impl Shell {
             self.run_line(Ok(line))?;
         }
     }
-}
-
-/// Terminal echo and line editing off while the guard lives (nothing when stdin is no
-/// terminal); restored on drop.
-struct EchoOff<'fd> {
-    fd: std::os::fd::BorrowedFd<'fd>,
-    saved: Option<termios::Termios>,
-}
-
-use nix::sys::termios;
-
-impl<'fd> EchoOff<'fd> {
-    fn new(fd: std::os::fd::BorrowedFd<'fd>) -> EchoOff<'fd> {
-        let saved = termios::tcgetattr(fd).ok();
-        if let Some(saved) = &saved {
-            let mut quiet = saved.clone();
-            // ISIG too: Ctrl-C is then a key for the editor (clearing the line), not a signal
-            // that would end the client.
-            quiet.local_flags.remove(
-                termios::LocalFlags::ECHO | termios::LocalFlags::ICANON | termios::LocalFlags::ISIG,
-            );
-            let _ = termios::tcsetattr(fd, termios::SetArg::TCSANOW, &quiet);
-        }
-        EchoOff { fd, saved }
-    }
-}
-
-impl Drop for EchoOff<'_> {
-    fn drop(&mut self) {
-        if let Some(saved) = &self.saved {
-            let _ = termios::tcsetattr(self.fd, termios::SetArg::TCSANOW, saved);
-        }
-    }
-}
-
-/// Whether a key is waiting on `fd`, waiting up to `wait` for one.
-fn typed(fd: std::os::fd::BorrowedFd<'_>, wait: Duration) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
-    poll(&mut fds, timeout).is_ok_and(|n| n > 0)
 }

@@ -19,6 +19,8 @@ pub struct View {
     /// Groups joined in this run, in order.
     joined: Vec<GroupRef>,
     unread: HashMap<GroupRef, u32>,
+    /// Of the unread, those that mention the user (`@me`).
+    mentioned: HashMap<GroupRef, u32>,
     /// Group server addresses that stopped answering and have not come back.
     lost: BTreeSet<String>,
     /// Messages typed but not yet stored, per group server address.
@@ -53,12 +55,24 @@ impl View {
         &self.joined
     }
 
-    /// A joined group by name or `NAME@HOST:PORT`.
+    /// A joined group by name, `NAME@HOST:PORT`, or for a conversation `@USER`.
     pub fn find_joined(&self, spec: &str) -> Option<GroupRef> {
         self.joined
             .iter()
-            .find(|g| g.name == spec || g.to_string() == spec)
+            .find(|g| g.name == spec || g.to_string() == spec || self.label(g) == spec)
             .cloned()
+    }
+
+    /// How a group is shown: its name, or a conversation as `@` and the other user.
+    pub fn label(&self, group: &GroupRef) -> String {
+        super::output::group_label(&group.name, &self.me)
+    }
+
+    /// Joined `group` without making it current (a conversation someone else began).
+    pub fn add(&mut self, group: GroupRef) {
+        if !self.joined.contains(&group) {
+            self.joined.push(group);
+        }
     }
 
     /// Names of the joined groups a group server hosts.
@@ -82,6 +96,7 @@ impl View {
     pub fn leave(&mut self, group: &GroupRef) {
         self.joined.retain(|g| g != group);
         self.unread.remove(group);
+        self.mentioned.remove(group);
         if self.current.as_ref() == Some(group) {
             self.current = self.joined.last().cloned();
             if let Some(g) = self.current.clone() {
@@ -93,6 +108,7 @@ impl View {
     /// Makes `group` current; its unread count starts again from zero.
     pub fn switch(&mut self, group: GroupRef) {
         self.unread.remove(&group);
+        self.mentioned.remove(&group);
         self.current = Some(group);
     }
 
@@ -103,6 +119,13 @@ impl View {
             if self.current.as_ref() != Some(group) && self.joined.contains(group) {
                 *self.unread.entry(group.clone()).or_default() += 1;
             }
+        }
+    }
+
+    /// A message that arrived in `group` mentions the user: counted apart while unread.
+    pub fn mention(&mut self, group: &GroupRef) {
+        if self.current.as_ref() != Some(group) && self.joined.contains(group) {
+            *self.mentioned.entry(group.clone()).or_default() += 1;
         }
     }
 
@@ -188,8 +211,8 @@ impl View {
     pub fn prompt(&self, style: &Style) -> (String, String) {
         match &self.current {
             Some(g) => (
-                format!("[{}]> ", safe::field(&g.name)),
-                format!("[{}]> ", style.bold(&g.name)),
+                format!("[{}]> ", safe::field(&self.label(g))),
+                format!("[{}]> ", style.bold(&self.label(g))),
             ),
             None => ("> ".to_string(), "> ".to_string()),
         }
@@ -204,7 +227,7 @@ impl View {
             .as_ref()
             .filter(|c| self.prompted.as_ref() != Some(*c))
         {
-            parts.push(format!("now in {}", safe::field(&current.name)));
+            parts.push(format!("now in {}", safe::field(&self.label(current))));
         }
         if let Some(busy) = self.busy.front() {
             parts.push(busy.clone());
@@ -213,7 +236,13 @@ impl View {
             .joined
             .iter()
             .filter(|g| self.unread(g) > 0)
-            .map(|g| format!("{}({})", safe::field(&g.name), self.unread(g)))
+            .map(|g| {
+                let label = safe::field(&self.label(g)).into_owned();
+                match self.mentioned.get(g) {
+                    Some(n) => format!("{label}({},@{n})", self.unread(g)),
+                    None => format!("{label}({})", self.unread(g)),
+                }
+            })
             .collect();
         if !unread.is_empty() {
             parts.push(unread.join(" "));
@@ -236,7 +265,7 @@ impl View {
     /// What Tab can complete.
     pub fn known(&self) -> Known {
         Known {
-            joined: self.joined.iter().map(|g| g.name.clone()).collect(),
+            joined: self.joined.iter().map(|g| self.label(g)).collect(),
             listed: self.listed.clone(),
             members: self.members.iter().cloned().collect(),
         }
@@ -287,6 +316,31 @@ mod tests {
         assert_eq!(v.status(), "");
         v.leave(&random);
         assert_eq!(v.prompt(&plain).0, "> ");
+    }
+
+    #[test]
+    fn mentions_count_apart_and_conversations_show_the_other_user() {
+        let (general, with_bob) = (g("general", "h:1"), g("@alice@bob", "h:2"));
+        let mut v = View::new("alice");
+        v.add(with_bob.clone());
+        v.join(general.clone());
+        v.prompted();
+        v.message(&with_bob, "bob");
+        v.message(&with_bob, "bob");
+        v.switch(with_bob.clone());
+        let plain = Style::new(false, jiff::tz::TimeZone::UTC);
+        assert_eq!(v.prompt(&plain).0, "[@bob]> ");
+        v.prompted();
+        for _ in 0..3 {
+            v.message(&general, "carol");
+        }
+        v.mention(&general);
+        v.mention(&with_bob); // current: read as it comes
+        assert_eq!(v.status(), "general(3,@1)");
+        assert_eq!(v.find_joined("@bob"), Some(with_bob));
+        v.switch(general);
+        v.prompted();
+        assert_eq!(v.status(), "");
     }
 
     #[test]

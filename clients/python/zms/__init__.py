@@ -85,6 +85,7 @@ REGISTER, UNREGISTER, HELLO, LIST, KEY, STATUS = 0x01, 0x02, 0x03, 0x04, 0x05, 0
 JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, PING, INVITE, SENDS = range(0x10, 0x19)
 KICK, BAN = 0x19, 0x1A
 CREATE, DROP, SET, UNBAN, IMPORT = 0x1B, 0x1C, 0x1D, 0x1E, 0x1F
+DM = 0x25
 OK, ERROR, GROUPS, JOINED, ACK, MESSAGES, MEMBER_LIST, PONG, KEY_REPLY, ACKS = range(0x80, 0x8A)
 STATUS_REPLY = 0x8A
 MSG, PRESENCE, MSGS = 0xC0, 0xC1, 0xC2
@@ -124,6 +125,7 @@ REQUESTS: dict[int, Schema] = {
     SET: ("str", "u8"),  # group, flags (bit 0: private)
     UNBAN: ("str", "str"),
     IMPORT: ("str", ("list", ("msg", "str"))),  # group, [(message, client id)]
+    DM: ("str", "str"),
 }
 #: Fields after the request id, per reply command.
 REPLIES: dict[int, Schema] = {
@@ -159,6 +161,7 @@ NAMES: dict[int, str] = {
     PRESENCE: "PRESENCE",
     MSGS: "MSGS", STATUS: "STATUS", STATUS_REPLY: "STATUS", KICK: "KICK", BAN: "BAN",
     CREATE: "CREATE", DROP: "DROP", SET: "SET", UNBAN: "UNBAN", IMPORT: "IMPORT",
+    DM: "DM",
 }
 
 _FIXED = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "i64": 8, "bool": 1}
@@ -390,6 +393,37 @@ def user_name_error(name: str) -> str | None:
     for ch in name:
         if ch in _WHITE_SPACE or ch == "@" or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:
             return f"user name '{name}' may not hold spaces, control characters or '@'"
+    return None
+
+
+def conversation_name(user: str, peer: str) -> str:
+    """The conversation of two users: ``@`` and the names in octet order (``@alice@bob``).
+    ValueError for a name that is not a user's, or the same name twice."""
+    for name in (user, peer):
+        if (why := user_name_error(name)) is not None:
+            raise ValueError(why)
+    if user == peer:
+        raise ValueError(f"a conversation needs two users; '{user}' named themself")
+    low, high = sorted((user, peer), key=str.encode)
+    return f"@{low}@{high}"
+
+
+def conversation_users(name: str) -> tuple[str, str] | None:
+    """The two users of a conversation name, in octet order; None for anything else."""
+    low, sep, high = name.removeprefix("@").partition("@")
+    if not name.startswith("@") or not sep:
+        return None
+    if user_name_error(low) or user_name_error(high) or not low.encode() < high.encode():
+        return None
+    return low, high
+
+
+def group_or_conversation_error(name: str) -> str | None:
+    """Why ``name`` is neither a group name nor a conversation name, or None."""
+    if not name.startswith("@"):
+        return group_name_error(name)
+    if conversation_users(name) is None:
+        return f"'{name}' is not a conversation name (@USER@USER, the two names in octet order)"
     return None
 
 
@@ -871,6 +905,17 @@ class Client:
         reply = self._request(conn, JOIN, name, self.name)
         return {"group": reply.fields[0], "address": conn.address, "last_seq": reply.fields[1]}
 
+    def conversation(self, peer: str) -> dict[str, str]:
+        """Opens the conversation with ``peer`` (DM at the message server, then JOIN where it
+        lives, which creates it if new): ``{"group", "address"}``. A GROUP argument of
+        ``@peer`` anywhere else names it too."""
+        name, conn = self._resolve(f"@{peer.removeprefix('@')}")
+        return {"group": name, "address": conn.address}
+
+    def dm(self, peer: str, text: str, *, client_id: str | None = None) -> int:
+        """Sends ``text`` to ``peer`` alone, in your conversation; returns its seq."""
+        return self.send(f"@{peer.removeprefix('@')}", text, client_id=client_id)
+
     def leave(self, group: str) -> None:
         """Leaves ``group`` (ERROR 403 if not a member)."""
         name, conn = self._resolve(group)
@@ -1101,6 +1146,20 @@ class Client:
 
     def _resolve(self, group: str) -> tuple[str, _Conn]:
         """(group name, connection to its group server) for a GROUP argument."""
+        head, _, tail = group.rpartition("@")
+        if group.startswith("@") and conversation_users(head) is not None:
+            return head, self._conn(normalize_address(tail))  # @alice@bob@HOST:PORT
+        if group.startswith("@"):  # @USER: the conversation with USER, opened
+            name = conversation_name(self.name, group[1:])
+            if name in self._where:
+                return name, self._conn(self._where[name])
+            entry = self._directory(DM, self.name, group[1:]).fields[0][0]
+            if entry[2]:
+                self._listed_keys[entry[1]] = entry[2]
+            conn = self._conn(entry[1])
+            self._request(conn, JOIN, name, self.name)
+            self._where[name] = entry[1]
+            return name, conn
         if "@" in group:
             name, _, address = group.partition("@")
             return name, self._conn(normalize_address(address))

@@ -4,7 +4,8 @@ It hosts the groups named with ``--group`` in memory (nothing survives a restart
 is a new epoch with empty groups), registers them with every message server of ``--server``
 once a heartbeat, and answers LIST, JOIN, LEAVE, SUBSCRIBE, SEND, SENDS, HISTORY, MEMBERS, PING,
 KEY, INVITE, KICK, BAN, UNBAN, CREATE, DROP, SET and IMPORT on one ROUTER socket, pushing MSG, MSGS (a SENDS's new messages) and PRESENCE
-to subscribed connections. It has no
+to subscribed connections. A conversation (``@alice@bob``) is created on the JOIN of
+either of its two users, as PROTOCOL.md's "Direct messages" says. It has no
 security: KEY answers an empty key and no group is private. Limits as PROTOCOL.md's security
 section gives them for a group server: text (413), frame size, members per group and live
 connections (429); no SEND rate limit, as an open server has none. KICK, BAN and the other
@@ -200,7 +201,7 @@ class GroupServer:
 
     def _register(self, now: float) -> None:
         frame = encode(REGISTER, self._next_id(), self.address, zms.REGISTRATION_TTL_MS,
-                       list(self.groups), "")
+                       sorted(self.groups), "")
         for d in self.directories:
             if now - d.last_ok > 3 * zms.HEARTBEAT_MS / 1000:
                 self._open(d)  # three heartbeats without OK: a fresh connection
@@ -373,11 +374,11 @@ class GroupServer:
             self.conns[rid].seen = time.monotonic()  # any request is a heartbeat
         rq = req.request_id or 0
         cmd = req.command
-        if cmd in (REGISTER, UNREGISTER, zms.HELLO):
+        if cmd in (REGISTER, UNREGISTER, zms.HELLO, zms.DM):
             self._error(rid, rq, 400, f"{req.name} is a message server request; "
                                       "this is a group server")
         elif cmd == LIST:
-            entries = [(name, self.address, "") for name in self.groups]
+            entries = [(name, self.address, "") for name in sorted(self.groups)]
             self._send(rid, encode(GROUPS, rq, entries))
         elif cmd == KEY:
             self._send(rid, encode(KEY_REPLY, rq, ""))
@@ -395,14 +396,25 @@ class GroupServer:
 
     def _group_request(self, rid: bytes, rq: int, cmd: int, fields: list[Any]) -> None:
         name, user = fields[0], fields[1]
-        why = (zms.group_name_error(name) or zms.user_name_error(user)
+        why = (zms.group_or_conversation_error(name) or zms.user_name_error(user)
                or disguised_name_error(user))
         if why is not None:
             self._error(rid, rq, 400, why)
             return
+        pair = zms.conversation_users(name)
+        if pair is not None and user not in pair:
+            self._error(rid, rq, 401, f"'{name}' is the conversation of {pair[0]} and {pair[1]}")
+            return
         group = self.groups.get(name)
+        if group is None and pair is not None and cmd == JOIN:
+            # Created by either user's JOIN, the other a member from the start.
+            if len(self.groups) >= zms.MAX_GROUPS_PER_SERVER:
+                self._error(rid, rq, 429, "this server hosts its maximum of groups")
+                return
+            other = pair[0] if user == pair[1] else pair[1]
+            group = self.groups[name] = Group(name, members={other})
         if group is None:
-            hosted = ", ".join(self.groups)
+            hosted = ", ".join(g for g in self.groups if not g.startswith("@"))
             self._error(rid, rq, 404, f"no group '{name}' on this server (it hosts: {hosted})")
             return
         if cmd != JOIN and user not in group.members:

@@ -92,7 +92,10 @@ impl State {
             | Request::Import { .. } => {
                 return self.administer(from, req_id, request, effects);
             }
-            Request::Register { .. } | Request::Unregister { .. } | Request::Hello { .. } => {
+            Request::Register { .. }
+            | Request::Unregister { .. }
+            | Request::Hello { .. }
+            | Request::Dm { .. } => {
                 let reason = format!(
                     "{} is a message server request; this is a group server",
                     request.name()
@@ -110,7 +113,7 @@ impl State {
             | Request::History { group, user, .. } => (std::mem::take(group), std::mem::take(user)),
         };
         if let Err(reason) =
-            protocol::check_group_name(&group_name).and(protocol::check_user_name(&user))
+            protocol::check_group_or_conversation(&group_name).and(protocol::check_user_name(&user))
         {
             return out.push(refuse(ErrorCode::BadRequest, reason));
         }
@@ -125,6 +128,14 @@ impl State {
                 Err((code, reason)) => return out.push(refuse(code, reason)),
             }
         }
+        // A conversation is its two users' only: no one else joins, reads or writes it, member
+        // or not (in secure mode, `user` was just proven to be the name's key).
+        if let Some((low, high)) = protocol::conversation_users(&group_name) {
+            if user != low && user != high {
+                let reason = format!("'{group_name}' is the conversation of {low} and {high}");
+                return out.push(refuse(ErrorCode::Unauthorized, reason));
+            }
+        }
         // An operator's key reads any group's history without joining it (`zms export`). Not
         // without security, where every peer on the server's host counts as an operator, so
         // that a non-member's HISTORY stays refused there.
@@ -137,7 +148,10 @@ impl State {
                 let reason = format!("group '{group_name}' was deleted by an operator");
                 return out.push(refuse(ErrorCode::NotMember, reason));
             }
-            let hosted = self.group_names().join(", ");
+            // Conversations are not offered as an alternative to someone who mistyped.
+            let mut hosted = self.group_names();
+            hosted.retain(|name| !name.starts_with('@'));
+            let hosted = hosted.join(", ");
             let reason = format!("no group '{group_name}' on this server (it hosts: {hosted})");
             return out.push(refuse(ErrorCode::UnknownGroup, reason));
         };
@@ -374,7 +388,8 @@ impl State {
             | Request::Import { .. }
             | Request::Register { .. }
             | Request::Unregister { .. }
-            | Request::Hello { .. } => {
+            | Request::Hello { .. }
+            | Request::Dm { .. } => {
                 unreachable!("bug: answered above")
             }
         }

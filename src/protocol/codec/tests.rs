@@ -76,6 +76,10 @@ fn requests() -> Vec<Request> {
                 },
             ],
         },
+        Request::Dm {
+            user: user.clone(),
+            peer: "bob".into(),
+        },
         Request::Unregister {
             address: "127.0.0.1:6000".into(),
         },
