@@ -230,10 +230,14 @@ impl Session {
         let all = self.list_groups()?;
         let matches: Vec<&GroupEntry> = all.iter().filter(|g| g.name == spec).collect();
         match matches.as_slice() {
-            [one] => Ok(GroupRef {
-                name: one.name.clone(),
-                address: one.address.clone(),
-            }),
+            [one] => {
+                let group = GroupRef {
+                    name: one.name.clone(),
+                    address: one.address.clone(),
+                };
+                self.by_name.insert(group.clone());
+                Ok(group)
+            }
             [] => {
                 let mut names: Vec<&str> = all.iter().map(|g| g.name.as_str()).collect();
                 names.dedup();

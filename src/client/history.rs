@@ -78,6 +78,8 @@ impl Session {
         since_ms: Option<i64>,
         limit: Option<u64>,
     ) -> Result<Vec<Message>> {
+        // Pages read ahead go straight to the server: to where the group lives now.
+        let group = &self.locate(group);
         let mut after = 0;
         if let (None, Some(n)) = (since_ms, limit) {
             let (_, last) = self.history_page(group, 0, 0, 0)?;

@@ -9,6 +9,7 @@
 
 mod admin;
 mod directory;
+mod follow;
 mod history;
 mod pipeline;
 mod sending;

@@ -12,7 +12,7 @@
 //! `history.rs` (paging, gap repair) and `sequencer.rs` (the order of a group's messages,
 //! pure).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -63,6 +63,13 @@ pub enum SessionEvent {
     /// This user is no longer a member of a subscribed group (they left from elsewhere, or
     /// were removed): the session stops following it.
     MembershipEnded(GroupRef),
+    /// A group now lives on another group server (its old one stopped answering or no longer
+    /// hosts it, and the message server lists it at `to`): the session subscribed there and
+    /// repairs what it missed; requests naming `from` go to `to` from now on.
+    Moved {
+        from: GroupRef,
+        to: GroupRef,
+    },
 }
 
 /// Heartbeat state of one group server connection.
@@ -74,6 +81,9 @@ pub(super) struct Server {
     ping: Option<(u32, Instant)>,
     last_ping: Instant,
     lost: bool,
+    /// While lost: when to ask the message server next where its groups live, and the pause
+    /// after that (doubling up to [`super::follow::LOOKUP_MAX`]).
+    pub(super) lookup: Option<(Instant, Duration)>,
 }
 
 /// A user connected to the message system.
@@ -84,11 +94,16 @@ pub struct Session {
     /// The message servers, and the connection to the one in use.
     pub(super) directories: Directories,
     /// Group server connections, by address.
-    servers: HashMap<String, Server>,
+    pub(super) servers: HashMap<String, Server>,
     /// The subscribed groups and where each one's stream stands.
     pub(super) subs: HashMap<GroupRef, Sequencer>,
     /// Events to hand out, in order.
-    ready: VecDeque<SessionEvent>,
+    pub(super) ready: VecDeque<SessionEvent>,
+    /// Where groups that moved live now: requests naming the old place go to the new one.
+    pub(super) moved: HashMap<GroupRef, GroupRef>,
+    /// Groups found through the message server by name: those the session follows when they
+    /// move (a group named with its address is asked there and nowhere else).
+    pub(super) by_name: HashSet<GroupRef>,
     /// Prefix of this session's client message ids: unique per process run.
     pub(super) client_prefix: String,
     /// Client message ids handed out so far.
@@ -126,6 +141,8 @@ impl Session {
             servers: HashMap::new(),
             subs: HashMap::new(),
             ready: VecDeque::new(),
+            moved: HashMap::new(),
+            by_name: HashSet::new(),
             client_prefix,
             sent: 0,
             trust: Trust::default(),
@@ -204,6 +221,7 @@ impl Session {
                 ping: None,
                 last_ping: Instant::now(),
                 lost: false,
+                lookup: None,
             };
             self.servers.insert(address.to_string(), server);
         }
@@ -213,8 +231,14 @@ impl Session {
             .expect("bug: server just added"))
     }
 
-    /// Asks `group`'s server, taking in what it pushed meanwhile.
+    /// Asks the server where `group` lives now, taking in what it pushed meanwhile; follows
+    /// the group to its new server if it moved (see `follow.rs`).
     pub(super) fn group_request(&mut self, group: &GroupRef, request: &Request) -> Result<Reply> {
+        self.following(group, |session, at| session.request_at(at, request))
+    }
+
+    /// Asks `group`'s server, taking in what it pushed meanwhile.
+    pub(super) fn request_at(&mut self, group: &GroupRef, request: &Request) -> Result<Reply> {
         let reply = self.server(&group.address)?.conn.request(request);
         self.collect_events(&group.address);
         match reply {
@@ -235,7 +259,7 @@ impl Session {
             group: group.name.clone(),
             user: self.name.clone(),
         };
-        self.attach(group, &request)
+        self.following(group, |session, at| session.attach(at, &request))
     }
 
     /// Joins a group as [`Session::join`] does, and delivers its stored messages after
@@ -272,11 +296,11 @@ impl Session {
             group: group.name.clone(),
             user: self.name.clone(),
         };
-        self.attach(group, &request)
+        self.following(group, |session, at| session.attach(at, &request))
     }
 
-    fn attach(&mut self, group: &GroupRef, request: &Request) -> Result<u64> {
-        match self.group_request(group, request)? {
+    pub(super) fn attach(&mut self, group: &GroupRef, request: &Request) -> Result<u64> {
+        match self.request_at(group, request)? {
             Reply::Joined { last_seq, .. } => {
                 self.subs
                     .entry(group.clone())
@@ -293,6 +317,7 @@ impl Session {
     /// # Errors
     /// NOT_MEMBER, or the server's silence.
     pub fn leave(&mut self, group: &GroupRef) -> Result<()> {
+        let group = &self.locate(group);
         let request = Request::Leave {
             group: group.name.clone(),
             user: self.name.clone(),
@@ -506,7 +531,8 @@ impl Session {
                 if now.duration_since(sent) < 3 * beat {
                     continue;
                 }
-                // Three heartbeats without an answer: start over on a new socket.
+                // Three heartbeats without an answer: start over on a new socket, and ask
+                // the message server whether its groups live elsewhere now.
                 server.ping = None;
                 server.conn.reconnect()?;
                 if !server.lost {
@@ -514,6 +540,7 @@ impl Session {
                     self.ready
                         .push_back(SessionEvent::ServerLost(address.clone()));
                 }
+                self.follow_lost(&address, now);
                 continue;
             }
             if now.duration_since(server.last_ping) >= beat {
@@ -525,6 +552,9 @@ impl Session {
                     self.ready
                         .push_back(SessionEvent::ServerLost(address.clone()));
                 }
+            }
+            if self.servers.get(&address).is_some_and(|s| s.lost) {
+                self.follow_lost(&address, now);
             }
         }
         Ok(())
@@ -542,6 +572,7 @@ impl Session {
             return;
         }
         server.ping = None;
+        server.lookup = None;
         let was_lost = std::mem::replace(&mut server.lost, false);
         // A new epoch is a new process: whatever it says about subscriptions, make them again.
         let restarted = server.epoch.is_some_and(|e| e != epoch);
@@ -573,6 +604,15 @@ impl Session {
                         }) => {
                             self.subs.remove(&group);
                             self.ready.push_back(SessionEvent::MembershipEnded(group));
+                        }
+                        // No longer hosted here: it may live elsewhere now.
+                        Err(Error::Rejected {
+                            code: ErrorCode::UnknownGroup,
+                            ..
+                        }) => {
+                            if self.relocate(&group).is_none() {
+                                tracing::info!(group = %group, "not hosted there now, nor listed elsewhere yet; will retry");
+                            }
                         }
                         Err(err) => {
                             tracing::warn!(%err, group = %group, "resubscribe failed; will retry")

@@ -254,6 +254,13 @@ pub trait Storage: Send {
     fn balance(&mut self) -> Result<Balance> {
         Ok(Balance::default())
     }
+
+    /// For a shared store whose [`Storage::balance`] failed: the groups whose hold lapsed
+    /// (not renewed within the lease), which this server must stop serving at once, as
+    /// another may own them now. A store of one server's own has none.
+    fn expire_leases(&mut self) -> Vec<i64> {
+        Vec::new()
+    }
 }
 
 /// A group a server has begun to host.

@@ -43,6 +43,9 @@ impl GroupServer {
             Ok(balance) => balance,
             Err(err) => {
                 warn!(%err, "cannot renew group leases");
+                for id in self.store.expire_leases() {
+                    self.state.unhost(id);
+                }
                 return;
             }
         };

@@ -321,6 +321,13 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
                         ));
                         known.remove(&g);
                     }
+                    Some(SessionEvent::Moved { from, to }) => {
+                        note(&render::moved_line(&from, &to));
+                        // Followed where it is now: a rescan must not take it for a new one.
+                        if known.remove(&from) {
+                            known.insert(to);
+                        }
+                    }
                     Some(SessionEvent::MembershipEnded(g)) => {
                         return Err(errinput!("no longer a member of {g}"))
                     }

@@ -115,6 +115,13 @@ impl Outbox {
         flushed
     }
 
+    /// Messages kept for `from` go to `to`, the group's new place, in the same order.
+    pub fn moved(&mut self, from: &GroupRef, to: &GroupRef) {
+        for p in self.pending.iter_mut().filter(|p| p.group == *from) {
+            p.group = to.clone();
+        }
+    }
+
     /// Everything still waiting, for the report at exit.
     pub fn drain(&mut self) -> Vec<Pending> {
         self.pending.drain(..).collect()

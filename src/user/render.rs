@@ -185,6 +185,7 @@ impl Style {
                 hosting(a)
             )),
             SessionEvent::ServerBack(a) => self.quiet(&format!("-- {} is back", hosting(a))),
+            SessionEvent::Moved { from, to } => self.quiet(&moved_line(from, to)),
             SessionEvent::MembershipEnded(g) => self.quiet(&format!(
                 "-- you are no longer a member of {g} (left elsewhere, or removed)"
             )),
@@ -209,6 +210,15 @@ impl Style {
             if m.online { " (online)" } else { "" }
         )
     }
+}
+
+/// The line that says a group moved to another group server: `-- general moved to HOST:PORT`.
+pub fn moved_line(from: &GroupRef, to: &GroupRef) -> String {
+    format!(
+        "-- {} moved to {}",
+        safe::field(&from.name),
+        safe::field(&to.address)
+    )
 }
 
 /// A stored message as the plain (scripted) client prints it: RFC 3339 UTC and the seq.

@@ -333,14 +333,29 @@ impl Network {
                 SessionEvent::ServerBack(a) => view.set_lost(a, false),
                 SessionEvent::Presence { user, joined, .. } => view.presence(user, *joined),
                 SessionEvent::MembershipEnded(group) => view.leave(group),
+                SessionEvent::Moved { from, to } => view.moved(from, to),
             }
             self.style
                 .event(&event, view.current(), &|a| view.groups_at(a))
         };
         // The bell and notification go after the line, written as the line is.
         (self.print)(format!("{line}{call}"));
-        if let SessionEvent::ServerBack(address) = &event {
-            self.flush(address);
+        match &event {
+            SessionEvent::ServerBack(address) => self.flush(address),
+            // Messages kept for the old server go to the new one, under the same ids.
+            SessionEvent::Moved { from, to } => {
+                self.outbox.moved(from, to);
+                let (old, new) = (
+                    self.outbox.count(&from.address),
+                    self.outbox.count(&to.address),
+                );
+                let mut view = self.view();
+                view.set_queued(&from.address, old);
+                view.set_queued(&to.address, new);
+                drop(view);
+                self.flush(&to.address);
+            }
+            _ => {}
         }
     }
 

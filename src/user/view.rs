@@ -105,6 +105,26 @@ impl View {
         }
     }
 
+    /// `from` lives at `to` now: joined, current and unread move with it; its old server,
+    /// once it holds no joined group, is no longer shown as being reconnected.
+    pub fn moved(&mut self, from: &GroupRef, to: &GroupRef) {
+        let rename = |g: &mut GroupRef| {
+            if g == from {
+                *g = to.clone();
+            }
+        };
+        self.joined.iter_mut().for_each(rename);
+        self.joined.dedup();
+        self.current.iter_mut().for_each(rename);
+        self.prompted.iter_mut().for_each(rename);
+        if let Some(n) = self.unread.remove(from) {
+            self.unread.insert(to.clone(), n);
+        }
+        if self.groups_at(&from.address).is_empty() {
+            self.lost.remove(&from.address);
+        }
+    }
+
     /// Makes `group` current; its unread count starts again from zero.
     pub fn switch(&mut self, group: GroupRef) {
         self.unread.remove(&group);

@@ -9,6 +9,7 @@
 //! from writing after another has taken over.
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use super::PgStore;
 use crate::group::storage::{Balance, Hosted, Storage};
@@ -21,6 +22,7 @@ use crate::Result;
 pub fn balance(store: &mut PgStore) -> Result<Balance> {
     let ttl_ms = store.lease_ttl.as_millis() as i64;
     let mut balance = Balance::default();
+    let started = Instant::now();
     store.client.execute(
         "INSERT INTO servers (owner, alive_until) VALUES ($1, now() + $2 * interval '1 millisecond')
          ON CONFLICT (owner) DO UPDATE SET alive_until = EXCLUDED.alive_until",
@@ -43,6 +45,7 @@ pub fn balance(store: &mut PgStore) -> Result<Balance> {
         store.leases.remove(id);
         balance.lost.push(*id);
     }
+    store.renewed_at = Some(started);
     let row = store.client.query_one(
         "SELECT (SELECT count(*) FROM groups), (SELECT count(*) FROM servers WHERE alive_until > now())",
         &[],
@@ -86,6 +89,25 @@ pub fn balance(store: &mut PgStore) -> Result<Balance> {
         });
     }
     Ok(balance)
+}
+
+/// The leases this server could not renew in time (the database unreachable): it gives
+/// them up, so that it never serves a group that another server may have claimed. They
+/// count as held until one heartbeat before they could expire.
+pub fn expire(store: &mut PgStore) -> Vec<i64> {
+    let margin = Duration::from_millis(crate::protocol::HEARTBEAT_MS);
+    let valid_for = store.lease_ttl.saturating_sub(margin);
+    match store.renewed_at {
+        Some(at) if at.elapsed() < valid_for => Vec::new(),
+        _ if store.leases.is_empty() => Vec::new(),
+        _ => {
+            tracing::warn!(
+                groups = store.leases.len(),
+                "leases not renewed in time; no longer serving their groups"
+            );
+            store.leases.drain().map(|(id, _)| id).collect()
+        }
+    }
 }
 
 /// Gives every lease back and leaves the list of live servers, so others take the groups at

@@ -10,8 +10,9 @@ pub mod lease;
 pub mod schema;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use postgres::error::SqlState;
 use postgres::{Client, NoTls, Statement};
 
 use super::storage::{Appended, Storage, StoredGroup};
@@ -38,10 +39,25 @@ struct Statements {
     fetch: Statement,
 }
 
+/// How long connecting to PostgreSQL may take, unless the connection string says: a
+/// database that has vanished from the network must not hold the server's loop for minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The least time between two tries to connect again after the connection was lost: each
+/// batch and heartbeat would otherwise try, each costing up to [`CONNECT_TIMEOUT`].
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
 /// The PostgreSQL store of one group server.
 pub struct PgStore {
+    /// Where the database is, for connecting again after the connection was lost.
+    config: postgres::Config,
     client: Client,
     statements: Statements,
+    /// When the connection was lost and not yet made again: the earliest next try.
+    retry_at: Option<Instant>,
+    /// When the last renewal of the leases that succeeded began: they hold at least until
+    /// then plus `lease_ttl`, by the database's clock as by ours.
+    renewed_at: Option<Instant>,
     /// This server's name in `groups.owner`: unique per run, so a restarted server claims anew.
     owner: String,
     /// How long a claimed or renewed lease lasts without renewal.
@@ -63,12 +79,58 @@ impl PgStore {
     /// # Errors
     /// A bad connection string, an unreachable database, or PostgreSQL's error.
     pub fn connect(url: &str, owner: &str, lease_ttl: Duration) -> Result<PgStore> {
-        let config: postgres::Config = url
-            .parse()
-            .map_err(|e| errinput!("bad PostgreSQL connection string: {e}"))?;
-        let mut client = config.connect(NoTls)?;
+        let mut config = parse_url(url)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let mut client = open(&config, lease_ttl)?;
         schema::migrate(&mut client)?;
-        let statements = Statements {
+        let statements = Self::prepare(&mut client)?;
+        Ok(PgStore {
+            config,
+            client,
+            statements,
+            retry_at: None,
+            renewed_at: None,
+            owner: owner.to_string(),
+            lease_ttl,
+            leases: HashMap::new(),
+            open: false,
+            pending: HashMap::new(),
+            pending_ids: HashMap::new(),
+        })
+    }
+
+    /// Connects again if the connection was lost (the database restarted, or a standby was
+    /// promoted), at most every [`RECONNECT_PAUSE`]. The leases held stay held: each is
+    /// checked by its epoch at the next renewal and write.
+    ///
+    /// # Errors
+    /// The database still unreachable.
+    fn ensure_connected(&mut self) -> Result<()> {
+        if !self.client.is_closed() {
+            return Ok(());
+        }
+        self.open = false;
+        self.discard();
+        let now = Instant::now();
+        if self.retry_at.is_some_and(|at| now < at) {
+            return Err(crate::Error::Timeout(
+                "the database connection is lost; trying again".into(),
+            ));
+        }
+        self.retry_at = Some(now + RECONNECT_PAUSE);
+        let mut client = open(&self.config, self.lease_ttl)?;
+        self.statements = Self::prepare(&mut client)?;
+        self.client = client;
+        self.retry_at = None;
+        tracing::info!("connected to the database again");
+        Ok(())
+    }
+
+    /// The statements of a batch, prepared on a new connection.
+    fn prepare(client: &mut Client) -> Result<Statements> {
+        Ok(Statements {
             advance: client.prepare(
                 "UPDATE groups SET last_seq = $4, last_ts = $5
                  WHERE id = $1 AND owner = $2 AND epoch = $3 AND last_seq = $6",
@@ -85,16 +147,6 @@ impl PgStore {
                 "SELECT seq, ts, sender, text FROM messages
                  WHERE group_id = $1 AND seq > $2 AND ts >= $3 ORDER BY seq LIMIT $4",
             )?,
-        };
-        Ok(PgStore {
-            client,
-            statements,
-            owner: owner.to_string(),
-            lease_ttl,
-            leases: HashMap::new(),
-            open: false,
-            pending: HashMap::new(),
-            pending_ids: HashMap::new(),
         })
     }
 
@@ -293,6 +345,7 @@ impl Storage for PgStore {
     }
 
     fn begin(&mut self) -> Result<()> {
+        self.ensure_connected()?;
         self.discard();
         self.client.batch_execute("BEGIN")?;
         self.open = true;
@@ -485,6 +538,9 @@ impl Storage for PgStore {
         since_ms: i64,
         limit: u32,
     ) -> Result<Vec<Message>> {
+        if !self.open {
+            self.ensure_connected()?;
+        }
         // A read in the open transaction sees its messages, as with SQLite.
         if self.open {
             self.write_pending()?;
@@ -512,6 +568,92 @@ impl Storage for PgStore {
     }
 
     fn balance(&mut self) -> Result<super::storage::Balance> {
+        self.ensure_connected()?;
         lease::balance(self)
     }
+
+    fn expire_leases(&mut self) -> Vec<i64> {
+        lease::expire(self)
+    }
+}
+
+/// Connects to the database. A transaction left open past half a lease ends with its
+/// session: a server frozen (or cut off) in the middle of a batch would otherwise hold its
+/// groups' rows locked, and no other server could claim them when the lease runs out.
+fn open(config: &postgres::Config, lease_ttl: Duration) -> Result<Client> {
+    let mut client = config
+        .connect(NoTls)
+        .map_err(|e| explain_connect(config, e))?;
+    let idle_ms = (lease_ttl / 2).as_millis().max(1000);
+    client.batch_execute(&format!(
+        "SET idle_in_transaction_session_timeout = {idle_ms}"
+    ))?;
+    Ok(client)
+}
+
+/// Reads `--store`, saying what to do when it is not a PostgreSQL connection string (a SQLite
+/// data directory given by mistake, say).
+fn parse_url(url: &str) -> Result<postgres::Config> {
+    let path = std::path::Path::new(url);
+    if !url.contains('=') && !url.contains("://") && path.exists() {
+        let what = match path.is_dir() && path.join("zms.db").exists() {
+            true => "a SQLite data directory",
+            false => "a file or directory, not a database",
+        };
+        return Err(errinput!(
+            "--store {url} is {what}: --store takes a PostgreSQL connection string \
+             (postgres://user@host/db); to serve SQLite data use --data {url} instead"
+        ));
+    }
+    url.parse().map_err(|e| {
+        errinput!(
+            "bad PostgreSQL connection string '{url}': {e} \
+             (write postgres://user@host/db or 'host=h dbname=db user=u')"
+        )
+    })
+}
+
+/// PostgreSQL's refusal to connect, as one line that says what to do.
+fn explain_connect(config: &postgres::Config, err: postgres::Error) -> crate::Error {
+    let user = config.get_user().unwrap_or("(default)");
+    let db = config.get_dbname().unwrap_or("(default)");
+    let code = err.code().cloned();
+    match code {
+        Some(c)
+            if c == SqlState::INVALID_PASSWORD
+                || c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        {
+            errinput!(
+                "PostgreSQL refused user '{user}': {}; check the user and password in --store \
+                 (or ZMS_STORE, ~/.pgpass)",
+                db_message(&err)
+            )
+        }
+        Some(c) if c == SqlState::INVALID_CATALOG_NAME => errinput!(
+            "PostgreSQL has no database '{db}': create it first (createdb -O {user} {db})"
+        ),
+        Some(_) => err.into(),
+        None => {
+            let hosts: Vec<String> = config
+                .get_hosts()
+                .iter()
+                .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+                .map(|(h, p)| match h {
+                    postgres::config::Host::Tcp(h) => format!("{h}:{p}"),
+                    postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .collect();
+            crate::Error::Timeout(format!(
+                "cannot reach PostgreSQL at {}: {err}; is it running, and is --store right?",
+                hosts.join(",")
+            ))
+        }
+    }
+}
+
+/// The server's own words in a database error.
+fn db_message(err: &postgres::Error) -> String {
+    err.as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_else(|| err.to_string())
 }

@@ -93,7 +93,8 @@ pub fn migrate(client: &mut Client) -> Result<()> {
     let from = version.unwrap_or(0);
     if from > VERSION {
         return Err(crate::errinput!(
-            "the database's schema is version {from}, newer than this zms knows ({VERSION})"
+            "the database's schema is version {from}, written by a newer zms (this one knows \
+             version {VERSION}): run that zms or a newer one against it, not this one"
         ));
     }
     for migration in &MIGRATIONS[from as usize..] {
