@@ -457,3 +457,281 @@ fn a_server_that_joins_the_pool_takes_its_share_without_losing_a_message() {
     let figures = load.finish(&pg, db);
     println!("a second server joining four groups' owner: {figures}");
 }
+
+/// `zms group-server --store URL` run to its end: exit code and stderr's last line.
+fn refused_start(url: &str, home: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(ZMS)
+        .env("ZMS_HOME", home)
+        .current_dir(home)
+        .args(["group-server", "--bind", "127.0.0.1:0", "--store", url])
+        .args(["--lease-ms", "2000", "--group", "general"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default().to_string();
+    (out.status.code(), last)
+}
+
+#[test]
+fn a_database_that_cannot_be_used_is_refused_at_start_with_what_to_do() {
+    let Some(pg) = postgres() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+
+    let (code, line) = refused_start(&format!("postgres://zms@127.0.0.1:{port}/zms"), home.path());
+    assert_eq!(code, Some(3), "{line}");
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot reach PostgreSQL at 127.0.0.1:{port}"
+        )) && line.contains("is it running"),
+        "{line}"
+    );
+
+    let url = pg.database("refusals");
+    let wrong_user = url.replace("zms@", "nobody@");
+    let (code, line) = refused_start(&wrong_user, home.path());
+    assert_eq!(code, Some(2), "{line}");
+    assert!(
+        line.contains("PostgreSQL refused user 'nobody'")
+            && line.contains("check the user and password"),
+        "{line}"
+    );
+
+    let (code, line) = refused_start(&pg.url("no_such_db"), home.path());
+    assert_eq!(code, Some(2), "{line}");
+    assert!(
+        line.contains("no database 'no_such_db'") && line.contains("createdb"),
+        "{line}"
+    );
+
+    // A schema from a newer zms: refused, and nothing in it changed.
+    pg.psql(
+        "refusals",
+        "CREATE TABLE zms_schema (version INTEGER NOT NULL)",
+    );
+    pg.psql("refusals", "INSERT INTO zms_schema VALUES (99)");
+    let (code, line) = refused_start(&url, home.path());
+    assert_ne!(code, Some(0), "{line}");
+    assert!(
+        line.contains("version 99, written by a newer zms"),
+        "{line}"
+    );
+    assert_eq!(pg.psql("refusals", "SELECT version FROM zms_schema"), "99");
+
+    // A SQLite data directory given to --store by mistake.
+    let data = home.path().join("zms-data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("zms.db"), b"").unwrap();
+    let (code, line) = refused_start("zms-data", home.path());
+    assert_eq!(code, Some(2), "{line}");
+    assert!(
+        line.contains("--store zms-data is a SQLite data directory")
+            && line.contains("use --data zms-data"),
+        "{line}"
+    );
+}
+
+/// Whether `event` says a group server stopped answering.
+fn lost(event: &SessionEvent) -> bool {
+    matches!(event, SessionEvent::ServerLost(_))
+}
+
+#[test]
+fn while_the_database_is_down_sends_and_reads_fail_clearly_members_stay_and_service_resumes() {
+    // An instance of its own: this test stops it.
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("outage");
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let dir = directory.listening();
+    let endpoint = format!("tcp://{dir}");
+    // A lease far longer than the outage: the server keeps its group throughout.
+    let server = Proc::spawn(&[
+        "group-server",
+        "--server",
+        &dir,
+        "--bind",
+        "127.0.0.1:0",
+        "--store",
+        &url,
+        "--lease-ms",
+        "60000",
+        "--group",
+        "general",
+    ]);
+    server.listening();
+    let ctx = zmq::Context::new();
+    let mut member = session(&ctx, &endpoint, "member");
+    let general = member.resolve("general").unwrap();
+    member.join(&general).unwrap();
+    let mut sender = session(&ctx, &endpoint, "sender");
+    let group = sender.resolve("general").unwrap();
+    sender.join(&group).unwrap();
+    sender.send(&group, "before").unwrap();
+    assert_eq!(texts(&receive(&mut member, 1, LIMIT)), ["before"]);
+
+    pg.stop();
+    // Sends are refused, not acknowledged; history reads fail; both say so.
+    let mut refusals = Vec::new();
+    assert!(eventually(LIMIT, || match sender.send(&group, "during") {
+        Err(zms::Error::Rejected { code, reason }) => {
+            refusals.push(format!("{code}: {reason}"));
+            code == zms::protocol::ErrorCode::Unavailable
+        }
+        other => panic!("a send while the database is down: {other:?}"),
+    }));
+    let read = sender.history(&group, None, None);
+    assert!(matches!(read, Err(zms::Error::Rejected { .. })), "{read:?}");
+    println!("while down: send {refusals:?}; history {read:?}");
+
+    pg.resume();
+    let mut sent = None;
+    assert!(eventually(LIMIT, || {
+        sent = sender.send(&group, "after").ok();
+        sent.is_some()
+    }));
+    assert_eq!(
+        sent.map(|(seq, _)| seq),
+        Some(2),
+        "nothing refused was stored"
+    );
+    // The member never lost its server, and gets what was sent once the database was back.
+    let deadline = std::time::Instant::now() + LIMIT;
+    let after = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no message after the outage"
+        );
+        match member.next_event(Duration::from_millis(500)).unwrap() {
+            Some(event) if lost(&event) => panic!("the member lost its server: {event:?}"),
+            Some(SessionEvent::Message(d)) => break d.message,
+            _ => {}
+        }
+    };
+    assert_eq!((after.seq, after.text.as_str()), (2, "after"));
+    assert_eq!(
+        pg.psql(
+            "outage",
+            "SELECT string_agg(text, ',' ORDER BY seq) FROM messages"
+        ),
+        "before,after"
+    );
+}
+
+#[test]
+fn a_server_that_cannot_renew_its_leases_stops_serving_and_takes_them_back_when_it_can() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("renewal");
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let dir = directory.listening();
+    let endpoint = format!("tcp://{dir}");
+    let server = cluster_server(&dir, &url, &["general"]);
+    let ctx = zmq::Context::new();
+    let mut member = session(&ctx, &endpoint, "member");
+    let general = member.resolve("general").unwrap();
+    member.join(&general).unwrap();
+
+    pg.stop();
+    // Past the lease, the server no longer serves the group: another could have claimed it.
+    let raw = raw_dealer(&ctx, &format!("tcp://{}", general.address));
+    use zms::protocol::codec::{self, Incoming};
+    use zms::protocol::{ErrorCode, Reply, Request};
+    let history = Request::History {
+        group: "general".into(),
+        user: "member".into(),
+        after_seq: 0,
+        since_ms: 0,
+        limit: 10,
+    };
+    let mut id = 0;
+    assert!(eventually(LIMIT, || {
+        id += 1;
+        raw.send(codec::encode_request(id, &history), 0).unwrap();
+        let reply = codec::decode_incoming(&raw.recv_bytes(0).unwrap()).unwrap();
+        matches!(
+            reply,
+            Incoming::Reply(
+                _,
+                Reply::Error {
+                    code: ErrorCode::UnknownGroup,
+                    ..
+                }
+            )
+        )
+    }));
+
+    pg.resume();
+    // It claims the group again by itself, and the member follows without doing anything.
+    let mut sender = session(&ctx, &endpoint, "sender");
+    let mut sent = false;
+    assert!(eventually(LIMIT, || {
+        sent = sender
+            .resolve("general")
+            .and_then(|g| sender.join(&g).and_then(|_| sender.send(&g, "back")))
+            .is_ok();
+        sent
+    }));
+    assert_eq!(texts(&receive(&mut member, 1, LIMIT)), ["back"]);
+    drop(server);
+}
+
+#[test]
+fn zms_tail_follows_its_group_to_the_new_owner_and_says_so_once() {
+    let Some(pg) = postgres() else { return };
+    let url = pg.database("tail");
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let dir = directory.listening();
+    // The first server owns general (the only one when it starts); the second takes over.
+    let first = cluster_server(&dir, &url, &["general"]);
+    let _second = cluster_server(&dir, &url, &[]);
+    let home = tempfile::tempdir().unwrap();
+    let zms = |args: &[&str]| {
+        let out = std::process::Command::new(ZMS)
+            .env("ZMS_HOME", home.path())
+            .args(args)
+            .args(["--server", &dir])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    zms(&["join", "general", "--name", "bob"]);
+    zms(&["join", "general", "--name", "alice"]);
+    let stderr = home.path().join("tail.err");
+    let mut command = std::process::Command::new(ZMS);
+    command
+        .env("ZMS_HOME", home.path())
+        .args(["tail", "general", "--server", &dir, "--name", "bob"]);
+    let tail = Proc::logging_to(command, std::fs::File::create(&stderr).unwrap());
+    // Sent until the tail shows one: then it has subscribed.
+    let shown = |text: &str| {
+        let want = format!("alice: {text}");
+        eventually(LIMIT, || {
+            tail.lines.try_iter().any(|line| line.ends_with(&want))
+        })
+    };
+    let mut subscribed = false;
+    for i in 0..50 {
+        zms(&["send", "general", &format!("before {i}"), "--name", "alice"]);
+        if tail.lines.recv_timeout(Duration::from_millis(200)).is_ok() {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "tail printed a message");
+
+    first.signal("-KILL");
+    zms(&["send", "general", "after the move", "--name", "alice"]);
+    assert!(shown("after the move"));
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(
+        said.matches("-- general moved to 127.0.0.1:").count(),
+        1,
+        "{said}"
+    );
+    drop(tail);
+}

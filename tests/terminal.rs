@@ -935,3 +935,53 @@ fn direct_messages_and_mentions_in_the_terminal() {
     let bell = tmux.run(&["display-message", "-p", "-t", b, "#{window_bell_flag}"]);
     assert_eq!(String::from_utf8_lossy(&bell.stdout).trim(), "0", "a bell");
 }
+
+#[test]
+fn a_group_whose_server_dies_is_followed_to_its_new_owner_in_one_line() {
+    if !tmux_available() {
+        return;
+    }
+    let Some(pg) = common::postgres::Postgres::start() else {
+        return;
+    };
+    let url = pg.database("moving");
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let s = directory.listening();
+    let cluster_server = |groups: &[&str]| {
+        let mut args = vec!["group-server", "--server", &s, "--bind", "127.0.0.1:0"];
+        args.extend(["--store", &url, "--lease-ms", "2000"]);
+        for g in groups {
+            args.extend(["--group", g]);
+        }
+        let server = Proc::spawn(&args);
+        let address = server.listening();
+        (server, address)
+    };
+    // The first server owns general (it is alone when it starts); the second takes over.
+    let (first, old) = cluster_server(&["general"]);
+    let (_second, new) = cluster_server(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start_joined(w, &s, home.path());
+
+    first.signal("-KILL");
+    let moved = format!("-- general moved to {new}");
+    tmux.wait_long(w, &moved, |screen| screen.contains(&moved));
+    tmux.enter_line(w, "after the move");
+    let screen = tmux.wait_long(w, "the message echoed", |screen| {
+        screen.contains("alice: after the move")
+    });
+    assert_eq!(screen.matches(&moved).count(), 1, "{screen}");
+    assert!(
+        !screen.contains(&format!("joined general@{new}")),
+        "no action needed: {screen}"
+    );
+    assert!(
+        screen.contains(&format!("joined general@{old}")),
+        "{screen}"
+    );
+    tmux.wait_until(w, "the prompt shows the group", |screen| {
+        input_line(screen).starts_with("[general]>")
+    });
+}

@@ -174,6 +174,34 @@ mod tests {
     }
 
     #[test]
+    fn messages_kept_for_a_moved_group_go_to_its_new_server_in_order() {
+        let now = Instant::now();
+        let mut out = Outbox::default();
+        for (a, t) in [("h:1", "one"), ("h:2", "other"), ("h:1", "two")] {
+            out.push(pending(a, t), now);
+        }
+        let (from, to) = (pending("h:1", "").group, pending("h:3", "").group);
+        out.moved(&from, &to);
+        assert!(!out.holds("h:1"));
+        assert_eq!(out.count("h:3"), 2);
+        let mut seen = Vec::new();
+        let flushed = out.flush("h:3", now, |p| {
+            seen.push((p.text.clone(), p.client_id.clone()));
+            Ok(())
+        });
+        assert_eq!(flushed.sent, 2);
+        assert_eq!(
+            seen,
+            [
+                ("one".into(), "id-one".into()),
+                ("two".into(), "id-two".into())
+            ],
+            "in order, under the ids of their first try"
+        );
+        assert_eq!(out.count("h:2"), 1, "another server's messages stay");
+    }
+
+    #[test]
     fn a_refusal_is_reported_and_the_rest_still_goes() {
         let now = Instant::now();
         let mut out = Outbox::default();

@@ -351,6 +351,17 @@ mod tests {
             plain.event(&lost, None, &|_| vec!["a\x07".into()]),
             "-- h:1␛[2J (a␇) is not answering; reconnecting…"
         );
+        let moved = SessionEvent::Moved {
+            from: group("gen\x1b[2J"),
+            to: GroupRef {
+                name: "gen\x1b[2J".into(),
+                address: "h:2\x07".into(),
+            },
+        };
+        assert_eq!(
+            plain.event(&moved, None, &|_| vec![]),
+            "-- gen␛[2J moved to h:2␇"
+        );
         let member = Member {
             name: "x\x1b[1A".into(),
             online: false,

@@ -411,6 +411,25 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_group_stays_joined_current_and_unread_at_its_new_server() {
+        let (old, new, dev) = (g("general", "h:1"), g("general", "h:9"), g("dev", "h:1"));
+        let mut v = View::new("alice");
+        v.join(old.clone());
+        v.join(dev.clone());
+        v.message(&old, "bob");
+        v.set_lost("h:1", true);
+        v.moved(&old, &new);
+        assert_eq!(v.joined(), [new.clone(), dev.clone()]);
+        assert_eq!(v.unread(&new), 1);
+        assert_eq!(v.find_joined("general"), Some(new.clone()));
+        assert!(v.is_lost("h:1"), "dev still lives there");
+        v.switch(new.clone());
+        v.moved(&dev, &g("dev", "h:9"));
+        assert!(!v.is_lost("h:1"), "nothing joined is left there");
+        assert_eq!(v.current(), Some(&new));
+    }
+
+    #[test]
     fn completion_knows_groups_and_names_but_not_oneself() {
         let mut v = View::new("alice");
         v.join(g("general", "h:1"));

@@ -58,12 +58,20 @@ impl Postgres {
                 "--no-sync",
             ],
         );
+        pg.resume();
+        Some(pg)
+    }
+
+    /// Starts the instance (again, after [`Postgres::stop`]) on the same port and data.
+    pub fn resume(&self) {
+        let data = self.dir.path().join("data");
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40",
-            pg.dir.path().display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40",
+            self.port,
+            self.dir.path().display()
         );
-        let log = pg.dir.path().join("log");
-        pg.run(
+        let log = self.dir.path().join("log");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
@@ -78,7 +86,22 @@ impl Postgres {
                 "start",
             ],
         );
-        Some(pg)
+    }
+
+    /// Stops the instance at once (`immediate`: as if it crashed), closing every connection.
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
     }
 
     /// Runs one of the server programs (as `postgres` when root); panics on failure.
