@@ -735,3 +735,106 @@ fn zms_tail_follows_its_group_to_the_new_owner_and_says_so_once() {
     );
     drop(tail);
 }
+
+/// The Python client's part of the follow test: a member iterating `messages()` and a sender
+/// that resolved the group before its owner died. Prints what it sees, one line each.
+const PYTHON_FOLLOWER: &str = r#"
+import os
+from zms import Client
+directory = os.environ["ZMS_DIRECTORY"]
+with Client(directory, "py", timeout=2, tries=2) as member, \
+        Client(directory, "pysender", timeout=2, tries=2) as sender:
+    member.join("general")
+    sender.join("general")
+    print("joined", flush=True)
+    for m in member.messages("general", timeout=120):
+        print(f"got {m['seq']} {m['text']}", flush=True)
+        if m["text"] == "killed":
+            print(f"sent {sender.send('general', 'from python after the move')}", flush=True)
+        if m["text"] == "from python after the move":
+            break
+"#;
+
+#[test]
+fn the_python_client_follows_a_group_to_its_new_owner() {
+    let python = std::env::var("ZMS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = std::process::Command::new(&python)
+        .args(["-c", "import zmq"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("ZMS_REQUIRE_PYTHON").as_deref() != Ok("1"),
+            "{python} with pyzmq is required"
+        );
+        eprintln!("skipped: {python} with pyzmq not available");
+        return;
+    }
+    let Some(pg) = postgres() else { return };
+    let url = pg.database("python");
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let dir = directory.listening();
+    let first = cluster_server(&dir, &url, &["general"]);
+    let _second = cluster_server(&dir, &url, &[]);
+    let home = tempfile::tempdir().unwrap();
+    let zms = |args: &[&str]| {
+        let out = std::process::Command::new(ZMS)
+            .env("ZMS_HOME", home.path())
+            .args(args)
+            .args(["--server", &dir, "--name", "alice"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    zms(&["join", "general"]);
+    let mut command = std::process::Command::new(&python);
+    command
+        .args(["-c", PYTHON_FOLLOWER])
+        .env("ZMS_DIRECTORY", &dir)
+        .env("ZMS_HOME", home.path())
+        .env(
+            "PYTHONPATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python"),
+        )
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let mut follower = Proc::logging_to(command, std::process::Stdio::inherit());
+    let mut seen = Vec::new();
+    let next = |seen: &mut Vec<String>| {
+        let line = follower
+            .lines
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|_| panic!("the Python client stalled after {seen:?}"));
+        seen.push(line.clone());
+        line
+    };
+    assert_eq!(next(&mut seen), "joined");
+    // Sent until the iterator shows one: then it has subscribed.
+    let mut subscribed = false;
+    for i in 0..50 {
+        zms(&["send", "general", &format!("before {i}")]);
+        if follower
+            .lines
+            .recv_timeout(Duration::from_millis(300))
+            .is_ok()
+        {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "the Python member got a message");
+    first.signal("-KILL");
+    zms(&["send", "general", "killed"]);
+    while !next(&mut seen).ends_with(" from python after the move") {}
+    assert!(seen.iter().any(|l| l.starts_with("sent ")), "{seen:?}");
+    assert_eq!(follower.wait(), Some(0));
+    assert_eq!(
+        pg.psql(
+            "python",
+            "SELECT count(*) FROM messages WHERE text = 'from python after the move'"
+        ),
+        "1"
+    );
+}

@@ -72,6 +72,11 @@ _log = logging.getLogger("zms")
 
 #: How long a send waits out a server's rate limit (ERROR 429) before raising it.
 RATE_LIMIT_PATIENCE = 10.0
+# How long a request refused by a server that no longer hosts its group (404, 503) waits for
+# the message server to list the group's new owner (cluster mode), in seconds.
+HANDOVER_PATIENCE = 15.0
+# Most seconds between questions to the message server about a lost server's groups.
+LOOKUP_MAX = 8.0
 
 # Numbers the clients of this process, for their client ids.
 _clients = itertools.count()
@@ -765,6 +770,9 @@ class _Conn:
         self.ping_id: int | None = None
         self.unanswered_since: float | None = None  # first PING with no PONG yet
         self.subs: dict[str, _Sub] = {}
+        # While lost: when to ask the message server next where its groups live, and the
+        # pause after that.
+        self.lookup: tuple[float, float] | None = None
 
     def socket(self) -> zmq.Socket[Any]:
         if self.sock is None:
@@ -901,9 +909,12 @@ class Client:
 
     def join(self, group: str) -> dict[str, Any]:
         """Joins ``group``: ``{"group", "address", "last_seq"}``."""
-        name, conn = self._resolve(group)
-        reply = self._request(conn, JOIN, name, self.name)
-        return {"group": reply.fields[0], "address": conn.address, "last_seq": reply.fields[1]}
+        def join_at(name: str, conn: _Conn) -> dict[str, Any]:
+            reply = self._request(conn, JOIN, name, self.name)
+            return {"group": reply.fields[0], "address": conn.address,
+                    "last_seq": reply.fields[1]}
+
+        return self._following(group, join_at)
 
     def conversation(self, peer: str) -> dict[str, str]:
         """Opens the conversation with ``peer`` (DM at the message server, then JOIN where it
@@ -924,21 +935,25 @@ class Client:
     def send(self, group: str, text: str, *, client_id: str | None = None) -> int:
         """Sends ``text`` and returns its seq. Retries resend the same frame and client id, so
         the message is stored once however many tries it takes."""
-        name, conn = self._resolve(group)
         if client_id is None:
             client_id = f"{self._client_prefix}{next(self._sent):06d}"
-        # Over the server's rate limit: wait and try again (the same id, so stored at most
-        # once), slowing this sender down rather than failing it, for a bounded time.
-        pause, give_up = 0.05, time.monotonic() + RATE_LIMIT_PATIENCE
-        while True:
-            try:
-                reply = self._request(conn, SEND, name, self.name, client_id, text)
-                return int(reply.fields[0])
-            except ZmsError as err:
-                if err.code != LIMITED or time.monotonic() + pause >= give_up:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
+
+        def send_once(name: str, conn: _Conn) -> int:
+            # Over the server's rate limit: wait and try again (the same id, so stored at most
+            # once), slowing this sender down rather than failing it, for a bounded time.
+            pause, give_up = 0.05, time.monotonic() + RATE_LIMIT_PATIENCE
+            while True:
+                try:
+                    reply = self._request(conn, SEND, name, self.name, client_id, text)
+                    return int(reply.fields[0])
+                except ZmsError as err:
+                    if err.code != LIMITED or time.monotonic() + pause >= give_up:
+                        raise
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+        # A group that moved to another group server is followed there, under the same id.
+        return self._following(group, send_once)
 
     def send_many(self, group: str, texts: list[str]) -> list[int]:
         """Sends ``texts`` in order and returns their seqs: as SENDS of up to ``MAX_BATCH``
@@ -979,8 +994,8 @@ class Client:
 
     def members(self, group: str) -> list[dict[str, Any]]:
         """The members of ``group``: ``{"name", "online"}``, sorted by name."""
-        name, conn = self._resolve(group)
-        reply = self._request(conn, MEMBERS, name, self.name)
+        reply = self._following(
+            group, lambda name, conn: self._request(conn, MEMBERS, name, self.name))
         return [{"name": n, "online": bool(o)} for n, o in reply.fields[1]]
 
     def history(
@@ -1051,10 +1066,25 @@ class Client:
                 if idle_deadline is not None and now >= idle_deadline:
                     return  # quiet for ``timeout`` seconds
                 if sub.need_subscribe or sub.known > sub.last:
-                    self._repair(conn, sub)
+                    try:
+                        self._repair(conn, sub)
+                    except ZmsError as err:
+                        # Not hosted there now: follow it to where the message server lists it.
+                        moved = None
+                        if err.code == UNKNOWN_GROUP and name in self._where:
+                            moved = self._await_relocation(name, conn)
+                        if moved is None:
+                            raise
+                        conn = self._move_sub(sub, conn, moved)
+                        continue
                     if sub.ready:
                         continue
                 if now >= next_ping:
+                    if self._is_lost(conn, now) and name in self._where:
+                        moved = self._follow_lost(name, conn, now)
+                        if moved is not None:
+                            conn = self._move_sub(sub, conn, moved)
+                            continue
                     self._ping(conn)
                     next_ping = now + heartbeat
                     continue
@@ -1281,6 +1311,7 @@ class Client:
     def _on_pong(self, conn: _Conn, epoch: int, groups: list[tuple[str, int]]) -> None:
         conn.ping_id = None
         conn.unanswered_since = None
+        conn.lookup = None
         restarted = conn.epoch is not None and epoch != conn.epoch
         conn.epoch = epoch
         listed = dict(groups)
@@ -1291,6 +1322,83 @@ class Client:
                 sub.need_subscribe = True
             else:
                 sub.known = max(sub.known, listed[name])
+
+    def _following(self, group: str, call: Any) -> Any:
+        """``call(name, conn)`` against where ``group`` lives now. A group found through the
+        message server by name is followed when it moves: after a timeout the message server
+        is asked once where it lives, after a 404 or 503 for a while (its new owner may not be
+        listed yet); listed elsewhere, ``call`` runs again there."""
+        name, conn = self._resolve(group)
+        for _ in range(4):
+            try:
+                return call(name, conn)
+            except ZmsTimeout:
+                if name not in self._where:
+                    raise
+                moved = self._relocate(name, conn)
+                if moved is None:
+                    raise
+            except ZmsError as err:
+                if name not in self._where or err.code not in (UNKNOWN_GROUP, UNAVAILABLE):
+                    raise
+                moved = self._await_relocation(name, conn)
+                if moved is None:
+                    raise
+            conn = moved
+        return call(name, conn)
+
+    def _relocate(self, name: str, conn: _Conn) -> _Conn | None:
+        """Asks the message server where group ``name`` lives; the connection there if it is
+        not ``conn``'s server (and remembers it), else None."""
+        try:
+            listed = [a for n, a, _ in self._list() if n == name]
+        except ZmsError:
+            return None
+        if not listed or listed[0] == conn.address:
+            return None
+        _log.info("%s moved from %s to %s", name, conn.address, listed[0])
+        self._where[name] = listed[0]
+        return self._conn(listed[0])
+
+    def _await_relocation(self, name: str, conn: _Conn) -> _Conn | None:
+        """As :meth:`_relocate`, asking again for up to ``HANDOVER_PATIENCE`` while the
+        message server lists the group nowhere (between owners)."""
+        give_up, pause = time.monotonic() + HANDOVER_PATIENCE, 0.2
+        while True:
+            try:
+                listed = [a for n, a, _ in self._list() if n == name]
+            except ZmsError:
+                return None
+            if listed:
+                return self._relocate(name, conn)
+            if time.monotonic() + pause >= give_up:
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    @staticmethod
+    def _is_lost(conn: _Conn, now: float) -> bool:
+        """Three heartbeats without a PONG."""
+        lost_after = 3 * HEARTBEAT_MS / 1000
+        return conn.unanswered_since is not None and now - conn.unanswered_since >= lost_after
+
+    def _follow_lost(self, name: str, conn: _Conn, now: float) -> _Conn | None:
+        """For a lost server: asks where ``name`` lives, at most every few seconds (backing
+        off up to ``LOOKUP_MAX`` while it stays lost)."""
+        due, pause = conn.lookup if conn.lookup is not None else (now, 1.0)
+        if now < due:
+            return None
+        conn.lookup = (now + pause, min(pause * 2, LOOKUP_MAX))
+        return self._relocate(name, conn)
+
+    @staticmethod
+    def _move_sub(sub: _Sub, old: _Conn, new: _Conn) -> _Conn:
+        """A subscription moves with its place in the stream: SUBSCRIBE at ``new``, then the
+        gap from history."""
+        old.subs.pop(sub.group, None)
+        new.subs[sub.group] = sub
+        sub.need_subscribe = True
+        return new
 
     def _ping(self, conn: _Conn) -> None:
         now = time.monotonic()
