@@ -12,7 +12,7 @@ pub enum Error {
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
     /// The PostgreSQL store failed.
-    #[error("store: {0}")]
+    #[error("store: {}", postgres_reason(.0))]
     Postgres(#[from] postgres::Error),
     /// A peer sent bytes that are not a valid ZMS message.
     #[error("protocol violation: {0}")]
@@ -72,6 +72,15 @@ impl Error {
             | Error::Protocol(_)
             | Error::Io(_) => exit::INTERNAL,
         }
+    }
+}
+
+/// PostgreSQL's error in words; a lost connection says that it is made again by itself.
+fn postgres_reason(err: &postgres::Error) -> String {
+    match err.is_closed() {
+        true => "the connection to PostgreSQL is lost; it is made again once the database answers"
+            .into(),
+        false => err.to_string(),
     }
 }
 
