@@ -4,7 +4,7 @@
 //! seqs gap-free, and every member must see each message once, in order, whichever server
 //! owns the group meanwhile. Each test prints its figures (sent, acknowledged, stored,
 //! delivered, lost, duplicated, takeover times); the heavy version is `#[ignore]`d:
-//! `cargo test --release --test failover -- --ignored --nocapture`.
+//! `cargo test --test failover -- --ignored --nocapture`.
 
 mod common;
 
@@ -395,7 +395,7 @@ fn the_owner_killed_three_times_under_load_loses_nothing_and_members_follow() {
 }
 
 #[test]
-#[ignore = "heavy: cargo test --release --test failover -- --ignored --nocapture"]
+#[ignore = "heavy: cargo test --test failover -- --ignored --nocapture"]
 fn heavy_the_owner_killed_ten_times_under_load() {
     if let Some(figures) = kill_owner_repeatedly(10, 500) {
         println!("{figures}");
