@@ -312,14 +312,19 @@ fn member(
     let mut got = Vec::new();
     let mut last: HashMap<String, u64> = HashMap::new();
     let mut moves = 0;
-    let deadline = Instant::now() + 5 * LIMIT;
+    // While the load runs, as long as it may take; once the senders are done, a LIMIT more.
+    let mut deadline = Instant::now() + 10 * LIMIT;
+    let mut told = false;
     loop {
         let done = {
             let targets = targets.lock().unwrap();
-            !targets.is_empty()
-                && groups
-                    .iter()
-                    .all(|g| last.get(g).copied().unwrap_or(0) >= targets[g])
+            if !told && !targets.is_empty() {
+                told = true;
+                deadline = Instant::now() + LIMIT;
+            }
+            told && groups
+                .iter()
+                .all(|g| last.get(g).copied().unwrap_or(0) >= targets[g])
         };
         if done {
             return got;
