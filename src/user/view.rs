@@ -105,7 +105,7 @@ impl View {
         }
     }
 
-    /// `from` lives at `to` now: joined, current and unread move with it; its old server,
+    /// `from` lives at `to` now: joined, current, unread and mentions move with it; its old server,
     /// once it holds no joined group, is no longer shown as being reconnected.
     pub fn moved(&mut self, from: &GroupRef, to: &GroupRef) {
         let rename = |g: &mut GroupRef| {
@@ -117,8 +117,10 @@ impl View {
         self.joined.dedup();
         self.current.iter_mut().for_each(rename);
         self.prompted.iter_mut().for_each(rename);
-        if let Some(n) = self.unread.remove(from) {
-            self.unread.insert(to.clone(), n);
+        for counts in [&mut self.unread, &mut self.mentioned] {
+            if let Some(n) = counts.remove(from) {
+                counts.insert(to.clone(), n);
+            }
         }
         if self.groups_at(&from.address).is_empty() {
             self.lost.remove(&from.address);
