@@ -408,4 +408,8 @@ fn administration_and_trims_are_counted() {
     ] {
         assert!(metric_reaches(&metrics, series, at_least), "{series}");
     }
+    // STATUS lists the groups hosted now, those created at runtime included.
+    let json = status(&server, &["--json"]);
+    assert!(json.contains(r#""last_seq":15"#), "{json}");
+    assert!(json.contains(r#""name":"log""#), "{json}");
 }

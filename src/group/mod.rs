@@ -266,10 +266,8 @@ impl GroupServer {
             );
             groups = gained.into_iter().map(|h| h.group).collect();
         }
-        // Counted by the groups hosted at start (in cluster mode, groups gained later are
-        // served but not in the per-group metrics).
         let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
-        let ops = ops::Ops::new(store.as_mut(), &names, &config.data)?;
+        let ops = ops::Ops::new(&names, &config.data);
         let mut state = State::new(groups, address.clone(), epoch());
         for id in state.group_ids() {
             state.set_first_kept(id, store.first_kept(id)?);

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::state::Outbound;
-use super::storage::Storage;
 use super::GroupServer;
 use crate::ops::metrics::GroupMetrics;
 use crate::ops::rate::Rate;
@@ -23,9 +22,7 @@ pub(super) struct Ops {
     pub(super) health: Health,
     /// The `--metrics` HTTP endpoint, when asked for.
     endpoint: Option<http::Endpoint>,
-    /// Each group's store id, to read its members for STATUS.
-    ids: Vec<(String, i64)>,
-    /// Messages stored a second, by group.
+    /// Messages stored a second, by group (a group's rate starts when it first stores).
     rates: HashMap<String, Rate>,
     /// The data directory, whose database files STATUS sizes.
     data: PathBuf,
@@ -38,26 +35,21 @@ pub(super) struct Ops {
 }
 
 impl Ops {
-    pub(super) fn new(store: &mut dyn Storage, groups: &[String], data: &Path) -> Result<Ops> {
+    pub(super) fn new(groups: &[String], data: &Path) -> Ops {
         let now_ms = crate::time::now_ms();
-        let ids = groups
-            .iter()
-            .map(|g| Ok((g.clone(), store.ensure_group(g, now_ms)?.id)))
-            .collect::<Result<_>>()?;
         let now = Instant::now();
         let health = Health::default();
         health.set_registration(Some("not registered yet"));
-        Ok(Ops {
+        Ops {
             metrics: Arc::new(GroupMetrics::new(groups)),
             health,
             endpoint: None,
-            ids,
             rates: groups.iter().map(|g| (g.clone(), Rate::new(now))).collect(),
             data: data.to_path_buf(),
             started_ms: now_ms,
             asked: Vec::new(),
             matched: 0,
-        })
+        }
     }
 
     /// Notes a request read, for counting its answer.
@@ -107,9 +99,10 @@ impl Ops {
         for push in pushes {
             if let Outbound::Messages { group, messages } = push {
                 self.metrics.stored(group, messages.len());
-                if let Some(rate) = self.rates.get_mut(group) {
-                    rate.record(messages.len() as u64, now);
-                }
+                self.rates
+                    .entry(group.clone())
+                    .or_insert_with(|| Rate::new(now))
+                    .record(messages.len() as u64, now);
             }
         }
     }
@@ -139,10 +132,10 @@ impl GroupServer {
     /// Sets the gauges of connections and online members; notes registration in health.
     pub(super) fn update_gauges(&mut self) {
         self.ops.metrics.peers(self.connections.count());
-        for (group, _) in &self.ops.ids {
+        for group in self.state.group_names() {
             self.ops
                 .metrics
-                .online(group, self.state.subscribers(group).count());
+                .online(&group, self.state.subscribers(&group).count());
         }
         self.ops
             .health
@@ -153,8 +146,12 @@ impl GroupServer {
     pub(super) fn status(&mut self) -> Reply {
         let now = Instant::now();
         let mut groups = Vec::new();
-        for (name, id) in &self.ops.ids {
-            let (members, last_seq) = match self.store.load_group(*id) {
+        // The groups hosted now: those created at runtime or gained in cluster mode included.
+        for name in self.state.group_names() {
+            let Some(id) = self.state.group_id(&name) else {
+                continue;
+            };
+            let (members, last_seq) = match self.store.load_group(id) {
                 Ok(g) => (g.members.len(), g.last_seq),
                 Err(err) => {
                     tracing::warn!(%err, group = %name, "cannot read a group for STATUS");
@@ -164,12 +161,12 @@ impl GroupServer {
             groups.push(GroupStatus {
                 name: name.clone(),
                 members,
-                online: self.state.subscribers(name).count(),
+                online: self.state.subscribers(&name).count(),
                 last_seq,
                 messages_per_second: self
                     .ops
                     .rates
-                    .get_mut(name)
+                    .get_mut(&name)
                     .map_or(0.0, |r| r.per_second(now)),
             });
         }

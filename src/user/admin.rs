@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use super::output::{self, Format};
 use super::safe;
 use crate::client::{GroupRef, Session};
-use crate::protocol::{self, codec, Imported, Message, Request};
-use crate::{errinput, time, Result};
+use crate::protocol::{self, codec, ErrorCode, Imported, Message, Request};
+use crate::{errinput, time, Error, Result};
 
 /// Says that `done` happened to `group`, as a line or a JSON object with `fields`.
 fn done(format: Format, group: &GroupRef, done: &str, fields: Value) -> Result<()> {
@@ -110,7 +110,22 @@ pub fn export(session: &mut Session, spec: &str) -> Result<()> {
     let mut first = true;
     loop {
         let page = protocol::HISTORY_PAGE_MAX;
-        let (messages, last_seq) = session.history_page(&group, after, 0, page)?;
+        let (messages, last_seq) = match session.history_page(&group, after, 0, page) {
+            Err(Error::Rejected {
+                code: ErrorCode::NotMember,
+                reason,
+            }) => {
+                // Only an operator's key reads a group it is not in, and that needs --secure.
+                return Err(Error::Rejected {
+                    code: ErrorCode::NotMember,
+                    reason: format!(
+                        "{reason}: export with the --name of one of its members, or as an \
+                         operator's key on a --secure deployment"
+                    ),
+                });
+            }
+            page => page?,
+        };
         let Some(last) = messages.last() else { break };
         if first && last.seq > 1 && messages[0].seq > 1 {
             eprintln!(
