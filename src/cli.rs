@@ -17,6 +17,7 @@ use zms::{errinput, transport, Result};
 mod admin;
 mod security;
 mod serve;
+mod web;
 
 use security::{group_security, keygen, known_servers, session};
 use serve::{announce, serve_until_signal, up};
@@ -126,6 +127,8 @@ pub enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// The web client: serve its page and bridge browsers to the servers over WebSocket.
+    Web(web::WebArgs),
     /// List the groups the message server knows.
     List(ClientArgs),
     /// Join a group: GROUP is a name, NAME@HOST:PORT, or a group server's HOST:PORT.
@@ -249,6 +252,9 @@ pub enum Command {
         /// then binds 127.0.0.1:5557, since each secure server's key service takes the next port.
         #[arg(long)]
         secure: bool,
+        /// Where the web client is served (`zms web`); port 0 for any free one.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        web: String,
     },
     #[command(flatten)]
     Admin(admin::AdminCommand),
@@ -508,7 +514,10 @@ impl Command {
     /// The log level when none is given: servers tell what they do, clients keep quiet.
     pub fn default_log(&self) -> &'static str {
         match self {
-            Command::MessageServer { .. } | Command::GroupServer(_) | Command::Up { .. } => "info",
+            Command::MessageServer { .. }
+            | Command::GroupServer(_)
+            | Command::Up { .. }
+            | Command::Web(_) => "info",
             _ => "warn",
         }
     }
@@ -705,6 +714,7 @@ impl Command {
                 };
                 user::shell::run(&ctx, session(&ctx, &server, &name, secure)?, log, notify)
             }
+            Command::Web(args) => args.run(&ctx),
             Command::List(c) => c.run(&ctx, Action::List),
             Command::Join { group, client } => client.run(&ctx, Action::Join(group)),
             Command::Leave { group, client } => client.run(&ctx, Action::Leave(group)),
@@ -762,7 +772,8 @@ impl Command {
                 group_bind,
                 data,
                 secure,
-            } => up(&ctx, &bind, &group_bind, data, secure),
+                web,
+            } => up(&ctx, &bind, &group_bind, data, secure, &web),
             Command::Admin(admin) => admin.run(&ctx),
             Command::Keygen { out } => keygen(out),
             Command::KnownServers { action, file } => known_servers(action, file),

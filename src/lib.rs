@@ -57,6 +57,7 @@ pub mod shutdown;
 pub mod time;
 pub mod transport;
 pub mod user;
+pub mod web;
 pub mod zap;
 
 pub use error::{Error, Result};

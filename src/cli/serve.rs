@@ -19,6 +19,7 @@ pub(super) fn up(
     group_bind: &str,
     data: PathBuf,
     secure: bool,
+    web: &str,
 ) -> Result<()> {
     // Each secure server's key service takes the port after its own, so the default group
     // server port moves up by one to leave the message server's free.
@@ -39,6 +40,7 @@ pub(super) fn up(
     }
     let dir_address = transport::address(directory.endpoint());
     let dir_endpoint = directory.endpoint().to_string();
+    let dir_endpoint_for_web = dir_endpoint.clone();
     let dir_handle = directory.spawn(ctx)?;
     let security = match &dir_keys {
         Some(dk) => Some(GroupSecurity {
@@ -60,6 +62,10 @@ pub(super) fn up(
     let group = GroupServer::bind(ctx, &transport::endpoint(group_bind)?, config)?;
     let group_address = group.address().to_string();
     let group_handle = group.register(Duration::from_secs(1))?.spawn(ctx)?;
+    let server_key = dir_keys.as_ref().map(|k| k.public.clone());
+    let gateway = super::web::up_gateway(ctx, web, &dir_endpoint_for_web, server_key, &data)?;
+    let web_url = gateway.url();
+    let web_handle = gateway.spawn()?;
     let mut banner = vec![
         format!("  message server  {dir_address}"),
         format!(
@@ -67,6 +73,7 @@ pub(super) fn up(
             data.display()
         ),
     ];
+    banner.push(format!("  web: {web_url}"));
     let flag = match &dir_keys {
         Some(keys) => {
             banner.push(format!(
@@ -90,7 +97,7 @@ pub(super) fn up(
     banner.insert(0, format!("\n─── zms is up {}", "─".repeat(58)));
     banner.push(format!("{}\n", "─".repeat(72)));
     announce(&banner.join("\n"));
-    serve_until_signal(vec![group_handle, dir_handle])
+    serve_until_signal(vec![web_handle, group_handle, dir_handle])
 }
 
 /// A line of a server's own on stdout. A server goes on serving when nobody reads it.

@@ -72,6 +72,13 @@ pub enum SessionEvent {
     },
 }
 
+/// What else ends a wait for events.
+#[derive(Clone, Copy)]
+enum Wake<'a> {
+    Socket(&'a zmq::Socket),
+    Fd(std::os::fd::RawFd),
+}
+
 /// Heartbeat state of one group server connection.
 pub(super) struct Server {
     pub(super) conn: Conn,
@@ -400,6 +407,27 @@ impl Session {
         wake: Option<&zmq::Socket>,
         timeout: Duration,
     ) -> Result<Option<SessionEvent>> {
+        self.wait_event(wake.map(Wake::Socket), timeout)
+    }
+
+    /// As [`Session::next_event`], but also returns `Ok(None)` as soon as the file descriptor
+    /// `fd` is readable (a browser's TCP connection in `zms web`).
+    ///
+    /// # Errors
+    /// As [`Session::next_event`].
+    pub fn next_event_or_fd(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        timeout: Duration,
+    ) -> Result<Option<SessionEvent>> {
+        self.wait_event(Some(Wake::Fd(fd)), timeout)
+    }
+
+    fn wait_event(
+        &mut self,
+        wake: Option<Wake>,
+        timeout: Duration,
+    ) -> Result<Option<SessionEvent>> {
         let deadline = Instant::now() + timeout;
         loop {
             let addresses: Vec<String> = self.servers.keys().cloned().collect();
@@ -420,8 +448,10 @@ impl Session {
             let beat = Duration::from_millis(protocol::HEARTBEAT_MS);
             let wait = remaining.min(beat);
             let mut items: Vec<zmq::PollItem> = Vec::new();
-            if let Some(w) = wake {
-                items.push(w.as_poll_item(zmq::POLLIN));
+            match wake {
+                Some(Wake::Socket(w)) => items.push(w.as_poll_item(zmq::POLLIN)),
+                Some(Wake::Fd(fd)) => items.push(zmq::PollItem::from_fd(fd, zmq::POLLIN)),
+                None => {}
             }
             items.extend(
                 addresses

@@ -1,0 +1,376 @@
+//! `zms web`: the gateway spoken to over real WebSockets (tungstenite's client), in front of
+//! a real message server and group server; and the web client driven in a real headless
+//! Chromium (tests/web/browser.js), when Chromium and Node are there.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message as Frame, WebSocket};
+use zms::shutdown::ServerHandle;
+use zms::web::{Config, Gateway, Limits};
+
+use common::{cluster, Cluster};
+
+/// How long any one awaited frame may take on a loaded machine.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn gateway(c: &Cluster, limits: Limits) -> ServerHandle {
+    let config = Config {
+        bind: "127.0.0.1:0".into(),
+        directories: vec![c.dir.endpoint().to_string()],
+        origins: Vec::new(),
+        limits,
+        secure: None,
+    };
+    Gateway::bind(&c.ctx, config).unwrap().spawn().unwrap()
+}
+
+/// A browser as the gateway sees one: a WebSocket of JSON frames.
+struct Browser {
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+impl Browser {
+    fn connect(web: &ServerHandle) -> Browser {
+        Self::try_connect(web, None).unwrap()
+    }
+
+    fn try_connect(web: &ServerHandle, origin: Option<&str>) -> tungstenite::Result<Browser> {
+        let mut request = format!("ws://{}/ws", web.address())
+            .into_client_request()
+            .unwrap();
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("Origin", origin.parse().unwrap());
+        }
+        let (ws, _) = tungstenite::connect(request)?;
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(WAIT)).unwrap();
+        }
+        let mut browser = Browser { ws };
+        let ready = browser.next();
+        assert_eq!(ready["type"], "ready", "{ready}");
+        Ok(browser)
+    }
+
+    /// Connects and signs in as `user` with `last` seqs; returns the `groups` frame.
+    fn sign_in(web: &ServerHandle, user: &str, last: Value) -> (Browser, Value) {
+        let mut b = Browser::connect(web);
+        b.send(json!({"type": "hello", "user": user, "last": last}));
+        let welcome = b.next();
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        let groups = b.expect("groups");
+        (b, groups)
+    }
+
+    fn send(&mut self, frame: Value) {
+        self.ws.send(Frame::text(frame.to_string())).unwrap();
+    }
+
+    fn send_raw(&mut self, text: &str) {
+        self.ws.send(Frame::text(text.to_string())).unwrap();
+    }
+
+    /// The next JSON frame.
+    fn next(&mut self) -> Value {
+        loop {
+            match self.ws.read().expect("a frame from the gateway") {
+                Frame::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Frame::Close(c) => panic!("closed: {c:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next frame of `kind`, skipping others (presence, members, …) within [`WAIT`].
+    fn expect(&mut self, kind: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let frame = self.next();
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+        panic!("no {kind} frame within {WAIT:?}");
+    }
+
+    /// Messages of `group` until `n` have come, in the order they came.
+    fn messages(&mut self, n: usize) -> Vec<Value> {
+        (0..n).map(|_| self.expect("message")).collect()
+    }
+
+    /// The close frame the gateway ends with, reading past other frames.
+    fn close_code(&mut self) -> Option<CloseCode> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(Frame::Close(c)) => return c.map(|c| c.code),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+fn general(groups: &Value) -> String {
+    groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "general")
+        .expect("general listed")["group"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn seqs(messages: &[Value]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn browsers_and_a_terminal_user_chat_and_a_retried_send_is_stored_once() {
+    let c = cluster(&["general", "random"]);
+    let web = gateway(&c, Limits::default());
+    let (mut alice, groups) = Browser::sign_in(&web, "alice", json!({}));
+    let id = general(&groups);
+    assert_eq!(groups["groups"][0]["member"], false, "{groups}");
+    alice.send(json!({"type": "join", "group": "general", "ref": 1}));
+    let joined = alice.expect("joined");
+    assert_eq!(
+        (joined["group"].as_str(), &joined["ref"]),
+        (Some(id.as_str()), &json!(1))
+    );
+    let (mut bob, _) = Browser::sign_in(&web, "bob", json!({}));
+    bob.send(json!({"type": "join", "group": id}));
+    bob.expect("joined");
+    let (mut carol, group) = c.member("carol", "general");
+
+    alice.send(json!({"type": "send", "group": id, "cid": "w1-000001", "text": "<b>hi</b> & bye"}));
+    let ack = alice.expect("ack");
+    assert_eq!(
+        (ack["cid"].as_str(), ack["seq"].as_u64()),
+        (Some("w1-000001"), Some(1))
+    );
+    let got = bob.expect("message");
+    assert_eq!(
+        (got["sender"].as_str(), got["text"].as_str()),
+        (Some("alice"), Some("<b>hi</b> & bye"))
+    );
+    assert_eq!(
+        common::texts(&common::receive(&mut carol, 1, WAIT)),
+        ["<b>hi</b> & bye"]
+    );
+
+    // The same client id again (a browser that lost the ack): the first seq, nothing new.
+    alice.send(json!({"type": "send", "group": id, "cid": "w1-000001", "text": "<b>hi</b> & bye"}));
+    assert_eq!(alice.expect("ack")["seq"], 1);
+    carol.send(&group, "from the terminal").unwrap();
+    let both = bob.messages(1);
+    assert_eq!(both[0]["text"], "from the terminal");
+    assert_eq!(both[0]["seq"], 2, "the retry stored nothing: {both:?}");
+
+    bob.send(json!({"type": "members", "group": id}));
+    let members = bob.expect("members");
+    let names: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"alice") && names.contains(&"carol"),
+        "{members}"
+    );
+
+    bob.send(json!({"type": "history", "group": id, "before": 0, "limit": 1}));
+    let page = bob.expect("history");
+    assert_eq!(
+        (seqs(page["messages"].as_array().unwrap()), &page["start"]),
+        (vec![2], &json!(false))
+    );
+    bob.send(json!({"type": "history", "group": id, "before": 2, "limit": 50}));
+    let page = bob.expect("history");
+    assert_eq!(
+        (seqs(page["messages"].as_array().unwrap()), &page["start"]),
+        (vec![1], &json!(true))
+    );
+}
+
+#[test]
+fn a_browser_that_comes_back_with_its_last_seq_gets_what_it_missed_in_order() {
+    let c = cluster(&["general"]);
+    let web = gateway(&c, Limits::default());
+    let (mut alice, groups) = Browser::sign_in(&web, "alice", json!({}));
+    let id = general(&groups);
+    alice.send(json!({"type": "join", "group": id}));
+    alice.expect("joined");
+    let (mut carol, group) = c.member("carol", "general");
+    carol.send(&group, "one").unwrap();
+    assert_eq!(alice.expect("message")["seq"], 1);
+    drop(alice);
+
+    for text in ["two", "three", "four"] {
+        carol.send(&group, text).unwrap();
+    }
+    let (mut alice, groups) = Browser::sign_in(&web, "alice", json!({ id.clone(): 1 }));
+    let entry = &groups["groups"][0];
+    assert_eq!(
+        (&entry["member"], &entry["last_seq"]),
+        (&json!(true), &json!(4))
+    );
+    let missed = alice.messages(3);
+    assert_eq!(seqs(&missed), [2, 3, 4]);
+    carol.send(&group, "five").unwrap();
+    assert_eq!(
+        alice.expect("message")["seq"],
+        5,
+        "live again after the catch-up"
+    );
+}
+
+#[test]
+fn malformed_frames_get_an_error_and_the_connection_goes_on() {
+    let c = cluster(&["general"]);
+    let web = gateway(&c, Limits::default());
+    let mut b = Browser::connect(&web);
+    b.send(json!({"type": "join", "group": "general", "ref": "r0"}));
+    let e = b.expect("error");
+    assert_eq!(
+        (e["code"].as_str(), &e["ref"]),
+        (Some("NOT_SIGNED_IN"), &json!("r0"))
+    );
+    b.send(json!({"type": "hello", "user": "alice"}));
+    b.expect("welcome");
+    b.send(json!({"type": "join", "group": "general"}));
+    b.expect("joined");
+    for bad in [
+        "not json at all",
+        "[]",
+        r#"{"type":"send","group":"general","cid":"has space","text":"x"}"#,
+        r#"{"type":"send","group":"general","cid":"c1","text":"\u001b]0;pwned\u0007"}"#,
+        r#"{"type":"hello","user":"mallory"}"#,
+        r#"{"type":"join","group":"nosuch"}"#,
+    ] {
+        b.send_raw(bad);
+        let e = b.expect("error");
+        assert!(
+            e["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{bad}: {e}"
+        );
+    }
+    b.ws.send(Frame::binary(vec![1, 2, 3])).unwrap();
+    assert_eq!(b.expect("error")["code"], "BAD_REQUEST");
+    b.send(json!({"type": "ping"}));
+    b.expect("pong");
+    // Nothing of that reached the group: no message was stored.
+    b.send(json!({"type": "history", "group": "general"}));
+    assert_eq!(b.expect("history")["messages"], json!([]));
+}
+
+#[test]
+fn an_oversized_frame_closes_the_connection_with_1009_and_others_are_served() {
+    let c = cluster(&["general"]);
+    let limits = Limits {
+        max_frame: 4096,
+        ..Limits::default()
+    };
+    let web = gateway(&c, limits);
+    let mut big = Browser::connect(&web);
+    big.send_raw(&"x".repeat(64 * 1024));
+    assert_eq!(big.close_code(), Some(CloseCode::Size));
+    let (mut next, _) = Browser::sign_in(&web, "alice", json!({}));
+    next.send(json!({"type": "ping"}));
+    next.expect("pong");
+}
+
+#[test]
+fn a_page_from_another_origin_cannot_open_a_websocket() {
+    let c = cluster(&["general"]);
+    let web = gateway(&c, Limits::default());
+    let refused = Browser::try_connect(&web, Some("https://evil.example")).err();
+    match refused {
+        Some(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("not refused: {:?}", other.map(|e| e.to_string())),
+    }
+    let own = format!("http://{}", web.address());
+    assert!(Browser::try_connect(&web, Some(&own)).is_ok());
+}
+
+#[test]
+fn connections_past_the_cap_are_refused_until_one_goes() {
+    let c = cluster(&["general"]);
+    let limits = Limits {
+        max_connections: 3,
+        ..Limits::default()
+    };
+    let web = gateway(&c, limits);
+    let mut open: Vec<Browser> = (0..3).map(|_| Browser::connect(&web)).collect();
+    match Browser::try_connect(&web, None).err() {
+        Some(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("not refused: {:?}", other.map(|e| e.to_string())),
+    }
+    drop(open.pop());
+    assert!(
+        common::eventually(WAIT, || Browser::try_connect(&web, None).is_ok()),
+        "a place came free"
+    );
+}
+
+#[test]
+fn a_browser_that_never_signs_in_or_floods_is_cut_off() {
+    let c = cluster(&["general"]);
+    let limits = Limits {
+        sign_in: Duration::from_secs(1),
+        rate: 5,
+        burst: 10,
+        ..Limits::default()
+    };
+    let web = gateway(&c, limits);
+    let mut idle = Browser::connect(&web);
+    assert_eq!(idle.close_code(), Some(CloseCode::Policy));
+
+    let (mut flood, _) = Browser::sign_in(&web, "alice", json!({}));
+    for _ in 0..200 {
+        if flood.ws.send(Frame::text(r#"{"type":"ping"}"#)).is_err() {
+            break;
+        }
+    }
+    assert_eq!(flood.close_code(), Some(CloseCode::Policy));
+    let (mut calm, _) = Browser::sign_in(&web, "bob", json!({}));
+    calm.send(json!({"type": "ping"}));
+    calm.expect("pong");
+}
+
+#[test]
+fn the_page_is_served_with_a_policy_that_allows_no_inline_script() {
+    let c = cluster(&["general"]);
+    let web = gateway(&c, Limits::default());
+    let get = |path: &str| {
+        let mut s = TcpStream::connect(web.address()).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", web.address()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let page = get("/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("Content-Security-Policy: default-src 'none'; script-src 'self'"));
+    assert!(page.contains("<script src=\"/app.js\""));
+    let script = get("/app.js");
+    assert!(script.contains("textContent") && !script.contains("innerHTML"));
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}
