@@ -374,3 +374,46 @@ fn the_page_is_served_with_a_policy_that_allows_no_inline_script() {
     assert!(script.contains("textContent") && !script.contains("innerHTML"));
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }
+
+/// The web client in headless Chromium (tests/web/browser.js): two browser users and a
+/// terminal user chat, HTML shows as text, a gateway restart loses nothing. Skipped, saying
+/// so, without Node, Chromium or `npm ci --prefix tests/web`, unless `CI` is set.
+/// `ZMS_WEB_SHOTS=docs` also writes the README's screenshots.
+#[test]
+fn the_web_client_in_a_real_browser() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let node_ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let missing = match (node_ok, std::path::Path::new(&chromium).exists()) {
+        (false, _) => Some("node is not installed"),
+        (_, false) => Some("chromium is not installed (apt-get install chromium)"),
+        _ if !dir.join("node_modules/playwright-core").exists() => {
+            Some("playwright-core is not installed (npm ci --prefix tests/web)")
+        }
+        _ => None,
+    };
+    if let Some(why) = missing {
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let c = cluster(&["general", "random"]);
+    let mut command = std::process::Command::new("node");
+    command
+        .arg(dir.join("browser.js"))
+        .env("ZMS", common::ZMS)
+        .env("ZMS_SERVER", zms::transport::address(c.dir.endpoint()))
+        .env("CHROMIUM", &chromium);
+    if let Some(shots) = std::env::var_os("ZMS_WEB_SHOTS") {
+        let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(shots);
+        command.env("SHOTS", shots);
+    }
+    let out = command.output().expect("node runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    assert!(text.contains("browser test passed"), "{text}\n{err}");
+}

@@ -1,0 +1,174 @@
+// The web client in a real browser: headless Chromium driven by playwright-core.
+// Run by tests/web.rs with ZMS (the binary), ZMS_SERVER (the message server's HOST:PORT),
+// CHROMIUM (the browser) and, optionally, SHOTS (a folder for the README's screenshots).
+//
+// Two browser users and one terminal user chat in one group; HTML sent as a message shows
+// as text; the gateway restarts, and a message typed while it was down is sent once and
+// what was said meanwhile arrives. Every wait is for a DOM state, bounded by WAIT.
+"use strict";
+
+const { chromium } = require("playwright-core");
+const { spawn, execFileSync } = require("node:child_process");
+const readline = require("node:readline");
+const path = require("node:path");
+
+const WAIT = 30000;
+const ZMS = process.env.ZMS;
+const SERVER = process.env.ZMS_SERVER;
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const SHOTS = process.env.SHOTS;
+
+const children = [];
+
+function step(text) { console.log("step: " + text); }
+
+// `zms web` on `bind`; resolves with the child and its URL once it says where it listens.
+function startGateway(bind) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(ZMS, ["web", "--bind", bind, "--server", SERVER], { stdio: ["ignore", "pipe", "inherit"] });
+    children.push(child);
+    const timer = setTimeout(() => reject(new Error("zms web said nothing")), WAIT);
+    readline.createInterface({ input: child.stdout }).on("line", (line) => {
+      const m = /^listening on (http:\/\/\S+)/.exec(line);
+      if (m) { clearTimeout(timer); resolve({ child, url: m[1] }); }
+    });
+    child.on("exit", (code) => reject(new Error("zms web exited with " + code)));
+  });
+}
+
+function stopGateway(g) {
+  return new Promise((resolve) => {
+    g.child.removeAllListeners("exit");
+    g.child.on("exit", () => resolve());
+    g.child.kill("SIGTERM");
+  });
+}
+
+// A terminal user's one-shot command.
+function zms(...args) {
+  return execFileSync(ZMS, [...args, "--server", SERVER, "--name", "carol"], { encoding: "utf8", timeout: WAIT });
+}
+
+async function signIn(browser, url, name, viewport) {
+  // The page's Content-Security-Policy is bypassed: then HTML that the page let through
+  // would run here, so the injection check below tests the page itself, not the policy
+  // (tests/web.rs checks the policy is sent).
+  const context = await browser.newContext({ viewport, bypassCSP: true });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => fail(new Error(name + "'s page: " + e.message)));
+  await page.goto(url);
+  await page.getByLabel("Name").fill(name);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.locator("#group-list button", { hasText: "#general" }).waitFor({ timeout: WAIT });
+  await page.locator("#group-list button", { hasText: "#general" }).click();
+  const join = page.getByRole("button", { name: "Join", exact: true });
+  if (await join.isVisible()) await join.click();
+  await page.locator("#composer-text:not([disabled])").waitFor({ timeout: WAIT });
+  return page;
+}
+
+async function say(page, text) {
+  await page.locator("#composer-text").fill(text);
+  await page.locator("#composer-text").press("Enter");
+}
+
+// Waits until a message with exactly this text is on the page.
+async function sees(page, text) {
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll("#messages li:not(.pending) .text")].some((e) => e.textContent === t),
+    text, { timeout: WAIT });
+}
+
+async function count(page, text) {
+  return page.evaluate(
+    (t) => [...document.querySelectorAll("#messages li .text")].filter((e) => e.textContent === t).length, text);
+}
+
+async function main() {
+  const gateway = await startGateway("127.0.0.1:0");
+  const port = new URL(gateway.url).port;
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
+  try {
+    step("two browser users sign in and join general");
+    const alice = await signIn(browser, gateway.url, "alice", { width: 1280, height: 800 });
+    const bob = await signIn(browser, gateway.url, "bob", { width: 390, height: 844 });
+
+    step("the terminal user joins; all three chat");
+    zms("join", "general");
+    await say(alice, "hello from alice");
+    await sees(bob, "hello from alice");
+    await say(bob, "hi alice, bob here");
+    await sees(alice, "hi alice, bob here");
+    zms("send", "general", "carol from the terminal, @alice");
+    await sees(alice, "carol from the terminal, @alice");
+    await sees(bob, "carol from the terminal, @alice");
+    await alice.locator("#messages li.mention").first().waitFor({ timeout: WAIT });
+    const history = zms("history", "general");
+    for (const t of ["hello from alice", "hi alice, bob here"]) {
+      if (!history.includes(t)) throw new Error("zms history lacks " + t + ":\n" + history);
+    }
+
+    step("HTML and script in a message show as text");
+    const hostile = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script><b>bold?</b>";
+    await say(bob, hostile);
+    await sees(alice, hostile);
+    const harm = await alice.evaluate(() => ({
+      pwned: window.pwned,
+      tags: document.querySelectorAll("#messages img, #messages script, #messages b").length,
+    }));
+    if (harm.pwned !== undefined || harm.tags !== 0) throw new Error("HTML ran: " + JSON.stringify(harm));
+
+    step("members and completion");
+    await alice.getByRole("button", { name: "Members" }).click();
+    await alice.locator("#member-list li", { hasText: "bob" }).waitFor({ timeout: WAIT });
+    await alice.locator("#composer-text").fill("ca");
+    await alice.locator("#composer-text").press("Tab");
+    const completed = await alice.locator("#composer-text").inputValue();
+    if (completed !== "carol: ") throw new Error("Tab completed to " + JSON.stringify(completed));
+    await alice.locator("#composer-text").fill("");
+    await alice.getByRole("button", { name: "Members" }).click();
+
+    if (SHOTS) {
+      step("screenshots");
+      await alice.screenshot({ path: path.join(SHOTS, "web-desktop.png") });
+      await bob.screenshot({ path: path.join(SHOTS, "web-phone.png") });
+    }
+
+    step("the gateway restarts; nothing is lost");
+    await stopGateway(gateway);
+    await alice.locator("#status.down").waitFor({ timeout: WAIT });
+    await say(alice, "typed while the gateway was down");
+    await alice.locator("#messages li.pending", { hasText: "typed while the gateway was down" }).waitFor({ timeout: WAIT });
+    zms("send", "general", "said while the gateway was down");
+    await startGateway("127.0.0.1:" + port);
+    await sees(alice, "said while the gateway was down");
+    await sees(alice, "typed while the gateway was down");
+    await sees(bob, "typed while the gateway was down");
+    await sees(bob, "said while the gateway was down");
+    await alice.locator("#messages li.pending").waitFor({ state: "detached", timeout: WAIT });
+    const stored = zms("history", "general").split("\n").filter((l) => l.includes("typed while the gateway was down"));
+    if (stored.length !== 1) throw new Error("stored " + stored.length + " times:\n" + stored.join("\n"));
+    if ((await count(bob, "typed while the gateway was down")) !== 1) throw new Error("bob sees it twice");
+
+    step("Up recalls the last message sent");
+    await alice.locator("#composer-text").press("ArrowUp");
+    const recalled = await alice.locator("#composer-text").inputValue();
+    if (recalled !== "typed while the gateway was down") throw new Error("Up gave " + JSON.stringify(recalled));
+    console.log("browser test passed");
+  } finally {
+    await browser.close();
+  }
+}
+
+function fail(e) {
+  console.error(e);
+  for (const c of children) c.kill("SIGKILL");
+  process.exit(1);
+}
+process.on("uncaughtException", fail);
+// Never longer than the Rust test's bound, whatever hangs.
+setTimeout(() => fail(new Error("browser test took over 4 minutes")), 240000).unref();
+
+main()
+  .then(() => { for (const c of children) c.kill("SIGKILL"); process.exit(0); })
+  .catch(fail);
