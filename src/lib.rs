@@ -17,6 +17,7 @@
 //! | client library | [`client`] | [`client::Session`] (groups on many servers, one ordered stream), [`client::Sequencer`] (pure ordering and gaps), [`client::Pipeline`] (many sends in flight), [`client::Conn`] (one DEALER, retries) |
 //! | wire | [`protocol`] | [`protocol::Request`], [`protocol::Reply`], [`protocol::Event`], [`protocol::codec`] (one frame each, PROTOCOL.md), [`protocol::EventMessages`] (MSG/MSGS read in place) |
 //! | user | [`user`] | the terminal client ([`user::shell`]) and one-shot commands; the only code that prints, through [`user::safe`] |
+//! | web gateway | [`web`] | [`web::Gateway`] (accept loop, caps), [`web::bridge`] (one browser ↔ one [`client::Session`]), [`web::wire`] (the browser's JSON protocol, pure), [`web::http`] (the embedded page) |
 //! | operators | [`ops`] | `/metrics`, `/healthz`, the STATUS answer |
 //! | shared | [`transport`], [`peers`], [`backlog`], [`keys`], [`zap`], [`shutdown`], [`time`], [`dirs`], [`program`], [`error`] | endpoints, connection caps, per-peer unread bytes, CURVE keys and ZAP, files' places |
 //!
