@@ -28,6 +28,7 @@ fn gateway(c: &Cluster, limits: Limits) -> ServerHandle {
         origins: Vec::new(),
         limits,
         secure: None,
+        tls: None,
     };
     Gateway::bind(&c.ctx, config).unwrap().spawn().unwrap()
 }
@@ -416,4 +417,84 @@ fn the_web_client_in_a_real_browser() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}\n{err}");
     assert!(text.contains("browser test passed"), "{text}\n{err}");
+}
+
+/// A TLS client trusting only the test certificate (tests/web/test-cert.pem, self-signed
+/// for 127.0.0.1 and localhost).
+fn tls_client(address: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(dir.join("test-cert.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(address).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+#[test]
+fn with_a_certificate_the_page_and_the_websocket_are_served_over_tls_only() {
+    let c = cluster(&["general"]);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+    let config = Config {
+        bind: "127.0.0.1:0".into(),
+        directories: vec![c.dir.endpoint().to_string()],
+        origins: Vec::new(),
+        limits: Limits::default(),
+        secure: None,
+        tls: Some(zms::web::tls::TlsFiles {
+            cert: dir.join("test-cert.pem"),
+            key: dir.join("test-key.pem"),
+        }),
+    };
+    let gateway = Gateway::bind(&c.ctx, config).unwrap();
+    assert!(gateway.url().starts_with("https://"), "{}", gateway.url());
+    let web = gateway.spawn().unwrap();
+
+    let mut tls = tls_client(&web.address());
+    write!(tls, "GET / HTTP/1.1\r\nHost: {}\r\n\r\n", web.address()).unwrap();
+    let mut page = String::new();
+    let _ = tls.read_to_string(&mut page);
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("<html"),
+        "{page}"
+    );
+
+    let url = format!("wss://{}/ws", web.address());
+    let (mut ws, _) = tungstenite::client(url.as_str(), tls_client(&web.address())).unwrap();
+    let mut next = || loop {
+        if let Frame::Text(t) = ws.read().unwrap() {
+            return serde_json::from_str::<Value>(t.as_str()).unwrap();
+        }
+    };
+    assert_eq!(next()["type"], "ready");
+    drop(next);
+    ws.send(Frame::text(
+        json!({"type": "hello", "user": "alice"}).to_string(),
+    ))
+    .unwrap();
+    let welcome = loop {
+        if let Frame::Text(t) = ws.read().unwrap() {
+            break serde_json::from_str::<Value>(t.as_str()).unwrap();
+        }
+    };
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    // Plain HTTP to the TLS port gets no page.
+    let mut plain = TcpStream::connect(web.address()).unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    write!(plain, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = plain.read_to_end(&mut out);
+    assert!(!String::from_utf8_lossy(&out).contains("<html"));
 }

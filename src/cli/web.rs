@@ -1,6 +1,9 @@
 //! `zms web`: the web gateway in the foreground, and the one `zms up` starts beside its servers.
 
+use std::path::PathBuf;
+
 use clap::Args;
+use zms::web::tls::TlsFiles;
 use zms::web::{Config, Gateway, Limits, WebSecurity};
 use zms::{keys, transport, Result};
 
@@ -32,6 +35,22 @@ pub struct WebArgs {
     /// The message server's public key, instead of trusting it on first use (secure mode).
     #[arg(long, env = "ZMS_SERVER_KEY", value_name = "KEY")]
     server_key: Option<String>,
+    /// Serve HTTPS and WSS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(
+        long,
+        env = "ZMS_WEB_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM); needs --tls-cert.
+    #[arg(
+        long,
+        env = "ZMS_WEB_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 impl WebArgs {
@@ -64,6 +83,10 @@ impl WebArgs {
                 ..defaults
             },
             secure,
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| TlsFiles { cert, key }),
         };
         let gateway = Gateway::bind(ctx, config)?;
         announce(&format!("listening on {}", gateway.url()));
@@ -91,6 +114,7 @@ pub(super) fn up_gateway(
         origins: Vec::new(),
         limits: Limits::default(),
         secure,
+        tls: None,
     };
     // A second deployment on the same machine (or the port in other use) still gets its page,
     // on a free port: the banner says which.

@@ -28,15 +28,37 @@ use crate::{Error, Result};
 /// page back through with `history`.
 pub const CATCH_UP_MAX: u64 = 1000;
 
-/// The stream under a WebSocket: plain TCP or TLS over it.
+/// The stream a browser speaks on: plain TCP, or TLS over it.
 pub trait Stream: Read + Write {
     /// The TCP connection underneath.
     fn tcp(&self) -> &TcpStream;
+    /// Says the stream ends (TLS's close_notify); the caller flushes.
+    fn end(&mut self) {}
 }
 
-impl Stream for super::http::Replay<TcpStream> {
+impl Stream for TcpStream {
     fn tcp(&self) -> &TcpStream {
-        self.get_ref()
+        self
+    }
+}
+
+impl Stream for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    fn end(&mut self) {
+        self.conn.send_close_notify();
+    }
+}
+
+impl<S: Stream> Stream for super::http::Replay<S> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().tcp()
+    }
+
+    fn end(&mut self) {
+        self.get_mut().end();
     }
 }
 
@@ -509,6 +531,8 @@ impl<'a, S: Stream> Bridge<'a, S> {
         let _ = tcp.set_read_timeout(Some(Duration::from_millis(200)));
         let _ = self.ws.close(Some(frame));
         let _ = self.ws.flush();
+        self.ws.get_mut().end();
+        let _ = self.ws.get_mut().flush();
         let mut tcp = self.ws.get_ref().tcp();
         let _ = tcp.shutdown(std::net::Shutdown::Write);
         let give_up = Instant::now() + Duration::from_secs(1);

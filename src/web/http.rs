@@ -197,6 +197,11 @@ impl<S> Replay<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The stream underneath, to write to.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
 }
 
 impl<S: Read> Read for Replay<S> {

@@ -11,10 +11,11 @@
 pub mod bridge;
 pub mod http;
 pub mod secure;
+pub mod tls;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
+
+use bridge::Stream;
 
 use crate::client::{Session, Timeouts};
 use crate::shutdown::ServerHandle;
@@ -76,6 +79,8 @@ pub struct Config {
     pub limits: Limits,
     /// Secure mode: how browsers prove who they are (see [`secure`]).
     pub secure: Option<WebSecurity>,
+    /// HTTPS and WSS: the certificate chain and key, PEM files.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// What every connection thread reads.
@@ -85,6 +90,7 @@ pub struct Shared {
     origins: Vec<String>,
     limits: Limits,
     secure: Option<WebSecurity>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
@@ -119,6 +125,7 @@ impl Gateway {
         let listener = TcpListener::bind(&config.bind)
             .map_err(|e| errinput!("cannot serve the web client on {}: {e}", config.bind))?;
         let address = listener.local_addr()?.to_string();
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
         Ok(Gateway {
             listener,
             address,
@@ -128,6 +135,7 @@ impl Gateway {
                 origins: config.origins,
                 limits: config.limits,
                 secure: config.secure,
+                tls,
             }),
         })
     }
@@ -139,7 +147,11 @@ impl Gateway {
 
     /// The page's address for a browser.
     pub fn url(&self) -> String {
-        format!("http://{}/", self.address)
+        let scheme = match self.shared.tls {
+            Some(_) => "https",
+            None => "http",
+        };
+        format!("{scheme}://{}/", self.address)
     }
 
     /// Serves on a thread of its own until the handle is dropped or stopped.
@@ -237,9 +249,32 @@ fn refuse_now(mut stream: TcpStream, text: &str) {
     let _ = stream.write_all(&http::refusal(503, "Service Unavailable", text));
 }
 
-/// One connection: its request head, then a file, a refusal or a WebSocket.
-fn serve(mut stream: TcpStream, shared: &Shared, stopping: &AtomicBool) -> Result<()> {
+/// One connection: TLS first when configured, then [`serve_http`].
+fn serve(stream: TcpStream, shared: &Shared, stopping: &AtomicBool) -> Result<()> {
     stream.set_nonblocking(false)?;
+    // The TLS handshake and the request head share the sign-in deadline.
+    stream.set_read_timeout(Some(shared.limits.sign_in))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    match &shared.tls {
+        None => serve_http(stream, shared, stopping),
+        Some(config) => {
+            let connection = rustls::ServerConnection::new(Arc::clone(config))
+                .map_err(|e| errinput!("tls: {e}"))?;
+            serve_http(
+                rustls::StreamOwned::new(connection, stream),
+                shared,
+                stopping,
+            )
+        }
+    }
+}
+
+/// One request: its head, then a file, a refusal or a WebSocket.
+fn serve_http<S: bridge::Stream>(
+    mut stream: S,
+    shared: &Shared,
+    stopping: &AtomicBool,
+) -> Result<()> {
     let limits = &shared.limits;
     let by = Instant::now() + limits.sign_in;
     let mut buf = Vec::with_capacity(1024);
@@ -252,19 +287,17 @@ fn serve(mut stream: TcpStream, shared: &Shared, stopping: &AtomicBool) -> Resul
                     "Request Header Fields Too Large",
                     "request head too large",
                 );
-                stream.write_all(&refusal)?;
-                return Ok(());
+                return finish(stream, &refusal);
             }
             Ok(None) => {}
-            Err(why) => {
-                stream.write_all(&http::refusal(400, "Bad Request", &why))?;
-                return Ok(());
-            }
+            Err(why) => return finish(stream, &http::refusal(400, "Bad Request", &why)),
         }
         let Some(left) = by.checked_duration_since(Instant::now()) else {
             return Ok(());
         };
-        stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        stream
+            .tcp()
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
         let mut chunk = [0u8; 4096];
         let n = match stream.read(&mut chunk) {
             Ok(0) => return Ok(()),
@@ -279,10 +312,9 @@ fn serve(mut stream: TcpStream, shared: &Shared, stopping: &AtomicBool) -> Resul
         };
         buf.extend_from_slice(&chunk[..n]);
     };
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     match http::route(&head, &shared.origins) {
         http::Route::File { content_type, body } => {
-            stream.write_all(&http::response(200, "OK", content_type, body))?;
+            finish(stream, &http::response(200, "OK", content_type, body))
         }
         http::Route::Refuse {
             status,
@@ -290,10 +322,10 @@ fn serve(mut stream: TcpStream, shared: &Shared, stopping: &AtomicBool) -> Resul
             text,
         } => {
             debug!(status, path = %head.path, "refused a browser request");
-            stream.write_all(&http::refusal(status, reason, &text))?;
+            finish(stream, &http::refusal(status, reason, &text))
         }
         http::Route::Upgrade => {
-            let fd = stream.as_raw_fd();
+            let fd = stream.tcp().as_raw_fd();
             let replay = http::Replay::new(buf, stream);
             let config = shared.limits.websocket_config();
             let ws = match tungstenite::accept_with_config(replay, Some(config)) {
@@ -303,9 +335,16 @@ fn serve(mut stream: TcpStream, shared: &Shared, stopping: &AtomicBool) -> Resul
                     return Ok(());
                 }
             };
-            ws.get_ref().get_ref().set_nonblocking(true)?;
-            bridge::Bridge::new(ws, fd, shared).run(stopping)?;
+            ws.get_ref().tcp().set_nonblocking(true)?;
+            bridge::Bridge::new(ws, fd, shared).run(stopping)
         }
     }
+}
+
+/// Writes a whole response and ends the stream (with TLS, its close_notify too).
+fn finish<S: bridge::Stream>(mut stream: S, response: &[u8]) -> Result<()> {
+    stream.write_all(response)?;
+    stream.end();
+    stream.flush()?;
     Ok(())
 }
