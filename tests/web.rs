@@ -478,7 +478,6 @@ fn with_a_certificate_the_page_and_the_websocket_are_served_over_tls_only() {
         }
     };
     assert_eq!(next()["type"], "ready");
-    drop(next);
     ws.send(Frame::text(
         json!({"type": "hello", "user": "alice"}).to_string(),
     ))
