@@ -497,3 +497,159 @@ fn with_a_certificate_the_page_and_the_websocket_are_served_over_tls_only() {
     let _ = plain.read_to_end(&mut out);
     assert!(!String::from_utf8_lossy(&out).contains("<html"));
 }
+
+/// A secure deployment: message server, group server and gateway, all with CURVE.
+fn secure_gateway(
+    ctx: &zmq::Context,
+    data: &std::path::Path,
+) -> (ServerHandle, ServerHandle, ServerHandle) {
+    use zms::directory::{DirectorySecurity, DirectoryServer};
+    use zms::group::{self, GroupSecurity, GroupServer};
+    use zms::keys::KeyPair;
+    let dir_keys = KeyPair::generate().unwrap();
+    let security = DirectorySecurity {
+        keys: dir_keys.clone(),
+        allow_servers: Vec::new(),
+    };
+    let dir = common::rebind(|| {
+        DirectoryServer::bind_with(ctx, "tcp://127.0.0.1:*", Some(security.clone()))
+    })
+    .spawn(ctx)
+    .unwrap();
+    let config = group::Config {
+        groups: vec!["general".into()],
+        data: data.to_path_buf(),
+        directories: vec![dir.endpoint().to_string()],
+        advertise: None,
+        durability: Default::default(),
+        security: Some(GroupSecurity {
+            keys: KeyPair::generate().unwrap(),
+            directory_keys: vec![dir_keys.public.clone()],
+            private: Vec::new(),
+            allow: Vec::new(),
+        }),
+    };
+    let grp = common::rebind(|| GroupServer::bind(ctx, "tcp://127.0.0.1:*", config.clone()))
+        .register(Duration::from_secs(2))
+        .unwrap()
+        .spawn(ctx)
+        .unwrap();
+    let web = Gateway::bind(
+        ctx,
+        Config {
+            bind: "127.0.0.1:0".into(),
+            directories: vec![dir.endpoint().to_string()],
+            origins: Vec::new(),
+            limits: Limits::default(),
+            secure: Some(zms::web::WebSecurity {
+                server_key: Some(dir_keys.public),
+                pins: data.join("web-known_servers"),
+                trust_on_first_use: false,
+            }),
+            tls: None,
+        },
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    (dir, grp, web)
+}
+
+#[test]
+fn a_secure_gateway_lets_no_browser_act_as_a_user_whose_key_it_lacks() {
+    let ctx = zmq::Context::new();
+    let data = tempfile::tempdir().unwrap();
+    let (_dir, _grp, web) = secure_gateway(&ctx, data.path());
+    let alice_key = zms::keys::KeyPair::generate().unwrap();
+
+    let mut b = Browser::connect(&web);
+    b.send(json!({"type": "hello", "user": "alice"}));
+    assert_eq!(b.expect("error")["code"], "UNAUTHORIZED");
+
+    b.send(json!({"type": "hello", "user": "alice", "key": alice_key.secret}));
+    b.expect("welcome");
+    b.expect("groups");
+    b.send(json!({"type": "join", "group": "general"}));
+    b.expect("joined");
+    b.send(json!({"type": "send", "group": "general", "cid": "w1-000001", "text": "signed"}));
+    assert_eq!(b.expect("ack")["seq"], 1);
+
+    // Mallory, with a key of her own, names alice: the group server refuses every request.
+    let mallory = zms::keys::KeyPair::generate().unwrap();
+    let mut m = Browser::connect(&web);
+    m.send(json!({"type": "hello", "user": "alice", "key": mallory.secret}));
+    m.expect("welcome");
+    let groups = m.expect("groups");
+    assert_eq!(groups["groups"][0]["member"], false, "{groups}");
+    for frame in [
+        json!({"type": "join", "group": "general"}),
+        json!({"type": "send", "group": "general", "cid": "w2-000001", "text": "forged"}),
+        json!({"type": "history", "group": "general"}),
+    ] {
+        m.send(frame.clone());
+        let e = m.expect("error");
+        assert!(
+            ["UNAUTHORIZED", "NOT_MEMBER"].contains(&e["code"].as_str().unwrap()),
+            "{frame}: {e}"
+        );
+    }
+    // And alice's own browser still reads only her one message.
+    b.send(json!({"type": "history", "group": "general"}));
+    let page = b.expect("history");
+    assert_eq!(seqs(page["messages"].as_array().unwrap()), [1], "{page}");
+
+    let mut bad = Browser::connect(&web);
+    bad.send(json!({"type": "hello", "user": "bob", "key": "not a key"}));
+    assert_eq!(bad.expect("error")["code"], "BAD_REQUEST");
+}
+
+fn http_get(address: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(address).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn zms_up_serves_the_web_client_and_zms_web_says_where() {
+    let data = tempfile::tempdir().unwrap();
+    let up = common::Proc::spawn(&[
+        "up",
+        "--bind",
+        "127.0.0.1:0",
+        "--group-bind",
+        "127.0.0.1:0",
+        "--web",
+        "127.0.0.1:0",
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    let (mut server, mut web) = (None, None);
+    while web.is_none() {
+        let line = up.line();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["message", "server", address] => server = Some(address.to_string()),
+            ["web:", url] => web = Some(url.to_string()),
+            _ => {}
+        }
+    }
+    let web = web.unwrap();
+    let address = web
+        .strip_prefix("http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("{web}"));
+    assert!(address.starts_with("127.0.0.1:"), "{web}");
+    assert!(http_get(address, "/").starts_with("HTTP/1.1 200"));
+
+    let gateway =
+        common::Proc::spawn(&["web", "--bind", "127.0.0.1:0", "--server", &server.unwrap()]);
+    let line = gateway.line();
+    let url = line
+        .strip_prefix("listening on http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(http_get(url, "/healthz").ends_with("ok\n"));
+}
