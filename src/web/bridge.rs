@@ -236,8 +236,7 @@ impl<'a, S: Stream> Bridge<'a, S> {
                     }
                 }
             },
-            command if self.session.is_none() => {
-                let _ = command;
+            _ if self.session.is_none() => {
                 self.error(reference, "NOT_SIGNED_IN", "send hello first")
             }
             command => {

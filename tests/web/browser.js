@@ -93,6 +93,10 @@ async function main() {
     const alice = await signIn(browser, gateway.url, "alice", { width: 1280, height: 800 });
     const bob = await signIn(browser, gateway.url, "bob", { width: 390, height: 844 });
 
+    step("the page's Z85 agrees with the specification's test vector (keys in secure mode)");
+    const z = await alice.evaluate(() => z85(new Uint8Array([0x86, 0x4f, 0xd2, 0x6f, 0xb5, 0x59, 0xf7, 0x5b])));
+    if (z !== "HelloWorld") throw new Error("z85 gave " + z);
+
     step("the terminal user joins; all three chat");
     zms("join", "general");
     await say(alice, "hello from alice");
