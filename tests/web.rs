@@ -653,3 +653,48 @@ fn zms_up_serves_the_web_client_and_zms_web_says_where() {
         .unwrap_or_else(|| panic!("{line}"));
     assert!(http_get(url, "/healthz").ends_with("ok\n"));
 }
+
+#[test]
+fn a_direct_message_reaches_its_two_users_only() {
+    let c = cluster(&["general"]);
+    let web = gateway(&c, Limits::default());
+    let (mut bob, _) = Browser::sign_in(&web, "bob", json!({}));
+    let (mut alice, _) = Browser::sign_in(&web, "alice", json!({}));
+    alice.send(json!({"type": "dm", "user": "bob", "ref": "dm"}));
+    let joined = alice.expect("joined");
+    assert_eq!(
+        (&joined["name"], &joined["peer"]),
+        (&json!("@alice@bob"), &json!("bob")),
+        "{joined}"
+    );
+    let id = joined["group"].as_str().unwrap().to_string();
+    alice.send(json!({"type": "send", "group": id, "cid": "w1-000001", "text": "just for bob"}));
+    alice.expect("ack");
+
+    // Bob's gateway connection finds the conversation alice opened and subscribes to it.
+    let found = bob.expect("joined");
+    assert_eq!(
+        (found["group"].as_str(), &found["peer"]),
+        (Some(id.as_str()), &json!("alice"))
+    );
+    bob.send(json!({"type": "history", "group": id}));
+    let page = bob.expect("history");
+    assert_eq!(page["messages"][0]["text"], "just for bob", "{page}");
+    bob.send(json!({"type": "send", "group": id, "cid": "w2-000001", "text": "thanks"}));
+    // Her own message comes back live first, then bob's answer, in seq order.
+    let live = alice.messages(2);
+    assert_eq!(
+        (&live[0]["text"], &live[1]["text"]),
+        (&json!("just for bob"), &json!("thanks"))
+    );
+
+    // Carol neither sees it listed nor reads it.
+    let (mut carol, groups) = Browser::sign_in(&web, "carol", json!({}));
+    assert!(!groups.to_string().contains("@alice@bob"), "{groups}");
+    carol.send(json!({"type": "history", "group": id}));
+    let refused = carol.expect("error");
+    assert!(
+        ["UNAUTHORIZED", "UNKNOWN_GROUP"].contains(&refused["code"].as_str().unwrap()),
+        "{refused}"
+    );
+}

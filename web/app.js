@@ -111,7 +111,7 @@ function handle(f) {
       showApp();
       break;
     case "groups":
-      for (const g of f.groups) upsertGroup(g.group, g.name, g.member, g.last_seq);
+      for (const g of f.groups) upsertGroup(g.group, g.name, g.member, g.last_seq, g.peer);
       renderGroups();
       if (!state.current) {
         const first = [...state.groups.values()].find((g) => g.member) || state.groups.values().next().value;
@@ -123,9 +123,10 @@ function handle(f) {
       setComposer();
       break;
     case "joined": {
-      const g = upsertGroup(f.group, f.name, true, f.last_seq);
+      const g = upsertGroup(f.group, f.name, true, f.last_seq, f.peer);
       renderGroups();
-      openGroup(g.id);
+      // A conversation someone else opened is listed, not switched to.
+      if (f.ref !== undefined || !state.current || state.current === g.id) openGroup(g.id);
       break;
     }
     case "left": {
@@ -188,10 +189,10 @@ function handle(f) {
 }
 
 // ---- groups -------------------------------------------------------------------------
-function upsertGroup(id, name, member, lastSeq) {
+function upsertGroup(id, name, member, lastSeq, peer) {
   let g = state.groups.get(id);
   if (!g) {
-    g = { id, name, member, lastSeq: 0, messages: new Map(), start: false, loading: false };
+    g = { id, name, peer: peer || null, member, lastSeq: 0, messages: new Map(), start: false, loading: false };
     state.groups.set(id, g);
   }
   g.member = member;
@@ -208,15 +209,19 @@ function unread(g) {
   return Math.max(0, g.lastSeq - read);
 }
 
+function title(g) { return g.peer ? "@" + g.peer : "#" + g.name; }
+
 function renderGroups() {
   const list = $("group-list");
+  const dms = $("dm-list");
   list.replaceChildren();
-  const sorted = [...state.groups.values()].sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+  dms.replaceChildren();
+  const sorted = [...state.groups.values()].sort((a, b) => title(a).localeCompare(title(b)) || a.id.localeCompare(b.id));
   for (const g of sorted) {
     const li = el("li");
     const b = el("button");
     b.dataset.group = g.id;
-    b.append(el("span", "", "#" + g.name));
+    b.append(el("span", "", title(g)));
     const n = unread(g);
     if (n > 0) {
       const badge = el("span", "badge", String(n));
@@ -227,7 +232,7 @@ function renderGroups() {
     b.setAttribute("aria-current", g.id === state.current ? "true" : "false");
     b.addEventListener("click", () => { openGroup(g.id); collapseGroups(); });
     li.append(b);
-    list.append(li);
+    (g.peer ? dms : list).append(li);
   }
 }
 
@@ -236,7 +241,7 @@ function openGroup(id, keep) {
   if (!g) return;
   const changed = state.current !== id;
   state.current = id;
-  $("room-name").textContent = "#" + g.name;
+  $("room-name").textContent = title(g);
   $("join").hidden = g.member;
   $("leave").hidden = !g.member;
   $("toggle-members").hidden = !g.member;
@@ -562,7 +567,15 @@ function init() {
   box.addEventListener("input", autosize);
   $("older").addEventListener("click", loadOlder);
   $("messages").addEventListener("scroll", () => { if ($("messages").scrollTop === 0) loadOlder(); });
-  $("join").addEventListener("click", () => send({ type: "join", group: state.current }));
+  $("dm-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const user = $("dm-user").value.trim();
+    if (!user) return;
+    send({ type: "dm", user, ref: "dm" });
+    $("dm-user").value = "";
+    collapseGroups();
+  });
+  $("join").addEventListener("click", () => send({ type: "join", group: state.current, ref: "join" }));
   $("leave").addEventListener("click", () => send({ type: "leave", group: state.current }));
   $("toggle-members").addEventListener("click", () => {
     const m = $("members");

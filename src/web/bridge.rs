@@ -6,7 +6,7 @@
 //! once). Nothing a browser sends reaches a group server before [`wire::parse`] checked it,
 //! and every request is made as the session's user: a browser has no way to name another.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::RawFd;
@@ -27,6 +27,10 @@ use crate::{Error, Result};
 /// Messages caught up at most per group on a resume; an older gap is left for the browser to
 /// page back through with `history`.
 pub const CATCH_UP_MAX: u64 = 1000;
+
+/// How often the gateway looks for conversations others opened with this user (the message
+/// server lists them within a heartbeat of their creation), as the terminal client does.
+const CONVERSATION_SCAN: Duration = Duration::from_secs(3);
 
 /// The stream a browser speaks on: plain TCP, or TLS over it.
 pub trait Stream: Read + Write {
@@ -70,6 +74,10 @@ pub struct Bridge<'a, S: Stream> {
     session: Option<Session>,
     /// The groups the message server listed at the last look: the only ones a browser may name.
     listed: Vec<GroupRef>,
+    /// The groups (and conversations) this user is a member of, as far as this connection knows.
+    member_of: HashSet<GroupRef>,
+    /// When to look for new conversations next.
+    scan_at: Instant,
     /// Frames a browser may still send now (a token bucket; below zero it is refused).
     tokens: f64,
     refill_at: Instant,
@@ -93,6 +101,8 @@ impl<'a, S: Stream> Bridge<'a, S> {
             shared,
             session: None,
             listed: Vec::new(),
+            member_of: HashSet::new(),
+            scan_at: Instant::now() + CONVERSATION_SCAN,
             tokens: f64::from(limits.burst),
             refill_at: Instant::now(),
             blocked: false,
@@ -132,6 +142,12 @@ impl<'a, S: Stream> Bridge<'a, S> {
                 Err(err) => {
                     debug!(%err, "browser connection failed");
                     return Ok(());
+                }
+            }
+            if self.session.is_some() && Instant::now() >= self.scan_at {
+                self.scan_at = Instant::now() + CONVERSATION_SCAN;
+                if let Err(err) = self.scan_conversations() {
+                    debug!(%err, "cannot look for new conversations");
                 }
             }
             let wait = match self.blocked {
@@ -284,22 +300,59 @@ impl<'a, S: Stream> Bridge<'a, S> {
             .ok_or_else(|| Error::Input("send hello first".into()))
     }
 
-    /// Every listed group, subscribing to those this user is a member of.
+    /// Every listed group and this user's conversations, subscribing to those this user is
+    /// a member of. Other users' conversations are not shown.
     fn groups(&mut self) -> Result<Vec<GroupState>> {
         self.refresh_listed()?;
+        let me = self.session()?.name().to_string();
         let mut states = Vec::new();
         for group in self.listed.clone() {
+            let peer = wire::peer_of(&group.name, &me);
+            if group.name.starts_with('@') && peer.is_none() {
+                continue;
+            }
             let (member, last_seq) = match self.session()?.subscribe(&group) {
                 Ok(last) => (true, last),
                 Err(_) => (false, 0),
+            };
+            match member {
+                true => self.member_of.insert(group.clone()),
+                false => self.member_of.remove(&group),
             };
             states.push(GroupState {
                 group,
                 member,
                 last_seq,
+                peer,
             });
         }
         Ok(states)
+    }
+
+    /// Subscribes to conversations with this user that others opened since the last look,
+    /// telling the browser of each as `joined`.
+    fn scan_conversations(&mut self) -> Result<()> {
+        self.refresh_listed()?;
+        let me = self.session()?.name().to_string();
+        let new: Vec<GroupRef> = self
+            .listed
+            .iter()
+            .filter(|g| wire::peer_of(&g.name, &me).is_some() && !self.member_of.contains(g))
+            .cloned()
+            .collect();
+        for group in new {
+            if let Ok(last_seq) = self.session()?.subscribe(&group) {
+                self.member_of.insert(group.clone());
+                let peer = wire::peer_of(&group.name, &me);
+                let joined = Reply::Joined {
+                    group: &group,
+                    last_seq,
+                    peer: peer.as_deref(),
+                };
+                self.send(&joined, None);
+            }
+        }
+        Ok(())
     }
 
     fn refresh_listed(&mut self) -> Result<()> {
@@ -350,17 +403,33 @@ impl<'a, S: Stream> Bridge<'a, S> {
             Command::Join { group } => {
                 let group = self.pick(&group)?;
                 let last_seq = self.session()?.join(&group)?;
-                self.send(
-                    &Reply::Joined {
-                        group: &group,
-                        last_seq,
-                    },
-                    reference,
-                );
+                self.member_of.insert(group.clone());
+                let peer = wire::peer_of(&group.name, self.session()?.name());
+                let joined = Reply::Joined {
+                    group: &group,
+                    last_seq,
+                    peer: peer.as_deref(),
+                };
+                self.send(&joined, reference);
+            }
+            Command::Dm { peer } => {
+                let group = self.session()?.conversation(&peer)?;
+                let last_seq = self.session()?.subscribe(&group)?;
+                if !self.listed.contains(&group) {
+                    self.listed.push(group.clone());
+                }
+                self.member_of.insert(group.clone());
+                let joined = Reply::Joined {
+                    group: &group,
+                    last_seq,
+                    peer: Some(&peer),
+                };
+                self.send(&joined, reference);
             }
             Command::Leave { group } => {
                 let group = self.pick(&group)?;
                 self.session()?.leave(&group)?;
+                self.member_of.remove(&group);
                 self.send(&Reply::Left { group: &group }, reference);
             }
             Command::Send { group, cid, text } => {
@@ -467,6 +536,7 @@ impl<'a, S: Stream> Bridge<'a, S> {
                 None,
             ),
             SessionEvent::MembershipEnded(group) => {
+                self.member_of.remove(&group);
                 self.send(&Reply::Removed { group: &group }, None)
             }
             SessionEvent::ServerLost(address) => self.send(

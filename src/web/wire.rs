@@ -52,6 +52,10 @@ pub enum Command {
     Members {
         group: String,
     },
+    /// Open (create if new) the conversation with `peer`.
+    Dm {
+        peer: String,
+    },
     Ping,
 }
 
@@ -159,6 +163,11 @@ fn command(o: &Map<String, Value>) -> Result<Command, Refusal> {
                 .clamp(1, u64::from(HISTORY_MAX)) as u32,
         },
         "members" => Command::Members { group: group(o)? },
+        "dm" => {
+            let peer = string(o, "user")?;
+            protocol::check_user_name(&peer).map_err(Refusal::bad)?;
+            Command::Dm { peer }
+        }
         "ping" => Command::Ping,
         other => {
             return Err(Refusal::bad(format!(
@@ -186,11 +195,23 @@ fn optional_number(o: &Map<String, Value>, field: &str) -> Result<Option<u64>, R
     }
 }
 
-/// A group as the browser names it: `name` or `name@HOST:PORT`, each part checked.
+/// A group as the browser names it: `name` or `name@HOST:PORT`, each part checked; a
+/// conversation's name (`@alice@bob`) is a name too.
 fn group(o: &Map<String, Value>) -> Result<String, Refusal> {
     let spec = string(o, "group")?;
-    let name = spec.split_once('@').map_or(spec.as_str(), |(n, _)| n);
-    protocol::check_group_name(name).map_err(Refusal::bad)?;
+    let name = match protocol::conversation_users(&spec) {
+        Some(_) => spec.as_str(),
+        None => {
+            let at = spec.char_indices().skip(1).find(|&(_, c)| c == '@');
+            let name = at.map_or(spec.as_str(), |(i, _)| &spec[..i]);
+            match name.starts_with('@') {
+                // `@alice@bob@HOST:PORT`: the conversation's name is before the last '@'.
+                true => spec.rsplit_once('@').map_or(name, |(n, _)| n),
+                false => name,
+            }
+        }
+    };
+    protocol::check_group_or_conversation(name).map_err(Refusal::bad)?;
     if spec.len() > protocol::MAX_NAME + 64 || spec.chars().any(char::is_control) {
         return Err(Refusal::bad("\"group\" is not a group"));
     }
@@ -262,6 +283,8 @@ pub enum Reply<'a> {
     Joined {
         group: &'a GroupRef,
         last_seq: u64,
+        /// For a conversation, the other user.
+        peer: Option<&'a str>,
     },
     Left {
         group: &'a GroupRef,
@@ -321,6 +344,17 @@ pub struct GroupState {
     pub group: GroupRef,
     pub member: bool,
     pub last_seq: u64,
+    /// For a conversation, the other user.
+    pub peer: Option<String>,
+}
+
+/// The other user of a conversation `me` is in, if `name` is one.
+pub fn peer_of(name: &str, me: &str) -> Option<String> {
+    match protocol::conversation_users(name)? {
+        (a, b) if a == me => Some(b.to_string()),
+        (a, b) if b == me => Some(a.to_string()),
+        _ => None,
+    }
 }
 
 fn message_json(m: &Message) -> Value {
@@ -341,13 +375,18 @@ impl Reply<'_> {
                     .iter()
                     .map(|g| {
                         json!({"group": group_id(&g.group), "name": g.group.name,
-                               "member": g.member, "last_seq": g.last_seq})
+                               "member": g.member, "last_seq": g.last_seq,
+                               "peer": g.peer})
                     })
                     .collect();
                 json!({"type": "groups", "groups": list})
             }
-            Reply::Joined { group, last_seq } => json!({"type": "joined",
-                "group": group_id(group), "name": group.name, "last_seq": last_seq}),
+            Reply::Joined {
+                group,
+                last_seq,
+                peer,
+            } => json!({"type": "joined",
+                "group": group_id(group), "name": group.name, "last_seq": last_seq, "peer": peer}),
             Reply::Left { group } => json!({"type": "left", "group": group_id(group)}),
             Reply::Ack {
                 group,

@@ -112,6 +112,25 @@ async function main() {
       if (!history.includes(t)) throw new Error("zms history lacks " + t + ":\n" + history);
     }
 
+    step("a direct message from alice to bob, unseen by anyone else");
+    await alice.getByLabel("Message a user").fill("bob");
+    await alice.getByRole("button", { name: "Open" }).click();
+    await alice.locator("#room-name", { hasText: "@bob" }).waitFor({ timeout: WAIT });
+    await say(alice, "a word for bob alone");
+    await sees(alice, "a word for bob alone");
+    if (await bob.locator("#toggle-groups").isVisible()) await bob.locator("#toggle-groups").click();
+    await bob.locator("#dm-list button", { hasText: "@alice" }).click({ timeout: WAIT });
+    await sees(bob, "a word for bob alone");
+    let peeked = "";
+    try { peeked = zms("history", "@alice@bob"); } catch (e) { peeked = String(e.stderr || e); }
+    if (peeked.includes("a word for bob alone")) throw new Error("carol read the conversation");
+    await bob.locator("#group-list button", { hasText: "#general" }).click({ timeout: WAIT }).catch(async () => {
+      await bob.locator("#toggle-groups").click();
+      await bob.locator("#group-list button", { hasText: "#general" }).click({ timeout: WAIT });
+    });
+    await alice.locator("#group-list button", { hasText: "#general" }).click();
+    await alice.locator("#room-name", { hasText: "#general" }).waitFor({ timeout: WAIT });
+
     step("HTML and script in a message show as text");
     const hostile = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script><b>bold?</b>";
     await say(bob, hostile);

@@ -103,3 +103,26 @@ fn replies_are_json_with_the_ref_echoed_and_text_as_data() {
     assert_eq!(v["ref"], "r1");
     assert_eq!(v["colour"], json!(colour("bob")));
 }
+
+#[test]
+fn conversations_are_named_as_groups_and_a_dm_names_a_user() {
+    for spec in [
+        "@alice@bob",
+        "@alice@bob@127.0.0.1:5556",
+        "general@127.0.0.1:5556",
+    ] {
+        let frame = json!({"type": "members", "group": spec}).to_string();
+        assert_eq!(command(&frame), Ok(Command::Members { group: spec.into() }));
+    }
+    for spec in ["@bob@alice", "@alice", "@alice@alice"] {
+        let frame = json!({"type": "members", "group": spec}).to_string();
+        assert!(command(&frame).is_err(), "{spec}");
+    }
+    assert_eq!(
+        command(r#"{"type":"dm","user":"bob"}"#),
+        Ok(Command::Dm { peer: "bob".into() })
+    );
+    assert_eq!(peer_of("@alice@bob", "bob").as_deref(), Some("alice"));
+    assert_eq!(peer_of("@alice@bob", "carol"), None);
+    assert_eq!(peer_of("general", "alice"), None);
+}
