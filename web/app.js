@@ -147,6 +147,9 @@ function handle(f) {
     case "message":
       addMessage(f.group, f);
       break;
+    case "moved":
+      moveGroup(f.from, f.to);
+      break;
     case "history":
       addHistory(f);
       break;
@@ -200,6 +203,23 @@ function upsertGroup(id, name, member, lastSeq, peer) {
   // Unread counts start from the first time this browser sees the group.
   if (member && readSeqs()[id] === undefined) noteRead(id, g.lastSeq);
   return g;
+}
+
+// A group now lives on another server: same messages and seqs, a new id.
+function moveGroup(from, to) {
+  const g = state.groups.get(from);
+  if (!g || state.groups.has(to)) return;
+  state.groups.delete(from);
+  g.id = to;
+  state.groups.set(to, g);
+  for (const name of ["last", "read"]) {
+    const seqs = store.get(name, {});
+    if (seqs[from] !== undefined) { seqs[to] = seqs[from]; delete seqs[from]; store.set(name, seqs); }
+  }
+  store.set("outbox", outbox().map((p) => (p.group === from ? { ...p, group: to } : p)));
+  if (state.members.has(from)) { state.members.set(to, state.members.get(from)); state.members.delete(from); }
+  if (state.current === from) state.current = to;
+  renderGroups();
 }
 
 function unread(g) {

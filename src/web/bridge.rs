@@ -535,6 +535,22 @@ impl<'a, S: Stream> Bridge<'a, S> {
                 },
                 None,
             ),
+            SessionEvent::Moved { from, to } => {
+                if self.member_of.remove(&from) {
+                    self.member_of.insert(to.clone());
+                }
+                self.listed.retain(|g| *g != from);
+                if !self.listed.contains(&to) {
+                    self.listed.push(to.clone());
+                }
+                self.send(
+                    &Reply::Moved {
+                        from: &from,
+                        to: &to,
+                    },
+                    None,
+                )
+            }
             SessionEvent::MembershipEnded(group) => {
                 self.member_of.remove(&group);
                 self.send(&Reply::Removed { group: &group }, None)

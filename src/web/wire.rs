@@ -320,6 +320,11 @@ pub enum Reply<'a> {
     Removed {
         group: &'a GroupRef,
     },
+    /// A group now lives on another group server: its id changes from `from` to `to`.
+    Moved {
+        from: &'a GroupRef,
+        to: &'a GroupRef,
+    },
     /// A group server stopped answering (`up` false) or answers again.
     Server {
         address: &'a str,
@@ -421,6 +426,9 @@ impl Reply<'_> {
             } => json!({"type": "presence", "group": group_id(group), "user": user,
                 "joined": joined, "colour": colour(user)}),
             Reply::Removed { group } => json!({"type": "removed", "group": group_id(group)}),
+            Reply::Moved { from, to } => {
+                json!({"type": "moved", "from": group_id(from), "to": group_id(to)})
+            }
             Reply::Server { address, up } => {
                 json!({"type": "server", "address": address, "up": up})
             }

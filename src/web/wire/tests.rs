@@ -126,3 +126,24 @@ fn conversations_are_named_as_groups_and_a_dm_names_a_user() {
     assert_eq!(peer_of("@alice@bob", "carol"), None);
     assert_eq!(peer_of("general", "alice"), None);
 }
+
+#[test]
+fn a_moved_group_names_both_ids() {
+    let at = |address: &str| GroupRef {
+        name: "general".into(),
+        address: address.into(),
+    };
+    let (from, to) = (at("h:1"), at("h:2"));
+    let v: Value = serde_json::from_str(
+        &Reply::Moved {
+            from: &from,
+            to: &to,
+        }
+        .to_json(None),
+    )
+    .unwrap();
+    assert_eq!(
+        v,
+        json!({"type": "moved", "from": "general@h:1", "to": "general@h:2"})
+    );
+}
