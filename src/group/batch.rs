@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::state::{
-    fail_batch, fail_request, unwritable, Effects, Keys, Now, Outbound, Peer, Route, State,
+    fail_batch, fail_request, unwritable, Effects, Found, Keys, Now, Outbound, Peer, Query,
+    QueryKind, Route, State,
 };
 use super::storage::Storage;
 use crate::protocol::{Acked, Reply, Request};
@@ -104,6 +105,7 @@ impl Batch {
             let whole = write.fails_batch();
             self.effects.append = None;
             self.effects.read = None;
+            self.effects.query = None;
             self.write_failed(state, storage, mark, from.route, req_id, reply, &err, whole);
         }
         // Kept for the next request's writes, empty.
@@ -113,6 +115,10 @@ impl Batch {
             // Outside any transaction (`admit` settled the batch's): the store's own.
             let done = storage.change(&change.what, now.ms);
             state.changed(change, done, &mut self.effects.out);
+        }
+        if let Some(query) = self.effects.query.take() {
+            let found = look_up(storage, &query);
+            state.looked_up(query, found, &mut self.effects);
         }
         if let Some(mut append) = self.effects.append.take() {
             self.acks.clear();
@@ -213,6 +219,24 @@ fn imported_once(append: &super::state::Append, acks: &[Acked]) -> Option<String
         acks[i].seq,
         append.client_ids.get(i)
     ))
+}
+
+/// What the store holds for `query`.
+fn look_up(storage: &mut dyn Storage, query: &Query) -> Result<Found> {
+    Ok(match &query.kind {
+        QueryKind::Search {
+            query: text,
+            since_ms,
+            limit,
+        } => Found::Hits(storage.search(query.group_id, text, *since_ms, *limit)?),
+        QueryKind::Unread { user, .. } => {
+            Found::ReadSeq(storage.read_position(query.group_id, user)?)
+        }
+        QueryKind::Original { seq, .. } => {
+            let page = storage.fetch(query.group_id, seq - 1, 0, 1)?;
+            Found::Original(page.into_iter().next())
+        }
+    })
 }
 
 /// Reads back into `state` what it mirrors of the store, after writes that were not stored.

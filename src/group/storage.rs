@@ -7,7 +7,7 @@
 use super::retention::Policy;
 use super::state::{Append, GroupChange, Write};
 use super::store::Store;
-use crate::protocol::{Acked, Message};
+use crate::protocol::{Acked, Hit, Message};
 use crate::Result;
 
 pub use super::store::{Appended, StoredGroup};
@@ -204,8 +204,34 @@ pub trait Storage: Send {
                 now_ms,
             } => self.add_ban(*group_id, user, *now_ms),
             Write::RemoveBan { group_id, user } => self.remove_ban(*group_id, user),
+            Write::SetRead {
+                group_id,
+                user,
+                seq,
+            } => self.set_read(*group_id, user, *seq),
         }
     }
+
+    /// Moves `user`'s read position in the group to `seq`, unless it is past it already.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn set_read(&mut self, group_id: i64, user: &str, seq: u64) -> Result<()>;
+
+    /// How far `user` has read the group: 0 if never.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn read_position(&mut self, group_id: i64, user: &str) -> Result<u64>;
+
+    /// Up to `limit` of the group's messages with `ts >= since_ms` whose latest text matches
+    /// every word of `query` (edits applied, deleted messages and the edits themselves left
+    /// out), newest first, each with the matched parts of its text.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn search(&mut self, group_id: i64, query: &str, since_ms: i64, limit: u32)
+        -> Result<Vec<Hit>>;
 
     /// Messages with `seq > after_seq` and `ts >= since_ms`, in seq order, at most `limit`.
     ///
@@ -372,5 +398,23 @@ impl Storage for Store {
 
     fn first_kept(&mut self, group_id: i64) -> Result<u64> {
         Store::first_kept(self, group_id)
+    }
+
+    fn set_read(&mut self, group_id: i64, user: &str, seq: u64) -> Result<()> {
+        Store::set_read(self, group_id, user, seq)
+    }
+
+    fn read_position(&mut self, group_id: i64, user: &str) -> Result<u64> {
+        Store::read_position(self, group_id, user)
+    }
+
+    fn search(
+        &mut self,
+        group_id: i64,
+        query: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Hit>> {
+        Store::search(self, group_id, query, since_ms, limit)
     }
 }

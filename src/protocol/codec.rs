@@ -38,6 +38,11 @@ pub mod cmd {
     pub const SET: u8 = 0x1D;
     pub const UNBAN: u8 = 0x1E;
     pub const IMPORT: u8 = 0x1F;
+    pub const SEARCH: u8 = 0x20;
+    pub const READ: u8 = 0x21;
+    pub const UNREAD: u8 = 0x22;
+    pub const EDIT: u8 = 0x23;
+    pub const DELETE: u8 = 0x24;
     pub const DM: u8 = 0x25;
     pub const OK: u8 = 0x80;
     pub const ERROR: u8 = 0x81;
@@ -50,6 +55,8 @@ pub mod cmd {
     pub const KEY_REPLY: u8 = 0x88;
     pub const ACKS: u8 = 0x89;
     pub const STATUS_REPLY: u8 = 0x8A;
+    pub const FOUND: u8 = 0x8B;
+    pub const UNREAD_REPLY: u8 = 0x8C;
     pub const MSG: u8 = 0xC0;
     pub const PRESENCE: u8 = 0xC1;
     pub const MSGS: u8 = 0xC2;
@@ -183,6 +190,11 @@ pub fn encode_request(req_id: u32, request: &Request) -> Vec<u8> {
             w.i64(*since_ms);
             w.u32(*limit);
         }
+        Request::Search { .. }
+        | Request::Read { .. }
+        | Request::Unread { .. }
+        | Request::Edit { .. }
+        | Request::Delete { .. } => chat::encode_request(&mut w, request),
     }
     w.finish()
 }
@@ -249,6 +261,7 @@ fn request_cmd(request: &Request) -> u8 {
         Request::Unban { .. } => cmd::UNBAN,
         Request::Import { .. } => cmd::IMPORT,
         Request::Dm { .. } => cmd::DM,
+        other => chat::request_cmd(other).expect("bug: a request without a command byte"),
     }
 }
 
@@ -418,7 +431,10 @@ pub fn decode_request(frame: &[u8]) -> Result<(u32, Request), DecodeError> {
                 since_ms: r.i64()?,
                 limit: r.u32()?,
             },
-            other => return Err(Fault(format!("unknown command 0x{other:02X}"))),
+            other => match chat::decode_request(other, &mut r) {
+                Some(request) => request?,
+                None => return Err(Fault(format!("unknown command 0x{other:02X}"))),
+            },
         })
     })()
     .and_then(|req| r.end().map(|_| req))
@@ -457,6 +473,8 @@ pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
         Reply::Pong { .. } => cmd::PONG,
         Reply::Key(_) => cmd::KEY_REPLY,
         Reply::Status(_) => cmd::STATUS_REPLY,
+        Reply::Found { .. } => cmd::FOUND,
+        Reply::Unread { .. } => cmd::UNREAD_REPLY,
     };
     let room = match reply {
         Reply::Acks(acks) => 13 + ACKED_LEN * acks.len(),
@@ -528,6 +546,7 @@ pub fn encode_reply(req_id: u32, reply: &Reply) -> Vec<u8> {
                 w.u64(*seq);
             }
         }
+        Reply::Found { .. } | Reply::Unread { .. } => chat::encode_reply(&mut w, reply),
     }
     w.finish()
 }
@@ -730,7 +749,10 @@ pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
                     .collect::<Result<_, Fault>>()?;
                 Reply::Pong { epoch, groups }
             }
-            other => return Err(Fault(format!("unknown reply command 0x{other:02X}"))),
+            other => match chat::decode_reply(other, &mut r) {
+                Some(reply) => reply?,
+                None => return Err(Fault(format!("unknown reply command 0x{other:02X}"))),
+            },
         })
     })()
     .and_then(|reply| r.end().map(|_| reply))
@@ -793,5 +815,6 @@ impl Writer {
     }
 }
 
+mod chat;
 #[cfg(test)]
 mod tests;

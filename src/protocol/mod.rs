@@ -6,6 +6,7 @@
 //! the specification; the two must agree (the `wire` test sends its examples).
 
 pub mod codec;
+pub mod edit;
 mod reader;
 
 pub use reader::{EventMessages, MessageRef};
@@ -30,6 +31,10 @@ pub const MAX_FRAME: i64 = 1024 * 1024;
 pub const MAX_REPLY: usize = 1024 * 1024;
 /// Most messages in one HISTORY page; a client pages for more.
 pub const HISTORY_PAGE_MAX: u32 = 1000;
+/// Most hits in one SEARCH answer; a larger limit is cut to it.
+pub const SEARCH_MAX: u32 = 100;
+/// Longest SEARCH query, in octets.
+pub const MAX_QUERY: usize = 256;
 /// Most messages in one SENDS request.
 pub const MAX_BATCH: usize = 256;
 /// Longest SENDS frame, in octets: as long as the longest SEND's, so a batch never needs a
@@ -131,6 +136,42 @@ pub enum Request {
     /// User → directory: where the conversation of `user` and `peer` lives, or will live once
     /// either JOINs it ([`conversation_name`]); answered by GROUPS with one entry.
     Dm { user: String, peer: String },
+    /// Full-text search of a group's stored messages (their latest texts), newest first;
+    /// answered with [`Reply::Found`].
+    Search {
+        group: String,
+        user: String,
+        /// Only messages with `ts >= since_ms`; 0 or less for no bound.
+        since_ms: i64,
+        /// At most this many hits; the server caps it at [`SEARCH_MAX`].
+        limit: u32,
+        query: String,
+    },
+    /// The user has seen the group's messages up to `seq`: their read position moves there,
+    /// never back.
+    Read {
+        group: String,
+        user: String,
+        seq: u64,
+    },
+    /// How far the user has read a group: answered with [`Reply::Unread`].
+    Unread { group: String, user: String },
+    /// Replace the text of message `seq` (the sender's own, or any for an operator): stored
+    /// as a new message of the group that refers to it ([`edit`]), answered with an ACK.
+    Edit {
+        group: String,
+        user: String,
+        client_id: String,
+        seq: u64,
+        text: String,
+    },
+    /// Delete message `seq`, as [`Request::Edit`] replaces it.
+    Delete {
+        group: String,
+        user: String,
+        client_id: String,
+        seq: u64,
+    },
 }
 
 /// One message of an IMPORT: as stored elsewhere, with the client id it was sent under (empty
@@ -168,6 +209,11 @@ impl Request {
             Request::Unban { .. } => "UNBAN",
             Request::Import { .. } => "IMPORT",
             Request::Dm { .. } => "DM",
+            Request::Search { .. } => "SEARCH",
+            Request::Read { .. } => "READ",
+            Request::Unread { .. } => "UNREAD",
+            Request::Edit { .. } => "EDIT",
+            Request::Delete { .. } => "DELETE",
         }
     }
 
@@ -184,6 +230,9 @@ impl Request {
                 | Request::Ban { .. }
                 | Request::Unban { .. }
                 | Request::Import { .. }
+                | Request::Read { .. }
+                | Request::Edit { .. }
+                | Request::Delete { .. }
         )
     }
 
@@ -237,6 +286,29 @@ pub enum Reply {
     Key(String),
     /// A server's state as one JSON object (fields in PROTOCOL.md, "STATUS").
     Status(String),
+    /// The answer to SEARCH: a group's matching messages, newest first.
+    Found {
+        group: String,
+        hits: Vec<Hit>,
+    },
+    /// The answer to UNREAD: the group's last seq and how far the user has read it.
+    Unread {
+        group: String,
+        last_seq: u64,
+        read_seq: u64,
+    },
+}
+
+/// One message a SEARCH found, with its latest text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub seq: u64,
+    pub ts: i64,
+    pub sender: String,
+    pub text: String,
+    /// The matched parts of `text`, as byte ranges `start..end` on character boundaries, in
+    /// order: the client shows them highlighted.
+    pub matches: Vec<(u32, u32)>,
 }
 
 /// Something a group server pushes without being asked.

@@ -6,6 +6,7 @@
 //! checks this server's lease epoch and advances the group's `last_seq` (so a server that lost
 //! the group writes nothing, and seqs stay gap-free), and one multi-row insert.
 
+mod chat;
 pub mod lease;
 pub mod schema;
 
@@ -203,6 +204,9 @@ impl PgStore {
                     &p.client_ids,
                 ],
             )?;
+            for text in &p.texts {
+                chat::record_change(&mut self.client, group_id, text)?;
+            }
         }
         Ok(())
     }
@@ -559,6 +563,27 @@ impl Storage for PgStore {
                 text: r.get(3),
             })
             .collect())
+    }
+
+    fn set_read(&mut self, group_id: i64, user: &str, seq: u64) -> Result<()> {
+        chat::set_read(&mut self.client, group_id, user, seq)
+    }
+
+    fn read_position(&mut self, group_id: i64, user: &str) -> Result<u64> {
+        chat::read_position(&mut self.client, group_id, user)
+    }
+
+    fn search(
+        &mut self,
+        group_id: i64,
+        query: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::protocol::Hit>> {
+        if self.open {
+            self.write_pending()?;
+        }
+        chat::search(&mut self.client, group_id, query, since_ms, limit)
     }
 
     fn limit_size(&mut self, _max_bytes: u64) -> Result<()> {

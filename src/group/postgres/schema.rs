@@ -74,6 +74,26 @@ CREATE TABLE bans (
     PRIMARY KEY (group_id, username)
 );
 ",
+    // 2 → 3: read positions, the latest text of edited and deleted messages, and a full-text
+    // index for SEARCH.
+    "
+CREATE TABLE reads (
+    group_id BIGINT NOT NULL REFERENCES groups(id),
+    username TEXT NOT NULL,
+    seq      BIGINT NOT NULL,
+    PRIMARY KEY (group_id, username)
+);
+-- A message's text after its latest edit, or its deletion (text empty); the message row keeps
+-- what was sent, and the edit is a message of its own.
+CREATE TABLE changed (
+    group_id BIGINT NOT NULL REFERENCES groups(id),
+    seq      BIGINT NOT NULL,
+    text     TEXT NOT NULL,
+    deleted  BOOLEAN NOT NULL,
+    PRIMARY KEY (group_id, seq)
+);
+CREATE INDEX messages_search ON messages USING GIN (to_tsvector('simple', text));
+",
 ];
 
 /// Any number for the advisory lock that makes servers starting at once migrate one by one.

@@ -61,6 +61,9 @@ pub struct Effects {
     /// A group to create, drop or change, in a store transaction of its own; once done,
     /// [`State::changed`](super::State::changed) answers.
     pub change: Option<Change>,
+    /// Something else to look up in the store before answering: a search, a read position,
+    /// or the message an edit or deletion refers to.
+    pub query: Option<Query>,
 }
 
 /// A change of which groups exist or how one admits (CREATE, DROP, SET), decided by State and
@@ -177,6 +180,12 @@ pub enum Write {
         group_id: i64,
         user: String,
     },
+    /// The user has read the group up to `seq` (a position that only moves forward).
+    SetRead {
+        group_id: i64,
+        user: String,
+        seq: u64,
+    },
 }
 
 impl Write {
@@ -236,6 +245,49 @@ impl ClientIds {
             ClientIds::Each(ids) => ids.get(i).map_or("", String::as_str),
         }
     }
+}
+
+/// A store look-up whose answer State decides from what it finds
+/// ([`State::looked_up`](super::State::looked_up)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub route: Route,
+    pub req_id: u32,
+    pub group: String,
+    pub group_id: i64,
+    pub kind: QueryKind,
+}
+
+/// What a [`Query`] looks up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryKind {
+    /// SEARCH: the group's messages matching `query`, newest first.
+    Search {
+        query: String,
+        since_ms: i64,
+        /// At most [`crate::protocol::SEARCH_MAX`], and more than 0.
+        limit: u32,
+    },
+    /// UNREAD: how far `user` has read; `last_seq` is the group's, for the answer.
+    Unread { user: String, last_seq: u64 },
+    /// EDIT or DELETE: message `seq`, to check before `change` is appended.
+    Original {
+        seq: u64,
+        /// The change to store once allowed: one message, its text made by
+        /// [`crate::protocol::edit`].
+        change: Append,
+        /// Who asks: the original's sender may change it, an operator any message.
+        user: String,
+        operator: bool,
+    },
+}
+
+/// What the store found for a [`Query`].
+#[derive(Debug)]
+pub enum Found {
+    Hits(Vec<crate::protocol::Hit>),
+    ReadSeq(u64),
+    Original(Option<Message>),
 }
 
 /// A page of a group's history to read.

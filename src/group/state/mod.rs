@@ -7,6 +7,7 @@
 //! batch that did not commit it reads the store back into [`State::restore`].
 
 mod admin;
+mod chat;
 mod effects;
 mod requests;
 #[cfg(test)]
@@ -22,8 +23,8 @@ use super::storage::StoredGroup;
 use crate::protocol::{Acked, Message};
 
 pub use effects::{
-    fail_batch, fail_request, unwritable, Append, Change, ClientIds, Effects, GroupChange, Now,
-    Outbound, Peer, Read, Route, Write,
+    fail_batch, fail_request, unwritable, Append, Change, ClientIds, Effects, Found, GroupChange,
+    Now, Outbound, Peer, Query, QueryKind, Read, Route, Write,
 };
 
 /// One hosted group.

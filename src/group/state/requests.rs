@@ -109,6 +109,11 @@ impl State {
             | Request::Send { group, user, .. }
             | Request::SendBatch { group, user, .. }
             | Request::Invite { group, user, .. }
+            | Request::Search { group, user, .. }
+            | Request::Read { group, user, .. }
+            | Request::Unread { group, user }
+            | Request::Edit { group, user, .. }
+            | Request::Delete { group, user, .. }
             // Moved out, not copied: the rest of the request is read below, these two are not.
             | Request::History { group, user, .. } => (std::mem::take(group), std::mem::take(user)),
         };
@@ -375,6 +380,13 @@ impl State {
                 group.allowed.insert(key);
                 out.push(durable(Reply::Ok));
             }
+            Request::Search { .. }
+            | Request::Read { .. }
+            | Request::Unread { .. }
+            | Request::Edit { .. }
+            | Request::Delete { .. } => {
+                self.chat(now, from, req_id, group_name, user, request, effects)
+            }
             Request::List
             | Request::Ping
             | Request::Key
@@ -427,7 +439,7 @@ impl State {
 /// Why `user` may not send messages of these texts now, if so: a text over the limit
 /// (TOO_LARGE), an empty text or one with control characters (BAD_REQUEST), or more than
 /// the user's rate allows (LIMITED). A batch is refused whole.
-fn refusal<T: AsRef<str>>(
+pub(super) fn refusal<T: AsRef<str>>(
     limits: &Limits,
     rates: &mut RateLimiter,
     who: &[String],
@@ -482,7 +494,7 @@ fn refusal<T: AsRef<str>>(
 /// The buckets a sender's messages are counted in: its key with security (a key may use any
 /// number of names); otherwise its connection and, apart, its IP address (names are free, and
 /// a new connection is cheap).
-fn rate_keys(route: &Route, from: Peer<'_>) -> Vec<String> {
+pub(super) fn rate_keys(route: &Route, from: Peer<'_>) -> Vec<String> {
     if let Some(key) = from.key {
         return vec![format!("key {key}")];
     }

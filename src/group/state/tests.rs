@@ -19,6 +19,7 @@ struct Stored {
     users: Vec<(String, String)>,
     invites: Vec<(i64, String)>,
     bans: Vec<(i64, String)>,
+    reads: HashMap<(i64, String), u64>,
 }
 
 /// A store in maps, with transactions, for State's tests: what the trait promises, nothing
@@ -248,6 +249,45 @@ impl Storage for Memory {
 
     fn first_kept(&mut self, _group_id: i64) -> crate::Result<u64> {
         Ok(1)
+    }
+
+    fn set_read(&mut self, group_id: i64, user: &str, seq: u64) -> crate::Result<()> {
+        self.written()?;
+        let read = self
+            .stored
+            .reads
+            .entry((group_id, user.into()))
+            .or_default();
+        *read = (*read).max(seq);
+        Ok(())
+    }
+
+    fn read_position(&mut self, group_id: i64, user: &str) -> crate::Result<u64> {
+        let read = self.stored.reads.get(&(group_id, user.to_string()));
+        Ok(read.copied().unwrap_or(0))
+    }
+
+    /// Latest texts holding the query as it is, newest first: enough for State's decisions.
+    fn search(
+        &mut self,
+        group_id: i64,
+        query: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> crate::Result<Vec<protocol::Hit>> {
+        let messages = self.fetch(group_id, 0, since_ms, u32::MAX)?;
+        let shown = protocol::edit::fold(messages).into_iter().rev();
+        let hits = shown.filter(|s| !s.deleted && s.message.text.contains(query));
+        Ok(hits
+            .take(limit as usize)
+            .map(|s| protocol::Hit {
+                seq: s.message.seq,
+                ts: s.message.ts,
+                sender: s.message.sender,
+                text: s.message.text,
+                matches: Vec::new(),
+            })
+            .collect())
     }
 }
 
@@ -1442,4 +1482,146 @@ fn an_operator_key_reads_history_without_joining_and_loopback_does_not() {
         matches!(reply_of(&read), Reply::Messages { ref messages, .. } if messages.len() == 1),
         "{read:?}"
     );
+}
+
+fn edit(u: &str, seq: u64, text: &str) -> Request {
+    Request::Edit {
+        group: "general".into(),
+        user: u.into(),
+        client_id: format!("e{seq}{text}"),
+        seq,
+        text: text.into(),
+    }
+}
+
+#[test]
+fn only_the_sender_edits_or_deletes_and_a_change_is_a_sequenced_message() {
+    let (mut state, mut store) = setup_with_alice();
+    run(&mut state, &mut store, b"b", join("general", "bob"));
+    run(&mut state, &mut store, b"a", send("alice", "c1", "wrold"));
+    run(&mut state, &mut store, b"b", send("bob", "c2", "hi"));
+    let out = run(&mut state, &mut store, b"b", edit("bob", 1, "mine now"));
+    assert_eq!(code_of(&out), Some(ErrorCode::NotMember), "{out:?}");
+    let delete = |u: &str, seq| Request::Delete {
+        group: "general".into(),
+        user: u.into(),
+        client_id: String::new(),
+        seq,
+    };
+    let out = run(&mut state, &mut store, b"b", delete("bob", 1));
+    assert_eq!(code_of(&out), Some(ErrorCode::NotMember), "{out:?}");
+    for missing in [0, 3] {
+        let out = run(&mut state, &mut store, b"a", edit("alice", missing, "x"));
+        assert_eq!(code_of(&out), Some(ErrorCode::BadRequest), "{out:?}");
+    }
+    let out = run(
+        &mut state,
+        &mut store,
+        b"a",
+        edit("alice", 1, "bad\u{1b}[2J"),
+    );
+    assert_eq!(code_of(&out), Some(ErrorCode::BadRequest), "{out:?}");
+    let out = run(&mut state, &mut store, b"a", edit("alice", 1, "world"));
+    assert!(
+        matches!(reply_of(&out), Reply::Ack { seq: 3, .. }),
+        "{out:?}"
+    );
+    let pushed = out.iter().find_map(|o| match o {
+        Outbound::Messages { messages, .. } => Some(messages.clone()),
+        _ => None,
+    });
+    let pushed = pushed.expect("the edit is pushed");
+    assert_eq!(pushed[0].text, protocol::edit::edit_text(1, "world"));
+    // An edit of an edit is refused; the original may be deleted.
+    let out = run(&mut state, &mut store, b"a", edit("alice", 3, "again"));
+    assert_eq!(code_of(&out), Some(ErrorCode::BadRequest), "{out:?}");
+    let out = run(&mut state, &mut store, b"b", delete("bob", 2));
+    assert!(
+        matches!(reply_of(&out), Reply::Ack { seq: 4, .. }),
+        "{out:?}"
+    );
+    let history = store.fetch(1, 0, 0, 100).unwrap();
+    let shown = protocol::edit::fold(history);
+    let view: Vec<(u64, &str, bool)> = shown
+        .iter()
+        .map(|s| (s.message.seq, s.message.text.as_str(), s.deleted))
+        .collect();
+    assert_eq!(view, [(1, "world", false), (2, "", true)]);
+}
+
+#[test]
+fn a_read_position_never_moves_back_nor_past_the_end_and_unread_reports_it() {
+    let (mut state, mut store) = setup_with_alice();
+    for i in 1..=5 {
+        run(
+            &mut state,
+            &mut store,
+            b"a",
+            send("alice", &format!("c{i}"), "m"),
+        );
+    }
+    let read = |seq| Request::Read {
+        group: "general".into(),
+        user: "alice".into(),
+        seq,
+    };
+    let unread = Request::Unread {
+        group: "general".into(),
+        user: "alice".into(),
+    };
+    let answer =
+        |state: &mut State, store: &mut Memory| reply_of(&run(state, store, b"a", unread.clone()));
+    let expect = |read_seq| Reply::Unread {
+        group: "general".into(),
+        last_seq: 5,
+        read_seq,
+    };
+    assert_eq!(answer(&mut state, &mut store), expect(0));
+    assert_eq!(
+        reply_of(&run(&mut state, &mut store, b"a", read(3))),
+        Reply::Ok
+    );
+    run(&mut state, &mut store, b"a", read(2));
+    assert_eq!(answer(&mut state, &mut store), expect(3));
+    run(&mut state, &mut store, b"a", read(99));
+    assert_eq!(answer(&mut state, &mut store), expect(5));
+    let stranger = Request::Unread {
+        group: "general".into(),
+        user: "mallory".into(),
+    };
+    let out = run(&mut state, &mut store, b"m", stranger);
+    assert_eq!(code_of(&out), Some(ErrorCode::NotMember));
+}
+
+#[test]
+fn search_answers_members_only_and_refuses_empty_queries() {
+    let (mut state, mut store) = setup_with_alice();
+    run(
+        &mut state,
+        &mut store,
+        b"a",
+        send("alice", "c1", "lunch at noon"),
+    );
+    let search = |user: &str, query: &str| Request::Search {
+        group: "general".into(),
+        user: user.into(),
+        since_ms: 0,
+        limit: 10,
+        query: query.into(),
+    };
+    let out = run(&mut state, &mut store, b"a", search("alice", "lunch"));
+    match reply_of(&out) {
+        Reply::Found { group, hits } => {
+            assert_eq!(group, "general");
+            assert_eq!(hits.len(), 1);
+            assert_eq!(hits[0].text, "lunch at noon");
+        }
+        other => panic!("{other:?}"),
+    }
+    let out = run(&mut state, &mut store, b"m", search("mallory", "lunch"));
+    assert_eq!(code_of(&out), Some(ErrorCode::NotMember));
+    for bad in ["", "  ", "!!", &"x".repeat(protocol::MAX_QUERY + 1)] {
+        let out = run(&mut state, &mut store, b"a", search("alice", bad));
+        assert_eq!(code_of(&out), Some(ErrorCode::BadRequest), "{bad:?}");
+    }
 }

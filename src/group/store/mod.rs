@@ -13,12 +13,14 @@
 //! - `mark`: the acknowledged high-water mark, which catches a log that lost its tail.
 //! - `admin`: groups created and dropped at runtime, their private flag, bans lifted.
 //! - `trim`: retention, deleting a group's oldest chunks a few at a time.
+//! - `chat`: the search index (FTS5), kept in step with each append, and read positions.
 //! - `varint`: the compact integers of chunks and runs.
 //!
 //! Every reader of stored bytes returns an error, never panics, on any input: [`decode_chunk`],
 //! [`find_client_id`] and [`decode_mark`] are those readers, public for fuzzing.
 
 mod admin;
+mod chat;
 mod checkpoint;
 mod chunk;
 mod mark;
@@ -433,6 +435,7 @@ impl Store {
         }
         chunk.push(message);
         self.open_last_seqs.insert(group_id, message.seq);
+        chat::index(&self.conn, group_id, message)?;
         Ok(Appended::New)
     }
 

@@ -1,7 +1,7 @@
 //! The database's tables, and the version of their layout, kept in SQLite's `user_version`.
 //!
 //! A new database (version 0: SQLite's own start) gets [`TABLES`] at the current version (1,
-//! and one more for each of [`MIGRATIONS`], so 3). One of an earlier version is brought up to date by [`MIGRATIONS`], in the transaction that
+//! and one more for each of [`MIGRATIONS`], so 4). One of an earlier version is brought up to date by [`MIGRATIONS`], in the transaction that
 //! opens it, so a store is never half moved. One of a later version, written by a newer zms,
 //! is refused: its rows may mean what this version would misread.
 
@@ -30,6 +30,12 @@ const MIGRATIONS: &[Migration] = &[
     },
     // 2 → 3: group_settings (a new database gets it after TABLES).
     |conn| Ok(conn.execute_batch(GROUP_SETTINGS)?),
+    // 3 → 4: the search index and read positions (as in TABLES), the index filled from the
+    // messages stored so far.
+    |conn| {
+        conn.execute_batch(CHAT_TABLES)?;
+        super::chat::index_stored(conn)
+    },
 ];
 
 /// What an operator set of a group at runtime: `added`, made by CREATE (hosted at every start,
@@ -41,6 +47,24 @@ CREATE TABLE group_settings (
     added    INTEGER NOT NULL DEFAULT 0,
     private  INTEGER
 );
+";
+
+/// The tables version 4 added: the search index and read positions.
+const CHAT_TABLES: &str = "
+-- The latest text of every message that is not an edit, a deletion or deleted, for SEARCH
+-- (FTS5, words as Unicode sees them, accents ignored). The rowid is the chunk key's form of
+-- (group, seq): group_id << 40 | seq, so a group's hits are a rowid range, newest first.
+CREATE VIRTUAL TABLE search USING fts5(
+    text, sender UNINDEXED, ts UNINDEXED,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+-- How far each member has read each group (READ), only ever moved forward.
+CREATE TABLE reads (
+    group_id INTEGER NOT NULL,
+    user     TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    PRIMARY KEY (group_id, user)
+) WITHOUT ROWID;
 ";
 
 /// The tables of the current layout, made in a new database.
@@ -116,7 +140,12 @@ CREATE TABLE bans (
 /// [`crate::Error::Input`] for a database of a later layout, or a new one that already holds
 /// tables of the same names; the SQLite error, or a migration's.
 pub fn prepare(conn: &Connection, db: &Path) -> Result<()> {
-    prepare_with(conn, db, &format!("{TABLES}{GROUP_SETTINGS}"), MIGRATIONS)
+    prepare_with(
+        conn,
+        db,
+        &format!("{TABLES}{GROUP_SETTINGS}{CHAT_TABLES}"),
+        MIGRATIONS,
+    )
 }
 
 /// [`prepare`] for a given layout: its tables and the steps that lead to it.
@@ -193,13 +222,14 @@ mod tests {
         prepare(&conn, Path::new("new")).unwrap();
         assert_eq!(version(&conn), VERSION);
         assert_eq!(
-            VERSION, 3,
-            "the first layout, then bans, then group settings"
+            VERSION, 4,
+            "the first layout, then bans, then group settings, then search and reads"
         );
         assert_eq!(
             columns(&conn, "group_settings"),
             ["group_id", "added", "private"]
         );
+        assert_eq!(columns(&conn, "reads"), ["group_id", "user", "seq"]);
         assert_eq!(columns(&conn, "bans"), ["group_id", "user", "banned_ms"]);
         assert_eq!(
             columns(&conn, "chunks"),

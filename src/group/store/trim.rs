@@ -62,6 +62,7 @@ impl Store {
         self.conn
             .prepare_cached("DELETE FROM chunks WHERE key BETWEEN ?1 AND ?2")?
             .execute(params![lo, key])?;
+        super::chat::unindex_through(&self.conn, group_id, last.last_seq)?;
         Ok(last.last_seq + 1 - first)
     }
 

@@ -1,6 +1,7 @@
 //! The codec's own tests: every message round-trips, and bad frames get typed errors.
 
 use super::*;
+use crate::protocol::Hit;
 
 fn requests() -> Vec<Request> {
     let (group, user) = ("general".to_string(), "alice".to_string());
@@ -122,6 +123,35 @@ fn requests() -> Vec<Request> {
                 },
             ],
         },
+        Request::Search {
+            group: group.clone(),
+            user: user.clone(),
+            since_ms: 5,
+            limit: 20,
+            query: "lunch plans".into(),
+        },
+        Request::Read {
+            group: group.clone(),
+            user: user.clone(),
+            seq: 12,
+        },
+        Request::Unread {
+            group: group.clone(),
+            user: user.clone(),
+        },
+        Request::Edit {
+            group: group.clone(),
+            user: user.clone(),
+            client_id: "e1".into(),
+            seq: 3,
+            text: "fixed".into(),
+        },
+        Request::Delete {
+            group: group.clone(),
+            user: user.clone(),
+            client_id: String::new(),
+            seq: 4,
+        },
         Request::History {
             group,
             user,
@@ -199,6 +229,21 @@ fn replies() -> Vec<Reply> {
         Reply::Pong {
             epoch: 42,
             groups: vec![("g".into(), 3)],
+        },
+        Reply::Found {
+            group: "g".into(),
+            hits: vec![Hit {
+                seq: 4,
+                ts: 9,
+                sender: "bob".into(),
+                text: "lunch at noon".into(),
+                matches: vec![(0, 5)],
+            }],
+        },
+        Reply::Unread {
+            group: "g".into(),
+            last_seq: 10,
+            read_seq: 7,
         },
     ]
 }
