@@ -15,6 +15,7 @@ use zms::user::{self, mention::Notify, output, output::Format, Action};
 use zms::{errinput, transport, Result};
 
 mod admin;
+mod chat;
 mod security;
 mod serve;
 mod web;
@@ -291,6 +292,8 @@ pub enum Command {
     },
     /// Print the man page (`zms man > zms.1; man ./zms.1`).
     Man,
+    #[command(flatten)]
+    Chat(chat::ChatCommand),
 }
 
 /// What `zms config` does.
@@ -787,6 +790,10 @@ impl Command {
             } => output::emit(crate::config::example().trim_end()),
             Command::Completions { shell } => crate::packaging::completions(shell),
             Command::Man => crate::packaging::man(),
+            Command::Chat(command) => {
+                let (client, action) = command.into_action()?;
+                client.run(&ctx, action)
+            }
         }
     }
 }

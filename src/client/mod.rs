@@ -8,6 +8,7 @@
 //! on one connection, for a sender with many messages at hand.
 
 mod admin;
+mod chat;
 mod directory;
 mod follow;
 mod history;
@@ -17,6 +18,7 @@ mod sequencer;
 mod session;
 mod trust;
 
+pub use chat::ReadState;
 pub use pipeline::Pipeline;
 pub use sequencer::{Gap, Sequencer, Verdict};
 pub use session::{Delivery, GroupRef, Session, SessionEvent};

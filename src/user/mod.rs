@@ -2,6 +2,7 @@
 //! The only module that prints.
 
 pub mod admin;
+pub mod chat;
 pub mod command;
 pub mod complete;
 pub mod editor;
@@ -77,6 +78,8 @@ pub enum Action {
     Export(String),
     /// Store the messages of an export, read from stdin (operators).
     Import(String),
+    /// Search, unread counts, edits and deletions.
+    Chat(chat::ChatAction),
 }
 
 /// `println!` for the interactive client: through [`output::emit_or_exit`], so a closed pipe
@@ -206,8 +209,9 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
             let group = session.resolve(&group)?;
             let since = since.map(|s| time::parse(&s, time::now_ms())).transpose()?;
             let messages = session.history(&group, since, limit)?;
-            for m in &messages {
-                emit(&output::message(format, &group, m))?;
+            // Edits and deletions fold into the messages they change (PROTOCOL.md, EDIT).
+            for shown in protocol::edit::fold(messages.clone()) {
+                emit(&output::shown(format, &group, &shown))?;
             }
             // To stderr: the output stays the messages, one object a line with --json.
             if let Some(line) = output::trimmed_note(session.first_kept(&group)?, &messages) {
@@ -260,6 +264,7 @@ fn act(session: &mut Session, format: Format, action: Action) -> Result<()> {
                 ))?,
             }
         }
+        Action::Chat(action) => chat::act(session, format, action)?,
         Action::Kick(spec, user) => remove(session, format, &spec, &user, false)?,
         Action::Ban(spec, user) => remove(session, format, &spec, &user, true)?,
         Action::Unban(spec, user) => admin::unban(session, format, &spec, &user)?,

@@ -10,8 +10,8 @@ use std::io::Write;
 use serde_json::json;
 
 use super::safe;
-use crate::client::GroupRef;
-use crate::protocol::{GroupEntry, Member, Message};
+use crate::client::{GroupRef, ReadState};
+use crate::protocol::{edit, GroupEntry, Hit, Member, Message};
 use crate::{time, Error, Result};
 
 /// Plain or JSON Lines.
@@ -80,23 +80,129 @@ pub fn labelled_message(format: Format, group: &GroupRef, me: &str, m: &Message)
 
 /// A stored message, as `history` and `tail` print it. In plain lines a newline of the text
 /// continues on a line of its own, marked with [`safe::CONTINUATION`].
+/// An edit or a deletion shows what it changed: `edited #3: new text (edited)`, `deleted #3
+/// (deleted)`; in JSON, `edit_of` or `delete_of` names the original's seq.
 pub fn message(format: Format, group: &GroupRef, m: &Message) -> String {
+    let change = edit::parse(&m.text);
     match format {
         Format::Plain => format!(
             "{} #{} {}: {}",
             time::rfc3339(m.ts),
             m.seq,
             safe::field(&m.sender),
-            safe::text(&m.text)
+            change_text(change).unwrap_or_else(|| safe::text(&m.text).into_owned())
+        ),
+        Format::Json => {
+            let mut value = json!({
+                "group": group.name,
+                "address": group.address,
+                "seq": m.seq,
+                "ts": time::rfc3339(m.ts),
+                "ts_ms": m.ts,
+                "sender": m.sender,
+                "text": m.text,
+            });
+            match change {
+                Some(edit::Change::Edit { seq, .. }) => value["edit_of"] = json!(seq),
+                Some(edit::Change::Delete { seq }) => value["delete_of"] = json!(seq),
+                None => {}
+            }
+            json_line(&value)
+        }
+    }
+}
+
+/// How a change message reads: `edited #3: new text (edited)` or `deleted #3 (deleted)`.
+pub fn change_text(change: Option<edit::Change<'_>>) -> Option<String> {
+    Some(match change? {
+        edit::Change::Edit { seq, text } => format!("edited #{seq}: {} (edited)", safe::text(text)),
+        edit::Change::Delete { seq } => format!("deleted #{seq} (deleted)"),
+    })
+}
+
+/// A message as `history` shows it once edits are applied: as [`message`], with its latest
+/// text and `(edited TIME)`, or `(deleted)`; in JSON with `edited_ts` or `deleted` then.
+pub fn shown(format: Format, group: &GroupRef, s: &edit::Shown) -> String {
+    let m = &s.message;
+    match format {
+        Format::Plain => {
+            let note = match (s.deleted, s.edited_ms) {
+                (true, _) => "(deleted)".to_string(),
+                (false, Some(ms)) => {
+                    format!("{} (edited {})", safe::text(&m.text), time::rfc3339(ms))
+                }
+                (false, None) => safe::text(&m.text).into_owned(),
+            };
+            format!(
+                "{} #{} {}: {note}",
+                time::rfc3339(m.ts),
+                m.seq,
+                safe::field(&m.sender)
+            )
+        }
+        Format::Json => {
+            let mut value = json!({
+                "group": group.name,
+                "address": group.address,
+                "seq": m.seq,
+                "ts": time::rfc3339(m.ts),
+                "ts_ms": m.ts,
+                "sender": m.sender,
+                "text": m.text,
+            });
+            if let Some(ms) = s.edited_ms {
+                value["edited_ts"] = json!(time::rfc3339(ms));
+                value["edited_ts_ms"] = json!(ms);
+            }
+            if s.deleted {
+                value["deleted"] = json!(true);
+            }
+            json_line(&value)
+        }
+    }
+}
+
+/// A search hit of `search`: time, group, seq, sender and text, the matched words marked with
+/// `open` and `close` in plain lines; in JSON the text and the matches' byte ranges.
+pub fn hit(format: Format, group: &GroupRef, hit: &Hit, marks: (&str, &str)) -> String {
+    match format {
+        Format::Plain => format!(
+            "{} {} #{} {}: {}",
+            time::rfc3339(hit.ts),
+            safe::field(&group.name),
+            hit.seq,
+            safe::field(&hit.sender),
+            safe::highlighted(&hit.text, &hit.matches, marks.0, marks.1)
         ),
         Format::Json => json_line(&json!({
             "group": group.name,
             "address": group.address,
-            "seq": m.seq,
-            "ts": time::rfc3339(m.ts),
-            "ts_ms": m.ts,
-            "sender": m.sender,
-            "text": m.text,
+            "seq": hit.seq,
+            "ts": time::rfc3339(hit.ts),
+            "ts_ms": hit.ts,
+            "sender": hit.sender,
+            "text": hit.text,
+            "matches": hit.matches,
+        })),
+    }
+}
+
+/// One group of `unread`: how many messages are new since the user's read position.
+pub fn unread(format: Format, group: &GroupRef, state: &ReadState) -> String {
+    match format {
+        Format::Plain => format!(
+            "{:<24} {} new (read to #{} of #{})",
+            safe::field(&group.name),
+            state.unread(),
+            state.read_seq,
+            state.last_seq
+        ),
+        Format::Json => json_line(&json!({
+            "group": group.name,
+            "address": group.address,
+            "last_seq": state.last_seq,
+            "read_seq": state.read_seq,
+            "unread": state.unread(),
         })),
     }
 }

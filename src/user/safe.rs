@@ -17,6 +17,33 @@ use crate::protocol;
 /// this way (they start with a time), so text cannot pass for a message of its own.
 pub const CONTINUATION: &str = "  | ";
 
+/// A message text as [`text`] shows it, with the byte ranges `matches` (a search's hits, from
+/// the network) wrapped in `open` and `close`, which the caller chooses: the markers are ours,
+/// every character between them is escaped as in [`text`]. Ranges that are out of order, past
+/// the end or not on character boundaries are ignored.
+pub fn highlighted(message: &str, matches: &[(u32, u32)], open: &str, close: &str) -> String {
+    let mut shown = String::with_capacity(message.len() + matches.len() * 8);
+    let mut at = 0;
+    for &(start, end) in matches {
+        let (start, end) = (start as usize, end as usize);
+        let valid = at <= start
+            && start < end
+            && end <= message.len()
+            && message.is_char_boundary(start)
+            && message.is_char_boundary(end);
+        if !valid {
+            continue;
+        }
+        shown.push_str(&text(&message[at..start]));
+        shown.push_str(open);
+        shown.push_str(&text(&message[start..end]));
+        shown.push_str(close);
+        at = end;
+    }
+    shown.push_str(&text(&message[at..]));
+    shown
+}
+
 /// A one-line field: a name, an address, a server's reason. Everything that is not plainly
 /// visible text (newline and tab too) is shown as a symbol.
 pub fn field(text: &str) -> Cow<'_, str> {
@@ -140,5 +167,14 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&safe).unwrap(),
             value
         );
+    }
+
+    #[test]
+    fn highlights_are_our_markers_around_escaped_text() {
+        let message = "say \x1b[2Jlunch now";
+        let shown = highlighted(message, &[(4, 8), (9, 14), (99, 100), (2, 3)], "[", "]");
+        assert_eq!(shown, "say [␛[2J]l[unch ]now");
+        // A range inside a character is ignored.
+        assert_eq!(highlighted("é", &[(1, 2)], "[", "]"), "é");
     }
 }
