@@ -1179,3 +1179,61 @@ fn a_banned_user_is_removed_and_cannot_join_again() {
     assert_eq!(said.trim().lines().count(), 1, "one clear line: {said}");
     stdout(&zms(&["join", "general", "--server", s, "--name", "carol"]));
 }
+
+#[test]
+fn search_unread_edit_and_delete_as_one_shot_commands() {
+    let d = deploy();
+    let s = d.server.as_str();
+    let as_user = |name: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", s, "--name", name]);
+        zms(&all)
+    };
+    stdout(&as_user("alice", &["join", "general"]));
+    stdout(&as_user("bob", &["join", "general"]));
+    stdout(&as_user("bob", &["join", "random"]));
+    stdout(&as_user("alice", &["send", "general", "lunch at noon?"]));
+    stdout(&as_user("alice", &["send", "general", "wrold peace"]));
+    stdout(&as_user("bob", &["send", "random", "secret lunch"]));
+
+    let hits = json_lines(&as_user("alice", &["search", "lunch", "--json"]));
+    assert_eq!(hits.len(), 1, "only alice's groups: {hits:?}");
+    assert_eq!(hits[0]["group"], "general");
+    assert_eq!(hits[0]["seq"], 1);
+    assert_eq!(hits[0]["matches"], serde_json::json!([[0, 5]]));
+    let plain = stdout(&as_user("bob", &["search", "random", "lunch"]));
+    assert!(plain.contains("random #1 bob: secret lunch"), "{plain}");
+
+    let unread = json_lines(&as_user("bob", &["unread", "--json"]));
+    let counts: Vec<(&str, u64)> = unread
+        .iter()
+        .map(|u| (u["group"].as_str().unwrap(), u["unread"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(counts, [("general", 2), ("random", 1)]);
+
+    let refused = as_user("bob", &["edit", "general", "2", "bob was here"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("only its sender (alice)"), "{err}");
+    let edited = json_lines(&as_user(
+        "alice",
+        &["edit", "general", "2", "world peace", "--json"],
+    ));
+    assert_eq!(
+        (edited[0]["seq"].as_u64(), edited[0]["edited"].as_u64()),
+        (Some(2), Some(3))
+    );
+    stdout(&as_user("alice", &["delete", "general", "1"]));
+    let history = stdout(&as_user("bob", &["history", "general"]));
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 2, "{history}");
+    assert!(lines[0].ends_with("#1 alice: (deleted)"), "{history}");
+    assert!(
+        lines[1].contains("#2 alice: world peace (edited "),
+        "{history}"
+    );
+    let json = json_lines(&as_user("bob", &["history", "general", "--json"]));
+    assert_eq!(json[1]["text"], "world peace");
+    assert!(json[1]["edited_ts_ms"].as_i64().is_some());
+    assert_eq!(json[0]["deleted"], true);
+}
