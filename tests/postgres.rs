@@ -420,3 +420,40 @@ fn a_conversation_lives_on_any_server_of_the_pool() {
     );
     assert_eq!(stored, "4");
 }
+
+#[test]
+fn the_store_searches_latest_texts_and_keeps_read_positions() {
+    let Some(pg) = postgres() else { return };
+    let url = pg.database("chat");
+    let mut store = PgStore::connect(&url, "one", Duration::from_secs(30)).unwrap();
+    let general = store.ensure_group("general", 1).unwrap();
+    assert_eq!(store.balance().unwrap().gained.len(), 1);
+    let edited = zms::protocol::edit::edit_text(2, "lunch and dinner");
+    let deleted = zms::protocol::edit::delete_text(1);
+    send(
+        &mut store,
+        general.id,
+        1,
+        &[
+            ("Lunch at noon?", "1"),
+            ("dinner instead", "2"),
+            ("lunch again", "3"),
+            (&edited, "4"),
+            (&deleted, "5"),
+        ],
+    )
+    .unwrap();
+    let hits = store.search(general.id, "LUNCH", 0, 10).unwrap();
+    let found: Vec<(u64, &str)> = hits.iter().map(|h| (h.seq, h.text.as_str())).collect();
+    assert_eq!(found, [(3, "lunch again"), (2, "lunch and dinner")]);
+    assert_eq!(hits[1].matches, [(0, 5)]);
+    assert_eq!(store.search(general.id, "lunch", 0, 1).unwrap().len(), 1);
+    assert!(store.search(general.id, "instead", 0, 10).unwrap().is_empty());
+
+    assert_eq!(store.read_position(general.id, "alice").unwrap(), 0);
+    store.set_read(general.id, "alice", 4).unwrap();
+    store.set_read(general.id, "alice", 2).unwrap();
+    drop(store);
+    let mut store = PgStore::connect(&url, "two", Duration::from_secs(30)).unwrap();
+    assert_eq!(store.read_position(general.id, "alice").unwrap(), 4);
+}
