@@ -635,6 +635,8 @@ class PythonGroupServer(Deployment):
         for name, frames in examples:
             if name == "group-history-trimmed":
                 continue  # needs a store retention has trimmed; its bytes are checked above
+            if name in ("group-search", "group-read", "group-unread", "group-edit-missing"):
+                continue  # this group server answers them 400 (its doc); their bytes are checked
             sock = sockets[name.split("-")[0]]
             parts = [octets for direction, octets, _ in frames if direction.startswith("C")]
             sock.send_multipart(parts)

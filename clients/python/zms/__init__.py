@@ -90,9 +90,11 @@ REGISTER, UNREGISTER, HELLO, LIST, KEY, STATUS = 0x01, 0x02, 0x03, 0x04, 0x05, 0
 JOIN, LEAVE, SUBSCRIBE, SEND, HISTORY, MEMBERS, PING, INVITE, SENDS = range(0x10, 0x19)
 KICK, BAN = 0x19, 0x1A
 CREATE, DROP, SET, UNBAN, IMPORT = 0x1B, 0x1C, 0x1D, 0x1E, 0x1F
+SEARCH, READ, UNREAD, EDIT, DELETE = range(0x20, 0x25)
 DM = 0x25
 OK, ERROR, GROUPS, JOINED, ACK, MESSAGES, MEMBER_LIST, PONG, KEY_REPLY, ACKS = range(0x80, 0x8A)
 STATUS_REPLY = 0x8A
+FOUND, UNREAD_REPLY = 0x8B, 0x8C
 MSG, PRESENCE, MSGS = 0xC0, 0xC1, 0xC2
 
 # Error codes.
@@ -130,6 +132,11 @@ REQUESTS: dict[int, Schema] = {
     SET: ("str", "u8"),  # group, flags (bit 0: private)
     UNBAN: ("str", "str"),
     IMPORT: ("str", ("list", ("msg", "str"))),  # group, [(message, client id)]
+    SEARCH: ("str", "str", "i64", "u32", "text"),  # group, user, since_ms, limit, query
+    READ: ("str", "str", "u64"),  # group, user, seq read up to
+    UNREAD: ("str", "str"),
+    EDIT: ("str", "str", "str", "u64", "text"),  # group, user, client id, seq, new text
+    DELETE: ("str", "str", "str", "u64"),  # group, user, client id, seq
     DM: ("str", "str"),
 }
 #: Fields after the request id, per reply command.
@@ -145,6 +152,9 @@ REPLIES: dict[int, Schema] = {
     PONG: ("u64", ("list", ("str", "u64"))),
     KEY_REPLY: ("str",),
     STATUS_REPLY: ("text",),  # one JSON object
+    # group, hits: seq, ts, sender, text, matched octet ranges (start, end)
+    FOUND: ("str", ("list", ("u64", "i64", "str", "text", ("list", ("u32", "u32"))))),
+    UNREAD_REPLY: ("str", "u64", "u64"),  # group, last seq, read seq
 }
 #: Fields a reply may end with, read when octets remain: MESSAGES's first kept seq, sent
 #: only once the server's retention trimmed the group (absent, it is 1).
@@ -166,6 +176,8 @@ NAMES: dict[int, str] = {
     PRESENCE: "PRESENCE",
     MSGS: "MSGS", STATUS: "STATUS", STATUS_REPLY: "STATUS", KICK: "KICK", BAN: "BAN",
     CREATE: "CREATE", DROP: "DROP", SET: "SET", UNBAN: "UNBAN", IMPORT: "IMPORT",
+    SEARCH: "SEARCH", READ: "READ", UNREAD: "UNREAD", EDIT: "EDIT", DELETE: "DELETE",
+    FOUND: "FOUND", UNREAD_REPLY: "UNREAD",
     DM: "DM",
 }
 
@@ -309,7 +321,8 @@ class _Reader:
     def read(self, kind: Any) -> Any:
         if isinstance(kind, tuple):
             count = int.from_bytes(self.take(4), "big")
-            smallest = sum(_MIN[k] for k in kind[1])
+            # An element's smallest size; a list within it takes at least its count.
+            smallest = sum(4 if isinstance(k, tuple) else _MIN[k] for k in kind[1])
             if count * smallest > self.left():
                 raise DecodeError(f"list of {count} elements does not fit in the frame")
             if len(kind[1]) == 1:

@@ -3,7 +3,9 @@
 It hosts the groups named with ``--group`` in memory (nothing survives a restart: each start
 is a new epoch with empty groups), registers them with every message server of ``--server``
 once a heartbeat, and answers LIST, JOIN, LEAVE, SUBSCRIBE, SEND, SENDS, HISTORY, MEMBERS, PING,
-KEY, INVITE, KICK, BAN, UNBAN, CREATE, DROP, SET and IMPORT on one ROUTER socket, pushing MSG, MSGS (a SENDS's new messages) and PRESENCE
+KEY, INVITE, KICK, BAN, UNBAN, CREATE, DROP, SET and IMPORT on one ROUTER socket (SEARCH, READ,
+UNREAD, EDIT and DELETE, and STATUS, with ERROR 400: not implemented here), pushing MSG, MSGS (a
+SENDS's new messages) and PRESENCE
 to subscribed connections. A conversation (``@alice@bob``) is created on the JOIN of
 either of its two users, as PROTOCOL.md's "Direct messages" says. It has no
 security: KEY answers an empty key and no group is private. Limits as PROTOCOL.md's security
