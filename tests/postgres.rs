@@ -448,7 +448,10 @@ fn the_store_searches_latest_texts_and_keeps_read_positions() {
     assert_eq!(found, [(3, "lunch again"), (2, "lunch and dinner")]);
     assert_eq!(hits[1].matches, [(0, 5)]);
     assert_eq!(store.search(general.id, "lunch", 0, 1).unwrap().len(), 1);
-    assert!(store.search(general.id, "instead", 0, 10).unwrap().is_empty());
+    assert!(store
+        .search(general.id, "instead", 0, 10)
+        .unwrap()
+        .is_empty());
 
     assert_eq!(store.read_position(general.id, "alice").unwrap(), 0);
     store.set_read(general.id, "alice", 4).unwrap();

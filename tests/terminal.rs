@@ -985,3 +985,90 @@ fn a_group_whose_server_dies_is_followed_to_its_new_owner_in_one_line() {
         input_line(screen).starts_with("[general]>")
     });
 }
+
+#[test]
+fn a_person_catches_up_searches_edits_and_deletes() {
+    if !tmux_available() {
+        return;
+    }
+    let d = deploy();
+    let s = d.server.as_str();
+    let as_user = |name: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", s, "--name", name]);
+        zms(&all);
+    };
+    for (name, group) in [
+        ("alice", "general"),
+        ("alice", "random"),
+        ("bob", "general"),
+    ] {
+        as_user(name, &["join", group]);
+    }
+    as_user("bob", &["join", "random"]);
+    as_user("bob", &["send", "general", "lunch at noon?"]);
+    as_user("bob", &["send", "general", "who is in?"]);
+    as_user("bob", &["send", "random", "a cat picture"]);
+
+    // Started, the client is in alice's groups at once and says what is new in each; the
+    // first one shows its new messages under the marker, and they count as read.
+    let home = tempfile::tempdir().unwrap();
+    let tmux = Tmux::new();
+    let w = "alice";
+    tmux.start(w, &user_command(s, home.path(), false));
+    let screen = tmux.wait_for(w, "who is in?");
+    assert!(screen.contains("your groups:"), "{screen}");
+    assert!(
+        screen.contains("  general              2 new since you were last here"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("  random               1 new since you were last here"),
+        "{screen}"
+    );
+    let new = after(&screen, "── new ──");
+    assert!(new[0].ends_with("bob: lunch at noon?"), "{screen}");
+    tmux.enter_line(w, "/unread");
+    tmux.wait_until(w, "the counts after reading general", |s| {
+        s.contains("  general              0 new") && s.contains("  random               1 new")
+    });
+
+    // Switching group shows the marker above what is new there.
+    tmux.enter_line(w, "/g random");
+    let screen = tmux.wait_for(w, "bob: a cat picture");
+    assert!(
+        after(&screen, "── new ──")[0].ends_with("bob: a cat picture"),
+        "{screen}"
+    );
+    tmux.enter_line(w, "/g general");
+    tmux.wait_for(w, "now in general@");
+
+    // Search covers her groups, the words found marked by the client.
+    tmux.enter_line(w, "/search LUNCH");
+    tmux.wait_for(w, "[general] #1 bob: lunch at noon?");
+
+    // Her last message, edited then deleted: every screen shows the change.
+    tmux.enter_line(w, "teh typo");
+    tmux.wait_for(w, "alice: teh typo");
+    tmux.enter_line(w, "/edit the typo");
+    tmux.wait_for(w, "alice edited #3: the typo (edited)");
+    tmux.enter_line(w, "/edit 1 not mine");
+    tmux.wait_for(
+        w,
+        "only its sender (bob) or an operator may change message 1",
+    );
+    tmux.enter_line(w, "/delete");
+    tmux.wait_for(w, "alice deleted #3 (deleted)");
+    let history = zms_out(&["history", "general", "--server", s, "--name", "bob"]);
+    assert!(history.contains("#3 alice: (deleted)"), "{history}");
+
+    // Back later: nothing is new, as she read it all here.
+    tmux.enter_line(w, "/quit");
+    tmux.wait_exit(w);
+    let again = "again";
+    tmux.start(again, &user_command(s, home.path(), false));
+    tmux.wait_until(again, "the counts of a second start", |s| {
+        s.contains("  general              nothing new")
+            && s.contains("  random               nothing new")
+    });
+}

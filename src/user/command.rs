@@ -24,6 +24,14 @@ pub enum Line {
     Query(String),
     /// Recent messages that mention you, over your groups.
     Mentions,
+    /// Search the user's groups for messages holding these words.
+    Search(String),
+    /// How many messages are new in each of the user's groups.
+    Unread,
+    /// Replace the text of message SEQ of the current group (`None`: the user's last one).
+    Edit(Option<u64>, String),
+    /// Delete message SEQ of the current group (`None`: the user's last one).
+    Delete(Option<u64>),
     Menu,
     Help,
     Quit,
@@ -53,6 +61,10 @@ pub const COMMANDS: &[&str] = &[
     "/msg ",
     "/query ",
     "/quit",
+    "/search ",
+    "/unread",
+    "/edit ",
+    "/delete",
     "/switch ",
     "/g ",
     "/who ",
@@ -118,6 +130,17 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
         "mentions" => Line::Mentions,
         "me" if text.is_empty() => return Err("usage: /me ACTION (shows as * you ACTION)".into()),
         "me" => Line::Say(format!("{ME_PREFIX}{text}")),
+        "search" | "s" if text.is_empty() => return Err("usage: /search WORDS".into()),
+        "search" | "s" => Line::Search(text.to_string()),
+        "unread" => Line::Unread,
+        "edit" => match seq_then(text) {
+            (_, "") => return Err("usage: /edit [SEQ] TEXT (your last message, or #SEQ)".into()),
+            (seq, text) => Line::Edit(seq, text.to_string()),
+        },
+        "delete" => match seq_then(text) {
+            (seq, "") => Line::Delete(seq),
+            _ => return Err("usage: /delete [SEQ] (your last message, or #SEQ)".into()),
+        },
         "menu" => Line::Menu,
         "help" | "?" => Line::Help,
         "quit" | "exit" | "q" => Line::Quit,
@@ -128,6 +151,16 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
 /// A user as `/msg` and `/query` take one: `bob` or `@bob`.
 fn peer(name: &str) -> String {
     name.strip_prefix('@').unwrap_or(name).to_string()
+}
+
+/// A leading `SEQ` or `#SEQ` followed by a space (or nothing), and the rest: `/edit 12 new
+/// text` edits #12, `/edit new text` the last message.
+fn seq_then(text: &str) -> (Option<u64>, &str) {
+    let (first, rest) = text.split_once(' ').unwrap_or((text, ""));
+    match first.strip_prefix('#').unwrap_or(first).parse::<u64>() {
+        Ok(seq) if !first.is_empty() => (Some(seq), rest.trim_start()),
+        _ => (None, text),
+    }
 }
 
 /// What `/help` prints.
@@ -144,6 +177,10 @@ commands:
   /query NAME                  make your conversation with NAME the current one (@NAME)
   /mentions                    recent messages that mention you (@you), over your groups
   /invite KEY                  let a user's key into the current private group (secure servers)
+  /search WORDS  (/s)          messages of your groups holding every word, newest last
+  /unread                      how many messages are new in each of your groups
+  /edit [SEQ] TEXT             replace your last message here (or #SEQ); all see (edited)
+  /delete [SEQ]                delete your last message here (or #SEQ); all see (deleted)
   /menu                        the original numbered menu (7 leaves it)
   /quit                        leave the client (memberships stay)
   anything else                is sent to the current group (start with // to send a leading /)
@@ -241,6 +278,37 @@ mod tests {
     }
 
     #[test]
+    fn chat_commands_parse_with_or_without_a_seq() {
+        assert_eq!(
+            parse_line("/search lunch  plans"),
+            Ok(Line::Search("lunch  plans".into()))
+        );
+        assert!(parse_line("/search")
+            .unwrap_err()
+            .contains("usage: /search"));
+        assert_eq!(parse_line("/unread"), Ok(Line::Unread));
+        assert_eq!(
+            parse_line("/edit fixed it"),
+            Ok(Line::Edit(None, "fixed it".into()))
+        );
+        assert_eq!(
+            parse_line("/edit 12 fixed"),
+            Ok(Line::Edit(Some(12), "fixed".into()))
+        );
+        assert_eq!(
+            parse_line("/edit #12 fixed"),
+            Ok(Line::Edit(Some(12), "fixed".into()))
+        );
+        assert!(parse_line("/edit").unwrap_err().contains("usage: /edit"));
+        assert!(parse_line("/edit 12").unwrap_err().contains("usage: /edit"));
+        assert_eq!(parse_line("/delete"), Ok(Line::Delete(None)));
+        assert_eq!(parse_line("/delete #3"), Ok(Line::Delete(Some(3))));
+        assert!(parse_line("/delete 3 x")
+            .unwrap_err()
+            .contains("usage: /delete"));
+    }
+
+    #[test]
     fn me_sends_an_action_as_text() {
         assert_eq!(
             parse_line("/me waves  at you"),
@@ -258,6 +326,7 @@ mod tests {
                 "/me" => "/me waves".to_string(),
                 "/msg" => "/msg bob hi".to_string(),
                 "/query" => "/query bob".to_string(),
+                "/search" | "/edit" => format!("{c}words"),
                 "/invite" => format!("{c}{}", "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"),
                 other => other.to_string(),
             };

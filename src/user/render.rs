@@ -132,6 +132,9 @@ impl Style {
     /// `bob: hi`, or for a `/me` message `* bob waves`; the text shown harmlessly, a
     /// newline in it continuing on a marked line ([`safe::text`]).
     pub fn body(&self, sender: &str, text: &str) -> String {
+        if let Some(change) = super::output::change_text(crate::protocol::edit::parse(text)) {
+            return format!("{} {change}", self.sender(sender));
+        }
         match text.strip_prefix(ME_PREFIX) {
             Some(action) => format!("* {} {}", self.sender(sender), self.text(action)),
             None => format!("{}: {}", self.sender(sender), self.text(text)),
@@ -202,6 +205,15 @@ impl Style {
         }
     }
 
+    /// What goes around the words a search matched: bold and underlined in colour, nothing
+    /// in plain output (scripts read `zms search --json`).
+    pub fn highlight_marks(&self) -> (&'static str, &'static str) {
+        match self.colour {
+            true => ("\x1b[1;4m", "\x1b[22;24m"),
+            false => ("", ""),
+        }
+    }
+
     /// One member of `/who`.
     pub fn member(&self, m: &Member) -> String {
         format!(
@@ -224,7 +236,9 @@ pub fn moved_line(from: &GroupRef, to: &GroupRef) -> String {
 /// A stored message as the plain (scripted) client prints it: RFC 3339 UTC and the seq.
 pub fn plain_history(m: &Message) -> String {
     let sender = safe::field(&m.sender);
+    let change = super::output::change_text(crate::protocol::edit::parse(&m.text));
     let body = match m.text.strip_prefix(ME_PREFIX) {
+        _ if change.is_some() => format!("{sender} {}", change.unwrap_or_default()),
         Some(action) => format!("* {sender} {}", safe::text(action)),
         None => format!("{sender}: {}", safe::text(&m.text)),
     };

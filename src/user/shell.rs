@@ -38,6 +38,7 @@ use chat::Conversations;
 
 pub use super::command::parse_line;
 
+mod catchup;
 mod chat;
 
 /// A job for the network thread: a typed line, carried out in its turn. Dropping `done` tells
@@ -67,6 +68,7 @@ fn busy_label(line: &Line) -> Option<String> {
         Line::Invite(_) => Some("inviting…".into()),
         Line::Query(name) => Some(format!("opening @{name}…")),
         Line::Mentions => Some("looking for mentions…".into()),
+        Line::Search(_) => Some("searching…".into()),
         _ => None,
     }
 }
@@ -199,6 +201,7 @@ pub fn run(ctx: &zmq::Context, session: Session, log: Option<&Path>, notify: Not
         // Only a person at a terminal is called; a script reads the lines.
         notify: if terminal { notify } else { Notify::None },
         conversations: Conversations::default(),
+        reading: catchup::Reading::default(),
     };
     // The network thread says hello first: a message server that does not answer keeps
     // nobody from typing.
@@ -233,6 +236,8 @@ struct Network {
     notify: Notify,
     /// Conversations found in the message server's list, and when to look again.
     conversations: Conversations,
+    /// Read positions to send, and the user's own last messages.
+    reading: catchup::Reading,
 }
 
 impl Network {
@@ -252,6 +257,7 @@ impl Network {
                 safe::field(&err.to_string())
             ),
         });
+        self.start_in_my_groups();
         loop {
             // Wakes at least every second to retry queued messages.
             match self
@@ -273,6 +279,7 @@ impl Network {
                 }
                 Err(err) => (self.print)(self.style.error(&format!("error: {err}"))),
             }
+            self.flush_reads(false);
             self.tell_trusted();
         }
     }
@@ -340,6 +347,9 @@ impl Network {
         };
         // The bell and notification go after the line, written as the line is.
         (self.print)(format!("{line}{call}"));
+        if let SessionEvent::Message(d) = &event {
+            self.shown(&d.group, &d.message);
+        }
         match &event {
             SessionEvent::ServerBack(address) => self.flush(address),
             // Messages kept for the old server go to the new one, under the same ids.
@@ -409,7 +419,8 @@ impl Network {
                     errinput!("not joined to '{spec}' in this session; /join it first")
                 })?;
                 (self.print)(format!("now in {}", safe::field(&group.to_string())));
-                self.view().switch(group);
+                self.view().switch(group.clone());
+                self.switched(&group)?;
             }
             Line::History(range) => {
                 let group = self.require_current()?;
@@ -460,6 +471,9 @@ impl Network {
                     safe::field(&key),
                     safe::field(&group.to_string())
                 ));
+            }
+            Line::Search(_) | Line::Unread | Line::Edit(..) | Line::Delete(_) => {
+                self.search_or_change(line)?
             }
             Line::Help => {
                 let log = match &self.log {
@@ -619,6 +633,7 @@ impl Network {
     /// At exit: whatever is still queued is reported, never dropped silently, and kept on
     /// disk with its id: a try may have been stored, so only a send under the same id is safe.
     fn finish(mut self) {
+        self.flush_reads(true);
         let kept = crate::dirs::state_home_of("unconfirmed")
             .ok()
             .map(|dir| super::kept::Kept::new(&dir, self.session.name()));
