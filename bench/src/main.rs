@@ -26,6 +26,7 @@ pub mod payload;
 pub mod raw;
 pub mod redis;
 pub mod scale;
+pub mod search;
 pub mod stats;
 pub mod tcp;
 pub mod wire;
@@ -55,6 +56,8 @@ pub enum Workload {
     History,
     /// 10,000 groups listed, 1,000 members, 1,000,000 messages stored: latency and memory.
     Scale,
+    /// 1,000,000 messages stored, then searched (full text): query times.
+    Search,
     /// fanout, latency and rtt on bare libzmq sockets (PUB/SUB, REQ/REP): the limit.
     Raw,
     /// fanout, latency and rtt against a NATS server (`--nats`, `--jetstream`).
@@ -95,7 +98,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bench")]
     pub group: String,
     /// Messages to send [fanout 200000, latency rate×duration, rtt 20000, ingest 200000,
-    /// history 100000, scale: fanout to the 1,000 members 2000, redis 200000].
+    /// history 100000, scale: fanout to the 1,000 members 2000, search 1000000, redis 200000].
     #[arg(long)]
     pub messages: Option<u64>,
     /// Message text size in bytes (at least 28, the index and send time the bench embeds).
@@ -267,6 +270,7 @@ fn run_one(args: &BenchArgs, workload: Workload) -> Result<()> {
         Workload::Ingest => workloads::ingest(args)?,
         Workload::History => workloads::history(args)?,
         Workload::Scale => scale::run(args)?,
+        Workload::Search => search::run(args)?,
         Workload::Raw => raw::run(args)?,
         Workload::Nats => nats::run(args)?,
         Workload::Redis => redis::run(args)?,

@@ -157,13 +157,17 @@ impl Network {
                     return Ok(());
                 }
                 let marks = self.style.highlight_marks();
+                let now = time::now_ms();
                 let lines: Vec<String> = hits
                     .iter()
                     .rev()
                     .map(|(group, hit)| {
+                        let when = match self.terminal {
+                            true => self.style.stamp(hit.ts, now),
+                            false => time::rfc3339(hit.ts),
+                        };
                         format!(
-                            "{} [{}] #{} {}: {}",
-                            time::rfc3339(hit.ts),
+                            "{when} [{}] #{} {}: {}",
                             safe::field(&group.name),
                             hit.seq,
                             self.style.sender(&hit.sender),
