@@ -1,6 +1,8 @@
 //! Search, read positions, edits and deletions from a session: one request each to the group
 //! server hosting the group ([`Session::search_all`] asks every group given).
 
+use tracing::warn;
+
 use super::session::{expect_ok, GroupRef, Session};
 use super::unexpected;
 use crate::protocol::{self, ErrorCode, Hit, Reply, Request};
@@ -148,10 +150,10 @@ impl Session {
 impl Session {
     /// The groups the message server lists of which the user is a member, with where they
     /// stand in each: every listed group is asked (UNREAD), and those that answer NOT_MEMBER
-    /// (or are not hosted where listed) are left out.
+    /// (or are not hosted where listed, or whose server does not answer UNREAD) are left out.
     ///
     /// # Errors
-    /// The message server's silence, or a group server's other refusal or silence.
+    /// The message server's silence.
     pub fn my_groups(&mut self) -> Result<Vec<(GroupRef, ReadState)>> {
         let mut mine = Vec::new();
         for entry in self.list_groups()? {
@@ -165,7 +167,9 @@ impl Session {
                     code: ErrorCode::NotMember | ErrorCode::UnknownGroup,
                     ..
                 }) => {}
-                Err(err) => return Err(err),
+                // A server that does not know UNREAD (an earlier one), or does not answer:
+                // its groups cannot be told apart, and the others still can.
+                Err(err) => warn!(%group, %err, "cannot tell whether a member"),
             }
         }
         Ok(mine)
