@@ -502,7 +502,7 @@ impl Storage for PgStore {
             return Err(errinput!("group {group_id} is not hosted here"));
         };
         self.in_transaction(|store| {
-            for table in ["messages", "members", "invites", "bans"] {
+            for table in ["messages", "members", "invites", "bans", "reads", "changed"] {
                 store.client.execute(
                     &format!("DELETE FROM {table} WHERE group_id = $1"),
                     &[&group_id],

@@ -52,12 +52,14 @@ impl Store {
                 "invites",
                 "bans",
                 "group_settings",
+                "reads",
             ] {
                 self.conn.execute(
                     &format!("DELETE FROM {table} WHERE group_id = ?1"),
                     [group_id],
                 )?;
             }
+            super::chat::unindex_through(&self.conn, group_id, MAX_SEQ)?;
             self.conn
                 .execute("DELETE FROM groups WHERE id = ?1", [group_id])?;
             Ok(())

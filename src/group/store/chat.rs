@@ -249,6 +249,22 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_group_leaves_no_hits_or_read_positions_to_a_new_one() {
+        let mut store = Store::open_in_memory().unwrap();
+        let rust = store.add_group("rust", false, 1).unwrap();
+        store.begin().unwrap();
+        store
+            .append(rust.id, &said(1, "bob", "ferris"), "")
+            .unwrap();
+        store.commit().unwrap();
+        store.set_read(rust.id, "bob", 1).unwrap();
+        store.drop_group(rust.id).unwrap();
+        let fresh = store.add_group("rust", false, 2).unwrap();
+        assert!(store.search(fresh.id, "ferris", 0, 10).unwrap().is_empty());
+        assert_eq!(store.read_position(fresh.id, "bob").unwrap(), 0);
+    }
+
+    #[test]
     fn highlights_become_byte_ranges() {
         assert_eq!(
             split_highlights("a \u{2}lünch\u{3} b \u{2}x\u{3}"),
