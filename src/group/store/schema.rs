@@ -54,11 +54,12 @@ const CHAT_TABLES: &str = "
 -- The latest text of every message that is not an edit, a deletion or deleted, for SEARCH
 -- (FTS5, words as Unicode sees them, accents ignored). The rowid is the chunk key's form of
 -- (group, seq): group_id << 40 | seq, so a group's hits are a rowid range, newest first.
--- detail=none: the index records which messages hold a word, not where (SEARCH matches words,
--- not phrases), which makes it several times cheaper to write on every append.
+-- detail=none and columnsize=0: the index records which messages hold a word, not where, nor
+-- how long each text is (SEARCH matches words and orders by seq, not by rank), which makes it
+-- several times cheaper to write on every append.
 CREATE VIRTUAL TABLE search USING fts5(
     text, sender UNINDEXED, ts UNINDEXED,
-    tokenize = 'unicode61 remove_diacritics 2', detail = none
+    tokenize = 'unicode61 remove_diacritics 2', detail = none, columnsize = 0
 );
 -- How far each member has read each group (READ), only ever moved forward.
 CREATE TABLE reads (
