@@ -36,11 +36,16 @@ pub(super) struct Reading {
 }
 
 impl Network {
-    /// At start: subscribes to every group the user is a member of, says how many messages
-    /// are new in each, and shows the first one's new messages under the marker.
+    /// At start: subscribes to every group the user is a member of (conversations aside), says
+    /// how many messages are new in each, and shows the first one's new messages under the
+    /// marker.
     pub(super) fn start_in_my_groups(&mut self) {
         let groups = match self.session.my_groups() {
-            Ok(groups) => groups,
+            // Conversations (`@alice@bob`) have their own start: named once, joined on /query.
+            Ok(mut groups) => {
+                groups.retain(|(g, _)| !g.name.starts_with('@'));
+                groups
+            }
             Err(err) => {
                 let err = safe::field(&err.to_string()).into_owned();
                 return (self.print)(self.style.error(&format!("error: your groups: {err}")));
