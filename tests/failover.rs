@@ -576,7 +576,7 @@ fn while_the_database_is_down_sends_and_reads_fail_clearly_members_stay_and_serv
     sender.send(&group, "before").unwrap();
     assert_eq!(texts(&receive(&mut member, 1, LIMIT)), ["before"]);
 
-    pg.stop();
+    pg.stop("immediate");
     // Sends are refused, not acknowledged; history reads fail; both say so.
     let mut refusals = Vec::new();
     assert!(eventually(LIMIT, || match sender.send(&group, "during") {
@@ -590,7 +590,7 @@ fn while_the_database_is_down_sends_and_reads_fail_clearly_members_stay_and_serv
     assert!(matches!(read, Err(zms::Error::Rejected { .. })), "{read:?}");
     println!("while down: send {refusals:?}; history {read:?}");
 
-    pg.resume();
+    pg.start_again();
     let mut sent = None;
     assert!(eventually(LIMIT, || {
         sent = sender.send(&group, "after").ok();
@@ -637,7 +637,7 @@ fn a_server_that_cannot_renew_its_leases_stops_serving_and_takes_them_back_when_
     let general = member.resolve("general").unwrap();
     member.join(&general).unwrap();
 
-    pg.stop();
+    pg.stop("immediate");
     // Past the lease, the server no longer serves the group: another could have claimed it.
     let raw = raw_dealer(&ctx, &format!("tcp://{}", general.address));
     use zms::protocol::codec::{self, Incoming};
@@ -666,7 +666,7 @@ fn a_server_that_cannot_renew_its_leases_stops_serving_and_takes_them_back_when_
         )
     }));
 
-    pg.resume();
+    pg.start_again();
     // It claims the group again by itself, and the member follows without doing anything.
     let mut sender = session(&ctx, &endpoint, "sender");
     let mut sent = false;

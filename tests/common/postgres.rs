@@ -1,9 +1,12 @@
 //! A real PostgreSQL server for the cluster-mode tests: its own instance in a temporary
 //! directory, on a free port of 127.0.0.1, stopped on drop. PostgreSQL refuses to run as root,
-//! so as root its programs run as the `postgres` user.
+//! so as root its programs run as the `postgres` user. Also a primary whose commits wait for a
+//! synchronous standby, the standby itself (streaming, made with `pg_basebackup -R`), a crash
+//! and a promotion.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A running PostgreSQL instance whose superuser is `zms`, trusted on 127.0.0.1.
 pub struct Postgres {
@@ -12,12 +15,29 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     pub port: u16,
     as_postgres: bool,
+    /// The server's command-line settings, kept for a restart.
+    options: String,
+    /// Running (so drop stops it).
+    running: AtomicBool,
 }
 
 impl Postgres {
     /// Starts an instance, or says why not and returns `None` when PostgreSQL is not installed
     /// (a failure instead where `ZMS_REQUIRE_POSTGRES=1`).
     pub fn start() -> Option<Postgres> {
+        Postgres::start_with("")
+    }
+
+    /// As [`Postgres::start`], a primary whose every commit waits until a synchronous standby
+    /// has it (`synchronous_commit=on`, any standby: `synchronous_standby_names='*'`): start
+    /// one with [`Postgres::standby`] before writing.
+    pub fn start_primary() -> Option<Postgres> {
+        Postgres::start_with("-c synchronous_commit=on -c synchronous_standby_names='*'")
+    }
+
+    /// Starts an instance with `settings` on its command line (so a base backup of its data
+    /// directory does not carry them).
+    fn start_with(settings: &str) -> Option<Postgres> {
         let Some(bin) = server_programs() else {
             let why = "PostgreSQL is not installed (/usr/lib/postgresql/*/bin/initdb)";
             assert!(
@@ -27,23 +47,7 @@ impl Postgres {
             eprintln!("skipped: {why}");
             return None;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let as_postgres = is_root();
-        if as_postgres {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown to postgres");
-        }
-        let port = free_port();
-        let pg = Postgres {
-            bin,
-            dir,
-            port,
-            as_postgres,
-        };
+        let pg = Postgres::new(bin, settings);
         let data = pg.dir.path().join("data");
         pg.run(
             "initdb",
@@ -58,18 +62,85 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        pg.resume();
+        pg.start_again();
         Some(pg)
     }
 
-    /// Starts the instance (again, after [`Postgres::stop`]) on the same port and data.
-    pub fn resume(&self) {
-        let data = self.dir.path().join("data");
+    /// An instance not yet created, in a new temporary directory, on a free port.
+    fn new(bin: PathBuf, settings: &str) -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = is_root();
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown to postgres");
+        }
+        let port = free_port();
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40",
-            self.port,
-            self.dir.path().display()
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40 {settings}",
+            dir.path().display()
         );
+        Postgres {
+            bin,
+            dir,
+            port,
+            as_postgres,
+            options,
+            running: AtomicBool::new(false),
+        }
+    }
+
+    /// A streaming standby of this instance, started, and synchronous once the primary lists
+    /// it as such (waited for, up to 60 s).
+    pub fn standby(&self) -> Postgres {
+        let standby = Postgres::new(self.bin.clone(), "");
+        let data = standby.dir.path().join("data");
+        standby.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "zms",
+                "-D",
+                data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        standby.start_again();
+        self.wait_for_sync_standby();
+        standby
+    }
+
+    /// Waits (up to 60 s) until a standby streams to this primary synchronously.
+    pub fn wait_for_sync_standby(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'",
+        ) == "0"
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no synchronous standby"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the (stopped) instance with its settings, waiting until it takes connections.
+    pub fn start_again(&self) {
+        let data = self.dir.path().join("data");
         let log = self.dir.path().join("log");
         self.run(
             "pg_ctl",
@@ -77,7 +148,7 @@ impl Postgres {
                 "-D",
                 data.to_str().unwrap(),
                 "-o",
-                &options,
+                &self.options,
                 "-l",
                 log.to_str().unwrap(),
                 "-w",
@@ -86,21 +157,26 @@ impl Postgres {
                 "start",
             ],
         );
+        self.running.store(true, Ordering::SeqCst);
     }
 
-    /// Stops the instance at once (`immediate`: as if it crashed), closing every connection.
-    pub fn stop(&self) {
+    /// Stops the instance: `fast` (a clean shutdown) or `immediate` (a crash: every process
+    /// ends at once, nothing more is written or sent).
+    pub fn stop(&self, mode: &str) {
         let data = self.dir.path().join("data");
         self.run(
             "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
+            &["-D", data.to_str().unwrap(), "-m", mode, "-w", "stop"],
+        );
+        self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// Promotes a standby to primary, waiting until it takes writes.
+    pub fn promote(&self) {
+        let data = self.dir.path().join("data");
+        self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-w", "-t", "60", "promote"],
         );
     }
 
@@ -161,20 +237,10 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    data.to_str().unwrap(),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                ],
-            )
-        }));
+        if !self.running.load(Ordering::SeqCst) {
+            return;
+        }
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stop("immediate")));
     }
 }
 

@@ -5,6 +5,11 @@
 //! a transaction's messages of a group are written at commit by two statements, one that
 //! checks this server's lease epoch and advances the group's `last_seq` (so a server that lost
 //! the group writes nothing, and seqs stay gap-free), and one multi-row insert.
+//!
+//! A lost connection (the primary failed over, the database restarted) is made again, with
+//! at most every half second, at the next request or heartbeat outside a transaction; with a multi-host string
+//! and `target_session_attrs=read-write` that finds whichever host is primary now. Meanwhile
+//! every write is refused at once, so senders get a clear error and send again.
 
 mod chat;
 pub mod lease;
@@ -48,6 +53,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// batch and heartbeat would otherwise try, each costing up to [`CONNECT_TIMEOUT`].
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
+/// How long sent data may stay unacknowledged by the database host's TCP unless the string
+/// says: a host that vanished without closing the connection is noticed in this time.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The PostgreSQL store of one group server.
 pub struct PgStore {
     /// Where the database is, for connecting again after the connection was lost.
@@ -83,6 +92,9 @@ impl PgStore {
         let mut config = parse_url(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
         let mut client = open(&config, lease_ttl)?;
         schema::migrate(&mut client)?;
@@ -151,12 +163,55 @@ impl PgStore {
         })
     }
 
+    /// Makes sure a connection is there outside a transaction: connects again if it was lost
+    /// (not before the backoff's wait is over). Leases are kept across it: the epoch check of
+    /// the next append and heartbeat says whether they still hold.
+    ///
+    /// # Errors
+    /// The connection is lost and cannot be made again yet.
+    fn connected(&mut self) -> Result<()> {
+        if self.open || !self.client.is_closed() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let wait = match self.retry {
+            Some((at, _)) if now < at => {
+                return Err(errinput!(
+                    "the database connection is lost; connecting again"
+                ))
+            }
+            Some((_, wait)) => wait,
+            None => {
+                tracing::warn!("the database connection is lost; connecting again");
+                RECONNECT_FIRST
+            }
+        };
+        let reconnected = self.config.connect(NoTls).map_err(crate::Error::from);
+        match reconnected.and_then(|mut client| {
+            let statements = Statements::prepare(&mut client)?;
+            Ok((client, statements))
+        }) {
+            Ok((client, statements)) => {
+                tracing::info!("connected to the database again");
+                self.client = client;
+                self.statements = statements;
+                self.retry = None;
+                Ok(())
+            }
+            Err(err) => {
+                self.retry = Some((Instant::now() + wait, (wait * 2).min(RECONNECT_MAX)));
+                Err(err)
+            }
+        }
+    }
+
     /// Creates a group if it is new (private or not), without hosting it: one of the group
     /// servers sharing the database claims it at its next heartbeat.
     ///
     /// # Errors
     /// PostgreSQL's error.
     pub fn create_group(&mut self, name: &str, private: bool, now_ms: i64) -> Result<bool> {
+        self.connected()?;
         let created = self.client.execute(
             "INSERT INTO groups (name, private, created_ms) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO NOTHING",
@@ -168,7 +223,7 @@ impl PgStore {
     /// Writes the open transaction's messages: per group, the fenced advance of its last seq,
     /// then the rows.
     fn write_pending(&mut self) -> Result<()> {
-        for (group_id, p) in self.pending.drain() {
+        for (group_id, p) in std::mem::take(&mut self.pending) {
             let Some(&epoch) = self.leases.get(&group_id) else {
                 return Err(errinput!("group {group_id} is not hosted here"));
             };
@@ -187,11 +242,7 @@ impl PgStore {
                 ],
             )?;
             if advanced != 1 {
-                // Another server claimed the group (or wrote to it): this one writes nothing more.
-                self.leases.remove(&group_id);
-                return Err(errinput!(
-                    "lease of group {group_id} lost to another group server; write refused"
-                ));
+                return Err(self.refused(group_id, epoch));
             }
             self.client.execute(
                 &self.statements.insert,
@@ -209,6 +260,25 @@ impl PgStore {
             }
         }
         Ok(())
+    }
+
+    /// Why the fenced advance of a group wrote nothing. Another server claimed the group: this
+    /// one writes nothing more to it. Otherwise the lease holds and only the seq was out of
+    /// step (memory ran ahead of a batch that was lost with the connection): refused, and the
+    /// failed batch's reload from the store sets memory right for the next one.
+    fn refused(&mut self, group_id: i64, epoch: i64) -> crate::Error {
+        let ours = self
+            .client
+            .query_opt(
+                "SELECT 1 FROM groups WHERE id = $1 AND owner = $2 AND epoch = $3",
+                &[&group_id, &self.owner, &epoch],
+            )
+            .is_ok_and(|row| row.is_some());
+        if ours {
+            return errinput!("group {group_id} was out of step with the database; write refused");
+        }
+        self.leases.remove(&group_id);
+        errinput!("lease of group {group_id} lost to another group server; write refused")
     }
 
     fn discard(&mut self) {
@@ -302,6 +372,7 @@ impl Storage for PgStore {
     }
 
     fn load_group(&mut self, id: i64) -> Result<StoredGroup> {
+        self.connected()?;
         let row = self.client.query_one(
             "SELECT name, last_seq, last_ts, private FROM groups WHERE id = $1",
             &[&id],
@@ -337,11 +408,13 @@ impl Storage for PgStore {
     }
 
     fn users(&mut self) -> Result<Vec<(String, String)>> {
+        self.connected()?;
         let rows = self.client.query("SELECT name, key FROM users", &[])?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     fn invites(&mut self, group_id: i64) -> Result<Vec<String>> {
+        self.connected()?;
         let rows = self
             .client
             .query("SELECT key FROM invites WHERE group_id = $1", &[&group_id])?;
@@ -436,6 +509,7 @@ impl Storage for PgStore {
     }
 
     fn add_member(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()> {
+        self.connected()?;
         self.client.execute(
             "INSERT INTO members (group_id, username, joined_ms) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
@@ -445,6 +519,7 @@ impl Storage for PgStore {
     }
 
     fn remove_member(&mut self, group_id: i64, user: &str) -> Result<()> {
+        self.connected()?;
         self.client.execute(
             "DELETE FROM members WHERE group_id = $1 AND username = $2",
             &[&group_id, &user],
@@ -453,6 +528,7 @@ impl Storage for PgStore {
     }
 
     fn bind_user(&mut self, name: &str, key: &str, now_ms: i64) -> Result<()> {
+        self.connected()?;
         self.client.execute(
             "INSERT INTO users (name, key, bound_ms) VALUES ($1, $2, $3)",
             &[&name, &key, &now_ms],
@@ -461,6 +537,7 @@ impl Storage for PgStore {
     }
 
     fn add_invite(&mut self, group_id: i64, key: &str, now_ms: i64) -> Result<()> {
+        self.connected()?;
         self.client.execute(
             "INSERT INTO invites (group_id, key, invited_ms) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
@@ -470,6 +547,7 @@ impl Storage for PgStore {
     }
 
     fn add_ban(&mut self, group_id: i64, user: &str, now_ms: i64) -> Result<()> {
+        self.connected()?;
         self.client.execute(
             "INSERT INTO bans (group_id, username, banned_ms) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
