@@ -145,7 +145,7 @@ fn every_acknowledged_message_survives_the_primary_and_the_group_server_carries_
     assert!(eventually(LIMIT, || count() >= 100), "no load");
 
     // The primary's host is lost mid-load; the standby, which has every commit, takes over.
-    primary.stop("immediate");
+    primary.kill();
     standby.promote();
     promoted.store(true, Ordering::SeqCst);
     assert!(
@@ -234,4 +234,40 @@ fn with_the_standby_down_a_send_is_not_acknowledged_until_it_is_back() {
         "SELECT string_agg(text, ',' ORDER BY seq) FROM messages"
     )
         == "on two hosts,waits for the standby"));
+}
+
+#[test]
+fn an_idle_group_server_finds_the_promoted_standby() {
+    let Some(primary) = Postgres::start_primary() else {
+        return;
+    };
+    let standby = primary.standby();
+    primary.database("zms");
+    let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
+    let (_server, address) = group_server(
+        &directory.listening(),
+        &both_hosts(&primary, &standby, "zms"),
+    );
+    let ctx = zmq::Context::new();
+    let member = raw_member(&ctx, &format!("tcp://{address}"), "general", "alice");
+    send(&member, 2, "alice", "1", "before");
+    assert!(matches!(reply(&member, 2), Some(Reply::Ack { seq: 1, .. })));
+
+    // Lost between two requests: the server learns it from its next query.
+    primary.kill();
+    standby.promote();
+    let mut req_id = 2;
+    let acked = eventually(LIMIT, || {
+        req_id += 1;
+        send(&member, req_id, "alice", "2", "after");
+        matches!(reply(&member, req_id), Some(Reply::Ack { seq: 2, .. }))
+    });
+    assert!(acked, "no ACK from the promoted standby");
+    assert_eq!(
+        standby.psql(
+            "zms",
+            "SELECT string_agg(text, ',' ORDER BY seq) FROM messages"
+        ),
+        "before,after"
+    );
 }

@@ -171,6 +171,27 @@ impl Postgres {
         self.running.store(false, Ordering::SeqCst);
     }
 
+    /// Kills the instance as the loss of its host would: SIGKILL to the postmaster and to each
+    /// of its processes, so nothing is written, sent or closed cleanly.
+    pub fn kill(&self) {
+        let pid_file = self.dir.path().join("data").join("postmaster.pid");
+        let pids = std::fs::read_to_string(pid_file).unwrap();
+        let postmaster = pids.lines().next().unwrap().trim().to_string();
+        let children = Command::new("pgrep")
+            .args(["-P", &postmaster])
+            .output()
+            .unwrap();
+        let children = String::from_utf8(children.stdout).unwrap();
+        let status = Command::new("kill")
+            .arg("-9")
+            .arg(&postmaster)
+            .args(children.split_whitespace())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -9 the postmaster");
+        self.running.store(false, Ordering::SeqCst);
+    }
+
     /// Promotes a standby to primary, waiting until it takes writes.
     pub fn promote(&self) {
         let data = self.dir.path().join("data");
