@@ -197,9 +197,12 @@ impl Deployment {
             "127.0.0.1:0",
             "--group",
             group,
-            "--data",
-            store,
         ];
+        match &args.store {
+            // Cluster mode: the database holds the group; this server is its only one.
+            Some(url) => server_args.extend(["--store", url]),
+            None => server_args.extend(["--data", store]),
+        }
         if args.fsync {
             server_args.push("--fsync");
         }

@@ -147,12 +147,20 @@ pub struct BenchArgs {
     /// Start the group server with --fsync (survive power loss) instead of the default durability.
     #[arg(long)]
     pub fsync: bool,
+    /// Start the group server in cluster mode on this PostgreSQL database (`--store`: a libpq
+    /// URL or key=value string) instead of SQLite in a temporary directory.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// NATS server HOST:PORT for the nats workload.
     #[arg(long, default_value = "127.0.0.1:4222")]
     pub nats: String,
     /// nats workload: publish through JetStream (stored, acknowledged) instead of core NATS.
     #[arg(long)]
     pub jetstream: bool,
+    /// nats workload with --jetstream: the stream's replicas (3 on a three-node cluster: a
+    /// publish is acknowledged once a quorum of two has it).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
     /// Redis server HOST:PORT for the redis workload (its stream `zmsbench:ingest` is replaced).
     #[arg(long, default_value = "127.0.0.1:6379")]
     pub redis: String,

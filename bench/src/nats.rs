@@ -248,12 +248,12 @@ struct Stream {
 }
 
 impl Stream {
-    fn create(address: &str, stall: Duration) -> Result<Stream> {
+    fn create(address: &str, replicas: u32, stall: Duration) -> Result<Stream> {
         let name = run_prefix().to_uppercase();
         let mut api = Nats::connect(address, stall)?;
         let config = json!({
             "name": name, "subjects": [format!("{name}.>")], "storage": "file",
-            "retention": "limits", "discard": "old", "num_replicas": 1,
+            "retention": "limits", "discard": "old", "num_replicas": replicas,
         });
         api.js_api(
             &format!("$JS.API.STREAM.CREATE.{name}"),
@@ -292,7 +292,7 @@ impl Drop for Stream {
 pub fn run(args: &BenchArgs) -> Result<Value> {
     let stall = args.stall();
     let mut stream = if args.jetstream {
-        Some(Stream::create(&args.nats, stall)?)
+        Some(Stream::create(&args.nats, args.replicas, stall)?)
     } else {
         None
     };
@@ -301,8 +301,12 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
         Some(s) => format!("{}.{what}", s.name),
         None => format!("zmsbench.{prefix}.{what}"),
     };
-    let (fanout_subject, latency_subject, rtt_subject) =
-        (subject("fanout"), subject("latency"), subject("rtt"));
+    let (fanout_subject, latency_subject, rtt_subject, ingest_subject) = (
+        subject("fanout"),
+        subject("latency"),
+        subject("rtt"),
+        subject("ingest"),
+    );
     let members = args.members.unwrap_or(10);
     let messages = args.messages.unwrap_or(200_000);
     let fanout = fan(
@@ -330,11 +334,18 @@ pub fn run(args: &BenchArgs) -> Result<Value> {
     )?;
     let percentiles = Percentiles::of(&mut latency.latencies());
     let rtt = rtt(args, &rtt_subject, args.messages.unwrap_or(20_000))?;
+    // Ingest needs acknowledgements: JetStream only.
+    let ingest = match args.jetstream {
+        true => ingest(args, &ingest_subject, args.messages.unwrap_or(200_000))?,
+        false => Value::Null,
+    };
     let mut fanout = fanout.json();
     fanout["stored"] = json!(stored);
     Ok(json!({
         "url": args.nats,
         "jetstream": args.jetstream,
+        "replicas": args.replicas,
+        "ingest": ingest,
         "size": args.size,
         "fanout": fanout,
         "latency": stats::merge(
@@ -358,6 +369,10 @@ struct Publisher {
 
 impl Publisher {
     fn new(args: &BenchArgs) -> Result<Publisher> {
+        Publisher::with_window(args, args.fan_window())
+    }
+
+    fn with_window(args: &BenchArgs, window: usize) -> Result<Publisher> {
         let mut nats = Nats::connect(&args.nats, args.stall())?;
         let inbox = format!("_INBOX.{}", run_prefix());
         if args.jetstream {
@@ -368,7 +383,7 @@ impl Publisher {
             nats,
             jetstream: args.jetstream,
             inbox,
-            window: args.fan_window().max(1),
+            window: window.max(1),
             outstanding: 0,
             acked: 0,
             stall: args.stall(),
@@ -553,6 +568,48 @@ fn rtt(args: &BenchArgs, subject: &str, messages: u64) -> Result<Value> {
         Ok(payload::now_ns() - t0)
     };
     time_calls("nats rtt", messages, deadline, call)
+}
+
+/// `--senders` publishers (4), each keeping `--window` (256) publishes unacknowledged, share
+/// `messages` into the stream: stored (acknowledged) messages per second, as zms's ingest.
+fn ingest(args: &BenchArgs, subject: &str, messages: u64) -> Result<Value> {
+    let senders = args.senders.unwrap_or(4).max(1) as u64;
+    let started = Instant::now();
+    let acked = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..senders)
+            .map(|s| {
+                scope.spawn(move || -> Result<u64> {
+                    let mut publisher = Publisher::with_window(args, args.ingest_window())?;
+                    let mine = messages / senders + u64::from(s < messages % senders);
+                    for i in 0..mine {
+                        let data = payload::text(i, payload::now_ns(), args.size);
+                        publisher.publish(subject, i, data.as_bytes())?;
+                    }
+                    publisher.finish()?;
+                    Ok(publisher.acked)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Protocol("a publisher panicked".into())))
+            })
+            .sum::<Result<u64>>()
+    })?;
+    let elapsed = started.elapsed();
+    if acked != messages {
+        return Err(Error::Protocol(format!(
+            "nats ingest: {acked} of {messages} publishes acknowledged"
+        )));
+    }
+    Ok(json!({
+        "senders": senders,
+        "window": args.ingest_window(),
+        "messages": messages,
+        "msgs_per_s": messages as f64 / elapsed.as_secs_f64(),
+    }))
 }
 
 #[cfg(test)]

@@ -152,9 +152,13 @@ impl PgStore {
                 "INSERT INTO messages (group_id, seq, ts, sender, text, client_id)
                  SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])",
             )?,
+            // One index probe per client id: written as `client_id = ANY($3)` the partial
+            // index (client_id <> '') is not implied, and the generic plan scanned every
+            // message of the group for each request.
             find_sent: client.prepare(
-                "SELECT client_id, seq, ts FROM messages
-                 WHERE group_id = $1 AND sender = $2 AND client_id = ANY($3)",
+                "SELECT m.client_id, m.seq, m.ts FROM unnest($3::text[]) AS c(id)
+                 JOIN messages m ON m.group_id = $1 AND m.sender = $2 AND m.client_id = c.id
+                 WHERE m.client_id <> ''",
             )?,
             fetch: client.prepare(
                 "SELECT seq, ts, sender, text FROM messages
