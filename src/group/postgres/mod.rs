@@ -168,46 +168,16 @@ impl PgStore {
         })
     }
 
-    /// Makes sure a connection is there outside a transaction: connects again if it was lost
-    /// (not before the backoff's wait is over). Leases are kept across it: the epoch check of
-    /// the next append and heartbeat says whether they still hold.
+    /// Makes sure a connection is there outside a transaction (inside one, a lost connection
+    /// fails the transaction's next statement instead).
     ///
     /// # Errors
     /// The connection is lost and cannot be made again yet.
     fn connected(&mut self) -> Result<()> {
-        if self.open || !self.client.is_closed() {
+        if self.open {
             return Ok(());
         }
-        let now = Instant::now();
-        let wait = match self.retry {
-            Some((at, _)) if now < at => {
-                return Err(errinput!(
-                    "the database connection is lost; connecting again"
-                ))
-            }
-            Some((_, wait)) => wait,
-            None => {
-                tracing::warn!("the database connection is lost; connecting again");
-                RECONNECT_FIRST
-            }
-        };
-        let reconnected = self.config.connect(NoTls).map_err(crate::Error::from);
-        match reconnected.and_then(|mut client| {
-            let statements = Statements::prepare(&mut client)?;
-            Ok((client, statements))
-        }) {
-            Ok((client, statements)) => {
-                tracing::info!("connected to the database again");
-                self.client = client;
-                self.statements = statements;
-                self.retry = None;
-                Ok(())
-            }
-            Err(err) => {
-                self.retry = Some((Instant::now() + wait, (wait * 2).min(RECONNECT_MAX)));
-                Err(err)
-            }
-        }
+        self.ensure_connected()
     }
 
     /// Creates a group if it is new (private or not), without hosting it: one of the group
