@@ -702,3 +702,215 @@ fn a_direct_message_reaches_its_two_users_only() {
         "{refused}"
     );
 }
+
+/// Whether a frame holds Part 1's change marker (U+0001) anywhere, raw or escaped.
+fn marked(frame: &Value) -> bool {
+    let text = frame.to_string();
+    text.contains('\u{1}') || text.contains("\\u0001")
+}
+
+#[test]
+fn a_terminal_users_edits_reach_a_browser_as_structured_changes_live_in_history_and_on_resume() {
+    let c = cluster(&["general"]);
+    let web = gateway(&c, Limits::default());
+    let (mut alice, groups) = Browser::sign_in(&web, "alice", json!({}));
+    let id = general(&groups);
+    alice.send(json!({"type": "join", "group": id}));
+    alice.expect("joined");
+    let (mut carol, group) = c.member("carol", "general");
+
+    carol.send(&group, "wrold").unwrap();
+    assert_eq!(alice.expect("message")["text"], "wrold");
+    assert_eq!(carol.edit(&group, 1, "world <i>&amp;</i>").unwrap(), 2);
+    carol.send(&group, "oops").unwrap();
+    assert_eq!(carol.delete(&group, 3).unwrap(), 4);
+    let live = alice.messages(3);
+    for frame in &live {
+        assert!(!marked(frame), "{frame}");
+    }
+    assert_eq!(
+        (&live[0]["seq"], &live[0]["sender"], &live[0]["text"]),
+        (&json!(2), &json!("carol"), &Value::Null)
+    );
+    assert_eq!(
+        live[0]["edit"],
+        json!({"seq": 1, "text": "world <i>&amp;</i>"})
+    );
+    assert_eq!(live[1]["text"], "oops");
+    assert_eq!(
+        (&live[2]["delete"], &live[2]["text"]),
+        (&json!(3), &Value::Null)
+    );
+
+    alice.send(json!({"type": "history", "group": id}));
+    let page = alice.expect("history");
+    assert!(!marked(&page), "{page}");
+    let messages = page["messages"].as_array().unwrap();
+    assert_eq!(seqs(messages), [1, 2, 3, 4]);
+    assert_eq!(messages[1]["edit"]["seq"], 1);
+    assert_eq!(messages[3]["delete"], 3);
+
+    // A browser back with seq 1 catches up on the changes the same way.
+    let (mut back, _) = Browser::sign_in(&web, "alice", json!({ id.clone(): 1 }));
+    let missed = back.messages(3);
+    assert_eq!(seqs(&missed), [2, 3, 4]);
+    assert!(missed.iter().all(|m| !marked(m)), "{missed:?}");
+    assert_eq!(missed[0]["edit"]["text"], "world <i>&amp;</i>");
+}
+
+#[test]
+fn a_browser_edits_and_deletes_its_own_messages_and_not_anothers() {
+    let c = cluster(&["general"]);
+    let web = gateway(&c, Limits::default());
+    let (mut alice, groups) = Browser::sign_in(&web, "alice", json!({}));
+    let id = general(&groups);
+    alice.send(json!({"type": "join", "group": id}));
+    alice.expect("joined");
+    let (mut bob, _) = Browser::sign_in(&web, "bob", json!({}));
+    bob.send(json!({"type": "join", "group": id}));
+    bob.expect("joined");
+    let (mut carol, group) = c.member("carol", "general");
+
+    alice.send(json!({"type": "send", "group": id, "cid": "w1-000001", "text": "teh plan"}));
+    assert_eq!(alice.expect("ack")["seq"], 1);
+    alice.send(
+        json!({"type": "edit", "group": id, "seq": 1, "text": "the <b>plan</b>", "ref": "e1"}),
+    );
+    let changed = alice.expect("changed");
+    assert_eq!(
+        (
+            &changed["ref"],
+            &changed["group"],
+            &changed["seq"],
+            &changed["change"]
+        ),
+        (&json!("e1"), &json!(id), &json!(1), &json!(2))
+    );
+    let seen = bob.messages(2);
+    assert_eq!(
+        seen[1]["edit"],
+        json!({"seq": 1, "text": "the <b>plan</b>"})
+    );
+    // A terminal user gets it as Part 1 has it, an edit by alice.
+    let stored = common::receive(&mut carol, 2, WAIT);
+    assert_eq!(
+        (
+            stored[1].sender.as_str(),
+            zms::protocol::edit::parse(&stored[1].text)
+        ),
+        (
+            "alice",
+            Some(zms::protocol::edit::Change::Edit {
+                seq: 1,
+                text: "the <b>plan</b>"
+            })
+        )
+    );
+
+    // Carol's message is hers: the group server refuses, and the browser hears why.
+    carol.send(&group, "carol's own").unwrap();
+    assert_eq!(bob.expect("message")["seq"], 3);
+    for frame in [
+        json!({"type": "edit", "group": id, "seq": 3, "text": "forged", "ref": "e2"}),
+        json!({"type": "delete", "group": id, "seq": 3, "ref": "d2"}),
+    ] {
+        alice.send(frame.clone());
+        let e = alice.expect("error");
+        assert_eq!(
+            (e["code"].as_str(), &e["ref"]),
+            (Some("NOT_MEMBER"), &frame["ref"]),
+            "{e}"
+        );
+    }
+    alice.send(json!({"type": "edit", "group": id, "seq": 99, "text": "nothing there"}));
+    assert_eq!(alice.expect("error")["code"], "BAD_REQUEST");
+
+    alice.send(json!({"type": "delete", "group": id, "seq": 1, "ref": "d1"}));
+    assert_eq!(alice.expect("changed")["change"], 4);
+    let gone = bob.expect("message");
+    assert_eq!((&gone["seq"], &gone["delete"]), (&json!(4), &json!(1)));
+
+    // Malformed changes and searches are answered with errors and reach no server.
+    for bad in [
+        r#"{"type":"edit","group":"general","seq":"1","text":"x"}"#,
+        r#"{"type":"edit","group":"general","seq":0,"text":"x"}"#,
+        r#"{"type":"edit","group":"general","seq":1}"#,
+        r#"{"type":"edit","group":"general","seq":1,"text":"\u0001delete 3"}"#,
+        r#"{"type":"edit","group":"general","seq":1,"text":"   "}"#,
+        r#"{"type":"delete","group":"general"}"#,
+        r#"{"type":"delete","group":["general"],"seq":1}"#,
+        r#"{"type":"search"}"#,
+        r#"{"type":"search","query":"?!"}"#,
+        r#"{"type":"search","query":"a\u001bb"}"#,
+        r#"{"type":"search","query":"x","group":"../etc"}"#,
+    ] {
+        alice.send_raw(bad);
+        let e = alice.expect("error");
+        assert_eq!(e["code"], "BAD_REQUEST", "{bad}: {e}");
+    }
+    let huge = "x".repeat(zms::protocol::MAX_TEXT + 1);
+    alice.send(json!({"type": "edit", "group": id, "seq": 1, "text": huge}));
+    assert_eq!(alice.expect("error")["code"], "TOO_LARGE");
+    alice.send(json!({"type": "history", "group": id}));
+    assert_eq!(
+        seqs(alice.expect("history")["messages"].as_array().unwrap()),
+        [1, 2, 3, 4],
+        "nothing more was stored"
+    );
+}
+
+#[test]
+fn a_browser_searches_the_groups_it_is_in_and_only_those() {
+    let c = cluster(&["general", "random", "secret"]);
+    let web = gateway(&c, Limits::default());
+    let (mut alice, groups) = Browser::sign_in(&web, "alice", json!({}));
+    let id = general(&groups);
+    for group in ["general", "random"] {
+        alice.send(json!({"type": "join", "group": group}));
+        alice.expect("joined");
+    }
+    let (mut carol, group) = c.member("carol", "general");
+    let secret = carol.resolve("secret").unwrap();
+    carol.join(&secret).unwrap();
+    carol.send(&secret, "lunch is a secret").unwrap();
+    carol.send(&group, "café lunch at noon").unwrap();
+    alice.send(
+        json!({"type": "send", "group": "random", "cid": "w1-000001", "text": "no LUNCH for me"}),
+    );
+    alice.expect("ack");
+
+    alice.send(json!({"type": "search", "query": "lunch", "ref": "s1"}));
+    let found = alice.expect("found");
+    assert_eq!(
+        (&found["ref"], &found["query"]),
+        (&json!("s1"), &json!("lunch"))
+    );
+    let hits = found["hits"].as_array().unwrap();
+    let texts: Vec<&str> = hits.iter().map(|h| h["text"].as_str().unwrap()).collect();
+    assert_eq!(texts.len(), 2, "not the secret group's: {found}");
+    assert!(texts.contains(&"café lunch at noon") && texts.contains(&"no LUNCH for me"));
+    let cafe = hits.iter().find(|h| h["sender"] == "carol").unwrap();
+    assert_eq!(
+        (&cafe["group"], &cafe["seq"], &cafe["name"]),
+        (&json!(id), &json!(1), &json!("general"))
+    );
+    // "é" is two octets but one UTF-16 unit: the range is in the browser's units.
+    assert_eq!(cafe["matches"], json!([[5, 10]]));
+    assert!(cafe["ts"].as_i64().is_some());
+
+    alice.send(json!({"type": "search", "group": "general", "query": "lunch"}));
+    assert_eq!(alice.expect("found")["hits"].as_array().unwrap().len(), 1);
+    alice.send(json!({"type": "search", "group": "secret", "query": "lunch"}));
+    assert_eq!(alice.expect("error")["code"], "NOT_MEMBER");
+
+    // Search reads the latest text: an edit is found by its new words.
+    carol.edit(&group, 1, "café brunch at noon").unwrap();
+    alice.expect("message");
+    alice.send(json!({"type": "search", "query": "brunch"}));
+    let found = alice.expect("found");
+    assert_eq!(
+        (&found["hits"][0]["seq"], &found["hits"][0]["text"]),
+        (&json!(1), &json!("café brunch at noon")),
+        "{found}"
+    );
+}

@@ -611,6 +611,23 @@ pub fn check_text(text: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a SEARCH query: 1 to [`MAX_QUERY`] octets, some word, no control characters.
+///
+/// # Errors
+/// A reason fit to send back to the peer.
+pub fn check_query(query: &str) -> Result<(), String> {
+    if query.len() > MAX_QUERY {
+        return Err(format!("a search query is at most {MAX_QUERY} bytes"));
+    }
+    if !query.chars().any(char::is_alphanumeric) {
+        return Err("a search query needs at least one word".to_string());
+    }
+    if query.chars().any(char::is_control) {
+        return Err("a search query may not hold control characters".to_string());
+    }
+    Ok(())
+}
+
 /// Whether `c` is a character that shows as nothing or changes how others show: bidi
 /// controls, zero-width characters, fillers, variation selectors and tags (Unicode's
 /// Default_Ignorable_Code_Point). Never allowed in a name.

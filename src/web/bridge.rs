@@ -22,6 +22,7 @@ use tungstenite::{Message as Frame, WebSocket};
 use super::wire::{self, Command, GroupState, Reply};
 use super::{Limits, Shared};
 use crate::client::{GroupRef, Session, SessionEvent};
+use crate::protocol::ErrorCode;
 use crate::{Error, Result};
 
 /// Messages caught up at most per group on a resume; an older gap is left for the browser to
@@ -490,8 +491,81 @@ impl<'a, S: Stream> Bridge<'a, S> {
                 };
                 self.send(&reply, reference);
             }
+            Command::Edit { group, seq, text } => {
+                let group = self.pick(&group)?;
+                let change = self.session()?.edit(&group, seq, &text)?;
+                let changed = Reply::Changed {
+                    group: &group,
+                    seq,
+                    change,
+                };
+                self.send(&changed, reference);
+            }
+            Command::Delete { group, seq } => {
+                let group = self.pick(&group)?;
+                let change = self.session()?.delete(&group, seq)?;
+                let changed = Reply::Changed {
+                    group: &group,
+                    seq,
+                    change,
+                };
+                self.send(&changed, reference);
+            }
+            Command::Search {
+                group,
+                query,
+                limit,
+            } => self.search(group.as_deref(), &query, limit, reference)?,
             Command::Hello { .. } | Command::Ping => unreachable!("bug: answered before"),
         }
+        Ok(())
+    }
+
+    /// Searches one group, or every group this user is a member of. Over all groups, one
+    /// whose server does not answer is listed in `missed` and the others are still searched;
+    /// one that says this user is no member after all is passed over.
+    fn search(
+        &mut self,
+        group: Option<&str>,
+        query: &str,
+        limit: u32,
+        reference: Option<&Value>,
+    ) -> Result<()> {
+        let mut hits = Vec::new();
+        let mut missed = Vec::new();
+        match group {
+            Some(spec) => {
+                let group = self.pick(spec)?;
+                let found = self.session()?.search(&group, query, 0, limit)?;
+                hits.extend(found.into_iter().map(|hit| (group.clone(), hit)));
+            }
+            None => {
+                let mut groups: Vec<GroupRef> = self.member_of.iter().cloned().collect();
+                groups.sort_by(|a, b| (&a.name, &a.address).cmp(&(&b.name, &b.address)));
+                for group in groups {
+                    match self.session()?.search(&group, query, 0, limit) {
+                        Ok(found) => hits.extend(found.into_iter().map(|hit| (group.clone(), hit))),
+                        Err(Error::Rejected {
+                            code: ErrorCode::NotMember | ErrorCode::UnknownGroup,
+                            ..
+                        }) => {}
+                        Err(err) => {
+                            debug!(%group, %err, "search not answered");
+                            missed.push(group);
+                        }
+                    }
+                }
+            }
+        }
+        // Newest first over all groups, as `Session::search_all` orders them.
+        hits.sort_by(|(ga, a), (gb, b)| (b.ts, &gb.name, b.seq).cmp(&(a.ts, &ga.name, a.seq)));
+        hits.truncate(limit as usize);
+        let found = Reply::Found {
+            query,
+            hits: &hits,
+            missed: &missed,
+        };
+        self.send(&found, reference);
         Ok(())
     }
 

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use crate::client::GroupRef;
-use crate::protocol::{self, Member, Message};
+use crate::protocol::edit::{self, Change};
+use crate::protocol::{self, Hit, Member, Message};
 use crate::user::render::sender_colour;
 
 /// Messages at most in one `history` answer.
@@ -19,6 +20,8 @@ pub const HISTORY_MAX: u32 = 200;
 pub const MAX_CLIENT_ID: usize = 64;
 /// Groups at most in a `hello`'s `last`.
 pub const MAX_RESUME_GROUPS: usize = 1000;
+/// Hits in a `found` when the browser asks for no number: a screenful.
+pub const SEARCH_DEFAULT: u32 = 50;
 
 /// What a browser asks, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +58,24 @@ pub enum Command {
     /// Open (create if new) the conversation with `peer`.
     Dm {
         peer: String,
+    },
+    /// Replace the text of this user's message `seq` with `text`.
+    Edit {
+        group: String,
+        seq: u64,
+        text: String,
+    },
+    /// Delete this user's message `seq`.
+    Delete {
+        group: String,
+        seq: u64,
+    },
+    /// Messages holding every word of `query`, in one group or (`None`) in all of this
+    /// user's, newest first, at most `limit`.
+    Search {
+        group: Option<String>,
+        query: String,
+        limit: u32,
     },
     Ping,
 }
@@ -141,18 +162,34 @@ fn command(o: &Map<String, Value>) -> Result<Command, Refusal> {
         "send" => {
             let cid = string(o, "cid")?;
             check_client_id(&cid)?;
-            let text = string(o, "text")?;
-            if text.len() > protocol::MAX_TEXT {
-                return Err(Refusal {
-                    code: "TOO_LARGE",
-                    message: format!("a message holds at most {} bytes", protocol::MAX_TEXT),
-                });
-            }
-            protocol::check_text(&text).map_err(Refusal::bad)?;
             Command::Send {
                 group: group(o)?,
                 cid,
-                text,
+                text: text(o)?,
+            }
+        }
+        "edit" => Command::Edit {
+            group: group(o)?,
+            seq: seq(o)?,
+            text: text(o)?,
+        },
+        "delete" => Command::Delete {
+            group: group(o)?,
+            seq: seq(o)?,
+        },
+        "search" => {
+            let query = string(o, "query")?;
+            protocol::check_query(&query).map_err(Refusal::bad)?;
+            let group = match o.get("group") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(group(o)?),
+            };
+            Command::Search {
+                group,
+                query,
+                limit: optional_number(o, "limit")?
+                    .unwrap_or(u64::from(SEARCH_DEFAULT))
+                    .clamp(1, u64::from(protocol::SEARCH_MAX)) as u32,
             }
         }
         "history" => Command::History {
@@ -183,6 +220,27 @@ fn string(o: &Map<String, Value>, field: &str) -> Result<String, Refusal> {
         .and_then(Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| Refusal::bad(format!("missing string \"{field}\"")))
+}
+
+/// A message's text, as Part 1 allows one in a SEND.
+fn text(o: &Map<String, Value>) -> Result<String, Refusal> {
+    let text = string(o, "text")?;
+    if text.len() > protocol::MAX_TEXT {
+        return Err(Refusal {
+            code: "TOO_LARGE",
+            message: format!("a message holds at most {} bytes", protocol::MAX_TEXT),
+        });
+    }
+    protocol::check_text(&text).map_err(Refusal::bad)?;
+    Ok(text)
+}
+
+/// The seq of the message an edit or deletion is of: a whole number from 1.
+fn seq(o: &Map<String, Value>) -> Result<u64, Refusal> {
+    match o.get("seq").and_then(Value::as_u64) {
+        Some(seq) if seq > 0 => Ok(seq),
+        _ => Err(Refusal::bad("\"seq\" must be a message's seq, 1 or more")),
+    }
 }
 
 fn optional_number(o: &Map<String, Value>, field: &str) -> Result<Option<u64>, Refusal> {
@@ -330,6 +388,19 @@ pub enum Reply<'a> {
         address: &'a str,
         up: bool,
     },
+    /// An `edit` or `delete` is stored: message `seq` is changed by the new message `change`
+    /// (which also comes as a `message`, as to every member).
+    Changed {
+        group: &'a GroupRef,
+        seq: u64,
+        change: u64,
+    },
+    /// What a `search` found, newest first; `missed` are the groups that could not be asked.
+    Found {
+        query: &'a str,
+        hits: &'a [(GroupRef, Hit)],
+        missed: &'a [GroupRef],
+    },
     /// A send that may not be stored: the browser keeps it and sends it again, same `cid`.
     Unsent {
         group: &'a str,
@@ -362,8 +433,38 @@ pub fn peer_of(name: &str, me: &str) -> Option<String> {
     }
 }
 
+/// A message for the browser. An edit or a deletion (Part 1's change messages, whose text
+/// starts with U+0001) goes as `edit: {seq, text}` or `delete: seq` in place of `text`, so a
+/// browser never has to read the marker; a change of a kind this gateway does not know goes
+/// with neither, nor `text`.
 fn message_json(m: &Message) -> Value {
-    json!({"seq": m.seq, "ts": m.ts, "sender": m.sender, "text": m.text, "colour": colour(&m.sender)})
+    let mut v = json!({"seq": m.seq, "ts": m.ts, "sender": m.sender, "colour": colour(&m.sender)});
+    match edit::parse(&m.text) {
+        Some(Change::Edit { seq, text }) => v["edit"] = json!({"seq": seq, "text": text}),
+        Some(Change::Delete { seq }) => v["delete"] = json!(seq),
+        None if m.text.starts_with(edit::MARK) => {}
+        None => v["text"] = json!(m.text),
+    }
+    v
+}
+
+/// A hit for the browser, its match ranges in UTF-16 code units (what JavaScript's string
+/// indices count) rather than Part 1's octets.
+fn hit_json(group: &GroupRef, hit: &Hit) -> Value {
+    let matches: Vec<[usize; 2]> = hit
+        .matches
+        .iter()
+        .filter_map(|&(start, end)| {
+            let (start, end) = (start as usize, end as usize);
+            let before = hit.text.get(..start)?;
+            let inside = hit.text.get(start..end)?;
+            let from = before.encode_utf16().count();
+            Some([from, from + inside.encode_utf16().count()])
+        })
+        .collect();
+    json!({"group": group_id(group), "name": group.name, "seq": hit.seq, "ts": hit.ts,
+           "sender": hit.sender, "colour": colour(&hit.sender), "text": hit.text,
+           "matches": matches})
 }
 
 impl Reply<'_> {
@@ -432,6 +533,16 @@ impl Reply<'_> {
             Reply::Server { address, up } => {
                 json!({"type": "server", "address": address, "up": up})
             }
+            Reply::Changed { group, seq, change } => {
+                json!({"type": "changed", "group": group_id(group), "seq": seq, "change": change})
+            }
+            Reply::Found {
+                query,
+                hits,
+                missed,
+            } => json!({"type": "found", "query": query,
+                "hits": hits.iter().map(|(g, h)| hit_json(g, h)).collect::<Vec<_>>(),
+                "missed": missed.iter().map(group_id).collect::<Vec<_>>()}),
             Reply::Unsent {
                 group,
                 cid,

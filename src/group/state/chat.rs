@@ -48,7 +48,7 @@ impl State {
                 query: text,
                 ..
             } => {
-                if let Err(reason) = check_query(&text) {
+                if let Err(reason) = protocol::check_query(&text) {
                     return effects.out.push(refuse(ErrorCode::BadRequest, reason));
                 }
                 let limit = limit.min(protocol::SEARCH_MAX);
@@ -261,22 +261,4 @@ struct Change {
     seq: u64,
     /// The new text; `None` deletes.
     text: Option<String>,
-}
-
-/// Checks a search query: 1 to [`protocol::MAX_QUERY`] octets, some word, no control
-/// characters.
-fn check_query(query: &str) -> Result<(), String> {
-    if query.len() > protocol::MAX_QUERY {
-        return Err(format!(
-            "a search query is at most {} bytes",
-            protocol::MAX_QUERY
-        ));
-    }
-    if !query.chars().any(char::is_alphanumeric) {
-        return Err("a search query needs at least one word".to_string());
-    }
-    if query.chars().any(char::is_control) {
-        return Err("a search query may not hold control characters".to_string());
-    }
-    Ok(())
 }
