@@ -1,6 +1,6 @@
 // zms web client: talks to the gateway (`zms web`) over a WebSocket of JSON frames
 // (PROTOCOL.md, "Part 2"). Every text from the network reaches the page through
-// textContent only, never as HTML.
+// textContent or text nodes only, never as HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -19,10 +19,11 @@ const state = {
   ws: null,
   open: false,
   retryMs: 500,
-  groups: new Map(),   // id -> {id, name, member, lastSeq, messages: Map seq->msg, start, loading}
+  groups: new Map(),   // id -> {id, name, member, lastSeq, messages: Map seq->msg, changes, oldest, start, loading}
   current: null,
   members: new Map(),  // group id -> [{name, online, colour}]
-  lastSent: "",
+  editing: null,       // {group, seq}: the message the composer is editing
+  found: null,         // {group, seq}: the search hit last gone to, marked until another
   cidPrefix: "w" + Date.now().toString(16).padStart(12, "0") +
     Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, "0")).join(""),
   cidCount: 0,
@@ -147,6 +148,12 @@ function handle(f) {
     case "message":
       addMessage(f.group, f);
       break;
+    case "changed":
+      // The change itself comes as a `message`, as to every member.
+      break;
+    case "found":
+      showHits(f);
+      break;
     case "moved":
       moveGroup(f.from, f.to);
       break;
@@ -182,6 +189,8 @@ function handle(f) {
     case "error":
       if (f.ref && typeof f.ref === "string" && f.ref.startsWith("cid:")) {
         failed(f.ref.slice(4), f.message);
+      } else if (f.ref === "search") {
+        $("search-status").textContent = "Search failed: " + f.message;
       } else if (!state.open) {
         signinError(f.message);
       } else {
@@ -195,7 +204,12 @@ function handle(f) {
 function upsertGroup(id, name, member, lastSeq, peer) {
   let g = state.groups.get(id);
   if (!g) {
-    g = { id, name, peer: peer || null, member, lastSeq: 0, messages: new Map(), start: false, loading: false };
+    g = {
+      id, name, peer: peer || null, member, lastSeq: 0, messages: new Map(),
+      changes: new Map(),  // seq -> {deleted, seq: the latest edit's seq, text}
+      oldest: Infinity,    // the lowest seq seen, change messages included: where paging goes on
+      start: false, loading: false,
+    };
     state.groups.set(id, g);
   }
   g.member = member;
@@ -260,6 +274,7 @@ function openGroup(id, keep) {
   const g = state.groups.get(id);
   if (!g) return;
   const changed = state.current !== id;
+  if (changed) cancelEdit();
   state.current = id;
   $("room-name").textContent = title(g);
   $("join").hidden = g.member;
@@ -284,19 +299,46 @@ function markRead(g) {
 function loadOlder() {
   const g = state.groups.get(state.current);
   if (!g || g.start || g.loading || !g.member) return;
-  const seqs = [...g.messages.keys()];
-  const before = seqs.length ? Math.min(...seqs) : 0;
+  const before = Number.isFinite(g.oldest) ? g.oldest : 0;
   g.loading = true;
   send({ type: "history", group: g.id, before, limit: 50 });
 }
 
 // ---- messages ------------------------------------------------------------------------
+// Keeps a message of a group, or applies an edit or deletion to the message it names (which
+// may come later, in an older history page). False for a change this page does not know.
+function take(g, m) {
+  g.oldest = Math.min(g.oldest, m.seq);
+  if (m.edit) return change(g, m.edit.seq, m.seq, m.edit.text);
+  if (m.delete !== undefined) return change(g, m.delete, m.seq, null);
+  if (typeof m.text !== "string") return false;
+  g.messages.set(m.seq, { seq: m.seq, ts: m.ts, sender: m.sender, text: m.text, colour: m.colour });
+  return true;
+}
+
+// A deletion is final; of the edits, the latest (highest seq) wins, in whatever order they come.
+function change(g, target, seq, text) {
+  const c = g.changes.get(target) || { deleted: false, seq: 0, text: null };
+  if (text === null) c.deleted = true;
+  else if (seq > c.seq) { c.seq = seq; c.text = text; }
+  g.changes.set(target, c);
+  if (c.deleted && state.editing && state.editing.group === g.id && state.editing.seq === target) cancelEdit();
+  return true;
+}
+
+// A message as it reads now: {text, edited, deleted}.
+function shown(g, m) {
+  const c = g.changes.get(m.seq);
+  if (c && c.deleted) return { text: "", edited: false, deleted: true };
+  if (c && c.text !== null) return { text: c.text, edited: true, deleted: false };
+  return { text: m.text, edited: false, deleted: false };
+}
+
 function addMessage(groupId, m) {
   const g = state.groups.get(groupId);
   if (!g) return;
   if (g.messages.has(m.seq)) return;
-  if (m.text === undefined) return;
-  g.messages.set(m.seq, { seq: m.seq, ts: m.ts, sender: m.sender, text: m.text, colour: m.colour });
+  if (!take(g, m)) return;
   g.lastSeq = Math.max(g.lastSeq, m.seq);
   noteLast(groupId, m.seq);
   if (groupId === state.current && document.visibilityState !== "hidden") {
@@ -310,7 +352,7 @@ function addHistory(f) {
   const g = state.groups.get(f.group);
   if (!g) return;
   g.loading = false;
-  for (const m of f.messages) g.messages.set(m.seq, m);
+  for (const m of f.messages) take(g, m);
   if (f.start) g.start = true;
   if (f.messages.length) {
     g.lastSeq = Math.max(g.lastSeq, f.messages[f.messages.length - 1].seq);
@@ -340,22 +382,50 @@ function colourOf(name) {
   return Number(h % 6n);
 }
 
-function messageItem(m) {
+function messageItem(g, m) {
   const li = el("li");
   li.dataset.seq = String(m.seq);
   li.append(el("span", "time", formatTime(m.ts)));
   const colour = "c" + (m.colour ?? colourOf(m.sender));
-  if (m.text.startsWith("/me ")) {
+  const now = shown(g, m);
+  if (now.deleted) {
+    li.classList.add("deleted");
+    li.append(el("span", "sender " + colour, m.sender));
+    li.append(el("span", "gone", "(deleted)"));
+    return li;
+  }
+  if (now.text.startsWith("/me ")) {
     li.append(el("span", "sender " + colour, "* " + m.sender));
-    li.append(el("span", "text", m.text.slice(4)));
+    li.append(el("span", "text", now.text.slice(4)));
   } else {
     li.append(el("span", "sender " + colour, m.sender));
-    li.append(el("span", "text", m.text));
+    li.append(el("span", "text", now.text));
   }
-  if (state.user && m.sender !== state.user && new RegExp("(^|\\W)@" + escapeRe(state.user) + "(\\W|$)").test(m.text)) {
+  if (now.edited) li.append(el("span", "edited", "(edited)"));
+  if (state.user && m.sender !== state.user && new RegExp("(^|\\W)@" + escapeRe(state.user) + "(\\W|$)").test(now.text)) {
     li.classList.add("mention");
-    li.setAttribute("aria-label", "mentions you: " + m.sender + ": " + m.text);
+    li.setAttribute("aria-label", "mentions you: " + m.sender + ": " + now.text);
   }
+  if (m.sender === state.user && g.member) {
+    const what = now.text.length > 40 ? now.text.slice(0, 40) + "…" : now.text;
+    const actions = el("span", "actions");
+    const edit = el("button", "", "Edit");
+    edit.type = "button";
+    edit.setAttribute("aria-label", "Edit your message: " + what);
+    edit.addEventListener("click", () => startEdit(g, m));
+    const del = el("button", "", "Delete");
+    del.type = "button";
+    del.setAttribute("aria-label", "Delete your message: " + what);
+    del.addEventListener("click", () => {
+      send({ type: "delete", group: g.id, seq: m.seq, ref: "delete:" + m.seq });
+      // The button goes with the message: keep the keyboard user's place near it.
+      $("messages").focus();
+    });
+    actions.append(edit, del);
+    li.append(actions);
+  }
+  if (state.editing && state.editing.group === g.id && state.editing.seq === m.seq) li.classList.add("being-edited");
+  if (state.found && state.found.group === g.id && state.found.seq === m.seq) li.classList.add("found");
   return li;
 }
 
@@ -387,7 +457,7 @@ function renderMessages(stick) {
   if (!g) return;
   $("older").hidden = !g.member || g.start;
   const seqs = [...g.messages.keys()].sort((a, b) => a - b);
-  for (const seq of seqs) box.append(messageItem(g.messages.get(seq)));
+  for (const seq of seqs) box.append(messageItem(g, g.messages.get(seq)));
   for (const p of outbox().filter((p) => p.group === g.id)) box.append(pendingItem(p));
   if (!g.member) box.append(el("li", "note", "Join " + g.name + " to read and write here."));
   if (!stick || atBottom) box.scrollTop = box.scrollHeight;
@@ -409,14 +479,59 @@ function submit() {
   const box = $("composer-text");
   const text = box.value;
   const g = state.groups.get(state.current);
+  if (state.editing) return submitEdit(g, text);
   if (!g || !g.member || !text.trim()) return;
   const p = { cid: nextCid(), group: g.id, text, state: "sending" };
   store.set("outbox", [...outbox(), p]);
-  state.lastSent = text;
   box.value = "";
   autosize();
   renderMessages();
   sendPending(p);
+}
+
+// ---- editing --------------------------------------------------------------------------
+// The user's latest message in a group that is still there to edit.
+function lastOwn(g) {
+  let last = null;
+  for (const m of g.messages.values()) {
+    if (m.sender === state.user && !shown(g, m).deleted && (!last || m.seq > last.seq)) last = m;
+  }
+  return last;
+}
+
+function startEdit(g, m) {
+  const box = $("composer-text");
+  state.editing = { group: g.id, seq: m.seq };
+  box.value = shown(g, m).text;
+  $("editing").hidden = false;
+  $("composer-label").textContent = "Edit your message";
+  $("send").textContent = "Save";
+  autosize();
+  renderMessages(true);
+  box.focus();
+  box.selectionStart = box.selectionEnd = box.value.length;
+}
+
+function cancelEdit() {
+  if (!state.editing) return;
+  state.editing = null;
+  $("composer-text").value = "";
+  $("editing").hidden = true;
+  $("composer-label").textContent = "Message";
+  $("send").textContent = "Send";
+  autosize();
+  renderMessages(true);
+}
+
+// An unchanged or emptied text changes nothing: Delete is for removing a message.
+function submitEdit(g, text) {
+  const { group, seq } = state.editing;
+  const m = g && g.id === group ? g.messages.get(seq) : null;
+  if (m && text.trim() && text !== shown(g, m).text) {
+    send({ type: "edit", group, seq, text, ref: "edit:" + seq });
+  }
+  cancelEdit();
+  $("composer-text").focus();
 }
 
 function sendPending(p) {
@@ -445,6 +560,64 @@ function settle(cid) {
 
 function markUnsent(cid, reason) { updateOutbox(cid, { state: "unsent", reason }); }
 function failed(cid, reason) { updateOutbox(cid, { state: "failed", reason }); }
+
+// ---- search ---------------------------------------------------------------------------
+function search(e) {
+  e.preventDefault();
+  const query = $("search-query").value.trim();
+  if (!query) return;
+  $("search-results").hidden = false;
+  $("search-status").textContent = "Searching…";
+  $("hit-list").replaceChildren();
+  send({ type: "search", query, ref: "search" });
+}
+
+// The hit's text as text nodes, each matched part in a <mark>; ranges are UTF-16 indices.
+function markedText(text, ranges) {
+  const span = el("span", "text");
+  let at = 0;
+  for (const [start, end] of ranges) {
+    if (!(start >= at && end > start && end <= text.length)) continue;
+    if (start > at) span.append(document.createTextNode(text.slice(at, start)));
+    span.append(el("mark", "", text.slice(start, end)));
+    at = end;
+  }
+  if (at < text.length) span.append(document.createTextNode(text.slice(at)));
+  return span;
+}
+
+function showHits(f) {
+  const list = $("hit-list");
+  list.replaceChildren();
+  const n = f.hits.length;
+  const what = "\u201c" + f.query + "\u201d";
+  let status = n === 0 ? "No message holds " + what : n + (n === 1 ? " message holds " : " messages hold ") + what;
+  if (f.missed && f.missed.length) status += " (" + f.missed.length + " group(s) did not answer)";
+  $("search-status").textContent = status;
+  for (const hit of f.hits) {
+    const g = state.groups.get(hit.group);
+    const li = el("li");
+    const b = el("button", "hit");
+    b.type = "button";
+    b.append(el("span", "where", g ? title(g) : "#" + hit.name));
+    b.append(el("span", "time", formatTime(hit.ts)));
+    b.append(el("span", "sender c" + (hit.colour ?? colourOf(hit.sender)), hit.sender));
+    b.append(markedText(hit.text, hit.matches || []));
+    b.addEventListener("click", () => goToHit(hit));
+    li.append(b);
+    list.append(li);
+  }
+}
+
+function goToHit(hit) {
+  if (!state.groups.has(hit.group)) return;
+  state.found = { group: hit.group, seq: hit.seq };
+  openGroup(hit.group);
+  renderMessages(true);
+  collapseGroups();
+  const li = $("messages").querySelector('li[data-seq="' + Number(hit.seq) + '"]');
+  if (li) li.scrollIntoView({ block: "center" });
+}
 
 // ---- members and completion -----------------------------------------------------------
 function renderMembers() {
@@ -578,12 +751,15 @@ function init() {
   box.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); }
     else if (e.key === "Tab" && !e.shiftKey && box.value) { if (complete(box)) e.preventDefault(); }
-    else if (e.key === "ArrowUp" && !box.value && state.lastSent) {
-      e.preventDefault();
-      box.value = state.lastSent;
-      autosize();
-    }
+    else if (e.key === "ArrowUp" && !box.value && !state.editing) {
+      const g = state.groups.get(state.current);
+      const m = g && g.member ? lastOwn(g) : null;
+      if (m) { e.preventDefault(); startEdit(g, m); }
+    } else if (e.key === "Escape" && state.editing) { e.preventDefault(); cancelEdit(); }
   });
+  $("edit-cancel").addEventListener("click", () => { cancelEdit(); $("composer-text").focus(); });
+  $("search-form").addEventListener("submit", search);
+  $("search-close").addEventListener("click", () => { $("search-results").hidden = true; $("search-query").focus(); });
   box.addEventListener("input", autosize);
   $("older").addEventListener("click", loadOlder);
   $("messages").addEventListener("scroll", () => { if ($("messages").scrollTop === 0) loadOlder(); });

@@ -4,7 +4,9 @@
 //
 // Two browser users and one terminal user chat in one group; HTML sent as a message shows
 // as text; the gateway restarts, and a message typed while it was down is sent once and
-// what was said meanwhile arrives. Every wait is for a DOM state, bounded by WAIT.
+// what was said meanwhile arrives; a user edits with Up and deletes with a button, others
+// see "(edited)" and "(deleted)", a terminal user's edit shows the same, and search finds
+// messages, its words marked. Every wait is for a DOM state, bounded by WAIT.
 "use strict";
 
 const { chromium } = require("playwright-core");
@@ -172,10 +174,70 @@ async function main() {
     if (stored.length !== 1) throw new Error("stored " + stored.length + " times:\n" + stored.join("\n"));
     if ((await count(bob, "typed while the gateway was down")) !== 1) throw new Error("bob sees it twice");
 
-    step("Up recalls the last message sent");
+    step("Up edits the last message; Escape cancels");
     await alice.locator("#composer-text").press("ArrowUp");
     const recalled = await alice.locator("#composer-text").inputValue();
     if (recalled !== "typed while the gateway was down") throw new Error("Up gave " + JSON.stringify(recalled));
+    await alice.locator("#editing").waitFor({ timeout: WAIT });
+    await alice.locator("#composer-text").press("Escape");
+    if ((await alice.locator("#composer-text").inputValue()) !== "") throw new Error("Escape left the text");
+    await alice.locator("#editing").waitFor({ state: "hidden", timeout: WAIT });
+
+    step("an edit with Up reaches the other browser as (edited), its HTML as text");
+    const edited = "typed while down, <img src=x onerror=\"window.pwned=3\"><b>fixed</b>";
+    await alice.locator("#composer-text").press("ArrowUp");
+    await alice.locator("#composer-text").fill(edited);
+    await alice.locator("#composer-text").press("Enter");
+    await sees(bob, edited);
+    await sees(alice, edited);
+    await bob.locator("#messages li", { hasText: edited }).locator(".edited", { hasText: "(edited)" }).waitFor({ timeout: WAIT });
+    if ((await count(bob, "typed while the gateway was down")) !== 0) throw new Error("bob still sees the old text");
+    for (const page of [alice, bob]) {
+      const harm = await page.evaluate(() => ({
+        pwned: window.pwned,
+        tags: document.querySelectorAll("#messages img, #messages script, #messages b").length,
+      }));
+      if (harm.pwned !== undefined || harm.tags !== 0) throw new Error("HTML in an edit ran: " + JSON.stringify(harm));
+    }
+    if (!zms("history", "general").includes("fixed")) throw new Error("the terminal does not see the edit");
+
+    step("a message is deleted from the keyboard, by its labelled button");
+    const own = alice.locator("#messages li", { hasText: "hello from alice" });
+    await own.getByRole("button", { name: "Delete your message: hello from alice" }).focus();
+    await alice.keyboard.press("Enter");
+    await bob.locator('#messages li.deleted .gone').first().waitFor({ timeout: WAIT });
+    if ((await count(bob, "hello from alice")) !== 0) throw new Error("bob still sees the deleted message");
+    await alice.locator("#messages li.deleted").first().waitFor({ timeout: WAIT });
+
+    step("a terminal user's edit shows in the browser, not as a raw change");
+    const sent = /#(\d+) at /.exec(zms("send", "general", "carol says teh thing"));
+    if (!sent) throw new Error("zms send said no seq");
+    await sees(bob, "carol says teh thing");
+    zms("edit", "general", sent[1], "carol says the thing");
+    await sees(bob, "carol says the thing");
+    const raw = await bob.evaluate(() => document.getElementById("messages").textContent);
+    if (/\u0001|\bedit \d/.test(raw)) throw new Error("a raw change shows: " + JSON.stringify(raw));
+
+    step("search finds messages in the user's groups, words marked; a hit opens its group");
+    await bob.getByLabel("Search your groups").fill("bob alone");
+    await bob.getByLabel("Search your groups").press("Enter");
+    const hit = bob.locator("#hit-list button.hit", { hasText: "a word for bob alone" });
+    await hit.waitFor({ timeout: WAIT });
+    const marks = await hit.locator("mark").allTextContents();
+    if (marks.join(",") !== "bob,alone") throw new Error("marked " + JSON.stringify(marks));
+    await hit.click();
+    await bob.locator("#room-name", { hasText: "@alice" }).waitFor({ timeout: WAIT });
+    await bob.locator("#messages li.found", { hasText: "a word for bob alone" }).waitFor({ timeout: WAIT });
+    await bob.getByRole("button", { name: "Close" }).click();
+    await alice.getByLabel("Search your groups").fill("fixed");
+    await alice.getByLabel("Search your groups").press("Enter");
+    await alice.locator("#hit-list button.hit mark", { hasText: "fixed" }).waitFor({ timeout: WAIT });
+    const hitHarm = await alice.evaluate(() => ({
+      pwned: window.pwned,
+      tags: document.querySelectorAll("#hit-list img, #hit-list script, #hit-list b").length,
+    }));
+    if (hitHarm.pwned !== undefined || hitHarm.tags !== 0) throw new Error("HTML in a hit ran: " + JSON.stringify(hitHarm));
+    if (SHOTS) await alice.screenshot({ path: path.join(SHOTS, "web-search.png") });
     console.log("browser test passed");
   } finally {
     await browser.close();
