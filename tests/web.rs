@@ -377,7 +377,9 @@ fn the_page_is_served_with_a_policy_that_allows_no_inline_script() {
 }
 
 /// The web client in headless Chromium (tests/web/browser.js): two browser users and a
-/// terminal user chat, HTML shows as text, a gateway restart loses nothing. Skipped, saying
+/// terminal user chat, HTML shows as text, a gateway restart loses nothing, edits (by Up and
+/// from a terminal) and a deletion show on the other page, and search finds messages with
+/// their words marked. Skipped, saying
 /// so, without Node, Chromium or `npm ci --prefix tests/web`, unless `ZMS_REQUIRE_BROWSER=1`
 /// (as `.ci/run` sets).
 /// `ZMS_WEB_SHOTS=docs` also writes the README's screenshots.
