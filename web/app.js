@@ -191,6 +191,8 @@ function handle(f) {
         failed(f.ref.slice(4), f.message);
       } else if (f.ref === "search") {
         $("search-status").textContent = "Search failed: " + f.message;
+      } else if (typeof f.ref === "string" && /^(edit|delete):/.test(f.ref)) {
+        notice("Not changed: " + f.message);
       } else if (!state.open) {
         signinError(f.message);
       } else {
@@ -417,7 +419,11 @@ function messageItem(g, m) {
     del.type = "button";
     del.setAttribute("aria-label", "Delete your message: " + what);
     del.addEventListener("click", () => {
-      send({ type: "delete", group: g.id, seq: m.seq, ref: "delete:" + m.seq });
+      // Not kept for later, unlike a message: a change waits for the user to see it through.
+      if (!send({ type: "delete", group: g.id, seq: m.seq, ref: "delete:" + m.seq })) {
+        notice("Not connected: the message was not deleted.");
+        return;
+      }
       // The button goes with the message: keep the keyboard user's place near it.
       $("messages").focus();
     });
@@ -528,7 +534,11 @@ function submitEdit(g, text) {
   const { group, seq } = state.editing;
   const m = g && g.id === group ? g.messages.get(seq) : null;
   if (m && text.trim() && text !== shown(g, m).text) {
-    send({ type: "edit", group, seq, text, ref: "edit:" + seq });
+    // Not kept for later, unlike a message: the composer keeps the text to try again.
+    if (!send({ type: "edit", group, seq, text, ref: "edit:" + seq })) {
+      notice("Not connected: the edit was not sent.");
+      return;
+    }
   }
   cancelEdit();
   $("composer-text").focus();
@@ -569,7 +579,7 @@ function search(e) {
   $("search-results").hidden = false;
   $("search-status").textContent = "Searching…";
   $("hit-list").replaceChildren();
-  send({ type: "search", query, ref: "search" });
+  if (!send({ type: "search", query, ref: "search" })) $("search-status").textContent = "Not connected.";
 }
 
 // The hit's text as text nodes, each matched part in a <mark>; ranges are UTF-16 indices.

@@ -201,6 +201,9 @@ async function main() {
     }
     if (!zms("history", "general").includes("fixed")) throw new Error("the terminal does not see the edit");
 
+    const others = await bob.locator("#messages li", { hasText: edited }).getByRole("button").count();
+    if (others !== 0) throw new Error("bob has " + others + " buttons on alice's message");
+
     step("a message is deleted from the keyboard, by its labelled button");
     const own = alice.locator("#messages li", { hasText: "hello from alice" });
     await own.getByRole("button", { name: "Delete your message: hello from alice" }).focus();
