@@ -1143,7 +1143,10 @@ class Client:
         ``since`` is any time :func:`parse_time` reads, as ``zms history --since`` takes it:
         unix seconds or milliseconds (below 100,000,000,000 is seconds), ``"2026-12-03"``
         (local midnight), ``"2026-12-03T14:30"`` (local), RFC 3339, ``"10m"``/``"2h"``/``"1d"``
-        ago, or a ``datetime``, ``date`` or ``timedelta``. A bad one raises ValueError."""
+        ago, or a ``datetime``, ``date`` or ``timedelta``. A bad one raises ValueError.
+
+        Edits and deletions are among them as they are stored (``\\x01edit SEQ TEXT``,
+        ``\\x01delete SEQ``); :func:`fold` applies them to the messages they change."""
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be 0 or more, not {limit}")
         name, conn = self._resolve(group)
@@ -1273,7 +1276,8 @@ class Client:
         ``timeout`` seconds pass without a message (None: never), so a ``for`` loop over it
         finishes once the group is quiet. Raises :class:`ZmsError` if the subscription is
         refused (not a member, unknown group). Like any generator, it does nothing (not even
-        subscribe) until first advanced.
+        subscribe) until first advanced. An edit or a deletion comes as the message it is
+        stored as (:func:`parse_change` reads it; :func:`fold` applies a list of them).
         """
         name, conn = self._resolve(group)
         if name in conn.subs:
