@@ -24,7 +24,7 @@ import time
 import unittest
 import unittest.mock
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -428,6 +428,91 @@ class RustServers(Deployment):
         self.assertEqual([g["name"] for g in both.list_groups()], ["general"])
 
 
+    def test_search_edit_delete_and_read_positions(self) -> None:
+        alice, bob = self.client("alice"), self.client("bob")
+        alice.join("general")
+        bob.join("general")
+        self.assertEqual([alice.send("general", "Lunch at noon?"),
+                          bob.send("general", "lunch sounds good"),
+                          alice.send("general", "dinner instead"),
+                          alice.send("general", "Café au lait, anyone?")], [1, 2, 3, 4])
+
+        # Every word, any case, any accents; newest first; matches are octet ranges.
+        hits = bob.search("general", "LUNCH")
+        self.assertEqual([(h["seq"], h["sender"], h["text"], h["matches"]) for h in hits],
+                         [(2, "bob", "lunch sounds good", [(0, 5)]),
+                          (1, "alice", "Lunch at noon?", [(0, 5)])])
+        self.assertEqual(hits[0]["address"], self.group_address)
+        self.assertEqual([(h["seq"], h["matches"]) for h in bob.search("general", "cafe")],
+                         [(4, [(0, 5)])], "'Café' is five octets")
+        self.assertEqual([h["seq"] for h in bob.search("general", "noon lunch")], [1])
+        self.assertEqual([h["seq"] for h in bob.search("general", "lunch", limit=1)], [2])
+        self.assertEqual(bob.search("general", "lunch", limit=0), [])
+        self.assertEqual(bob.search("general", "lunch", since="2999-01-01T00:00:00Z"), [])
+        # What `zms search --json` prints (oldest first), field for field.
+        rust = json_lines(self.cli("search", "general", "lunch", "--json", name="bob"))
+        for hit in rust:
+            hit["matches"] = [tuple(m) for m in hit["matches"]]
+        self.assertEqual(rust, bob.search("general", "lunch")[::-1])
+        for query in ("?!", "x" * (zms.MAX_QUERY + 1), "lunch\x1b"):
+            with self.subTest(query=query), self.assertRaises(zms.ZmsError) as caught:
+                bob.search("general", query)
+            self.assertEqual(caught.exception.code, 400)
+        with self.assertRaises(zms.ZmsError) as caught:
+            self.client("carol").search("general", "lunch")
+        self.assertEqual(caught.exception.code, 403)
+
+        # Edits and deletions are new messages, folded by readers; only the sender's own.
+        self.assertEqual(alice.edit("general", 3, "lunch and dinner", client_id="e-1"), 5)
+        self.assertEqual(alice.edit("general", 3, "lunch and dinner", client_id="e-1"), 5,
+                         "a retry under the same client id is stored once")
+        with self.assertRaises(zms.ZmsError) as caught:
+            bob.edit("general", 1, "brunch at noon?")
+        self.assertEqual(caught.exception.code, 403)
+        self.assertIn("only its sender (alice)", caught.exception.reason)
+        for seq in (5, 99, 0):
+            with self.subTest(seq=seq), self.assertRaises(zms.ZmsError) as caught:
+                alice.edit("general", seq, "no")
+            self.assertEqual(caught.exception.code, 400)
+        self.assertEqual(bob.delete("general", 2), 6)
+        raw = bob.history("general")
+        self.assertEqual([m["text"] for m in raw[4:]],
+                         ["\x01edit 3 lunch and dinner", "\x01delete 2"])
+        hits = bob.search("general", "lunch")
+        self.assertEqual([(h["seq"], h["text"]) for h in hits],
+                         [(3, "lunch and dinner"), (1, "Lunch at noon?")])
+        self.assertEqual(bob.search("general", "instead"), [], "found by its latest text only")
+        self.assertEqual(bob.search("general", "edit"), [], "changes are never hits")
+
+        folded = zms.fold(raw)
+        self.assertEqual([(m["seq"], m["text"], m.get("deleted", False), "edited_ts" in m)
+                          for m in folded],
+                         [(1, "Lunch at noon?", False, False), (2, "", True, False),
+                          (3, "lunch and dinner", False, True),
+                          (4, "Café au lait, anyone?", False, False)])
+        self.assertEqual(folded[2]["edited_ts_ms"], raw[4]["ts_ms"])
+        # `zms history --json` folds alike, field for field.
+        self.assertEqual(folded, json_lines(self.cli("history", "general", "--json",
+                                                     name="bob")))
+
+        # Read positions: only forward, never past the last seq.
+        self.assertEqual(bob.unread("general"), (6, 0))
+        bob.mark_read("general", 3)
+        bob.mark_read("general", 1)
+        state = bob.read_state("general")
+        self.assertEqual((state.last_seq, state.read_seq, state.unread), (6, 3, 3))
+        bob.mark_read("general", 999)
+        alice.send("general", "one more")
+        self.assertEqual(bob.unread("general"), (7, 6))
+        mine = [{"group": "general", "address": self.group_address, "last_seq": 7,
+                 "read_seq": 6, "unread": 1}]
+        self.assertEqual(bob.my_groups(), mine)
+        self.assertEqual(json_lines(self.cli("unread", "--json", name="bob")), mine)
+        self.assertEqual(self.client("carol").my_groups(), [])
+        # Over all of the user's groups.
+        self.assertEqual([(h["group"], h["seq"]) for h in bob.search_all("lunch")],
+                         [("general", 3), ("general", 1)])
+
     def test_the_readme_example_runs_to_the_end(self) -> None:
         """The example of clients/python/README.md (the top README shows the same), run as a
         user runs it: a script of its own, in a directory of its own, with the installed
@@ -635,8 +720,6 @@ class PythonGroupServer(Deployment):
         for name, frames in examples:
             if name == "group-history-trimmed":
                 continue  # needs a store retention has trimmed; its bytes are checked above
-            if name in ("group-search", "group-read", "group-unread", "group-edit-missing"):
-                continue  # this group server answers them 400 (its doc); their bytes are checked
             sock = sockets[name.split("-")[0]]
             parts = [octets for direction, octets, _ in frames if direction.startswith("C")]
             sock.send_multipart(parts)
@@ -658,21 +741,130 @@ class PythonGroupServer(Deployment):
                     shown = [frame.fields[1][:2]]
                 elif frame.command in (zms.MSGS, zms.MESSAGES):
                     shown = [m[:2] for m in frame.fields[-1]]
+                elif frame.command == zms.FOUND:
+                    shown = [hit[:2] for hit in frame.fields[1]]
                 elif frame.command == zms.PONG and name.startswith("group-"):
                     self.assertNotEqual(frame.fields[0], 0, "a group server's epoch is not 0")
                 for seq, ts in shown:
                     stamps.setdefault(seq, set()).add(ts)
-        # The session's three messages: wherever each was shown (ACK, ACKS, MSG, MSGS, HISTORY)
-        # it had one timestamp, and it is now.
+        # The session's three messages: wherever each was shown (ACK, ACKS, MSG, MSGS, HISTORY,
+        # FOUND) it had one timestamp, and it is now.
         self.assertEqual(sorted(stamps), [1, 2, 3], stamps)
-        for seq, ts in stamps.items():
-            self.assertEqual(len(ts), 1, f"seq {seq}: {ts}")
-            self.assertLess(abs(ts.pop() - time.time() * 1000), 60_000)
+        for seq, seen in stamps.items():
+            self.assertEqual(len(seen), 1, f"seq {seq}: {seen}")
+            self.assertLess(abs(seen.pop() - time.time() * 1000), 60_000)
         # Nothing more was sent: the next reply on each socket answers the next request.
         for sock in sockets.values():
             sock.send(zms.encode(zms.PING, 99))
             self.assertTrue(sock.poll(int(LIMIT * 1000)))
             self.assertEqual(zms.decode(sock.recv(), "incoming").request_id, 99)
+
+    def test_rust_clients_search_edit_and_read_on_the_python_group_server(self) -> None:
+        address = self.python_group_server("--group", "general", "random").listening()
+        for user in ("alice", "bob"):
+            self.cli("join", "general", name=user)
+        self.cli("send", "general", "Lunch at noon?", name="alice")
+        self.cli("send", "general", "lunch sounds good", name="bob")
+        self.cli("send", "general", "dinner instead", name="alice")
+
+        # A subscribed connection is pushed the changes as it is any message.
+        watcher: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        watcher.setsockopt(zmq.LINGER, 0)
+        watcher.connect(f"tcp://{address}")
+        self.addCleanup(watcher.close, 0)
+        watcher.send(zms.encode(zms.SUBSCRIBE, 1, "general", "bob"))
+        self.assertTrue(watcher.poll(int(LIMIT * 1000)))
+        self.assertEqual(zms.decode(watcher.recv(), "incoming").fields, ["general", 3])
+
+        edited = json_lines(self.cli("edit", "general", "3", "lunch and dinner", "--json",
+                                     name="alice"))
+        self.assertEqual(edited, [{"group": "general", "address": address, "seq": 3,
+                                   "edited": 4}])
+        refused = self.cli("edit", "general", "1", "brunch", name="bob", ok=False)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("only its sender (alice) or an operator may change message 1",
+                      refused.stderr)
+        deleted = json_lines(self.cli("delete", "general", "2", "--json", name="bob"))
+        self.assertEqual(deleted[0]["deleted"], 5)
+        self.assertTrue(watcher.poll(int(LIMIT * 1000)))
+        pushed = zms.decode(watcher.recv(), "incoming")
+        self.assertEqual((pushed.command, pushed.fields[1][0], pushed.fields[1][2:]),
+                         (zms.MSG, 4, ("alice", "\x01edit 3 lunch and dinner")))
+        self.assertTrue(watcher.poll(int(LIMIT * 1000)))
+        self.assertEqual(zms.decode(watcher.recv(), "incoming").fields[1][3], "\x01delete 2")
+
+        # zms search: the latest texts, deleted ones left out, oldest first as history reads.
+        found = json_lines(self.cli("search", "general", "LUNCH", "--json", name="bob"))
+        self.assertEqual([(h["seq"], h["text"], h["matches"]) for h in found],
+                         [(1, "Lunch at noon?", [[0, 5]]), (3, "lunch and dinner", [[0, 5]])])
+        self.assertEqual(json_lines(self.cli("search", "lunch", "--json", name="bob")), found)
+        self.assertEqual(json_lines(self.cli("search", "general", "instead", "--json",
+                                             name="bob")), [])
+        # zms history folds the changes; the Python client's fold agrees.
+        history = json_lines(self.cli("history", "general", "--json", name="bob"))
+        self.assertEqual([(m["seq"], m["text"], m.get("deleted", False), "edited_ts" in m)
+                          for m in history],
+                         [(1, "Lunch at noon?", False, False), (2, "", True, False),
+                          (3, "lunch and dinner", False, True)])
+        bob = self.client("bob")
+        self.assertEqual(zms.fold(bob.history("general")), history)
+
+        # zms unread: general only (bob is no member of random), then after a READ.
+        self.assertEqual(json_lines(self.cli("unread", "--json", name="bob")),
+                         [{"group": "general", "address": address, "last_seq": 5,
+                           "read_seq": 0, "unread": 5}])
+        bob.mark_read("general", 4)
+        bob.mark_read("general", 2)
+        self.assertEqual(json_lines(self.cli("unread", "--json", name="bob"))[0]["read_seq"], 4)
+        bob.mark_read("general", 99)
+        self.cli("send", "general", "later", name="alice")
+        self.assertEqual(bob.unread("general"), (6, 5))
+
+        # The Python client on the Python server: every check the protocol names.
+        alice = self.client("alice")
+        self.assertEqual(alice.send("general", "Café crème à midi"), 7)
+        self.assertEqual([(h["seq"], h["matches"]) for h in alice.search("general", "CAFE creme")],
+                         [(7, [(0, 5), (6, 12)])])
+        self.assertEqual(alice.edit("general", 7, "Café noir", client_id="e1"), 8)
+        self.assertEqual(alice.edit("general", 7, "Café noir", client_id="e1"), 8)
+        self.assertEqual([h["text"] for h in alice.search("general", "café")], ["Café noir"])
+        self.assertEqual(alice.search("general", "creme"), [])
+        self.assertEqual(alice.delete("general", 7), 9)
+        self.assertEqual(alice.search("general", "cafe"), [])
+        self.assertEqual(alice.edit("general", 7, "too late"), 10, "stored, but folded away")
+        self.assertEqual(zms.fold(alice.history("general"))[-1],
+                         {**alice.history("general")[6], "text": "", "deleted": True,
+                          "edited_ts": alice.history("general")[7]["ts"],
+                          "edited_ts_ms": alice.history("general")[7]["ts_ms"]})
+        cases: list[tuple[Callable[[], object], int]] = [
+            (lambda: alice.edit("general", 8, "x"), 400),  # a change itself
+            (lambda: alice.edit("general", 11, "x"), 400),  # not kept
+            (lambda: alice.delete("general", 0), 400),
+            (lambda: alice.edit("general", 1, ""), 400),  # SEND's rules
+            (lambda: alice.edit("general", 1, "a\x1bb"), 400),
+            (lambda: alice.edit("general", 1, "x" * (zms.MAX_TEXT + 1)), 413),
+            (lambda: bob.delete("general", 1), 403),
+            (lambda: alice.search("general", "--"), 400),
+            (lambda: alice.search("general", "é" * 129), 400),
+            (lambda: alice.search("general", "a\tb"), 400),
+            (lambda: alice.search("random", "a"), 403),
+            (lambda: alice.unread("random"), 403),
+            (lambda: alice.mark_read("random", 1), 403),
+        ]
+        for i, (call, code) in enumerate(cases):
+            with self.subTest(case=i), self.assertRaises(zms.ZmsError) as caught:
+                call()
+            self.assertEqual(caught.exception.code, code, caught.exception.reason)
+        self.assertEqual(len(alice.search("general", "é" * 128)), 0, "MAX_QUERY octets pass")
+        self.assertEqual(alice.history("general")[-1]["seq"], 10, "nothing refused was stored")
+        # At most SEARCH_MAX hits, newest first.
+        alice.send_many("general", [f"bulk {i}" for i in range(zms.SEARCH_MAX + 5)])
+        hits = alice.search("general", "bulk", limit=1000)
+        self.assertEqual(len(hits), zms.SEARCH_MAX)
+        self.assertEqual(hits[0]["text"], f"bulk {zms.SEARCH_MAX + 4}")
+        since = hits[9]["ts_ms"]
+        self.assertTrue(all(h["ts_ms"] >= since for h in alice.search("general", "bulk",
+                                                                     since=since)))
 
     def test_text_limit_and_client_ids_on_the_python_group_server(self) -> None:
         address = self.python_group_server("--group", "general").listening()
@@ -747,6 +939,33 @@ class Codec(unittest.TestCase):
             self.assertEqual(zms.NAMES[command], name)
             schemas = {"request": zms.REQUESTS, "reply": zms.REPLIES, "event": zms.EVENTS}
             self.assertIn(command, schemas[kind])
+
+    def test_changes_read_back_and_fold_into_their_originals(self) -> None:
+        """As src/protocol/edit.rs's tests: what is a change, and what fold makes of them."""
+        self.assertEqual(zms.parse_change(zms.edit_text(12, "new words")),
+                         zms.Change(12, "new words"))
+        self.assertEqual(zms.parse_change(zms.delete_text(3)), zms.Change(3, None))
+        for plain in ["edit 12 x", "\x01edit x y", "\x01edit 012 y", "\x01delete",
+                      "\x01delete -1", "\x01delete 3 more", "\x01other 3", "\x01edit 12",
+                      "\x01edit 99999999999999999999999 y", "\x01delete \u0663"]:
+            self.assertIsNone(zms.parse_change(plain), repr(plain))
+
+        def msg(seq: int, text: str, group: str = "general") -> dict[str, Any]:
+            return {"group": group, "seq": seq, "ts": zms.format_ts(seq * 10), "ts_ms": seq * 10,
+                    "sender": "alice", "text": text}
+
+        messages = [msg(1, "hello"), msg(2, "wrold"), msg(3, zms.edit_text(2, "world")),
+                    msg(4, "oops"), msg(5, zms.delete_text(4)), msg(6, zms.edit_text(4, "late")),
+                    msg(7, zms.edit_text(99, "not here")), msg(8, zms.edit_text(2, "world!")),
+                    msg(9, zms.delete_text(1), group="random")]
+        shown = zms.fold(messages)
+        self.assertEqual([(m["seq"], m["text"], m.get("edited_ts_ms"), m.get("deleted", False))
+                          for m in shown],
+                         [(1, "hello", None, False), (2, "world!", 80, False),
+                          (4, "", None, True)])
+        self.assertEqual(shown[1]["edited_ts"], "1970-01-01T00:00:00.080Z")
+        self.assertEqual(messages[1]["text"], "wrold", "the messages given are not changed")
+        self.assertEqual(zms.ReadState(7, 3).unread, 4)
 
     def test_names_and_times(self) -> None:
         self.assertIsNone(zms.user_name_error("é" * 32))

@@ -27,7 +27,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence, Union
 
 import zmq
 
@@ -47,6 +47,12 @@ __all__ = [
     "Pins",
     "fetch_key",
     "default_config_dir",
+    "ReadState",
+    "Change",
+    "parse_change",
+    "edit_text",
+    "delete_text",
+    "fold",
 ]
 
 # --- Limits and timings (PROTOCOL.md, "Limits" and "Heartbeats and timeouts") ---------------
@@ -57,6 +63,8 @@ MAX_BATCH_FRAME = 69632
 MAX_NAME = 64
 MAX_FRAME = 1048576
 HISTORY_PAGE_MAX = 1000
+SEARCH_MAX = 100
+MAX_QUERY = 256
 MAX_REPLY = 1048576
 MAX_GROUPS_PER_SERVER = 10000
 HEARTBEAT_MS = 1000
@@ -756,6 +764,102 @@ class _Curve:
     pinned: bool  # the server key came from known_servers (so a silence may be a new key)
 
 
+# --- Edits, deletions and read positions (PROTOCOL.md, "EDIT and DELETE", "UNREAD") --------
+
+#: The first character of an edit's or a deletion's text: U+0001, which no SEND may hold.
+CHANGE_MARK = "\x01"
+_SEQ_DIGITS = re.compile(r"0|[1-9][0-9]*")  # a seq in decimal: no sign, no leading zero
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a change message does to message ``seq`` of its group: an edit to ``text``, or
+    a deletion (``text`` None)."""
+
+    seq: int
+    text: str | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.text is None
+
+
+def edit_text(seq: int, text: str) -> str:
+    """The stored text of an edit of message ``seq`` to ``text``: ``\\x01edit SEQ TEXT``."""
+    return f"{CHANGE_MARK}edit {seq} {text}"
+
+
+def delete_text(seq: int) -> str:
+    """The stored text of the deletion of message ``seq``: ``\\x01delete SEQ``."""
+    return f"{CHANGE_MARK}delete {seq}"
+
+
+def _seq_of(digits: str) -> int | None:
+    if not digits.isascii() or not _SEQ_DIGITS.fullmatch(digits) or int(digits) >= 1 << 64:
+        return None
+    return int(digits)
+
+
+def parse_change(text: str) -> Change | None:
+    """The change a message's text makes, if it is an edit or a deletion; None for any other
+    text (a plain message, or one that only looks like a change: ``\\x01edit 012 x``)."""
+    if not text.startswith(CHANGE_MARK):
+        return None
+    rest = text[1:]
+    if rest.startswith("edit "):
+        digits, space, new_text = rest[5:].partition(" ")
+        seq = _seq_of(digits) if space else None
+        return None if seq is None else Change(seq, new_text)
+    if rest.startswith("delete "):
+        seq = _seq_of(rest[7:])
+        return None if seq is None else Change(seq, None)
+    return None
+
+
+def fold(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as a reader sees them once their edits and deletions are applied, as
+    ``zms history`` shows them: ``messages`` (dicts as :meth:`Client.history` and
+    :meth:`Client.messages` give them, in seq order) without the change messages, each
+    original with its latest ``text``, and ``edited_ts``/``edited_ts_ms`` (the last edit's
+    time) once edited, or ``deleted: True`` and an empty ``text`` once deleted. A deletion is
+    final: a later edit of a deleted message is ignored. A change of a message not among
+    ``messages`` is dropped. The dicts are copies; messages of several groups fold apart.
+
+    ``zms.fold(client.history(group))`` equals the objects ``zms history --json`` prints."""
+    shown: list[dict[str, Any]] = []
+    where: dict[tuple[Any, int], dict[str, Any]] = {}  # (group, seq) -> its shown dict
+    for message in messages:
+        change = parse_change(message["text"])
+        if change is None:
+            copy = dict(message)
+            shown.append(copy)
+            where[(message.get("group"), message["seq"])] = copy
+            continue
+        original = where.get((message.get("group"), change.seq))
+        if original is None or original.get("deleted"):
+            continue
+        if change.text is None:
+            original["text"] = ""  # an earlier edit's time stays, as zms history shows it
+            original["deleted"] = True
+        else:
+            original["text"] = change.text
+            original["edited_ts"] = format_ts(message["ts_ms"])
+            original["edited_ts_ms"] = message["ts_ms"]
+    return shown
+
+
+class ReadState(NamedTuple):
+    """Where a user stands in a group (UNREAD's answer): its last seq and how far they have
+    read it. ``unread`` is how many messages came after their read position."""
+
+    last_seq: int
+    read_seq: int
+
+    @property
+    def unread(self) -> int:
+        return max(0, self.last_seq - self.read_seq)
+
+
 # --- The client -----------------------------------------------------------------------------
 
 
@@ -815,6 +919,18 @@ class _Conn:
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
+
+
+def _expect(reply: Frame, command: int) -> Frame:
+    """``reply`` if it is a ``command``; else the server broke the protocol (ERROR 500)."""
+    if reply.command != command:
+        raise ZmsError(INTERNAL, f"expected {NAMES[command]}, got {reply.name}")
+    return reply
+
+
+def _check_seq(seq: int) -> None:
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 1 << 64:
+        raise ValueError(f"a seq is a whole number from 0 to 2^64-1, not {seq!r}")
 
 
 class Client:
@@ -927,7 +1043,8 @@ class Client:
             return {"group": reply.fields[0], "address": conn.address,
                     "last_seq": reply.fields[1]}
 
-        return self._following(group, join_at)
+        joined: dict[str, Any] = self._following(group, join_at)
+        return joined
 
     def conversation(self, peer: str) -> dict[str, str]:
         """Opens the conversation with ``peer`` (DM at the message server, then JOIN where it
@@ -948,17 +1065,22 @@ class Client:
     def send(self, group: str, text: str, *, client_id: str | None = None) -> int:
         """Sends ``text`` and returns its seq. Retries resend the same frame and client id, so
         the message is stored once however many tries it takes."""
+        return self._store(group, SEND, client_id, text)
+
+    def _store(self, group: str, command: int, client_id: str | None, *rest: Any) -> int:
+        """A SEND, EDIT or DELETE (``rest``: its fields after the client id) under one client
+        id however many tries it takes; the seq its ACK gives."""
         if client_id is None:
             client_id = f"{self._client_prefix}{next(self._sent):06d}"
 
-        def send_once(name: str, conn: _Conn) -> int:
+        def store_once(name: str, conn: _Conn) -> int:
             # Over the server's rate limit: wait and try again (the same id, so stored at most
             # once), slowing this sender down rather than failing it, for a bounded time.
             pause, give_up = 0.05, time.monotonic() + RATE_LIMIT_PATIENCE
             while True:
                 try:
-                    reply = self._request(conn, SEND, name, self.name, client_id, text)
-                    return int(reply.fields[0])
+                    reply = self._request(conn, command, name, self.name, client_id, *rest)
+                    return int(_expect(reply, ACK).fields[0])
                 except ZmsError as err:
                     if err.code != LIMITED or time.monotonic() + pause >= give_up:
                         raise
@@ -966,7 +1088,8 @@ class Client:
                 pause = min(pause * 2, 1.0)
 
         # A group that moved to another group server is followed there, under the same id.
-        return self._following(group, send_once)
+        seq: int = self._following(group, store_once)
+        return seq
 
     def send_many(self, group: str, texts: list[str]) -> list[int]:
         """Sends ``texts`` in order and returns their seqs: as SENDS of up to ``MAX_BATCH``
@@ -1020,7 +1143,10 @@ class Client:
         ``since`` is any time :func:`parse_time` reads, as ``zms history --since`` takes it:
         unix seconds or milliseconds (below 100,000,000,000 is seconds), ``"2026-12-03"``
         (local midnight), ``"2026-12-03T14:30"`` (local), RFC 3339, ``"10m"``/``"2h"``/``"1d"``
-        ago, or a ``datetime``, ``date`` or ``timedelta``. A bad one raises ValueError."""
+        ago, or a ``datetime``, ``date`` or ``timedelta``. A bad one raises ValueError.
+
+        Edits and deletions are among them as they are stored (``\\x01edit SEQ TEXT``,
+        ``\\x01delete SEQ``); :func:`fold` applies them to the messages they change."""
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be 0 or more, not {limit}")
         name, conn = self._resolve(group)
@@ -1041,6 +1167,103 @@ class Client:
             after = fresh[-1][0]
         return out
 
+    def search(
+        self, group: str, query: str, *, since: TimeLike | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """The messages of ``group`` whose latest text holds every word of ``query``, whatever
+        their case and accents, newest first: at most ``limit`` (the server caps it at
+        ``SEARCH_MAX``), only those at or after ``since`` (any time :func:`parse_time` reads)
+        if given. Edits and deletions are never hits, nor are deleted messages; an edited
+        message is found by its latest text, which the hit carries.
+
+        Each hit is a message dict as :meth:`history` gives (``group``, ``address``, ``seq``,
+        ``ts``, ``ts_ms``, ``sender``, ``text``) with ``matches``: the matched words as
+        ``(start, end)`` octet ranges of the UTF-8 text (``text.encode()[start:end]``), in
+        order. Raises :class:`ZmsError` 400 for a query without a letter or digit, longer than
+        ``MAX_QUERY`` octets or holding a control character, 403 for a group the user is not
+        a member of."""
+        if limit < 0:
+            raise ValueError(f"limit must be 0 or more, not {limit}")
+        since_ms = parse_time(since) if since is not None else 0
+        limit = min(limit, 0xFFFFFFFF)
+
+        def search_at(name: str, conn: _Conn) -> list[dict[str, Any]]:
+            reply = self._request(conn, SEARCH, name, self.name, since_ms, limit, query)
+            hits = _expect(reply, FOUND).fields[1]
+            return [self._hit(name, conn.address, hit) for hit in hits]
+
+        hits: list[dict[str, Any]] = self._following(group, search_at)
+        return hits
+
+    def search_all(
+        self, query: str, *, since: TimeLike | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """:meth:`search` over every group the user is a member of (:meth:`my_groups`), one
+        SEARCH each where the group lives, the hits merged newest first, at most ``limit`` in
+        all. The first group that refuses the search raises, as ``zms search QUERY`` does."""
+        hits: list[dict[str, Any]] = []
+        for entry in self.my_groups():
+            where = f"{entry['group']}@{entry['address']}"
+            hits += self.search(where, query, since=since, limit=limit)
+        hits.sort(key=lambda h: (h["ts_ms"], h["group"], h["seq"]), reverse=True)
+        return hits[:limit]
+
+    def mark_read(self, group: str, seq: int) -> None:
+        """Tells the server the user has seen ``group`` up to message ``seq``. The read
+        position only moves forward, and never past the group's last seq (a larger ``seq``
+        means all of it, as it is now). Send it as messages are shown, not once each."""
+        _check_seq(seq)
+        self._following(group, lambda name, conn: _expect(
+            self._request(conn, READ, name, self.name, seq), OK))
+
+    def read_state(self, group: str) -> ReadState:
+        """The group's last seq and the user's read position in it (0 if they never sent
+        READ), as :class:`ReadState` (a ``(last_seq, read_seq)`` tuple whose ``unread`` is
+        how many are new). ERROR 403 if the user is not a member."""
+        def unread_at(name: str, conn: _Conn) -> ReadState:
+            reply = _expect(self._request(conn, UNREAD, name, self.name), UNREAD_REPLY)
+            return ReadState(int(reply.fields[1]), int(reply.fields[2]))
+
+        state: ReadState = self._following(group, unread_at)
+        return state
+
+    def unread(self, group: str) -> ReadState:
+        """:meth:`read_state`: ``last_seq, read_seq = client.unread("general")``."""
+        return self.read_state(group)
+
+    def my_groups(self) -> list[dict[str, Any]]:
+        """The groups the message server lists of which the user is a member, with where they
+        stand in each, as ``zms unread --json`` prints them: ``{"group", "address",
+        "last_seq", "read_seq", "unread"}``. Every listed group is asked (UNREAD); those that
+        answer 403 or 404 are left out, and so (with a warning logged) are those whose server
+        does not answer or does not know UNREAD."""
+        mine: list[dict[str, Any]] = []
+        for name, address, _key in self._list():
+            try:
+                state = self.read_state(f"{name}@{address}")
+            except ZmsError as err:
+                if err.code not in (NOT_MEMBER, UNKNOWN_GROUP):
+                    _log.warning("cannot tell whether a member of %s@%s: %s", name, address, err)
+                continue
+            mine.append({"group": name, "address": address, "last_seq": state.last_seq,
+                         "read_seq": state.read_seq, "unread": state.unread})
+        return mine
+
+    def edit(self, group: str, seq: int, text: str, *, client_id: str | None = None) -> int:
+        """Replaces the text of the user's message ``seq`` with ``text``; returns the seq of
+        the edit, a new message of the group that every member's client folds into the
+        original (:func:`fold`). Retried as :meth:`send` is, under one client id, so it is
+        stored once. ERROR 403 for another's message, 400 for a seq the group does not keep or
+        one that is itself a change, and ``text`` follows SEND's rules (413, 400)."""
+        _check_seq(seq)
+        return self._store(group, EDIT, client_id, seq, text)
+
+    def delete(self, group: str, seq: int, *, client_id: str | None = None) -> int:
+        """Deletes the user's message ``seq``; returns the seq of the deletion. As
+        :meth:`edit`: a new message, stored once, refused alike."""
+        _check_seq(seq)
+        return self._store(group, DELETE, client_id, seq)
+
     def messages(
         self, group: str, *, after: int | None = None, timeout: float | None = None
     ) -> Iterator[dict[str, Any]]:
@@ -1053,7 +1276,8 @@ class Client:
         ``timeout`` seconds pass without a message (None: never), so a ``for`` loop over it
         finishes once the group is quiet. Raises :class:`ZmsError` if the subscription is
         refused (not a member, unknown group). Like any generator, it does nothing (not even
-        subscribe) until first advanced.
+        subscribe) until first advanced. An edit or a deletion comes as the message it is
+        stored as (:func:`parse_change` reads it; :func:`fold` applies a list of them).
         """
         name, conn = self._resolve(group)
         if name in conn.subs:
@@ -1173,6 +1397,13 @@ class Client:
             if key:
                 self._listed_keys[address] = key
         return groups
+
+    @staticmethod
+    def _hit(group: str, address: str,
+             hit: tuple[int, int, str, str, list[tuple[int, int]]]) -> dict[str, Any]:
+        found = Client._message(group, address, hit[:4])
+        found["matches"] = [(int(start), int(end)) for start, end in hit[4]]
+        return found
 
     @staticmethod
     def _message(group: str, address: str, m: tuple[int, int, str, str]) -> dict[str, Any]:

@@ -3,10 +3,13 @@
 It hosts the groups named with ``--group`` in memory (nothing survives a restart: each start
 is a new epoch with empty groups), registers them with every message server of ``--server``
 once a heartbeat, and answers LIST, JOIN, LEAVE, SUBSCRIBE, SEND, SENDS, HISTORY, MEMBERS, PING,
-KEY, INVITE, KICK, BAN, UNBAN, CREATE, DROP, SET and IMPORT on one ROUTER socket (SEARCH, READ,
-UNREAD, EDIT and DELETE, and STATUS, with ERROR 400: not implemented here), pushing MSG, MSGS (a
-SENDS's new messages) and PRESENCE
-to subscribed connections. A conversation (``@alice@bob``) is created on the JOIN of
+KEY, INVITE, KICK, BAN, UNBAN, CREATE, DROP, SET, IMPORT, SEARCH, READ, UNREAD, EDIT and DELETE
+on one ROUTER socket (STATUS with ERROR 400: not implemented here), pushing MSG, MSGS (a SENDS's
+new messages) and PRESENCE to subscribed connections. An EDIT or a DELETE is stored as a new
+message (``\\x01edit SEQ TEXT``, ``\\x01delete SEQ``), as PROTOCOL.md says, and only the
+original's sender may make one (there are no operator keys without security). SEARCH matches
+whole words, whatever their case and accents (Unicode NFKD without combining marks), against
+each message's latest text. A conversation (``@alice@bob``) is created on the JOIN of
 either of its two users, as PROTOCOL.md's "Direct messages" says. It has no
 security: KEY answers an empty key and no group is private. Limits as PROTOCOL.md's security
 section gives them for a group server: text (413), frame size, members per group and live
@@ -43,11 +46,13 @@ from zms import (
     ACK, ACKS, BAN, ERROR, GROUPS, HISTORY, INVITE, JOIN, KICK, JOINED, KEY, KEY_REPLY, LEAVE, LIST,
     MEMBER_LIST, MEMBERS, MESSAGES, MSG, MSGS, OK, PING, PONG, PRESENCE, REGISTER, SEND, SENDS,
     SUBSCRIBE, UNREGISTER,
+    DELETE, EDIT, FOUND, READ, SEARCH, UNREAD, UNREAD_REPLY,
     DecodeError, decode, encode,
 )
 
 # Requests that name a group and a user, checked in the spec's order before their own checks.
-GROUP_REQUESTS = {JOIN, LEAVE, SUBSCRIBE, SEND, SENDS, HISTORY, MEMBERS, INVITE}
+GROUP_REQUESTS = {JOIN, LEAVE, SUBSCRIBE, SEND, SENDS, HISTORY, MEMBERS, INVITE,
+                  SEARCH, READ, UNREAD, EDIT, DELETE}
 ADMIN_REQUESTS = {KICK, BAN, UNBAN, CREATE, DROP, SET, IMPORT}
 BATCH = 1024  # requests read per wake-up, so registration and expiry are never starved
 MAX_MEMBERS = 10000  # members per group: ERROR 429 on a JOIN past it
@@ -87,6 +92,46 @@ def text_error(text: str) -> str | None:
     return None
 
 
+def query_error(query: str) -> str | None:
+    """Why a SEARCH query is refused (400): longer than MAX_QUERY octets, without a letter or
+    digit, or holding a control character (PROTOCOL.md, "SEARCH")."""
+    if len(query.encode()) > zms.MAX_QUERY:
+        return f"a search query is at most {zms.MAX_QUERY} bytes"
+    if not any(c.isalnum() for c in query):
+        return "a search query needs at least one word"
+    if any(unicodedata.category(c) == "Cc" for c in query):
+        return "a search query may not hold control characters"
+    return None
+
+
+def _plain(word: str) -> str:
+    """A word as search compares it: accents taken off (NFKD, without combining marks) and
+    case folded, so 'Café' finds 'cafe' and 'CAFÉ'."""
+    decomposed = unicodedata.normalize("NFKD", word)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def words(text: str) -> list[tuple[int, int, str]]:
+    """The words of ``text`` as search sees them: runs of letters and digits (with the marks
+    that follow them), each as (start octet, end octet, plain form); anything else separates
+    words, so a query's punctuation is no syntax."""
+    found: list[tuple[int, int, str]] = []
+    start: int | None = None
+    at = 0  # octet offset of the character being read
+    begun = 0  # character index where the current word began
+    for i, c in enumerate(text):
+        inside = c.isalnum() or (start is not None and unicodedata.category(c).startswith("M"))
+        if inside and start is None:
+            start, begun = at, i
+        elif not inside and start is not None:
+            found.append((start, at, _plain(text[begun:i])))
+            start = None
+        at += len(c.encode())
+    if start is not None:
+        found.append((start, at, _plain(text[begun:])))
+    return found
+
+
 def disguised_name_error(name: str) -> str | None:
     """Why a user name is refused (400) beyond zms.user_name_error: an invisible character,
     or a form other than Unicode NFKC ('ａｌｉｃｅ' may not pose as 'alice')."""
@@ -116,6 +161,19 @@ class Group:
     client_ids: dict[tuple[str, str], int] = field(default_factory=dict)  # (sender, id) -> seq
     subscribers: set[bytes] = field(default_factory=set)  # routing ids
     banned: set[str] = field(default_factory=set)  # users a BAN refuses to JOIN
+    reads: dict[str, int] = field(default_factory=dict)  # member -> read position (READ)
+    # An edited or deleted message's seq -> its latest text, None once deleted (for SEARCH).
+    changed: dict[int, str | None] = field(default_factory=dict)
+
+    def keep(self, message: tuple[int, int, str, str]) -> None:
+        """Appends a message; an edit or a deletion also changes what its original reads as
+        (a deletion is final)."""
+        self.messages.append(message)
+        self.stamps.append(message[1])
+        change = zms.parse_change(message[3])
+        if (change is not None and change.seq < message[0]
+                and self.changed.get(change.seq, "") is not None):
+            self.changed[change.seq] = change.text
 
     @property
     def last_seq(self) -> int:
@@ -458,6 +516,20 @@ class GroupServer:
             self._send(rid, encode(MEMBER_LIST, rq, name, members))
         elif cmd == INVITE:
             self._error(rid, rq, 400, f"'{name}' is not a private group; anyone may join it")
+        elif cmd == SEARCH:
+            self._search(rid, rq, group, fields[2], fields[3], fields[4])
+        elif cmd == READ:
+            # Only forward, and never past the last seq: a later message is still unread.
+            seq = min(fields[2], group.last_seq)
+            group.reads[user] = max(group.reads.get(user, 0), seq)
+            self._send(rid, encode(OK, rq))
+        elif cmd == UNREAD:
+            read = min(group.reads.get(user, 0), group.last_seq)
+            self._send(rid, encode(UNREAD_REPLY, rq, name, group.last_seq, read))
+        elif cmd == EDIT:
+            self._change(rid, rq, group, user, fields[2], fields[3], fields[4])
+        elif cmd == DELETE:
+            self._change(rid, rq, group, user, fields[2], fields[3], None)
 
     def _admin_request(self, rid: bytes, rq: int, cmd: int, fields: list[Any]) -> None:
         name = fields[0]
@@ -536,9 +608,8 @@ class GroupServer:
             last, ts = seq, stamp
         new = []
         for message, cid in messages:
-            seq, stamp, sender, _ = message
-            group.messages.append(message)
-            group.stamps.append(stamp)
+            seq, _, sender, _ = message
+            group.keep(message)
             if cid:
                 group.client_ids[(sender, cid)] = seq
             new.append(message)
@@ -548,15 +619,76 @@ class GroupServer:
         else:
             self._push(group, encode(MSGS, None, group.name, new))
 
-    def _store(self, rid: bytes, rq: int, group: Group, user: str, cid: str, text: str) -> None:
-        size = len(text.encode())
-        if size > zms.MAX_TEXT:
-            self._error(rid, rq, 413, f"text of {size} bytes is longer than {zms.MAX_TEXT}")
-            return
-        why = text_error(text)
+    def _search(self, rid: bytes, rq: int, group: Group, since: int, limit: int,
+                query: str) -> None:
+        """SEARCH: the messages whose latest text holds every word of ``query``, newest first;
+        changes and deleted messages are never hits."""
+        why = query_error(query)
         if why is not None:
             self._error(rid, rq, 400, why)
             return
+        wanted = {word for _, _, word in words(query)}
+        limit = min(limit, zms.SEARCH_MAX)
+        hits: list[tuple[int, int, str, str, list[tuple[int, int]]]] = []
+        for seq, ts, sender, text in reversed(group.messages):
+            if len(hits) >= limit or (since > 0 and ts < since):
+                break  # ts never decreases along seq: all older ones are earlier still
+            if zms.parse_change(text) is not None:
+                continue
+            latest = group.changed.get(seq, text)
+            if latest is None:
+                continue  # deleted
+            found = words(latest)
+            if not wanted <= {word for _, _, word in found}:
+                continue
+            matches = [(start, end) for start, end, word in found if word in wanted]
+            hits.append((seq, ts, sender, latest, matches))
+        self._send(rid, encode(FOUND, rq, group.name, hits))
+
+    def _change(self, rid: bytes, rq: int, group: Group, user: str, cid: str, seq: int,
+                text: str | None) -> None:
+        """EDIT (``text``) or DELETE (None) of message ``seq``: stored as a new message of the
+        group that refers to it, as a SEND's is (sequenced, de-duplicated, pushed)."""
+        if not 1 <= seq <= group.last_seq:
+            self._error(rid, rq, 400, f"'{group.name}' has no message {seq} "
+                                      f"(it keeps 1 to {group.last_seq})")
+            return
+        if text is not None and (why := self._text_refusal(text)) is not None:
+            self._error(rid, rq, *why)
+            return
+        _, _, sender, original = group.messages[seq - 1]
+        if zms.parse_change(original) is not None:
+            self._error(rid, rq, 400,
+                        f"message {seq} is an edit or a deletion; change the original")
+            return
+        if sender != user:  # without security there are no operator keys: only the sender
+            self._error(rid, rq, 403,
+                        f"only its sender ({sender}) or an operator may change message {seq}")
+            return
+        stored = zms.delete_text(seq) if text is None else zms.edit_text(seq, text)
+        self._acknowledge(rid, rq, group, user, cid, stored)
+
+    @staticmethod
+    def _text_refusal(text: str) -> tuple[int, str] | None:
+        """Why SEND refuses ``text``: (413, reason) past MAX_TEXT, (400, reason) by the rules
+        of PROTOCOL.md's "Text"; None if it may be stored."""
+        size = len(text.encode())
+        if size > zms.MAX_TEXT:
+            return 413, f"text of {size} bytes is longer than {zms.MAX_TEXT}"
+        why = text_error(text)
+        return None if why is None else (400, why)
+
+    def _store(self, rid: bytes, rq: int, group: Group, user: str, cid: str, text: str) -> None:
+        why = self._text_refusal(text)
+        if why is not None:
+            self._error(rid, rq, *why)
+            return
+        self._acknowledge(rid, rq, group, user, cid, text)
+
+    def _acknowledge(self, rid: bytes, rq: int, group: Group, user: str, cid: str,
+                     text: str) -> None:
+        """Stores one message (or finds it stored under its client id), answers ACK and pushes
+        a new one as MSG."""
         seq, ts, duplicate, message = self._append(group, user, cid, text)
         self._send(rid, encode(ACK, rq, seq, ts, duplicate))
         if message is not None:
@@ -595,8 +727,7 @@ class GroupServer:
             return seq, ts, True, None
         ts = max(int(time.time() * 1000), group.stamps[-1] if group.stamps else 0)
         message = (group.last_seq + 1, ts, user, text)
-        group.messages.append(message)
-        group.stamps.append(ts)
+        group.keep(message)
         if cid:
             group.client_ids[(user, cid)] = message[0]
         return message[0], ts, False, message
