@@ -55,6 +55,12 @@ const BATCH_MESSAGES: usize = 4096;
 /// between batches, so a send waits behind at most this much deleting, never a whole backlog.
 const TRIM_STEP_CHUNKS: usize = 16;
 
+/// Most messages one step of search indexing takes in: like trimming, a step is its own short
+/// transaction between batches, so a send waits behind at most this much indexing (a few
+/// milliseconds: FTS5 indexes a few hundred thousand short messages a second), and a backlog is
+/// worked off a step per idle turn.
+const INDEX_STEP_MESSAGES: usize = 2_000;
+
 /// How a group server is set up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -128,6 +134,10 @@ pub struct GroupServer {
     /// Whether trimming may have work: set every heartbeat, cleared when a round of steps
     /// deletes nothing. While set the loop polls without waiting and trims when idle.
     trim_due: bool,
+    /// Whether the search index may lag the stored messages: set every heartbeat and after
+    /// each batch that wrote, cleared when a step finds nothing more. While set the loop polls
+    /// without waiting and indexes when idle.
+    index_due: bool,
 }
 
 impl Drop for GroupServer {
@@ -305,6 +315,7 @@ impl GroupServer {
             retention: Vec::new(),
             retention_policies: Retention::default(),
             trim_due: false,
+            index_due: true,
         })
     }
 
@@ -489,6 +500,7 @@ impl GroupServer {
                 self.connections.close_idle();
                 self.update_gauges();
                 self.trim_due = !self.retention.is_empty();
+                self.index_due = true;
                 next_beat = now + heartbeat;
             }
             let mut items = Vec::with_capacity(4 + self.directories.len());
@@ -499,7 +511,7 @@ impl GroupServer {
             if let Some(service) = &self.key_service {
                 items.push(service.socket().as_poll_item(zmq::POLLIN));
             }
-            let wait = if self.trim_due {
+            let wait = if self.trim_due || self.index_due {
                 Duration::ZERO
             } else {
                 next_beat.saturating_duration_since(now)
@@ -522,6 +534,8 @@ impl GroupServer {
                 self.serve_batch()?;
             } else if self.trim_due {
                 self.trim_step();
+            } else if self.index_due {
+                self.index_step();
             }
             if keys_asked {
                 if let Some(service) = &self.key_service {
@@ -585,6 +599,7 @@ impl GroupServer {
         let mut batch = std::mem::take(&mut self.batch);
         let mut messages = 0;
         let mut requests = 0;
+        let mut wrote = false;
         for _ in 0..BATCH {
             if messages >= BATCH_MESSAGES {
                 break;
@@ -659,6 +674,7 @@ impl GroupServer {
                 continue;
             }
             messages += sent(&request);
+            wrote |= request.is_write();
             debug!(peer = %transport::hex(&route), request = request.name(), "request");
             // An answer that can be large (a page of history, a member or group list) is sent
             // as soon as it is made: nothing in it waits on a commit (one open before it was
@@ -700,6 +716,7 @@ impl GroupServer {
         }
         self.flush(out);
         self.batch = batch;
+        self.index_due |= wrote;
         self.ops.metrics.batch(requests);
         if self.state.take_groups_changed() {
             self.groups_changed();
