@@ -61,6 +61,13 @@ const TRIM_STEP_CHUNKS: usize = 16;
 /// worked off a step per idle turn.
 const INDEX_STEP_MESSAGES: usize = 2_000;
 
+/// How long no write must have come before the loop indexes. Pipelining senders leave the
+/// queue empty for moments between batches; indexing in those moments does the index's work
+/// on the serving thread in the middle of the load (ingest measured little faster than with
+/// the index written by each append), so it waits for a pause in the writes instead. Under
+/// writes that never pause this long, one step a heartbeat still runs.
+const INDEX_QUIET: Duration = Duration::from_millis(10);
+
 /// How a group server is set up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -135,9 +142,11 @@ pub struct GroupServer {
     /// deletes nothing. While set the loop polls without waiting and trims when idle.
     trim_due: bool,
     /// Whether the search index may lag the stored messages: set every heartbeat and after
-    /// each batch that wrote, cleared when a step finds nothing more. While set the loop polls
-    /// without waiting and indexes when idle.
+    /// each batch that wrote, cleared when a step finds nothing more. While set the loop
+    /// indexes a step per idle turn once writes have paused for [`INDEX_QUIET`].
     index_due: bool,
+    /// When the last batch that wrote ended: indexing waits for [`INDEX_QUIET`] after it.
+    last_write: Instant,
 }
 
 impl Drop for GroupServer {
@@ -316,6 +325,7 @@ impl GroupServer {
             retention_policies: Retention::default(),
             trim_due: false,
             index_due: true,
+            last_write: Instant::now(),
         })
     }
 
@@ -500,6 +510,10 @@ impl GroupServer {
                 self.connections.close_idle();
                 self.update_gauges();
                 self.trim_due = !self.retention.is_empty();
+                if self.index_due {
+                    // Still behind: writes have not paused since the last heartbeat.
+                    self.index_step();
+                }
                 self.index_due = true;
                 next_beat = now + heartbeat;
             }
@@ -511,8 +525,12 @@ impl GroupServer {
             if let Some(service) = &self.key_service {
                 items.push(service.socket().as_poll_item(zmq::POLLIN));
             }
-            let wait = if self.trim_due || self.index_due {
+            let quiet = now.saturating_duration_since(self.last_write);
+            let index_now = self.index_due && quiet >= INDEX_QUIET;
+            let wait = if self.trim_due || index_now {
                 Duration::ZERO
+            } else if self.index_due {
+                (INDEX_QUIET - quiet).min(next_beat.saturating_duration_since(now))
             } else {
                 next_beat.saturating_duration_since(now)
             };
@@ -534,7 +552,7 @@ impl GroupServer {
                 self.serve_batch()?;
             } else if self.trim_due {
                 self.trim_step();
-            } else if self.index_due {
+            } else if index_now {
                 self.index_step();
             }
             if keys_asked {
@@ -716,7 +734,10 @@ impl GroupServer {
         }
         self.flush(out);
         self.batch = batch;
-        self.index_due |= wrote;
+        if wrote {
+            self.index_due = true;
+            self.last_write = Instant::now();
+        }
         self.ops.metrics.batch(requests);
         if self.state.take_groups_changed() {
             self.groups_changed();

@@ -107,7 +107,8 @@ impl GroupServer {
         }
     }
 
-    /// One step of search indexing while no request waits: at most [`INDEX_STEP_MESSAGES`]
+    /// One step of search indexing while no request waits (and no write has come for a
+    /// moment, or at a heartbeat while writes never pause): at most [`INDEX_STEP_MESSAGES`]
     /// stored messages the index has not seen, in one transaction. Stops the steps once the
     /// index has seen everything, or on a failure (a busy or full store: the next heartbeat
     /// tries again; a SEARCH indexes its group's rest itself meanwhile).
