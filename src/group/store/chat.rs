@@ -507,12 +507,20 @@ mod tests {
         store.commit().unwrap();
         assert!(!store.index_step(3).unwrap());
         assert_eq!(indexed(&store), 8);
-        // And a search inside one sees the committed messages only.
+        // A search inside one indexes the committed messages only, even once the open
+        // transaction's are written (a read writes them), and what it indexed goes if the
+        // transaction does.
+        append_all(&mut store, g.id, &[said(7, "bob", "word")]);
         store.begin().unwrap();
-        store.append(g.id, &said(7, "bob", "word"), "").unwrap();
-        assert_eq!(store.search(g.id, "word", 0, 1).unwrap()[0].seq, 6);
+        store.append(g.id, &said(8, "bob", "word"), "").unwrap();
+        assert_eq!(store.fetch(g.id, 0, 0, 100).unwrap().len(), 8);
+        assert_eq!(store.search(g.id, "word", 0, 1).unwrap()[0].seq, 7);
+        assert_eq!(indexed(&store), 9);
         store.rollback();
-        assert_eq!(store.search(g.id, "word", 0, 1).unwrap()[0].seq, 6);
+        assert_eq!(indexed(&store), 8);
+        assert_eq!(store.search(g.id, "word", 0, 1).unwrap()[0].seq, 7);
+        assert!(!store.index_step(3).unwrap());
+        assert_eq!(indexed(&store), 9);
     }
 
     #[test]
