@@ -68,6 +68,13 @@ const INDEX_STEP_MESSAGES: usize = 2_000;
 /// writes that never pause this long, one step a heartbeat still runs.
 const INDEX_QUIET: Duration = Duration::from_millis(10);
 
+/// Most messages stored since the index last caught up before indexing stops waiting for a
+/// pause: a step then runs between batches whatever the load. It bounds what a SEARCH, which
+/// first indexes the rest of its group, may have to do while everyone else waits (a few
+/// hundred milliseconds at most), so writes that never pause cannot build a backlog that
+/// stalls the server for seconds.
+const INDEX_BACKLOG_MAX: usize = 100_000;
+
 /// How a group server is set up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -143,10 +150,14 @@ pub struct GroupServer {
     trim_due: bool,
     /// Whether the search index may lag the stored messages: set every heartbeat and after
     /// each batch that wrote, cleared when a step finds nothing more. While set the loop
-    /// indexes a step per idle turn once writes have paused for [`INDEX_QUIET`].
+    /// indexes a step per idle turn once writes have paused for [`INDEX_QUIET`], or at once
+    /// while more than [`INDEX_BACKLOG_MAX`] messages wait.
     index_due: bool,
     /// When the last batch that wrote ended: indexing waits for [`INDEX_QUIET`] after it.
     last_write: Instant,
+    /// Messages stored since the index last caught up (an upper bound: it counts what the
+    /// batches wrote, and drops by a step's worth at each step).
+    unindexed: usize,
 }
 
 impl Drop for GroupServer {
@@ -326,6 +337,7 @@ impl GroupServer {
             trim_due: false,
             index_due: true,
             last_write: Instant::now(),
+            unindexed: 0,
         })
     }
 
@@ -526,7 +538,8 @@ impl GroupServer {
                 items.push(service.socket().as_poll_item(zmq::POLLIN));
             }
             let quiet = now.saturating_duration_since(self.last_write);
-            let index_now = self.index_due && quiet >= INDEX_QUIET;
+            let index_now =
+                self.index_due && (quiet >= INDEX_QUIET || self.unindexed >= INDEX_BACKLOG_MAX);
             let wait = if self.trim_due || index_now {
                 Duration::ZERO
             } else if self.index_due {
@@ -737,6 +750,7 @@ impl GroupServer {
         if wrote {
             self.index_due = true;
             self.last_write = Instant::now();
+            self.unindexed = self.unindexed.saturating_add(messages.max(1));
         }
         self.ops.metrics.batch(requests);
         if self.state.take_groups_changed() {

@@ -114,7 +114,13 @@ impl GroupServer {
     /// tries again; a SEARCH indexes its group's rest itself meanwhile).
     pub(super) fn index_step(&mut self) {
         match self.store.index_step(INDEX_STEP_MESSAGES) {
-            Ok(more) => self.index_due = more,
+            Ok(more) => {
+                self.index_due = more;
+                self.unindexed = match more {
+                    true => self.unindexed.saturating_sub(INDEX_STEP_MESSAGES),
+                    false => 0,
+                };
+            }
             Err(err) => {
                 warn!(%err, "search indexing failed; retrying at the next heartbeat");
                 self.index_due = false;
