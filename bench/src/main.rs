@@ -170,6 +170,10 @@ pub struct BenchArgs {
     /// Fail a workload that has not finished after this many seconds.
     #[arg(long, default_value_t = 600.0)]
     pub timeout: f64,
+    /// search: seconds to leave the group server idle between storing and the first query,
+    /// so it indexes the messages itself rather than the first query.
+    #[arg(long, default_value_t = 0.0)]
+    pub idle: f64,
 }
 
 impl BenchArgs {

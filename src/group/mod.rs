@@ -55,6 +55,26 @@ const BATCH_MESSAGES: usize = 4096;
 /// between batches, so a send waits behind at most this much deleting, never a whole backlog.
 const TRIM_STEP_CHUNKS: usize = 16;
 
+/// Most messages one step of search indexing takes in: like trimming, a step is its own short
+/// transaction between batches, so a send waits behind at most this much indexing (a few
+/// milliseconds: FTS5 indexes a few hundred thousand short messages a second), and a backlog is
+/// worked off a step per idle turn.
+const INDEX_STEP_MESSAGES: usize = 2_000;
+
+/// How long no write must have come before the loop indexes. Pipelining senders leave the
+/// queue empty for moments between batches; indexing in those moments does the index's work
+/// on the serving thread in the middle of the load (ingest measured little faster than with
+/// the index written by each append), so it waits for a pause in the writes instead. Under
+/// writes that never pause this long, one step a heartbeat still runs.
+const INDEX_QUIET: Duration = Duration::from_millis(10);
+
+/// Most messages stored since the index last caught up before indexing stops waiting for a
+/// pause: a step then runs between batches whatever the load. It bounds what a SEARCH, which
+/// first indexes the rest of its group, may have to do while everyone else waits (a few
+/// hundred milliseconds at most), so writes that never pause cannot build a backlog that
+/// stalls the server for seconds.
+const INDEX_BACKLOG_MAX: usize = 100_000;
+
 /// How a group server is set up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -128,6 +148,16 @@ pub struct GroupServer {
     /// Whether trimming may have work: set every heartbeat, cleared when a round of steps
     /// deletes nothing. While set the loop polls without waiting and trims when idle.
     trim_due: bool,
+    /// Whether the search index may lag the stored messages: set every heartbeat and after
+    /// each batch that wrote, cleared when a step finds nothing more. While set the loop
+    /// indexes a step per idle turn once writes have paused for [`INDEX_QUIET`], or at once
+    /// while more than [`INDEX_BACKLOG_MAX`] messages wait.
+    index_due: bool,
+    /// When the last batch that wrote ended: indexing waits for [`INDEX_QUIET`] after it.
+    last_write: Instant,
+    /// Messages stored since the index last caught up (an upper bound: it counts what the
+    /// batches wrote, and drops by a step's worth at each step).
+    unindexed: usize,
 }
 
 impl Drop for GroupServer {
@@ -305,6 +335,9 @@ impl GroupServer {
             retention: Vec::new(),
             retention_policies: Retention::default(),
             trim_due: false,
+            index_due: true,
+            last_write: Instant::now(),
+            unindexed: 0,
         })
     }
 
@@ -489,6 +522,11 @@ impl GroupServer {
                 self.connections.close_idle();
                 self.update_gauges();
                 self.trim_due = !self.retention.is_empty();
+                if self.index_due {
+                    // Still behind: writes have not paused since the last heartbeat.
+                    self.index_step();
+                }
+                self.index_due = true;
                 next_beat = now + heartbeat;
             }
             let mut items = Vec::with_capacity(4 + self.directories.len());
@@ -499,8 +537,13 @@ impl GroupServer {
             if let Some(service) = &self.key_service {
                 items.push(service.socket().as_poll_item(zmq::POLLIN));
             }
-            let wait = if self.trim_due {
+            let quiet = now.saturating_duration_since(self.last_write);
+            let index_now =
+                self.index_due && (quiet >= INDEX_QUIET || self.unindexed >= INDEX_BACKLOG_MAX);
+            let wait = if self.trim_due || index_now {
                 Duration::ZERO
+            } else if self.index_due {
+                (INDEX_QUIET - quiet).min(next_beat.saturating_duration_since(now))
             } else {
                 next_beat.saturating_duration_since(now)
             };
@@ -522,6 +565,8 @@ impl GroupServer {
                 self.serve_batch()?;
             } else if self.trim_due {
                 self.trim_step();
+            } else if index_now {
+                self.index_step();
             }
             if keys_asked {
                 if let Some(service) = &self.key_service {
@@ -585,6 +630,7 @@ impl GroupServer {
         let mut batch = std::mem::take(&mut self.batch);
         let mut messages = 0;
         let mut requests = 0;
+        let mut wrote = false;
         for _ in 0..BATCH {
             if messages >= BATCH_MESSAGES {
                 break;
@@ -659,6 +705,7 @@ impl GroupServer {
                 continue;
             }
             messages += sent(&request);
+            wrote |= request.is_write();
             debug!(peer = %transport::hex(&route), request = request.name(), "request");
             // An answer that can be large (a page of history, a member or group list) is sent
             // as soon as it is made: nothing in it waits on a commit (one open before it was
@@ -700,6 +747,11 @@ impl GroupServer {
         }
         self.flush(out);
         self.batch = batch;
+        if wrote {
+            self.index_due = true;
+            self.last_write = Instant::now();
+            self.unindexed = self.unindexed.saturating_add(messages.max(1));
+        }
         self.ops.metrics.batch(requests);
         if self.state.take_groups_changed() {
             self.groups_changed();

@@ -263,6 +263,18 @@ pub trait Storage: Send {
         Ok(0)
     }
 
+    /// Brings the search index a step closer to the stored messages, while the server is
+    /// idle: indexes at most `budget` committed messages it has not seen, in a transaction of
+    /// its own; returns whether more remain. A backend whose appends index their messages
+    /// themselves (the PostgreSQL store) has nothing to do.
+    ///
+    /// # Errors
+    /// The store's error; nothing of the step is kept.
+    fn index_step(&mut self, budget: usize) -> Result<bool> {
+        let _ = budget;
+        Ok(false)
+    }
+
     /// The group's first stored seq: 1 until messages were trimmed, then the one after them.
     ///
     /// # Errors
@@ -398,6 +410,10 @@ impl Storage for Store {
 
     fn first_kept(&mut self, group_id: i64) -> Result<u64> {
         Store::first_kept(self, group_id)
+    }
+
+    fn index_step(&mut self, budget: usize) -> Result<bool> {
+        Store::index_step(self, budget)
     }
 
     fn set_read(&mut self, group_id: i64, user: &str, seq: u64) -> Result<()> {

@@ -1,11 +1,11 @@
 //! The group server's upkeep between requests: retention (which groups trim, and one round
-//! of trimming while idle), group leases where the store is shared, and what follows an
-//! operator's change of groups.
+//! of trimming while idle), one step of search indexing while idle, group leases where the
+//! store is shared, and what follows an operator's change of groups.
 
 use tracing::{debug, warn};
 
 use super::retention::Policy;
-use super::{batch, GroupServer, TRIM_STEP_CHUNKS};
+use super::{batch, GroupServer, INDEX_STEP_MESSAGES, TRIM_STEP_CHUNKS};
 use crate::Result;
 
 impl GroupServer {
@@ -103,6 +103,27 @@ impl GroupServer {
             Err(err) => {
                 warn!(%err, "trimming failed; retrying at the next heartbeat");
                 self.trim_due = false;
+            }
+        }
+    }
+
+    /// One step of search indexing while no request waits (and no write has come for a
+    /// moment, or at a heartbeat while writes never pause): at most [`INDEX_STEP_MESSAGES`]
+    /// stored messages the index has not seen, in one transaction. Stops the steps once the
+    /// index has seen everything, or on a failure (a busy or full store: the next heartbeat
+    /// tries again; a SEARCH indexes its group's rest itself meanwhile).
+    pub(super) fn index_step(&mut self) {
+        match self.store.index_step(INDEX_STEP_MESSAGES) {
+            Ok(more) => {
+                self.index_due = more;
+                self.unindexed = match more {
+                    true => self.unindexed.saturating_sub(INDEX_STEP_MESSAGES),
+                    false => 0,
+                };
+            }
+            Err(err) => {
+                warn!(%err, "search indexing failed; retrying at the next heartbeat");
+                self.index_due = false;
             }
         }
     }

@@ -53,6 +53,7 @@ impl Store {
                 "bans",
                 "group_settings",
                 "reads",
+                "search_progress",
             ] {
                 self.conn.execute(
                     &format!("DELETE FROM {table} WHERE group_id = ?1"),

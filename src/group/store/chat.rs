@@ -1,5 +1,13 @@
-//! The search index and read positions: the `search` FTS5 table, kept in step with the
-//! messages in the transaction that appends them, and the `reads` table.
+//! The search index and read positions: the `search` FTS5 table with `search_progress`, and
+//! the `reads` table.
+//!
+//! Appends do not touch the index, so a send pays nothing for it. The index follows the stored
+//! messages instead: `search_progress` holds each group's last seq the index has seen, and
+//! [`Store::index_step`] indexes a bounded number of committed messages past it, which the group
+//! server calls while idle. [`Store::search`] first indexes whatever of its group is left, so a
+//! search sees every message committed before it.
+
+use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -14,8 +22,9 @@ use crate::Result;
 const OPEN: char = '\u{2}';
 const CLOSE: char = '\u{3}';
 
-/// Brings the index up to date with one appended message: a plain one is added, an edit
-/// replaces its original's text, a deletion takes its original out.
+/// Brings the index up to date with one stored message: a plain one is added, an edit
+/// replaces its original's text, a deletion takes its original out. Messages go in seq order,
+/// so an edit or deletion finds its original indexed (unless retention trimmed it).
 pub(super) fn index(conn: &Connection, group_id: i64, message: &Message) -> Result<()> {
     match edit::parse(&message.text) {
         None => {
@@ -41,7 +50,7 @@ pub(super) fn index(conn: &Connection, group_id: i64, message: &Message) -> Resu
     Ok(())
 }
 
-/// Indexes every stored message, in seq order (the step to layout 3).
+/// Indexes every stored message, in seq order (the step to layout 4).
 pub(super) fn index_stored(conn: &Connection) -> Result<()> {
     let mut stmt = conn.prepare("SELECT key, messages FROM chunks ORDER BY key")?;
     let mut rows = stmt.query([])?;
@@ -64,6 +73,71 @@ pub(super) fn unindex_through(conn: &Connection, group_id: i64, last_seq: u64) -
             chunk_key(group_id, last_seq)
         ])?;
     Ok(())
+}
+
+/// How far the index has seen the group: its last seq indexed, 0 if none.
+fn progress(conn: &Connection, group_id: i64) -> Result<u64> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM search_progress WHERE group_id = ?1")?
+        .query_row([group_id], |r| r.get(0))
+        .optional()?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+/// Indexes up to `budget` of the group's stored messages after seq `after`, up to seq `last`,
+/// in seq order, and moves the group's progress to the last one indexed; retention's trimmed
+/// messages are skipped (their chunks are gone). Returns how many were indexed and whether the
+/// group is then indexed through `last`.
+fn index_group(
+    conn: &Connection,
+    group_id: i64,
+    after: u64,
+    last: u64,
+    budget: usize,
+) -> Result<(usize, bool)> {
+    let first = after + 1;
+    // From the chunk holding `first` (or the first kept after it) on, as `Store::fetch` reads.
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, messages FROM chunks WHERE key <= ?3 AND key >=
+             (SELECT COALESCE(MAX(key), ?1) FROM chunks WHERE key BETWEEN ?1 AND ?2)
+         ORDER BY key",
+    )?;
+    let mut rows = stmt.query(params![
+        chunk_key(group_id, 0),
+        chunk_key(group_id, first.min(MAX_SEQ)),
+        chunk_key(group_id, last.min(MAX_SEQ))
+    ])?;
+    let (mut indexed, mut seen) = (0, after);
+    while indexed < budget {
+        let Some(row) = rows.next()? else {
+            // Every stored message through `last` is indexed.
+            seen = last;
+            break;
+        };
+        let key: i64 = row.get(0)?;
+        let bytes = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+        let most = (budget - indexed).min((last - seen) as usize);
+        for message in chunk::decode_stored(group_id, key, bytes, first, most)? {
+            if message.seq > last {
+                break;
+            }
+            index(conn, group_id, &message)?;
+            indexed += 1;
+            seen = message.seq;
+        }
+        if seen >= last {
+            break;
+        }
+    }
+    drop(rows);
+    if seen > after {
+        conn.prepare_cached(
+            "INSERT INTO search_progress (group_id, seq) VALUES (?1, ?2)
+             ON CONFLICT (group_id) DO UPDATE SET seq = excluded.seq",
+        )?
+        .execute(params![group_id, seen as i64])?;
+    }
+    Ok((indexed, seen >= last))
 }
 
 /// A user's words as an FTS5 query that matches messages holding every one of them: each word
@@ -96,6 +170,89 @@ pub fn split_highlights(marked: &str) -> (String, Vec<(u32, u32)>) {
 }
 
 impl Store {
+    /// Indexes up to `budget` committed messages the index has not seen yet, each group's in
+    /// seq order, in one transaction with their groups' progress (a savepoint of the open one,
+    /// if a transaction is open). Messages of an open transaction wait for its commit. The
+    /// group server calls this while idle, a step at a time, so a send waits behind one step
+    /// at most, never a backlog. Returns whether messages remain to index.
+    ///
+    /// # Errors
+    /// The SQLite error (nothing of the step is kept), or a stored chunk that does not decode.
+    pub fn index_step(&mut self, budget: usize) -> Result<bool> {
+        let behind = self.behind()?;
+        if behind.is_empty() || budget == 0 {
+            return Ok(!behind.is_empty());
+        }
+        self.in_transaction(|conn| {
+            let mut left = budget;
+            let mut done = 0;
+            for &(group_id, after, last) in &behind {
+                let (indexed, finished) = index_group(conn, group_id, after, last, left)?;
+                left -= indexed;
+                done += usize::from(finished);
+                if left == 0 {
+                    break;
+                }
+            }
+            Ok(done < behind.len())
+        })
+    }
+
+    /// Indexes every committed message of the group the index has not seen, at once.
+    fn catch_up(&mut self, group_id: i64) -> Result<()> {
+        let last = self.last_seqs.get(&group_id).copied().unwrap_or(0);
+        let after = progress(&self.conn, group_id)?;
+        if after >= last {
+            return Ok(());
+        }
+        self.in_transaction(|conn| index_group(conn, group_id, after, last, usize::MAX))?;
+        Ok(())
+    }
+
+    /// The groups whose committed messages the index has not all seen, in id order: each with
+    /// its progress and last committed seq.
+    fn behind(&self) -> Result<Vec<(i64, u64, u64)>> {
+        let mut seen: HashMap<i64, u64> = HashMap::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT group_id, seq FROM search_progress")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            seen.insert(row.get(0)?, row.get::<_, i64>(1)? as u64);
+        }
+        let mut behind: Vec<(i64, u64, u64)> = self
+            .last_seqs
+            .iter()
+            .map(|(&id, &last)| (id, seen.get(&id).copied().unwrap_or(0), last))
+            .filter(|&(_, after, last)| after < last)
+            .collect();
+        behind.sort_unstable();
+        Ok(behind)
+    }
+
+    /// Runs `f` in a transaction of its own (`BEGIN IMMEDIATE`, as [`Store::begin`]), or in a
+    /// savepoint of the open one, leaving nothing of it behind if it fails.
+    fn in_transaction<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let own = self.conn.is_autocommit();
+        let (start, keep, undo) = match own {
+            true => ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"),
+            false => (
+                "SAVEPOINT indexing",
+                "RELEASE indexing",
+                "ROLLBACK TO indexing; RELEASE indexing",
+            ),
+        };
+        self.conn.prepare_cached(start)?.execute([])?;
+        let done = f(&self.conn).and_then(|value| {
+            self.conn.prepare_cached(keep)?.execute([])?;
+            Ok(value)
+        });
+        if done.is_err() && (!own || !self.conn.is_autocommit()) {
+            let _ = self.conn.execute_batch(undo);
+        }
+        done
+    }
+
     /// Moves `user`'s read position in the group to `seq`, unless it is past it already.
     ///
     /// # Errors
@@ -123,11 +280,14 @@ impl Store {
         Ok(seq.unwrap_or(0) as u64)
     }
 
-    /// Up to `limit` of the group's indexed messages with `ts >= since_ms` that hold every
-    /// word of `query`, newest first, with the matched words' places.
+    /// Up to `limit` of the group's messages with `ts >= since_ms` that hold every word of
+    /// `query`, newest first, with the matched words' places. The group's committed messages
+    /// the index has not seen yet are indexed first, so every one is searched; those of an
+    /// open transaction are not.
     ///
     /// # Errors
-    /// The SQLite error.
+    /// The SQLite error (indexing the rest writes, so a full or locked store can fail it), or
+    /// a stored chunk that does not decode.
     pub fn search(
         &mut self,
         group_id: i64,
@@ -139,6 +299,7 @@ impl Store {
         if fts.is_empty() {
             return Ok(Vec::new());
         }
+        self.catch_up(group_id)?;
         // ts never decreases along seq: a time bound is a rowid bound.
         let first = match since_ms > 0 {
             true => match self.first_since(group_id, since_ms)? {
@@ -258,10 +419,213 @@ mod tests {
             .unwrap();
         store.commit().unwrap();
         store.set_read(rust.id, "bob", 1).unwrap();
+        assert_eq!(store.search(rust.id, "ferris", 0, 10).unwrap().len(), 1);
         store.drop_group(rust.id).unwrap();
         let fresh = store.add_group("rust", false, 2).unwrap();
         assert!(store.search(fresh.id, "ferris", 0, 10).unwrap().is_empty());
         assert_eq!(store.read_position(fresh.id, "bob").unwrap(), 0);
+        // The new group's first message is indexed: the old one's progress went with it.
+        store.begin().unwrap();
+        store.append(fresh.id, &said(1, "bob", "crab"), "").unwrap();
+        store.commit().unwrap();
+        assert_eq!(store.search(fresh.id, "crab", 0, 10).unwrap().len(), 1);
+    }
+
+    /// A store in a file of its own, as the server opens it.
+    fn file_store(dir: &tempfile::TempDir) -> Store {
+        Store::open(dir.path(), super::super::Durability::Process).unwrap()
+    }
+
+    /// Messages in the index, of every group.
+    fn indexed(store: &Store) -> i64 {
+        store
+            .conn
+            .query_row("SELECT count(*) FROM search", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn seqs(hits: &[Hit]) -> Vec<u64> {
+        hits.iter().map(|h| h.seq).collect()
+    }
+
+    fn append_all(store: &mut Store, group_id: i64, messages: &[Message]) {
+        store.begin().unwrap();
+        for m in messages {
+            store.append(group_id, m, "").unwrap();
+        }
+        store.commit().unwrap();
+    }
+
+    #[test]
+    fn appends_leave_the_index_alone_and_a_search_right_after_finds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = file_store(&dir);
+        let g = store.ensure_group("general", 1).unwrap();
+        append_all(
+            &mut store,
+            g.id,
+            &[said(1, "alice", "lunch?"), said(2, "bob", "lunch!")],
+        );
+        // A send outside a batch's transaction, as well.
+        store
+            .append(g.id, &said(3, "carol", "no lunch"), "")
+            .unwrap();
+        assert_eq!(indexed(&store), 0, "appends do not index");
+        assert_eq!(
+            seqs(&store.search(g.id, "lunch", 0, 10).unwrap()),
+            [3, 2, 1]
+        );
+        assert_eq!(indexed(&store), 3);
+        assert!(!store.index_step(100).unwrap(), "nothing left to index");
+    }
+
+    #[test]
+    fn index_steps_are_bounded_and_say_when_the_index_has_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = file_store(&dir);
+        let g = store.ensure_group("general", 1).unwrap();
+        let other = store.ensure_group("other", 1).unwrap();
+        let texts: Vec<Message> = (1..=5).map(|seq| said(seq, "alice", "word")).collect();
+        append_all(&mut store, g.id, &texts);
+        append_all(&mut store, other.id, &texts[..2]);
+        assert!(store.index_step(3).unwrap());
+        assert_eq!(indexed(&store), 3);
+        assert!(store.index_step(3).unwrap());
+        assert_eq!(indexed(&store), 6);
+        assert!(!store.index_step(3).unwrap(), "the last one indexed");
+        assert_eq!(indexed(&store), 7);
+        assert!(!store.index_step(3).unwrap());
+        assert_eq!(
+            seqs(&store.search(other.id, "word", 0, 10).unwrap()),
+            [2, 1]
+        );
+        // An open transaction's messages wait for its commit.
+        store.begin().unwrap();
+        store.append(g.id, &said(6, "bob", "word"), "").unwrap();
+        assert!(!store.index_step(3).unwrap());
+        assert_eq!(indexed(&store), 7);
+        store.commit().unwrap();
+        assert!(!store.index_step(3).unwrap());
+        assert_eq!(indexed(&store), 8);
+        // A search inside one indexes the committed messages only, even once the open
+        // transaction's are written (a read writes them), and what it indexed goes if the
+        // transaction does.
+        append_all(&mut store, g.id, &[said(7, "bob", "word")]);
+        store.begin().unwrap();
+        store.append(g.id, &said(8, "bob", "word"), "").unwrap();
+        assert_eq!(store.fetch(g.id, 0, 0, 100).unwrap().len(), 8);
+        assert_eq!(store.search(g.id, "word", 0, 1).unwrap()[0].seq, 7);
+        assert_eq!(indexed(&store), 9);
+        store.rollback();
+        assert_eq!(indexed(&store), 8);
+        assert_eq!(store.search(g.id, "word", 0, 1).unwrap()[0].seq, 7);
+        assert!(!store.index_step(3).unwrap());
+        assert_eq!(indexed(&store), 9);
+    }
+
+    #[test]
+    fn edits_and_deletions_indexed_after_their_originals_change_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = file_store(&dir);
+        let g = store.ensure_group("general", 1).unwrap();
+        append_all(
+            &mut store,
+            g.id,
+            &[said(1, "alice", "helo wrold"), said(2, "bob", "typo here")],
+        );
+        assert!(!store.index_step(10).unwrap());
+        append_all(
+            &mut store,
+            g.id,
+            &[
+                said(3, "alice", &edit::edit_text(1, "hello world")),
+                said(4, "bob", &edit::delete_text(2)),
+                said(5, "carol", "a world"),
+                said(6, "carol", &edit::edit_text(5, "a planet")),
+            ],
+        );
+        // One message a step: each change comes in a step after its original's.
+        for _ in 0..3 {
+            assert!(store.index_step(1).unwrap());
+        }
+        assert!(!store.index_step(1).unwrap());
+        assert!(store.search(g.id, "wrold", 0, 10).unwrap().is_empty());
+        assert!(store.search(g.id, "typo", 0, 10).unwrap().is_empty());
+        let hits = store.search(g.id, "world", 0, 10).unwrap();
+        assert_eq!(
+            (seqs(&hits), hits[0].text.as_str()),
+            (vec![1], "hello world")
+        );
+        assert_eq!(seqs(&store.search(g.id, "planet", 0, 10).unwrap()), [5]);
+        assert_eq!(indexed(&store), 2, "the originals left, no changes");
+    }
+
+    #[test]
+    fn trimmed_messages_the_index_never_saw_are_skipped() {
+        use crate::group::retention::Policy;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = file_store(&dir);
+        let g = store.ensure_group("general", 1).unwrap();
+        // Three chunks of ten; the first indexed, the second not.
+        for chunk in 0..3 {
+            let messages: Vec<Message> = (chunk * 10 + 1..=chunk * 10 + 10)
+                .map(|seq| said(seq, "alice", "word"))
+                .collect();
+            append_all(&mut store, g.id, &messages);
+            if chunk == 0 {
+                assert!(!store.index_step(100).unwrap());
+            }
+        }
+        store.begin().unwrap();
+        assert_eq!(store.trim(g.id, Policy::Count(10), 0, 8).unwrap(), 20);
+        store.commit().unwrap();
+        assert_eq!(indexed(&store), 0, "trimming took out what was indexed");
+        assert!(store.index_step(5).unwrap());
+        assert!(!store.index_step(100).unwrap());
+        let hits = store.search(g.id, "word", 0, 100).unwrap();
+        assert_eq!(seqs(&hits), (21..=30).rev().collect::<Vec<_>>());
+        assert_eq!(indexed(&store), 10);
+    }
+
+    #[test]
+    fn a_store_of_layout_4_keeps_its_index_and_goes_on_indexing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = file_store(&dir);
+        let g = store.ensure_group("general", 1).unwrap();
+        let quiet = store.ensure_group("quiet", 1).unwrap();
+        append_all(
+            &mut store,
+            g.id,
+            &[said(1, "alice", "lunch?"), said(2, "bob", "lunch!")],
+        );
+        assert!(!store.index_step(100).unwrap());
+        // What layout 4 left: every stored message indexed, no progress table.
+        store
+            .conn
+            .execute_batch("DROP TABLE search_progress; PRAGMA user_version = 4")
+            .unwrap();
+        drop(store);
+        let mut store = file_store(&dir);
+        let progress: Vec<(i64, i64)> = store
+            .conn
+            .prepare("SELECT group_id, seq FROM search_progress ORDER BY group_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(progress, [(g.id, 2)], "each group that holds messages");
+        assert!(!store.index_step(100).unwrap(), "nothing indexed twice");
+        assert_eq!(seqs(&store.search(g.id, "lunch", 0, 10).unwrap()), [2, 1]);
+        append_all(&mut store, g.id, &[said(3, "carol", "lunch.")]);
+        append_all(&mut store, quiet.id, &[said(1, "dan", "lunch")]);
+        assert!(!store.index_step(100).unwrap());
+        assert_eq!(
+            seqs(&store.search(g.id, "lunch", 0, 10).unwrap()),
+            [3, 2, 1]
+        );
+        assert_eq!(seqs(&store.search(quiet.id, "lunch", 0, 10).unwrap()), [1]);
+        assert_eq!(indexed(&store), 4);
     }
 
     #[test]

@@ -122,7 +122,7 @@ pub const INSERT_CHUNK: &str =
     "INSERT INTO chunks (key, last_seq, last_ts, messages) VALUES (?1, ?2, ?3, ?4)";
 
 /// Bits of a chunk's key that hold its first seq; the group id is above them.
-const SEQ_BITS: u32 = 40;
+pub const SEQ_BITS: u32 = 40;
 
 /// The highest seq a group's chunks can be keyed by: 2^40 - 1, about 10^12 messages.
 pub const MAX_SEQ: u64 = (1 << SEQ_BITS) - 1;

@@ -13,7 +13,8 @@
 //! - `mark`: the acknowledged high-water mark, which catches a log that lost its tail.
 //! - `admin`: groups created and dropped at runtime, their private flag, bans lifted.
 //! - `trim`: retention, deleting a group's oldest chunks a few at a time.
-//! - `chat`: the search index (FTS5), kept in step with each append, and read positions.
+//! - `chat`: the search index (FTS5), filled from the stored messages while the server is idle
+//!   and before each search, not by the appends; and read positions.
 //! - `varint`: the compact integers of chunks and runs.
 //!
 //! Every reader of stored bytes returns an error, never panics, on any input: [`decode_chunk`],
@@ -102,7 +103,8 @@ pub struct Store {
     /// Set by the checkpointer when the log has passed its limit: the writer restarts it at
     /// its next [`Store::begin`] (see [`Checkpointer`]).
     restart_wanted: Arc<AtomicBool>,
-    /// Each group's last seq as committed, and the open transaction's new ones.
+    /// Each group's last seq as committed, and the open transaction's new ones. The search
+    /// index follows the committed ones (see `chat`).
     last_seqs: HashMap<i64, u64>,
     open_last_seqs: HashMap<i64, u64>,
     /// The sum of `last_seqs`: the messages stored, as the mark counts them.
@@ -435,7 +437,6 @@ impl Store {
         }
         chunk.push(message);
         self.open_last_seqs.insert(group_id, message.seq);
-        chat::index(&self.conn, group_id, message)?;
         Ok(Appended::New)
     }
 

@@ -1,7 +1,7 @@
 //! The database's tables, and the version of their layout, kept in SQLite's `user_version`.
 //!
 //! A new database (version 0: SQLite's own start) gets [`TABLES`] at the current version (1,
-//! and one more for each of [`MIGRATIONS`], so 4). One of an earlier version is brought up to date by [`MIGRATIONS`], in the transaction that
+//! and one more for each of [`MIGRATIONS`], so 5). One of an earlier version is brought up to date by [`MIGRATIONS`], in the transaction that
 //! opens it, so a store is never half moved. One of a later version, written by a newer zms,
 //! is refused: its rows may mean what this version would misread.
 
@@ -9,6 +9,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
+use super::chunk::{MAX_SEQ, SEQ_BITS};
 use crate::{errinput, Result};
 
 /// A step from one version of the layout to the next, run inside the opening transaction.
@@ -36,6 +37,21 @@ const MIGRATIONS: &[Migration] = &[
         conn.execute_batch(CHAT_TABLES)?;
         super::chat::index_stored(conn)
     },
+    // 4 → 5: search_progress (as in TABLES). Layout 4 indexed each message as it was stored,
+    // so the index has seen every group through its last stored seq.
+    |conn| {
+        conn.execute_batch(SEARCH_PROGRESS)?;
+        conn.execute(
+            "INSERT INTO search_progress (group_id, seq)
+             SELECT id, last_seq FROM (
+                 SELECT id, (SELECT last_seq FROM chunks WHERE key BETWEEN id << ?1
+                             AND (id << ?1) + ?2 ORDER BY key DESC LIMIT 1) AS last_seq
+                 FROM groups)
+             WHERE last_seq IS NOT NULL",
+            rusqlite::params![SEQ_BITS, MAX_SEQ as i64],
+        )?;
+        Ok(())
+    },
 ];
 
 /// What an operator set of a group at runtime: `added`, made by CREATE (hosted at every start,
@@ -56,7 +72,7 @@ const CHAT_TABLES: &str = "
 -- (group, seq): group_id << 40 | seq, so a group's hits are a rowid range, newest first.
 -- detail=none and columnsize=0: the index records which messages hold a word, not where, nor
 -- how long each text is (SEARCH matches words and orders by seq, not by rank), which makes it
--- several times cheaper to write on every append.
+-- several times cheaper to write.
 CREATE VIRTUAL TABLE search USING fts5(
     text, sender UNINDEXED, ts UNINDEXED,
     tokenize = 'unicode61 remove_diacritics 2', detail = none, columnsize = 0
@@ -68,6 +84,17 @@ CREATE TABLE reads (
     seq      INTEGER NOT NULL,
     PRIMARY KEY (group_id, user)
 ) WITHOUT ROWID;
+";
+
+/// The table version 5 added: how far the search index has followed each group.
+const SEARCH_PROGRESS: &str = "
+-- Each group's last seq the search index has seen: appends leave the index alone, and it is
+-- brought up to this group's last committed seq while the server is idle and before a search
+-- of the group (chat.rs).
+CREATE TABLE search_progress (
+    group_id INTEGER PRIMARY KEY,
+    seq      INTEGER NOT NULL
+);
 ";
 
 /// The tables of the current layout, made in a new database.
@@ -146,7 +173,7 @@ pub fn prepare(conn: &Connection, db: &Path) -> Result<()> {
     prepare_with(
         conn,
         db,
-        &format!("{TABLES}{GROUP_SETTINGS}{CHAT_TABLES}"),
+        &format!("{TABLES}{GROUP_SETTINGS}{CHAT_TABLES}{SEARCH_PROGRESS}"),
         MIGRATIONS,
     )
 }
@@ -225,9 +252,11 @@ mod tests {
         prepare(&conn, Path::new("new")).unwrap();
         assert_eq!(version(&conn), VERSION);
         assert_eq!(
-            VERSION, 4,
-            "the first layout, then bans, then group settings, then search and reads"
+            VERSION, 5,
+            "the first layout, then bans, then group settings, then search and reads, then \
+             search progress"
         );
+        assert_eq!(columns(&conn, "search_progress"), ["group_id", "seq"]);
         assert_eq!(
             columns(&conn, "group_settings"),
             ["group_id", "added", "private"]
@@ -259,6 +288,43 @@ mod tests {
             columns(&conn, "group_settings"),
             ["group_id", "added", "private"]
         );
+        assert_eq!(columns(&conn, "search_progress"), ["group_id", "seq"]);
+    }
+
+    #[test]
+    fn a_database_of_layout_4_has_seen_each_group_through_its_last_seq() {
+        use crate::group::store::chunk::chunk_key;
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!(
+            "{TABLES}{GROUP_SETTINGS}{CHAT_TABLES} PRAGMA user_version = 4;"
+        ))
+        .unwrap();
+        // Group 1 with two chunks, group 2 with one whose first ones were trimmed, group 3
+        // with none; the chunks' bytes are not read.
+        for (id, name) in [(1, "a"), (2, "b"), (3, "c")] {
+            conn.execute(
+                "INSERT INTO groups (id, name, created_ms) VALUES (?1, ?2, 0)",
+                rusqlite::params![id, name],
+            )
+            .unwrap();
+        }
+        for (group, first, last) in [(1, 1, 10), (1, 11, 12), (2, 41, 50)] {
+            conn.execute(
+                "INSERT INTO chunks (key, last_seq, last_ts, messages) VALUES (?1, ?2, 0, x'')",
+                rusqlite::params![chunk_key(group, first), last],
+            )
+            .unwrap();
+        }
+        prepare(&conn, Path::new("old")).unwrap();
+        assert_eq!(version(&conn), VERSION);
+        let progress: Vec<(i64, i64)> = conn
+            .prepare("SELECT group_id, seq FROM search_progress ORDER BY group_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(progress, [(1, 12), (2, 50)]);
     }
 
     #[test]
