@@ -762,16 +762,17 @@ with Client(directory, "py", timeout=2, tries=2) as member, \
 
 #[test]
 fn the_python_client_follows_a_group_to_its_new_owner() {
-    let python = std::env::var("ZMS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let probe = std::process::Command::new(&python)
         .args(["-c", "import zmq"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
         assert!(
             std::env::var("ZMS_REQUIRE_PYTHON").as_deref() != Ok("1"),
-            "{python} with pyzmq is required"
+            "{} with pyzmq is required",
+            python.display()
         );
-        eprintln!("skipped: {python} with pyzmq not available");
+        eprintln!("skipped: {} with pyzmq not available", python.display());
         return;
     }
     let Some(pg) = postgres() else { return };

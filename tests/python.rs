@@ -9,22 +9,13 @@
 //! CURVE. Without them the tests say they are skipped and pass, unless `ZMS_REQUIRE_PYTHON=1`
 //! (as CI sets it), when they fail.
 
+mod common;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// The Python interpreter the tests use (see the module doc).
-fn python() -> PathBuf {
-    if let Some(given) = std::env::var_os("ZMS_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(given);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv/bin/python3");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
+use common::python;
 
 /// Whether `python` runs, is recent enough, and imports a zmq with CURVE; if not, why.
 fn python_with_pyzmq(python: &Path) -> Result<(), String> {

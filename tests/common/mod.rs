@@ -17,6 +17,20 @@ use zms::shutdown::ServerHandle;
 
 /// The real binary.
 pub const ZMS: &str = env!("CARGO_BIN_EXE_zms");
+/// The Python interpreter of the tests that run the Python client: `$ZMS_PYTHON`, else the
+/// virtual environment `target/venv` when it exists (where CI installs the package), else
+/// `python3`.
+pub fn python() -> std::path::PathBuf {
+    if let Some(given) = std::env::var_os("ZMS_PYTHON").filter(|p| !p.is_empty()) {
+        return given.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv/bin/python3");
+    match venv.exists() {
+        true => venv,
+        false => "python3".into(),
+    }
+}
+
 /// How long a child process may take to say something.
 const LIMIT: Duration = Duration::from_secs(10);
 
