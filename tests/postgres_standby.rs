@@ -145,9 +145,15 @@ fn every_acknowledged_message_survives_the_primary_and_the_group_server_carries_
     assert!(eventually(LIMIT, || count() >= 100), "no load");
 
     // The primary's host is lost mid-load; the standby, which has every commit, takes over.
+    let killed = Instant::now();
     primary.kill();
     standby.promote();
     promoted.store(true, Ordering::SeqCst);
+    assert!(
+        eventually(LIMIT, || acked.lock().unwrap().after_promotion >= 1),
+        "no acknowledgement from the promoted standby"
+    );
+    let resumed = killed.elapsed();
     assert!(
         eventually(LIMIT, || acked.lock().unwrap().after_promotion >= 100),
         "the group server did not carry on on the promoted standby"
@@ -185,6 +191,15 @@ fn every_acknowledged_message_survives_the_primary_and_the_group_server_carries_
     texts.sort();
     texts.dedup();
     assert_eq!(texts.len(), stored.len(), "a message stored twice");
+    // The figures README quotes (`--nocapture` shows them). Stored may exceed acknowledged by
+    // the senders' last messages, stored but not yet answered when they stopped.
+    println!(
+        "primary killed under 4 senders: acknowledged {}, stored {}, lost 0, duplicated 0; \
+         first acknowledgement at the promoted standby {:.1} s after the kill",
+        acked.by_seq.len(),
+        stored.len(),
+        resumed.as_secs_f64()
+    );
 }
 
 #[test]
