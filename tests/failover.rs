@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use common::postgres::Postgres;
+use common::postgres::{cluster_server, Postgres};
 use common::*;
 use zms::client::SessionEvent;
 use zms::protocol::Message;
@@ -31,28 +31,6 @@ fn postgres() -> Option<Arc<Postgres>> {
     let pg = Arc::new(Postgres::start()?);
     *shared = Arc::downgrade(&pg);
     Some(pg)
-}
-
-/// `zms group-server` in cluster mode on `url` with a 2 s lease, hosting its share of the
-/// database's groups (and making sure `groups` exist).
-fn cluster_server(directory: &str, url: &str, groups: &[&str]) -> Proc {
-    let mut args = vec![
-        "group-server",
-        "--server",
-        directory,
-        "--bind",
-        "127.0.0.1:0",
-        "--store",
-        url,
-        "--lease-ms",
-        "2000",
-    ];
-    for g in groups {
-        args.extend(["--group", g]);
-    }
-    let server = Proc::spawn(&args);
-    server.listening();
-    server
 }
 
 /// The pid of the server holding `group`'s live lease, per the database.
@@ -349,9 +327,9 @@ fn kill_owner_repeatedly(kills: usize, per_round: u64) -> Option<String> {
     let url = pg.database(&db);
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();
-    let mut servers: Vec<Proc> = vec![cluster_server(&dir, &url, &["general"])];
-    servers.push(cluster_server(&dir, &url, &[]));
-    servers.push(cluster_server(&dir, &url, &[]));
+    let mut servers: Vec<Proc> = vec![cluster_server(&dir, &url, &["general"]).0];
+    servers.push(cluster_server(&dir, &url, &[]).0);
+    servers.push(cluster_server(&dir, &url, &[]).0);
     let load = Load::start(&dir, &["general"], 2, 2);
     let mut takeovers = Vec::new();
     let mut resumed = Vec::new();
@@ -371,7 +349,7 @@ fn kill_owner_repeatedly(kills: usize, per_round: u64) -> Option<String> {
         load.await_acks(1);
         resumed.push(killed.elapsed());
         drop(victim);
-        servers.push(cluster_server(&dir, &url, &[]));
+        servers.push(cluster_server(&dir, &url, &[]).0);
     }
     load.await_acks(per_round);
     let figures = load.finish(&pg, &db);
@@ -415,8 +393,8 @@ fn a_frozen_owner_resumed_past_its_lease_writes_nothing_and_retries_land_at_the_
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();
     let servers = [
-        cluster_server(&dir, &url, &["general"]),
-        cluster_server(&dir, &url, &[]),
+        cluster_server(&dir, &url, &["general"]).0,
+        cluster_server(&dir, &url, &[]).0,
     ];
     let load = Load::start(&dir, &["general"], 2, 2);
     load.await_acks(30);
@@ -446,10 +424,10 @@ fn a_server_that_joins_the_pool_takes_its_share_without_losing_a_message() {
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();
     let groups = ["g1", "g2", "g3", "g4"];
-    let first = cluster_server(&dir, &url, &groups);
+    let first = cluster_server(&dir, &url, &groups).0;
     let load = Load::start(&dir, &groups, 2, 2);
     load.await_acks(40);
-    let second = cluster_server(&dir, &url, &[]);
+    let second = cluster_server(&dir, &url, &[]).0;
     let owned = |pid: u32| {
         groups
             .iter()
@@ -631,7 +609,7 @@ fn a_server_that_cannot_renew_its_leases_stops_serving_and_takes_them_back_when_
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();
     let endpoint = format!("tcp://{dir}");
-    let server = cluster_server(&dir, &url, &["general"]);
+    let server = cluster_server(&dir, &url, &["general"]).0;
     let ctx = zmq::Context::new();
     let mut member = session(&ctx, &endpoint, "member");
     let general = member.resolve("general").unwrap();
@@ -688,8 +666,8 @@ fn zms_tail_follows_its_group_to_the_new_owner_and_says_so_once() {
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();
     // The first server owns general (the only one when it starts); the second takes over.
-    let first = cluster_server(&dir, &url, &["general"]);
-    let _second = cluster_server(&dir, &url, &[]);
+    let first = cluster_server(&dir, &url, &["general"]).0;
+    let _second = cluster_server(&dir, &url, &[]).0;
     let home = tempfile::tempdir().unwrap();
     let zms = |args: &[&str]| {
         let out = std::process::Command::new(ZMS)
@@ -779,8 +757,8 @@ fn the_python_client_follows_a_group_to_its_new_owner() {
     let url = pg.database("python");
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();
-    let first = cluster_server(&dir, &url, &["general"]);
-    let _second = cluster_server(&dir, &url, &[]);
+    let first = cluster_server(&dir, &url, &["general"]).0;
+    let _second = cluster_server(&dir, &url, &[]).0;
     let home = tempfile::tempdir().unwrap();
     let zms = |args: &[&str]| {
         let out = std::process::Command::new(ZMS)

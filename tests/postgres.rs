@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use common::postgres::Postgres;
+use common::postgres::{cluster_server, Postgres};
 use common::*;
 use zms::group::postgres::PgStore;
 use zms::group::state::{Append, ClientIds};
@@ -188,27 +188,6 @@ fn an_owner_whose_lease_was_taken_cannot_write_and_seqs_stay_gap_free() {
         ),
         "1:1,2:2,3:3,4:4"
     );
-}
-
-/// `zms group-server` in cluster mode on `url`, hosting its share of the database's groups.
-fn cluster_server(directory: &str, url: &str, groups: &[&str]) -> (Proc, String) {
-    let mut args = vec![
-        "group-server",
-        "--server",
-        directory,
-        "--bind",
-        "127.0.0.1:0",
-        "--store",
-        url,
-        "--lease-ms",
-        "2000",
-    ];
-    for g in groups {
-        args.extend(["--group", g]);
-    }
-    let server = Proc::spawn(&args);
-    let address = server.listening();
-    (server, address)
 }
 
 /// How many groups each live server process owns, by pid, per the database.

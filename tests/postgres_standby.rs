@@ -11,31 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::postgres::Postgres;
+use common::postgres::{cluster_server, Postgres};
 use common::*;
 use zms::protocol::codec::{self, Incoming};
 use zms::protocol::{Reply, Request};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// `zms group-server` in cluster mode on `store`, hosting `general`.
-fn group_server(directory: &str, store: &str) -> (Proc, String) {
-    let server = Proc::spawn(&[
-        "group-server",
-        "--server",
-        directory,
-        "--bind",
-        "127.0.0.1:0",
-        "--store",
-        store,
-        "--lease-ms",
-        "2000",
-        "--group",
-        "general",
-    ]);
-    let address = server.listening();
-    (server, address)
-}
 
 /// A libpq key=value string naming both hosts: the client keeps the one that takes writes.
 fn both_hosts(primary: &Postgres, standby: &Postgres, db: &str) -> String {
@@ -121,9 +102,10 @@ fn every_acknowledged_message_survives_the_primary_and_the_group_server_carries_
     let standby = primary.standby();
     primary.database("zms");
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
-    let (_server, address) = group_server(
+    let (_server, address) = cluster_server(
         &directory.listening(),
         &both_hosts(&primary, &standby, "zms"),
+        &["general"],
     );
 
     let acked = Arc::new(Mutex::new(Acked::default()));
@@ -210,7 +192,7 @@ fn with_the_standby_down_a_send_is_not_acknowledged_until_it_is_back() {
     let standby = primary.standby();
     let url = primary.database("zms");
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
-    let (_server, address) = group_server(&directory.listening(), &url);
+    let (_server, address) = cluster_server(&directory.listening(), &url, &["general"]);
     let ctx = zmq::Context::new();
     let member = raw_member(&ctx, &format!("tcp://{address}"), "general", "alice");
     send(&member, 2, "alice", "1", "on two hosts");
@@ -259,9 +241,10 @@ fn an_idle_group_server_finds_the_promoted_standby() {
     let standby = primary.standby();
     primary.database("zms");
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
-    let (_server, address) = group_server(
+    let (_server, address) = cluster_server(
         &directory.listening(),
         &both_hosts(&primary, &standby, "zms"),
+        &["general"],
     );
     let ctx = zmq::Context::new();
     let member = raw_member(&ctx, &format!("tcp://{address}"), "general", "alice");

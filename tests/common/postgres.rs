@@ -292,3 +292,25 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `zms group-server` in cluster mode on `url` (2 s leases), hosting its share of the
+/// database's groups and making sure `groups` exist; with the address it listens on.
+pub fn cluster_server(directory: &str, url: &str, groups: &[&str]) -> (super::Proc, String) {
+    let mut args = vec![
+        "group-server",
+        "--server",
+        directory,
+        "--bind",
+        "127.0.0.1:0",
+        "--store",
+        url,
+        "--lease-ms",
+        "2000",
+    ];
+    for g in groups {
+        args.extend(["--group", g]);
+    }
+    let server = super::Proc::spawn(&args);
+    let address = server.listening();
+    (server, address)
+}

@@ -97,11 +97,7 @@ fn index_group(
 ) -> Result<(usize, bool)> {
     let first = after + 1;
     // From the chunk holding `first` (or the first kept after it) on, as `Store::fetch` reads.
-    let mut stmt = conn.prepare_cached(
-        "SELECT key, messages FROM chunks WHERE key <= ?3 AND key >=
-             (SELECT COALESCE(MAX(key), ?1) FROM chunks WHERE key BETWEEN ?1 AND ?2)
-         ORDER BY key",
-    )?;
+    let mut stmt = conn.prepare_cached(chunk::CHUNKS_FROM)?;
     let mut rows = stmt.query(params![
         chunk_key(group_id, 0),
         chunk_key(group_id, first.min(MAX_SEQ)),

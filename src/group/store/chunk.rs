@@ -121,6 +121,13 @@ pub const SPARE_CHUNKS: usize = 4;
 pub const INSERT_CHUNK: &str =
     "INSERT INTO chunks (key, last_seq, last_ts, messages) VALUES (?1, ?2, ?3, ?4)";
 
+/// Reads a group's chunks in seq order from the one holding a seq on: ?1 is the group's first
+/// possible key, ?2 the key of the seq (the chunk holding it is the last to start at or before
+/// it, or, where retention trimmed it, the first kept after it), ?3 the last key wanted.
+pub const CHUNKS_FROM: &str = "SELECT key, messages FROM chunks WHERE key <= ?3 AND key >=
+        (SELECT COALESCE(MAX(key), ?1) FROM chunks WHERE key BETWEEN ?1 AND ?2)
+    ORDER BY key";
+
 /// Bits of a chunk's key that hold its first seq; the group id is above them.
 pub const SEQ_BITS: u32 = 40;
 

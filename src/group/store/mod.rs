@@ -42,7 +42,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use crate::protocol::Message;
 use crate::{errinput, Result};
 use checkpoint::{Checkpointer, WAL_LIMIT};
-use chunk::{chunk_key, Chunk, INSERT_CHUNK, MAX_GROUP_ID, MAX_SEQ, SPARE_CHUNKS};
+use chunk::{chunk_key, Chunk, CHUNKS_FROM, INSERT_CHUNK, MAX_GROUP_ID, MAX_SEQ, SPARE_CHUNKS};
 
 pub use chunk::decode_chunk;
 pub use mark::decode_mark;
@@ -499,11 +499,7 @@ impl Store {
             return Ok(Vec::new());
         }
         // From the chunk holding `first` on, in seq order.
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT key, messages FROM chunks WHERE key <= ?3 AND key >=
-                 (SELECT COALESCE(MAX(key), ?1) FROM chunks WHERE key BETWEEN ?1 AND ?2)
-             ORDER BY key",
-        )?;
+        let mut stmt = self.conn.prepare_cached(CHUNKS_FROM)?;
         let mut rows = stmt.query(params![
             chunk_key(group_id, 0),
             chunk_key(group_id, first),
