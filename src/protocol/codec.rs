@@ -720,7 +720,9 @@ pub fn decode_incoming(frame: &[u8]) -> Result<Incoming, DecodeError> {
                 let last_seq = r.u64()?;
                 let count = r.count(MESSAGE_MIN_LEN)?;
                 let messages = (0..count).map(|_| r.message()).collect::<Result<_, _>>()?;
-                let first_seq = if r.is_empty() { 1 } else { r.u64()? };
+                // No message has seq 0: a first_seq of 0 reads as 1, as an absent one does,
+                // so every reply has one encoding.
+                let first_seq = if r.is_empty() { 1 } else { r.u64()?.max(1) };
                 Reply::Messages {
                     group,
                     last_seq,

@@ -465,3 +465,18 @@ fn admin_flags_and_import_counts_are_checked() {
         import_len(group, messages)
     );
 }
+
+#[test]
+fn a_first_seq_of_zero_reads_as_one_so_messages_has_one_encoding() {
+    let reply = Reply::Messages {
+        group: "general".into(),
+        last_seq: 3,
+        messages: Vec::new(),
+        first_seq: 1,
+    };
+    let mut frame = encode_reply(7, &reply);
+    frame.extend_from_slice(&0u64.to_be_bytes());
+    let decoded = decode_incoming(&frame).unwrap();
+    assert_eq!(decoded, Incoming::Reply(7, reply.clone()));
+    assert_eq!(decode_incoming(&encode_reply(7, &reply)).unwrap(), decoded);
+}
