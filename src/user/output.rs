@@ -93,15 +93,7 @@ pub fn message(format: Format, group: &GroupRef, m: &Message) -> String {
             change_text(change).unwrap_or_else(|| safe::text(&m.text).into_owned())
         ),
         Format::Json => {
-            let mut value = json!({
-                "group": group.name,
-                "address": group.address,
-                "seq": m.seq,
-                "ts": time::rfc3339(m.ts),
-                "ts_ms": m.ts,
-                "sender": m.sender,
-                "text": m.text,
-            });
+            let mut value = message_json(group, m);
             match change {
                 Some(edit::Change::Edit { seq, .. }) => value["edit_of"] = json!(seq),
                 Some(edit::Change::Delete { seq }) => value["delete_of"] = json!(seq),
@@ -110,6 +102,19 @@ pub fn message(format: Format, group: &GroupRef, m: &Message) -> String {
             json_line(&value)
         }
     }
+}
+
+/// A message as the JSON object every command prints (`history --json`, `tail --json`).
+fn message_json(group: &GroupRef, m: &Message) -> serde_json::Value {
+    json!({
+        "group": group.name,
+        "address": group.address,
+        "seq": m.seq,
+        "ts": time::rfc3339(m.ts),
+        "ts_ms": m.ts,
+        "sender": m.sender,
+        "text": m.text,
+    })
 }
 
 /// How a change message reads: `edited #3: new text (edited)` or `deleted #3 (deleted)`.
@@ -141,15 +146,7 @@ pub fn shown(format: Format, group: &GroupRef, s: &edit::Shown) -> String {
             )
         }
         Format::Json => {
-            let mut value = json!({
-                "group": group.name,
-                "address": group.address,
-                "seq": m.seq,
-                "ts": time::rfc3339(m.ts),
-                "ts_ms": m.ts,
-                "sender": m.sender,
-                "text": m.text,
-            });
+            let mut value = message_json(group, m);
             if let Some(ms) = s.edited_ms {
                 value["edited_ts"] = json!(time::rfc3339(ms));
                 value["edited_ts_ms"] = json!(ms);
