@@ -46,6 +46,15 @@ impl Batch {
         &mut self.effects.out
     }
 
+    /// Answers request `req_id` of `route` with `reply`, after what was decided before it.
+    pub fn reply(&mut self, route: Route, req_id: u32, reply: Reply) {
+        self.out().push(Outbound::Reply {
+            route,
+            req_id,
+            reply,
+        });
+    }
+
     /// Takes what is ready to send. Nothing may be taken from an open transaction.
     pub fn take_out(&mut self) -> Vec<Outbound> {
         debug_assert!(self.open.is_none(), "bug: answers taken before a commit");

@@ -666,30 +666,18 @@ impl GroupServer {
                     warn!(peer = %transport::hex(&route), %code, %reason, "bad request");
                     self.ops.asked(req_id, "INVALID");
                     let reply = Reply::Error { code, reason };
-                    batch.out().push(Outbound::Reply {
-                        route,
-                        req_id,
-                        reply,
-                    });
+                    batch.reply(route, req_id, reply);
                     continue;
                 }
             };
             self.ops.asked(req_id, request.name());
             if let Err((code, reason)) = self.open_conversation(&request, &mut batch) {
                 let reply = Reply::Error { code, reason };
-                batch.out().push(Outbound::Reply {
-                    route,
-                    req_id,
-                    reply,
-                });
+                batch.reply(route, req_id, reply);
                 continue;
             }
             if let Some(reply) = batch.admit(&request, &mut self.state, self.store.as_mut()) {
-                batch.out().push(Outbound::Reply {
-                    route,
-                    req_id,
-                    reply,
-                });
+                batch.reply(route, req_id, reply);
                 continue;
             }
             if let Request::History { group, .. } = &request {
@@ -697,11 +685,7 @@ impl GroupServer {
             }
             if matches!(request, Request::Status) {
                 let reply = self.status();
-                batch.out().push(Outbound::Reply {
-                    route,
-                    req_id,
-                    reply,
-                });
+                batch.reply(route, req_id, reply);
                 continue;
             }
             messages += sent(&request);
@@ -722,11 +706,7 @@ impl GroupServer {
                         code: protocol::ErrorCode::Limited,
                         reason,
                     };
-                    batch.out().push(Outbound::Reply {
-                        route,
-                        req_id,
-                        reply,
-                    });
+                    batch.reply(route, req_id, reply);
                     continue;
                 }
             }
