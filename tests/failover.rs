@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::postgres::{cluster_server, Postgres};
@@ -20,18 +20,6 @@ use zms::protocol::Message;
 
 /// How long any one awaited event may take: generous, for a machine busy with other work.
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// The file's PostgreSQL instance, or `None` (test skipped) where it is not installed.
-fn postgres() -> Option<Arc<Postgres>> {
-    static SHARED: Mutex<Weak<Postgres>> = Mutex::new(Weak::new());
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(pg) = shared.upgrade() {
-        return Some(pg);
-    }
-    let pg = Arc::new(Postgres::start()?);
-    *shared = Arc::downgrade(&pg);
-    Some(pg)
-}
 
 /// The pid of the server holding `group`'s live lease, per the database.
 fn owner(pg: &Postgres, db: &str, group: &str) -> Option<u32> {
@@ -322,7 +310,7 @@ fn member(
 /// Kills (SIGKILL) the group's owner `kills` times under load, a new server joining each
 /// time so three stay up; returns the figures.
 fn kill_owner_repeatedly(kills: usize, per_round: u64) -> Option<String> {
-    let pg = postgres()?;
+    let pg = Postgres::shared()?;
     let db = format!("kill{kills}");
     let url = pg.database(&db);
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
@@ -387,7 +375,7 @@ fn heavy_the_owner_killed_ten_times_under_load() {
 
 #[test]
 fn a_frozen_owner_resumed_past_its_lease_writes_nothing_and_retries_land_at_the_new_owner() {
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let db = "frozen_load";
     let url = pg.database(db);
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
@@ -418,7 +406,7 @@ fn a_frozen_owner_resumed_past_its_lease_writes_nothing_and_retries_land_at_the_
 
 #[test]
 fn a_server_that_joins_the_pool_takes_its_share_without_losing_a_message() {
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let db = "joining";
     let url = pg.database(db);
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
@@ -457,7 +445,7 @@ fn refused_start(url: &str, home: &std::path::Path) -> (Option<i32>, String) {
 
 #[test]
 fn a_database_that_cannot_be_used_is_refused_at_start_with_what_to_do() {
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let home = tempfile::tempdir().unwrap();
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = free.local_addr().unwrap().port();
@@ -661,7 +649,7 @@ fn a_server_that_cannot_renew_its_leases_stops_serving_and_takes_them_back_when_
 
 #[test]
 fn zms_tail_follows_its_group_to_the_new_owner_and_says_so_once() {
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let url = pg.database("tail");
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();
@@ -753,7 +741,7 @@ fn the_python_client_follows_a_group_to_its_new_owner() {
         eprintln!("skipped: {} with pyzmq not available", python.display());
         return;
     }
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let url = pg.database("python");
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use common::postgres::{cluster_server, Postgres};
@@ -15,18 +14,6 @@ use zms::group::storage::{Appended, Storage};
 use zms::protocol::{Acked, Message};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// The file's PostgreSQL instance, or `None` (test skipped) where it is not installed.
-fn postgres() -> Option<Arc<Postgres>> {
-    static SHARED: Mutex<Weak<Postgres>> = Mutex::new(Weak::new());
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(pg) = shared.upgrade() {
-        return Some(pg);
-    }
-    let pg = Arc::new(Postgres::start()?);
-    *shared = Arc::downgrade(&pg);
-    Some(pg)
-}
 
 fn message(sender: &str, text: &str, ts: i64) -> Message {
     Message {
@@ -66,7 +53,7 @@ fn send(
 
 #[test]
 fn the_store_appends_fetches_dedups_and_keeps_members_invites_and_names() {
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let url = pg.database("store");
     let mut store = PgStore::connect(&url, "one", Duration::from_secs(30)).unwrap();
     let general = store.ensure_group("general", 1).unwrap();
@@ -152,7 +139,7 @@ fn the_store_appends_fetches_dedups_and_keeps_members_invites_and_names() {
 
 #[test]
 fn an_owner_whose_lease_was_taken_cannot_write_and_seqs_stay_gap_free() {
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let url = pg.database("fencing");
     let mut old = PgStore::connect(&url, "old", Duration::from_millis(300)).unwrap();
     let group = old.ensure_group("general", 1).unwrap();
@@ -201,7 +188,7 @@ fn owned(pg: &Postgres, db: &str, pid: u32) -> usize {
 
 #[test]
 fn group_servers_on_one_database_share_the_groups_and_a_later_one_takes_its_share() {
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let url = pg.database("share");
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();
@@ -237,7 +224,7 @@ fn group_servers_on_one_database_share_the_groups_and_a_later_one_takes_its_shar
 
 #[test]
 fn a_frozen_group_server_loses_its_groups_and_resumed_cannot_write() {
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let url = pg.database("frozen");
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();
@@ -294,7 +281,7 @@ fn a_frozen_group_server_loses_its_groups_and_resumed_cannot_write() {
 
 #[test]
 fn an_operator_creates_imports_into_sets_and_deletes_a_group_in_cluster_mode() {
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let url = pg.database("admin");
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();
@@ -365,7 +352,7 @@ fn an_operator_creates_imports_into_sets_and_deletes_a_group_in_cluster_mode() {
 
 #[test]
 fn a_conversation_lives_on_any_server_of_the_pool() {
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let url = pg.database("conversations");
     let directory = Proc::spawn(&["message-server", "--bind", "127.0.0.1:0"]);
     let dir = directory.listening();
@@ -402,7 +389,7 @@ fn a_conversation_lives_on_any_server_of_the_pool() {
 
 #[test]
 fn the_store_searches_latest_texts_and_keeps_read_positions() {
-    let Some(pg) = postgres() else { return };
+    let Some(pg) = Postgres::shared() else { return };
     let url = pg.database("chat");
     let mut store = PgStore::connect(&url, "one", Duration::from_secs(30)).unwrap();
     let general = store.ensure_group("general", 1).unwrap();

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 /// A running PostgreSQL instance whose superuser is `zms`, trusted on 127.0.0.1.
 pub struct Postgres {
@@ -26,6 +27,20 @@ impl Postgres {
     /// (a failure instead where `ZMS_REQUIRE_POSTGRES=1`).
     pub fn start() -> Option<Postgres> {
         Postgres::start_with("")
+    }
+
+    /// One instance for the tests of a test binary that run at the same time, each in its own
+    /// database: started by the first, stopped when the last lets it go; `None` as for
+    /// [`Postgres::start`].
+    pub fn shared() -> Option<Arc<Postgres>> {
+        static SHARED: Mutex<Weak<Postgres>> = Mutex::new(Weak::new());
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pg) = shared.upgrade() {
+            return Some(pg);
+        }
+        let pg = Arc::new(Postgres::start()?);
+        *shared = Arc::downgrade(&pg);
+        Some(pg)
     }
 
     /// As [`Postgres::start`], a primary whose every commit waits until a synchronous standby
